@@ -47,6 +47,9 @@ pub enum SkipReason {
         /// What is wrong with it.
         reason: String,
     },
+    /// Rates that change with the time of day: not supported, so not guessed.
+    #[error("off_peak_pricing (time-of-day rates) is not supported")]
+    OffPeak,
     /// A malformed `tiered_pricing` table.
     #[error("tiered_pricing: {0}")]
     BadRangeTable(String),
@@ -98,6 +101,9 @@ pub fn import_entry(name: &str, entry: &Value) -> Result<ModelPrice, SkipReason>
         "embedding" => ModelKind::Embedding,
         other => return Err(SkipReason::Mode(other.to_string())),
     };
+    if e.contains_key("off_peak_pricing") {
+        return Err(SkipReason::OffPeak);
+    }
     let input = rate(e, "input_cost_per_token")?;
     let mut output = rate(e, "output_cost_per_token")?;
     let ranges = range_table(e)?;
@@ -120,11 +126,16 @@ pub fn import_entry(name: &str, entry: &Value) -> Result<ModelPrice, SkipReason>
         reasoning: rate(e, "output_cost_per_reasoning_token")?,
     };
     let provider = e.get("litellm_provider").and_then(Value::as_str);
+    let mut ranges = resolve_ranges(ranges, &rates);
+    let mut rates = rates;
+    if provider.is_some_and(|p| ALIBABA_PROVIDERS.contains(&p)) {
+        alibaba_conventions(&mut rates, &mut ranges);
+    }
     Ok(ModelPrice {
         provider: provider.map(str::to_string),
         kind,
         tiers: threshold_tiers(e, provider == Some("xai"))?,
-        ranges: resolve_ranges(ranges, &rates),
+        ranges,
         max_output_tokens: e
             .get("max_output_tokens")
             .or_else(|| e.get("max_tokens"))
@@ -268,6 +279,21 @@ fn range_table(e: &Map<String, Value>) -> Result<Vec<RawRange>, SkipReason> {
     Ok(out)
 }
 
+/// Alibaba Model Studio (LiteLLM providers `dashscope`, `qwencloud`, `qwen_ai_platform`) has
+/// its own calculator in LiteLLM: an unpriced cache read or write bills at the input rate,
+/// and there is one cache-write rate whatever the entry's lifetime.
+const ALIBABA_PROVIDERS: [&str; 3] = ["dashscope", "qwencloud", "qwen_ai_platform"];
+
+fn alibaba_conventions(rates: &mut Rates, ranges: &mut [RangeTier]) {
+    rates.cache_read = Some(rates.cache_read.unwrap_or(rates.input));
+    let write = rates.cache_write_5m.unwrap_or(rates.input);
+    rates.cache_write_5m = Some(write);
+    rates.cache_write_1h = Some(write);
+    for row in ranges {
+        row.rates.cache_write_1h = row.rates.cache_write_5m;
+    }
+}
+
 /// Fills each row's missing rates the way LiteLLM's `_get_tiered_base_costs` does: cache
 /// rates fall back to the row's input rate, output to the model's output rate, and reasoning
 /// to the row's output rate if the row names one, else the model's reasoning or output rate.
@@ -368,6 +394,29 @@ mod tests {
         let imp = import(br#"{"a": 5, "b": {"tiered_pricing": {}}}"#).unwrap();
         assert_eq!(imp.skipped["a"], SkipReason::NotAnObject);
         assert!(matches!(imp.skipped["b"], SkipReason::BadRangeTable(_)));
+    }
+
+    #[test]
+    fn provider_conventions() {
+        let imp = import(br#"{
+            "dashscope/qwen": {"litellm_provider": "dashscope", "mode": "chat",
+                "input_cost_per_token": 4e-07, "output_cost_per_token": 1.2e-06},
+            "openai-like": {"litellm_provider": "openai", "mode": "chat",
+                "input_cost_per_token": 4e-07, "output_cost_per_token": 1.2e-06},
+            "peaky": {"mode": "chat", "input_cost_per_token": 1e-06, "off_peak_pricing": {}},
+            "grok": {"litellm_provider": "xai", "mode": "chat", "input_cost_per_token": 1e-06,
+                "output_cost_per_token": 1e-06, "input_cost_per_token_above_128k_tokens": 2e-06}
+        }"#)
+        .unwrap();
+        // Alibaba: unpriced cache tokens bill at the input rate, one write rate for both lifetimes.
+        let q = imp.book.models["dashscope/qwen"].rates_for(10);
+        assert_eq!((q.cache_read, q.cache_write_5m, q.cache_write_1h), (d("4e-7"), d("4e-7"), d("4e-7")));
+        // Everyone else: unpriced means zero, as LiteLLM's generic calculator does.
+        let o = imp.book.models["openai-like"].rates_for(10);
+        assert_eq!((o.cache_read, o.cache_write_5m), (Decimal::ZERO, Decimal::ZERO));
+        assert_eq!(imp.skipped["peaky"], SkipReason::OffPeak);
+        // xAI bills the long-context tier from exactly the threshold on.
+        assert_eq!(imp.book.models["grok"].rates_for(128_000).input, d("2e-6"));
     }
 
     #[test]

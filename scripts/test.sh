@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The one test command: README's "test" and exactly what CI (.ci/run) runs.
+# Sets up what is missing (scripts/setup.sh), then formatting, clippy (native and wasm32) and
+# every test of the workspace, all with the committed Cargo.lock.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+# Crates that build for wasm32-wasip1 and are linted for it too.
+wasm_crates=(-p tollgate-core)
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== clippy (native)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== clippy (wasm32-wasip1)"
+cargo clippy "${wasm_crates[@]}" --target wasm32-wasip1 --locked -- -D warnings
+echo "== tests"
+cargo test --workspace --locked
