@@ -14,6 +14,8 @@ pub mod cost;
 pub mod estimate;
 pub mod event;
 pub mod pricing;
+pub mod principal;
+pub mod route;
 pub mod snapshot;
 pub mod usage;
 

@@ -1,0 +1,531 @@
+//! The filter's plugin configuration: parsed and validated once in `on_configure`.
+//!
+//! Every problem is reported with its field path (`control_plane.sync_interval_ms: ...`), all
+//! of them at once, so an operator fixes a bad config in one go; Envoy then refuses to start
+//! the plugin. Unknown fields are errors (a typo must not silently become a default).
+//! Secrets (the data-plane token, provider keys) are [`Secret`]s: they never print.
+//!
+//! Example (every field but `control_plane.cluster`/`authority`/`token` has a default):
+//! ```json
+//! {"role": "filter",
+//!  "control_plane": {"cluster": "tollgate_cp", "authority": "127.0.0.1:8080", "token": "dp-…",
+//!                    "sync_interval_ms": 1000, "timeout_ms": 2000},
+//!  "identity": {"providers": {"openai": {"header": "authorization", "value": "Bearer sk-…"}},
+//!               "trusted_principal_header": null},
+//!  "max_staleness_s": 300, "stale_policy": "allow", "unknown_model": "deny",
+//!  "missing_usage": "charge_estimate", "shadow": false, "inject_include_usage": true}
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::pricing::{per_million, ModelPrice};
+
+/// Which of its two roles this plugin instance plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The HTTP filter on every worker.
+    #[default]
+    Filter,
+    /// The singleton sync service (`envoy.bootstrap.wasm`).
+    Sync,
+}
+
+/// What to do when the snapshot is older than `max_staleness_s` (or none arrived yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StalePolicy {
+    /// Keep enforcing from the last snapshot; with none, allow (fail open).
+    #[default]
+    Allow,
+    /// Deny metered requests (fail closed).
+    Deny,
+}
+
+/// What to do with a request for a model the price book does not know.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum UnknownModel {
+    /// Refuse it (400, naming the model).
+    #[default]
+    Deny,
+    /// Serve it, charge nothing, count it as unpriced.
+    AllowUnpriced,
+    /// Price it at this default.
+    DefaultPrice(ModelPrice),
+}
+
+/// What to charge when a response carries no usage (disconnect, upstream error, truncation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingUsage {
+    /// The request's worst-case estimate: budgets never under-count.
+    #[default]
+    ChargeEstimate,
+    /// Nothing.
+    ChargeZero,
+}
+
+/// A secret string that never appears in `Debug` or `Display` output.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where and how the control plane is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlane {
+    /// Envoy static cluster name for `dispatch_http_call`.
+    pub cluster: String,
+    /// `:authority` of the calls.
+    pub authority: String,
+    /// Data-plane token (`Authorization: Bearer`).
+    pub token: Secret,
+    /// Snapshot path.
+    pub snapshot_path: String,
+    /// Usage path.
+    pub usage_path: String,
+    /// How often the sync service polls and flushes.
+    pub sync_interval_ms: u64,
+    /// Timeout of one call.
+    pub timeout_ms: u64,
+    /// Most events per `POST /v1/usage`.
+    pub batch_max_events: usize,
+}
+
+/// The upstream credential swapped in for a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderKey {
+    /// Header name, lowercase (`authorization`, `x-api-key`, `x-goog-api-key`).
+    pub header: String,
+    /// Header value.
+    pub value: Secret,
+}
+
+/// How requests are attributed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    /// Upstream keys by provider (`openai`, `anthropic`, `gemini`); a virtual key is replaced
+    /// by the provider key before the request leaves Envoy.
+    pub providers: BTreeMap<String, ProviderKey>,
+    /// A principal header set by an earlier, trusted filter (e.g. after `jwt_authn`). Without
+    /// it, a client-sent principal header is ignored and removed.
+    pub trusted_principal_header: Option<String>,
+}
+
+/// Size and count limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body read for the estimate; larger bodies are refused with 413.
+    pub max_request_body_bytes: usize,
+    /// Largest single response body or SSE event kept to find usage.
+    pub max_response_event_bytes: usize,
+    /// Most usage events queued before the oldest overflow (counted).
+    pub max_queue_events: usize,
+    /// Output tokens assumed when neither the request nor the price book bounds them.
+    pub default_max_output_tokens: u64,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Filter or sync service.
+    pub role: Role,
+    /// Control plane connection.
+    pub control_plane: ControlPlane,
+    /// Attribution.
+    pub identity: Identity,
+    /// Age past which the snapshot is stale.
+    pub max_staleness_s: u64,
+    /// What stale means for requests.
+    pub stale_policy: StalePolicy,
+    /// Unknown model policy.
+    pub unknown_model: UnknownModel,
+    /// Missing usage policy.
+    pub missing_usage: MissingUsage,
+    /// Decide and count, never deny.
+    pub shadow: bool,
+    /// Set `stream_options.include_usage` on streaming OpenAI requests.
+    pub inject_include_usage: bool,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// One problem in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted path of the field.
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Every problem found, reported together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid tollgate config: {}", .0.iter().map(|p| format!("{}: {}", p.field, p.problem)).collect::<Vec<_>>().join("; "))]
+pub struct ConfigError(pub Vec<ConfigProblem>);
+
+/// Reads the fields of one JSON object, recording a problem per bad or unknown field.
+struct Fields<'a> {
+    path: &'a str,
+    map: &'a Map<String, Value>,
+    used: Vec<&'static str>,
+    problems: &'a mut Vec<ConfigProblem>,
+}
+
+impl<'a> Fields<'a> {
+    fn field_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn problem(&mut self, key: &str, problem: impl Into<String>) {
+        let field = self.field_path(key);
+        self.problems.push(ConfigProblem { field, problem: problem.into() });
+    }
+
+    /// The field's value, `None` when absent (or null) or invalid (recorded).
+    fn opt<T: DeserializeOwned>(&mut self, key: &'static str) -> Option<T> {
+        self.used.push(key);
+        let v = self.map.get(key).filter(|v| !v.is_null())?;
+        match T::deserialize(v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.problem(key, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn or<T: DeserializeOwned>(&mut self, key: &'static str, default: T) -> T {
+        self.opt(key).unwrap_or(default)
+    }
+
+    fn required<T: DeserializeOwned + Default>(&mut self, key: &'static str) -> T {
+        if self.map.get(key).is_none_or(Value::is_null) {
+            self.problem(key, "required");
+        }
+        self.opt(key).unwrap_or_default()
+    }
+
+    /// A number in `[min, max]`, else a problem naming the bounds.
+    fn ranged(&mut self, key: &'static str, default: u64, min: u64, max: u64) -> u64 {
+        let v = self.or(key, default);
+        if !(min..=max).contains(&v) {
+            self.problem(key, format!("must be between {min} and {max}, got {v}"));
+        }
+        v
+    }
+
+    fn object(&mut self, key: &'static str) -> Map<String, Value> {
+        self.used.push(key);
+        match self.map.get(key) {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(other) => {
+                self.problem(key, format!("expected an object, got {other}"));
+                Map::new()
+            }
+        }
+    }
+
+    fn finish(self) {
+        let unknown: Vec<String> = self
+            .map
+            .keys()
+            .filter(|k| !self.used.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for k in unknown {
+            let field = self.field_path(&k);
+            self.problems.push(ConfigProblem { field, problem: "unknown field".into() });
+        }
+    }
+}
+
+fn non_empty(f: &mut Fields<'_>, key: &'static str, v: &str) {
+    if v.trim().is_empty() {
+        f.problem(key, "must not be empty");
+    }
+}
+
+fn path(f: &mut Fields<'_>, key: &'static str, default: &str) -> String {
+    let p: String = f.or(key, default.to_string());
+    if !p.starts_with('/') {
+        f.problem(key, format!("must start with '/', got {p:?}"));
+    }
+    p
+}
+
+fn control_plane(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> ControlPlane {
+    let mut f = Fields { path: "control_plane", map, used: vec![], problems };
+    let cluster: String = f.required("cluster");
+    non_empty(&mut f, "cluster", &cluster);
+    let authority: String = f.required("authority");
+    non_empty(&mut f, "authority", &authority);
+    let token: String = f.required("token");
+    non_empty(&mut f, "token", &token);
+    let cp = ControlPlane {
+        cluster,
+        authority,
+        token: Secret(token),
+        snapshot_path: path(&mut f, "snapshot_path", "/v1/snapshot"),
+        usage_path: path(&mut f, "usage_path", "/v1/usage"),
+        sync_interval_ms: f.ranged("sync_interval_ms", 1000, 100, 3_600_000),
+        timeout_ms: f.ranged("timeout_ms", 2000, 10, 60_000),
+        batch_max_events: f.ranged("batch_max_events", 1000, 1, crate::event::MAX_BATCH_EVENTS as u64)
+            as usize,
+    };
+    f.finish();
+    cp
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProviderKey {
+    header: String,
+    value: String,
+}
+
+fn identity(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> Identity {
+    let mut f = Fields { path: "identity", map, used: vec![], problems };
+    let raw: BTreeMap<String, RawProviderKey> = f.or("providers", BTreeMap::new());
+    let mut providers = BTreeMap::new();
+    for (name, key) in raw {
+        let header = key.header.trim().to_ascii_lowercase();
+        let valid_header = !header.is_empty()
+            && header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid_header {
+            f.problem("providers", format!("{name}.header: not a valid header name"));
+        }
+        if key.value.is_empty() || key.value.contains(['\r', '\n']) {
+            f.problem("providers", format!("{name}.value: must be a non-empty single line"));
+        }
+        providers.insert(name, ProviderKey { header, value: Secret(key.value) });
+    }
+    let trusted: Option<String> = f.opt("trusted_principal_header");
+    if trusted.as_deref().is_some_and(|h| h.trim().is_empty()) {
+        f.problem("trusted_principal_header", "must not be empty when set");
+    }
+    f.finish();
+    Identity {
+        providers,
+        trusted_principal_header: trusted.map(|h| h.trim().to_ascii_lowercase()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaultPrice {
+    /// USD per 1M input tokens.
+    input_per_million: Decimal,
+    /// USD per 1M output tokens.
+    output_per_million: Decimal,
+}
+
+fn unknown_model(f: &mut Fields<'_>) -> UnknownModel {
+    f.used.push("unknown_model");
+    match f.map.get("unknown_model") {
+        None | Some(Value::Null) => UnknownModel::Deny,
+        Some(Value::String(s)) if s == "deny" => UnknownModel::Deny,
+        Some(Value::String(s)) if s == "allow_unpriced" => UnknownModel::AllowUnpriced,
+        Some(Value::Object(m)) if m.len() == 1 && m.contains_key("default_price") => {
+            let raw = m.get("default_price").cloned().unwrap_or(Value::Null);
+            match RawDefaultPrice::deserialize(raw) {
+                Ok(p) => match (
+                    per_million("input_per_million", p.input_per_million),
+                    per_million("output_per_million", p.output_per_million),
+                ) {
+                    (Ok(i), Ok(o)) => UnknownModel::DefaultPrice(ModelPrice::flat(i, o)),
+                    (Err(e), _) | (_, Err(e)) => {
+                        f.problem("unknown_model", format!("default_price.{e}"));
+                        UnknownModel::Deny
+                    }
+                },
+                Err(e) => {
+                    f.problem("unknown_model", format!("default_price: {e}"));
+                    UnknownModel::Deny
+                }
+            }
+        }
+        Some(other) => {
+            f.problem(
+                "unknown_model",
+                format!("expected \"deny\", \"allow_unpriced\" or {{\"default_price\": {{...}}}}, got {other}"),
+            );
+            UnknownModel::Deny
+        }
+    }
+}
+
+fn limits(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> Limits {
+    let mut f = Fields { path: "limits", map, used: vec![], problems };
+    let l = Limits {
+        max_request_body_bytes: f.ranged("max_request_body_bytes", 4 << 20, 1024, 64 << 20) as usize,
+        max_response_event_bytes: f.ranged("max_response_event_bytes", 1 << 20, 1024, 64 << 20)
+            as usize,
+        max_queue_events: f.ranged("max_queue_events", 100_000, 1, 10_000_000) as usize,
+        default_max_output_tokens: f.ranged("default_max_output_tokens", 8192, 1, 10_000_000),
+    };
+    f.finish();
+    l
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let problem = |field: &str, problem: String| {
+            ConfigError(vec![ConfigProblem { field: field.into(), problem }])
+        };
+        let root: Value = serde_json::from_slice(bytes)
+            .map_err(|e| problem("(root)", format!("not valid JSON: {e}")))?;
+        let Value::Object(map) = root else {
+            return Err(problem("(root)", "expected a JSON object".into()));
+        };
+        let mut problems = Vec::new();
+        let mut f = Fields { path: "", map: &map, used: vec![], problems: &mut problems };
+        let role = f.or("role", Role::Filter);
+        let cp_map = f.object("control_plane");
+        if !map.contains_key("control_plane") {
+            f.problem("control_plane", "required");
+        }
+        let id_map = f.object("identity");
+        let limits_map = f.object("limits");
+        let max_staleness_s = f.ranged("max_staleness_s", 300, 1, 30 * 86_400);
+        let stale_policy = f.or("stale_policy", StalePolicy::Allow);
+        let unknown_model = unknown_model(&mut f);
+        let missing_usage = f.or("missing_usage", MissingUsage::ChargeEstimate);
+        let shadow = f.or("shadow", false);
+        let inject_include_usage = f.or("inject_include_usage", true);
+        f.finish();
+        let config = Config {
+            role,
+            control_plane: control_plane(&cp_map, &mut problems),
+            identity: identity(&id_map, &mut problems),
+            max_staleness_s,
+            stale_policy,
+            unknown_model,
+            missing_usage,
+            shadow,
+            inject_include_usage,
+            limits: limits(&limits_map, &mut problems),
+        };
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({"control_plane": {"cluster": "cp", "authority": "127.0.0.1:8080", "token": "dp-secret"}})
+    }
+
+    fn parse(v: Value) -> Result<Config, ConfigError> {
+        Config::parse(v.to_string().as_bytes())
+    }
+
+    fn fields(err: ConfigError) -> Vec<String> {
+        err.0.into_iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(base()).unwrap();
+        assert_eq!(c.role, Role::Filter);
+        assert_eq!(c.control_plane.sync_interval_ms, 1000);
+        assert_eq!(c.control_plane.snapshot_path, "/v1/snapshot");
+        assert_eq!(c.unknown_model, UnknownModel::Deny);
+        assert_eq!(c.missing_usage, MissingUsage::ChargeEstimate);
+        assert!(c.inject_include_usage && !c.shadow);
+        assert_eq!(c.limits.max_queue_events, 100_000);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let mut v = base();
+        v["control_plane"]["sync_interval_ms"] = json!(5);
+        v["control_plane"]["token"] = json!("");
+        v["control_plane"]["snapshot_path"] = json!("v1/snapshot");
+        v["control_plane"]["colour"] = json!("blue");
+        v["stale_policy"] = json!("sometimes");
+        v["limits"] = json!({"max_queue_events": -1});
+        v["identity"] = json!({"providers": {"openai": {"header": "bad header", "value": "x"}}});
+        v["unknown_model"] = json!({"default_price": {"input_per_million": "0.0000025", "output_per_million": "10"}});
+        v["typo"] = json!(true);
+        let got = fields(parse(v).unwrap_err());
+        for want in [
+            "control_plane.sync_interval_ms",
+            "control_plane.token",
+            "control_plane.snapshot_path",
+            "control_plane.colour",
+            "stale_policy",
+            "limits.max_queue_events",
+            "identity.providers",
+            "unknown_model",
+            "typo",
+        ] {
+            assert!(got.contains(&want.to_string()), "{want} missing from {got:?}");
+        }
+    }
+
+    #[test]
+    fn missing_control_plane_and_bad_json() {
+        let err = parse(json!({})).unwrap_err();
+        assert!(fields(err).contains(&"control_plane".to_string()));
+        let err = Config::parse(b"{not json").unwrap_err();
+        assert_eq!(err.0[0].field, "(root)");
+        let err = Config::parse(b"[]").unwrap_err();
+        assert!(err.to_string().contains("expected a JSON object"));
+    }
+
+    #[test]
+    fn policies_and_identity() {
+        let mut v = base();
+        v["role"] = json!("sync");
+        v["unknown_model"] = json!({"default_price": {"input_per_million": "2.5", "output_per_million": "10"}});
+        v["identity"] = json!({"providers": {"anthropic": {"header": "X-Api-Key", "value": "sk-ant"}},
+                               "trusted_principal_header": "X-Tollgate-Principal"});
+        let c = parse(v).unwrap();
+        assert_eq!(c.role, Role::Sync);
+        let UnknownModel::DefaultPrice(p) = c.unknown_model else { panic!() };
+        assert_eq!(p.rates.input, Decimal::new(25, 7));
+        assert_eq!(c.identity.providers["anthropic"].header, "x-api-key");
+        assert_eq!(c.identity.trusted_principal_header.as_deref(), Some("x-tollgate-principal"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut v = base();
+        v["identity"] = json!({"providers": {"openai": {"header": "authorization", "value": "Bearer sk-live-123"}}});
+        let c = parse(v).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("dp-secret") && !shown.contains("sk-live-123"), "{shown}");
+        assert_eq!(c.control_plane.token.expose(), "dp-secret");
+    }
+}

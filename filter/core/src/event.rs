@@ -1,0 +1,272 @@
+//! Usage events: what the filter reports to the control plane for every metered request,
+//! and the batches the sync service posts to `POST /v1/usage`.
+//!
+//! An event is idempotent by `id`: the control plane ignores an id it already has, so the sync
+//! service can retry a batch freely. `reporter` + `seq` let a snapshot say which of a reporter's
+//! events its spend already includes (see [`crate::snapshot`]), so the filter stops counting
+//! them locally at exactly the right moment.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::cost::CostBreakdown;
+use crate::principal::Principal;
+use crate::usage::{ApiFormat, Usage};
+
+/// Largest batch the control plane accepts.
+pub const MAX_BATCH_EVENTS: usize = 10_000;
+
+/// How the cost of an event was determined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Charge {
+    /// From the usage the provider reported.
+    Actual,
+    /// No usage arrived; charged the request's worst-case estimate by policy.
+    Estimate,
+    /// No usage arrived; charged nothing by policy.
+    Zero,
+}
+
+/// Why a request has no usage from the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnchargedReason {
+    /// The downstream client went away before the response finished.
+    ClientDisconnect,
+    /// The upstream answered with an error status.
+    UpstreamError,
+    /// The upstream reset or the stream ended early.
+    Truncated,
+    /// The response had no usage object or it could not be parsed.
+    NoUsage,
+    /// The model has no price (served under the `allow_unpriced` policy).
+    Unpriced,
+    /// The response body was larger than the filter buffers.
+    TooLarge,
+}
+
+/// One metered request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageEvent {
+    /// Globally unique id: the idempotency key.
+    pub id: String,
+    /// The Envoy (sync service instance) that reported it.
+    pub reporter: String,
+    /// Per-reporter sequence number, increasing by one per event.
+    pub seq: u64,
+    /// When the response finished, Unix seconds.
+    pub ts: i64,
+    /// Who is charged.
+    pub principal: Principal,
+    /// Model as priced (the price book key that matched), or as requested when unpriced.
+    pub model: String,
+    /// API the request spoke.
+    pub api: ApiFormat,
+    /// Token counts (zero when no usage arrived).
+    #[serde(default)]
+    pub usage: Usage,
+    /// Cost per bucket; `cost.total` is what budgets are charged.
+    pub cost: CostBreakdown,
+    /// Version of the price book the cost was computed with.
+    pub price_version: u64,
+    /// How the cost was determined.
+    pub charge: Charge,
+    /// Set when `charge` is not `actual`, and for unpriced requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncharged: Option<UnchargedReason>,
+    /// Upstream HTTP status (0 when none arrived).
+    #[serde(default)]
+    pub status: u16,
+    /// Whether the response was streamed.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// The body of `POST /v1/usage`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBatch {
+    /// Events in reporting order.
+    pub events: Vec<UsageEvent>,
+}
+
+/// The answer to `POST /v1/usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageAck {
+    /// Events stored now.
+    pub accepted: u64,
+    /// Events already stored earlier (same id), ignored.
+    pub duplicate: u64,
+}
+
+/// Why an event or batch is refused; each names the field, indexed within the batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// More than [`MAX_BATCH_EVENTS`].
+    #[error("events: {0} events in one batch, at most {MAX_BATCH_EVENTS} allowed")]
+    TooMany(usize),
+    /// A field is empty or too long.
+    #[error("events[{index}].{field}: must be 1 to 256 characters")]
+    BadText {
+        /// Index in the batch.
+        index: usize,
+        /// Field name.
+        field: &'static str,
+    },
+    /// Negative money.
+    #[error("events[{index}].cost.{field}: must not be negative")]
+    NegativeCost {
+        /// Index in the batch.
+        index: usize,
+        /// Bucket name.
+        field: &'static str,
+    },
+    /// Buckets don't add up to the total.
+    #[error("events[{index}].cost.total: {total} is not the sum of the buckets ({sum})")]
+    TotalMismatch {
+        /// Index in the batch.
+        index: usize,
+        /// Reported total.
+        total: Decimal,
+        /// Sum of the buckets.
+        sum: Decimal,
+    },
+    /// Reasoning tokens exceed output tokens.
+    #[error("events[{index}].usage.reasoning: more than usage.output")]
+    ReasoningOverOutput {
+        /// Index in the batch.
+        index: usize,
+    },
+}
+
+impl UsageBatch {
+    /// Checks every event; the control plane refuses the whole batch on the first problem
+    /// (the sender is our own filter, so a bad event is a bug to surface, not data to skip).
+    pub fn validate(&self) -> Result<(), EventError> {
+        if self.events.len() > MAX_BATCH_EVENTS {
+            return Err(EventError::TooMany(self.events.len()));
+        }
+        self.events
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, e)| e.validate(i))
+    }
+}
+
+impl UsageEvent {
+    /// Checks one event; `index` is its place in the batch, for the error message.
+    pub fn validate(&self, index: usize) -> Result<(), EventError> {
+        let text = |field, s: &str| {
+            if s.is_empty() || s.len() > 256 {
+                Err(EventError::BadText { index, field })
+            } else {
+                Ok(())
+            }
+        };
+        text("id", &self.id)?;
+        text("reporter", &self.reporter)?;
+        text("model", &self.model)?;
+        text("principal.org", &self.principal.org)?;
+        let c = &self.cost;
+        let buckets = [
+            ("input", c.input),
+            ("cache_read", c.cache_read),
+            ("cache_write_5m", c.cache_write_5m),
+            ("cache_write_1h", c.cache_write_1h),
+            ("output", c.output),
+            ("reasoning", c.reasoning),
+            ("total", c.total),
+        ];
+        if let Some((field, _)) = buckets.iter().find(|(_, v)| v.is_sign_negative() && !v.is_zero()) {
+            return Err(EventError::NegativeCost { index, field });
+        }
+        // Estimated and zero charges put the whole amount in `total` only.
+        if self.charge == Charge::Actual {
+            let sum = buckets
+                .iter()
+                .take(6)
+                .try_fold(Decimal::ZERO, |acc, (_, v)| acc.checked_add(*v))
+                .unwrap_or(Decimal::MAX);
+            if sum != c.total {
+                return Err(EventError::TotalMismatch { index, total: c.total, sum });
+            }
+        }
+        if self.usage.reasoning > self.usage.output {
+            return Err(EventError::ReasoningOverOutput { index });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn event() -> UsageEvent {
+        UsageEvent {
+            id: "r1-7".into(),
+            reporter: "r1".into(),
+            seq: 7,
+            ts: 1_700_000_000,
+            principal: Principal {
+                key: Some("k1".into()),
+                user: None,
+                project: Some("p".into()),
+                org: "acme".into(),
+            },
+            model: "gpt-4o".into(),
+            api: ApiFormat::OpenAiChat,
+            usage: Usage { input_uncached: 10, output: 5, ..Usage::default() },
+            cost: CostBreakdown {
+                input: Decimal::new(25, 6),
+                output: Decimal::new(50, 6),
+                total: Decimal::new(75, 6),
+                ..CostBreakdown::default()
+            },
+            price_version: 3,
+            charge: Charge::Actual,
+            uncharged: None,
+            status: 200,
+            stream: false,
+        }
+    }
+
+    #[test]
+    fn round_trips_with_money_as_strings() {
+        let e = event();
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""total":"0.000075""#), "{json}");
+        assert!(json.contains(r#""api":"open_ai_chat""#), "{json}");
+        assert_eq!(serde_json::from_str::<UsageEvent>(&json).unwrap(), e);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let ok = UsageBatch { events: vec![event()] };
+        assert_eq!(ok.validate(), Ok(()));
+        let mut e = event();
+        e.cost.total = Decimal::ONE;
+        let err = UsageBatch { events: vec![event(), e] }.validate().unwrap_err();
+        assert!(err.to_string().starts_with("events[1].cost.total:"), "{err}");
+        let mut e = event();
+        e.id.clear();
+        assert_eq!(e.validate(0), Err(EventError::BadText { index: 0, field: "id" }));
+        let mut e = event();
+        e.cost.output = Decimal::NEGATIVE_ONE;
+        assert_eq!(e.validate(0), Err(EventError::NegativeCost { index: 0, field: "output" }));
+        let mut e = event();
+        e.charge = Charge::Estimate;
+        e.cost = CostBreakdown { total: Decimal::ONE, ..CostBreakdown::default() };
+        assert_eq!(e.validate(0), Ok(()), "an estimate carries only a total");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let mut v = serde_json::to_value(event()).unwrap();
+        v["surprise"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<UsageEvent>(v).is_err());
+    }
+}

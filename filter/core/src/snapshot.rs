@@ -1,0 +1,233 @@
+//! The versioned snapshot the control plane serves at `GET /v1/snapshot` and the filter
+//! enforces from: prices, budgets with their window bounds and spend, virtual-key hashes with
+//! their principal chains, and per-reporter acknowledgements of usage already included.
+//!
+//! The filter decodes a snapshot once per version per worker VM and builds a
+//! [`SnapshotIndex`] for per-request lookups; nothing here runs per request but the lookups.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::budget::{window_at, Mode, Scope, WindowBounds};
+use crate::pricing::PriceBook;
+use crate::principal::Principal;
+
+/// One budget as the filter needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotBudget {
+    /// Budget id.
+    pub id: String,
+    /// Scope it applies to.
+    pub scope: Scope,
+    /// Id of the org / project / user / key it applies to.
+    pub scope_id: String,
+    /// Hard limit for one window, USD.
+    pub limit_usd: Decimal,
+    /// Soft limit: crossing it warns, never denies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_limit_usd: Option<Decimal>,
+    /// Enforce or shadow.
+    pub mode: Mode,
+    /// The current window and the next boundaries, precomputed in the budget's timezone.
+    pub window: WindowBounds,
+    /// Start of the window `spent_usd` belongs to (`None` for a total budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent_window_start: Option<i64>,
+    /// Spend recorded by the control plane in that window.
+    pub spent_usd: Decimal,
+}
+
+impl SnapshotBudget {
+    /// The snapshot's spend that still counts at `now`: zero once a window boundary has
+    /// passed since the snapshot was built. `None` when `now` is beyond the precomputed
+    /// bounds (the snapshot is too stale to know the window).
+    pub fn spent_at(&self, now: i64) -> Option<(Decimal, Option<i64>)> {
+        let w = window_at(&self.window, now)?;
+        let spent = match self.spent_window_start {
+            Some(start) if start < w.start => Decimal::ZERO,
+            _ => self.spent_usd,
+        };
+        Some((spent, w.end))
+    }
+}
+
+/// A virtual key: SHA-256 of the secret (lowercase hex) and who it charges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    /// Lowercase hex SHA-256 of the full secret.
+    pub sha256: String,
+    /// The principal chain the key charges.
+    pub principal: Principal,
+}
+
+/// The snapshot document.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Increases whenever anything in it changes; also the `ETag`.
+    pub version: u64,
+    /// Control-plane clock when built, Unix seconds: staleness is measured from here.
+    pub generated_at: i64,
+    /// Prices.
+    pub prices: PriceBook,
+    /// Budgets.
+    #[serde(default)]
+    pub budgets: Vec<SnapshotBudget>,
+    /// Active virtual keys (revoked keys are absent).
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+    /// For each reporter, the highest `seq` such that all its events up to it are included in
+    /// the spend above: the filter drops its local unsynced spend up to there.
+    #[serde(default)]
+    pub reporters: BTreeMap<String, u64>,
+}
+
+/// Why a snapshot was refused by the filter (it keeps the previous one).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Not the expected JSON.
+    #[error("snapshot is not valid: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A budget with a negative limit or spend.
+    #[error("budgets[{0}]: limit_usd, soft_limit_usd and spent_usd must not be negative")]
+    NegativeMoney(usize),
+}
+
+/// A decoded snapshot with lookup tables, built once per version.
+#[derive(Debug, Default)]
+pub struct SnapshotIndex {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    keys: HashMap<String, usize>,
+    /// Budget indexes by scope (indexed by `Scope::chain_rank`) then scope id.
+    budgets: [HashMap<String, Vec<usize>>; 4],
+}
+
+impl SnapshotIndex {
+    /// Decodes and indexes snapshot bytes.
+    pub fn decode(bytes: &[u8]) -> Result<SnapshotIndex, SnapshotError> {
+        let snapshot: Snapshot = serde_json::from_slice(bytes)?;
+        SnapshotIndex::new(snapshot)
+    }
+
+    /// Indexes a snapshot, refusing negative money.
+    pub fn new(snapshot: Snapshot) -> Result<SnapshotIndex, SnapshotError> {
+        let negative = |d: &Decimal| d.is_sign_negative() && !d.is_zero();
+        if let Some(i) = snapshot.budgets.iter().position(|b| {
+            negative(&b.limit_usd) || negative(&b.spent_usd) || b.soft_limit_usd.as_ref().is_some_and(negative)
+        }) {
+            return Err(SnapshotError::NegativeMoney(i));
+        }
+        let keys = snapshot
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.sha256.to_ascii_lowercase(), i))
+            .collect();
+        let mut budgets: [HashMap<String, Vec<usize>>; 4] = Default::default();
+        for (i, b) in snapshot.budgets.iter().enumerate() {
+            if let Some(by_id) = budgets.get_mut(usize::from(b.scope.chain_rank())) {
+                by_id.entry(b.scope_id.clone()).or_default().push(i);
+            }
+        }
+        Ok(SnapshotIndex { snapshot, keys, budgets })
+    }
+
+    /// The principal of a virtual key, by the lowercase hex SHA-256 of its secret.
+    pub fn principal_for_key(&self, sha256_hex: &str) -> Option<&Principal> {
+        let i = *self.keys.get(sha256_hex)?;
+        self.snapshot.keys.get(i).map(|k| &k.principal)
+    }
+
+    /// Every budget on `principal`'s chain, most specific scope first.
+    pub fn budgets_for<'a>(
+        &'a self,
+        principal: &'a Principal,
+    ) -> impl Iterator<Item = &'a SnapshotBudget> + 'a {
+        principal.chain().flat_map(move |(scope, id)| {
+            self.budgets
+                .get(usize::from(scope.chain_rank()))
+                .and_then(|by_id| by_id.get(id))
+                .into_iter()
+                .flatten()
+                .filter_map(|&i| self.snapshot.budgets.get(i))
+        })
+    }
+
+    /// Seconds since the control plane built this snapshot.
+    pub fn age(&self, now: i64) -> i64 {
+        now.saturating_sub(self.snapshot.generated_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::Period;
+    use serde_json::json;
+
+    fn doc() -> serde_json::Value {
+        // A monthly org budget whose spend belongs to the window starting 1000, a total key
+        // budget, one virtual key, and reporter r1 acknowledged up to seq 41.
+        json!({
+            "version": 7,
+            "generated_at": 1500,
+            "prices": {"version": 2, "models": {"gpt-4o": {"rates": {"input": "0.0000025", "output": "0.00001"}}}},
+            "budgets": [
+                {"id": "b-org", "scope": "org", "scope_id": "acme", "limit_usd": "100", "mode": "enforce",
+                 "window": {"period": "monthly", "boundaries": [1000, 2000, 3000]},
+                 "spent_window_start": 1000, "spent_usd": "12.5"},
+                {"id": "b-key", "scope": "key", "scope_id": "k1", "limit_usd": "5", "soft_limit_usd": "4",
+                 "mode": "shadow", "window": {"period": "total"}, "spent_usd": "1"}
+            ],
+            "keys": [{"sha256": "ab12", "principal": {"key": "k1", "user": "u1", "org": "acme"}}],
+            "reporters": {"r1": 41}
+        })
+    }
+
+    #[test]
+    fn decodes_and_indexes() {
+        let idx = SnapshotIndex::decode(doc().to_string().as_bytes()).unwrap();
+        let p = idx.principal_for_key("ab12").unwrap().clone();
+        assert_eq!(p.user.as_deref(), Some("u1"));
+        assert!(idx.principal_for_key("ffff").is_none());
+        let ids: Vec<&str> = idx.budgets_for(&p).map(|b| b.id.as_str()).collect();
+        assert_eq!(ids, ["b-key", "b-org"], "most specific first");
+        assert_eq!(idx.snapshot.reporters["r1"], 41);
+        assert_eq!(idx.age(1510), 10);
+        assert_eq!(idx.snapshot.budgets[0].window.period(), Period::Monthly);
+    }
+
+    #[test]
+    fn spend_resets_when_a_boundary_passes() {
+        let idx = SnapshotIndex::decode(doc().to_string().as_bytes()).unwrap();
+        let org = &idx.snapshot.budgets[0];
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(org.spent_at(1999), Some((d("12.5"), Some(2000))));
+        assert_eq!(org.spent_at(2000), Some((Decimal::ZERO, Some(3000))), "new window");
+        assert_eq!(org.spent_at(3000), None, "past the known bounds");
+        let key = &idx.snapshot.budgets[1];
+        assert_eq!(key.spent_at(i64::MAX), Some((Decimal::ONE, None)));
+    }
+
+    #[test]
+    fn bad_snapshots_are_refused() {
+        let mut v = doc();
+        v["budgets"][0]["limit_usd"] = json!("-1");
+        assert!(matches!(
+            SnapshotIndex::decode(v.to_string().as_bytes()),
+            Err(SnapshotError::NegativeMoney(0))
+        ));
+        let mut v = doc();
+        v["budgets"][0]["window"]["boundaries"] = json!([2000, 1000]);
+        assert!(SnapshotIndex::decode(v.to_string().as_bytes()).is_err());
+        let mut v = doc();
+        v["extra"] = json!(1);
+        assert!(SnapshotIndex::decode(v.to_string().as_bytes()).is_err());
+        assert!(SnapshotIndex::decode(b"not json").is_err());
+    }
+}
