@@ -12,11 +12,13 @@ pub mod budget;
 pub mod config;
 pub mod cost;
 pub mod estimate;
+pub mod local;
 pub mod event;
 pub mod pricing;
 pub mod principal;
 pub mod route;
 pub mod snapshot;
+pub mod sync;
 pub mod usage;
 
 pub use rust_decimal::Decimal;

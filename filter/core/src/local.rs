@@ -1,0 +1,181 @@
+//! Local spend: what one Envoy knows beyond its snapshot, kept in Envoy shared data so every
+//! worker sees it.
+//!
+//! Per budget: `reserved` (worst-case estimates of requests in flight) and `unsynced` (actual
+//! cost of finished requests the control plane has not acknowledged yet, per window). A
+//! decision counts `snapshot spend + unsynced + reserved + estimate`. Workers change these
+//! with get-modify-set loops on the shared-data CAS; the sync service removes unsynced spend
+//! once a snapshot acknowledges the batch that carried it ([`crate::sync`]).
+//!
+//! The encoding is a short text (`r=0.12;1735689600=3.5`) because it is read and written on
+//! every metered request: cheaper than JSON, and easy to read in a debugger.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Window key of a `total` budget (it has one window over all time).
+pub const ALL_TIME: i64 = i64::MIN;
+
+/// Shared-data key of one budget's local state.
+pub fn budget_key(budget_id: &str) -> String {
+    format!("tollgate.budget.{budget_id}")
+}
+
+/// One budget's local state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LocalBudget {
+    /// Worst-case estimates of requests in flight.
+    pub reserved: Decimal,
+    /// Unacknowledged actual spend by window start (a handful of entries at most).
+    pub unsynced: Vec<(i64, Decimal)>,
+}
+
+/// Why stored local state could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("local budget state is corrupt: {0:?}")]
+pub struct LocalError(pub String);
+
+/// Most windows kept: the current one and a few before it whose acks may still come.
+const MAX_WINDOWS: usize = 4;
+
+impl LocalBudget {
+    /// Reads the encoded form; empty input is the zero state.
+    pub fn decode(bytes: &[u8]) -> Result<LocalBudget, LocalError> {
+        let bad = || LocalError(String::from_utf8_lossy(bytes).chars().take(64).collect());
+        let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
+        let mut s = LocalBudget::default();
+        for part in text.split(';').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(bad)?;
+            let amount: Decimal = v.parse().map_err(|_| bad())?;
+            if k == "r" {
+                s.reserved = amount;
+            } else {
+                s.unsynced.push((k.parse().map_err(|_| bad())?, amount));
+            }
+        }
+        Ok(s)
+    }
+
+    /// The encoded form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = format!("r={}", self.reserved.normalize());
+        for (w, a) in &self.unsynced {
+            out.push_str(&format!(";{w}={}", a.normalize()));
+        }
+        out.into_bytes()
+    }
+
+    /// Unsynced spend in the window starting at `window_start`.
+    pub fn unsynced_in(&self, window_start: i64) -> Decimal {
+        self.unsynced
+            .iter()
+            .filter(|(w, _)| *w == window_start)
+            .map(|(_, a)| *a)
+            .sum()
+    }
+
+    /// Adds a reservation; `None` on overflow.
+    pub fn reserve(&mut self, amount: Decimal) -> Option<()> {
+        self.reserved = self.reserved.checked_add(amount)?;
+        Some(())
+    }
+
+    /// Releases a reservation (never below zero).
+    pub fn release(&mut self, amount: Decimal) {
+        self.reserved = self
+            .reserved
+            .checked_sub(amount)
+            .unwrap_or(Decimal::ZERO)
+            .max(Decimal::ZERO);
+    }
+
+    /// Records settled spend in a window, dropping the oldest windows beyond a few.
+    pub fn add_unsynced(&mut self, window_start: i64, amount: Decimal) {
+        match self.unsynced.iter_mut().find(|(w, _)| *w == window_start) {
+            Some((_, a)) => *a = a.checked_add(amount).unwrap_or(Decimal::MAX),
+            None => self.unsynced.push((window_start, amount)),
+        }
+        self.unsynced.sort_by_key(|(w, _)| *w);
+        while self.unsynced.len() > MAX_WINDOWS {
+            self.unsynced.remove(0);
+        }
+    }
+
+    /// Removes spend the control plane has acknowledged (never below zero; a window whose
+    /// entry reaches zero is dropped).
+    pub fn ack(&mut self, window_start: i64, amount: Decimal) {
+        for (w, a) in &mut self.unsynced {
+            if *w == window_start {
+                *a = a.checked_sub(amount).unwrap_or(Decimal::ZERO).max(Decimal::ZERO);
+            }
+        }
+        self.unsynced.retain(|(_, a)| !a.is_zero());
+    }
+}
+
+/// Spend charged to one budget by one request: what the sync service acknowledges later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetCharge {
+    /// Budget id.
+    pub budget: String,
+    /// Window start the spend belongs to ([`ALL_TIME`] for total budgets).
+    pub window: i64,
+    /// Amount.
+    pub amount: Decimal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn lifecycle() {
+        let mut b = LocalBudget::default();
+        b.reserve(d("0.5")).unwrap();
+        b.release(d("0.5"));
+        b.add_unsynced(100, d("0.25"));
+        b.add_unsynced(100, d("0.25"));
+        b.add_unsynced(ALL_TIME, d("1"));
+        assert_eq!(b.unsynced_in(100), d("0.5"));
+        b.ack(100, d("0.5"));
+        assert_eq!(b.unsynced_in(100), Decimal::ZERO);
+        assert_eq!(b.unsynced, vec![(ALL_TIME, d("1"))]);
+        b.release(d("3"));
+        assert_eq!(b.reserved, Decimal::ZERO, "never negative");
+    }
+
+    #[test]
+    fn keeps_few_windows() {
+        let mut b = LocalBudget::default();
+        for w in 0..10 {
+            b.add_unsynced(w, Decimal::ONE);
+        }
+        assert_eq!(b.unsynced.len(), MAX_WINDOWS);
+        assert_eq!(b.unsynced.first().map(|e| e.0), Some(6));
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error() {
+        for bad in [&b"r"[..], b"r=x", b"abc=1", b"\xff"] {
+            assert!(LocalBudget::decode(bad).is_err());
+        }
+        assert_eq!(LocalBudget::decode(b"").unwrap(), LocalBudget::default());
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(r in 0i64..1_000_000_000, entries in proptest::collection::vec((any::<i64>(), 1i64..1_000_000_000), 0..4)) {
+            let mut b = LocalBudget { reserved: Decimal::new(r, 9), unsynced: vec![] };
+            for (w, a) in entries {
+                b.add_unsynced(w, Decimal::new(a, 9));
+            }
+            prop_assert_eq!(LocalBudget::decode(&b.encode()).unwrap(), b);
+        }
+    }
+}

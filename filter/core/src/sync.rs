@@ -1,0 +1,339 @@
+//! The sync service's decisions, without I/O: when to poll the snapshot, which usage batch
+//! to post, what to retry and when, and which local spend a new snapshot acknowledges.
+//!
+//! One sync service runs per Envoy (a singleton `envoy.bootstrap.wasm` service). Workers put
+//! a [`QueuedUsage`] per metered request on the shared queue; the service numbers them
+//! (`reporter`, `seq`), posts them in batches to `POST /v1/usage` (idempotent by event id, so
+//! a batch is retried unchanged until it is stored), and when a snapshot reports
+//! `reporters[reporter] >= seq` for a posted batch it hands back that batch's
+//! [`BudgetCharge`]s so the glue removes them from the local unsynced spend — the snapshot's
+//! spend now includes them, so nothing is counted twice or dropped.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{UsageBatch, UsageEvent};
+use crate::local::BudgetCharge;
+
+/// What a worker enqueues for one metered request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuedUsage {
+    /// The event; `id`, `reporter` and `seq` are filled in by the sync service.
+    pub event: UsageEvent,
+    /// Local spend added for it, per budget and window.
+    pub charges: Vec<BudgetCharge>,
+}
+
+/// A batch posted and stored, waiting for a snapshot to acknowledge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Posted {
+    max_seq: u64,
+    charges: Vec<BudgetCharge>,
+}
+
+/// A call the glue should make now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncCall {
+    /// `GET` the snapshot, with `If-None-Match` when an ETag is known.
+    FetchSnapshot {
+        /// ETag of the snapshot held.
+        if_none_match: Option<String>,
+    },
+    /// `POST` this JSON [`UsageBatch`].
+    PostUsage {
+        /// Request body.
+        body: Vec<u8>,
+        /// Events in it.
+        events: usize,
+    },
+}
+
+/// Counters the glue exports as metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncStats {
+    /// Events dropped because the pending queue was full.
+    pub overflow: u64,
+    /// Events the control plane refused as invalid (dropped, counted).
+    pub rejected: u64,
+    /// Failed snapshot or usage calls.
+    pub failures: u64,
+    /// Events waiting to be posted.
+    pub pending: usize,
+}
+
+/// The sync service state.
+#[derive(Debug)]
+pub struct SyncState {
+    reporter: String,
+    next_seq: u64,
+    max_pending: usize,
+    batch_max: usize,
+    pending: VecDeque<UsageEvent>,
+    pending_charges: VecDeque<Vec<BudgetCharge>>,
+    posting: Option<usize>,
+    posted: Vec<Posted>,
+    snapshot_in_flight: bool,
+    etag: Option<String>,
+    retry_at_ms: u64,
+    consecutive_failures: u32,
+    stats: SyncStats,
+}
+
+/// Longest wait between retries of a failed post.
+const MAX_BACKOFF_MS: u64 = 30_000;
+
+impl SyncState {
+    /// A service reporting as `reporter` (unique per sync-service instance).
+    pub fn new(reporter: String, max_pending: usize, batch_max: usize) -> SyncState {
+        SyncState {
+            reporter,
+            next_seq: 1,
+            max_pending: max_pending.max(1),
+            batch_max: batch_max.max(1),
+            pending: VecDeque::new(),
+            pending_charges: VecDeque::new(),
+            posting: None,
+            posted: Vec::new(),
+            snapshot_in_flight: false,
+            etag: None,
+            retry_at_ms: 0,
+            consecutive_failures: 0,
+            stats: SyncStats::default(),
+        }
+    }
+
+    /// The reporter id.
+    pub fn reporter(&self) -> &str {
+        &self.reporter
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SyncStats {
+        SyncStats {
+            pending: self.pending.len(),
+            ..self.stats
+        }
+    }
+
+    /// Takes one item off the shared queue: numbers it and keeps it for the next batch. When
+    /// full, the oldest unposted event is dropped and counted (its spend stays counted
+    /// locally: an overcount is the safe side).
+    pub fn push(&mut self, item: QueuedUsage) {
+        let mut event = item.event;
+        event.reporter.clone_from(&self.reporter);
+        event.seq = self.next_seq;
+        event.id = format!("{}-{}", self.reporter, self.next_seq);
+        self.next_seq = self.next_seq.saturating_add(1);
+        self.pending.push_back(event);
+        self.pending_charges.push_back(item.charges);
+        let in_post = self.posting.unwrap_or(0);
+        while self.pending.len() > self.max_pending && self.pending.len() > in_post {
+            // Never drop events that are part of the batch being posted.
+            if let Some(i) = (in_post < self.pending.len()).then_some(in_post) {
+                self.pending.remove(i);
+                self.pending_charges.remove(i);
+                self.stats.overflow = self.stats.overflow.saturating_add(1);
+            }
+        }
+    }
+
+    /// The calls to make on a timer tick at `now_ms`.
+    pub fn on_tick(&mut self, now_ms: u64) -> Vec<SyncCall> {
+        let mut calls = Vec::new();
+        if !self.snapshot_in_flight {
+            self.snapshot_in_flight = true;
+            calls.push(SyncCall::FetchSnapshot {
+                if_none_match: self.etag.clone(),
+            });
+        }
+        if self.posting.is_none() && !self.pending.is_empty() && now_ms >= self.retry_at_ms {
+            let n = self.pending.len().min(self.batch_max);
+            let batch = UsageBatch {
+                events: self.pending.iter().take(n).cloned().collect(),
+            };
+            if let Ok(body) = serde_json::to_vec(&batch) {
+                self.posting = Some(n);
+                calls.push(SyncCall::PostUsage { body, events: n });
+            }
+        }
+        calls
+    }
+
+    /// The snapshot call failed (transport error or 5xx): try again next tick.
+    pub fn snapshot_failed(&mut self) {
+        self.snapshot_in_flight = false;
+        self.stats.failures = self.stats.failures.saturating_add(1);
+    }
+
+    /// The snapshot did not change (304).
+    pub fn snapshot_unchanged(&mut self) {
+        self.snapshot_in_flight = false;
+    }
+
+    /// A new snapshot was stored (after the glue decoded and published it): returns the local
+    /// spend it acknowledges for this reporter, summed per budget and window.
+    pub fn snapshot_stored(
+        &mut self,
+        etag: Option<String>,
+        reporters: &BTreeMap<String, u64>,
+    ) -> Vec<BudgetCharge> {
+        self.snapshot_in_flight = false;
+        self.etag = etag;
+        let acked = reporters.get(&self.reporter).copied().unwrap_or(0);
+        let (done, waiting): (Vec<Posted>, Vec<Posted>) =
+            std::mem::take(&mut self.posted).into_iter().partition(|p| p.max_seq <= acked);
+        self.posted = waiting;
+        sum_charges(done.into_iter().flat_map(|p| p.charges))
+    }
+
+    /// The usage post answered with `status` (0 for a transport failure) at `now_ms`.
+    pub fn usage_answered(&mut self, status: u32, now_ms: u64) {
+        let Some(n) = self.posting.take() else {
+            return;
+        };
+        let stored = (200..300).contains(&status);
+        // A batch the control plane finds invalid will never be stored: drop it (counted)
+        // rather than block every later event behind it.
+        let rejected = matches!(status, 400 | 422);
+        if stored || rejected {
+            let events: Vec<UsageEvent> = self.pending.drain(..n.min(self.pending.len())).collect();
+            let charges: Vec<BudgetCharge> = self
+                .pending_charges
+                .drain(..n.min(self.pending_charges.len()))
+                .flatten()
+                .collect();
+            self.consecutive_failures = 0;
+            if stored {
+                let max_seq = events.iter().map(|e| e.seq).max().unwrap_or(0);
+                self.posted.push(Posted { max_seq, charges: sum_charges(charges) });
+            } else {
+                self.stats.rejected = self.stats.rejected.saturating_add(events.len() as u64);
+            }
+            return;
+        }
+        self.stats.failures = self.stats.failures.saturating_add(1);
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        let backoff = 250u64
+            .saturating_mul(1u64 << self.consecutive_failures.min(16))
+            .min(MAX_BACKOFF_MS);
+        self.retry_at_ms = now_ms.saturating_add(backoff);
+    }
+}
+
+/// Sums charges per (budget, window).
+fn sum_charges(charges: impl IntoIterator<Item = BudgetCharge>) -> Vec<BudgetCharge> {
+    let mut sums: BTreeMap<(String, i64), Decimal> = BTreeMap::new();
+    for c in charges {
+        let e = sums.entry((c.budget, c.window)).or_default();
+        *e = e.checked_add(c.amount).unwrap_or(Decimal::MAX);
+    }
+    sums.into_iter()
+        .map(|((budget, window), amount)| BudgetCharge { budget, window, amount })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::CostBreakdown;
+    use crate::event::Charge;
+    use crate::principal::Principal;
+    use crate::usage::{ApiFormat, Usage};
+
+    fn item(cost: i64) -> QueuedUsage {
+        let amount = Decimal::new(cost, 2);
+        QueuedUsage {
+            event: UsageEvent {
+                id: String::new(),
+                reporter: String::new(),
+                seq: 0,
+                ts: 1,
+                principal: Principal { org: "o".into(), ..Principal::default() },
+                model: "m".into(),
+                api: ApiFormat::OpenAiChat,
+                usage: Usage::default(),
+                cost: CostBreakdown { total: amount, ..CostBreakdown::default() },
+                price_version: 1,
+                charge: Charge::Estimate,
+                uncharged: None,
+                status: 200,
+                stream: false,
+            },
+            charges: vec![BudgetCharge { budget: "b".into(), window: 0, amount }],
+        }
+    }
+
+    fn post_events(calls: &[SyncCall]) -> Option<usize> {
+        calls.iter().find_map(|c| match c {
+            SyncCall::PostUsage { events, .. } => Some(*events),
+            _ => None,
+        })
+    }
+
+    fn post_body(calls: &[SyncCall]) -> Option<UsageBatch> {
+        calls.iter().find_map(|c| match c {
+            SyncCall::PostUsage { body, .. } => serde_json::from_slice(body).ok(),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn numbers_posts_and_acks() {
+        let mut s = SyncState::new("r".into(), 100, 2);
+        for c in [1, 2, 3] {
+            s.push(item(c));
+        }
+        let calls = s.on_tick(0);
+        assert_eq!(calls[0], SyncCall::FetchSnapshot { if_none_match: None });
+        let SyncCall::PostUsage { body, events: 2 } = &calls[1] else { panic!("{calls:?}") };
+        let batch: UsageBatch = serde_json::from_slice(body).unwrap();
+        assert_eq!(batch.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["r-1", "r-2"]);
+        assert_eq!(post_events(&s.on_tick(1)), None, "one post in flight at a time");
+        s.usage_answered(200, 2);
+        // A snapshot that has not seen seq 2 yet acknowledges nothing.
+        let reporters = BTreeMap::from([("r".to_string(), 1)]);
+        assert!(s.snapshot_stored(Some("\"5\"".into()), &reporters).is_empty());
+        let reporters = BTreeMap::from([("r".to_string(), 2)]);
+        let acked = s.snapshot_stored(Some("\"6\"".into()), &reporters);
+        assert_eq!(acked, vec![BudgetCharge { budget: "b".into(), window: 0, amount: Decimal::new(3, 2) }]);
+        let calls = s.on_tick(3);
+        assert_eq!(calls[0], SyncCall::FetchSnapshot { if_none_match: Some("\"6\"".into()) });
+        assert_eq!(post_events(&calls), Some(1), "the third event goes next");
+    }
+
+    #[test]
+    fn failures_retry_the_same_batch_with_backoff() {
+        let mut s = SyncState::new("r".into(), 100, 10);
+        s.push(item(1));
+        let first = s.on_tick(0);
+        s.usage_answered(0, 0);
+        s.snapshot_failed();
+        assert_eq!(post_events(&s.on_tick(100)), None, "backing off");
+        let again = s.on_tick(10_000);
+        assert!(post_body(&first).is_some());
+        assert_eq!(post_body(&first), post_body(&again), "same ids: the control plane deduplicates");
+        assert_eq!(s.stats().failures, 2);
+        s.usage_answered(422, 10_001);
+        assert_eq!(s.stats().rejected, 1);
+        assert_eq!(s.stats().pending, 0);
+    }
+
+    #[test]
+    fn overflow_drops_the_oldest_unposted_and_counts() {
+        let mut s = SyncState::new("r".into(), 3, 2);
+        s.push(item(1));
+        s.push(item(2));
+        let _ = s.on_tick(0); // events 1 and 2 being posted
+        for c in 3..8 {
+            s.push(item(c));
+        }
+        assert_eq!(s.stats().pending, 3);
+        assert_eq!(s.stats().overflow, 4);
+        s.usage_answered(200, 1);
+        let batch = post_body(&s.on_tick(2)).unwrap();
+        assert_eq!(batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [7], "the cap counts the batch in flight: only the newest survived");
+    }
+}
