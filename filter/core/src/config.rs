@@ -7,7 +7,7 @@
 //!
 //! Example (every field but `control_plane.cluster`/`authority`/`token` has a default):
 //! ```json
-//! {"role": "filter",
+//! {"role": "filter", "vm_id": "tollgate",
 //!  "control_plane": {"cluster": "tollgate_cp", "authority": "127.0.0.1:8080", "token": "dp-…",
 //!                    "sync_interval_ms": 1000, "timeout_ms": 2000},
 //!  "identity": {"providers": {"openai": {"header": "authorization", "value": "Bearer sk-…"}},
@@ -147,6 +147,8 @@ pub struct Limits {
 pub struct Config {
     /// Filter or sync service.
     pub role: Role,
+    /// Must equal the Envoy `vm_config.vm_id` both roles share: the usage queue is found by it.
+    pub vm_id: String,
     /// Control plane connection.
     pub control_plane: ControlPlane,
     /// Attribution.
@@ -200,7 +202,10 @@ impl<'a> Fields<'a> {
 
     fn problem(&mut self, key: &str, problem: impl Into<String>) {
         let field = self.field_path(key);
-        self.problems.push(ConfigProblem { field, problem: problem.into() });
+        self.problems.push(ConfigProblem {
+            field,
+            problem: problem.into(),
+        });
     }
 
     /// The field's value, `None` when absent (or null) or invalid (recorded).
@@ -257,7 +262,10 @@ impl<'a> Fields<'a> {
             .collect();
         for k in unknown {
             let field = self.field_path(&k);
-            self.problems.push(ConfigProblem { field, problem: "unknown field".into() });
+            self.problems.push(ConfigProblem {
+                field,
+                problem: "unknown field".into(),
+            });
         }
     }
 }
@@ -277,7 +285,12 @@ fn path(f: &mut Fields<'_>, key: &'static str, default: &str) -> String {
 }
 
 fn control_plane(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> ControlPlane {
-    let mut f = Fields { path: "control_plane", map, used: vec![], problems };
+    let mut f = Fields {
+        path: "control_plane",
+        map,
+        used: vec![],
+        problems,
+    };
     let cluster: String = f.required("cluster");
     non_empty(&mut f, "cluster", &cluster);
     let authority: String = f.required("authority");
@@ -292,8 +305,12 @@ fn control_plane(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) ->
         usage_path: path(&mut f, "usage_path", "/v1/usage"),
         sync_interval_ms: f.ranged("sync_interval_ms", 1000, 100, 3_600_000),
         timeout_ms: f.ranged("timeout_ms", 2000, 10, 60_000),
-        batch_max_events: f.ranged("batch_max_events", 1000, 1, crate::event::MAX_BATCH_EVENTS as u64)
-            as usize,
+        batch_max_events: f.ranged(
+            "batch_max_events",
+            1000,
+            1,
+            crate::event::MAX_BATCH_EVENTS as u64,
+        ) as usize,
     };
     f.finish();
     cp
@@ -307,20 +324,39 @@ struct RawProviderKey {
 }
 
 fn identity(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> Identity {
-    let mut f = Fields { path: "identity", map, used: vec![], problems };
+    let mut f = Fields {
+        path: "identity",
+        map,
+        used: vec![],
+        problems,
+    };
     let raw: BTreeMap<String, RawProviderKey> = f.or("providers", BTreeMap::new());
     let mut providers = BTreeMap::new();
     for (name, key) in raw {
         let header = key.header.trim().to_ascii_lowercase();
         let valid_header = !header.is_empty()
-            && header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !valid_header {
-            f.problem("providers", format!("{name}.header: not a valid header name"));
+            f.problem(
+                "providers",
+                format!("{name}.header: not a valid header name"),
+            );
         }
         if key.value.is_empty() || key.value.contains(['\r', '\n']) {
-            f.problem("providers", format!("{name}.value: must be a non-empty single line"));
+            f.problem(
+                "providers",
+                format!("{name}.value: must be a non-empty single line"),
+            );
         }
-        providers.insert(name, ProviderKey { header, value: Secret(key.value) });
+        providers.insert(
+            name,
+            ProviderKey {
+                header,
+                value: Secret(key.value),
+            },
+        );
     }
     let trusted: Option<String> = f.opt("trusted_principal_header");
     if trusted.as_deref().is_some_and(|h| h.trim().is_empty()) {
@@ -378,9 +414,15 @@ fn unknown_model(f: &mut Fields<'_>) -> UnknownModel {
 }
 
 fn limits(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> Limits {
-    let mut f = Fields { path: "limits", map, used: vec![], problems };
+    let mut f = Fields {
+        path: "limits",
+        map,
+        used: vec![],
+        problems,
+    };
     let l = Limits {
-        max_request_body_bytes: f.ranged("max_request_body_bytes", 4 << 20, 1024, 64 << 20) as usize,
+        max_request_body_bytes: f.ranged("max_request_body_bytes", 4 << 20, 1024, 64 << 20)
+            as usize,
         max_response_event_bytes: f.ranged("max_response_event_bytes", 1 << 20, 1024, 64 << 20)
             as usize,
         max_queue_events: f.ranged("max_queue_events", 100_000, 1, 10_000_000) as usize,
@@ -394,7 +436,10 @@ impl Config {
     /// Parses and validates the plugin configuration bytes.
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let problem = |field: &str, problem: String| {
-            ConfigError(vec![ConfigProblem { field: field.into(), problem }])
+            ConfigError(vec![ConfigProblem {
+                field: field.into(),
+                problem,
+            }])
         };
         let root: Value = serde_json::from_slice(bytes)
             .map_err(|e| problem("(root)", format!("not valid JSON: {e}")))?;
@@ -402,8 +447,15 @@ impl Config {
             return Err(problem("(root)", "expected a JSON object".into()));
         };
         let mut problems = Vec::new();
-        let mut f = Fields { path: "", map: &map, used: vec![], problems: &mut problems };
+        let mut f = Fields {
+            path: "",
+            map: &map,
+            used: vec![],
+            problems: &mut problems,
+        };
         let role = f.or("role", Role::Filter);
+        let vm_id: String = f.or("vm_id", "tollgate".to_string());
+        non_empty(&mut f, "vm_id", &vm_id);
         let cp_map = f.object("control_plane");
         if !map.contains_key("control_plane") {
             f.problem("control_plane", "required");
@@ -419,6 +471,7 @@ impl Config {
         f.finish();
         let config = Config {
             role,
+            vm_id,
             control_plane: control_plane(&cp_map, &mut problems),
             identity: identity(&id_map, &mut problems),
             max_staleness_s,
@@ -490,7 +543,10 @@ mod tests {
             "unknown_model",
             "typo",
         ] {
-            assert!(got.contains(&want.to_string()), "{want} missing from {got:?}");
+            assert!(
+                got.contains(&want.to_string()),
+                "{want} missing from {got:?}"
+            );
         }
     }
 
@@ -508,15 +564,21 @@ mod tests {
     fn policies_and_identity() {
         let mut v = base();
         v["role"] = json!("sync");
-        v["unknown_model"] = json!({"default_price": {"input_per_million": "2.5", "output_per_million": "10"}});
+        v["unknown_model"] =
+            json!({"default_price": {"input_per_million": "2.5", "output_per_million": "10"}});
         v["identity"] = json!({"providers": {"anthropic": {"header": "X-Api-Key", "value": "sk-ant"}},
                                "trusted_principal_header": "X-Tollgate-Principal"});
         let c = parse(v).unwrap();
         assert_eq!(c.role, Role::Sync);
-        let UnknownModel::DefaultPrice(p) = c.unknown_model else { panic!() };
+        let UnknownModel::DefaultPrice(p) = c.unknown_model else {
+            panic!()
+        };
         assert_eq!(p.rates.input, Decimal::new(25, 7));
         assert_eq!(c.identity.providers["anthropic"].header, "x-api-key");
-        assert_eq!(c.identity.trusted_principal_header.as_deref(), Some("x-tollgate-principal"));
+        assert_eq!(
+            c.identity.trusted_principal_header.as_deref(),
+            Some("x-tollgate-principal")
+        );
     }
 
     #[test]
@@ -525,7 +587,10 @@ mod tests {
         v["identity"] = json!({"providers": {"openai": {"header": "authorization", "value": "Bearer sk-live-123"}}});
         let c = parse(v).unwrap();
         let shown = format!("{c:?}");
-        assert!(!shown.contains("dp-secret") && !shown.contains("sk-live-123"), "{shown}");
+        assert!(
+            !shown.contains("dp-secret") && !shown.contains("sk-live-123"),
+            "{shown}"
+        );
         assert_eq!(c.control_plane.token.expose(), "dp-secret");
     }
 }

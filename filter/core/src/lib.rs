@@ -6,14 +6,18 @@
 //!
 //! No I/O and no clock: callers pass `now` as Unix seconds. Builds for native and
 //! `wasm32-wasip1`; run its tests with `cargo test -p tollgate-core`.
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod budget;
 pub mod config;
 pub mod cost;
 pub mod estimate;
-pub mod local;
 pub mod event;
+pub mod gate;
+pub mod local;
 pub mod pricing;
 pub mod principal;
 pub mod route;

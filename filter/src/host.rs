@@ -1,0 +1,109 @@
+//! Host calls wrapped for the phases they are used in, returning values rather than
+//! panicking where Envoy can refuse (the SDK's trait methods unwrap every status).
+
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
+use tollgate_core::local::{budget_key, LocalBudget};
+
+/// Logs, ignoring a refused log call (there is nowhere to report it).
+pub fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
+
+/// Host time in Unix milliseconds (0 if the host cannot say).
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Host time in Unix seconds.
+pub fn now_s() -> i64 {
+    i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX)
+}
+
+/// The plugin configuration bytes (empty when absent).
+pub fn plugin_configuration() -> Vec<u8> {
+    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// A request header as text (`None` when absent or not UTF-8).
+pub fn request_header(name: &str) -> Option<String> {
+    let bytes = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok()??;
+    String::from_utf8(bytes).ok()
+}
+
+/// A response header as text.
+pub fn response_header(name: &str) -> Option<String> {
+    let bytes = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok()??;
+    String::from_utf8(bytes).ok()
+}
+
+/// Reads shared data (value, cas).
+pub fn shared(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    hostcalls::get_shared_data(key).unwrap_or((None, None))
+}
+
+/// Writes shared data; `false` on a CAS mismatch.
+pub fn set_shared(key: &str, value: &[u8], cas: Option<u32>) -> bool {
+    hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+}
+
+/// Most attempts of one get-modify-set before giving up (each retry means another worker
+/// wrote in between; a handful suffices even under heavy contention).
+const CAS_ATTEMPTS: usize = 32;
+
+/// Reads one budget's local state with its CAS. Corrupt state reads as zero (and is logged):
+/// refusing every request over a bad value would be worse than a lost local delta.
+pub fn read_budget(budget_id: &str) -> (LocalBudget, Option<u32>) {
+    let (bytes, cas) = shared(&budget_key(budget_id));
+    let state = match bytes.as_deref().map(LocalBudget::decode) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            log(
+                LogLevel::Error,
+                &format!("tollgate: budget {budget_id}: {e}"),
+            );
+            LocalBudget::default()
+        }
+        None => LocalBudget::default(),
+    };
+    (state, cas)
+}
+
+/// Writes one budget's state if nobody wrote since `cas`.
+pub fn write_budget(budget_id: &str, state: &LocalBudget, cas: Option<u32>) -> bool {
+    set_shared(&budget_key(budget_id), &state.encode(), cas)
+}
+
+/// Applies `change` to one budget's local state atomically (get-modify-set on the CAS).
+pub fn update_budget(budget_id: &str, mut change: impl FnMut(&mut LocalBudget)) -> bool {
+    for _ in 0..CAS_ATTEMPTS {
+        let (mut state, cas) = read_budget(budget_id);
+        change(&mut state);
+        if write_budget(budget_id, &state, cas) {
+            return true;
+        }
+    }
+    log(
+        LogLevel::Error,
+        &format!("tollgate: budget {budget_id}: update lost to contention"),
+    );
+    false
+}
+
+/// Puts an item on a shared queue.
+pub fn enqueue(queue: u32, item: &[u8]) -> Result<(), Status> {
+    hostcalls::enqueue_shared_queue(queue, Some(item))
+}
+
+/// Sets a filter-state property for the access log (`%FILTER_STATE(wasm.NAME)%` in Envoy).
+pub fn set_filter_state(name: &str, value: &str) {
+    let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
+}

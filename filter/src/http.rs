@@ -1,0 +1,682 @@
+//! One HTTP stream through the filter.
+//!
+//! Request headers: recognise the route, identify the caller (trusted principal header or
+//! virtual key → snapshot), swap in the provider key, and hold the headers until the body is
+//! in. Request body: estimate the worst-case cost, decide against every budget on the chain
+//! and reserve (or reply 429), inject `stream_options.include_usage` where needed. Response:
+//! add the budget headers, meter the body as it passes (never held back), and settle at the
+//! end — or in `on_log` when the stream ended early, charged by policy and counted.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+use tollgate_core::budget::{decide, window_at, BudgetState, Decision, Mode, Period, Scope};
+use tollgate_core::config::{MissingUsage, UnknownModel};
+use tollgate_core::cost::{cost, CostBreakdown};
+use tollgate_core::estimate::{include_usage_rewrite, summarize, worst_case, EstimateError};
+use tollgate_core::event::{Charge, UnchargedReason, UsageEvent};
+use tollgate_core::gate::{self, Reply};
+use tollgate_core::local::{BudgetCharge, ALL_TIME};
+use tollgate_core::pricing::ModelPrice;
+use tollgate_core::principal::Principal;
+use tollgate_core::route::{provider, route};
+use tollgate_core::snapshot::{SnapshotBudget, SnapshotIndex};
+use tollgate_core::sync::QueuedUsage;
+use tollgate_core::usage::{from_json, ApiFormat, SseUsage, Usage};
+
+use crate::host;
+use crate::root::Shared;
+
+/// Most passes of decide-and-reserve when other workers keep changing the same budgets.
+const RESERVE_ATTEMPTS: usize = 8;
+
+/// A metered request after its headers.
+struct Identified {
+    format: ApiFormat,
+    path_model: Option<String>,
+    path_stream: bool,
+    principal: Principal,
+    snapshot: Rc<SnapshotIndex>,
+}
+
+/// One budget reserved on, and the window its spend goes to.
+struct Reserved {
+    id: String,
+    window: i64,
+}
+
+/// A request let through, with what settling it needs.
+struct Admitted {
+    model: String,
+    price: Option<ModelPrice>,
+    price_version: u64,
+    estimate: Decimal,
+    reserved: Vec<Reserved>,
+    remaining: Option<(Scope, String, Decimal)>,
+    soft: Vec<String>,
+    shadow_denied: bool,
+    stream: bool,
+}
+
+/// How the response body is being metered.
+enum Meter {
+    Json { body: Vec<u8>, overflow: bool },
+    Sse(Box<SseUsage>),
+}
+
+/// One stream's state.
+pub struct Stream {
+    shared: Rc<Shared>,
+    request: Option<Identified>,
+    admitted: Option<Admitted>,
+    status: Option<u32>,
+    meter: Option<Meter>,
+    settled: bool,
+}
+
+impl Stream {
+    /// A new stream of this worker.
+    pub fn new(shared: Rc<Shared>) -> Stream {
+        Stream {
+            shared,
+            request: None,
+            admitted: None,
+            status: None,
+            meter: None,
+            settled: false,
+        }
+    }
+
+    fn reply(&self, r: &Reply, decision: &str) -> Action {
+        if decision != "deny" {
+            self.shared.metrics.refused();
+        }
+        host::set_filter_state("tollgate.decision", decision);
+        let mut headers: Vec<(&str, &str)> =
+            r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        headers.push(("x-tollgate-decision", decision));
+        let _ = hostcalls::send_http_response(r.status, headers, Some(r.body.as_bytes()));
+        Action::Pause
+    }
+
+    /// Request headers: who is calling, and is there a snapshot to judge them by.
+    fn identify(&mut self, now: i64) -> Result<Option<Identified>, Reply> {
+        let Some(path) = host::request_header(":path") else {
+            return Ok(None);
+        };
+        let Some(r) = route(&path) else {
+            return Ok(None);
+        };
+        let cfg = &self.shared.config;
+        let snapshot = self.shared.snapshot.borrow().clone();
+        let Some(snapshot) = snapshot else {
+            return Err(gate::error(
+                503,
+                "budget_snapshot_unavailable",
+                "Tollgate has no budget snapshot yet; retry shortly",
+            ));
+        };
+        if snapshot.age(now) > i64::try_from(cfg.max_staleness_s).unwrap_or(i64::MAX)
+            && cfg.stale_policy == tollgate_core::config::StalePolicy::Deny
+        {
+            return Err(gate::error(
+                503,
+                "budget_snapshot_stale",
+                "Tollgate's budget snapshot is stale and policy denies; retry later",
+            ));
+        }
+        let principal = self.principal(&snapshot)?;
+        self.swap_keys(provider(r.format));
+        if r.format == ApiFormat::OpenAiChat && cfg.inject_include_usage {
+            // The body may grow when usage is requested; Envoy recomputes the framing.
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length");
+        }
+        Ok(Some(Identified {
+            format: r.format,
+            path_model: r.path_model.map(str::to_string),
+            path_stream: r.path_stream,
+            principal,
+            snapshot,
+        }))
+    }
+
+    fn principal(&self, snapshot: &SnapshotIndex) -> Result<Principal, Reply> {
+        if let Some(name) = &self.shared.config.identity.trusted_principal_header {
+            if let Some(value) = host::request_header(name) {
+                return Principal::from_header(&value).ok_or_else(|| {
+                    gate::error(
+                        401,
+                        "invalid_principal",
+                        "the principal header set by the trusted filter is malformed",
+                    )
+                });
+            }
+        }
+        let auth = host::request_header("authorization");
+        let x_api = host::request_header("x-api-key");
+        let x_goog = host::request_header("x-goog-api-key");
+        let Some(key) = gate::virtual_key(auth.as_deref(), x_api.as_deref(), x_goog.as_deref())
+        else {
+            return Err(gate::error(
+                401,
+                "missing_api_key",
+                "a Tollgate virtual key (tg-...) is required",
+            ));
+        };
+        let hash = hex(&Sha256::digest(key.as_bytes()));
+        snapshot.principal_for_key(&hash).cloned().ok_or_else(|| {
+            gate::error(
+                401,
+                "invalid_api_key",
+                "unknown or revoked Tollgate virtual key",
+            )
+        })
+    }
+
+    /// Replaces the caller's credentials with the provider key, so no virtual key leaves Envoy.
+    fn swap_keys(&self, provider: &str) {
+        for h in ["authorization", "x-api-key", "x-goog-api-key"] {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, h);
+        }
+        if let Some(k) = self.shared.config.identity.providers.get(provider) {
+            let _ = hostcalls::set_map_value(
+                MapType::HttpRequestHeaders,
+                &k.header,
+                Some(k.value.expose()),
+            );
+        }
+    }
+
+    /// Request body complete: estimate, decide, reserve, rewrite.
+    fn admit(&mut self, body: &[u8], now: i64) -> Result<Admitted, (Reply, &'static str)> {
+        let refuse = |r: Reply| (r, "refused");
+        let Some(req) = &self.request else {
+            return Err(refuse(gate::error(
+                500,
+                "internal_error",
+                "no request state",
+            )));
+        };
+        let cfg = &self.shared.config;
+        let summary = summarize(
+            body,
+            req.format,
+            req.path_model.as_deref(),
+            &self.shared.estimate,
+        )
+        .map_err(|e| {
+            let status = if matches!(e, EstimateError::BodyTooLarge { .. }) {
+                413
+            } else {
+                400
+            };
+            refuse(gate::error(
+                status,
+                "invalid_request_error",
+                &format!("Tollgate: {e}"),
+            ))
+        })?;
+        let book = &req.snapshot.snapshot.prices;
+        let found = book.lookup(&summary.model, Some(provider(req.format)));
+        let (model, price) = match (found, &cfg.unknown_model) {
+            (Some((key, p)), _) => (key.to_string(), Some(p.clone())),
+            (None, UnknownModel::Deny) => {
+                return Err(refuse(gate::error(
+                    400,
+                    "model_not_priced",
+                    &format!("Tollgate has no price for model {:?}", summary.model),
+                )))
+            }
+            (None, UnknownModel::AllowUnpriced) => (summary.model.to_string(), None),
+            (None, UnknownModel::DefaultPrice(p)) => (summary.model.to_string(), Some(p.clone())),
+        };
+        let estimate = match &price {
+            Some(p) => {
+                worst_case(&summary, p, &self.shared.estimate)
+                    .map_err(|e| {
+                        refuse(gate::error(
+                            400,
+                            "invalid_request_error",
+                            &format!("Tollgate: {e}"),
+                        ))
+                    })?
+                    .cost
+            }
+            None => Decimal::ZERO,
+        };
+        let stream = summary.stream || req.path_stream;
+        let wants_usage = req.format == ApiFormat::OpenAiChat && stream && !summary.include_usage;
+        let mut admitted = self.reserve(req, estimate, now)?;
+        admitted.model = model;
+        admitted.price = price;
+        admitted.price_version = book.version;
+        admitted.stream = stream;
+        if wants_usage && cfg.inject_include_usage {
+            if let Ok(Some(new_body)) = include_usage_rewrite(body) {
+                let _ =
+                    hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &new_body);
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// Decides against every budget on the chain and reserves the estimate on each, retrying
+    /// the whole decision when another worker changed a budget in between (CAS).
+    fn reserve(
+        &self,
+        req: &Identified,
+        estimate: Decimal,
+        now: i64,
+    ) -> Result<Admitted, (Reply, &'static str)> {
+        let cfg = &self.shared.config;
+        let budgets: Vec<&SnapshotBudget> = req.snapshot.budgets_for(&req.principal).collect();
+        let global = if cfg.shadow {
+            Mode::Shadow
+        } else {
+            Mode::Enforce
+        };
+        for _ in 0..RESERVE_ATTEMPTS {
+            let mut reads = Vec::with_capacity(budgets.len());
+            let mut states = Vec::with_capacity(budgets.len());
+            for b in &budgets {
+                let (spent, resets_at, window) = match b.spent_at(now) {
+                    Some((spent, resets)) => (spent, resets, window_key(b, now)),
+                    None if cfg.stale_policy == tollgate_core::config::StalePolicy::Deny => {
+                        return Err((
+                            gate::error(
+                                503,
+                                "budget_snapshot_stale",
+                                "budget windows unknown: snapshot too old",
+                            ),
+                            "refused",
+                        ));
+                    }
+                    // Past the windows the snapshot knows: a new window, spend unknown.
+                    None => (
+                        Decimal::ZERO,
+                        None,
+                        b.window.valid_until().unwrap_or(ALL_TIME),
+                    ),
+                };
+                let (local, cas) = host::read_budget(&b.id);
+                states.push(BudgetState {
+                    id: &b.id,
+                    scope: b.scope,
+                    mode: b.mode,
+                    limit: b.limit_usd,
+                    soft_limit: b.soft_limit_usd,
+                    spent,
+                    unsynced: local.unsynced_in(window),
+                    reserved: local.reserved,
+                    resets_at,
+                });
+                reads.push((local, cas, window));
+            }
+            let allow = match decide(&states, estimate, global) {
+                Decision::Deny(d) => {
+                    self.shared.metrics.denied(d.binding.scope);
+                    return Err((gate::budget_exceeded(&d, now), "deny"));
+                }
+                Decision::Allow(a) => a,
+            };
+            let mut done: Vec<usize> = Vec::new();
+            for (i, (b, (local, cas, _))) in budgets.iter().zip(reads.iter_mut()).enumerate() {
+                if local.reserve(estimate).is_none() || !host::write_budget(&b.id, local, *cas) {
+                    break;
+                }
+                done.push(i);
+            }
+            if done.len() < budgets.len() {
+                for i in done {
+                    if let Some(b) = budgets.get(i) {
+                        host::update_budget(&b.id, |s| s.release(estimate));
+                    }
+                }
+                continue;
+            }
+            self.shared
+                .metrics
+                .allowed(allow.would_deny_count, allow.soft_count);
+            return Ok(Admitted {
+                model: String::new(),
+                price: None,
+                price_version: 0,
+                estimate,
+                reserved: budgets
+                    .iter()
+                    .zip(reads.iter())
+                    .map(|(b, (_, _, window))| Reserved {
+                        id: b.id.clone(),
+                        window: *window,
+                    })
+                    .collect(),
+                remaining: allow
+                    .remaining
+                    .map(|r| (r.scope, r.id.to_string(), r.remaining)),
+                soft: allow.soft_warnings().map(|b| b.id.to_string()).collect(),
+                shadow_denied: allow.would_deny_count > 0,
+                stream: false,
+            });
+        }
+        self.shared.metrics.contention();
+        Err((
+            gate::error(
+                503,
+                "budget_contention",
+                "Tollgate could not reserve budget under contention; retry",
+            ),
+            "refused",
+        ))
+    }
+
+    /// The request is over: price what it used (or charge by policy), settle the
+    /// reservations, queue the usage event.
+    fn settle(&mut self, ended: bool) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let (Some(adm), Some(req)) = (self.admitted.take(), self.request.take()) else {
+            return;
+        };
+        let usage = self.measured(ended);
+        let shared = Rc::clone(&self.shared);
+        let metrics = &shared.metrics;
+        let (usage, cost_breakdown, charge, uncharged) = match (usage, &adm.price) {
+            (Ok(u), Some(p)) => match cost(p, &u) {
+                Ok(c) => (u, c, Charge::Actual, None),
+                Err(_) => self.by_policy(&adm, u, UnchargedReason::NoUsage),
+            },
+            (Ok(u), None) => (
+                u,
+                CostBreakdown::default(),
+                Charge::Zero,
+                Some(UnchargedReason::Unpriced),
+            ),
+            (Err(reason), _) => self.by_policy(&adm, Usage::default(), reason),
+        };
+        if let Some(r) = uncharged {
+            metrics.uncharged(r);
+        }
+        let total = cost_breakdown.total;
+        let mut charges = Vec::with_capacity(adm.reserved.len());
+        for r in &adm.reserved {
+            host::update_budget(&r.id, |s| {
+                s.release(adm.estimate);
+                s.add_unsynced(r.window, total);
+            });
+            charges.push(BudgetCharge {
+                budget: r.id.clone(),
+                window: r.window,
+                amount: total,
+            });
+        }
+        let micro = total
+            .checked_mul(Decimal::from(1_000_000))
+            .map(|m| m.round());
+        metrics.cost(
+            micro
+                .and_then(|m| i64::try_from(m.mantissa()).ok())
+                .unwrap_or(0),
+        );
+        host::set_filter_state("tollgate.cost", &total.normalize().to_string());
+        let event = UsageEvent {
+            id: String::new(),
+            reporter: String::new(),
+            seq: 0,
+            ts: host::now_s(),
+            principal: req.principal,
+            model: adm.model,
+            api: req.format,
+            usage,
+            cost: cost_breakdown,
+            price_version: adm.price_version,
+            charge,
+            uncharged,
+            status: u16::try_from(self.status.unwrap_or(0)).unwrap_or(0),
+            stream: adm.stream,
+        };
+        let queue = self.shared.queue();
+        let sent = match (queue, serde_json::to_vec(&QueuedUsage { event, charges })) {
+            (Some(q), Ok(item)) => host::enqueue(q, &item).is_ok(),
+            _ => false,
+        };
+        if !sent {
+            metrics.enqueue_failed(queue.is_some());
+            host::log(
+                LogLevel::Warn,
+                "tollgate: usage event could not be queued (is the sync service running?)",
+            );
+        }
+    }
+
+    /// Usage from the response, or why there is none.
+    fn measured(&mut self, ended: bool) -> Result<Usage, UnchargedReason> {
+        let Some(status) = self.status else {
+            return Err(UnchargedReason::ClientDisconnect);
+        };
+        if !(200..300).contains(&status) {
+            return Err(UnchargedReason::UpstreamError);
+        }
+        let format = self.request.as_ref().map(|r| r.format);
+        match (self.meter.take(), format) {
+            (Some(Meter::Json { overflow: true, .. }), _) => Err(UnchargedReason::TooLarge),
+            (Some(Meter::Json { body, .. }), Some(f)) if ended => {
+                from_json(f, &body).map_err(|_| UnchargedReason::NoUsage)
+            }
+            (Some(Meter::Sse(p)), _) => {
+                let out = p.finish();
+                match (out.usage, out.complete || ended && out.usage.is_some()) {
+                    (Some(u), true) => Ok(u),
+                    (Some(_), false) | (None, _) if !ended => Err(UnchargedReason::Truncated),
+                    _ => Err(UnchargedReason::NoUsage),
+                }
+            }
+            _ => Err(UnchargedReason::Truncated),
+        }
+    }
+
+    fn by_policy(
+        &self,
+        adm: &Admitted,
+        usage: Usage,
+        reason: UnchargedReason,
+    ) -> (Usage, CostBreakdown, Charge, Option<UnchargedReason>) {
+        match self.shared.config.missing_usage {
+            MissingUsage::ChargeEstimate => (
+                usage,
+                CostBreakdown {
+                    total: adm.estimate,
+                    ..CostBreakdown::default()
+                },
+                Charge::Estimate,
+                Some(reason),
+            ),
+            MissingUsage::ChargeZero => {
+                (usage, CostBreakdown::default(), Charge::Zero, Some(reason))
+            }
+        }
+    }
+}
+
+/// The window key local spend is kept under for `b` at `now`.
+fn window_key(b: &SnapshotBudget, now: i64) -> i64 {
+    if b.window.period() == Period::Total {
+        return ALL_TIME;
+    }
+    window_at(&b.window, now).map_or(ALL_TIME, |w| w.start)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        for nibble in [b >> 4, b & 0xf] {
+            s.push(char::from(
+                DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+            ));
+        }
+    }
+    s
+}
+
+impl Context for Stream {}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let now = host::now_s();
+        match self.identify(now) {
+            Ok(None) => {
+                self.shared.metrics.unmetered();
+                Action::Continue
+            }
+            Ok(Some(req)) => {
+                host::set_filter_state("tollgate.principal", &principal_label(&req.principal));
+                self.request = Some(req);
+                if end_of_stream {
+                    // A metered route without a body cannot name a model.
+                    return self.on_http_request_body(0, true);
+                }
+                // Hold the headers until the body is in: the decision needs it.
+                Action::Pause
+            }
+            Err(reply) => self.reply(&reply, "refused"),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.request.is_none() || self.admitted.is_some() {
+            return Action::Continue;
+        }
+        let limit = self.shared.config.limits.max_request_body_bytes;
+        if body_size > limit {
+            self.request = None;
+            let r = gate::error(
+                413,
+                "request_too_large",
+                &format!("Tollgate: request body over {limit} bytes"),
+            );
+            return self.reply(&r, "refused");
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match self.admit(&body, host::now_s()) {
+            Ok(adm) => {
+                host::set_filter_state(
+                    "tollgate.decision",
+                    if adm.shadow_denied {
+                        "shadow_deny"
+                    } else {
+                        "allow"
+                    },
+                );
+                self.admitted = Some(adm);
+                Action::Continue
+            }
+            Err((reply, decision)) => {
+                self.request = None;
+                self.reply(&reply, decision)
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let Some(adm) = &self.admitted else {
+            return Action::Continue;
+        };
+        self.status = host::response_header(":status").and_then(|s| s.parse().ok());
+        // Response headers may be changed only here, before they go downstream.
+        if let Some((scope, id, remaining)) = &adm.remaining {
+            let _ = hostcalls::add_map_value(
+                MapType::HttpResponseHeaders,
+                "x-tollgate-budget-remaining",
+                &gate::remaining_header(*remaining),
+            );
+            let _ = hostcalls::add_map_value(
+                MapType::HttpResponseHeaders,
+                "x-tollgate-budget",
+                &gate::budget_header(*scope, id),
+            );
+        }
+        if !adm.soft.is_empty() {
+            let _ = hostcalls::add_map_value(
+                MapType::HttpResponseHeaders,
+                "x-tollgate-soft-limit",
+                &adm.soft.join(","),
+            );
+        }
+        let sse =
+            host::response_header("content-type").is_some_and(|c| c.contains("text/event-stream"));
+        let format = self
+            .request
+            .as_ref()
+            .map_or(ApiFormat::OpenAiChat, |r| r.format);
+        let max = self.shared.config.limits.max_response_event_bytes;
+        self.meter = Some(if sse {
+            Meter::Sse(Box::new(SseUsage::new(format, max)))
+        } else {
+            Meter::Json {
+                body: Vec::new(),
+                overflow: false,
+            }
+        });
+        if end_of_stream {
+            self.settle(true);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.admitted.is_none() || self.settled {
+            return Action::Continue;
+        }
+        if body_size > 0 {
+            let max = self.shared.config.limits.max_response_event_bytes;
+            let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            match &mut self.meter {
+                Some(Meter::Sse(p)) => p.push(&chunk),
+                Some(Meter::Json { body, overflow }) => {
+                    if body.len().saturating_add(chunk.len()) > max {
+                        *overflow = true;
+                        body.clear();
+                    } else if !*overflow {
+                        body.extend_from_slice(&chunk);
+                    }
+                }
+                None => {}
+            }
+        }
+        if end_of_stream {
+            self.settle(true);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // The stream ended without a complete response (client gone, upstream reset).
+        self.settle(false);
+    }
+}
+
+fn principal_label(p: &Principal) -> String {
+    let part = |o: &Option<String>| o.as_deref().unwrap_or("-").to_string();
+    format!(
+        "{}/{}/{}/{}",
+        p.org,
+        part(&p.project),
+        part(&p.user),
+        part(&p.key)
+    )
+}

@@ -1,0 +1,186 @@
+//! Filter metrics, defined once per VM in `on_configure`; Envoy aggregates them by name across
+//! workers and exposes them on its admin `/stats` (Prometheus) endpoint.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+use tollgate_core::budget::Scope;
+use tollgate_core::event::UnchargedReason;
+
+/// Metric ids of one VM.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    allowed: Option<u32>,
+    denied: Option<u32>,
+    shadow_denied: Option<u32>,
+    unmetered: Option<u32>,
+    refused: Option<u32>,
+    soft_limit: Option<u32>,
+    denied_by_scope: [Option<u32>; 4],
+    cost_micro_usd: Option<u32>,
+    uncharged: [Option<u32>; 6],
+    queue_overflow: Option<u32>,
+    queue_failures: Option<u32>,
+    contention: Option<u32>,
+}
+
+fn counter(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+fn inc(id: Option<u32>, by: i64) {
+    if let Some(id) = id {
+        let _ = hostcalls::increment_metric(id, by);
+    }
+}
+
+const REASONS: [UnchargedReason; 6] = [
+    UnchargedReason::ClientDisconnect,
+    UnchargedReason::UpstreamError,
+    UnchargedReason::Truncated,
+    UnchargedReason::NoUsage,
+    UnchargedReason::Unpriced,
+    UnchargedReason::TooLarge,
+];
+
+fn reason_name(r: UnchargedReason) -> &'static str {
+    match r {
+        UnchargedReason::ClientDisconnect => "client_disconnect",
+        UnchargedReason::UpstreamError => "upstream_error",
+        UnchargedReason::Truncated => "truncated",
+        UnchargedReason::NoUsage => "no_usage",
+        UnchargedReason::Unpriced => "unpriced",
+        UnchargedReason::TooLarge => "too_large",
+    }
+}
+
+impl Metrics {
+    /// Defines the worker metrics.
+    pub fn define() -> Metrics {
+        let scope = |s: Scope| counter(&format!("tollgate_denied_scope_{}", s.as_str()));
+        Metrics {
+            allowed: counter("tollgate_requests_allowed"),
+            denied: counter("tollgate_requests_denied"),
+            shadow_denied: counter("tollgate_requests_shadow_denied"),
+            unmetered: counter("tollgate_requests_unmetered"),
+            refused: counter("tollgate_requests_refused"),
+            soft_limit: counter("tollgate_soft_limit_warnings"),
+            denied_by_scope: [
+                scope(Scope::Key),
+                scope(Scope::User),
+                scope(Scope::Project),
+                scope(Scope::Org),
+            ],
+            cost_micro_usd: counter("tollgate_cost_micro_usd"),
+            uncharged: REASONS.map(|r| counter(&format!("tollgate_uncharged_{}", reason_name(r)))),
+            queue_overflow: counter("tollgate_queue_enqueue_failures"),
+            queue_failures: counter("tollgate_queue_unavailable"),
+            contention: counter("tollgate_reservation_contention"),
+        }
+    }
+
+    /// A request allowed (with `shadow_denies` budgets that would have denied it).
+    pub fn allowed(&self, shadow_denies: u32, soft: u32) {
+        inc(self.allowed, 1);
+        if shadow_denies > 0 {
+            inc(self.shadow_denied, 1);
+        }
+        if soft > 0 {
+            inc(self.soft_limit, 1);
+        }
+    }
+
+    /// A request denied by a budget of `scope`.
+    pub fn denied(&self, scope: Scope) {
+        inc(self.denied, 1);
+        inc(
+            self.denied_by_scope
+                .get(usize::from(scope.chain_rank()))
+                .copied()
+                .flatten(),
+            1,
+        );
+    }
+
+    /// A request outside any metered route.
+    pub fn unmetered(&self) {
+        inc(self.unmetered, 1);
+    }
+
+    /// A request refused before any budget (bad key, bad body, unknown model, stale).
+    pub fn refused(&self) {
+        inc(self.refused, 1);
+    }
+
+    /// Cost charged, in micro-USD (rounded).
+    pub fn cost(&self, micro_usd: i64) {
+        inc(self.cost_micro_usd, micro_usd);
+    }
+
+    /// A request charged without usage.
+    pub fn uncharged(&self, reason: UnchargedReason) {
+        let i = REASONS.iter().position(|r| *r == reason);
+        inc(i.and_then(|i| self.uncharged.get(i).copied().flatten()), 1);
+    }
+
+    /// A usage event could not be queued.
+    pub fn enqueue_failed(&self, queue_known: bool) {
+        inc(
+            if queue_known {
+                self.queue_overflow
+            } else {
+                self.queue_failures
+            },
+            1,
+        );
+    }
+
+    /// A reservation lost every CAS attempt.
+    pub fn contention(&self) {
+        inc(self.contention, 1);
+    }
+}
+
+/// Gauges the sync service owns (one writer per Envoy).
+#[derive(Debug, Default)]
+pub struct SyncGauges {
+    snapshot_version: Option<u32>,
+    snapshot_age_s: Option<u32>,
+    queue_depth: Option<u32>,
+    queue_overflow: Option<u32>,
+    sync_failures: Option<u32>,
+    rejected: Option<u32>,
+}
+
+fn gauge(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Gauge, name).ok()
+}
+
+fn set(id: Option<u32>, v: u64) {
+    if let Some(id) = id {
+        let _ = hostcalls::record_metric(id, v);
+    }
+}
+
+impl SyncGauges {
+    /// Defines the sync gauges.
+    pub fn define() -> SyncGauges {
+        SyncGauges {
+            snapshot_version: gauge("tollgate_snapshot_version"),
+            snapshot_age_s: gauge("tollgate_snapshot_age_seconds"),
+            queue_depth: gauge("tollgate_queue_depth"),
+            queue_overflow: gauge("tollgate_queue_overflow"),
+            sync_failures: gauge("tollgate_sync_failures"),
+            rejected: gauge("tollgate_usage_rejected"),
+        }
+    }
+
+    /// Records the sync state.
+    pub fn record(&self, version: u64, age_s: u64, stats: tollgate_core::sync::SyncStats) {
+        set(self.snapshot_version, version);
+        set(self.snapshot_age_s, age_s);
+        set(self.queue_depth, stats.pending as u64);
+        set(self.queue_overflow, stats.overflow);
+        set(self.sync_failures, stats.failures);
+        set(self.rejected, stats.rejected);
+    }
+}

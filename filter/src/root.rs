@@ -1,0 +1,113 @@
+//! The filter role's root context on each worker: the validated config, the snapshot decoded
+//! once per version (L1 cache; the bytes live in shared data, L2), and the usage queue id.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::LogLevel;
+use tollgate_core::config::Config;
+use tollgate_core::estimate::EstimateConfig;
+use tollgate_core::snapshot::SnapshotIndex;
+
+use crate::host;
+use crate::metrics::Metrics;
+
+/// Shared-data key of the snapshot bytes, written by the sync service.
+pub const SNAPSHOT_KEY: &str = "tollgate.snapshot";
+/// Shared-data key of the snapshot version: small, so workers poll it instead of the bytes.
+pub const VERSION_KEY: &str = "tollgate.snapshot.version";
+/// Name of the usage queue the sync service registers.
+pub const QUEUE_NAME: &str = "tollgate.usage";
+
+/// What every HTTP stream of this worker shares.
+pub struct Shared {
+    /// The validated configuration.
+    pub config: Config,
+    /// Estimate settings derived from it.
+    pub estimate: EstimateConfig,
+    /// The current snapshot, if any arrived.
+    pub snapshot: RefCell<Option<Rc<SnapshotIndex>>>,
+    version: Cell<Option<u64>>,
+    queue: Cell<Option<u32>>,
+    /// Metric ids.
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    /// Loads a newer snapshot from shared data, if the sync service published one.
+    pub fn refresh_snapshot(&self) {
+        let (bytes, _) = host::shared(VERSION_KEY);
+        let version = bytes
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse::<u64>().ok());
+        if version.is_none() || version == self.version.get() {
+            return;
+        }
+        let (Some(bytes), _) = host::shared(SNAPSHOT_KEY) else {
+            return;
+        };
+        match SnapshotIndex::decode(&bytes) {
+            Ok(index) => {
+                self.version.set(Some(index.snapshot.version));
+                *self.snapshot.borrow_mut() = Some(Rc::new(index));
+            }
+            Err(e) => host::log(
+                LogLevel::Error,
+                &format!("tollgate: shared snapshot unreadable: {e}"),
+            ),
+        }
+    }
+
+    /// The usage queue, resolved lazily: the sync service may register it after this VM starts.
+    pub fn queue(&self) -> Option<u32> {
+        if self.queue.get().is_none() {
+            let id = hostcalls::resolve_shared_queue(&self.config.vm_id, QUEUE_NAME)
+                .ok()
+                .flatten();
+            self.queue.set(id);
+        }
+        self.queue.get()
+    }
+}
+
+/// The filter role's root context.
+pub struct FilterRoot {
+    shared: Rc<Shared>,
+}
+
+impl FilterRoot {
+    /// Sets up the worker: metrics, the first snapshot if one is published, the refresh tick.
+    pub fn new(config: Config) -> FilterRoot {
+        let estimate = EstimateConfig {
+            max_body_bytes: config.limits.max_request_body_bytes,
+            default_max_output_tokens: config.limits.default_max_output_tokens,
+            ..EstimateConfig::default()
+        };
+        // Workers look for a new snapshot twice per sync interval, at most every 500 ms: a
+        // new budget or revoked key then applies within one sync interval of the sync service.
+        let tick = (config.control_plane.sync_interval_ms / 2).clamp(50, 500);
+        let shared = Rc::new(Shared {
+            config,
+            estimate,
+            snapshot: RefCell::new(None),
+            version: Cell::new(None),
+            queue: Cell::new(None),
+            metrics: Metrics::define(),
+        });
+        shared.refresh_snapshot();
+        let _ = hostcalls::set_tick_period(Duration::from_millis(tick));
+        FilterRoot { shared }
+    }
+
+    /// The state streams share.
+    pub fn shared(&self) -> Rc<Shared> {
+        Rc::clone(&self.shared)
+    }
+
+    /// Timer: pick up a new snapshot.
+    pub fn on_tick(&mut self) {
+        self.shared.refresh_snapshot();
+    }
+}

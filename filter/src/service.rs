@@ -1,0 +1,242 @@
+//! The sync service role: the singleton `envoy.bootstrap.wasm` service of one Envoy.
+//!
+//! Every `sync_interval` it drains the usage queue, `GET`s the snapshot with `If-None-Match`,
+//! publishes a new one to shared data (bytes, then version, so workers never see a version
+//! without its bytes), acknowledges the local spend the snapshot now includes, and posts the
+//! next usage batch. The decisions live in `tollgate_core::sync`; this is the I/O around them.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType};
+use tollgate_core::config::Config;
+use tollgate_core::local::budget_key;
+use tollgate_core::snapshot::SnapshotIndex;
+use tollgate_core::sync::{QueuedUsage, SyncCall, SyncState};
+
+use crate::host;
+use crate::metrics::SyncGauges;
+use crate::root::{QUEUE_NAME, SNAPSHOT_KEY, VERSION_KEY};
+
+/// What an outstanding call was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    Snapshot,
+    Usage,
+}
+
+/// The sync service.
+pub struct SyncService {
+    config: Config,
+    state: SyncState,
+    queue: u32,
+    calls: HashMap<u32, CallKind>,
+    gauges: SyncGauges,
+    version: u64,
+    generated_at: i64,
+}
+
+impl SyncService {
+    /// Registers the usage queue and starts the timer; `None` (plugin refused) when the queue
+    /// cannot be registered.
+    pub fn start(config: Config) -> Option<SyncService> {
+        let Ok(queue) = hostcalls::register_shared_queue(QUEUE_NAME) else {
+            host::log(
+                LogLevel::Critical,
+                "tollgate: sync: cannot register the usage queue",
+            );
+            return None;
+        };
+        // Unique per service instance, so a restarted service never reuses event ids.
+        let node = hostcalls::get_property(vec!["node", "id"])
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| !s.is_empty() && s.len() <= 64)
+            .unwrap_or_else(|| "envoy".to_string());
+        let reporter = format!("{node}-{:x}", host::now_ms());
+        let state = SyncState::new(
+            reporter,
+            config.limits.max_queue_events,
+            config.control_plane.batch_max_events,
+        );
+        let _ = hostcalls::set_tick_period(Duration::from_millis(
+            config.control_plane.sync_interval_ms,
+        ));
+        host::log(
+            LogLevel::Info,
+            &format!(
+                "tollgate: sync service started as reporter {}",
+                state.reporter()
+            ),
+        );
+        Some(SyncService {
+            config,
+            state,
+            queue,
+            calls: HashMap::new(),
+            gauges: SyncGauges::define(),
+            version: 0,
+            generated_at: 0,
+        })
+    }
+
+    /// Moves every queued usage item into the pending batch.
+    pub fn drain_queue(&mut self) {
+        // Bounded: at most twice the queue limit per call, so a flood cannot stall the tick.
+        for _ in 0..self.config.limits.max_queue_events.saturating_mul(2) {
+            let Ok(Some(item)) = hostcalls::dequeue_shared_queue(self.queue) else {
+                return;
+            };
+            match serde_json::from_slice::<QueuedUsage>(&item) {
+                Ok(u) => self.state.push(u),
+                Err(e) => host::log(
+                    LogLevel::Error,
+                    &format!("tollgate: sync: unreadable queue item dropped: {e}"),
+                ),
+            }
+        }
+    }
+
+    /// Timer: drain, then make the calls the state asks for.
+    pub fn on_tick(&mut self) {
+        self.drain_queue();
+        let now_ms = host::now_ms();
+        for call in self.state.on_tick(now_ms) {
+            self.dispatch(call, now_ms);
+        }
+        let age = (host::now_s().saturating_sub(self.generated_at)).max(0);
+        self.gauges.record(
+            self.version,
+            u64::try_from(age).unwrap_or(0),
+            self.state.stats(),
+        );
+    }
+
+    fn dispatch(&mut self, call: SyncCall, now_ms: u64) {
+        let cp = &self.config.control_plane;
+        let bearer = format!("Bearer {}", cp.token.expose());
+        let (kind, path, body, etag) = match &call {
+            SyncCall::FetchSnapshot { if_none_match } => (
+                CallKind::Snapshot,
+                cp.snapshot_path.as_str(),
+                None,
+                if_none_match.as_deref(),
+            ),
+            SyncCall::PostUsage { body, .. } => (
+                CallKind::Usage,
+                cp.usage_path.as_str(),
+                Some(body.as_slice()),
+                None,
+            ),
+        };
+        let mut headers = vec![
+            (":method", if body.is_some() { "POST" } else { "GET" }),
+            (":path", path),
+            (":authority", cp.authority.as_str()),
+            ("authorization", bearer.as_str()),
+        ];
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        if let Some(tag) = etag {
+            headers.push(("if-none-match", tag));
+        }
+        let timeout = Duration::from_millis(cp.timeout_ms);
+        match hostcalls::dispatch_http_call(&cp.cluster, headers, body, vec![], timeout) {
+            Ok(token) => {
+                self.calls.insert(token, kind);
+            }
+            Err(status) => {
+                host::log(
+                    LogLevel::Error,
+                    &format!(
+                        "tollgate: sync: call to cluster {:?} refused: {status:?}",
+                        cp.cluster
+                    ),
+                );
+                self.failed(kind, now_ms);
+            }
+        }
+    }
+
+    fn failed(&mut self, kind: CallKind, now_ms: u64) {
+        match kind {
+            CallKind::Snapshot => self.state.snapshot_failed(),
+            CallKind::Usage => self.state.usage_answered(0, now_ms),
+        }
+    }
+
+    /// A control-plane call answered (or failed: then there is no `:status`).
+    pub fn on_http_call_response(&mut self, token: u32, body_size: usize) {
+        let Some(kind) = self.calls.remove(&token) else {
+            return;
+        };
+        let now_ms = host::now_ms();
+        let header = |name: &str| {
+            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
+                .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok())
+        };
+        let status: u32 = header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        if matches!(status, 401 | 403) {
+            host::log(
+                LogLevel::Error,
+                "tollgate: sync: the control plane refused the data-plane token",
+            );
+        }
+        match (kind, status) {
+            (CallKind::Usage, _) => self.state.usage_answered(status, now_ms),
+            (CallKind::Snapshot, 304) => self.state.snapshot_unchanged(),
+            (CallKind::Snapshot, 200) => {
+                let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                match SnapshotIndex::decode(&body) {
+                    Ok(index) => self.publish(&body, &index, header("etag")),
+                    Err(e) => {
+                        host::log(
+                            LogLevel::Error,
+                            &format!(
+                                "tollgate: sync: snapshot refused, keeping the previous one: {e}"
+                            ),
+                        );
+                        self.state.snapshot_failed();
+                    }
+                }
+            }
+            (CallKind::Snapshot, other) => {
+                host::log(
+                    LogLevel::Warn,
+                    &format!("tollgate: sync: snapshot call answered {other}"),
+                );
+                self.state.snapshot_failed();
+            }
+        }
+    }
+
+    /// Publishes a snapshot to the workers and acknowledges the spend it includes.
+    fn publish(&mut self, bytes: &[u8], index: &SnapshotIndex, etag: Option<String>) {
+        let snap = &index.snapshot;
+        // Every budget's local state exists before workers can see the budget, so their
+        // get-modify-set always has a CAS to compare (a write without one cannot detect a race).
+        for b in &snap.budgets {
+            let key = budget_key(&b.id);
+            if host::shared(&key).1.is_none() {
+                host::set_shared(&key, b"", None);
+            }
+        }
+        host::set_shared(SNAPSHOT_KEY, bytes, None);
+        host::set_shared(VERSION_KEY, snap.version.to_string().as_bytes(), None);
+        self.version = snap.version;
+        self.generated_at = snap.generated_at;
+        // After publishing: for a moment both the snapshot and the local spend count the same
+        // events (an overcount, the safe side), never neither.
+        for c in self.state.snapshot_stored(etag, &snap.reporters) {
+            host::update_budget(&c.budget, |s| s.ack(c.window, c.amount));
+        }
+    }
+}
