@@ -232,7 +232,9 @@ impl Stream {
                 )))
             }
             (None, UnknownModel::AllowUnpriced) => (summary.model.to_string(), None),
-            (None, UnknownModel::DefaultPrice(p)) => (summary.model.to_string(), Some(p.clone())),
+            (None, UnknownModel::DefaultPrice(p)) => {
+                (summary.model.to_string(), Some((**p).clone()))
+            }
         };
         let estimate = match &price {
             Some(p) => {

@@ -57,7 +57,7 @@ pub enum UnknownModel {
     /// Serve it, charge nothing, count it as unpriced.
     AllowUnpriced,
     /// Price it at this default.
-    DefaultPrice(ModelPrice),
+    DefaultPrice(Box<ModelPrice>),
 }
 
 /// What to charge when a response carries no usage (disconnect, upstream error, truncation).
@@ -391,7 +391,7 @@ fn unknown_model(f: &mut Fields<'_>) -> UnknownModel {
                     per_million("input_per_million", p.input_per_million),
                     per_million("output_per_million", p.output_per_million),
                 ) {
-                    (Ok(i), Ok(o)) => UnknownModel::DefaultPrice(ModelPrice::flat(i, o)),
+                    (Ok(i), Ok(o)) => UnknownModel::DefaultPrice(Box::new(ModelPrice::flat(i, o))),
                     (Err(e), _) | (_, Err(e)) => {
                         f.problem("unknown_model", format!("default_price.{e}"));
                         UnknownModel::Deny

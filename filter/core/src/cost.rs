@@ -146,29 +146,58 @@ mod tests {
         assert_eq!(c.cache_write_5m, d("0.001125"));
         assert_eq!(c.cache_write_1h, d("0.0024"));
         assert_eq!(c.output, d("0.006"), "400 non-reasoning output tokens");
-        assert_eq!(c.reasoning, d("0.0015"), "no reasoning rate: billed as output");
+        assert_eq!(
+            c.reasoning,
+            d("0.0015"),
+            "no reasoning rate: billed as output"
+        );
         assert_eq!(c.total, d("0.014625"));
         assert_eq!(c.prompt() + c.completion(), c.total);
     }
 
     #[test]
     fn tier_applies_to_whole_request_when_cached_tokens_cross_it() {
-        let below = Usage { input_uncached: 100_000, cache_read: 100_000, output: 10, ..Usage::default() };
-        let above = Usage { cache_read: 100_001, ..below };
+        let below = Usage {
+            input_uncached: 100_000,
+            cache_read: 100_000,
+            output: 10,
+            ..Usage::default()
+        };
+        let above = Usage {
+            cache_read: 100_001,
+            ..below
+        };
         let c_below = cost(&claude(), &below).unwrap();
         let c_above = cost(&claude(), &above).unwrap();
         assert_eq!(c_below.input, d("0.3"));
-        assert_eq!(c_above.input, d("0.6"), "tier input rate on every uncached token");
+        assert_eq!(
+            c_above.input,
+            d("0.6"),
+            "tier input rate on every uncached token"
+        );
         assert_eq!(c_above.output, d("0.000225"), "tier output rate");
-        assert_eq!(c_above.cache_read, d("0.0300003"), "tier without cache rate keeps base");
+        assert_eq!(
+            c_above.cache_read,
+            d("0.0300003"),
+            "tier without cache rate keeps base"
+        );
     }
 
     #[test]
     fn zero_usage_costs_nothing_and_overflow_is_an_error() {
-        assert_eq!(cost(&claude(), &Usage::default()).unwrap().total, Decimal::ZERO);
+        assert_eq!(
+            cost(&claude(), &Usage::default()).unwrap().total,
+            Decimal::ZERO
+        );
         let huge = ModelPrice::flat(Decimal::MAX, Decimal::ZERO);
-        let u = Usage { input_uncached: u64::MAX, ..Usage::default() };
-        assert_eq!(cost(&huge, &u), Err(CostError::Overflow { bucket: "input" }));
+        let u = Usage {
+            input_uncached: u64::MAX,
+            ..Usage::default()
+        };
+        assert_eq!(
+            cost(&huge, &u),
+            Err(CostError::Overflow { bucket: "input" })
+        );
     }
 
     proptest! {

@@ -180,7 +180,10 @@ impl UsageEvent {
             ("reasoning", c.reasoning),
             ("total", c.total),
         ];
-        if let Some((field, _)) = buckets.iter().find(|(_, v)| v.is_sign_negative() && !v.is_zero()) {
+        if let Some((field, _)) = buckets
+            .iter()
+            .find(|(_, v)| v.is_sign_negative() && !v.is_zero())
+        {
             return Err(EventError::NegativeCost { index, field });
         }
         // Estimated and zero charges put the whole amount in `total` only.
@@ -191,7 +194,11 @@ impl UsageEvent {
                 .try_fold(Decimal::ZERO, |acc, (_, v)| acc.checked_add(*v))
                 .unwrap_or(Decimal::MAX);
             if sum != c.total {
-                return Err(EventError::TotalMismatch { index, total: c.total, sum });
+                return Err(EventError::TotalMismatch {
+                    index,
+                    total: c.total,
+                    sum,
+                });
             }
         }
         if self.usage.reasoning > self.usage.output {
@@ -219,7 +226,11 @@ mod tests {
             },
             model: "gpt-4o".into(),
             api: ApiFormat::OpenAiChat,
-            usage: Usage { input_uncached: 10, output: 5, ..Usage::default() },
+            usage: Usage {
+                input_uncached: 10,
+                output: 5,
+                ..Usage::default()
+            },
             cost: CostBreakdown {
                 input: Decimal::new(25, 6),
                 output: Decimal::new(50, 6),
@@ -245,21 +256,45 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let ok = UsageBatch { events: vec![event()] };
+        let ok = UsageBatch {
+            events: vec![event()],
+        };
         assert_eq!(ok.validate(), Ok(()));
         let mut e = event();
         e.cost.total = Decimal::ONE;
-        let err = UsageBatch { events: vec![event(), e] }.validate().unwrap_err();
-        assert!(err.to_string().starts_with("events[1].cost.total:"), "{err}");
+        let err = UsageBatch {
+            events: vec![event(), e],
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("events[1].cost.total:"),
+            "{err}"
+        );
         let mut e = event();
         e.id.clear();
-        assert_eq!(e.validate(0), Err(EventError::BadText { index: 0, field: "id" }));
+        assert_eq!(
+            e.validate(0),
+            Err(EventError::BadText {
+                index: 0,
+                field: "id"
+            })
+        );
         let mut e = event();
         e.cost.output = Decimal::NEGATIVE_ONE;
-        assert_eq!(e.validate(0), Err(EventError::NegativeCost { index: 0, field: "output" }));
+        assert_eq!(
+            e.validate(0),
+            Err(EventError::NegativeCost {
+                index: 0,
+                field: "output"
+            })
+        );
         let mut e = event();
         e.charge = Charge::Estimate;
-        e.cost = CostBreakdown { total: Decimal::ONE, ..CostBreakdown::default() };
+        e.cost = CostBreakdown {
+            total: Decimal::ONE,
+            ..CostBreakdown::default()
+        };
         assert_eq!(e.validate(0), Ok(()), "an estimate carries only a total");
     }
 

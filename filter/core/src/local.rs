@@ -106,7 +106,10 @@ impl LocalBudget {
     pub fn ack(&mut self, window_start: i64, amount: Decimal) {
         for (w, a) in &mut self.unsynced {
             if *w == window_start {
-                *a = a.checked_sub(amount).unwrap_or(Decimal::ZERO).max(Decimal::ZERO);
+                *a = a
+                    .checked_sub(amount)
+                    .unwrap_or(Decimal::ZERO)
+                    .max(Decimal::ZERO);
             }
         }
         self.unsynced.retain(|(_, a)| !a.is_zero());

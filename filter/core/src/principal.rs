@@ -74,12 +74,27 @@ mod tests {
     fn chain_is_most_specific_first() {
         let p = Principal::from_header("org=acme; user=alice ;project=web").unwrap();
         let chain: Vec<_> = p.chain().collect();
-        assert_eq!(chain, [(Scope::User, "alice"), (Scope::Project, "web"), (Scope::Org, "acme")]);
+        assert_eq!(
+            chain,
+            [
+                (Scope::User, "alice"),
+                (Scope::Project, "web"),
+                (Scope::Org, "acme")
+            ]
+        );
     }
 
     #[test]
     fn malformed_headers_are_refused() {
-        for bad in ["", "user=a", "org=", "org=a;org=b", "org=a;team=x", "org", "org=a;user"] {
+        for bad in [
+            "",
+            "user=a",
+            "org=",
+            "org=a;org=b",
+            "org=a;team=x",
+            "org",
+            "org=a;user",
+        ] {
             assert_eq!(Principal::from_header(bad), None, "{bad:?}");
         }
     }

@@ -20,7 +20,9 @@ pub struct Route<'a> {
 /// The provider whose upstream key a route needs (`openai`, `anthropic`, `gemini`).
 pub fn provider(format: ApiFormat) -> &'static str {
     match format {
-        ApiFormat::OpenAiChat | ApiFormat::OpenAiResponses | ApiFormat::OpenAiEmbeddings => "openai",
+        ApiFormat::OpenAiChat | ApiFormat::OpenAiResponses | ApiFormat::OpenAiEmbeddings => {
+            "openai"
+        }
         ApiFormat::AnthropicMessages => "anthropic",
         ApiFormat::GeminiGenerateContent => "gemini",
     }
@@ -71,14 +73,33 @@ mod tests {
     #[test]
     fn routes() {
         let f = |p| route(p).map(|r| (r.format, r.path_model, r.path_stream));
-        assert_eq!(f("/v1/chat/completions"), Some((ApiFormat::OpenAiChat, None, false)));
-        assert_eq!(f("/openai/v1/chat/completions?x=1"), Some((ApiFormat::OpenAiChat, None, false)));
-        assert_eq!(f("/v1/responses"), Some((ApiFormat::OpenAiResponses, None, false)));
-        assert_eq!(f("/v1/embeddings"), Some((ApiFormat::OpenAiEmbeddings, None, false)));
-        assert_eq!(f("/v1/messages"), Some((ApiFormat::AnthropicMessages, None, false)));
+        assert_eq!(
+            f("/v1/chat/completions"),
+            Some((ApiFormat::OpenAiChat, None, false))
+        );
+        assert_eq!(
+            f("/openai/v1/chat/completions?x=1"),
+            Some((ApiFormat::OpenAiChat, None, false))
+        );
+        assert_eq!(
+            f("/v1/responses"),
+            Some((ApiFormat::OpenAiResponses, None, false))
+        );
+        assert_eq!(
+            f("/v1/embeddings"),
+            Some((ApiFormat::OpenAiEmbeddings, None, false))
+        );
+        assert_eq!(
+            f("/v1/messages"),
+            Some((ApiFormat::AnthropicMessages, None, false))
+        );
         assert_eq!(
             f("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"),
-            Some((ApiFormat::GeminiGenerateContent, Some("gemini-2.5-pro"), true))
+            Some((
+                ApiFormat::GeminiGenerateContent,
+                Some("gemini-2.5-pro"),
+                true
+            ))
         );
         assert_eq!(f("/v1/models"), None);
         assert_eq!(f("/v1beta/models/x:countTokens"), None);

@@ -118,7 +118,9 @@ impl SnapshotIndex {
     pub fn new(snapshot: Snapshot) -> Result<SnapshotIndex, SnapshotError> {
         let negative = |d: &Decimal| d.is_sign_negative() && !d.is_zero();
         if let Some(i) = snapshot.budgets.iter().position(|b| {
-            negative(&b.limit_usd) || negative(&b.spent_usd) || b.soft_limit_usd.as_ref().is_some_and(negative)
+            negative(&b.limit_usd)
+                || negative(&b.spent_usd)
+                || b.soft_limit_usd.as_ref().is_some_and(negative)
         }) {
             return Err(SnapshotError::NegativeMoney(i));
         }
@@ -134,7 +136,11 @@ impl SnapshotIndex {
                 by_id.entry(b.scope_id.clone()).or_default().push(i);
             }
         }
-        Ok(SnapshotIndex { snapshot, keys, budgets })
+        Ok(SnapshotIndex {
+            snapshot,
+            keys,
+            budgets,
+        })
     }
 
     /// The principal of a virtual key, by the lowercase hex SHA-256 of its secret.
@@ -208,7 +214,11 @@ mod tests {
         let org = &idx.snapshot.budgets[0];
         let d = |s: &str| s.parse::<Decimal>().unwrap();
         assert_eq!(org.spent_at(1999), Some((d("12.5"), Some(2000))));
-        assert_eq!(org.spent_at(2000), Some((Decimal::ZERO, Some(3000))), "new window");
+        assert_eq!(
+            org.spent_at(2000),
+            Some((Decimal::ZERO, Some(3000))),
+            "new window"
+        );
         assert_eq!(org.spent_at(3000), None, "past the known bounds");
         let key = &idx.snapshot.budgets[1];
         assert_eq!(key.spent_at(i64::MAX), Some((Decimal::ONE, None)));

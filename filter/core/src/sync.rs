@@ -183,8 +183,9 @@ impl SyncState {
         self.snapshot_in_flight = false;
         self.etag = etag;
         let acked = reporters.get(&self.reporter).copied().unwrap_or(0);
-        let (done, waiting): (Vec<Posted>, Vec<Posted>) =
-            std::mem::take(&mut self.posted).into_iter().partition(|p| p.max_seq <= acked);
+        let (done, waiting): (Vec<Posted>, Vec<Posted>) = std::mem::take(&mut self.posted)
+            .into_iter()
+            .partition(|p| p.max_seq <= acked);
         self.posted = waiting;
         sum_charges(done.into_iter().flat_map(|p| p.charges))
     }
@@ -208,7 +209,10 @@ impl SyncState {
             self.consecutive_failures = 0;
             if stored {
                 let max_seq = events.iter().map(|e| e.seq).max().unwrap_or(0);
-                self.posted.push(Posted { max_seq, charges: sum_charges(charges) });
+                self.posted.push(Posted {
+                    max_seq,
+                    charges: sum_charges(charges),
+                });
             } else {
                 self.stats.rejected = self.stats.rejected.saturating_add(events.len() as u64);
             }
@@ -231,7 +235,11 @@ fn sum_charges(charges: impl IntoIterator<Item = BudgetCharge>) -> Vec<BudgetCha
         *e = e.checked_add(c.amount).unwrap_or(Decimal::MAX);
     }
     sums.into_iter()
-        .map(|((budget, window), amount)| BudgetCharge { budget, window, amount })
+        .map(|((budget, window), amount)| BudgetCharge {
+            budget,
+            window,
+            amount,
+        })
         .collect()
 }
 
@@ -251,18 +259,28 @@ mod tests {
                 reporter: String::new(),
                 seq: 0,
                 ts: 1,
-                principal: Principal { org: "o".into(), ..Principal::default() },
+                principal: Principal {
+                    org: "o".into(),
+                    ..Principal::default()
+                },
                 model: "m".into(),
                 api: ApiFormat::OpenAiChat,
                 usage: Usage::default(),
-                cost: CostBreakdown { total: amount, ..CostBreakdown::default() },
+                cost: CostBreakdown {
+                    total: amount,
+                    ..CostBreakdown::default()
+                },
                 price_version: 1,
                 charge: Charge::Estimate,
                 uncharged: None,
                 status: 200,
                 stream: false,
             },
-            charges: vec![BudgetCharge { budget: "b".into(), window: 0, amount }],
+            charges: vec![BudgetCharge {
+                budget: "b".into(),
+                window: 0,
+                amount,
+            }],
         }
     }
 
@@ -287,20 +305,52 @@ mod tests {
             s.push(item(c));
         }
         let calls = s.on_tick(0);
-        assert_eq!(calls[0], SyncCall::FetchSnapshot { if_none_match: None });
-        let SyncCall::PostUsage { body, events: 2 } = &calls[1] else { panic!("{calls:?}") };
+        assert_eq!(
+            calls[0],
+            SyncCall::FetchSnapshot {
+                if_none_match: None
+            }
+        );
+        let SyncCall::PostUsage { body, events: 2 } = &calls[1] else {
+            panic!("{calls:?}")
+        };
         let batch: UsageBatch = serde_json::from_slice(body).unwrap();
-        assert_eq!(batch.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["r-1", "r-2"]);
-        assert_eq!(post_events(&s.on_tick(1)), None, "one post in flight at a time");
+        assert_eq!(
+            batch
+                .events
+                .iter()
+                .map(|e| e.id.as_str())
+                .collect::<Vec<_>>(),
+            ["r-1", "r-2"]
+        );
+        assert_eq!(
+            post_events(&s.on_tick(1)),
+            None,
+            "one post in flight at a time"
+        );
         s.usage_answered(200, 2);
         // A snapshot that has not seen seq 2 yet acknowledges nothing.
         let reporters = BTreeMap::from([("r".to_string(), 1)]);
-        assert!(s.snapshot_stored(Some("\"5\"".into()), &reporters).is_empty());
+        assert!(s
+            .snapshot_stored(Some("\"5\"".into()), &reporters)
+            .is_empty());
         let reporters = BTreeMap::from([("r".to_string(), 2)]);
         let acked = s.snapshot_stored(Some("\"6\"".into()), &reporters);
-        assert_eq!(acked, vec![BudgetCharge { budget: "b".into(), window: 0, amount: Decimal::new(3, 2) }]);
+        assert_eq!(
+            acked,
+            vec![BudgetCharge {
+                budget: "b".into(),
+                window: 0,
+                amount: Decimal::new(3, 2)
+            }]
+        );
         let calls = s.on_tick(3);
-        assert_eq!(calls[0], SyncCall::FetchSnapshot { if_none_match: Some("\"6\"".into()) });
+        assert_eq!(
+            calls[0],
+            SyncCall::FetchSnapshot {
+                if_none_match: Some("\"6\"".into())
+            }
+        );
         assert_eq!(post_events(&calls), Some(1), "the third event goes next");
     }
 
@@ -314,7 +364,11 @@ mod tests {
         assert_eq!(post_events(&s.on_tick(100)), None, "backing off");
         let again = s.on_tick(10_000);
         assert!(post_body(&first).is_some());
-        assert_eq!(post_body(&first), post_body(&again), "same ids: the control plane deduplicates");
+        assert_eq!(
+            post_body(&first),
+            post_body(&again),
+            "same ids: the control plane deduplicates"
+        );
         assert_eq!(s.stats().failures, 2);
         s.usage_answered(422, 10_001);
         assert_eq!(s.stats().rejected, 1);
@@ -334,6 +388,10 @@ mod tests {
         assert_eq!(s.stats().overflow, 4);
         s.usage_answered(200, 1);
         let batch = post_body(&s.on_tick(2)).unwrap();
-        assert_eq!(batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [7], "the cap counts the batch in flight: only the newest survived");
+        assert_eq!(
+            batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [7],
+            "the cap counts the batch in flight: only the newest survived"
+        );
     }
 }

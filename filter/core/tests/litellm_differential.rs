@@ -17,6 +17,9 @@ use tollgate_core::pricing::litellm::{import, import_entry};
 use tollgate_core::pricing::ModelPrice;
 use tollgate_core::usage::Usage;
 
+/// A pricing feature a chosen model must have.
+type Feature = fn(&ModelPrice) -> bool;
+
 /// Providers whose `cost_per_token` LiteLLM computes with its generic or range-table code.
 const PROVIDERS: [&str; 4] = ["openai", "anthropic", "gemini", "dashscope"];
 
@@ -32,7 +35,10 @@ fn python() -> Option<PathBuf> {
     if std::env::var("TOLLGATE_SKIP_LITELLM").as_deref() == Ok("1") {
         return None;
     }
-    panic!("{} missing: run scripts/setup.sh (or set TOLLGATE_SKIP_LITELLM=1 to opt out)", py.display());
+    panic!(
+        "{} missing: run scripts/setup.sh (or set TOLLGATE_SKIP_LITELLM=1 to opt out)",
+        py.display()
+    );
 }
 
 fn oracle(py: &Path, args: &[&str]) -> String {
@@ -43,7 +49,11 @@ fn oracle(py: &Path, args: &[&str]) -> String {
         .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         .output()
         .expect("run python");
-    assert!(out.status.success(), "oracle failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "oracle failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -114,7 +124,13 @@ fn split_prompt(rng: &mut Rng, prompt: u64, output: u64, reasoning: u64) -> Usag
 /// The usages to check for one model: the shapes every model gets, plus each tier boundary
 /// (at it and one over) and each range edge.
 fn usages_for(price: &ModelPrice, rng: &mut Rng) -> Vec<Usage> {
-    let out = |o: u64| if price.kind == tollgate_core::pricing::ModelKind::Embedding { 0 } else { o };
+    let out = |o: u64| {
+        if price.kind == tollgate_core::pricing::ModelKind::Embedding {
+            0
+        } else {
+            o
+        }
+    };
     let (p1, o1) = (1 + rng.below(150_000), out(rng.below(30_000)));
     let (p2, reasoning) = (1 + rng.below(9_000), out(rng.below(5000)));
     let o2 = out(reasoning + rng.below(5000));
@@ -153,12 +169,15 @@ fn costs_equal_litellm_exactly() {
     let mut book = import(&map).expect("import LiteLLM map").book;
     let synthetic = synthetic();
     for (name, entry) in synthetic.as_object().unwrap() {
-        book.models.insert(name.clone(), import_entry(name, entry).unwrap());
+        book.models
+            .insert(name.clone(), import_entry(name, entry).unwrap());
     }
 
     // Pick models so every pricing feature is covered several times, spread over the map.
-    let features: [(&str, fn(&ModelPrice) -> bool); 7] = [
-        ("flat", |p| p.rates.cache_read.is_none() && p.tiers.is_empty() && p.ranges.is_empty()),
+    let features: [(&str, Feature); 7] = [
+        ("flat", |p| {
+            p.rates.cache_read.is_none() && p.tiers.is_empty() && p.ranges.is_empty()
+        }),
         ("cache read", |p| p.rates.cache_read.is_some()),
         ("cache write", |p| p.rates.cache_write_5m.is_some()),
         ("1h cache write", |p| p.rates.cache_write_1h.is_some()),
@@ -166,7 +185,12 @@ fn costs_equal_litellm_exactly() {
         ("threshold tiers", |p| !p.tiers.is_empty()),
         ("range table", |p| !p.ranges.is_empty()),
     ];
-    let mut chosen: Vec<&str> = synthetic.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut chosen: Vec<&str> = synthetic
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     for (feature, has) in features {
         let candidates: Vec<&str> = book
             .models
@@ -174,7 +198,10 @@ fn costs_equal_litellm_exactly() {
             .filter(|(_, p)| PROVIDERS.contains(&p.provider.as_deref().unwrap_or("")) && has(p))
             .map(|(k, _)| k.as_str())
             .collect();
-        assert!(candidates.len() >= 2, "LiteLLM map has too few models with {feature}");
+        assert!(
+            candidates.len() >= 2,
+            "LiteLLM map has too few models with {feature}"
+        );
         let step = (candidates.len() / 8).max(1);
         chosen.extend(candidates.iter().step_by(step).take(8));
     }
@@ -202,8 +229,13 @@ fn costs_equal_litellm_exactly() {
     let dir = std::env::temp_dir().join(format!("tollgate-diff-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("cases.json");
-    std::fs::write(&file, json!({"cases": cases, "synthetic": synthetic}).to_string()).unwrap();
-    let report: Value = serde_json::from_str(&oracle(&py, &["check", file.to_str().unwrap()])).unwrap();
+    std::fs::write(
+        &file,
+        json!({"cases": cases, "synthetic": synthetic}).to_string(),
+    )
+    .unwrap();
+    let report: Value =
+        serde_json::from_str(&oracle(&py, &["check", file.to_str().unwrap()])).unwrap();
     std::fs::remove_dir_all(&dir).ok();
 
     let mismatches = report["mismatches"].as_array().unwrap();
@@ -215,11 +247,18 @@ fn costs_equal_litellm_exactly() {
         report["float_drift"].as_array().unwrap().len()
     );
     assert_eq!(report["checked"].as_u64().unwrap() as usize, cases.len());
-    let ids: Vec<&str> = mismatches.iter().filter_map(|m| m["case"].as_str()).collect();
+    let ids: Vec<&str> = mismatches
+        .iter()
+        .filter_map(|m| m["case"].as_str())
+        .collect();
     assert!(
         mismatches.is_empty(),
         "costs differ from LiteLLM in {ids:?}; first ones: {:#}",
         Value::Array(mismatches.iter().take(5).cloned().collect())
     );
-    assert!(report["float_drift"].as_array().unwrap().is_empty(), "exact and float LiteLLM runs disagree: {:#}", report["float_drift"]);
+    assert!(
+        report["float_drift"].as_array().unwrap().is_empty(),
+        "exact and float LiteLLM runs disagree: {:#}",
+        report["float_drift"]
+    );
 }

@@ -211,7 +211,10 @@ fn threshold_tiers(
             input,
             output: rate(e, &format!("output_cost_per_token_above_{n}_tokens"))?,
             cache_read: rate(e, &format!("cache_read_input_token_cost_above_{n}_tokens"))?,
-            cache_write_5m: rate(e, &format!("cache_creation_input_token_cost_above_{n}_tokens"))?,
+            cache_write_5m: rate(
+                e,
+                &format!("cache_creation_input_token_cost_above_{n}_tokens"),
+            )?,
             cache_write_1h: rate(
                 e,
                 &format!("cache_creation_input_token_cost_above_1hr_above_{n}_tokens"),
@@ -362,9 +365,13 @@ mod tests {
             ["gemini/gemini-2.5-pro", "gpt-4o", "q", "str"]
         );
         assert_eq!(imp.skipped["sample_spec"], SkipReason::SampleSpec);
-        assert!(matches!(imp.skipped["dall-e-3"], SkipReason::Mode(ref m) if m == "image_generation"));
+        assert!(
+            matches!(imp.skipped["dall-e-3"], SkipReason::Mode(ref m) if m == "image_generation")
+        );
         assert_eq!(imp.skipped["free"], SkipReason::NoTokenPrice);
-        assert!(imp.skipped["neg"].to_string().starts_with("input_cost_per_token: "));
+        assert!(imp.skipped["neg"]
+            .to_string()
+            .starts_with("input_cost_per_token: "));
 
         let gpt = &imp.book.models["gpt-4o"];
         assert_eq!(gpt.rates.input, d("0.0000025"));
@@ -382,8 +389,16 @@ mod tests {
         assert_eq!(q.ranges.len(), 2, "row without a pair range ignored");
         assert_eq!(q.rates_for(256_000).input, d("0.00000005"));
         assert_eq!(q.rates_for(256_001).input, d("0.00000025"));
-        assert_eq!(q.rates_for(256_001).cache_read, d("0.00000025"), "falls back to row input");
-        assert_eq!(q.rates_for(5_000_000).input, d("0.00000025"), "past the end: last row");
+        assert_eq!(
+            q.rates_for(256_001).cache_read,
+            d("0.00000025"),
+            "falls back to row input"
+        );
+        assert_eq!(
+            q.rates_for(5_000_000).input,
+            d("0.00000025"),
+            "past the end: last row"
+        );
         assert_eq!(q.rates_for(0).input, Decimal::ZERO, "no prompt: flat rates");
     }
 
@@ -398,7 +413,8 @@ mod tests {
 
     #[test]
     fn provider_conventions() {
-        let imp = import(br#"{
+        let imp = import(
+            br#"{
             "dashscope/qwen": {"litellm_provider": "dashscope", "mode": "chat",
                 "input_cost_per_token": 4e-07, "output_cost_per_token": 1.2e-06},
             "openai-like": {"litellm_provider": "openai", "mode": "chat",
@@ -406,14 +422,21 @@ mod tests {
             "peaky": {"mode": "chat", "input_cost_per_token": 1e-06, "off_peak_pricing": {}},
             "grok": {"litellm_provider": "xai", "mode": "chat", "input_cost_per_token": 1e-06,
                 "output_cost_per_token": 1e-06, "input_cost_per_token_above_128k_tokens": 2e-06}
-        }"#)
+        }"#,
+        )
         .unwrap();
         // Alibaba: unpriced cache tokens bill at the input rate, one write rate for both lifetimes.
         let q = imp.book.models["dashscope/qwen"].rates_for(10);
-        assert_eq!((q.cache_read, q.cache_write_5m, q.cache_write_1h), (d("4e-7"), d("4e-7"), d("4e-7")));
+        assert_eq!(
+            (q.cache_read, q.cache_write_5m, q.cache_write_1h),
+            (d("4e-7"), d("4e-7"), d("4e-7"))
+        );
         // Everyone else: unpriced means zero, as LiteLLM's generic calculator does.
         let o = imp.book.models["openai-like"].rates_for(10);
-        assert_eq!((o.cache_read, o.cache_write_5m), (Decimal::ZERO, Decimal::ZERO));
+        assert_eq!(
+            (o.cache_read, o.cache_write_5m),
+            (Decimal::ZERO, Decimal::ZERO)
+        );
         assert_eq!(imp.skipped["peaky"], SkipReason::OffPeak);
         // xAI bills the long-context tier from exactly the threshold on.
         assert_eq!(imp.book.models["grok"].rates_for(128_000).input, d("2e-6"));

@@ -26,7 +26,11 @@ impl PriceBook {
         model: &str,
         provider_hint: Option<&str>,
     ) -> Option<(&'a str, &'a ModelPrice)> {
-        let get = |name: &str| self.models.get_key_value(name).map(|(k, v)| (k.as_str(), v));
+        let get = |name: &str| {
+            self.models
+                .get_key_value(name)
+                .map(|(k, v)| (k.as_str(), v))
+        };
         if let Some(hit) = get(model) {
             return Some(hit);
         }
@@ -47,10 +51,13 @@ pub fn strip_snapshot_date(name: &str) -> Option<&str> {
         let digits: String = s.chars().filter(|c| *c != '-').collect();
         let shaped = match s.len() {
             8 => s.bytes().all(|b| b.is_ascii_digit()),
-            10 => s
-                .bytes()
-                .enumerate()
-                .all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() }),
+            10 => s.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            }),
             _ => false,
         };
         // A plausible calendar date, so `model-12345678` version suffixes are left alone.
@@ -94,16 +101,30 @@ mod tests {
 
     #[test]
     fn lookup_order() {
-        let b = book(&["gpt-4o", "gpt-4o-2024-08-06", "gemini/gemini-2.5-pro", "claude-3-5-sonnet"]);
+        let b = book(&[
+            "gpt-4o",
+            "gpt-4o-2024-08-06",
+            "gemini/gemini-2.5-pro",
+            "claude-3-5-sonnet",
+        ]);
         let key = |m: &str, hint: Option<&str>| b.lookup(m, hint).map(|(k, _)| k.to_string());
         // exact wins over a dated fallback
-        assert_eq!(key("gpt-4o-2024-08-06", None).as_deref(), Some("gpt-4o-2024-08-06"));
+        assert_eq!(
+            key("gpt-4o-2024-08-06", None).as_deref(),
+            Some("gpt-4o-2024-08-06")
+        );
         // dated snapshot without its own entry falls back to the base model
         assert_eq!(key("gpt-4o-2024-11-20", None).as_deref(), Some("gpt-4o"));
-        assert_eq!(key("claude-3-5-sonnet-20241022", None).as_deref(), Some("claude-3-5-sonnet"));
+        assert_eq!(
+            key("claude-3-5-sonnet-20241022", None).as_deref(),
+            Some("claude-3-5-sonnet")
+        );
         // provider prefix stripped, or added from the hint
         assert_eq!(key("openai/gpt-4o", None).as_deref(), Some("gpt-4o"));
-        assert_eq!(key("gemini-2.5-pro", Some("gemini")).as_deref(), Some("gemini/gemini-2.5-pro"));
+        assert_eq!(
+            key("gemini-2.5-pro", Some("gemini")).as_deref(),
+            Some("gemini/gemini-2.5-pro")
+        );
         assert_eq!(key("gemini-2.5-pro", None), None);
         // unknown stays unknown; non-date suffixes are not stripped
         assert_eq!(key("gpt-5", None), None);
@@ -113,8 +134,14 @@ mod tests {
     #[test]
     fn snapshot_dates() {
         assert_eq!(strip_snapshot_date("gpt-4o-2024-08-06"), Some("gpt-4o"));
-        assert_eq!(strip_snapshot_date("claude-sonnet-4-5-20250929"), Some("claude-sonnet-4-5"));
-        assert_eq!(strip_snapshot_date("claude-3-5-sonnet-v2@20241022"), Some("claude-3-5-sonnet-v2"));
+        assert_eq!(
+            strip_snapshot_date("claude-sonnet-4-5-20250929"),
+            Some("claude-sonnet-4-5")
+        );
+        assert_eq!(
+            strip_snapshot_date("claude-3-5-sonnet-v2@20241022"),
+            Some("claude-3-5-sonnet-v2")
+        );
         assert_eq!(strip_snapshot_date("gpt-4o"), None);
         assert_eq!(strip_snapshot_date("-20241022"), None);
         assert_eq!(strip_snapshot_date("x-20241322"), None);

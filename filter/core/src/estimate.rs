@@ -1,0 +1,1796 @@
+//! Request estimates: what a request body says about its cost before it goes upstream, and
+//! the worst case that the budget decision reserves.
+//!
+//! [`summarize`] reads only what the decision needs from a request body: `model`, the output
+//! cap (`max_tokens` / `max_completion_tokens` for OpenAI chat, `max_output_tokens` for
+//! Responses, `max_tokens` for Anthropic, `generationConfig.maxOutputTokens` for Gemini),
+//! the number of choices (`n`, `best_of`, `candidateCount`), `stream`,
+//! `stream_options.include_usage`, and the size of the prompt-bearing fields. It is one serde
+//! pass with borrowed strings and `IgnoredAny` for everything else: no `serde_json::Value` of a
+//! possibly multi-megabyte body.
+//!
+//! ## The prompt estimate
+//!
+//! `prompt_tokens = ⌈prompt_bytes / 3⌉ + media_parts × media_part_tokens
+//! (+ 1,000 when tools are declared)`, where `prompt_bytes` is the compact-JSON size of the
+//! prompt-bearing fields (`messages`, `prompt`, `input`, `instructions`, `system`, `contents`,
+//! `systemInstruction`, `tools`, `functions`, `response_format`, `text`): strings with their
+//! quotes, keys, numbers and punctuation.
+//!
+//! Why it leans high: byte-pair tokenizers (OpenAI's `cl100k`/`o200k`, Anthropic's, Gemini's)
+//! average about 4 characters per token on English prose (OpenAI's rule of thumb: a token is
+//! ~4 characters), so 3 bytes per token is a third over before counting the JSON syntax and
+//! keys, which the provider replaces by a few template tokens per message. Code and non-Latin
+//! scripts tokenize denser: CJK text is 3 UTF-8 bytes per character and roughly one token per
+//! character, so the estimate is close to exact there rather than high. Images, audio and
+//! files are billed by pixels, duration or pages, not by the bytes of a URL or file id, so each
+//! part adds a flat `media_part_tokens` on top of its bytes (2,000 by default: Claude bills
+//! ~1,600 for its largest image, GPT-4o 1,105–1,445 for a high-detail one, Gemini 258 per
+//! image). Providers render tool declarations into a system prompt with its own boilerplate
+//! (Anthropic's tool-use prompt is up to ~700 tokens), hence the flat 1,000.
+//!
+//! ## The worst case
+//!
+//! [`worst_case`]: `prompt_tokens × max(input, cache_write_5m, cache_write_1h)
+//! + output_tokens × max(output, reasoning)`, where `output_tokens` is the request's output cap
+//! (clamped to the model's `max_output_tokens`, which the provider enforces), or the model's
+//! `max_output_tokens` when the request has none, or [`EstimateConfig::default_max_output_tokens`]
+//! when the price book does not know it either; times the number of choices. Rates come from
+//! the highest tier the model has ([`TierPolicy::Highest`], the default: a prompt estimate can
+//! be wrong about which side of a 200k-token threshold it falls) or from the tier the
+//! estimated prompt falls in ([`TierPolicy::AtEstimate`]).
+//!
+//! [`include_usage_rewrite`] adds `stream_options.include_usage = true` to streaming OpenAI
+//! chat requests so usage always arrives, splicing bytes so everything else is kept verbatim.
+//!
+//! Tests: `cargo test -p tollgate-core --lib estimate`; bench:
+//! `cargo bench -p tollgate-core --bench decision`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use rust_decimal::Decimal;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::pricing::{EffectiveRates, ModelKind, ModelPrice};
+use crate::usage::ApiFormat;
+
+/// An output cap above this is refused as absurd: no model produces 10⁸ tokens in one
+/// response (the largest caps are around 10⁶), so it is a typo or a hostile body.
+pub const MAX_OUTPUT_TOKENS: u64 = 100_000_000;
+
+/// A choice count (`n`, `best_of`, `candidateCount`) above this is refused: OpenAI allows at
+/// most 128.
+pub const MAX_CHOICES: u64 = 128;
+
+/// Tokens added when a request declares tools: the provider's tool-use system prompt.
+pub const TOOL_PROMPT_TOKENS: u64 = 1_000;
+
+/// How to estimate requests. Built by the filter from its validated configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EstimateConfig {
+    /// Largest request body accepted; larger ones fail with [`EstimateError::BodyTooLarge`].
+    pub max_body_bytes: usize,
+    /// Output tokens assumed when neither the request nor the price book bounds them.
+    pub default_max_output_tokens: u64,
+    /// Tokens counted per image, audio or file part, on top of its bytes.
+    pub media_part_tokens: u64,
+    /// Which tier's rates price the estimate.
+    pub tier_policy: TierPolicy,
+}
+
+impl Default for EstimateConfig {
+    fn default() -> Self {
+        EstimateConfig {
+            // Anthropic's request size limit; OpenAI's is larger but images past this are rare.
+            max_body_bytes: 32 * 1024 * 1024,
+            // Most current models cap output between 8k and 128k tokens.
+            default_max_output_tokens: 32_768,
+            media_part_tokens: 2_000,
+            tier_policy: TierPolicy::Highest,
+        }
+    }
+}
+
+/// Which long-context tier prices a worst-case estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TierPolicy {
+    /// The highest rate of each kind across all tiers ([`ModelPrice::max_rates`]): never below
+    /// the actual rate, whatever the real prompt size turns out to be.
+    #[default]
+    Highest,
+    /// The tier the estimated prompt falls in ([`ModelPrice::rates_for`]): tighter, and still
+    /// high as long as the prompt estimate is.
+    AtEstimate,
+}
+
+/// Why a request body could not be estimated. The filter refuses such a request (a body the
+/// provider would reject anyway) rather than letting unpriced traffic through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EstimateError {
+    /// The body is larger than [`EstimateConfig::max_body_bytes`].
+    #[error("request body is {size} bytes, over the limit of {limit}")]
+    BodyTooLarge {
+        /// Body size in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Not valid JSON (or trailing bytes after it).
+    #[error("malformed json: {0}")]
+    MalformedJson(String),
+    /// Valid JSON, but not an object.
+    #[error("request body is not a json object")]
+    NotAnObject,
+    /// Neither the body nor the path names a model.
+    #[error("missing field `model`")]
+    MissingModel,
+    /// A field read for the estimate appears twice: providers keep the last, and pricing the
+    /// first would let `{"model":"cheap","model":"dear"}` through at the cheap price.
+    #[error("duplicate field `{0}`")]
+    DuplicateField(&'static str),
+    /// A field has the wrong JSON type.
+    #[error("field `{field}` must be {expected}")]
+    WrongType {
+        /// Field name.
+        field: &'static str,
+        /// What it must be (`a string`, `an integer`, ...).
+        expected: &'static str,
+    },
+    /// A token or choice count is below zero.
+    #[error("field `{0}` is negative")]
+    Negative(&'static str),
+    /// A token or choice count is beyond any real model's.
+    #[error("field `{field}` is {value}, over the limit of {limit}")]
+    TooLarge {
+        /// Field name.
+        field: &'static str,
+        /// The value given (saturated at `u64::MAX`).
+        value: u64,
+        /// The largest accepted value.
+        limit: u64,
+    },
+    /// The worst-case cost does not fit a `Decimal` (only absurd prices get there).
+    #[error("worst-case cost overflows")]
+    Overflow,
+}
+
+/// What a request body says, as far as the budget decision cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestSummary<'a> {
+    /// The API the body was read as.
+    pub format: ApiFormat,
+    /// The model: from the body, else from the path (Gemini). Borrowed unless escaped.
+    pub model: Cow<'a, str>,
+    /// The output cap the request sets for its format, if any (per choice).
+    pub max_output_tokens: Option<u64>,
+    /// How many choices the provider generates and bills (`n`, `best_of`, `candidateCount`);
+    /// at least 1.
+    pub choices: u64,
+    /// `stream: true` in the body (Gemini streams by path instead).
+    pub stream: bool,
+    /// `stream_options.include_usage: true` in the body.
+    pub include_usage: bool,
+    /// Compact-JSON bytes of the prompt-bearing fields.
+    pub prompt_bytes: u64,
+    /// Image, audio and file parts in the prompt.
+    pub media_parts: u64,
+    /// Whether the request declares tools or functions.
+    pub has_tools: bool,
+    /// The prompt estimate (see the module docs for the formula).
+    pub prompt_tokens: u64,
+}
+
+/// A worst-case cost and how it was reached (for logs and the reservation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    /// Estimated prompt tokens.
+    pub prompt_tokens: u64,
+    /// Output tokens assumed: the cap times the number of choices.
+    pub output_tokens: u64,
+    /// The per-token rate applied to the prompt.
+    pub prompt_rate: Decimal,
+    /// The per-token rate applied to the output.
+    pub output_rate: Decimal,
+    /// `prompt_tokens × prompt_rate + output_tokens × output_rate`, in USD.
+    pub cost: Decimal,
+}
+
+/// Reads what the decision needs from a request body of `format`. `path_model` is the model
+/// named by the URL (Gemini); a model in the body takes precedence.
+pub fn summarize<'a>(
+    body: &'a [u8],
+    format: ApiFormat,
+    path_model: Option<&'a str>,
+    cfg: &EstimateConfig,
+) -> Result<RequestSummary<'a>, EstimateError> {
+    if body.len() > cfg.max_body_bytes {
+        return Err(EstimateError::BodyTooLarge {
+            size: body.len(),
+            limit: cfg.max_body_bytes,
+        });
+    }
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) => {
+            // Distinguish "not JSON" from "JSON, but not an object".
+            return Err(match serde_json::from_slice::<IgnoredAny>(body) {
+                Ok(_) => EstimateError::NotAnObject,
+                Err(e) => EstimateError::MalformedJson(e.to_string()),
+            });
+        }
+        None => return Err(EstimateError::MalformedJson("empty body".into())),
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let raw = (&mut de)
+        .deserialize_map(TopVisitor)
+        .and_then(|raw| de.end().map(|()| raw))
+        .map_err(|e| EstimateError::MalformedJson(e.to_string()))?;
+    if let Some(field) = raw.duplicate {
+        return Err(EstimateError::DuplicateField(field));
+    }
+
+    let model = match raw.model {
+        Field::Absent | Field::Null => path_model.map(Cow::Borrowed),
+        Field::Value(m) => Some(m),
+        Field::WrongType => return Err(wrong_type("model", "a string")),
+    }
+    .filter(|m| !m.is_empty())
+    .ok_or(EstimateError::MissingModel)?;
+
+    let generation = match raw.generation_config {
+        Field::Value(g) if format == ApiFormat::GeminiGenerateContent => g,
+        Field::WrongType if format == ApiFormat::GeminiGenerateContent => {
+            return Err(wrong_type("generationConfig", "an object"))
+        }
+        _ => GenConfig::default(),
+    };
+    let max_output_tokens = match format {
+        ApiFormat::OpenAiChat => {
+            let a = raw.max_tokens.check("max_tokens", MAX_OUTPUT_TOKENS)?;
+            let b = raw
+                .max_completion_tokens
+                .check("max_completion_tokens", MAX_OUTPUT_TOKENS)?;
+            // Both set is unusual (`max_tokens` is the deprecated name); the larger one is
+            // the worst case.
+            a.max(b)
+        }
+        ApiFormat::OpenAiResponses => raw
+            .max_output_tokens
+            .check("max_output_tokens", MAX_OUTPUT_TOKENS)?,
+        ApiFormat::AnthropicMessages => raw.max_tokens.check("max_tokens", MAX_OUTPUT_TOKENS)?,
+        ApiFormat::GeminiGenerateContent => generation
+            .max_output_tokens
+            .check("generationConfig.maxOutputTokens", MAX_OUTPUT_TOKENS)?,
+        ApiFormat::OpenAiEmbeddings => None,
+    };
+    let choices = match format {
+        ApiFormat::OpenAiChat => {
+            // Legacy completions generate `best_of` candidates server-side and bill them all.
+            let n = raw.n.check("n", MAX_CHOICES)?;
+            let best_of = raw.best_of.check("best_of", MAX_CHOICES)?;
+            n.max(best_of)
+        }
+        ApiFormat::GeminiGenerateContent => generation
+            .candidate_count
+            .check("generationConfig.candidateCount", MAX_CHOICES)?,
+        _ => None,
+    }
+    .unwrap_or(1)
+    .max(1);
+
+    let stream = raw.stream.check_bool("stream")?;
+    let include_usage = match &raw.stream_options {
+        Field::Absent | Field::Null => false,
+        Field::Value(flag) => flag.check_bool("stream_options.include_usage")?,
+        Field::WrongType => return Err(wrong_type("stream_options", "an object")),
+    };
+
+    let prompt_tokens = raw
+        .prompt
+        .bytes
+        .div_ceil(3)
+        .saturating_add(raw.prompt.media.saturating_mul(cfg.media_part_tokens))
+        .saturating_add(if raw.has_tools { TOOL_PROMPT_TOKENS } else { 0 });
+
+    Ok(RequestSummary {
+        format,
+        model,
+        max_output_tokens,
+        choices,
+        stream,
+        include_usage,
+        prompt_bytes: raw.prompt.bytes,
+        media_parts: raw.prompt.media,
+        has_tools: raw.has_tools,
+        prompt_tokens,
+    })
+}
+
+/// The worst-case cost of a summarized request at `price` (see the module docs).
+pub fn worst_case(
+    req: &RequestSummary<'_>,
+    price: &ModelPrice,
+    cfg: &EstimateConfig,
+) -> Result<Estimate, EstimateError> {
+    let rates: EffectiveRates = match cfg.tier_policy {
+        TierPolicy::Highest => price.max_rates(),
+        TierPolicy::AtEstimate => price.rates_for(req.prompt_tokens),
+    };
+    // The prompt may be written to the cache, which bills above the input rate.
+    let prompt_rate = rates
+        .input
+        .max(rates.cache_write_5m)
+        .max(rates.cache_write_1h);
+    let output_rate = rates.output.max(rates.reasoning);
+
+    let embeds = req.format == ApiFormat::OpenAiEmbeddings || price.kind == ModelKind::Embedding;
+    let per_choice = if embeds {
+        0
+    } else {
+        match (req.max_output_tokens, price.max_output_tokens) {
+            // The provider refuses a cap above the model's, so the model's bounds it.
+            (Some(asked), Some(model_max)) => asked.min(model_max),
+            (Some(asked), None) => asked,
+            (None, Some(model_max)) => model_max,
+            (None, None) => cfg.default_max_output_tokens,
+        }
+    };
+    let output_tokens = per_choice.saturating_mul(req.choices);
+
+    let prompt_cost = Decimal::from(req.prompt_tokens).checked_mul(prompt_rate);
+    let output_cost = Decimal::from(output_tokens).checked_mul(output_rate);
+    let cost = prompt_cost
+        .zip(output_cost)
+        .and_then(|(p, o)| p.checked_add(o))
+        .ok_or(EstimateError::Overflow)?;
+    Ok(Estimate {
+        prompt_tokens: req.prompt_tokens,
+        output_tokens,
+        prompt_rate,
+        output_rate,
+        cost,
+    })
+}
+
+fn wrong_type(field: &'static str, expected: &'static str) -> EstimateError {
+    EstimateError::WrongType { field, expected }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The one-pass reader.
+
+/// Generates `visit_*` methods that consume a JSON shape a field must not have and report it
+/// as [`Field::WrongType`], so the caller can name the field in a typed error instead of
+/// aborting the parse with a serde message.
+macro_rules! wrong_type_for {
+    ($($kind:ident),*) => { $( wrong_type_for!(@ $kind); )* };
+    (@ bool) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Field::WrongType)
+        }
+    };
+    (@ u64) => {
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Field::WrongType)
+        }
+    };
+    (@ i64) => {
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Field::WrongType)
+        }
+    };
+    (@ f64) => {
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Field::WrongType)
+        }
+    };
+    (@ str) => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Field::WrongType)
+        }
+    };
+    (@ seq) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Field::WrongType)
+        }
+    };
+    (@ map) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Field::WrongType)
+        }
+    };
+}
+
+/// A value as read, before validation: validation happens after the pass so a wrong type
+/// becomes a typed error naming the field.
+#[derive(Debug, Default)]
+enum Field<T> {
+    #[default]
+    Absent,
+    Null,
+    Value(T),
+    WrongType,
+}
+
+/// A JSON number as read for a count.
+#[derive(Debug, Clone, Copy)]
+enum Count {
+    Int(u64),
+    Negative,
+    Fraction,
+}
+
+impl Field<Count> {
+    fn check(&self, field: &'static str, limit: u64) -> Result<Option<u64>, EstimateError> {
+        match *self {
+            Field::Absent | Field::Null => Ok(None),
+            Field::Value(Count::Int(v)) if v > limit => Err(EstimateError::TooLarge {
+                field,
+                value: v,
+                limit,
+            }),
+            Field::Value(Count::Int(v)) => Ok(Some(v)),
+            Field::Value(Count::Negative) => Err(EstimateError::Negative(field)),
+            Field::Value(Count::Fraction) | Field::WrongType => {
+                Err(wrong_type(field, "an integer"))
+            }
+        }
+    }
+}
+
+impl Field<bool> {
+    fn check_bool(&self, field: &'static str) -> Result<bool, EstimateError> {
+        match *self {
+            Field::Absent | Field::Null => Ok(false),
+            Field::Value(b) => Ok(b),
+            Field::WrongType => Err(wrong_type(field, "a boolean")),
+        }
+    }
+}
+
+/// Everything one pass over the top-level object collects.
+#[derive(Default)]
+struct Raw<'a> {
+    model: Field<Cow<'a, str>>,
+    max_tokens: Field<Count>,
+    max_completion_tokens: Field<Count>,
+    max_output_tokens: Field<Count>,
+    n: Field<Count>,
+    best_of: Field<Count>,
+    stream: Field<bool>,
+    /// `Value(include_usage)` for an object.
+    stream_options: Field<Field<bool>>,
+    generation_config: Field<GenConfig>,
+    prompt: PromptSize,
+    has_tools: bool,
+    /// Bit per [`TopKey`] already read, to refuse duplicates.
+    seen: u16,
+    duplicate: Option<&'static str>,
+}
+
+/// The top-level keys the reader cares about.
+#[derive(Clone, Copy)]
+enum TopKey {
+    Model,
+    MaxTokens,
+    MaxCompletionTokens,
+    MaxOutputTokens,
+    N,
+    BestOf,
+    Stream,
+    StreamOptions,
+    GenerationConfig,
+    Prompt,
+    Tools,
+    Other,
+}
+
+impl TopKey {
+    fn parse(k: &str) -> TopKey {
+        match k {
+            "model" => TopKey::Model,
+            "max_tokens" => TopKey::MaxTokens,
+            "max_completion_tokens" => TopKey::MaxCompletionTokens,
+            "max_output_tokens" => TopKey::MaxOutputTokens,
+            "n" => TopKey::N,
+            "best_of" => TopKey::BestOf,
+            "stream" => TopKey::Stream,
+            "stream_options" => TopKey::StreamOptions,
+            // Google's JSON mapping accepts lowerCamelCase and the proto's snake_case.
+            "generationConfig" | "generation_config" => TopKey::GenerationConfig,
+            "messages" | "prompt" | "input" | "instructions" | "system" | "contents"
+            | "systemInstruction" | "system_instruction" | "response_format" | "text" => {
+                TopKey::Prompt
+            }
+            "tools" | "functions" => TopKey::Tools,
+            _ => TopKey::Other,
+        }
+    }
+
+    /// The field name for a duplicate error, for the keys that must appear once.
+    fn once(self) -> Option<&'static str> {
+        Some(match self {
+            TopKey::Model => "model",
+            TopKey::MaxTokens => "max_tokens",
+            TopKey::MaxCompletionTokens => "max_completion_tokens",
+            TopKey::MaxOutputTokens => "max_output_tokens",
+            TopKey::N => "n",
+            TopKey::BestOf => "best_of",
+            TopKey::Stream => "stream",
+            TopKey::StreamOptions => "stream_options",
+            TopKey::GenerationConfig => "generationConfig",
+            TopKey::Prompt | TopKey::Tools | TopKey::Other => return None,
+        })
+    }
+}
+
+/// Deserializes an object key through `f`, without allocating when the key has no escapes.
+struct KeySeed<F>(F);
+
+impl<'de, T, F: FnOnce(&str) -> T> DeserializeSeed<'de> for KeySeed<F> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_str(KeyVisitor(self.0))
+    }
+}
+
+struct KeyVisitor<F>(F);
+
+impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for KeyVisitor<F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        Ok((self.0)(v))
+    }
+}
+
+struct TopVisitor;
+
+impl<'de> Visitor<'de> for TopVisitor {
+    type Value = Raw<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a json object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
+        let mut raw = Raw::default();
+        while let Some(key) = map.next_key_seed(KeySeed(TopKey::parse))? {
+            if let Some(name) = key.once() {
+                let bit = 1u16 << (key as u16);
+                if raw.seen & bit != 0 {
+                    raw.duplicate.get_or_insert(name);
+                }
+                raw.seen |= bit;
+            }
+            match key {
+                TopKey::Model => raw.model = map.next_value_seed(ModelSeed)?,
+                TopKey::MaxTokens => raw.max_tokens = map.next_value_seed(CountSeed)?,
+                TopKey::MaxCompletionTokens => {
+                    raw.max_completion_tokens = map.next_value_seed(CountSeed)?;
+                }
+                TopKey::MaxOutputTokens => {
+                    raw.max_output_tokens = map.next_value_seed(CountSeed)?;
+                }
+                TopKey::N => raw.n = map.next_value_seed(CountSeed)?,
+                TopKey::BestOf => raw.best_of = map.next_value_seed(CountSeed)?,
+                TopKey::Stream => raw.stream = map.next_value_seed(BoolSeed)?,
+                TopKey::StreamOptions => {
+                    raw.stream_options = map.next_value_seed(StreamOptionsSeed)?;
+                }
+                TopKey::GenerationConfig => {
+                    raw.generation_config = map.next_value_seed(GenConfigSeed)?;
+                }
+                TopKey::Prompt => map.next_value_seed(SizeSeed(&mut raw.prompt))?,
+                TopKey::Tools => {
+                    let before = raw.prompt.bytes;
+                    map.next_value_seed(SizeSeed(&mut raw.prompt))?;
+                    // `[]`, `{}` and `null` declare nothing.
+                    raw.has_tools |= raw.prompt.bytes.saturating_sub(before) > 4;
+                }
+                TopKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(raw)
+    }
+}
+
+/// Reads `model`: a string, borrowed when it has no escapes.
+struct ModelSeed;
+
+impl<'de> DeserializeSeed<'de> for ModelSeed {
+    type Value = Field<Cow<'de, str>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(ModelVisitor)
+    }
+}
+
+struct ModelVisitor;
+
+impl<'de> Visitor<'de> for ModelVisitor {
+    type Value = Field<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a model name")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Field::Value(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Field::Value(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Field::Null)
+    }
+
+    wrong_type_for!(bool, u64, i64, f64, seq, map);
+}
+
+/// Reads a token or choice count.
+struct CountSeed;
+
+impl<'de> DeserializeSeed<'de> for CountSeed {
+    type Value = Field<Count>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(CountVisitor)
+    }
+}
+
+struct CountVisitor;
+
+impl<'de> Visitor<'de> for CountVisitor {
+    type Value = Field<Count>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a token count")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Field::Value(Count::Int(v)))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Field::Value(match u64::try_from(v) {
+            Ok(v) => Count::Int(v),
+            Err(_) => Count::Negative,
+        }))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        // `100.0` is an integer written as a float, which some clients send.
+        Ok(Field::Value(if v < 0.0 {
+            Count::Negative
+        } else if !v.is_finite() || v.fract() != 0.0 {
+            Count::Fraction
+        } else {
+            // Saturating cast: anything past u64 is refused as too large anyway.
+            Count::Int(v as u64)
+        }))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Field::Null)
+    }
+
+    wrong_type_for!(bool, str, seq, map);
+}
+
+/// Reads a boolean flag.
+struct BoolSeed;
+
+impl<'de> DeserializeSeed<'de> for BoolSeed {
+    type Value = Field<bool>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(BoolVisitor)
+    }
+}
+
+struct BoolVisitor;
+
+impl<'de> Visitor<'de> for BoolVisitor {
+    type Value = Field<bool>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a boolean")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Field::Value(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Field::Null)
+    }
+
+    wrong_type_for!(u64, i64, f64, str, seq, map);
+}
+
+/// Reads `stream_options`: `Value(include_usage)` for an object, `Null` for null.
+struct StreamOptionsSeed;
+
+impl<'de> DeserializeSeed<'de> for StreamOptionsSeed {
+    type Value = Field<Field<bool>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(StreamOptionsVisitor)
+    }
+}
+
+struct StreamOptionsVisitor;
+
+impl<'de> Visitor<'de> for StreamOptionsVisitor {
+    type Value = Field<Field<bool>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stream options")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Field::Null)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut include_usage = Field::Absent;
+        while let Some(is_flag) = map.next_key_seed(KeySeed(|k: &str| k == "include_usage"))? {
+            if is_flag {
+                include_usage = map.next_value_seed(BoolSeed)?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Field::Value(include_usage))
+    }
+
+    wrong_type_for!(bool, u64, i64, f64, str, seq);
+}
+
+/// Gemini's `generationConfig`: the output cap and the candidate count.
+#[derive(Debug, Default)]
+struct GenConfig {
+    max_output_tokens: Field<Count>,
+    candidate_count: Field<Count>,
+}
+
+struct GenConfigSeed;
+
+impl<'de> DeserializeSeed<'de> for GenConfigSeed {
+    type Value = Field<GenConfig>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(GenConfigVisitor)
+    }
+}
+
+struct GenConfigVisitor;
+
+impl<'de> Visitor<'de> for GenConfigVisitor {
+    type Value = Field<GenConfig>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a generation config")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Field::Null)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        enum K {
+            MaxOut,
+            Candidates,
+            Other,
+        }
+        let key = |k: &str| match k {
+            "maxOutputTokens" | "max_output_tokens" => K::MaxOut,
+            "candidateCount" | "candidate_count" => K::Candidates,
+            _ => K::Other,
+        };
+        let mut g = GenConfig::default();
+        while let Some(k) = map.next_key_seed(KeySeed(key))? {
+            match k {
+                K::MaxOut => g.max_output_tokens = map.next_value_seed(CountSeed)?,
+                K::Candidates => g.candidate_count = map.next_value_seed(CountSeed)?,
+                K::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Field::Value(g))
+    }
+
+    wrong_type_for!(bool, u64, i64, f64, str, seq);
+}
+
+/// The size of the prompt-bearing fields, summed over every such field of the body.
+#[derive(Debug, Default, Clone, Copy)]
+struct PromptSize {
+    /// Compact-JSON bytes: strings (decoded) with their quotes, keys with quotes and colon,
+    /// numbers, literals, brackets and commas.
+    bytes: u64,
+    /// Objects that carry an image, audio or file.
+    media: u64,
+}
+
+/// Walks one JSON value of any shape and adds its size to the counter; allocates nothing.
+/// Depth is bounded by serde_json's recursion limit (128).
+struct SizeSeed<'c>(&'c mut PromptSize);
+
+impl<'de> DeserializeSeed<'de> for SizeSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(SizeVisitor(self.0))
+    }
+}
+
+struct SizeVisitor<'c>(&'c mut PromptSize);
+
+impl SizeVisitor<'_> {
+    fn add(&mut self, n: u64) {
+        self.0.bytes = self.0.bytes.saturating_add(n);
+    }
+}
+
+/// Keys whose object is an image, audio or file part: OpenAI chat `image_url`,
+/// `input_audio`, `file`; Responses `input_image` / `input_file` (`image_url`, `file_id`,
+/// `file_data`, `file_url`); Anthropic `image` / `document` (`source`); Gemini `inline_data`
+/// and `file_data` in either casing. A false positive (a tool parameter named `source`)
+/// only raises the estimate.
+fn is_media_key(k: &str) -> bool {
+    matches!(
+        k,
+        "image_url"
+            | "input_audio"
+            | "file"
+            | "file_id"
+            | "file_data"
+            | "file_url"
+            | "source"
+            | "inline_data"
+            | "inlineData"
+            | "fileData"
+    )
+}
+
+/// Decimal digits of `v` (at least 1).
+fn digits(mut v: u64) -> u64 {
+    let mut n = 1;
+    while v >= 10 {
+        v /= 10;
+        n += 1;
+    }
+    n
+}
+
+/// Counts the bytes `Display` writes, without allocating.
+struct ByteCount(u64);
+
+impl fmt::Write for ByteCount {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 = self.0.saturating_add(s.len() as u64);
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for SizeVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any json value")
+    }
+
+    fn visit_bool<E: de::Error>(mut self, v: bool) -> Result<(), E> {
+        self.add(if v { 4 } else { 5 });
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(mut self, v: u64) -> Result<(), E> {
+        self.add(digits(v));
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(mut self, v: i64) -> Result<(), E> {
+        self.add(digits(v.unsigned_abs()).saturating_add(u64::from(v < 0)));
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(mut self, v: f64) -> Result<(), E> {
+        let mut c = ByteCount(0);
+        // Writing to a counter cannot fail.
+        let _ = fmt::write(&mut c, format_args!("{v}"));
+        self.add(c.0);
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(mut self, v: &str) -> Result<(), E> {
+        self.add((v.len() as u64).saturating_add(2));
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
+        self.add(4);
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        self.add(2);
+        let mut first = true;
+        while seq.next_element_seed(SizeSeed(&mut *self.0))?.is_some() {
+            if !first {
+                self.add(1);
+            }
+            first = false;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        self.add(2);
+        let mut media = false;
+        let mut first = true;
+        while let Some((len, is_media)) =
+            map.next_key_seed(KeySeed(|k: &str| (k.len() as u64, is_media_key(k))))?
+        {
+            // `"key":`, plus a comma before every entry but the first.
+            self.add(len.saturating_add(if first { 3 } else { 4 }));
+            first = false;
+            media |= is_media;
+            map.next_value_seed(SizeSeed(&mut *self.0))?;
+        }
+        if media {
+            self.0.media = self.0.media.saturating_add(1);
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The include_usage rewrite.
+
+/// The body rewrite for a streaming OpenAI chat (or legacy completions) request that did not
+/// ask for usage: `stream_options.include_usage = true`, so the final chunk carries usage
+/// (OpenAI sends none in a stream otherwise).
+///
+/// Returns `Ok(None)` when nothing changes: `stream` is not `true` (OpenAI refuses
+/// `stream_options` on a non-streaming request), or `include_usage` is already `true`. The
+/// new body is spliced from the old one: only the inserted or replaced bytes differ, so key
+/// order, whitespace, number spellings and escapes stay exactly as the client sent them.
+/// Call it for [`ApiFormat::OpenAiChat`] only; Responses, Anthropic and Gemini streams always
+/// report usage.
+pub fn include_usage_rewrite(body: &[u8]) -> Result<Option<Vec<u8>>, EstimateError> {
+    // Validate once with serde so the scanner below only ever walks well-formed JSON.
+    serde_json::from_slice::<IgnoredAny>(body)
+        .map_err(|e| EstimateError::MalformedJson(e.to_string()))?;
+    let mut scan = Scan {
+        b: body,
+        i: 0,
+        depth: 0,
+    };
+    scan.ws();
+    if scan.peek() != Some(b'{') {
+        return Err(EstimateError::NotAnObject);
+    }
+    let mut stream: Option<Span> = None;
+    let mut options: Option<Span> = None;
+    let mut duplicate = None;
+    let mut last_value_end = None;
+    scan.object(&mut |key, value| {
+        if key_is(body, key, "stream") {
+            if stream.replace(value).is_some() {
+                duplicate.get_or_insert("stream");
+            }
+        } else if key_is(body, key, "stream_options") && options.replace(value).is_some() {
+            duplicate.get_or_insert("stream_options");
+        }
+        last_value_end = Some(value.end);
+    })?;
+    if let Some(field) = duplicate {
+        return Err(EstimateError::DuplicateField(field));
+    }
+    if stream.and_then(|s| s.of(body)) != Some(b"true".as_slice()) {
+        return Ok(None);
+    }
+    let Some(options) = options else {
+        // Append a member after the last one (there is one: `stream`).
+        let at = last_value_end.ok_or(EstimateError::NotAnObject)?;
+        return Ok(Some(splice(
+            body,
+            at,
+            at,
+            br#","stream_options":{"include_usage":true}"#,
+        )));
+    };
+    match body.get(options.start) {
+        Some(b'n') => Ok(Some(splice(
+            body,
+            options.start,
+            options.end,
+            br#"{"include_usage":true}"#,
+        ))),
+        Some(b'{') => {
+            let mut flag: Option<Span> = None;
+            let mut any = false;
+            let mut inner = Scan {
+                b: body,
+                i: options.start,
+                depth: 0,
+            };
+            inner.object(&mut |key, value| {
+                any = true;
+                if key_is(body, key, "include_usage") {
+                    // The last of duplicates is the one a provider keeps.
+                    flag = Some(value);
+                }
+            })?;
+            match flag {
+                Some(v) if v.of(body) == Some(b"true".as_slice()) => Ok(None),
+                Some(v) => Ok(Some(splice(body, v.start, v.end, b"true"))),
+                None => {
+                    let at = options.start.saturating_add(1);
+                    let text: &[u8] = if any {
+                        br#""include_usage":true,"#
+                    } else {
+                        br#""include_usage":true"#
+                    };
+                    Ok(Some(splice(body, at, at, text)))
+                }
+            }
+        }
+        _ => Err(wrong_type("stream_options", "an object")),
+    }
+}
+
+/// `body` with `body[start..end]` replaced by `text`.
+fn splice(body: &[u8], start: usize, end: usize, text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len().saturating_add(text.len()));
+    out.extend_from_slice(body.get(..start).unwrap_or_default());
+    out.extend_from_slice(text);
+    out.extend_from_slice(body.get(end..).unwrap_or_default());
+    out
+}
+
+/// A byte range `[start, end)` of the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    fn of<'b>(&self, body: &'b [u8]) -> Option<&'b [u8]> {
+        body.get(self.start..self.end)
+    }
+}
+
+/// Whether the quoted key at `key` decodes to `want` (escapes decoded, as a provider would).
+fn key_is(body: &[u8], key: Span, want: &str) -> bool {
+    let Some(quoted) = key.of(body) else {
+        return false;
+    };
+    let inner = quoted
+        .get(1..quoted.len().saturating_sub(1))
+        .unwrap_or_default();
+    if !inner.contains(&b'\\') {
+        return inner == want.as_bytes();
+    }
+    serde_json::from_slice::<Cow<'_, str>>(quoted).is_ok_and(|k| k == want)
+}
+
+/// A minimal scanner over JSON that serde has already validated: it finds the byte spans of
+/// an object's members so a rewrite can splice them. Every access is bounds-checked; anything
+/// unexpected is an error, never a panic.
+struct Scan<'b> {
+    b: &'b [u8],
+    i: usize,
+    /// Containers open around the cursor. serde's validation with `IgnoredAny` does not limit
+    /// nesting, so the scanner does, like serde_json's own parser.
+    depth: u32,
+}
+
+/// The deepest nesting the scanner follows, serde_json's own recursion limit.
+const MAX_DEPTH: u32 = 128;
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn broken(&self) -> EstimateError {
+        EstimateError::MalformedJson(format!("unexpected byte at offset {}", self.i))
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), EstimateError> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.broken())
+        }
+    }
+
+    /// A string starting at the cursor, quotes included.
+    fn string(&mut self) -> Result<Span, EstimateError> {
+        let start = self.i;
+        self.expect(b'"')?;
+        loop {
+            // Jump to the next quote or backslash: string bodies are most of a request.
+            let rest = self.b.get(self.i..).unwrap_or_default();
+            let Some(at) = rest.iter().position(|&c| c == b'"' || c == b'\\') else {
+                self.i = self.b.len();
+                return Err(self.broken());
+            };
+            self.i = self.i.saturating_add(at);
+            if self.peek() == Some(b'"') {
+                self.i += 1;
+                return Ok(Span { start, end: self.i });
+            }
+            // A backslash: skip the escaped byte too, `\"` does not end the string.
+            self.i = self.i.saturating_add(2);
+        }
+    }
+
+    /// Any value starting after optional whitespace.
+    fn value(&mut self) -> Result<Span, EstimateError> {
+        self.ws();
+        let start = self.i;
+        match self.peek() {
+            Some(c @ (b'{' | b'[')) => {
+                if self.depth >= MAX_DEPTH {
+                    return Err(EstimateError::MalformedJson(format!(
+                        "nested deeper than {MAX_DEPTH} levels at offset {}",
+                        self.i
+                    )));
+                }
+                self.depth += 1;
+                let r = if c == b'{' {
+                    self.object(&mut |_, _| {})
+                } else {
+                    self.array()
+                };
+                self.depth -= 1;
+                r?;
+            }
+            Some(b'"') => {
+                self.string()?;
+            }
+            Some(_) => {
+                // A number or a literal: runs to the next delimiter.
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.i += 1;
+                }
+            }
+            None => return Err(self.broken()),
+        }
+        Ok(Span { start, end: self.i })
+    }
+
+    /// The array at the cursor; leaves the cursor after its closing bracket.
+    fn array(&mut self) -> Result<(), EstimateError> {
+        self.expect(b'[')?;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.value()?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.broken()),
+            }
+        }
+    }
+
+    /// The object at the cursor: calls `member(key, value)` for each member, leaves the
+    /// cursor after its closing brace.
+    fn object(&mut self, member: &mut dyn FnMut(Span, Span)) -> Result<(), EstimateError> {
+        self.expect(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            self.ws();
+            self.expect(b':')?;
+            let value = self.value()?;
+            member(key, value);
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.broken()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pricing::{Rates, ThresholdTier};
+    use proptest::prelude::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn cfg() -> EstimateConfig {
+        EstimateConfig::default()
+    }
+
+    fn sum(body: &str, format: ApiFormat) -> Result<RequestSummary<'_>, EstimateError> {
+        summarize(body.as_bytes(), format, None, &cfg())
+    }
+
+    /// The compact-JSON size of a value, which `prompt_bytes` must equal for ASCII text
+    /// without escapes.
+    fn compact_len(json: &str) -> u64 {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        serde_json::to_string(&v).unwrap().len() as u64
+    }
+
+    #[test]
+    fn openai_chat() {
+        let messages = r#"[{"role": "system", "content": "Be brief."},
+                           {"role": "user", "content": "What is 2+2? Answer 1.5e3 or -7."}]"#;
+        let body = format!(
+            r#"{{"model": "gpt-4o", "messages": {messages}, "max_tokens": 256,
+                 "temperature": 0.2, "stream": true, "stream_options": {{"include_usage": true}},
+                 "metadata": {{"a": [1, 2, {{"b": null}}]}}}}"#
+        );
+        let s = sum(&body, ApiFormat::OpenAiChat).unwrap();
+        assert_eq!(s.model, "gpt-4o");
+        assert!(matches!(s.model, Cow::Borrowed(_)));
+        assert_eq!(s.max_output_tokens, Some(256));
+        assert_eq!(s.choices, 1);
+        assert!(s.stream && s.include_usage);
+        assert_eq!(s.prompt_bytes, compact_len(messages));
+        assert_eq!(s.prompt_tokens, s.prompt_bytes.div_ceil(3));
+        assert_eq!((s.media_parts, s.has_tools), (0, false));
+    }
+
+    #[test]
+    fn openai_chat_caps_and_choices() {
+        #[rustfmt::skip]
+        let cases: &[(&str, Option<u64>, u64)] = &[
+            (r#"{"model":"o3","max_completion_tokens":1000}"#, Some(1000), 1),
+            (r#"{"model":"o3","max_tokens":10,"max_completion_tokens":1000}"#, Some(1000), 1),
+            (r#"{"model":"o3","max_tokens":2000,"max_completion_tokens":1000}"#, Some(2000), 1),
+            (r#"{"model":"o3","max_tokens":null,"n":3}"#, None, 3),
+            (r#"{"model":"davinci-002","prompt":"hi","max_tokens":16,"n":2,"best_of":5}"#, Some(16), 5),
+            (r#"{"model":"o3","n":0}"#, None, 1),
+            (r#"{"model":"o3","max_tokens":100.0}"#, Some(100), 1),
+            // Fields of other formats are ignored.
+            (r#"{"model":"o3","max_output_tokens":"x","generationConfig":5}"#, None, 1),
+        ];
+        for &(body, cap, choices) in cases {
+            let s = sum(body, ApiFormat::OpenAiChat).unwrap();
+            assert_eq!((s.max_output_tokens, s.choices), (cap, choices), "{body}");
+        }
+    }
+
+    #[test]
+    fn openai_responses() {
+        let body = r#"{"model":"gpt-5","instructions":"Answer in French.",
+            "input":[{"role":"user","content":[{"type":"input_text","text":"Bonjour"},
+                {"type":"input_image","image_url":"https://example.com/cat.png"}]}],
+            "max_output_tokens":4096,"stream":true,"max_tokens":"ignored here"}"#;
+        let s = sum(body, ApiFormat::OpenAiResponses).unwrap();
+        assert_eq!(s.max_output_tokens, Some(4096));
+        assert!(s.stream && !s.include_usage);
+        assert_eq!(s.media_parts, 1);
+        assert_eq!(
+            s.prompt_bytes,
+            compact_len(r#""Answer in French.""#)
+                + compact_len(
+                    r#"[{"role":"user","content":[{"type":"input_text","text":"Bonjour"},
+                    {"type":"input_image","image_url":"https://example.com/cat.png"}]}]"#
+                )
+        );
+        assert_eq!(s.prompt_tokens, s.prompt_bytes.div_ceil(3) + 2_000);
+    }
+
+    #[test]
+    fn anthropic_messages() {
+        let body = r#"{"model":"claude-sonnet-4-5","max_tokens":1024,"system":"You are terse.",
+            "tools":[{"name":"get_weather","description":"Weather","input_schema":{"type":"object",
+                "properties":{"city":{"type":"string"}}}}],
+            "messages":[{"role":"user","content":[
+                {"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw0KGgo="}},
+                {"type":"document","source":{"type":"url","url":"https://example.com/a.pdf"}},
+                {"type":"text","text":"Describe both."}]}],
+            "thinking":{"type":"enabled","budget_tokens":512}}"#;
+        let s = sum(body, ApiFormat::AnthropicMessages).unwrap();
+        assert_eq!(s.max_output_tokens, Some(1024));
+        assert!(!s.stream);
+        assert_eq!(s.media_parts, 2);
+        assert!(s.has_tools);
+        assert_eq!(
+            s.prompt_tokens,
+            s.prompt_bytes.div_ceil(3) + 2 * 2_000 + TOOL_PROMPT_TOKENS
+        );
+    }
+
+    #[test]
+    fn gemini_takes_the_model_from_the_path() {
+        let body = r#"{"contents":[{"role":"user","parts":[{"text":"Hi"},
+                {"inlineData":{"mimeType":"image/jpeg","data":"/9j/4AAQ"}}]}],
+            "systemInstruction":{"parts":[{"text":"Be nice"}]},
+            "generationConfig":{"temperature":0.5,"maxOutputTokens":512,"candidateCount":2}}"#;
+        let s = summarize(
+            body.as_bytes(),
+            ApiFormat::GeminiGenerateContent,
+            Some("gemini-2.5-pro"),
+            &cfg(),
+        )
+        .unwrap();
+        assert_eq!(s.model, "gemini-2.5-pro");
+        assert_eq!((s.max_output_tokens, s.choices), (Some(512), 2));
+        assert_eq!(s.media_parts, 1);
+        // The proto's snake_case names work too.
+        let body = r#"{"contents":[],"generation_config":{"max_output_tokens":64}}"#;
+        let s = summarize(
+            body.as_bytes(),
+            ApiFormat::GeminiGenerateContent,
+            Some("gemini-2.5-flash"),
+            &cfg(),
+        )
+        .unwrap();
+        assert_eq!(s.max_output_tokens, Some(64));
+        // Without a path model there is no model.
+        assert_eq!(
+            sum(body, ApiFormat::GeminiGenerateContent),
+            Err(EstimateError::MissingModel)
+        );
+    }
+
+    #[test]
+    fn embeddings_token_arrays_count() {
+        let s = sum(
+            r#"{"model":"text-embedding-3-small","input":[[1234,5678,9],"plain text"]}"#,
+            ApiFormat::OpenAiEmbeddings,
+        )
+        .unwrap();
+        assert_eq!(s.max_output_tokens, None);
+        assert_eq!(
+            s.prompt_bytes,
+            compact_len(r#"[[1234,5678,9],"plain text"]"#)
+        );
+    }
+
+    #[test]
+    fn escaped_model_is_decoded() {
+        let s = sum(r#"{"model":"gpt\u002d4o"}"#, ApiFormat::OpenAiChat).unwrap();
+        assert_eq!(s.model, "gpt-4o");
+        assert!(matches!(s.model, Cow::Owned(_)));
+    }
+
+    #[test]
+    fn bad_input() {
+        use EstimateError as E;
+        let chat = ApiFormat::OpenAiChat;
+        let int = |field| E::WrongType {
+            field,
+            expected: "an integer",
+        };
+        let big = |field, value, limit| E::TooLarge {
+            field,
+            value,
+            limit,
+        };
+        let malformed = E::MalformedJson(String::new());
+        #[rustfmt::skip]
+        let cases: &[(&str, ApiFormat, E)] = &[
+            (r#"{"model":"x","#, chat, malformed.clone()),
+            (r#"{"model":"x"} trailing"#, chat, malformed.clone()),
+            ("", chat, malformed.clone()),
+            ("   ", chat, malformed.clone()),
+            ("nope", chat, malformed.clone()),
+            (r#"["model","x"]"#, chat, E::NotAnObject),
+            ("42", chat, E::NotAnObject),
+            (r#"{"messages":[]}"#, chat, E::MissingModel),
+            (r#"{"model":""}"#, chat, E::MissingModel),
+            (r#"{"model":null}"#, chat, E::MissingModel),
+            (r#"{"model":5}"#, chat, E::WrongType { field: "model", expected: "a string" }),
+            (r#"{"model":["a"]}"#, chat, E::WrongType { field: "model", expected: "a string" }),
+            (r#"{"model":"x","max_tokens":-1}"#, chat, E::Negative("max_tokens")),
+            (r#"{"model":"x","max_tokens":-1.5}"#, chat, E::Negative("max_tokens")),
+            (r#"{"model":"x","max_tokens":10.5}"#, chat, int("max_tokens")),
+            (r#"{"model":"x","max_tokens":"100"}"#, chat, int("max_tokens")),
+            (r#"{"model":"x","max_tokens":{"a":1}}"#, chat, int("max_tokens")),
+            (r#"{"model":"x","max_tokens":100000001}"#, chat, big("max_tokens", 100_000_001, MAX_OUTPUT_TOKENS)),
+            (r#"{"model":"x","max_tokens":1e30}"#, chat, big("max_tokens", u64::MAX, MAX_OUTPUT_TOKENS)),
+            (r#"{"model":"x","max_tokens":99999999999999999999999}"#, chat, big("max_tokens", u64::MAX, MAX_OUTPUT_TOKENS)),
+            (r#"{"model":"x","max_completion_tokens":-5}"#, chat, E::Negative("max_completion_tokens")),
+            (r#"{"model":"x","n":129}"#, chat, big("n", 129, MAX_CHOICES)),
+            (r#"{"model":"x","stream":"yes"}"#, chat, E::WrongType { field: "stream", expected: "a boolean" }),
+            (r#"{"model":"x","stream_options":true}"#, chat, E::WrongType { field: "stream_options", expected: "an object" }),
+            (r#"{"model":"x","stream_options":{"include_usage":1}}"#, chat, E::WrongType { field: "stream_options.include_usage", expected: "a boolean" }),
+            (r#"{"model":"a","model":"b"}"#, chat, E::DuplicateField("model")),
+            (r#"{"model":"a","max_tokens":1,"max_tokens":99}"#, chat, E::DuplicateField("max_tokens")),
+            (r#"{"model":"a","stream_options":null,"stream_options":{}}"#, chat, E::DuplicateField("stream_options")),
+            (r#"{"model":"x","max_output_tokens":-1}"#, ApiFormat::OpenAiResponses, E::Negative("max_output_tokens")),
+            (r#"{"model":"x","max_tokens":1.0e9}"#, ApiFormat::AnthropicMessages, big("max_tokens", 1_000_000_000, MAX_OUTPUT_TOKENS)),
+            (r#"{"model":"x","generationConfig":[]}"#, ApiFormat::GeminiGenerateContent, E::WrongType { field: "generationConfig", expected: "an object" }),
+            (r#"{"model":"x","generationConfig":{"maxOutputTokens":-3}}"#, ApiFormat::GeminiGenerateContent, E::Negative("generationConfig.maxOutputTokens")),
+        ];
+        for (body, format, want) in cases {
+            let got = sum(body, *format).unwrap_err();
+            match (want, &got) {
+                (E::MalformedJson(_), E::MalformedJson(msg)) => assert!(!msg.is_empty()),
+                _ => assert_eq!(&got, want, "{body}"),
+            }
+            // Every error has a message naming what is wrong.
+            assert!(!got.to_string().is_empty());
+        }
+        let e = sum(r#"{"model":5}"#, chat).unwrap_err();
+        assert_eq!(e.to_string(), "field `model` must be a string");
+    }
+
+    #[test]
+    fn body_too_large() {
+        let small = EstimateConfig {
+            max_body_bytes: 16,
+            ..cfg()
+        };
+        let body = br#"{"model":"gpt-4o","messages":[]}"#;
+        assert_eq!(
+            summarize(body, ApiFormat::OpenAiChat, None, &small),
+            Err(EstimateError::BodyTooLarge {
+                size: body.len(),
+                limit: 16
+            })
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let body = format!(
+            r#"{{"model":"x","messages":{}{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert!(matches!(
+            sum(&body, ApiFormat::OpenAiChat),
+            Err(EstimateError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            include_usage_rewrite(body.as_bytes()),
+            Err(EstimateError::MalformedJson(_))
+        ));
+    }
+
+    #[test]
+    fn bytes_over_three_is_above_four_chars_per_token_for_english() {
+        // OpenAI's rule of thumb is ~4 characters per English token; the estimate must sit
+        // above chars/4 by a margin even before counting JSON syntax.
+        let text =
+            "The quick brown fox jumps over the lazy dog near the riverbank at dawn. ".repeat(20);
+        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{text}"}}]}}"#);
+        let s = sum(&body, ApiFormat::OpenAiChat).unwrap();
+        let rule_of_thumb = (text.len() as u64).div_ceil(4);
+        assert!(
+            s.prompt_tokens * 3 >= rule_of_thumb * 4,
+            "{} vs {}",
+            s.prompt_tokens,
+            rule_of_thumb
+        );
+    }
+
+    fn price(input: &str, output: &str, max_out: Option<u64>) -> ModelPrice {
+        ModelPrice {
+            max_output_tokens: max_out,
+            ..ModelPrice::flat(d(input), d(output))
+        }
+    }
+
+    fn summary(
+        prompt_tokens: u64,
+        cap: Option<u64>,
+        choices: u64,
+        format: ApiFormat,
+    ) -> RequestSummary<'static> {
+        RequestSummary {
+            format,
+            model: Cow::Borrowed("m"),
+            max_output_tokens: cap,
+            choices,
+            stream: false,
+            include_usage: false,
+            prompt_bytes: prompt_tokens * 3,
+            media_parts: 0,
+            has_tools: false,
+            prompt_tokens,
+        }
+    }
+
+    #[test]
+    fn worst_case_table() {
+        let chat = ApiFormat::OpenAiChat;
+        // $2.50 / $10 per 1M tokens.
+        let p = price("0.0000025", "0.00001", Some(16_384));
+        let cases: &[(RequestSummary<'_>, &ModelPrice, u64, &str)] = &[
+            // 1000 × 2.5e-6 + 256 × 1e-5
+            (summary(1000, Some(256), 1, chat), &p, 256, "0.00506"),
+            // A cap above the model's is clamped to it.
+            (
+                summary(1000, Some(1_000_000), 1, chat),
+                &p,
+                16_384,
+                "0.16634",
+            ),
+            // No cap: the model's maximum.
+            (summary(1000, None, 1, chat), &p, 16_384, "0.16634"),
+            // Three choices.
+            (summary(1000, Some(256), 3, chat), &p, 768, "0.01018"),
+            // Embeddings have no output.
+            (
+                summary(1000, Some(256), 1, ApiFormat::OpenAiEmbeddings),
+                &p,
+                0,
+                "0.0025",
+            ),
+        ];
+        for (req, price, out, cost) in cases {
+            let e = worst_case(req, price, &cfg()).unwrap();
+            assert_eq!(e.output_tokens, *out);
+            assert_eq!(e.cost, d(cost), "{req:?}");
+        }
+        // Neither request nor price book bounds output: the configured default.
+        let unknown = price_no_max();
+        let e = worst_case(&summary(0, None, 1, chat), &unknown, &cfg()).unwrap();
+        assert_eq!(e.output_tokens, 32_768);
+        let c = EstimateConfig {
+            default_max_output_tokens: 100,
+            ..cfg()
+        };
+        assert_eq!(
+            worst_case(&summary(0, None, 1, chat), &unknown, &c)
+                .unwrap()
+                .output_tokens,
+            100
+        );
+    }
+
+    fn price_no_max() -> ModelPrice {
+        price("0.000001", "0.000002", None)
+    }
+
+    #[test]
+    fn worst_case_uses_the_dearest_prompt_and_output_rates() {
+        let mut p = ModelPrice {
+            rates: Rates {
+                input: d("0.000003"),
+                output: d("0.000015"),
+                cache_read: Some(d("0.0000003")),
+                cache_write_5m: Some(d("0.00000375")),
+                cache_write_1h: Some(d("0.000006")),
+                reasoning: None,
+            },
+            ..ModelPrice::default()
+        };
+        let req = summary(100, Some(10), 1, ApiFormat::AnthropicMessages);
+        let e = worst_case(&req, &p, &cfg()).unwrap();
+        assert_eq!(e.prompt_rate, d("0.000006"));
+        assert_eq!(e.output_rate, d("0.000015"));
+        p.rates.reasoning = Some(d("0.00006"));
+        let e = worst_case(&req, &p, &cfg()).unwrap();
+        assert_eq!(e.output_rate, d("0.00006"));
+        assert_eq!(e.cost, d("0.0012"));
+    }
+
+    #[test]
+    fn tier_policy() {
+        // Gemini-2.5-Pro-like: doubled rates above 200k prompt tokens.
+        let p = ModelPrice {
+            tiers: vec![ThresholdTier {
+                above_prompt_tokens: 200_000,
+                inclusive: false,
+                input: d("0.0000025"),
+                output: Some(d("0.000015")),
+                cache_read: None,
+                cache_write_5m: None,
+                cache_write_1h: None,
+            }],
+            ..price("0.00000125", "0.00001", Some(65_536))
+        };
+        let small = summary(1_000, Some(100), 1, ApiFormat::GeminiGenerateContent);
+        let highest = worst_case(&small, &p, &cfg()).unwrap();
+        assert_eq!(
+            (highest.prompt_rate, highest.output_rate),
+            (d("0.0000025"), d("0.000015"))
+        );
+        let at = EstimateConfig {
+            tier_policy: TierPolicy::AtEstimate,
+            ..cfg()
+        };
+        let tight = worst_case(&small, &p, &at).unwrap();
+        assert_eq!(
+            (tight.prompt_rate, tight.output_rate),
+            (d("0.00000125"), d("0.00001"))
+        );
+        let big = summary(250_000, Some(100), 1, ApiFormat::GeminiGenerateContent);
+        assert_eq!(
+            worst_case(&big, &p, &at).unwrap().prompt_rate,
+            d("0.0000025")
+        );
+    }
+
+    #[test]
+    fn worst_case_overflow_is_an_error() {
+        let p = price("1", "79228162514264337593543950335", None);
+        let req = summary(
+            1,
+            Some(MAX_OUTPUT_TOKENS),
+            MAX_CHOICES,
+            ApiFormat::OpenAiChat,
+        );
+        assert_eq!(worst_case(&req, &p, &cfg()), Err(EstimateError::Overflow));
+    }
+
+    fn rewrite(body: &str) -> Option<String> {
+        include_usage_rewrite(body.as_bytes())
+            .unwrap()
+            .map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn include_usage_rewrites() {
+        let cases: &[(&str, Option<&str>)] = &[
+            // Not streaming: untouched (OpenAI refuses stream_options then).
+            (r#"{"model":"m","messages":[]}"#, None),
+            (r#"{"model":"m","stream":false}"#, None),
+            (r#"{"model":"m","stream":null}"#, None),
+            // Already asked for.
+            (r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#, None),
+            // Appended after the last member, whitespace kept.
+            (
+                "{\"model\": \"m\", \"stream\": true }\n",
+                Some("{\"model\": \"m\", \"stream\": true,\"stream_options\":{\"include_usage\":true} }\n"),
+            ),
+            (
+                r#"{"stream":true,"model":"m","seed":123456789012345678901234,"t":1.50}"#,
+                Some(r#"{"stream":true,"model":"m","seed":123456789012345678901234,"t":1.50,"stream_options":{"include_usage":true}}"#),
+            ),
+            // null options replaced.
+            (
+                r#"{"stream":true,"stream_options":null,"model":"m"}"#,
+                Some(r#"{"stream":true,"stream_options":{"include_usage":true},"model":"m"}"#),
+            ),
+            // Empty and non-empty options objects.
+            (
+                r#"{"stream":true,"stream_options":{ }}"#,
+                Some(r#"{"stream":true,"stream_options":{"include_usage":true }}"#),
+            ),
+            (
+                r#"{"stream":true,"stream_options":{"include_obfuscation":false}}"#,
+                Some(r#"{"stream":true,"stream_options":{"include_usage":true,"include_obfuscation":false}}"#),
+            ),
+            // false replaced in place.
+            (
+                r#"{"stream":true,"stream_options":{"include_usage": false, "x":1}}"#,
+                Some(r#"{"stream":true,"stream_options":{"include_usage": true, "x":1}}"#),
+            ),
+            // Escaped keys are recognised; strings containing braces and quotes are skipped.
+            (
+                r#"{"messages":[{"content":"a \"}\" {"}],"str\u0065am":true}"#,
+                Some(r#"{"messages":[{"content":"a \"}\" {"}],"str\u0065am":true,"stream_options":{"include_usage":true}}"#),
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(rewrite(body).as_deref(), *want, "{body}");
+            if let Some(out) = want {
+                let s = sum(out, ApiFormat::OpenAiChat);
+                assert!(s.is_err() || s.unwrap().include_usage, "{out}");
+            }
+        }
+    }
+
+    #[test]
+    fn include_usage_rewrite_errors() {
+        use EstimateError as E;
+        assert!(matches!(
+            include_usage_rewrite(b"{"),
+            Err(E::MalformedJson(_))
+        ));
+        assert_eq!(include_usage_rewrite(b"[1]"), Err(E::NotAnObject));
+        assert_eq!(
+            include_usage_rewrite(br#"{"stream":true,"stream_options":"yes"}"#),
+            Err(wrong_type("stream_options", "an object"))
+        );
+        assert_eq!(
+            include_usage_rewrite(br#"{"stream":true,"stream":false}"#),
+            Err(E::DuplicateField("stream"))
+        );
+    }
+
+    proptest! {
+        /// No input makes the reader or the rewrite panic.
+        #[test]
+        fn never_panics_on_bytes(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            for format in [ApiFormat::OpenAiChat, ApiFormat::OpenAiResponses,
+                ApiFormat::OpenAiEmbeddings, ApiFormat::AnthropicMessages,
+                ApiFormat::GeminiGenerateContent] {
+                let _ = summarize(&body, format, Some("m"), &cfg());
+            }
+            let _ = include_usage_rewrite(&body);
+        }
+
+        /// On JSON-shaped text built from the fields the reader looks at, it never panics, and
+        /// the rewrite keeps every other member while turning usage on.
+        #[test]
+        fn rewrite_keeps_everything_else(
+            members in proptest::collection::vec((
+                prop::sample::select(&["model", "stream", "stream_options", "messages", "n",
+                    "max_tokens", "x", "str\\u0065am"][..]),
+                prop::sample::select(&["true", "false", "null", "1", "-2.5", "\"s\"", "[]",
+                    "{}", "{\"include_usage\":false}", "{\"include_usage\":true,\"a\":[1]}",
+                    "[{\"a\":\"}\"}]"][..]),
+            ), 0..6),
+            spaces in prop::sample::select(&["", " ", "\n  "][..]),
+        ) {
+            let body = format!("{{{}}}", members
+                .iter()
+                .map(|(k, v)| format!("{spaces}\"{k}\"{spaces}:{spaces}{v}{spaces}"))
+                .collect::<Vec<_>>()
+                .join(","));
+            let _ = summarize(body.as_bytes(), ApiFormat::OpenAiChat, None, &cfg());
+            if let Ok(Some(out)) = include_usage_rewrite(body.as_bytes()) {
+                let before: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let mut after: serde_json::Value = serde_json::from_slice(&out).unwrap();
+                prop_assert_eq!(&after["stream_options"]["include_usage"], &serde_json::json!(true));
+                // Everything but stream_options.include_usage is unchanged.
+                let mut before = before;
+                for v in [&mut before, &mut after] {
+                    let obj = v.as_object_mut().unwrap();
+                    if let Some(o) = obj.get_mut("stream_options").and_then(|o| o.as_object_mut()) {
+                        o.remove("include_usage");
+                        if o.is_empty() {
+                            obj.remove("stream_options");
+                        }
+                    } else if obj.get("stream_options").is_some_and(|o| o.is_null()) {
+                        obj.remove("stream_options");
+                    }
+                }
+                prop_assert_eq!(before, after);
+            }
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! Finding the usage object inside a JSON document without parsing the rest of it.
+//!
+//! A chat completion is mostly message text; the usage object is a few hundred bytes at the
+//! end. Parsing the whole body into a `serde_json::Value` costs microseconds per request, so
+//! this module walks the *structure* of the document instead: it steps over strings
+//! (honouring `\"` and `\\` escapes, eight bytes at a time), matches brackets with a bit stack,
+//! and reads the keys of the object it is asked about. For each member the caller either takes
+//! the value's bytes ([`find_members`]) or reads the value itself in the same pass
+//! ([`walk_object`], how `provider.rs` reads a usage object field by field).
+//!
+//! Why this cannot be fooled by a message that *mentions* usage: a key is only recognised
+//! where the walk expects a key of the top-level object, so `"usage"` inside a string (where
+//! its quotes are escaped) or a `usage` member of a nested object (`metadata.usage`,
+//! `choices[0].delta.usage`) is stepped over with the value that contains it. When a key
+//! repeats, the last one wins, as it does for `serde_json::Value`. The tests check the walk
+//! against a full `serde_json::Value` parse on generated documents.
+//!
+//! What it does not check: the syntax *inside* the values it steps over is only checked for
+//! terminated strings and matched brackets (not commas, escapes or UTF-8). Metering needs the
+//! usage; the body is the provider's to validate, and refusing to charge a response because
+//! of a stray byte in its text would lose money, not protect anything. The usage object itself
+//! is read strictly.
+
+use std::borrow::Cow;
+
+use super::UsageError;
+
+/// Deepest nesting the walk follows (the same as serde_json's default recursion limit).
+const MAX_DEPTH: u32 = 128;
+
+/// Where and why a document's structure is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ScanError {
+    /// Byte offset of the problem in the scanned slice.
+    pub offset: usize,
+    /// What was wrong, lowercase.
+    pub what: &'static str,
+}
+
+impl From<ScanError> for UsageError {
+    fn from(e: ScanError) -> Self {
+        UsageError::MalformedJson(format!("{} at byte {}", e.what, e.offset))
+    }
+}
+
+fn err<T>(offset: usize, what: &'static str) -> Result<T, ScanError> {
+    Err(ScanError { offset, what })
+}
+
+/// `what` was expected at `s[i]`: says so, or that the input ended (a cut-short body).
+fn fail_at<T, E: From<ScanError>>(s: &[u8], i: usize, what: &'static str) -> Result<T, E> {
+    let what = if i >= s.len() {
+        "unexpected end of input"
+    } else {
+        what
+    };
+    Err(ScanError { offset: i, what }.into())
+}
+
+/// Index of the first byte at or after `i` that is not JSON whitespace.
+#[inline]
+pub(crate) fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = s.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// A u64 with 0x01 in every byte, for the word-at-a-time byte search below.
+const LO: u64 = 0x0101_0101_0101_0101;
+/// A u64 with 0x80 in every byte.
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Non-zero when some byte of `w` is zero (exact, "Bit Twiddling Hacks", `haszero`).
+#[inline]
+fn has_zero_byte(w: u64) -> u64 {
+    w.wrapping_sub(LO) & !w & HI
+}
+
+/// Position of the first `a` or `b` in `s`. Reads eight bytes at a time (no `unsafe`, no
+/// `memchr` dependency): string bodies and SSE lines are long runs without either byte.
+#[inline]
+pub(crate) fn find_either(s: &[u8], a: u8, b: u8) -> Option<usize> {
+    let (wa, wb) = (LO.wrapping_mul(u64::from(a)), LO.wrapping_mul(u64::from(b)));
+    let mut words = s.chunks_exact(8);
+    let mut skipped = 0;
+    for word in words.by_ref() {
+        let Ok(bytes) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let w = u64::from_le_bytes(bytes);
+        if has_zero_byte(w ^ wa) | has_zero_byte(w ^ wb) != 0 {
+            break;
+        }
+        skipped += 8;
+    }
+    s.get(skipped..)?
+        .iter()
+        .position(|&c| c == a || c == b)
+        .map(|p| p + skipped)
+}
+
+/// `s[i]` is an opening quote; returns the index just past the closing quote.
+#[inline]
+fn skip_string(s: &[u8], i: usize) -> Result<usize, ScanError> {
+    let mut j = i + 1;
+    loop {
+        let Some(rest) = s.get(j..) else {
+            return err(i, "unterminated string");
+        };
+        match find_either(rest, b'"', b'\\') {
+            None => return err(i, "unterminated string"),
+            Some(k) => {
+                let at = j + k;
+                if rest.get(k) == Some(&b'"') {
+                    return Ok(at + 1);
+                }
+                // A backslash: whatever follows is escaped (`\"`, `\\`, `\u…`); step over it.
+                j = at + 2;
+            }
+        }
+    }
+}
+
+/// `s[i]` opens an object or array; returns the index just past its matching close.
+/// Brackets are matched with a bit stack (1 = object) so `{]` is caught without allocating.
+fn skip_nested(s: &[u8], i: usize) -> Result<usize, ScanError> {
+    let mut stack: u128 = 0;
+    let mut depth: u32 = 0;
+    let mut j = i;
+    loop {
+        // Step over numbers, literals, punctuation and indentation in a tight loop: only
+        // quotes and brackets change what follows.
+        let rest = s.get(j..).unwrap_or_default();
+        j += rest
+            .iter()
+            .position(|c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']'))
+            .unwrap_or(rest.len());
+        let Some(&b) = s.get(j) else {
+            return err(i, "unterminated object or array");
+        };
+        match b {
+            b'"' => {
+                j = skip_string(s, j)?;
+                continue;
+            }
+            b'{' | b'[' => {
+                if depth >= MAX_DEPTH {
+                    return err(j, "nesting too deep");
+                }
+                stack = (stack << 1) | u128::from(b == b'{');
+                depth += 1;
+            }
+            b'}' | b']' => {
+                if (stack & 1 == 1) != (b == b'}') {
+                    return err(j, "mismatched bracket");
+                }
+                stack >>= 1;
+                depth -= 1;
+                if depth == 0 {
+                    return Ok(j + 1);
+                }
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+}
+
+/// `s[i]` starts a value (whitespace already skipped); returns the index just past it.
+pub(crate) fn skip_value(s: &[u8], i: usize) -> Result<usize, ScanError> {
+    match s.get(i) {
+        Some(b'"') => skip_string(s, i),
+        Some(b'{' | b'[') => skip_nested(s, i),
+        Some(b't') => skip_literal(s, i, b"true"),
+        Some(b'f') => skip_literal(s, i, b"false"),
+        Some(b'n') => skip_literal(s, i, b"null"),
+        Some(b'-' | b'0'..=b'9') => {
+            let len = s
+                .get(i..)
+                .unwrap_or_default()
+                .iter()
+                .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                .unwrap_or(s.len().saturating_sub(i));
+            Ok(i + len)
+        }
+        Some(_) => err(i, "expected value"),
+        None => err(i, "unexpected end of input"),
+    }
+}
+
+fn skip_literal(s: &[u8], i: usize, lit: &[u8]) -> Result<usize, ScanError> {
+    if s.get(i..).is_some_and(|r| r.starts_with(lit)) {
+        Ok(i + lit.len())
+    } else {
+        err(i, "invalid literal")
+    }
+}
+
+/// Walks the members of the object opening at `s[open]`: for each, calls
+/// `f(key_token, value_start)` (the key *with* its quotes), which reads or skips the value and
+/// returns the index just past it. Stops at the first error. Returns the index just past the
+/// closing brace. Readers that understand a value consume it in the same pass.
+pub(crate) fn walk_object<'a, E: From<ScanError>>(
+    s: &'a [u8],
+    open: usize,
+    mut f: impl FnMut(&'a [u8], usize) -> Result<usize, E>,
+) -> Result<usize, E> {
+    let mut i = skip_ws(s, open + 1);
+    if s.get(i) == Some(&b'}') {
+        return Ok(i + 1);
+    }
+    loop {
+        if s.get(i) != Some(&b'"') {
+            return fail_at(s, i, "expected object key");
+        }
+        let key_end = skip_string(s, i)?;
+        let key = s.get(i..key_end).unwrap_or_default();
+        i = skip_ws(s, key_end);
+        if s.get(i) != Some(&b':') {
+            return fail_at(s, i, "expected ':'");
+        }
+        i = skip_ws(s, i + 1);
+        let value_end = f(key, i)?;
+        i = skip_ws(s, value_end);
+        match s.get(i) {
+            Some(b',') => i = skip_ws(s, i + 1),
+            Some(b'}') => return Ok(i + 1),
+            _ => return fail_at(s, i, "expected ',' or '}'"),
+        }
+    }
+}
+
+/// [`walk_object`] handing `f` each value's bytes, skipped for it.
+fn members<'a>(
+    s: &'a [u8],
+    open: usize,
+    mut f: impl FnMut(&'a [u8], &'a [u8]),
+) -> Result<usize, ScanError> {
+    walk_object(s, open, |key, i| {
+        let end = skip_value(s, i)?;
+        f(key, s.get(i..end).unwrap_or_default());
+        Ok(end)
+    })
+}
+
+/// Walks the elements of the array opening at `s[open]`: `f(value_start)` reads or skips each
+/// and returns the index just past it. Returns the index just past the closing bracket.
+pub(crate) fn walk_array<E: From<ScanError>>(
+    s: &[u8],
+    open: usize,
+    mut f: impl FnMut(usize) -> Result<usize, E>,
+) -> Result<usize, E> {
+    let mut i = skip_ws(s, open + 1);
+    if s.get(i) == Some(&b']') {
+        return Ok(i + 1);
+    }
+    loop {
+        let end = f(i)?;
+        i = skip_ws(s, end);
+        match s.get(i) {
+            Some(b',') => i = skip_ws(s, i + 1),
+            Some(b']') => return Ok(i + 1),
+            _ => return fail_at(s, i, "expected ',' or ']'"),
+        }
+    }
+}
+
+/// The text of a JSON string token (quotes included), unescaped only when it has escapes.
+pub(crate) fn unquote(token: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let inner = token.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if !inner.contains(&b'\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_slice::<String>(token)
+        .ok()
+        .map(|s| Cow::Owned(s.into_bytes()))
+}
+
+/// Whether a key token (quotes included) names `want`; providers never escape their keys, so
+/// the decode is a rare slow path kept for correctness.
+#[inline]
+pub(crate) fn key_is(token: &[u8], want: &str) -> bool {
+    match token
+        .strip_prefix(b"\"")
+        .and_then(|t| t.strip_suffix(b"\""))
+    {
+        Some(inner) if inner == want.as_bytes() => true,
+        Some(inner) if inner.contains(&b'\\') => {
+            unquote(token).is_some_and(|k| k.as_ref() == want.as_bytes())
+        }
+        _ => false,
+    }
+}
+
+/// The values of the members named in `keys` of the object that is the whole of `doc`
+/// (surrounding whitespace allowed), the last one winning when a key repeats. A document that
+/// is valid but not an object has no members: every slot is `None`.
+pub(crate) fn find_members<'a, const N: usize>(
+    doc: &'a [u8],
+    keys: [&str; N],
+) -> Result<[Option<&'a [u8]>; N], ScanError> {
+    let mut found = [None; N];
+    let start = skip_ws(doc, 0);
+    let end = if doc.get(start) == Some(&b'{') {
+        members(doc, start, |key, value| {
+            for (want, slot) in keys.iter().zip(found.iter_mut()) {
+                if key_is(key, want) {
+                    *slot = Some(value);
+                }
+            }
+        })?
+    } else {
+        skip_value(doc, start)?
+    };
+    expect_end(doc, end)?;
+    Ok(found)
+}
+
+/// Whether any object of the array `candidates` (Gemini's candidate list) has a string
+/// `finishReason`: the mark of the last chunk of a generation.
+pub(crate) fn any_has_string_member(array: &[u8], key: &str) -> Result<bool, ScanError> {
+    if array.first() != Some(&b'[') {
+        return Ok(false);
+    }
+    let mut hit = false;
+    walk_array(array, 0, |i| {
+        if !hit && array.get(i) == Some(&b'{') {
+            return walk_object(array, i, |k, j| {
+                let end = skip_value(array, j)?;
+                if array.get(j) == Some(&b'"') && key_is(k, key) {
+                    hit = true;
+                }
+                Ok::<usize, ScanError>(end)
+            });
+        }
+        skip_value(array, i)
+    })?;
+    Ok(hit)
+}
+
+/// Fails unless only whitespace follows `end`.
+pub(crate) fn expect_end(doc: &[u8], end: usize) -> Result<(), ScanError> {
+    let after = skip_ws(doc, end);
+    if after < doc.len() {
+        return err(after, "trailing characters");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn usage_of(doc: &str) -> Result<Option<Value>, ScanError> {
+        let [u] = find_members(doc.as_bytes(), ["usage"])?;
+        Ok(u.map(|v| serde_json::from_slice(v).unwrap()))
+    }
+
+    #[test]
+    fn finds_only_the_top_level_key() {
+        let cases = [
+            (r#"{"usage":{"a":1}}"#, Some(json!({"a":1}))),
+            (r#" { "x" : "usage", "usage" : 3 } "#, Some(json!(3))),
+            (r#"{"m":{"usage":{"a":1}}}"#, None),
+            (r#"{"m":[{"usage":1}],"usage":null}"#, Some(Value::Null)),
+            (r#"{"c":"say \"usage\": {\"a\":1}","n":1}"#, None),
+            (r#"{"c":"\\","usage":2}"#, Some(json!(2))),
+            (r#"{"usage":1,"usage":2}"#, Some(json!(2))),
+            (r#"{"us\u0061ge":5}"#, Some(json!(5))),
+            (r#"[{"usage":1}]"#, None),
+            (r#""usage""#, None),
+            (r#"{}"#, None),
+        ];
+        for (doc, want) in cases {
+            assert_eq!(usage_of(doc).unwrap(), want, "{doc}");
+        }
+    }
+
+    #[test]
+    fn rejects_broken_structure() {
+        for doc in [
+            "",
+            "{",
+            r#"{"usage":{"a":1}"#,
+            r#"{"usage":{"a":1]}"#,
+            r#"{"a":"unterminated}"#,
+            r#"{"a" 1}"#,
+            r#"{"a":1 "b":2}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":1} x"#,
+            r#"{a:1}"#,
+            "{\"a\":\"\\",
+        ] {
+            assert!(usage_of(doc).is_err(), "{doc:?} should fail");
+        }
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(usage_of(&deep).is_err());
+    }
+
+    #[test]
+    fn find_either_matches_naive_search() {
+        let hay = b"0123456789abcdef\"ghij\\klmnopqrstuvwxyz0123456789".to_vec();
+        for start in 0..hay.len() {
+            let s = &hay[start..];
+            let naive = s.iter().position(|&c| c == b'"' || c == b'\\');
+            assert_eq!(find_either(s, b'"', b'\\'), naive);
+        }
+        assert_eq!(find_either(b"", b'"', b'\\'), None);
+    }
+
+    /// Arbitrary JSON with plenty of `usage` keys and strings at every depth.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            // Quarters are exact in binary, so text and value round-trip in both parses.
+            (-4000i32..4000).prop_map(|q| Value::from(f64::from(q) / 4.0)),
+            prop_oneof![
+                Just("usage".to_string()),
+                Just("\"usage\":{}".to_string()),
+                Just("\\\"usage\\\"".to_string()),
+                ".*"
+            ]
+            .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![Just("usage".to_string()), "[a-z\"\\\\ ]{0,6}"],
+                        inner
+                    ),
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_full_parse(v in arb_json(), pretty in any::<bool>()) {
+            let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) }.unwrap();
+            let got = usage_of(&text).unwrap();
+            prop_assert_eq!(got, v.get("usage").cloned());
+        }
+
+        #[test]
+        fn never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = find_members(&bytes, ["usage", "type"]);
+            let _ = any_has_string_member(&bytes, "finishReason");
+        }
+
+        #[test]
+        fn accepts_what_serde_accepts(v in arb_json()) {
+            let text = serde_json::to_string(&v).unwrap();
+            prop_assert!(find_members(text.as_bytes(), ["x"]).is_ok());
+        }
+    }
+}

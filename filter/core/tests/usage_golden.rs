@@ -1,0 +1,619 @@
+//! Golden provider payloads for `tollgate_core::usage`: every response shape Tollgate meters,
+//! as JSON bodies and as SSE streams, each with the `Usage` it must produce.
+//!
+//! The payloads live in `tests/fixtures/usage/` and follow the providers' documented examples
+//! (OpenAI chat/responses/embeddings objects and streaming events, Anthropic messages and
+//! streaming events, Gemini `GenerateContentResponse` and `alt=sse` chunks); they include cache
+//! reads, Anthropic 5m/1h cache writes, reasoning tokens, Gemini thoughts, and message text that
+//! mentions `"usage"`. Every stream is also fed split at every byte, byte by byte, at random
+//! multi-split points, with each SSE line ending, and cut short at every byte.
+//!
+//! Run: `cargo test -p tollgate-core --test usage_golden`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+use tollgate_core::usage::{
+    from_json, from_sse, from_usage_object, ApiFormat, SseUsage, StreamOutcome, Usage, UsageError,
+};
+
+/// Generous for the fixtures (the largest event is ~1.7 KB).
+const MAX_EVENT: usize = 64 * 1024;
+
+/// A fixture file, its format and the usage it must produce.
+struct Golden {
+    file: &'static str,
+    format: ApiFormat,
+    usage: Usage,
+    /// For streams: text at which the end-of-stream mark begins; a stream cut at or before it
+    /// must not report `complete`.
+    end_mark: &'static str,
+}
+
+const JSON_GOLDEN: &[Golden] = &[
+    Golden {
+        file: "openai_chat.json",
+        format: ApiFormat::OpenAiChat,
+        usage: Usage {
+            input_uncached: 86, // prompt_tokens 2006 - cached_tokens 1920
+            cache_read: 1920,   // prompt_tokens_details.cached_tokens
+            cache_write_5m: 0,  // OpenAI caches implicitly, writes are free
+            cache_write_1h: 0,  //
+            output: 300,        // completion_tokens (reasoning included)
+            reasoning: 192,     // completion_tokens_details.reasoning_tokens
+        },
+        end_mark: "",
+    },
+    Golden {
+        file: "openai_chat_usage_in_text.json",
+        format: ApiFormat::OpenAiChat,
+        usage: Usage {
+            input_uncached: 57, // prompt_tokens; no *_details (an older or compatible server)
+            cache_read: 0,
+            cache_write_5m: 0,
+            cache_write_1h: 0,
+            output: 19, // completion_tokens, not the 999999 in the text, the 654321 in the
+            reasoning: 0, // tool arguments, nor metadata.usage
+        },
+        end_mark: "",
+    },
+    Golden {
+        file: "openai_responses.json",
+        format: ApiFormat::OpenAiResponses,
+        usage: Usage {
+            input_uncached: 86, // input_tokens 4182 - input_tokens_details.cached_tokens 4096
+            cache_read: 4096,   // input_tokens_details.cached_tokens
+            cache_write_5m: 0,
+            cache_write_1h: 0,
+            output: 1035,   // output_tokens (reasoning included)
+            reasoning: 768, // output_tokens_details.reasoning_tokens
+        },
+        end_mark: "",
+    },
+    Golden {
+        file: "openai_embeddings.json",
+        format: ApiFormat::OpenAiEmbeddings,
+        usage: Usage {
+            input_uncached: 8, // prompt_tokens (== total_tokens)
+            cache_read: 0,
+            cache_write_5m: 0,
+            cache_write_1h: 0,
+            output: 0, // embeddings have no output tokens
+            reasoning: 0,
+        },
+        end_mark: "",
+    },
+    Golden {
+        file: "anthropic_messages.json",
+        format: ApiFormat::AnthropicMessages,
+        usage: Usage {
+            input_uncached: 21,   // input_tokens: Anthropic reports the uncached part
+            cache_read: 12000,    // cache_read_input_tokens
+            cache_write_5m: 1000, // cache_creation.ephemeral_5m_input_tokens
+            cache_write_1h: 2000, // cache_creation.ephemeral_1h_input_tokens (sum = 3000)
+            output: 393,          // output_tokens
+            reasoning: 0,         // thinking is inside output_tokens, not reported apart
+        },
+        end_mark: "",
+    },
+    Golden {
+        file: "anthropic_messages_no_split.json",
+        format: ApiFormat::AnthropicMessages,
+        usage: Usage {
+            input_uncached: 1200, // input_tokens
+            cache_read: 0,        // cache_read_input_tokens
+            cache_write_5m: 1500, // cache_creation_input_tokens, no split: the 5m default
+            cache_write_1h: 0,
+            output: 85, // output_tokens
+            reasoning: 0,
+        },
+        end_mark: "",
+    },
+    Golden {
+        file: "gemini_generate_content.json",
+        format: ApiFormat::GeminiGenerateContent,
+        usage: Usage {
+            input_uncached: 3916, // promptTokenCount 12108 - cachedContentTokenCount 8192
+            cache_read: 8192,     // cachedContentTokenCount
+            cache_write_5m: 0,
+            cache_write_1h: 0,
+            output: 1436,    // candidatesTokenCount 412 + thoughtsTokenCount 1024
+            reasoning: 1024, // thoughtsTokenCount
+        },
+        end_mark: "",
+    },
+];
+
+const SSE_GOLDEN: &[Golden] = &[
+    Golden {
+        file: "openai_chat.sse",
+        format: ApiFormat::OpenAiChat,
+        usage: Usage {
+            input_uncached: 226, // prompt_tokens 1250 - cached_tokens 1024, from the last chunk
+            cache_read: 1024,    // (choices: []) before [DONE]; every other chunk has usage null
+            cache_write_5m: 0,
+            cache_write_1h: 0,
+            output: 14, // completion_tokens
+            reasoning: 0,
+        },
+        end_mark: r#""usage":{"prompt_tokens""#,
+    },
+    Golden {
+        file: "openai_responses.sse",
+        format: ApiFormat::OpenAiResponses,
+        usage: Usage {
+            input_uncached: 154, // response.completed: input_tokens 1050 - cached_tokens 896
+            cache_read: 896,
+            cache_write_5m: 0,
+            cache_write_1h: 0,
+            output: 350,    // output_tokens
+            reasoning: 256, // output_tokens_details.reasoning_tokens
+        },
+        end_mark: "event: response.completed",
+    },
+    Golden {
+        file: "openai_responses_incomplete.sse",
+        format: ApiFormat::OpenAiResponses,
+        usage: Usage {
+            input_uncached: 30, // response.incomplete (max_output_tokens) still ends the
+            cache_read: 0,      // stream and carries the final usage
+            cache_write_5m: 0,
+            cache_write_1h: 0,
+            output: 64,
+            reasoning: 64, // all of it spent reasoning before the cap
+        },
+        end_mark: "event: response.incomplete",
+    },
+    Golden {
+        file: "anthropic_messages.sse",
+        format: ApiFormat::AnthropicMessages,
+        usage: Usage {
+            input_uncached: 25,   // message_start message.usage.input_tokens
+            cache_read: 10240,    // message_start cache_read_input_tokens
+            cache_write_5m: 0,    // message_start cache_creation.ephemeral_5m_input_tokens
+            cache_write_1h: 2048, // message_start cache_creation.ephemeral_1h_input_tokens
+            output: 158,          // message_delta usage.output_tokens (cumulative; replaces 1)
+            reasoning: 0,
+        },
+        end_mark: "event: message_stop",
+    },
+    Golden {
+        file: "anthropic_messages_delta_usage.sse",
+        format: ApiFormat::AnthropicMessages,
+        usage: Usage {
+            input_uncached: 10682, // message_delta input_tokens (web search results) replaces 472
+            cache_read: 0,
+            cache_write_5m: 0,
+            cache_write_1h: 0,
+            output: 510, // message_delta output_tokens
+            reasoning: 0,
+        },
+        end_mark: "event: message_stop",
+    },
+    Golden {
+        file: "gemini_generate_content.sse",
+        format: ApiFormat::GeminiGenerateContent,
+        usage: Usage {
+            input_uncached: 10, // last chunk's usageMetadata.promptTokenCount (CRLF stream)
+            cache_read: 0,
+            cache_write_5m: 0,
+            cache_write_1h: 0,
+            output: 165,    // candidatesTokenCount 45 + thoughtsTokenCount 120
+            reasoning: 120, // thoughtsTokenCount
+        },
+        end_mark: r#""finishReason""#,
+    },
+];
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "tests",
+        "fixtures",
+        "usage",
+        name,
+    ]
+    .iter()
+    .collect();
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn whole(g: &Golden) -> StreamOutcome {
+    from_sse(g.format, &fixture(g.file), MAX_EVENT)
+}
+
+fn pushed(format: ApiFormat, chunks: impl IntoIterator<Item = impl AsRef<[u8]>>) -> StreamOutcome {
+    let mut sse = SseUsage::new(format, MAX_EVENT);
+    for c in chunks {
+        sse.push(c.as_ref());
+    }
+    sse.finish()
+}
+
+#[test]
+fn every_fixture_has_an_expectation() {
+    let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", "usage"]
+        .iter()
+        .collect();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(
+            JSON_GOLDEN.iter().chain(SSE_GOLDEN).any(|g| g.file == name),
+            "fixture {name} has no expected usage"
+        );
+    }
+}
+
+#[test]
+fn json_bodies() {
+    for g in JSON_GOLDEN {
+        assert_eq!(
+            from_json(g.format, &fixture(g.file)),
+            Ok(g.usage),
+            "{}",
+            g.file
+        );
+    }
+}
+
+#[test]
+fn usage_objects_are_recognised_from_their_keys() {
+    for g in JSON_GOLDEN {
+        let body: serde_json::Value = serde_json::from_slice(&fixture(g.file)).unwrap();
+        let key = if g.format == ApiFormat::GeminiGenerateContent {
+            "usageMetadata"
+        } else {
+            "usage"
+        };
+        assert_eq!(
+            from_usage_object(&body[key]),
+            Ok((g.format, g.usage)),
+            "{}",
+            g.file
+        );
+    }
+}
+
+#[test]
+fn sse_streams() {
+    for g in SSE_GOLDEN {
+        let o = whole(g);
+        assert_eq!(o.usage, Some(g.usage), "{}", g.file);
+        assert!(o.complete, "{} should be complete", g.file);
+        assert_eq!(
+            (o.oversized_events, o.failed_events, o.first_error),
+            (0, 0, None),
+            "{}",
+            g.file
+        );
+    }
+}
+
+#[test]
+fn sse_split_at_every_byte_gives_the_same_outcome() {
+    for g in SSE_GOLDEN {
+        let bytes = fixture(g.file);
+        let want = whole(g);
+        for cut in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(cut);
+            assert_eq!(pushed(g.format, [a, b]), want, "{} split at {cut}", g.file);
+        }
+        assert_eq!(
+            pushed(g.format, bytes.chunks(1)),
+            want,
+            "{} byte by byte",
+            g.file
+        );
+    }
+}
+
+#[test]
+fn sse_line_endings_do_not_matter() {
+    for g in SSE_GOLDEN {
+        let text = String::from_utf8(fixture(g.file))
+            .unwrap()
+            .replace("\r\n", "\n");
+        let want = whole(g);
+        for eol in ["\n", "\r\n", "\r"] {
+            let variant = text.replace('\n', eol);
+            assert_eq!(
+                pushed(g.format, variant.as_bytes().chunks(1)),
+                want,
+                "{} with {eol:?}",
+                g.file
+            );
+            assert_eq!(
+                from_sse(g.format, variant.as_bytes(), MAX_EVENT),
+                want,
+                "{} with {eol:?}",
+                g.file
+            );
+        }
+    }
+}
+
+#[test]
+fn sse_cut_short_reports_what_it_saw() {
+    for g in SSE_GOLDEN {
+        let bytes = fixture(g.file);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let mark = text.find(g.end_mark).unwrap();
+        for cut in 0..bytes.len() {
+            let o = from_sse(g.format, &bytes[..cut], MAX_EVENT);
+            // A cut-off last event is truncation, never a failed event.
+            assert_eq!(o.failed_events, 0, "{} cut at {cut}: {o:?}", g.file);
+            if cut <= mark {
+                assert!(o.truncated(), "{} cut at {cut} is not complete", g.file);
+            }
+            if o.complete {
+                assert_eq!(o.usage, Some(g.usage), "{} cut at {cut}", g.file);
+            }
+        }
+    }
+}
+
+#[test]
+fn anthropic_cut_before_message_stop_keeps_the_usage() {
+    let g = &SSE_GOLDEN[3];
+    assert_eq!(g.file, "anthropic_messages.sse");
+    let text = String::from_utf8(fixture(g.file)).unwrap();
+    let cut = text.find("event: message_stop").unwrap();
+    let o = from_sse(g.format, &text.as_bytes()[..cut], MAX_EVENT);
+    assert!(o.truncated());
+    assert_eq!(o.usage, Some(g.usage));
+    // Cut before message_delta: message_start's numbers, output still the initial 1.
+    let cut = text.find("event: message_delta").unwrap();
+    let o = from_sse(g.format, &text.as_bytes()[..cut], MAX_EVENT);
+    assert!(o.truncated());
+    assert_eq!(
+        o.usage,
+        Some(Usage {
+            output: 1,
+            ..g.usage
+        })
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn sse_random_multi_splits_give_the_same_outcome(
+        which in 0..SSE_GOLDEN.len(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 1..24),
+    ) {
+        let g = &SSE_GOLDEN[which];
+        let bytes = fixture(g.file);
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut at = 0;
+        for p in points {
+            chunks.push(&bytes[at..p]);
+            at = p;
+        }
+        chunks.push(&bytes[at..]);
+        prop_assert_eq!(pushed(g.format, chunks), whole(g));
+    }
+
+    #[test]
+    fn corrupted_fixtures_never_panic(
+        which in 0..(JSON_GOLDEN.len() + SSE_GOLDEN.len()),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+    ) {
+        let g = JSON_GOLDEN.iter().chain(SSE_GOLDEN).nth(which).unwrap();
+        let mut bytes = fixture(g.file);
+        for (at, b) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        let _ = from_json(g.format, &bytes);
+        let _ = pushed(g.format, bytes.chunks(13));
+    }
+}
+
+/// Bad bodies: each a typed error naming the field, never a panic.
+#[test]
+fn bad_json_bodies() {
+    use ApiFormat::*;
+    let cases: &[(ApiFormat, &str, UsageError)] = &[
+        (
+            OpenAiChat,
+            r#"{"usage":{"prompt_tokens":1,"#,
+            UsageError::MalformedJson("unexpected end of input at byte 28".into()),
+        ),
+        (
+            OpenAiChat,
+            r#"{"id":"x","usage":null}"#,
+            UsageError::NoUsage,
+        ),
+        (
+            OpenAiChat,
+            r#"{"error":{"message":"overloaded","type":"server_error"}}"#,
+            UsageError::NoUsage,
+        ),
+        (
+            OpenAiChat,
+            r#"{"usage":[1,2]}"#,
+            UsageError::NotAnObject("usage"),
+        ),
+        (
+            OpenAiChat,
+            r#"{"usage":{"prompt_tokens":"12","completion_tokens":3}}"#,
+            UsageError::NotANumber("usage.prompt_tokens"),
+        ),
+        (
+            OpenAiChat,
+            r#"{"usage":{"prompt_tokens":12,"completion_tokens":-3}}"#,
+            UsageError::Negative("usage.completion_tokens"),
+        ),
+        (
+            OpenAiChat,
+            r#"{"usage":{"prompt_tokens":12,"completion_tokens":3.5}}"#,
+            UsageError::NotAnInteger("usage.completion_tokens"),
+        ),
+        (
+            OpenAiChat,
+            r#"{"usage":{"prompt_tokens":18446744073709551616,"completion_tokens":3}}"#,
+            UsageError::TooLarge("usage.prompt_tokens"),
+        ),
+        (
+            OpenAiChat,
+            r#"{"usage":{"prompt_tokens":10000000000000,"completion_tokens":3}}"#,
+            UsageError::TooLarge("usage.prompt_tokens"),
+        ),
+        (
+            OpenAiChat,
+            r#"{"usage":{"completion_tokens":3}}"#,
+            UsageError::MissingField("usage.prompt_tokens"),
+        ),
+        (
+            OpenAiChat,
+            r#"{"usage":{"prompt_tokens":null,"completion_tokens":3}}"#,
+            UsageError::MissingField("usage.prompt_tokens"),
+        ),
+        (
+            OpenAiChat,
+            r#"{"usage":{"prompt_tokens":5,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":6}}}"#,
+            UsageError::Inconsistent {
+                part: "usage.prompt_tokens_details.cached_tokens",
+                part_value: 6,
+                whole: "usage.prompt_tokens",
+                whole_value: 5,
+            },
+        ),
+        (
+            OpenAiResponses,
+            r#"{"usage":{"output_tokens":3}}"#,
+            UsageError::MissingField("usage.input_tokens"),
+        ),
+        (
+            OpenAiResponses,
+            r#"{"usage":{"input_tokens":3,"output_tokens":{"n":1}}}"#,
+            UsageError::NotANumber("usage.output_tokens"),
+        ),
+        (
+            OpenAiEmbeddings,
+            r#"{"usage":{}}"#,
+            UsageError::MissingField("usage.prompt_tokens"),
+        ),
+        (
+            AnthropicMessages,
+            r#"{"usage":{"input_tokens":3}}"#,
+            UsageError::MissingField("usage.output_tokens"),
+        ),
+        (
+            AnthropicMessages,
+            r#"{"usage":{"input_tokens":3,"output_tokens":1,"cache_creation":"5m"}}"#,
+            UsageError::NotAnObject("usage.cache_creation"),
+        ),
+        (
+            AnthropicMessages,
+            r#"{"usage":{"input_tokens":3,"output_tokens":1,"cache_read_input_tokens":true}}"#,
+            UsageError::NotANumber("usage.cache_read_input_tokens"),
+        ),
+        (
+            GeminiGenerateContent,
+            r#"{"usageMetadata":{"candidatesTokenCount":3}}"#,
+            UsageError::MissingField("usageMetadata.promptTokenCount"),
+        ),
+        (
+            GeminiGenerateContent,
+            r#"{"usageMetadata":{"promptTokenCount":3,"cachedContentTokenCount":4}}"#,
+            UsageError::Inconsistent {
+                part: "usageMetadata.cachedContentTokenCount",
+                part_value: 4,
+                whole: "usageMetadata.promptTokenCount",
+                whole_value: 3,
+            },
+        ),
+        (
+            GeminiGenerateContent,
+            r#"{"usage":{"promptTokenCount":3}}"#,
+            UsageError::NoUsage,
+        ),
+    ];
+    for (format, body, want) in cases {
+        assert_eq!(
+            &from_json(*format, body.as_bytes()).unwrap_err(),
+            want,
+            "{body}"
+        );
+    }
+    // Messages are lowercase and name the field.
+    assert_eq!(
+        UsageError::Negative("usage.completion_tokens").to_string(),
+        "field `usage.completion_tokens` is negative"
+    );
+}
+
+/// Bad streams: what was seen survives, the problem is reported.
+#[test]
+fn bad_sse_streams() {
+    // No usage at all (include_usage off): complete by [DONE], no usage, no error.
+    let o = from_sse(
+        ApiFormat::OpenAiChat,
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
+        MAX_EVENT,
+    );
+    assert_eq!((o.complete, o.usage, o.failed_events), (true, None, 0));
+    assert_eq!(o.into_result(), Err(UsageError::NoUsage));
+
+    // A malformed event in the middle: counted, earlier usage kept, later usage still read.
+    let o = from_sse(
+        ApiFormat::AnthropicMessages,
+        b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n\
+          event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":\n\n\
+          event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        MAX_EVENT,
+    );
+    assert!(o.complete);
+    assert_eq!(o.failed_events, 1);
+    assert!(matches!(o.first_error, Some(UsageError::MalformedJson(_))));
+    assert_eq!(o.usage.map(|u| (u.input_uncached, u.output)), Some((9, 1)));
+
+    // A string where a count belongs.
+    let o = from_sse(
+        ApiFormat::OpenAiResponses,
+        b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":\"9\",\"output_tokens\":1}}}\n\n",
+        MAX_EVENT,
+    );
+    assert!(o.complete);
+    assert_eq!(
+        o.into_result(),
+        Err(UsageError::NotANumber("usage.input_tokens"))
+    );
+
+    // A negative count in the chat usage chunk.
+    let o = from_sse(
+        ApiFormat::OpenAiChat,
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":-1,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n",
+        MAX_EVENT,
+    );
+    assert_eq!(
+        o.first_error,
+        Some(UsageError::Negative("usage.prompt_tokens"))
+    );
+    assert_eq!(o.usage, None);
+
+    // message_start never arrived: the output seen is kept and the gap reported.
+    let o = from_sse(
+        ApiFormat::AnthropicMessages,
+        b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n",
+        MAX_EVENT,
+    );
+    assert_eq!(o.usage.map(|u| u.output), Some(7));
+    assert_eq!(
+        o.first_error,
+        Some(UsageError::MissingField("usage.input_tokens"))
+    );
+
+    // Usage-bearing event over the limit: skipped, counted, reported.
+    let g = &SSE_GOLDEN[1];
+    let o = from_sse(g.format, &fixture(g.file), 512);
+    assert_eq!(o.oversized_events, 1);
+    assert_eq!(o.first_error, Some(UsageError::EventTooLarge(512)));
+    assert!(o.usage.is_none());
+    assert!(o.complete, "the event line named response.completed");
+}
