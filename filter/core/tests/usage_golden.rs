@@ -38,8 +38,8 @@ const JSON_GOLDEN: &[Golden] = &[
         usage: Usage {
             input_uncached: 86, // prompt_tokens 2006 - cached_tokens 1920
             cache_read: 1920,   // prompt_tokens_details.cached_tokens
-            cache_write_5m: 0,  // OpenAI caches implicitly, writes are free
-            cache_write_1h: 0,  //
+            cache_write_5m: 0,  // OpenAI caches implicitly: no cache writes
+            cache_write_1h: 0,  // (ditto)
             output: 300,        // completion_tokens (reasoning included)
             reasoning: 192,     // completion_tokens_details.reasoning_tokens
         },
@@ -53,8 +53,10 @@ const JSON_GOLDEN: &[Golden] = &[
             cache_read: 0,
             cache_write_5m: 0,
             cache_write_1h: 0,
-            output: 19, // completion_tokens, not the 999999 in the text, the 654321 in the
-            reasoning: 0, // tool arguments, nor metadata.usage
+            // completion_tokens; not the 999999 quoted in the message text, the 654321 in the
+            // tool-call arguments, nor the nested metadata.usage.
+            output: 19,
+            reasoning: 0,
         },
         end_mark: "",
     },

@@ -100,6 +100,31 @@ pub(crate) fn find_either(s: &[u8], a: u8, b: u8) -> Option<usize> {
         .map(|p| p + skipped)
 }
 
+/// Position of the first `\n` or `\r` in `s`: where an SSE line ends.
+///
+/// `\n` (0x0A) and `\r` (0x0D) differ only in their low three bits, so OR-ing those bits in
+/// maps both to 0x0F and one zero-byte test per word finds them. The test also fires on the
+/// other bytes 0x08..=0x0F (control bytes JSON data carries only escaped, bar a rare tab), so a
+/// word that fires is checked byte by byte before answering.
+#[inline]
+pub(crate) fn find_line_end(s: &[u8]) -> Option<usize> {
+    let is_eol = |c: &u8| *c == b'\n' || *c == b'\r';
+    let mut start = 0;
+    for word in s.chunks_exact(8) {
+        let Ok(bytes) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let w = u64::from_le_bytes(bytes);
+        if has_zero_byte((w | LO.wrapping_mul(0x07)) ^ LO.wrapping_mul(0x0F)) != 0 {
+            if let Some(p) = word.iter().position(is_eol) {
+                return Some(start + p);
+            }
+        }
+        start += 8;
+    }
+    s.get(start..)?.iter().position(is_eol).map(|p| p + start)
+}
+
 /// `s[i]` is an opening quote; returns the index just past the closing quote.
 #[inline]
 fn skip_string(s: &[u8], i: usize) -> Result<usize, ScanError> {
@@ -398,6 +423,21 @@ mod tests {
         }
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
         assert!(usage_of(&deep).is_err());
+    }
+
+    #[test]
+    fn find_line_end_matches_naive_search() {
+        // Every byte value, line ends and the false-positive range 0x08..=0x0F among them.
+        let hay: Vec<u8> = (0..=255u8)
+            .chain(b"abc\tdef\x0bgh\ri\n".iter().copied())
+            .collect();
+        for start in 0..hay.len() {
+            for end in start..=hay.len().min(start + 40) {
+                let s = &hay[start..end];
+                let naive = s.iter().position(|&c| c == b'\n' || c == b'\r');
+                assert_eq!(find_line_end(s), naive, "{start}..{end}");
+            }
+        }
     }
 
     #[test]

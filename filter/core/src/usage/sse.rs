@@ -39,7 +39,7 @@
 
 use super::json::{find_usage, usage_in, usage_key, usage_value};
 use super::provider::AnthropicParts;
-use super::scan::{self, find_either};
+use super::scan::{self, find_line_end};
 use super::{ApiFormat, Usage, UsageError};
 
 /// Longest `event:` name kept; every name that matters is shorter, longer ones are "other".
@@ -344,7 +344,7 @@ impl SseUsage {
 
     /// Reads value bytes up to the end of the line.
     fn read_value<'c>(&mut self, field: Field, chunk: &'c [u8]) -> &'c [u8] {
-        let end = find_either(chunk, b'\n', b'\r');
+        let end = find_line_end(chunk);
         let value = match end {
             Some(i) => chunk.get(..i).unwrap_or_default(),
             None => chunk,
