@@ -1,0 +1,192 @@
+//! Per-request overhead of a filter against a baseline module, in the same run.
+//!
+//! Both modules serve the same representative request (an OpenAI chat completion with a
+//! `tg-` virtual key and a ~1 KB JSON response carrying `usage`), each on one VM reused
+//! across requests as an Envoy worker reuses its VM. Requests run in interleaved rounds
+//! (filter then baseline, then baseline then filter, ...) so drift on a noisy machine hits
+//! both alike. Every request is timed end to end through the harness; the report gives p50
+//! and p99 per module and the ratio of the p50s, which is what DESIGN.md's rule ("every
+//! number is a ratio against a baseline in the same run") asks for.
+//!
+//! Run it with `tollgate-harness bench --wasm FILTER --config CONFIG --baseline NOOP`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::{Host, Outcome, Plugin, Request};
+
+/// Latency figures of one module.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stats {
+    /// Median per-request time, µs.
+    pub p50_us: f64,
+    /// 99th percentile per-request time, µs.
+    pub p99_us: f64,
+    /// Mean per-request time, µs.
+    pub mean_us: f64,
+    /// Requests measured.
+    pub samples: usize,
+}
+
+impl Stats {
+    /// Summarizes a set of durations.
+    pub fn from_durations(durations: &mut [Duration]) -> Stats {
+        durations.sort_unstable();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let at = |q: f64| -> f64 {
+            if durations.is_empty() {
+                return 0.0;
+            }
+            let rank = ((durations.len() as f64) * q).ceil() as usize;
+            durations
+                .get(rank.saturating_sub(1).min(durations.len() - 1))
+                .map_or(0.0, |d| us(*d))
+        };
+        let total: f64 = durations.iter().map(|d| us(*d)).sum();
+        Stats {
+            p50_us: at(0.50),
+            p99_us: at(0.99),
+            mean_us: if durations.is_empty() {
+                0.0
+            } else {
+                total / durations.len() as f64
+            },
+            samples: durations.len(),
+        }
+    }
+}
+
+/// The result of a bench run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Report {
+    /// The module under test.
+    pub filter: Stats,
+    /// The baseline (the no-op filter).
+    pub baseline: Stats,
+    /// Interleaved rounds run.
+    pub rounds: usize,
+}
+
+impl Report {
+    /// Filter p50 over baseline p50.
+    pub fn ratio(&self) -> f64 {
+        if self.baseline.p50_us > 0.0 {
+            self.filter.p50_us / self.baseline.p50_us
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// The representative request: `POST /v1/chat/completions` with a virtual key, a JSON
+/// body, and a ~1 KB JSON response with `usage`, delivered as Envoy does (data, then an
+/// empty end of stream).
+pub fn chat_completion_request() -> Request {
+    let request_body = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Summarize the plot of Hamlet in two sentences."}],"max_tokens":256,"temperature":0.2}"#;
+    let answer = "Prince Hamlet feigns madness while seeking to avenge his father's murder by his uncle Claudius, who has taken both the throne and Hamlet's mother. His hesitation and a chain of deaths, including Polonius, Ophelia, Laertes, Gertrude and Claudius, end in a final duel that leaves Hamlet himself dead and the Danish court in ruins, with Fortinbras arriving to claim the kingdom.";
+    let response_body = format!(
+        concat!(
+            r#"{{"id":"chatcmpl-9x8y7z6w5v4u3t2s1r0q","object":"chat.completion","created":1735689600,"#,
+            r#""model":"gpt-4o-mini-2024-07-18","choices":[{{"index":0,"message":{{"role":"assistant","#,
+            r#""content":"{}","refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"#,
+            r#""usage":{{"prompt_tokens":31,"completion_tokens":87,"total_tokens":118,"#,
+            r#""prompt_tokens_details":{{"cached_tokens":0,"audio_tokens":0}},"#,
+            r#""completion_tokens_details":{{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}},"#,
+            r#""service_tier":"default","system_fingerprint":"fp_0123456789"}}"#
+        ),
+        answer
+    );
+    Request::post("/v1/chat/completions")
+        .authority("api.openai.com")
+        .header("authorization", "Bearer tg-bench-0123456789abcdef")
+        .header("content-type", "application/json")
+        .header("content-length", request_body.len().to_string())
+        .header("user-agent", "OpenAI/Python 1.55.0")
+        .body(request_body)
+        .response_status(200)
+        .response_header("content-type", "application/json")
+        .response_header("openai-processing-ms", "412")
+        .response_header("x-request-id", "req_0123456789abcdef")
+        .response_body(response_body)
+}
+
+/// Runs one request and fails the bench if the VM broke.
+fn one(host: &mut Host, request: &Request) -> Result<Duration> {
+    let start = Instant::now();
+    let outcome: Outcome = host.send(request)?;
+    let elapsed = start.elapsed();
+    if let Some(trap) = outcome.trap {
+        bail!(
+            "the module trapped during the bench: {} in {}",
+            trap.message,
+            trap.phase
+        );
+    }
+    Ok(elapsed)
+}
+
+/// Measures `requests` requests per module in interleaved rounds, after a warm-up.
+pub fn run(
+    filter: &Plugin,
+    baseline: &Plugin,
+    request: &Request,
+    requests: usize,
+) -> Result<Report> {
+    let mut filter_host = filter.start()?;
+    let mut baseline_host = baseline.start()?;
+    let warmup = (requests / 10).clamp(10, 1_000);
+    for _ in 0..warmup {
+        one(&mut filter_host, request)?;
+        one(&mut baseline_host, request)?;
+    }
+    let rounds = (requests / 500).clamp(1, 50);
+    let per_round = requests.div_ceil(rounds);
+    let mut filter_times = Vec::with_capacity(requests);
+    let mut baseline_times = Vec::with_capacity(requests);
+    for round in 0..rounds {
+        let take = per_round.min(requests - filter_times.len());
+        let order: [bool; 2] = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_filter in order {
+            let (host, times) = if is_filter {
+                (&mut filter_host, &mut filter_times)
+            } else {
+                (&mut baseline_host, &mut baseline_times)
+            };
+            for _ in 0..take {
+                times.push(one(host, request)?);
+            }
+            host.take_logs();
+        }
+    }
+    Ok(Report {
+        filter: Stats::from_durations(&mut filter_times),
+        baseline: Stats::from_durations(&mut baseline_times),
+        rounds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_ranks() {
+        let mut durations: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        let stats = Stats::from_durations(&mut durations);
+        assert!((stats.p50_us - 50.0).abs() < 1e-9);
+        assert!((stats.p99_us - 99.0).abs() < 1e-9);
+        assert!((stats.mean_us - 50.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_representative_response_is_about_a_kilobyte() {
+        let request = chat_completion_request();
+        let size: usize = request.response().body.iter().map(Vec::len).sum();
+        assert!((900..=1300).contains(&size), "{size} bytes");
+    }
+}

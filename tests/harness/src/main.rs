@@ -1,0 +1,140 @@
+//! `tollgate-harness`: replay scenarios against a proxy-wasm module and measure its
+//! per-request overhead, outside Envoy.
+//!
+//! ```text
+//! tollgate-harness bench --wasm filter.wasm --config config.json --baseline noop.wasm [--requests N]
+//! tollgate-harness run   --wasm filter.wasm --config config.json scenario.json
+//! ```
+//!
+//! `bench` prints p50/p99 per module and ends with `ratio=<filter p50 / baseline p50>`;
+//! `run` prints one line per mismatch and exits non-zero if there is any.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use tollgate_harness::{bench, scenario, Plugin, PluginBuilder};
+
+/// wasmtime host of the proxy-wasm ABI 0.2.1 for Tollgate's filter.
+#[derive(Parser)]
+#[command(name = "tollgate-harness", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Per-request time of a module against a baseline module, interleaved in one run.
+    Bench {
+        /// The module to measure.
+        #[arg(long)]
+        wasm: PathBuf,
+        /// Its plugin configuration (the bytes `proxy_on_configure` reads).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The baseline module (the no-op filter).
+        #[arg(long)]
+        baseline: PathBuf,
+        /// Measured requests per module.
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// `vm_config.vm_id` for both modules.
+        #[arg(long, default_value = "")]
+        vm_id: String,
+    },
+    /// Replays a JSON scenario and checks the expected decisions.
+    Run {
+        /// The module to test.
+        #[arg(long)]
+        wasm: PathBuf,
+        /// Its plugin configuration.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The scenario file.
+        scenario: PathBuf,
+    },
+}
+
+/// Reads a file with its name in the error.
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// A plugin builder for a module and optional configuration file.
+fn builder(wasm: &Path, config: Option<&Path>) -> Result<PluginBuilder> {
+    let mut builder = Plugin::builder(read(wasm)?);
+    if let Some(config) = config {
+        builder = builder.configuration(read(config)?);
+    }
+    Ok(builder)
+}
+
+#[allow(clippy::print_stdout)] // printing the report is this binary's job
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("tollgate-harness: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // printing the report is this binary's job
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Bench {
+            wasm,
+            config,
+            baseline,
+            requests,
+            vm_id,
+        } => {
+            let filter = builder(&wasm, config.as_deref())?.vm_id(&vm_id).build()?;
+            let baseline_plugin = Plugin::builder(read(&baseline)?).vm_id(&vm_id).build()?;
+            let request = bench::chat_completion_request();
+            let report = bench::run(&filter, &baseline_plugin, &request, requests.max(1))?;
+            println!(
+                "tollgate-harness bench: {} requests per module in {} interleaved rounds",
+                report.filter.samples, report.rounds
+            );
+            println!(
+                "{:<10} {:>10} {:>10} {:>10}",
+                "module", "p50_us", "p99_us", "mean_us"
+            );
+            for (name, stats) in [("filter", report.filter), ("baseline", report.baseline)] {
+                println!(
+                    "{:<10} {:>10.2} {:>10.2} {:>10.2}",
+                    name, stats.p50_us, stats.p99_us, stats.mean_us
+                );
+            }
+            println!("ratio={:.2}", report.ratio());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            wasm,
+            config,
+            scenario: path,
+        } => {
+            let text = String::from_utf8(read(&path)?).context("the scenario is not UTF-8")?;
+            let parsed = scenario::parse(&text)?;
+            let problems = scenario::run(builder(&wasm, config.as_deref())?, &parsed)?;
+            if problems.is_empty() {
+                println!(
+                    "{}: all {} steps as expected",
+                    path.display(),
+                    parsed.steps.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for problem in &problems {
+                    println!("MISMATCH {problem}");
+                }
+                println!("{}: {} mismatches", path.display(), problems.len());
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
