@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 # Crates that build for wasm32-wasip1 and are linted for it too.
-wasm_crates=(-p tollgate-core)
+wasm_crates=(-p tollgate-core -p tollgate-filter -p tollgate-noop)
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
@@ -16,5 +16,8 @@ echo "== clippy (native)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== clippy (wasm32-wasip1)"
 cargo clippy "${wasm_crates[@]}" --target wasm32-wasip1 --locked -- -D warnings
+echo "== wasm modules (release) for the harness and Envoy tests"
+cargo build --release --locked --target wasm32-wasip1 -p tollgate-filter -p tollgate-noop
+ls -l target/wasm32-wasip1/release/tollgate_filter.wasm target/wasm32-wasip1/release/tollgate_noop.wasm
 echo "== tests"
 cargo test --workspace --locked

@@ -1,8 +1,7 @@
 //! One HTTP stream through the filter.
 //!
 //! Request headers: recognise the route, identify the caller (trusted principal header or
-//! virtual key → snapshot), swap in the provider key, and hold the headers until the body is
-//! in. Request body: estimate the worst-case cost, decide against every budget on the chain
+//! virtual key → snapshot) and swap in the provider key. Request body (buffered until complete): estimate the worst-case cost, decide against every budget on the chain
 //! and reserve (or reply 429), inject `stream_options.include_usage` where needed. Response:
 //! add the budget headers, meter the body as it passes (never held back), and settle at the
 //! end — or in `on_log` when the stream ended early, charged by policy and counted.
@@ -382,10 +381,10 @@ impl Stream {
             return;
         }
         self.settled = true;
+        let usage = self.measured(ended);
         let (Some(adm), Some(req)) = (self.admitted.take(), self.request.take()) else {
             return;
         };
-        let usage = self.measured(ended);
         let shared = Rc::clone(&self.shared);
         let metrics = &shared.metrics;
         let (usage, cost_breakdown, charge, uncharged) = match (usage, &adm.price) {
@@ -543,8 +542,10 @@ impl HttpContext for Stream {
                     // A metered route without a body cannot name a model.
                     return self.on_http_request_body(0, true);
                 }
-                // Hold the headers until the body is in: the decision needs it.
-                Action::Pause
+                // Headers go on now (Envoy turns a paused request header phase into "stop
+                // everything", body callbacks included); the body is held in the body phase
+                // until the decision, and a refused request never sends it upstream.
+                Action::Continue
             }
             Err(reply) => self.reply(&reply, "refused"),
         }

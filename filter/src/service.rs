@@ -106,7 +106,12 @@ impl SyncService {
         for call in self.state.on_tick(now_ms) {
             self.dispatch(call, now_ms);
         }
-        let age = (host::now_s().saturating_sub(self.generated_at)).max(0);
+        // Before the first snapshot there is no age to speak of: report 0 with version 0.
+        let age = if self.version == 0 {
+            0
+        } else {
+            host::now_s().saturating_sub(self.generated_at).max(0)
+        };
         self.gauges.record(
             self.version,
             u64::try_from(age).unwrap_or(0),

@@ -147,7 +147,8 @@ pub struct Limits {
 pub struct Config {
     /// Filter or sync service.
     pub role: Role,
-    /// Must equal the Envoy `vm_config.vm_id` both roles share: the usage queue is found by it.
+    /// Must equal the Envoy `vm_config.vm_id` both roles share (empty under Istio): the usage
+    /// queue is found by it.
     pub vm_id: String,
     /// Control plane connection.
     pub control_plane: ControlPlane,
@@ -454,8 +455,8 @@ impl Config {
             problems: &mut problems,
         };
         let role = f.or("role", Role::Filter);
+        // May be empty: Istio gives a `WasmPlugin`'s VM an empty vm_id.
         let vm_id: String = f.or("vm_id", "tollgate".to_string());
-        non_empty(&mut f, "vm_id", &vm_id);
         let cp_map = f.object("control_plane");
         if !map.contains_key("control_plane") {
             f.problem("control_plane", "required");

@@ -91,6 +91,18 @@ pub fn cost_at(rates: &EffectiveRates, usage: &Usage) -> Result<CostBreakdown, C
     .into_iter()
     .try_fold(Decimal::ZERO, Decimal::checked_add)
     .ok_or(CostError::Overflow { bucket: "total" })?;
+    // Same value, shortest spelling: `0.00005`, not `0.000050`, in events and logs.
+    for v in [
+        &mut c.input,
+        &mut c.cache_read,
+        &mut c.cache_write_5m,
+        &mut c.cache_write_1h,
+        &mut c.output,
+        &mut c.reasoning,
+        &mut c.total,
+    ] {
+        *v = v.normalize();
+    }
     Ok(c)
 }
 

@@ -102,3 +102,20 @@ pub fn probe_plugin() -> &'static Plugin {
             .expect("compiling the probe")
     })
 }
+
+/// Where Tollgate's filter module is (built on first use).
+pub fn tollgate_wasm_path() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        build(
+            "tollgate-filter",
+            "tollgate_filter.wasm",
+            "TOLLGATE_FILTER_WASM",
+        )
+    })
+}
+
+/// Tollgate's filter module.
+pub fn tollgate_wasm() -> Vec<u8> {
+    read(tollgate_wasm_path())
+}

@@ -1,0 +1,641 @@
+//! The real Tollgate `.wasm` driven through whole lifecycles: both roles (HTTP filter on a
+//! worker, sync service) in one host with the same `vm_id`, against a mock control plane that
+//! behaves like the real one (ETag/304, usage ingestion that adds to spend, per-reporter acks).
+//!
+//! Each test reads as a transcript: snapshot in, requests in, what the filter did out.
+//! Run with `cargo test -p tollgate-harness --test tollgate_filter`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tollgate_harness::{
+    Host, HttpCall, HttpResponse, Outcome, Plugin, Reply, Request, StartError, Upstream, VmId,
+};
+
+/// 2025-01-01T00:00:00Z, where the harness clock starts.
+const T0: i64 = 1_735_689_600;
+const DAY: i64 = 86_400;
+const KEY: &str = "tg-test-key";
+
+fn sha(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn dec(s: &str) -> rust_decimal_lite::Dec {
+    rust_decimal_lite::Dec::from_str(s).unwrap()
+}
+
+/// Tiny exact decimal for assertions (the harness does not link tollgate-core).
+mod rust_decimal_lite {
+    use std::str::FromStr;
+
+    /// A decimal as an integer count of 10⁻¹⁸ USD.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    pub struct Dec(pub i128);
+
+    impl FromStr for Dec {
+        type Err = String;
+        fn from_str(s: &str) -> Result<Self, String> {
+            let (neg, s) = s.strip_prefix('-').map_or((false, s), |r| (true, r));
+            let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+            if frac.len() > 18 {
+                return Err(format!("too many decimals: {s}"));
+            }
+            let int: i128 = int.parse().map_err(|e| format!("{s}: {e}"))?;
+            let frac_v: i128 = if frac.is_empty() {
+                0
+            } else {
+                frac.parse().map_err(|e| format!("{s}: {e}"))?
+            };
+            let v = int * 10i128.pow(18) + frac_v * 10i128.pow(18 - frac.len() as u32);
+            Ok(Dec(if neg { -v } else { v }))
+        }
+    }
+}
+
+/// A mock control plane with the real one's observable behaviour.
+#[derive(Default)]
+struct ControlPlane {
+    up: bool,
+    snapshot: Value,
+    events: Vec<Value>,
+    batches: usize,
+    snapshot_calls: Vec<Option<String>>,
+}
+
+impl ControlPlane {
+    fn new(snapshot: Value) -> Self {
+        ControlPlane {
+            up: true,
+            snapshot,
+            ..Default::default()
+        }
+    }
+
+    fn etag(&self) -> String {
+        format!("\"{}\"", self.snapshot["version"])
+    }
+
+    fn answer(&mut self, call: &HttpCall) -> Reply {
+        if !self.up {
+            return Reply::Fail;
+        }
+        assert_eq!(
+            call.header("authorization"),
+            Some("Bearer dp-token"),
+            "data-plane token sent"
+        );
+        match (call.method(), call.path_without_query()) {
+            ("GET", "/v1/snapshot") => {
+                let inm = call.header("if-none-match").map(str::to_string);
+                self.snapshot_calls.push(inm.clone());
+                if inm.as_deref() == Some(self.etag().as_str()) {
+                    return HttpResponse::new(304).into();
+                }
+                HttpResponse::json(200, self.snapshot.to_string())
+                    .header("etag", self.etag())
+                    .into()
+            }
+            ("POST", "/v1/usage") => {
+                let batch: Value = serde_json::from_slice(&call.body).unwrap();
+                let (mut accepted, mut duplicate) = (0, 0);
+                for e in batch["events"].as_array().unwrap() {
+                    if self.events.iter().any(|old| old["id"] == e["id"]) {
+                        duplicate += 1;
+                        continue;
+                    }
+                    accepted += 1;
+                    self.ingest(e);
+                }
+                self.batches += 1;
+                HttpResponse::json(
+                    200,
+                    json!({"accepted": accepted, "duplicate": duplicate}).to_string(),
+                )
+                .into()
+            }
+            other => panic!("unexpected control-plane call {other:?}"),
+        }
+    }
+
+    /// Adds the event's cost to every budget on its chain and acknowledges its reporter.
+    fn ingest(&mut self, e: &Value) {
+        let cost = dec(e["cost"]["total"].as_str().unwrap());
+        let p = &e["principal"];
+        for b in self.snapshot["budgets"].as_array_mut().unwrap() {
+            let id = b["scope_id"].clone();
+            if [&p["key"], &p["user"], &p["project"], &p["org"]].contains(&&id) {
+                let spent = dec(b["spent_usd"].as_str().unwrap());
+                b["spent_usd"] = json!(format_dec(rust_decimal_lite::Dec(spent.0 + cost.0)));
+            }
+        }
+        let reporter = e["reporter"].as_str().unwrap().to_string();
+        self.snapshot["reporters"][reporter] = e["seq"].clone();
+        let v = self.snapshot["version"].as_u64().unwrap();
+        self.snapshot["version"] = json!(v + 1);
+        self.events.push(e.clone());
+    }
+}
+
+fn format_dec(d: rust_decimal_lite::Dec) -> String {
+    let (int, frac) = (d.0 / 10i128.pow(18), d.0 % 10i128.pow(18));
+    let frac = format!("{frac:018}");
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        int.to_string()
+    } else {
+        format!("{int}.{frac}")
+    }
+}
+
+/// A snapshot: model `m` at $1/M input and $2/M output, one daily key budget.
+fn snapshot(limit: &str, spent: &str, soft: Option<&str>) -> Value {
+    let mut budget = json!({
+        "id": "b-key", "scope": "key", "scope_id": "k1", "limit_usd": limit, "mode": "enforce",
+        "window": {"period": "daily", "boundaries": [T0, T0 + DAY, T0 + 2 * DAY]},
+        "spent_window_start": T0, "spent_usd": spent
+    });
+    if let Some(s) = soft {
+        budget["soft_limit_usd"] = json!(s);
+    }
+    json!({
+        "version": 1, "generated_at": T0,
+        "prices": {"version": 3, "models": {"m": {"rates": {"input": "0.000001", "output": "0.000002"}}}},
+        "budgets": [budget],
+        "keys": [{"sha256": sha(KEY), "principal": {"key": "k1", "user": "u1", "project": "p1", "org": "o1"}}],
+        "reporters": {}
+    })
+}
+
+fn config(role: &str, extra: Value) -> String {
+    let mut c = json!({
+        "role": role, "vm_id": "tollgate",
+        "control_plane": {"cluster": "cp", "authority": "cp.local", "token": "dp-token", "sync_interval_ms": 1000},
+        "identity": {"providers": {"openai": {"header": "authorization", "value": "Bearer sk-upstream"}}}
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c.to_string()
+}
+
+/// The filter module, compiled once per test binary; tests derive configurations from it.
+fn plugin() -> Plugin {
+    static PLUGIN: std::sync::OnceLock<Plugin> = std::sync::OnceLock::new();
+    PLUGIN
+        .get_or_init(|| {
+            Plugin::builder(common::tollgate_wasm())
+                .vm_id("tollgate")
+                .build()
+                .unwrap()
+        })
+        .clone()
+}
+
+struct Tollgate {
+    host: Host,
+    cp: Arc<Mutex<ControlPlane>>,
+    worker: VmId,
+}
+
+impl Tollgate {
+    /// Starts the sync service and one worker, and lets the first sync happen.
+    fn start(snapshot: Value, extra: Value) -> Tollgate {
+        let plugin = plugin().with_configuration(config("filter", extra.clone()));
+        let cp = Arc::new(Mutex::new(ControlPlane::new(snapshot)));
+        let mut host = Host::new();
+        let c = Arc::clone(&cp);
+        host.upstream(
+            "cp",
+            Upstream::script(move |call| c.lock().unwrap().answer(call)),
+        );
+        host.add_vm(&plugin.with_configuration(config("sync", extra)))
+            .unwrap();
+        let worker = host.add_vm(&plugin).unwrap();
+        let mut t = Tollgate { host, cp, worker };
+        t.advance(1);
+        t
+    }
+
+    fn advance(&mut self, seconds: u64) {
+        self.host.advance(Duration::from_secs(seconds)).unwrap();
+    }
+
+    fn send(&mut self, r: &Request) -> Outcome {
+        let o = self.host.send_to(self.worker, r).unwrap();
+        assert!(o.trap.is_none(), "filter trapped: {:?}", o.trap);
+        o
+    }
+
+    fn local(&self) -> String {
+        let (v, _) = self
+            .host
+            .shared_data("tollgate", "tollgate.budget.b-key")
+            .unwrap_or_default();
+        String::from_utf8(v).unwrap()
+    }
+}
+
+fn chat(max_tokens: u32) -> Request {
+    Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .body(json!({"model": "m", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+}
+
+fn chat_response(prompt: u64, completion: u64) -> String {
+    json!({"id": "c1", "object": "chat.completion", "model": "m",
+           "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+           "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}})
+    .to_string()
+}
+
+#[test]
+fn allows_swaps_the_key_and_settles_the_exact_cost() {
+    let mut t = Tollgate::start(snapshot("1", "0.25", None), json!({}));
+    let o = t.send(
+        &chat(100)
+            .response_status(200)
+            .response_header("content-type", "application/json")
+            .response_body(chat_response(10, 20)),
+    );
+    assert!(o.allowed(), "{o:?}");
+    assert_eq!(
+        o.upstream_header("authorization"),
+        Some("Bearer sk-upstream"),
+        "provider key swapped in"
+    );
+    assert_eq!(
+        o.response_header("x-tollgate-budget-remaining"),
+        Some("0.75")
+    );
+    assert_eq!(o.response_header("x-tollgate-budget"), Some("key:b-key"));
+    assert_eq!(
+        o.filter_state("tollgate.cost"),
+        Some(&b"0.00005"[..]),
+        "10 × $1/M + 20 × $2/M"
+    );
+    assert_eq!(o.filter_state("tollgate.decision"), Some(&b"allow"[..]));
+    // Reservation released, actual cost kept locally until acknowledged.
+    assert_eq!(t.local(), format!("r=0;{T0}=0.00005"));
+
+    t.advance(1); // post the batch
+    t.advance(1); // next snapshot includes it and acknowledges the reporter
+    let cp = t.cp.lock().unwrap();
+    assert_eq!(cp.events.len(), 1);
+    let e = &cp.events[0];
+    assert_eq!(e["cost"]["total"], "0.00005");
+    assert_eq!(e["charge"], "actual");
+    assert_eq!(e["usage"]["input_uncached"], 10);
+    assert_eq!(e["principal"]["key"], "k1");
+    drop(cp);
+    assert_eq!(
+        t.local(),
+        "r=0",
+        "acknowledged spend is no longer counted locally"
+    );
+    let o = t.send(
+        &chat(100)
+            .response_status(200)
+            .response_body(chat_response(1, 1)),
+    );
+    assert_eq!(
+        o.response_header("x-tollgate-budget-remaining"),
+        Some("0.74995"),
+        "now in the snapshot's spend"
+    );
+}
+
+#[test]
+fn denies_at_the_limit_with_an_openai_shaped_429() {
+    let mut t = Tollgate::start(snapshot("1", "0.9999", None), json!({}));
+    // Worst case: 1000 output tokens × $2/M = $0.002 > $0.0001 left.
+    let o = t.send(
+        &chat(1000)
+            .response_status(200)
+            .response_body(chat_response(1, 1)),
+    );
+    assert_eq!(o.status(), Some(429));
+    // Headers went upstream (Envoy cannot hold them and still see the body); the body never
+    // did, and the local reply resets the upstream stream.
+    assert!(
+        o.upstream.as_ref().is_none_or(|u| u.body.is_empty()),
+        "no body reached the provider"
+    );
+    let body: Value = serde_json::from_str(&o.body_text()).unwrap();
+    assert_eq!(body["error"]["type"], "budget_exceeded");
+    assert_eq!(body["error"]["budget"]["id"], "b-key");
+    assert_eq!(body["error"]["budget"]["resets_at"], T0 + DAY);
+    let retry: i64 = o.response_header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (DAY - 5..=DAY).contains(&retry),
+        "retry-after until midnight: {retry}"
+    );
+    assert_eq!(o.filter_state("tollgate.decision"), Some(&b"deny"[..]));
+    assert_eq!(
+        t.host.metric("tollgate_requests_denied").map(|m| m.value()),
+        Some(1)
+    );
+    assert_eq!(
+        t.host
+            .metric("tollgate_denied_scope_key")
+            .map(|m| m.value()),
+        Some(1)
+    );
+    // A request whose worst case fits is still allowed: 10 tokens × $2/M + prompt ≤ $0.0001.
+    let o = t.send(
+        &chat(10)
+            .response_status(200)
+            .response_body(chat_response(1, 1)),
+    );
+    assert!(o.allowed(), "{}", o.body_text());
+}
+
+#[test]
+fn soft_limit_warns_but_allows() {
+    let mut t = Tollgate::start(snapshot("1", "0.5", Some("0.4")), json!({}));
+    let o = t.send(
+        &chat(10)
+            .response_status(200)
+            .response_body(chat_response(1, 1)),
+    );
+    assert!(o.allowed());
+    assert_eq!(o.response_header("x-tollgate-soft-limit"), Some("b-key"));
+    assert_eq!(
+        t.host
+            .metric("tollgate_soft_limit_warnings")
+            .map(|m| m.value()),
+        Some(1)
+    );
+}
+
+#[test]
+fn reservations_of_requests_in_flight_count_against_the_budget() {
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    // Another worker holds $0.999 of reservations for requests still in flight.
+    t.host
+        .set_shared_data("tollgate", "tollgate.budget.b-key", "r=0.999");
+    let o = t.send(
+        &chat(1000)
+            .response_status(200)
+            .response_body(chat_response(1, 1)),
+    );
+    assert_eq!(
+        o.status(),
+        Some(429),
+        "0.999 reserved + 0.002 worst case > 1"
+    );
+    assert_eq!(t.local(), "r=0.999", "a denied request reserves nothing");
+    t.host
+        .set_shared_data("tollgate", "tollgate.budget.b-key", "r=0.5");
+    let o = t.send(
+        &chat(1000)
+            .response_status(200)
+            .response_body(chat_response(100, 200)),
+    );
+    assert!(o.allowed());
+    assert_eq!(
+        t.local(),
+        format!("r=0.5;{T0}=0.0005"),
+        "own reservation released, cost kept"
+    );
+}
+
+#[test]
+fn streaming_gets_usage_injected_and_metered_as_it_passes() {
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    let chunk = |content: &str| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
+            "choices": [{"index": 0, "delta": {"content": content}}], "usage": null})
+        )
+    };
+    let usage = json!({"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}});
+    let req = Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(json!({"model": "m", "stream": true, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .response_status(200)
+        .response_header("content-type", "text/event-stream")
+        .response_chunk(chunk("a"))
+        .response_chunk(chunk("b"))
+        .response_chunk(format!("data: {usage}\n\n"))
+        .response_chunk("data: [DONE]\n\n")
+        .response_chunk("");
+    let o = t.send(&req);
+    assert!(o.allowed());
+    let sent: Value = serde_json::from_slice(&o.upstream.as_ref().unwrap().body).unwrap();
+    assert_eq!(
+        sent["stream_options"]["include_usage"], true,
+        "usage requested for the client"
+    );
+    assert_eq!(
+        sent["messages"][0]["content"], "hi",
+        "the rest of the body unchanged"
+    );
+    assert!(
+        o.upstream_header("content-length").is_none(),
+        "stale length removed"
+    );
+    assert_eq!(
+        o.filter_state("tollgate.cost"),
+        Some(&b"0.000013"[..]),
+        "7 × $1/M + 3 × $2/M"
+    );
+    assert!(
+        o.body_text().contains("[DONE]"),
+        "the stream passed through whole"
+    );
+}
+
+#[test]
+fn snapshot_sync_uses_etags_and_posts_usage_batches() {
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    t.advance(1);
+    {
+        let cp = t.cp.lock().unwrap();
+        assert_eq!(cp.snapshot_calls[0], None, "first pull has no ETag");
+        assert_eq!(
+            cp.snapshot_calls[1].as_deref(),
+            Some("\"1\""),
+            "then If-None-Match (answered 304)"
+        );
+    }
+    for _ in 0..5 {
+        t.send(
+            &chat(10)
+                .response_status(200)
+                .response_body(chat_response(2, 3)),
+        );
+    }
+    t.advance(1);
+    let cp = t.cp.lock().unwrap();
+    assert_eq!(cp.batches, 1, "five events in one batch");
+    let ids: Vec<&str> = cp
+        .events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    let seqs: Vec<u64> = cp
+        .events
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn control_plane_down_then_back_loses_and_doubles_nothing() {
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    t.cp.lock().unwrap().up = false;
+    for _ in 0..3 {
+        let o = t.send(
+            &chat(10)
+                .response_status(200)
+                .response_body(chat_response(1, 1)),
+        );
+        assert!(o.allowed(), "keeps enforcing from the last snapshot");
+    }
+    t.advance(5);
+    assert!(
+        t.host
+            .metric("tollgate_sync_failures")
+            .map(|m| m.value())
+            .unwrap_or(0)
+            > 0
+    );
+    assert_eq!(
+        t.host.metric("tollgate_queue_depth").map(|m| m.value()),
+        Some(3)
+    );
+    t.send(
+        &chat(10)
+            .response_status(200)
+            .response_body(chat_response(1, 1)),
+    );
+    t.cp.lock().unwrap().up = true;
+    t.advance(40); // past the retry backoff
+    let cp = t.cp.lock().unwrap();
+    assert_eq!(cp.events.len(), 4, "every served request exactly once");
+    let mut ids: Vec<&str> = cp
+        .events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 4);
+    drop(cp);
+    assert_eq!(t.local(), "r=0", "all acknowledged");
+}
+
+#[test]
+fn stale_snapshot_policy_deny_refuses_and_allow_keeps_enforcing() {
+    let extra = json!({"max_staleness_s": 10, "stale_policy": "deny"});
+    let mut t = Tollgate::start(snapshot("1", "0", None), extra);
+    t.cp.lock().unwrap().up = false;
+    t.advance(20);
+    let o = t.send(
+        &chat(10)
+            .response_status(200)
+            .response_body(chat_response(1, 1)),
+    );
+    assert_eq!(o.status(), Some(503));
+    assert!(o.body_text().contains("budget_snapshot_stale"));
+
+    let mut t = Tollgate::start(
+        snapshot("1", "0.9999", None),
+        json!({"max_staleness_s": 10}),
+    );
+    t.cp.lock().unwrap().up = false;
+    t.advance(20);
+    let o = t.send(
+        &chat(1000)
+            .response_status(200)
+            .response_body(chat_response(1, 1)),
+    );
+    assert_eq!(
+        o.status(),
+        Some(429),
+        "stale but allowed: still enforcing the last snapshot"
+    );
+}
+
+#[test]
+fn refuses_unknown_keys_models_and_bad_bodies_without_trapping() {
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    let o = t.send(
+        &Request::post("/v1/chat/completions")
+            .header("authorization", "Bearer tg-nope")
+            .body("{}"),
+    );
+    assert_eq!(o.status(), Some(401));
+    let o = t.send(&Request::post("/v1/chat/completions").body("{}"));
+    assert_eq!(o.status(), Some(401));
+    let o = t.send(
+        &Request::post("/v1/chat/completions")
+            .header("x-api-key", KEY)
+            .body(r#"{"model":"nope","messages":[]}"#),
+    );
+    assert_eq!(o.status(), Some(400));
+    assert!(o.body_text().contains("model_not_priced"));
+    for bad in [
+        &b"{"[..],
+        b"[]",
+        b"\xff\xfe",
+        br#"{"model":"m","max_tokens":-1}"#,
+        br#"{"model":5}"#,
+    ] {
+        let o = t.send(
+            &Request::post("/v1/chat/completions")
+                .header("authorization", format!("Bearer {KEY}"))
+                .body(bad.to_vec()),
+        );
+        assert_eq!(o.status(), Some(400), "{}", String::from_utf8_lossy(bad));
+    }
+    // Garbage responses: allowed, charged by policy, counted, no trap.
+    let o = t.send(&chat(10).response_status(200).response_body("not json"));
+    assert!(o.allowed());
+    let o = t.send(
+        &chat(10)
+            .response_status(200)
+            .response_header("content-type", "text/event-stream")
+            .response_body("data: {broken\n\n"),
+    );
+    assert!(o.allowed());
+    // Both streams ended normally without usage: charged by policy as `no_usage`.
+    assert_eq!(
+        t.host
+            .metric("tollgate_uncharged_no_usage")
+            .map(|m| m.value()),
+        Some(2)
+    );
+    // Unmetered paths pass untouched.
+    let o = t.send(&Request::get("/healthz").response_status(200));
+    assert!(o.allowed());
+    assert!(t.host.vm_failure(t.worker).is_none());
+}
+
+#[test]
+fn invalid_config_is_refused_naming_every_field() {
+    let plugin = plugin().with_configuration(
+        r#"{"control_plane":{"cluster":"cp","authority":"a","token":"t","sync_interval_ms":1},"stale_policy":"maybe"}"#,
+    );
+    let err = plugin.start().err().expect("config must be refused");
+    let start = err.downcast_ref::<StartError>().expect("a StartError");
+    assert!(start.config_rejected(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("control_plane.sync_interval_ms"), "{text}");
+    assert!(text.contains("stale_policy"), "{text}");
+    assert!(!text.contains("\"t\""), "no secret in the log");
+}

@@ -1,0 +1,317 @@
+//! The HTTP side: routes, the `x-mock-*` controls, error bodies, and streamed bodies that can
+//! be slowed down (`x-mock-delay-ms`) or cut off (`x-mock-truncate-after`).
+//!
+//! Each request is handled on its own: parse the body once, build a [`Plan`], render it. No
+//! state is kept between requests.
+
+use std::convert::Infallible;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use futures_util::stream;
+use serde_json::Value;
+
+use crate::usage::{plan, Api, Controls, Plan};
+use crate::{anthropic, gemini, openai, Ids, Options};
+
+/// How long a cut stream waits after its last event before failing, so the events already
+/// handed to hyper are flushed to the socket rather than dropped with the connection.
+const CUT_FLUSH_DELAY: Duration = Duration::from_millis(20);
+
+/// The router: every provider endpoint plus `GET /healthz`.
+pub fn router(options: Options) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/responses", post(responses))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(messages))
+        .route("/v1beta/models/{model_action}", post(gemini_route))
+        .fallback(not_found)
+        .with_state(Arc::new(options))
+}
+
+async fn chat(State(o): State<Arc<Options>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(&o, Api::OpenAiChat, &headers, None, &body, Target::Body).await
+}
+
+async fn responses(State(o): State<Arc<Options>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(
+        &o,
+        Api::OpenAiResponses,
+        &headers,
+        None,
+        &body,
+        Target::Body,
+    )
+    .await
+}
+
+async fn embeddings(State(o): State<Arc<Options>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(
+        &o,
+        Api::OpenAiEmbeddings,
+        &headers,
+        None,
+        &body,
+        Target::Body,
+    )
+    .await
+}
+
+async fn messages(State(o): State<Arc<Options>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(
+        &o,
+        Api::AnthropicMessages,
+        &headers,
+        None,
+        &body,
+        Target::Body,
+    )
+    .await
+}
+
+async fn gemini_route(
+    State(o): State<Arc<Options>>,
+    Path(model_action): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = query.unwrap_or_default();
+    let mut pairs = params.split('&').filter_map(|p| p.split_once('='));
+    let sse = pairs.clone().any(|(k, v)| k == "alt" && v == "sse");
+    let query_key = pairs.find(|(k, _)| *k == "key").map(|(_, v)| v.to_owned());
+    let target = match model_action.rsplit_once(':') {
+        Some((_, "generateContent")) => Target::Body,
+        Some((_, "streamGenerateContent")) if sse => Target::GeminiSse,
+        Some((_, "streamGenerateContent")) => Target::GeminiArray,
+        _ => {
+            return error(
+                Api::Gemini,
+                StatusCode::NOT_FOUND,
+                &format!("unknown method in {model_action:?}"),
+            )
+        }
+    };
+    let model = model_action
+        .rsplit_once(':')
+        .map(|(m, _)| m.to_owned())
+        .unwrap_or_default();
+    let path = GeminiPath { model, query_key };
+    handle(&o, Api::Gemini, &headers, Some(&path), &body, target).await
+}
+
+async fn not_found() -> Response {
+    error(
+        Api::OpenAiChat,
+        StatusCode::NOT_FOUND,
+        "no such endpoint on the mock upstream",
+    )
+}
+
+/// Where the stream flag comes from and how a stream is framed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The body's `stream` field decides (SSE if true).
+    Body,
+    /// Gemini `:streamGenerateContent?alt=sse`.
+    GeminiSse,
+    /// Gemini `:streamGenerateContent` without `alt=sse`: a streamed JSON array.
+    GeminiArray,
+}
+
+/// What a Gemini path carries besides the method.
+struct GeminiPath {
+    model: String,
+    query_key: Option<String>,
+}
+
+/// The key the client presented, in whichever header its provider uses.
+fn presented_key(headers: &HeaderMap, query_key: Option<&str>) -> Vec<String> {
+    let mut keys = Vec::new();
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(bearer) = get("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
+        keys.push(bearer.to_owned());
+    }
+    keys.extend(get("x-api-key").map(str::to_owned));
+    keys.extend(get("x-goog-api-key").map(str::to_owned));
+    keys.extend(query_key.map(str::to_owned));
+    keys
+}
+
+async fn handle(
+    options: &Options,
+    api: Api,
+    headers: &HeaderMap,
+    gemini_path: Option<&GeminiPath>,
+    body: &[u8],
+    target: Target,
+) -> Response {
+    let controls = match Controls::from_headers(headers) {
+        Ok(c) => c,
+        Err(e) => return error(api, StatusCode::BAD_REQUEST, &e),
+    };
+    if let Some(expected) = &options.expect_key {
+        let presented = presented_key(headers, gemini_path.and_then(|g| g.query_key.as_deref()));
+        if !presented.iter().any(|k| k == expected) {
+            return error(
+                api,
+                StatusCode::UNAUTHORIZED,
+                "the mock upstream did not receive the expected provider key",
+            );
+        }
+    }
+    let request: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                api,
+                StatusCode::BAD_REQUEST,
+                &format!("request body is not valid JSON: {e}"),
+            )
+        }
+    };
+    let path_stream = target != Target::Body;
+    let plan = match plan(
+        api,
+        &request,
+        &controls,
+        gemini_path.map(|g| g.model.as_str()),
+        path_stream,
+    ) {
+        Ok(p) => p,
+        Err(e) => return error(api, StatusCode::BAD_REQUEST, &e.0),
+    };
+    let streaming = plan.stream && api != Api::OpenAiEmbeddings;
+    // A stream is delayed per event; everything else once, before the response.
+    if controls.delay_ms > 0 && (!streaming || controls.status.is_some()) {
+        tokio::time::sleep(Duration::from_millis(controls.delay_ms)).await;
+    }
+    if let Some(status) = controls.status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(api, status, "mock error requested by x-mock-status");
+    }
+    let ids = Ids::new();
+    if streaming {
+        let (events, content_type) = stream_events(&plan, &ids, target);
+        let body = event_stream(events, &controls);
+        return with_type(StatusCode::OK, content_type, body);
+    }
+    let json = match api {
+        Api::OpenAiChat => openai::chat_json(&plan, &ids),
+        Api::OpenAiResponses => openai::responses_json(&plan, &ids),
+        Api::OpenAiEmbeddings => openai::embeddings_json(&plan, &request),
+        Api::AnthropicMessages => anthropic::message_json(&plan, &ids),
+        Api::Gemini => gemini::generate_json(&plan, &ids),
+    };
+    let body = match controls.truncate_after {
+        Some(n) if usize::try_from(n).is_ok_and(|n| n < json.len()) => {
+            let n = usize::try_from(n).unwrap_or(0);
+            let head = Bytes::from(json).slice(..n);
+            cut_stream(vec![head], Duration::ZERO)
+        }
+        _ => Body::from(json),
+    };
+    with_type(StatusCode::OK, "application/json", body)
+}
+
+fn stream_events(plan: &Plan, ids: &Ids, target: Target) -> (Vec<Bytes>, &'static str) {
+    match (plan.api, target) {
+        (Api::Gemini, Target::GeminiArray) => (gemini::stream_array(plan, ids), "application/json"),
+        (Api::Gemini, _) => (gemini::stream_events(plan, ids), "text/event-stream"),
+        (Api::OpenAiChat | Api::OpenAiEmbeddings, _) => {
+            (openai::chat_events(plan, ids), "text/event-stream")
+        }
+        (Api::OpenAiResponses, _) => (openai::responses_events(plan, ids), "text/event-stream"),
+        (Api::AnthropicMessages, _) => (anthropic::message_events(plan, ids), "text/event-stream"),
+    }
+}
+
+/// A streamed body of `events`, each its own frame; delayed per event and cut after
+/// `truncate_after` events when the controls say so.
+fn event_stream(events: Vec<Bytes>, controls: &Controls) -> Body {
+    let delay = Duration::from_millis(controls.delay_ms);
+    match controls.truncate_after {
+        Some(n) if usize::try_from(n).is_ok_and(|n| n < events.len()) => {
+            let n = usize::try_from(n).unwrap_or(0);
+            cut_stream(events.into_iter().take(n).collect(), delay)
+        }
+        _ if delay.is_zero() => {
+            Body::from_stream(stream::iter(events.into_iter().map(Ok::<_, Infallible>)))
+        }
+        _ => Body::from_stream(stream::unfold(
+            events.into_iter(),
+            move |mut it| async move {
+                let ev = it.next()?;
+                tokio::time::sleep(delay).await;
+                Some((Ok::<_, Infallible>(ev), it))
+            },
+        )),
+    }
+}
+
+/// Sends `events` (each after `delay`), then fails the body: hyper drops the connection
+/// without the terminating chunk, which is what a provider crash mid-stream looks like.
+fn cut_stream(events: Vec<Bytes>, delay: Duration) -> Body {
+    enum Step {
+        Send(std::vec::IntoIter<Bytes>),
+        Fail,
+    }
+    Body::from_stream(stream::unfold(
+        Step::Send(events.into_iter()),
+        move |step| async move {
+            match step {
+                Step::Send(mut it) => match it.next() {
+                    Some(ev) => {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        Some((Ok(ev), Step::Send(it)))
+                    }
+                    None => {
+                        tokio::time::sleep(CUT_FLUSH_DELAY).await;
+                        Some((
+                            Err(io::Error::other("cut by x-mock-truncate-after")),
+                            Step::Fail,
+                        ))
+                    }
+                },
+                Step::Fail => None,
+            }
+        },
+    ))
+}
+
+fn with_type(status: StatusCode, content_type: &'static str, body: Body) -> Response {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if content_type == "text/event-stream" {
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    r
+}
+
+/// An error in the provider's own shape, so SDKs raise their usual exception types.
+fn error(api: Api, status: StatusCode, message: &str) -> Response {
+    let code = status.as_u16();
+    let body = match api {
+        Api::OpenAiChat | Api::OpenAiResponses | Api::OpenAiEmbeddings => {
+            openai::error_json(code, message)
+        }
+        Api::AnthropicMessages => anthropic::error_json(code, message, &Ids::new().id("req_")),
+        Api::Gemini => gemini::error_json(code, message),
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
