@@ -155,11 +155,7 @@ impl Stream {
                 });
             }
         }
-        let auth = host::request_header("authorization");
-        let x_api = host::request_header("x-api-key");
-        let x_goog = host::request_header("x-goog-api-key");
-        let Some(key) = gate::virtual_key(auth.as_deref(), x_api.as_deref(), x_goog.as_deref())
-        else {
+        let Some(key) = gate::find_virtual_key(host::request_header) else {
             return Err(gate::error(
                 401,
                 "missing_api_key",
@@ -178,7 +174,7 @@ impl Stream {
 
     /// Replaces the caller's credentials with the provider key, so no virtual key leaves Envoy.
     fn swap_keys(&self, provider: &str) {
-        for h in ["authorization", "x-api-key", "x-goog-api-key"] {
+        for h in gate::CREDENTIAL_HEADERS {
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, h);
         }
         if let Some(k) = self.shared.config.identity.providers.get(provider) {
@@ -442,9 +438,9 @@ impl Stream {
             stream: adm.stream,
         };
         let queue = self.shared.queue();
-        let sent = match (queue, serde_json::to_vec(&QueuedUsage { event, charges })) {
-            (Some(q), Ok(item)) => host::enqueue(q, &item).is_ok(),
-            _ => false,
+        let sent = match queue {
+            Some(q) => host::enqueue(q, &QueuedUsage { event, charges }.encode()).is_ok(),
+            None => false,
         };
         if !sent {
             metrics.enqueue_failed(queue.is_some());

@@ -89,7 +89,7 @@ impl SyncService {
             let Ok(Some(item)) = hostcalls::dequeue_shared_queue(self.queue) else {
                 return;
             };
-            match serde_json::from_slice::<QueuedUsage>(&item) {
+            match QueuedUsage::decode(&item) {
                 Ok(u) => self.state.push(u),
                 Err(e) => host::log(
                     LogLevel::Error,

@@ -36,6 +36,22 @@ pub fn virtual_key<'a>(
     .find(|k| k.starts_with(KEY_PREFIX) && k.len() > KEY_PREFIX.len())
 }
 
+/// Headers clients put API keys in, in the order [`find_virtual_key`] reads them.
+pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-goog-api-key"];
+
+/// Like [`virtual_key`], reading headers lazily through `get` and stopping at the first that
+/// carries a Tollgate key (each header read is a host call in the filter).
+pub fn find_virtual_key(mut get: impl FnMut(&'static str) -> Option<String>) -> Option<String> {
+    let [auth, x_api, x_goog] = CREDENTIAL_HEADERS;
+    if let Some(k) = get(auth).as_deref().and_then(|v| virtual_key(Some(v), None, None)) {
+        return Some(k.to_string());
+    }
+    if let Some(k) = get(x_api).as_deref().and_then(|v| virtual_key(None, Some(v), None)) {
+        return Some(k.to_string());
+    }
+    get(x_goog).as_deref().and_then(|v| virtual_key(None, None, Some(v))).map(str::to_string)
+}
+
 /// A local reply: status, headers, body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -141,6 +157,14 @@ mod tests {
         assert_eq!(virtual_key(Some("Bearer sk-real"), None, None), None);
         assert_eq!(virtual_key(Some("Basic tg-x"), None, None), None);
         assert_eq!(virtual_key(Some("Bearer tg-"), None, None), None);
+        let mut read = Vec::new();
+        let found = find_virtual_key(|h| {
+            read.push(h);
+            (h == "authorization").then(|| "Bearer tg-first".to_string())
+        });
+        assert_eq!(found.as_deref(), Some("tg-first"));
+        assert_eq!(read, ["authorization"], "stops at the first key");
+        assert_eq!(find_virtual_key(|h| (h == "x-goog-api-key").then(|| "tg-g".into())).as_deref(), Some("tg-g"));
     }
 
     #[test]

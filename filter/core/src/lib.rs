@@ -12,6 +12,7 @@
 )]
 
 pub mod budget;
+pub mod codec;
 pub mod config;
 pub mod cost;
 pub mod estimate;

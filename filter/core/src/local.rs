@@ -7,11 +7,13 @@
 //! with get-modify-set loops on the shared-data CAS; the sync service removes unsynced spend
 //! once a snapshot acknowledges the batch that carried it ([`crate::sync`]).
 //!
-//! The encoding is a short text (`r=0.12;1735689600=3.5`) because it is read and written on
-//! every metered request: cheaper than JSON, and easy to read in a debugger.
+//! The encoding is binary ([`crate::codec`]: reserved, then `(window, amount)` pairs) because
+//! it is read and written twice per budget on every metered request.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+
+use crate::codec::{CodecError, Reader, Writer};
 
 /// Window key of a `total` budget (it has one window over all time).
 pub const ALL_TIME: i64 = i64::MIN;
@@ -32,7 +34,7 @@ pub struct LocalBudget {
 
 /// Why stored local state could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("local budget state is corrupt: {0:?}")]
+#[error("local budget state is corrupt: {0}")]
 pub struct LocalError(pub String);
 
 /// Most windows kept: the current one and a few before it whose acks may still come.
@@ -41,28 +43,32 @@ const MAX_WINDOWS: usize = 4;
 impl LocalBudget {
     /// Reads the encoded form; empty input is the zero state.
     pub fn decode(bytes: &[u8]) -> Result<LocalBudget, LocalError> {
-        let bad = || LocalError(String::from_utf8_lossy(bytes).chars().take(64).collect());
-        let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
-        let mut s = LocalBudget::default();
-        for part in text.split(';').filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(bad)?;
-            let amount: Decimal = v.parse().map_err(|_| bad())?;
-            if k == "r" {
-                s.reserved = amount;
-            } else {
-                s.unsynced.push((k.parse().map_err(|_| bad())?, amount));
-            }
+        if bytes.is_empty() {
+            return Ok(LocalBudget::default());
         }
-        Ok(s)
+        let bad = |e: CodecError| LocalError(e.to_string());
+        let mut r = Reader::new(bytes);
+        let reserved = r.dec().map_err(bad)?;
+        let n = r.u8().map_err(bad)?;
+        let mut unsynced = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            unsynced.push((r.i64().map_err(bad)?, r.dec().map_err(bad)?));
+        }
+        r.finish().map_err(bad)?;
+        Ok(LocalBudget { reserved, unsynced })
     }
 
     /// The encoded form.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = format!("r={}", self.reserved.normalize());
-        for (w, a) in &self.unsynced {
-            out.push_str(&format!(";{w}={}", a.normalize()));
+        let mut w = Writer::with_capacity(17 + 24 * self.unsynced.len());
+        w.dec(self.reserved);
+        // At most MAX_WINDOWS entries are ever kept.
+        w.u8(u8::try_from(self.unsynced.len()).unwrap_or(u8::MAX));
+        for (window, amount) in self.unsynced.iter().take(usize::from(u8::MAX)) {
+            w.i64(*window);
+            w.dec(*amount);
         }
-        out.into_bytes()
+        w.0
     }
 
     /// Unsynced spend in the window starting at `window_start`.
@@ -165,7 +171,8 @@ mod tests {
 
     #[test]
     fn corrupt_state_is_an_error() {
-        for bad in [&b"r"[..], b"r=x", b"abc=1", b"\xff"] {
+        let good = LocalBudget { reserved: Decimal::ONE, unsynced: vec![(5, Decimal::TWO)] }.encode();
+        for bad in [&b"r"[..], &good[..good.len() - 1], &[good.as_slice(), b"x"].concat()] {
             assert!(LocalBudget::decode(bad).is_err());
         }
         assert_eq!(LocalBudget::decode(b"").unwrap(), LocalBudget::default());

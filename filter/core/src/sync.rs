@@ -14,8 +14,12 @@ use std::collections::{BTreeMap, VecDeque};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{UsageBatch, UsageEvent};
+use crate::codec::{CodecError, Reader, Writer};
+use crate::cost::CostBreakdown;
+use crate::event::{Charge, UnchargedReason, UsageBatch, UsageEvent};
 use crate::local::BudgetCharge;
+use crate::principal::Principal;
+use crate::usage::{ApiFormat, Usage};
 
 /// What a worker enqueues for one metered request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +29,142 @@ pub struct QueuedUsage {
     pub event: UsageEvent,
     /// Local spend added for it, per budget and window.
     pub charges: Vec<BudgetCharge>,
+}
+
+/// Version byte of the queue item encoding.
+const QUEUE_FORMAT: u8 = 1;
+
+const FORMATS: [ApiFormat; 5] = [
+    ApiFormat::OpenAiChat,
+    ApiFormat::OpenAiResponses,
+    ApiFormat::OpenAiEmbeddings,
+    ApiFormat::AnthropicMessages,
+    ApiFormat::GeminiGenerateContent,
+];
+const CHARGES: [Charge; 3] = [Charge::Actual, Charge::Estimate, Charge::Zero];
+const REASONS: [UnchargedReason; 6] = [
+    UnchargedReason::ClientDisconnect,
+    UnchargedReason::UpstreamError,
+    UnchargedReason::Truncated,
+    UnchargedReason::NoUsage,
+    UnchargedReason::Unpriced,
+    UnchargedReason::TooLarge,
+];
+
+/// Index of `v` in `all` as a tag byte.
+fn tag<T: PartialEq>(all: &[T], v: &T) -> u8 {
+    all.iter().position(|x| x == v).and_then(|i| u8::try_from(i).ok()).unwrap_or(u8::MAX)
+}
+
+/// The value a tag byte names.
+fn untag<T: Copy>(all: &[T], r: &mut Reader<'_>) -> Result<T, CodecError> {
+    let at_tag = r.u8()?;
+    all.get(usize::from(at_tag)).copied().ok_or(CodecError::Invalid(0))
+}
+
+impl QueuedUsage {
+    /// The queue item bytes (a worker encodes one per metered request).
+    pub fn encode(&self) -> Vec<u8> {
+        let e = &self.event;
+        let mut w = Writer::with_capacity(256);
+        w.u8(QUEUE_FORMAT);
+        w.i64(e.ts);
+        w.str(&e.principal.org);
+        w.opt_str(e.principal.project.as_deref());
+        w.opt_str(e.principal.user.as_deref());
+        w.opt_str(e.principal.key.as_deref());
+        w.str(&e.model);
+        w.u8(tag(&FORMATS, &e.api));
+        let u = &e.usage;
+        for v in [u.input_uncached, u.cache_read, u.cache_write_5m, u.cache_write_1h, u.output, u.reasoning] {
+            w.u64(v);
+        }
+        let c = &e.cost;
+        for v in [c.input, c.cache_read, c.cache_write_5m, c.cache_write_1h, c.output, c.reasoning, c.total] {
+            w.dec(v);
+        }
+        w.u64(e.price_version);
+        w.u8(tag(&CHARGES, &e.charge));
+        w.u8(e.uncharged.map_or(0, |r| tag(&REASONS, &r).saturating_add(1)));
+        w.u64(u64::from(e.status));
+        w.u8(u8::from(e.stream));
+        w.u64(self.charges.len() as u64);
+        for ch in &self.charges {
+            w.str(&ch.budget);
+            w.i64(ch.window);
+            w.dec(ch.amount);
+        }
+        w.0
+    }
+
+    /// Reads a queue item; `id`, `reporter` and `seq` are left for the sync service to fill.
+    pub fn decode(bytes: &[u8]) -> Result<QueuedUsage, CodecError> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != QUEUE_FORMAT {
+            return Err(CodecError::Invalid(0));
+        }
+        let ts = r.i64()?;
+        let org = r.str()?.to_string();
+        let project = r.opt_str()?.map(str::to_string);
+        let user = r.opt_str()?.map(str::to_string);
+        let key = r.opt_str()?.map(str::to_string);
+        let model = r.str()?.to_string();
+        let api = untag(&FORMATS, &mut r)?;
+        let usage = Usage {
+            input_uncached: r.u64()?,
+            cache_read: r.u64()?,
+            cache_write_5m: r.u64()?,
+            cache_write_1h: r.u64()?,
+            output: r.u64()?,
+            reasoning: r.u64()?,
+        };
+        let cost = CostBreakdown {
+            input: r.dec()?,
+            cache_read: r.dec()?,
+            cache_write_5m: r.dec()?,
+            cache_write_1h: r.dec()?,
+            output: r.dec()?,
+            reasoning: r.dec()?,
+            total: r.dec()?,
+        };
+        let price_version = r.u64()?;
+        let charge = untag(&CHARGES, &mut r)?;
+        let uncharged = match r.u8()? {
+            0 => None,
+            n => Some(*REASONS.get(usize::from(n - 1)).ok_or(CodecError::Invalid(0))?),
+        };
+        let status = u16::try_from(r.u64()?).map_err(|_| CodecError::Invalid(0))?;
+        let stream = r.u8()? != 0;
+        let n = r.u64()?;
+        // Each charge takes at least 28 bytes: a count beyond what is left is corrupt.
+        if n > (bytes.len() / 28) as u64 {
+            return Err(CodecError::Invalid(0));
+        }
+        let mut charges = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            charges.push(BudgetCharge { budget: r.str()?.to_string(), window: r.i64()?, amount: r.dec()? });
+        }
+        r.finish()?;
+        Ok(QueuedUsage {
+            event: UsageEvent {
+                id: String::new(),
+                reporter: String::new(),
+                seq: 0,
+                ts,
+                principal: Principal { key, user, project, org },
+                model,
+                api,
+                usage,
+                cost,
+                price_version,
+                charge,
+                uncharged,
+                status,
+                stream,
+            },
+            charges,
+        })
+    }
 }
 
 /// A batch posted and stored, waiting for a snapshot to acknowledge it.
@@ -296,6 +436,22 @@ mod tests {
             SyncCall::PostUsage { body, .. } => serde_json::from_slice(body).ok(),
             _ => None,
         })
+    }
+
+    #[test]
+    fn queue_items_round_trip_and_refuse_corruption() {
+        let mut q = item(7);
+        q.event.principal.user = Some("ü".into());
+        q.event.uncharged = Some(UnchargedReason::TooLarge);
+        q.event.usage.reasoning = 3;
+        let bytes = q.encode();
+        assert_eq!(QueuedUsage::decode(&bytes).unwrap(), q);
+        for cut in 0..bytes.len() {
+            assert!(QueuedUsage::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        let mut bad = bytes.clone();
+        bad[0] = 9;
+        assert!(QueuedUsage::decode(&bad).is_err(), "unknown version");
     }
 
     #[test]

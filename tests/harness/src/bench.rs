@@ -133,7 +133,20 @@ pub fn run(
     request: &Request,
     requests: usize,
 ) -> Result<Report> {
+    run_with(filter, baseline, request, requests, |_| Ok(()))
+}
+
+/// [`run`], with `setup` applied to the filter's host before the warm-up: extra service VMs,
+/// preloaded shared data, a clock advance so their ticks run.
+pub fn run_with(
+    filter: &Plugin,
+    baseline: &Plugin,
+    request: &Request,
+    requests: usize,
+    setup: impl FnOnce(&mut Host) -> Result<()>,
+) -> Result<Report> {
     let mut filter_host = filter.start()?;
+    setup(&mut filter_host)?;
     let mut baseline_host = baseline.start()?;
     let warmup = (requests / 10).clamp(10, 1_000);
     for _ in 0..warmup {

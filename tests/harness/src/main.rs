@@ -43,6 +43,15 @@ enum Command {
         /// `vm_config.vm_id` for both modules.
         #[arg(long, default_value = "")]
         vm_id: String,
+        /// Plugin configuration of an extra VM of the measured module, started beside the
+        /// worker with the same vm_id (e.g. Tollgate's sync service). Repeatable.
+        #[arg(long)]
+        service_config: Vec<PathBuf>,
+        /// `KEY=FILE`: shared data preloaded for the measured module's vm_id before the
+        /// warm-up (e.g. a snapshot), followed by one second of virtual time so ticks see it.
+        /// Repeatable.
+        #[arg(long)]
+        shared_data: Vec<String>,
     },
     /// Replays a JSON scenario and checks the expected decisions.
     Run {
@@ -91,11 +100,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
             baseline,
             requests,
             vm_id,
+            service_config,
+            shared_data,
         } => {
             let filter = builder(&wasm, config.as_deref())?.vm_id(&vm_id).build()?;
             let baseline_plugin = Plugin::builder(read(&baseline)?).vm_id(&vm_id).build()?;
             let request = bench::chat_completion_request();
-            let report = bench::run(&filter, &baseline_plugin, &request, requests.max(1))?;
+            let mut services = Vec::new();
+            for path in &service_config {
+                services.push(filter.with_configuration(read(path)?));
+            }
+            let mut preload = Vec::new();
+            for item in &shared_data {
+                let (key, file) = item
+                    .split_once('=')
+                    .with_context(|| format!("--shared-data {item:?}: expected KEY=FILE"))?;
+                preload.push((key.to_string(), read(Path::new(file))?));
+            }
+            let setup = |host: &mut tollgate_harness::Host| -> Result<()> {
+                for service in &services {
+                    host.add_vm(service)?;
+                }
+                for (key, value) in preload {
+                    host.set_shared_data(&vm_id, &key, value);
+                }
+                host.advance(std::time::Duration::from_secs(1))
+            };
+            let report =
+                bench::run_with(&filter, &baseline_plugin, &request, requests.max(1), setup)?;
             println!(
                 "tollgate-harness bench: {} requests per module in {} interleaved rounds",
                 report.filter.samples, report.rounds

@@ -62,6 +62,11 @@ pub struct Scenario {
     /// Worker VMs to start (default 1); requests pick one with `vm`.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Extra VMs of the same module, each with its own plugin configuration (a string or JSON
+    /// value), started after the workers: e.g. a singleton `envoy.bootstrap.wasm` service
+    /// sharing the workers' `vm_id`, as Tollgate's sync service does.
+    #[serde(default)]
+    pub services: Vec<Value>,
     /// What happens, in order.
     pub steps: Vec<Step>,
 }
@@ -337,9 +342,13 @@ pub fn run(builder: PluginBuilder, scenario: &Scenario) -> Result<Vec<String>> {
             .collect();
         builder = builder.upstream(cluster, Upstream::by_path(table));
     }
-    let mut host = builder.start()?;
+    let plugin = builder.build()?;
+    let mut host = plugin.start()?;
     for _ in 1..scenario.workers.unwrap_or(1) {
         host.new_vm()?;
+    }
+    for service in &scenario.services {
+        host.add_vm(&plugin.with_configuration(bytes_of(service)))?;
     }
 
     let mut problems = Vec::new();
