@@ -10,6 +10,13 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1
 fi
 
+# PostgreSQL 15 server binaries for the store tests (they start a throwaway server themselves).
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+  echo "setup: installing postgresql-15"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null
+fi
+
 venv=.venv
 req=scripts/requirements.txt
 stamp="$venv/.requirements.sha256"

@@ -119,7 +119,8 @@ impl Stream {
                 "Tollgate has no budget snapshot yet; retry shortly",
             ));
         };
-        if snapshot.age(now) > i64::try_from(cfg.max_staleness_s).unwrap_or(i64::MAX)
+        let age = now.saturating_sub(self.shared.fresh_at(&snapshot));
+        if age > i64::try_from(cfg.max_staleness_s).unwrap_or(i64::MAX)
             && cfg.stale_policy == tollgate_core::config::StalePolicy::Deny
         {
             return Err(gate::error(
@@ -270,13 +271,26 @@ impl Stream {
         now: i64,
     ) -> Result<Admitted, (Reply, &'static str)> {
         let cfg = &self.shared.config;
-        let budgets: Vec<&SnapshotBudget> = req.snapshot.budgets_for(&req.principal).collect();
         let global = if cfg.shadow {
             Mode::Shadow
         } else {
             Mode::Enforce
         };
         for _ in 0..RESERVE_ATTEMPTS {
+            // The sync service removes local unsynced spend right after it publishes a snapshot
+            // that includes it. Deciding with an older snapshot (workers otherwise refresh on
+            // their tick) and the already-acknowledged local state would count that spend
+            // nowhere, so: decide with the newest published snapshot, and check after reading
+            // the local state that no newer one was published meanwhile (the version is written
+            // before any acknowledgement).
+            let published = self.shared.refresh_snapshot();
+            let snapshot = self
+                .shared
+                .snapshot
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| Rc::clone(&req.snapshot));
+            let budgets: Vec<&SnapshotBudget> = snapshot.budgets_for(&req.principal).collect();
             let mut reads = Vec::with_capacity(budgets.len());
             let mut states = Vec::with_capacity(budgets.len());
             for b in &budgets {
@@ -312,6 +326,9 @@ impl Stream {
                     resets_at,
                 });
                 reads.push((local, cas, window));
+            }
+            if Shared::published_version() != published {
+                continue;
             }
             let allow = match decide(&states, estimate, global) {
                 Decision::Deny(d) => {

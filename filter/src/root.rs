@@ -18,6 +18,9 @@ use crate::metrics::Metrics;
 pub const SNAPSHOT_KEY: &str = "tollgate.snapshot";
 /// Shared-data key of the snapshot version: small, so workers poll it instead of the bytes.
 pub const VERSION_KEY: &str = "tollgate.snapshot.version";
+/// Shared-data key of when the control plane last answered a snapshot poll (200 or 304), Unix
+/// seconds: staleness is measured from here, since a 304 keeps an old `generated_at`.
+pub const FRESH_KEY: &str = "tollgate.snapshot.fresh_at";
 /// Name of the usage queue the sync service registers.
 pub const QUEUE_NAME: &str = "tollgate.usage";
 
@@ -30,23 +33,49 @@ pub struct Shared {
     /// The current snapshot, if any arrived.
     pub snapshot: RefCell<Option<Rc<SnapshotIndex>>>,
     version: Cell<Option<u64>>,
+    fresh_at: Cell<Option<i64>>,
     queue: Cell<Option<u32>>,
     /// Metric ids.
     pub metrics: Metrics,
 }
 
 impl Shared {
-    /// Loads a newer snapshot from shared data, if the sync service published one.
-    pub fn refresh_snapshot(&self) {
+    /// The snapshot version the sync service last published.
+    pub fn published_version() -> Option<u64> {
         let (bytes, _) = host::shared(VERSION_KEY);
-        let version = bytes
+        bytes
             .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse::<u64>().ok());
+            .and_then(|s| s.parse::<u64>().ok())
+    }
+
+    /// When the control plane last confirmed the snapshot (falls back to its build time).
+    pub fn fresh_at(&self, snapshot: &SnapshotIndex) -> i64 {
+        self.fresh_at
+            .get()
+            .unwrap_or(snapshot.snapshot.generated_at)
+    }
+
+    /// Reads when the sync service last heard from the control plane (on ticks: staleness is
+    /// measured in seconds, so per-request reads would buy nothing).
+    pub fn refresh_fresh_at(&self) {
+        let (fresh, _) = host::shared(FRESH_KEY);
+        if let Some(t) = fresh
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse().ok())
+        {
+            self.fresh_at.set(Some(t));
+        }
+    }
+
+    /// Loads a newer snapshot from shared data, if the sync service published one; returns
+    /// the published version it saw.
+    pub fn refresh_snapshot(&self) -> Option<u64> {
+        let version = Shared::published_version();
         if version.is_none() || version == self.version.get() {
-            return;
+            return version;
         }
         let (Some(bytes), _) = host::shared(SNAPSHOT_KEY) else {
-            return;
+            return version;
         };
         match SnapshotIndex::decode(&bytes) {
             Ok(index) => {
@@ -58,6 +87,7 @@ impl Shared {
                 &format!("tollgate: shared snapshot unreadable: {e}"),
             ),
         }
+        version
     }
 
     /// The usage queue, resolved lazily: the sync service may register it after this VM starts.
@@ -93,10 +123,12 @@ impl FilterRoot {
             estimate,
             snapshot: RefCell::new(None),
             version: Cell::new(None),
+            fresh_at: Cell::new(None),
             queue: Cell::new(None),
             metrics: Metrics::define(),
         });
-        shared.refresh_snapshot();
+        let _ = shared.refresh_snapshot();
+        shared.refresh_fresh_at();
         let _ = hostcalls::set_tick_period(Duration::from_millis(tick));
         FilterRoot { shared }
     }
@@ -108,6 +140,7 @@ impl FilterRoot {
 
     /// Timer: pick up a new snapshot.
     pub fn on_tick(&mut self) {
-        self.shared.refresh_snapshot();
+        let _ = self.shared.refresh_snapshot();
+        self.shared.refresh_fresh_at();
     }
 }

@@ -17,7 +17,7 @@ use tollgate_core::sync::{QueuedUsage, SyncCall, SyncState};
 
 use crate::host;
 use crate::metrics::SyncGauges;
-use crate::root::{QUEUE_NAME, SNAPSHOT_KEY, VERSION_KEY};
+use crate::root::{FRESH_KEY, QUEUE_NAME, SNAPSHOT_KEY, VERSION_KEY};
 
 /// What an outstanding call was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +194,10 @@ impl SyncService {
         }
         match (kind, status) {
             (CallKind::Usage, _) => self.state.usage_answered(status, now_ms),
-            (CallKind::Snapshot, 304) => self.state.snapshot_unchanged(),
+            (CallKind::Snapshot, 304) => {
+                self.mark_fresh();
+                self.state.snapshot_unchanged();
+            }
             (CallKind::Snapshot, 200) => {
                 let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
                     .ok()
@@ -223,6 +226,11 @@ impl SyncService {
         }
     }
 
+    /// Records that the control plane just confirmed the snapshot.
+    fn mark_fresh(&self) {
+        host::set_shared(FRESH_KEY, host::now_s().to_string().as_bytes(), None);
+    }
+
     /// Publishes a snapshot to the workers and acknowledges the spend it includes.
     fn publish(&mut self, bytes: &[u8], index: &SnapshotIndex, etag: Option<String>) {
         let snap = &index.snapshot;
@@ -236,6 +244,7 @@ impl SyncService {
         }
         host::set_shared(SNAPSHOT_KEY, bytes, None);
         host::set_shared(VERSION_KEY, snap.version.to_string().as_bytes(), None);
+        self.mark_fresh();
         self.version = snap.version;
         self.generated_at = snap.generated_at;
         // After publishing: for a moment both the snapshot and the local spend count the same

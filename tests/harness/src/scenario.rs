@@ -335,15 +335,17 @@ pub fn run(builder: PluginBuilder, scenario: &Scenario) -> Result<Vec<String>> {
             other => anyhow::bail!("unknown failure_policy {other:?}"),
         });
     }
+    let plugin = builder.build()?;
+    // The clusters go on the host (`build` keeps only the plugin), before the first VM.
+    let mut host = crate::Host::new();
     for (cluster, routes) in &scenario.upstreams {
         let table: Vec<(String, HttpResponse)> = routes
             .iter()
             .map(|(path, spec)| (path.clone(), spec.to_http_response()))
             .collect();
-        builder = builder.upstream(cluster, Upstream::by_path(table));
+        host.upstream(cluster, Upstream::by_path(table));
     }
-    let plugin = builder.build()?;
-    let mut host = plugin.start()?;
+    host.add_vm(&plugin)?;
     for _ in 1..scenario.workers.unwrap_or(1) {
         host.new_vm()?;
     }

@@ -236,13 +236,60 @@ impl Tollgate {
         o
     }
 
+    /// The key budget's local state, rendered `r=<reserved>;<window>=<unsynced>...`.
     fn local(&self) -> String {
         let (v, _) = self
             .host
             .shared_data("tollgate", "tollgate.budget.b-key")
             .unwrap_or_default();
-        String::from_utf8(v).unwrap()
+        render_local(&v)
     }
+}
+
+/// A `rust_decimal::Decimal::serialize()` form (flags, lo, mid, hi; scale in flags bits 16–23,
+/// sign in bit 31) as plain decimal text. The harness does not link tollgate-core, so the
+/// filter's binary local-state format is read here by hand.
+fn decimal_text(b: &[u8]) -> String {
+    let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+    let (flags, lo, mid, hi) = (word(0), word(4), word(8), word(12));
+    let scale = ((flags >> 16) & 0xff) as usize;
+    let mantissa = (u128::from(hi) << 64) | (u128::from(mid) << 32) | u128::from(lo);
+    let digits = format!("{mantissa:0>width$}", width = scale + 1);
+    let (int, frac) = digits.split_at(digits.len() - scale);
+    let frac = frac.trim_end_matches('0');
+    let sign = if flags >> 31 == 1 && mantissa != 0 {
+        "-"
+    } else {
+        ""
+    };
+    if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    }
+}
+
+/// Renders the filter's binary local budget state (reserved, count, (window, amount)*).
+fn render_local(b: &[u8]) -> String {
+    if b.is_empty() {
+        return "r=0".into();
+    }
+    let mut out = format!("r={}", decimal_text(&b[..16]));
+    let n = usize::from(b[16]);
+    for i in 0..n {
+        let at = 17 + i * 24;
+        let window = i64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+        out.push_str(&format!(";{window}={}", decimal_text(&b[at + 8..at + 24])));
+    }
+    out
+}
+
+/// The binary local state for `mantissa × 10^-scale` USD reserved by requests in flight.
+fn local_reserved(mantissa: u64, scale: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 17];
+    b[2] = scale as u8;
+    b[4..12].copy_from_slice(&mantissa.to_le_bytes());
+    b
 }
 
 fn chat(max_tokens: u32) -> Request {
@@ -383,7 +430,7 @@ fn reservations_of_requests_in_flight_count_against_the_budget() {
     let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
     // Another worker holds $0.999 of reservations for requests still in flight.
     t.host
-        .set_shared_data("tollgate", "tollgate.budget.b-key", "r=0.999");
+        .set_shared_data("tollgate", "tollgate.budget.b-key", local_reserved(999, 3));
     let o = t.send(
         &chat(1000)
             .response_status(200)
@@ -396,7 +443,7 @@ fn reservations_of_requests_in_flight_count_against_the_budget() {
     );
     assert_eq!(t.local(), "r=0.999", "a denied request reserves nothing");
     t.host
-        .set_shared_data("tollgate", "tollgate.budget.b-key", "r=0.5");
+        .set_shared_data("tollgate", "tollgate.budget.b-key", local_reserved(5, 1));
     let o = t.send(
         &chat(1000)
             .response_status(200)
@@ -569,6 +616,22 @@ fn stale_snapshot_policy_deny_refuses_and_allow_keeps_enforcing() {
         Some(429),
         "stale but allowed: still enforcing the last snapshot"
     );
+}
+
+#[test]
+fn an_unchanged_snapshot_confirmed_by_304s_is_not_stale() {
+    // generated_at stays at T0 while the control plane keeps answering 304.
+    let mut t = Tollgate::start(
+        snapshot("1", "0", None),
+        json!({"max_staleness_s": 10, "stale_policy": "deny"}),
+    );
+    t.advance(30);
+    let o = t.send(
+        &chat(10)
+            .response_status(200)
+            .response_body(chat_response(1, 1)),
+    );
+    assert!(o.allowed(), "{}", o.body_text());
 }
 
 #[test]

@@ -1,0 +1,126 @@
+//! Ingestion throughput: `POST /v1/usage` with 1,000-event batches through the whole router
+//! (JSON decode, validation, ledger insert, spend counters, reporter acks, version bump in one
+//! transaction), on SQLite and on PostgreSQL. Each event's chain (key, user, project,
+//! org) hits three to four of a fleet's 10,000 budgets (10,000 keys, 100 orgs), so a batch
+//! moves about 2,000 spend counters. Goal: ≥ 50,000 events/s.
+//!
+//! `decode_only` is the baseline of the same run (JSON decoding alone); `4_concurrent` posts
+//! four batches from four reporters at once, as several Envoys do.
+//!
+//! Run: `cargo bench -p tollgate-benches --bench ingest`
+//! (`TOLLGATE_BENCH_BACKENDS=sqlite` for one backend; the throughput line is events/s).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, Request};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use tollgate_benches::{batch, now, state, store, Backend, DATAPLANE};
+use tollgate_control_plane::http::app;
+use tollgate_control_plane::testkit::seed_fleet;
+use tower::ServiceExt;
+
+const BATCH: u64 = 1_000;
+const KEYS: u64 = 10_000;
+const ORGS: u64 = 100;
+
+fn ingest(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("ingest");
+    group.throughput(Throughput::Elements(BATCH));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    // Baseline in the same run: decoding the batch alone (what any server must do with it).
+    let body = serde_json::to_vec(&batch("envoy-0", 0, BATCH, KEYS, ORGS, now())).unwrap();
+    group.bench_function("decode_only/batch_1000", |b| {
+        b.iter(|| serde_json::from_slice::<tollgate_core::event::UsageBatch>(&body).unwrap())
+    });
+    for backend in Backend::selected() {
+        let (s, _guard) = rt.block_on(store(backend));
+        rt.block_on(seed_fleet(&s, ORGS as usize, 10_000, KEYS as usize, now()))
+            .unwrap();
+        let state = rt.block_on(state(s));
+        let router = app(state);
+        let n = AtomicU64::new(0);
+        group.bench_function(format!("{}/batch_1000", backend.name()), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let k = n.fetch_add(1, Ordering::SeqCst);
+                        let body =
+                            serde_json::to_vec(&batch("envoy-1", k, BATCH, KEYS, ORGS, now()))
+                                .unwrap();
+                        let req = Request::post("/v1/usage")
+                            .header(header::AUTHORIZATION, format!("Bearer {DATAPLANE}"))
+                            .header(header::CONTENT_TYPE, "application/json")
+                            .body(Body::from(body))
+                            .unwrap();
+                        let started = Instant::now();
+                        let resp = router.clone().oneshot(req).await.unwrap();
+                        total += started.elapsed();
+                        assert_eq!(resp.status(), 200);
+                    }
+                    total
+                })
+            });
+        });
+        // Several Envoys report at once: 4 batches in flight from 4 reporters.
+        group.throughput(Throughput::Elements(BATCH * 4));
+        group.bench_function(
+            format!("{}/4_concurrent_batches_1000", backend.name()),
+            |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let k = n.fetch_add(1, Ordering::SeqCst);
+                            let reqs: Vec<_> = (0..4)
+                                .map(|r| {
+                                    let body = serde_json::to_vec(&batch(
+                                        &format!("envoy-c{r}"),
+                                        k,
+                                        BATCH,
+                                        KEYS,
+                                        ORGS,
+                                        now(),
+                                    ))
+                                    .unwrap();
+                                    Request::post("/v1/usage")
+                                        .header(
+                                            header::AUTHORIZATION,
+                                            format!("Bearer {DATAPLANE}"),
+                                        )
+                                        .header(header::CONTENT_TYPE, "application/json")
+                                        .body(Body::from(body))
+                                        .unwrap()
+                                })
+                                .collect();
+                            let started = Instant::now();
+                            let tasks: Vec<_> = reqs
+                                .into_iter()
+                                .map(|req| tokio::spawn(router.clone().oneshot(req)))
+                                .collect();
+                            for t in tasks {
+                                assert_eq!(t.await.unwrap().unwrap().status(), 200);
+                            }
+                            total += started.elapsed();
+                        }
+                        total
+                    })
+                });
+            },
+        );
+        group.throughput(Throughput::Elements(BATCH));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ingest);
+criterion_main!(benches);

@@ -1,0 +1,135 @@
+//! `tollgate-benches`: shared set-up for the control-plane benches in `benches/benches/`:
+//! stores on both backends, a seeded fleet, usage batches, and the app to drive.
+//!
+//! Run them with `cargo bench -p tollgate-benches` (see `README.md` beside this crate).
+#![allow(clippy::print_stdout)] // benches report on stdout
+
+use tollgate_control_plane::clock::Clock;
+use tollgate_control_plane::http::auth::Tokens;
+use tollgate_control_plane::http::AppState;
+use tollgate_control_plane::store::Store;
+use tollgate_control_plane::testkit;
+use tollgate_core::cost::CostBreakdown;
+use tollgate_core::event::{Charge, UsageBatch, UsageEvent};
+use tollgate_core::principal::Principal;
+use tollgate_core::usage::{ApiFormat, Usage};
+
+/// Admin token of the bench apps.
+pub const ADMIN: &str = "bench-admin-token-0123456789";
+/// Data-plane token of the bench apps.
+pub const DATAPLANE: &str = "bench-dataplane-token-0123456789";
+
+/// Which database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the temp directory (WAL, synchronous=FULL).
+    Sqlite,
+    /// PostgreSQL: `TOLLGATE_TEST_PG_URL`, else a throwaway server with default durability.
+    Postgres,
+}
+
+impl Backend {
+    /// Both, or only those named in `TOLLGATE_BENCH_BACKENDS` (`sqlite,postgres`).
+    pub fn selected() -> Vec<Backend> {
+        let want =
+            std::env::var("TOLLGATE_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+        let mut out = Vec::new();
+        if want.contains("sqlite") {
+            out.push(Backend::Sqlite);
+        }
+        if want.contains("postgres") {
+            out.push(Backend::Postgres);
+        }
+        out
+    }
+
+    /// Lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A migrated empty store (the SQLite file is removed when the guard drops).
+pub async fn store(backend: Backend) -> (Store, Option<testkit::TempDb>) {
+    match backend {
+        Backend::Sqlite => {
+            let (s, g) = testkit::sqlite_store().await;
+            (s, Some(g))
+        }
+        Backend::Postgres => {
+            // Honest numbers: the bench server keeps PostgreSQL's default durability.
+            std::env::set_var("TOLLGATE_PG_DURABLE", "1");
+            match testkit::postgres_store().await {
+                Some(s) => (s, None),
+                None => {
+                    panic!("PostgreSQL unavailable (set TOLLGATE_BENCH_BACKENDS=sqlite to skip)")
+                }
+            }
+        }
+    }
+}
+
+/// App state over `store`, system clock, first snapshot built.
+pub async fn state(store: Store) -> AppState {
+    let tokens = match Tokens::new(ADMIN, DATAPLANE) {
+        Ok(t) => t,
+        Err(e) => panic!("{e}"),
+    };
+    let state = AppState::new(store, tokens, Clock::system());
+    if let Err(e) = state.snapshots.rebuild().await {
+        panic!("first snapshot: {e}");
+    }
+    state
+}
+
+/// Now, Unix seconds.
+pub fn now() -> i64 {
+    tollgate_control_plane::store::unix_now()
+}
+
+/// Batch number `n` of `size` events from reporter `reporter`, charged to keys of a fleet
+/// seeded with [`testkit::seed_fleet`] (`keys` keys, `orgs` orgs): each event's chain has
+/// key, user, project and org, so it hits every budget on those four links.
+pub fn batch(reporter: &str, n: u64, size: u64, keys: u64, orgs: u64, ts: i64) -> UsageBatch {
+    let events = (0..size)
+        .map(|i| {
+            let seq = n * size + i + 1;
+            let k = (seq * 7919) % keys.max(1);
+            let g = k / 10;
+            let cost = rust_decimal::Decimal::new(i64::try_from(seq % 997 + 1).unwrap_or(1), 6);
+            UsageEvent {
+                id: format!("{reporter}-{seq}"),
+                reporter: reporter.to_string(),
+                seq,
+                ts,
+                principal: Principal {
+                    key: Some(format!("key-{k}")),
+                    user: Some(format!("usr-{g}")),
+                    project: Some(format!("prj-{g}")),
+                    org: format!("org-{}", g % orgs.max(1)),
+                },
+                model: "gpt-4o".into(),
+                api: ApiFormat::OpenAiChat,
+                usage: Usage {
+                    input_uncached: 1200,
+                    output: 300,
+                    ..Usage::default()
+                },
+                cost: CostBreakdown {
+                    input: cost,
+                    total: cost,
+                    ..CostBreakdown::default()
+                },
+                price_version: 1,
+                charge: Charge::Actual,
+                uncharged: None,
+                status: 200,
+                stream: true,
+            }
+        })
+        .collect();
+    UsageBatch { events }
+}

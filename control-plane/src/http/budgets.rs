@@ -1,0 +1,211 @@
+//! `/v1/budgets`: budgets on any link of the chain (scope + scope id), with a period, an IANA
+//! timezone (validated against the tz database), a hard limit, an optional soft limit below
+//! it, and a mode. Answers carry the current window and the spend in it (from the counters).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize};
+use tollgate_core::budget::{Mode, Period, Scope};
+
+use super::error::{ApiError, ApiJson, ApiPath, Params};
+use super::AppState;
+use crate::store::budgets::{Budget, BudgetPatch, NewBudget};
+use crate::timezone::Zone;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The largest limit accepted, USD: a billion dollars per window is a typo, not a budget.
+pub const MAX_LIMIT_USD: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+
+/// `POST /v1/budgets` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBudgetBody {
+    scope: Scope,
+    scope_id: String,
+    period: Period,
+    #[serde(default = "utc")]
+    timezone: String,
+    limit_usd: Decimal,
+    soft_limit_usd: Option<Decimal>,
+    #[serde(default)]
+    mode: Mode,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// `PATCH /v1/budgets/{id}` body: absent fields stay; `"soft_limit_usd": null` removes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetPatchBody {
+    period: Option<Period>,
+    timezone: Option<String>,
+    limit_usd: Option<Decimal>,
+    #[serde(default, deserialize_with = "present")]
+    soft_limit_usd: Option<Option<Decimal>>,
+    mode: Option<Mode>,
+}
+
+/// Tells a field set to `null` (`Some(None)`) from an absent one (`None`, via `default`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A budget with its current window and the spend in it.
+#[derive(Debug, Serialize)]
+pub struct BudgetView {
+    #[serde(flatten)]
+    budget: Budget,
+    /// Start of the current window (absent for `total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_start: Option<i64>,
+    /// When it resets (absent for `total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_end: Option<i64>,
+    /// Spend in the current window, USD.
+    spent_usd: Decimal,
+}
+
+/// A USD amount that is neither negative nor absurd.
+pub(crate) fn check_usd(field: &str, v: Decimal) -> ApiResult<Decimal> {
+    if v.is_sign_negative() && !v.is_zero() {
+        return Err(ApiError::invalid(
+            field,
+            format!("{v} must not be negative"),
+        ));
+    }
+    if v > MAX_LIMIT_USD {
+        return Err(ApiError::invalid(
+            field,
+            format!("{v} is above {MAX_LIMIT_USD} USD: is the unit right?"),
+        ));
+    }
+    Ok(v.normalize())
+}
+
+fn check_soft(soft: Option<Decimal>, limit: Decimal) -> ApiResult<Option<Decimal>> {
+    let Some(soft) = soft else { return Ok(None) };
+    let soft = check_usd("soft_limit_usd", soft)?;
+    if soft >= limit {
+        return Err(ApiError::invalid(
+            "soft_limit_usd",
+            format!("{soft} must be below limit_usd ({limit})"),
+        ));
+    }
+    Ok(Some(soft))
+}
+
+fn zone(tz: &str) -> ApiResult<Zone> {
+    Zone::parse(tz).map_err(|e| ApiError::invalid("timezone", e))
+}
+
+async fn views(s: &AppState, budgets: Vec<Budget>) -> ApiResult<Vec<BudgetView>> {
+    let now = s.clock.now();
+    let spent = s.store.spend_now(&budgets, now).await?;
+    Ok(budgets
+        .into_iter()
+        .map(|b| {
+            let w = b.window_at(now);
+            let total = b.period == Period::Total;
+            BudgetView {
+                spent_usd: spent.get(&b.id).copied().unwrap_or(Decimal::ZERO),
+                window_start: (!total).then_some(w.start),
+                window_end: w.end,
+                budget: b,
+            }
+        })
+        .collect())
+}
+
+async fn view(s: &AppState, b: Budget) -> ApiResult<BudgetView> {
+    views(s, vec![b])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("budget view vanished".into()))
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    ApiJson(body): ApiJson<NewBudgetBody>,
+) -> ApiResult<(StatusCode, Json<BudgetView>)> {
+    if body.scope_id.is_empty()
+        || body.scope_id.len() > 256
+        || body.scope_id.contains([';', '='])
+        || body.scope_id.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(
+            "scope_id",
+            "must be 1 to 256 characters without ';', '=' or control characters",
+        ));
+    }
+    let limit = check_usd("limit_usd", body.limit_usd)?;
+    let new = NewBudget {
+        scope: body.scope,
+        scope_id: body.scope_id,
+        period: body.period,
+        timezone: zone(&body.timezone)?,
+        limit_usd: limit,
+        soft_limit_usd: check_soft(body.soft_limit_usd, limit)?,
+        mode: body.mode,
+    };
+    let b = s.store.create_budget(&new, s.clock.now()).await?;
+    Ok((StatusCode::CREATED, Json(view(&s, b).await?)))
+}
+
+pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<BudgetView>>> {
+    q.only(&["scope", "scope_id"])?;
+    let scope = q
+        .get("scope")
+        .map(|v| {
+            serde_json::from_value::<Scope>(serde_json::Value::String(v.to_string()))
+                .map_err(|_| ApiError::invalid("scope", "must be org, project, user or key"))
+        })
+        .transpose()?;
+    let budgets = s.store.list_budgets(scope, q.get("scope_id")).await?;
+    Ok(Json(views(&s, budgets).await?))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<BudgetView>> {
+    let b = s.store.get_budget(&id).await?;
+    Ok(Json(view(&s, b).await?))
+}
+
+pub async fn update(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<BudgetPatchBody>,
+) -> ApiResult<Json<BudgetView>> {
+    let patch = BudgetPatch {
+        period: body.period,
+        timezone: body.timezone.as_deref().map(zone).transpose()?,
+        limit_usd: body
+            .limit_usd
+            .map(|l| check_usd("limit_usd", l))
+            .transpose()?,
+        soft_limit_usd: match body.soft_limit_usd {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(v)) => Some(Some(check_usd("soft_limit_usd", v)?)),
+        },
+        mode: body.mode,
+    };
+    let b = s.store.update_budget(&id, &patch, s.clock.now()).await?;
+    Ok(Json(view(&s, b).await?))
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    s.store.delete_budget(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,282 @@
+//! The REST API v1: [`app`] builds the router from one route table ([`routes`]), which the
+//! OpenAPI document (`openapi.rs`) is checked against by a test, route by route.
+//!
+//! Access: `Public` (health, metrics, the OpenAPI document), `DataPlane` (snapshot and
+//! usage: the data-plane or admin token), `Admin` (everything else). Body limits: 1 MiB by
+//! default, 16 MiB for `POST /v1/usage` (10,000 events) and 32 MiB for a LiteLLM price-map
+//! import. Router tests: `cargo test -p tollgate-control-plane --test api`.
+
+pub mod auth;
+mod budgets;
+mod cost;
+pub mod error;
+mod keys;
+pub mod openapi;
+mod ops;
+mod prices;
+mod snapshot;
+mod spend;
+mod tenants;
+mod usage;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::{Extension, Router};
+
+use crate::clock::Clock;
+use crate::ingest::BudgetCache;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshots;
+use crate::store::Store;
+use auth::Tokens;
+use error::{ApiError, BodyLimit, DEFAULT_BODY_LIMIT};
+
+/// Body limit of `POST /v1/usage`: 10,000 events of about 700 bytes, with room to spare.
+pub const USAGE_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// Body limit of a price-map import (LiteLLM's map is about 1.5 MB today).
+pub const IMPORT_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+/// The shared state behind [`AppState`].
+#[derive(Debug)]
+pub struct Inner {
+    /// The database.
+    pub store: Store,
+    /// The two API tokens.
+    pub tokens: Tokens,
+    /// The snapshot service.
+    pub snapshots: Arc<Snapshots>,
+    /// Budget index used by ingestion.
+    pub budgets: BudgetCache,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The clock.
+    pub clock: Clock,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// State over a migrated store. Build the first snapshot with
+    /// `state.snapshots.rebuild()` before serving.
+    pub fn new(store: Store, tokens: Tokens, clock: Clock) -> AppState {
+        let metrics = Arc::new(Metrics::default());
+        let snapshots = Arc::new(Snapshots::new(
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+        ));
+        AppState(Arc::new(Inner {
+            store,
+            tokens,
+            snapshots,
+            budgets: BudgetCache::default(),
+            metrics,
+            clock,
+        }))
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Access {
+    /// Anyone.
+    Public,
+    /// The data-plane token or the admin token.
+    DataPlane,
+    /// The admin token.
+    Admin,
+}
+
+/// One route of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path template as axum spells it (`{id}`, `{*model}` for a rest-of-path).
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+}
+
+/// The route table: every route the router serves, and nothing else.
+fn table() -> Vec<(Route, MethodRouter<AppState>)> {
+    use Access::{Admin, DataPlane, Public};
+    macro_rules! r {
+        ($m:ident, $path:literal, $access:expr, $h:expr) => {
+            (
+                Route {
+                    method: stringify!($m),
+                    path: $path,
+                    access: $access,
+                },
+                on(MethodFilter::$m, $h),
+            )
+        };
+    }
+    vec![
+        r!(GET, "/healthz", Public, ops::healthz),
+        r!(GET, "/readyz", Public, ops::readyz),
+        r!(GET, "/metrics", Public, ops::metrics),
+        r!(GET, "/openapi.json", Public, ops::openapi),
+        r!(GET, "/v1/snapshot", DataPlane, snapshot::get),
+        r!(POST, "/v1/usage", DataPlane, usage::post),
+        r!(GET, "/v1/orgs", Admin, tenants::list_orgs),
+        r!(POST, "/v1/orgs", Admin, tenants::create_org),
+        r!(GET, "/v1/orgs/{id}", Admin, tenants::get_org),
+        r!(PATCH, "/v1/orgs/{id}", Admin, tenants::update_org),
+        r!(DELETE, "/v1/orgs/{id}", Admin, tenants::delete_org),
+        r!(GET, "/v1/projects", Admin, tenants::list_projects),
+        r!(POST, "/v1/projects", Admin, tenants::create_project),
+        r!(GET, "/v1/projects/{id}", Admin, tenants::get_project),
+        r!(DELETE, "/v1/projects/{id}", Admin, tenants::delete_project),
+        r!(GET, "/v1/users", Admin, tenants::list_users),
+        r!(POST, "/v1/users", Admin, tenants::create_user),
+        r!(GET, "/v1/users/{id}", Admin, tenants::get_user),
+        r!(DELETE, "/v1/users/{id}", Admin, tenants::delete_user),
+        r!(GET, "/v1/keys", Admin, keys::list),
+        r!(POST, "/v1/keys", Admin, keys::create),
+        r!(GET, "/v1/keys/{id}", Admin, keys::get),
+        r!(POST, "/v1/keys/{id}/revoke", Admin, keys::revoke),
+        r!(GET, "/v1/budgets", Admin, budgets::list),
+        r!(POST, "/v1/budgets", Admin, budgets::create),
+        r!(GET, "/v1/budgets/{id}", Admin, budgets::get),
+        r!(PATCH, "/v1/budgets/{id}", Admin, budgets::update),
+        r!(DELETE, "/v1/budgets/{id}", Admin, budgets::delete),
+        r!(GET, "/v1/prices", Admin, prices::list),
+        r!(POST, "/v1/prices", Admin, prices::create),
+        r!(POST, "/v1/prices/import", Admin, prices::import),
+        r!(GET, "/v1/prices/{*model}", Admin, prices::get),
+        r!(PUT, "/v1/prices/{*model}", Admin, prices::put),
+        r!(DELETE, "/v1/prices/{*model}", Admin, prices::delete),
+        r!(GET, "/v1/spend", Admin, spend::get),
+        r!(POST, "/v1/cost/quote", Admin, cost::quote),
+    ]
+}
+
+/// Every route, for documentation and its test.
+pub fn routes() -> Vec<Route> {
+    table().into_iter().map(|(r, _)| r).collect()
+}
+
+/// The body limit of a route, bytes.
+pub fn body_limit(route: &Route) -> usize {
+    match (route.method, route.path) {
+        ("POST", "/v1/usage") => USAGE_BODY_LIMIT,
+        ("POST", "/v1/prices/import") => IMPORT_BODY_LIMIT,
+        _ => DEFAULT_BODY_LIMIT,
+    }
+}
+
+/// The router. Tests call it with `tower::ServiceExt::oneshot`; `serve` binds it.
+pub fn app(state: AppState) -> Router {
+    let mut router: Router<AppState> = Router::new();
+    for (route, mr) in table() {
+        let limit = body_limit(&route);
+        let mr: MethodRouter<AppState> = mr
+            .layer::<_, std::convert::Infallible>(Extension(BodyLimit(limit)))
+            .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(limit));
+        let mr = match route.access {
+            Access::Public => mr,
+            Access::DataPlane => mr.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::dataplane,
+            )),
+            Access::Admin => {
+                mr.route_layer(middleware::from_fn_with_state(state.clone(), auth::admin))
+            }
+        };
+        router = router.route(route.path, mr);
+    }
+    router
+        .route_layer(middleware::from_fn(label))
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The matched route template, handed from the inner layer to [`observe`] (a clone of
+/// axum's `MatchedPath` is a reference count, not a copy: this runs on every snapshot poll).
+#[derive(Debug, Clone)]
+struct RouteLabel(MatchedPath);
+
+async fn label(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let mut resp = next.run(req).await;
+    if let Some(route) = route {
+        resp.extensions_mut().insert(RouteLabel(route));
+    }
+    resp
+}
+
+/// Counts every answer by route and status, logs it (method, route, status, time: never
+/// headers, so never a token), and marks the snapshot dirty after a successful write.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let route = resp
+        .extensions()
+        .get::<RouteLabel>()
+        .map_or("unmatched", |r| r.0.as_str());
+    state.metrics.request(route, status.as_u16());
+    if method != Method::GET && method != Method::HEAD && status.is_success() {
+        state.snapshots.changed();
+    }
+    tracing::debug!(
+        method = %method,
+        route,
+        status = status.as_u16(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    resp
+}
+
+/// Checks a registered id (`acme`, `team.web`, `alice@example.com`): 1 to 128 characters of
+/// letters, digits and `._@:-`, so it can appear in the trusted principal header as is.
+pub(crate) fn check_id(field: &str, id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@:-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            "must be 1 to 128 characters of letters, digits and ._@:-",
+        ))
+    }
+}
+
+/// Checks a display name: 1 to 200 characters, no control characters.
+pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
+    let n = name.chars().count();
+    if n == 0 || n > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            "must be 1 to 200 characters without control characters",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! `GET /v1/snapshot`: the filter's snapshot, from memory. `ETag` is the quoted version; a
+//! matching `If-None-Match` gets `304 Not Modified` without a database round trip (unless this
+//! process wrote since the last build, in which case it rebuilds first).
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::snapshot::if_none_match;
+
+pub async fn get(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let built = s.snapshots.fresh().await?;
+    if built.version == 0 {
+        return Err(ApiError::Unavailable("no snapshot built yet".into()));
+    }
+    let etag = HeaderValue::from_str(&built.etag)
+        .map_err(|e| ApiError::Internal(format!("etag header: {e}")))?;
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| if_none_match(v, &built.etag));
+    let mut resp = if matches {
+        s.metrics.snapshot_not_modified();
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = built.bytes.clone().into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    resp.headers_mut().insert(header::ETAG, etag);
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}

@@ -1,0 +1,33 @@
+//! `tollgate-control-plane`: the `tollgate` service and CLI. It owns budgets, prices, virtual
+//! keys and the usage ledger in SQL (SQLite by default, PostgreSQL for several replicas), and
+//! serves the Envoy filter a versioned snapshot of what it enforces.
+//!
+//! - [`store`]: the SQL store on both backends (migrations in `../migrations/`).
+//! - [`ingest`]: usage batches → ledger + per-budget per-window spend counters.
+//! - [`snapshot`]: building, caching and serving the snapshot by version.
+//! - [`http`]: the REST API v1 ([`http::app`]), its auth, errors and OpenAPI document.
+//! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
+//! - [`testkit`]: fixtures for tests and benches (a throwaway PostgreSQL server).
+//!
+//! Tests: `cargo test -p tollgate-control-plane` (they start their own PostgreSQL; see
+//! [`testkit`]). Benches: `cargo bench -p tollgate-benches`.
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "512"]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod http;
+pub mod ingest;
+pub mod keys;
+pub mod metrics;
+pub mod prices;
+pub mod quote;
+pub mod snapshot;
+pub mod store;
+pub mod testkit;
+pub mod timezone;

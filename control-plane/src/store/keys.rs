@@ -1,0 +1,186 @@
+//! Virtual keys: created with their whole principal chain, stored as the SHA-256 of the
+//! secret (the secret itself is returned once and never stored), listed by prefix, revoked by
+//! setting `revoked_at` (a revoked key leaves the snapshot at the next version).
+
+use serde::Serialize;
+
+use super::tenants::{invalid_ref_if_missing, not_found};
+use super::{begin_write, with_pool, Store, StoreError};
+use crate::keys::{generate_id, generate_secret, listed_prefix, sha256_hex};
+
+/// A virtual key as listed (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct VirtualKey {
+    /// Key id: the `key` link of its principal chain.
+    pub id: String,
+    /// The first characters of the secret, to recognise it.
+    pub prefix: String,
+    /// Display name.
+    pub name: String,
+    /// Organisation charged.
+    pub org_id: String,
+    /// Project charged, if any.
+    pub project_id: Option<String>,
+    /// User charged, if any.
+    pub user_id: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds, once revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// What a new key charges.
+#[derive(Debug, Clone, Default)]
+pub struct NewKey {
+    /// Display name.
+    pub name: String,
+    /// Organisation (must exist).
+    pub org_id: String,
+    /// Project (must exist in the organisation).
+    pub project_id: Option<String>,
+    /// User (must exist in the organisation).
+    pub user_id: Option<String>,
+}
+
+/// A key just created, with its secret: the only time the secret exists outside the caller.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedKey {
+    /// The key.
+    #[serde(flatten)]
+    pub key: VirtualKey,
+    /// The secret (`tg-…`), shown once.
+    pub secret: String,
+}
+
+const KEY_COLUMNS: &str = "id, prefix, name, org_id, project_id, user_id, created_at, revoked_at";
+
+impl Store {
+    /// Creates a key for an existing chain and returns its secret.
+    pub async fn create_key(&self, new: &NewKey, now: i64) -> Result<CreatedKey, StoreError> {
+        self.get_org(&new.org_id)
+            .await
+            .map_err(|e| invalid_ref_if_missing(e, "org_id"))?;
+        if let Some(p) = &new.project_id {
+            let project = self
+                .get_project(p)
+                .await
+                .map_err(|e| invalid_ref_if_missing(e, "project_id"))?;
+            if project.org_id != new.org_id {
+                return Err(StoreError::Invalid {
+                    field: "project_id".into(),
+                    detail: format!("project {p:?} belongs to organisation {:?}", project.org_id),
+                });
+            }
+        }
+        if let Some(u) = &new.user_id {
+            let user = self
+                .get_user(u)
+                .await
+                .map_err(|e| invalid_ref_if_missing(e, "user_id"))?;
+            if user.org_id != new.org_id {
+                return Err(StoreError::Invalid {
+                    field: "user_id".into(),
+                    detail: format!("user {u:?} belongs to organisation {:?}", user.org_id),
+                });
+            }
+        }
+        let random = |e: crate::keys::RandomError| StoreError::Corrupt(e.to_string());
+        let secret = generate_secret().map_err(random)?;
+        let key = VirtualKey {
+            id: generate_id("key").map_err(random)?,
+            prefix: listed_prefix(&secret),
+            name: new.name.clone(),
+            org_id: new.org_id.clone(),
+            project_id: new.project_id.clone(),
+            user_id: new.user_id.clone(),
+            created_at: now,
+            revoked_at: None,
+        };
+        let sha = sha256_hex(secret.as_bytes());
+        with_pool!(self, write, |pool, pg| {
+            let mut tx = pool.begin_with(begin_write(pg)).await?;
+            sqlx::query(
+                "INSERT INTO virtual_keys (id, sha256, prefix, name, org_id, project_id, user_id, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&key.id)
+            .bind(&sha)
+            .bind(&key.prefix)
+            .bind(&key.name)
+            .bind(&key.org_id)
+            .bind(&key.project_id)
+            .bind(&key.user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                StoreError::from_constraint(e, "id", "key id or secret collides".into())
+            })?;
+            sqlx::query(
+                "UPDATE meta SET version = version + 1, keys_version = keys_version + 1 WHERE id = 1",
+            )
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(CreatedKey { key, secret })
+    }
+
+    /// One key.
+    pub async fn get_key(&self, id: &str) -> Result<VirtualKey, StoreError> {
+        let row = with_pool!(self, read, |pool, pg| {
+            sqlx::query_as::<_, VirtualKey>(&format!(
+                "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        });
+        row.ok_or_else(|| not_found("key", id))
+    }
+
+    /// Keys, optionally of one organisation, revoked ones only when asked, by id.
+    pub async fn list_keys(
+        &self,
+        org_id: Option<&str>,
+        include_revoked: bool,
+    ) -> Result<Vec<VirtualKey>, StoreError> {
+        Ok(with_pool!(self, read, |pool, pg| {
+            sqlx::query_as::<_, VirtualKey>(&format!(
+                "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE ($1 IS NULL OR org_id = $1) \
+                 AND ($2 OR revoked_at IS NULL) ORDER BY id"
+            ))
+            .bind(org_id)
+            .bind(include_revoked)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Revokes a key (idempotent: revoking again changes nothing).
+    pub async fn revoke_key(&self, id: &str, now: i64) -> Result<VirtualKey, StoreError> {
+        let n = with_pool!(self, write, |pool, pg| {
+            let mut tx = pool.begin_with(begin_write(pg)).await?;
+            let n = sqlx::query(
+                "UPDATE virtual_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n > 0 {
+                sqlx::query(
+                    "UPDATE meta SET version = version + 1, keys_version = keys_version + 1 \
+                     WHERE id = 1",
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            n
+        });
+        let _ = n;
+        self.get_key(id).await
+    }
+}

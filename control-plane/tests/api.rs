@@ -1,0 +1,1011 @@
+//! Router tests: every endpoint through `tower::ServiceExt::oneshot` (no socket), with the
+//! 401 / 403 / 404 / 405 / 409 / 413 / 415 / 422 paths, plus one test over a real listener.
+//! SQLite underneath (the store tests cover PostgreSQL).
+//!
+//! Run: `cargo test -p tollgate-control-plane --test api`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use common::*;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tollgate_control_plane::http::openapi::{document, documented, openapi_path};
+use tollgate_control_plane::http::{app, routes, Access, AppState};
+use tollgate_control_plane::testkit::{sqlite_store, TempDb};
+use tollgate_core::snapshot::Snapshot;
+use tower::ServiceExt;
+
+struct Api {
+    app: Router,
+    state: AppState,
+    _db: TempDb,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
+    }
+
+    /// Asserts a problem document with this status (and field, when given).
+    fn problem(&self, status: u16, field: Option<&str>) -> Value {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text);
+        assert_eq!(
+            self.headers[header::CONTENT_TYPE],
+            "application/problem+json",
+            "{}",
+            self.text
+        );
+        let v = self.json();
+        assert_eq!(v["status"], status);
+        assert!(v["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:tollgate:problem:"));
+        assert!(v["title"].is_string() && v["detail"].is_string());
+        if let Some(f) = field {
+            assert_eq!(v["field"], f, "{}", self.text);
+        }
+        v
+    }
+}
+
+async fn api() -> Api {
+    let (store, db) = sqlite_store().await;
+    let (state, _clock) = state(store).await;
+    Api {
+        app: app(state.clone()),
+        state,
+        _db: db,
+    }
+}
+
+impl Api {
+    async fn raw(&self, req: Request<Body>) -> Answer {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.raw(req.body(body).unwrap()).await
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        self.call(method, path, Some(ADMIN), body).await
+    }
+}
+
+#[tokio::test]
+async fn openapi_documents_every_route_and_nothing_else() {
+    let served: BTreeSet<_> = routes()
+        .iter()
+        .map(|r| (r.method, r.path, r.access))
+        .collect();
+    let doc: BTreeSet<_> = documented().into_iter().collect();
+    assert_eq!(served.len(), routes().len(), "no route twice");
+    let key = |(m, p, a): &(&str, &str, Access)| (m.to_string(), p.to_string(), format!("{a:?}"));
+    let served: BTreeSet<_> = served.iter().map(key).collect();
+    let doc: BTreeSet<_> = doc.iter().map(key).collect();
+    assert_eq!(served, doc, "router and OpenAPI document disagree");
+    let d = document();
+    assert_eq!(d["openapi"], "3.1.0");
+    let mut ops = 0;
+    for (path, item) in d["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            ops += 1;
+            let r = routes()
+                .into_iter()
+                .find(|r| openapi_path(r.path) == *path && r.method.eq_ignore_ascii_case(method))
+                .unwrap_or_else(|| panic!("{method} {path} is documented but not routed"));
+            let security = op["security"].to_string();
+            match r.access {
+                Access::Public => assert_eq!(security, "[]"),
+                Access::DataPlane => {
+                    assert!(security.contains("dataplane") && security.contains("admin"))
+                }
+                Access::Admin => assert_eq!(security, r#"[{"admin":[]}]"#),
+            }
+            if r.access != Access::Public {
+                assert!(op["responses"]["401"].is_object() && op["responses"]["403"].is_object());
+            }
+        }
+    }
+    assert_eq!(ops, routes().len());
+    let api = api().await;
+    let served_doc = api.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(served_doc.status, 200);
+    assert_eq!(served_doc.json(), d);
+}
+
+/// Every route exists and is guarded as documented: no token → 401 (or an answer for public
+/// routes), the data-plane token on a management route → 403.
+#[tokio::test]
+async fn every_route_is_guarded_as_documented() {
+    let api = api().await;
+    for r in routes() {
+        let path = r.path.replace("{id}", "x").replace("{*model}", "gpt-4o");
+        let no_token = api.call(r.method, &path, None, None).await;
+        match r.access {
+            Access::Public => assert!(no_token.status.is_success(), "{} {path}", r.method),
+            _ => {
+                no_token.problem(401, None);
+                assert_eq!(no_token.headers[header::WWW_AUTHENTICATE], "Bearer");
+            }
+        }
+        let wrong = api
+            .call(r.method, &path, Some("not-the-token-at-all-0000"), None)
+            .await;
+        if r.access != Access::Public {
+            wrong.problem(403, None);
+        }
+        let dp = api.call(r.method, &path, Some(DATAPLANE), None).await;
+        if r.access == Access::Admin {
+            dp.problem(403, None);
+        } else {
+            assert_ne!(dp.status, StatusCode::FORBIDDEN, "{} {path}", r.method);
+        }
+    }
+    // Scheme is case-insensitive; other schemes are not bearer tokens.
+    let req = Request::get("/v1/orgs")
+        .header(header::AUTHORIZATION, format!("bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.raw(req).await.status, 200);
+    let req = Request::get("/v1/orgs")
+        .header(header::AUTHORIZATION, format!("Basic {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    api.raw(req).await.problem(401, None);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let api = api().await;
+    api.admin("GET", "/v1/nothing", None)
+        .await
+        .problem(404, None);
+    api.admin("PUT", "/v1/orgs", None).await.problem(405, None);
+    let m = api.call("GET", "/metrics", None, None).await;
+    assert!(
+        m.text
+            .contains(r#"tollgate_http_requests_total{route="unmatched",status="404"} 1"#),
+        "{}",
+        m.text
+    );
+}
+
+#[tokio::test]
+async fn tenants_crud() {
+    let api = api().await;
+    let org = api
+        .admin(
+            "POST",
+            "/v1/orgs",
+            Some(json!({"id": "acme", "name": "Acme"})),
+        )
+        .await;
+    assert_eq!(org.status, 201, "{}", org.text);
+    assert_eq!(org.json()["id"], "acme");
+    api.admin(
+        "POST",
+        "/v1/orgs",
+        Some(json!({"id": "acme", "name": "Again"})),
+    )
+    .await
+    .problem(409, Some("id"));
+    api.admin(
+        "POST",
+        "/v1/orgs",
+        Some(json!({"id": "no spaces", "name": "x"})),
+    )
+    .await
+    .problem(422, Some("id"));
+    api.admin("POST", "/v1/orgs", Some(json!({"name": ""})))
+        .await
+        .problem(422, Some("name"));
+    api.admin("POST", "/v1/orgs", Some(json!({"name": "x", "extra": 1})))
+        .await
+        .problem(422, None);
+    api.admin("POST", "/v1/orgs", Some(json!({"id": 5, "name": "x"})))
+        .await
+        .problem(422, Some("id"));
+    let generated = api
+        .admin("POST", "/v1/orgs", Some(json!({"name": "Globex"})))
+        .await;
+    assert!(generated.json()["id"].as_str().unwrap().starts_with("org_"));
+    assert_eq!(
+        api.admin("GET", "/v1/orgs", None)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        api.admin("GET", "/v1/orgs/acme", None).await.json()["name"],
+        "Acme"
+    );
+    api.admin("GET", "/v1/orgs/nope", None)
+        .await
+        .problem(404, None);
+    let renamed = api
+        .admin("PATCH", "/v1/orgs/acme", Some(json!({"name": "ACME"})))
+        .await;
+    assert_eq!(renamed.json()["name"], "ACME");
+    api.admin("PATCH", "/v1/orgs/nope", Some(json!({"name": "x"})))
+        .await
+        .problem(404, None);
+
+    let p = api
+        .admin(
+            "POST",
+            "/v1/projects",
+            Some(json!({"id": "web", "org_id": "acme", "name": "Web"})),
+        )
+        .await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    api.admin(
+        "POST",
+        "/v1/projects",
+        Some(json!({"id": "x", "org_id": "nope", "name": "X"})),
+    )
+    .await
+    .problem(422, Some("org_id"));
+    api.admin(
+        "POST",
+        "/v1/projects",
+        Some(json!({"id": "web", "org_id": "acme", "name": "W"})),
+    )
+    .await
+    .problem(409, Some("id"));
+    assert_eq!(
+        api.admin("GET", "/v1/projects?org_id=acme", None)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    api.admin("GET", "/v1/projects?team=1", None)
+        .await
+        .problem(422, Some("team"));
+    assert_eq!(
+        api.admin("GET", "/v1/projects/web", None).await.json()["org_id"],
+        "acme"
+    );
+    api.admin("GET", "/v1/projects/nope", None)
+        .await
+        .problem(404, None);
+
+    let u = api
+        .admin(
+            "POST",
+            "/v1/users",
+            Some(json!({"id": "alice", "org_id": "acme", "name": "Alice", "email": "a@acme.test"})),
+        )
+        .await;
+    assert_eq!(u.status, 201, "{}", u.text);
+    api.admin(
+        "POST",
+        "/v1/users",
+        Some(json!({"org_id": "acme", "name": "Bob", "email": "nope"})),
+    )
+    .await
+    .problem(422, Some("email"));
+    assert_eq!(
+        api.admin("GET", "/v1/users", None)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        api.admin("GET", "/v1/users/alice", None).await.json()["email"],
+        "a@acme.test"
+    );
+    api.admin("GET", "/v1/users/nope", None)
+        .await
+        .problem(404, None);
+
+    api.admin("DELETE", "/v1/orgs/acme", None)
+        .await
+        .problem(409, None);
+    assert_eq!(
+        api.admin("DELETE", "/v1/users/alice", None).await.status,
+        204
+    );
+    assert_eq!(
+        api.admin("DELETE", "/v1/projects/web", None).await.status,
+        204
+    );
+    api.admin("DELETE", "/v1/projects/web", None)
+        .await
+        .problem(404, None);
+    api.admin("DELETE", "/v1/users/alice", None)
+        .await
+        .problem(404, None);
+    assert_eq!(api.admin("DELETE", "/v1/orgs/acme", None).await.status, 204);
+}
+
+#[tokio::test]
+async fn keys_secret_shown_once_and_revocable() {
+    let api = api().await;
+    api.admin(
+        "POST",
+        "/v1/orgs",
+        Some(json!({"id": "acme", "name": "Acme"})),
+    )
+    .await;
+    api.admin(
+        "POST",
+        "/v1/orgs",
+        Some(json!({"id": "globex", "name": "Globex"})),
+    )
+    .await;
+    api.admin(
+        "POST",
+        "/v1/projects",
+        Some(json!({"id": "web", "org_id": "acme", "name": "Web"})),
+    )
+    .await;
+    let k = api
+        .admin(
+            "POST",
+            "/v1/keys",
+            Some(json!({"name": "ci", "org_id": "acme", "project_id": "web"})),
+        )
+        .await;
+    assert_eq!(k.status, 201, "{}", k.text);
+    let k = k.json();
+    let secret = k["secret"].as_str().unwrap();
+    let id = k["id"].as_str().unwrap();
+    assert!(secret.starts_with("tg-"));
+    let listed = api.admin("GET", "/v1/keys?org_id=acme", None).await;
+    assert!(
+        !listed.text.contains(&secret[11..]),
+        "the secret never comes back"
+    );
+    assert_eq!(listed.json()[0]["prefix"], &secret[..11]);
+    let got = api.admin("GET", &format!("/v1/keys/{id}"), None).await;
+    assert!(got.json()["secret"].is_null());
+    api.admin("GET", "/v1/keys/key_nope", None)
+        .await
+        .problem(404, None);
+    api.admin(
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "x", "org_id": "globex", "project_id": "web"})),
+    )
+    .await
+    .problem(422, Some("project_id"));
+    api.admin(
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "x", "org_id": "nope"})),
+    )
+    .await
+    .problem(422, Some("org_id"));
+    api.admin("GET", "/v1/keys?include_revoked=maybe", None)
+        .await
+        .problem(422, Some("include_revoked"));
+
+    // The key is in the snapshot by its hash, then gone once revoked.
+    let sha = tollgate_control_plane::keys::sha256_hex(secret.as_bytes());
+    let snap = api.call("GET", "/v1/snapshot", Some(DATAPLANE), None).await;
+    assert!(snap.text.contains(&sha));
+    assert!(!snap.text.contains(&secret[3..]));
+    let r = api
+        .admin("POST", &format!("/v1/keys/{id}/revoke"), None)
+        .await;
+    assert!(r.json()["revoked_at"].is_i64());
+    api.admin("POST", "/v1/keys/key_nope/revoke", None)
+        .await
+        .problem(404, None);
+    let snap = api.call("GET", "/v1/snapshot", Some(DATAPLANE), None).await;
+    assert!(!snap.text.contains(&sha));
+    assert_eq!(
+        api.admin("GET", "/v1/keys", None)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        api.admin("GET", "/v1/keys?include_revoked=true", None)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn budgets_crud_and_bad_money() {
+    let api = api().await;
+    let body = json!({"scope": "org", "scope_id": "acme", "period": "monthly", "timezone": "Europe/Paris",
+                      "limit_usd": "100", "soft_limit_usd": "80", "mode": "shadow"});
+    let b = api.admin("POST", "/v1/budgets", Some(body.clone())).await;
+    assert_eq!(b.status, 201, "{}", b.text);
+    let b = b.json();
+    assert_eq!(
+        (b["limit_usd"].as_str(), b["spent_usd"].as_str()),
+        (Some("100"), Some("0"))
+    );
+    assert_eq!(
+        b["window_start"], 1_709_247_600,
+        "March 1st, Paris midnight"
+    );
+    assert_eq!(b["window_end"], 1_711_922_400);
+    let id = b["id"].as_str().unwrap().to_string();
+    api.admin("POST", "/v1/budgets", Some(body.clone()))
+        .await
+        .problem(409, Some("period"));
+    for (field, value, expect) in [
+        ("limit_usd", json!("-1"), "limit_usd"),
+        ("limit_usd", json!("NaN"), "limit_usd"),
+        ("limit_usd", json!("1e40"), "limit_usd"),
+        ("limit_usd", json!("5000000000"), "limit_usd"),
+        ("limit_usd", json!(100.5), "limit_usd"),
+        ("soft_limit_usd", json!("150"), "soft_limit_usd"),
+        ("soft_limit_usd", json!("-3"), "soft_limit_usd"),
+        ("timezone", json!("Mars/Olympus"), "timezone"),
+        ("period", json!("yearly"), "period"),
+        ("scope", json!("team"), "scope"),
+        ("scope_id", json!(""), "scope_id"),
+    ] {
+        let mut bad = body.clone();
+        bad[field] = value.clone();
+        bad["period"] = if field == "period" {
+            value
+        } else {
+            json!("daily")
+        };
+        let a = api.admin("POST", "/v1/budgets", Some(bad)).await;
+        a.problem(422, Some(expect));
+    }
+    let list = api
+        .admin("GET", "/v1/budgets?scope=org&scope_id=acme", None)
+        .await;
+    assert_eq!(list.json().as_array().unwrap().len(), 1);
+    api.admin("GET", "/v1/budgets?scope=team", None)
+        .await
+        .problem(422, Some("scope"));
+    let patched = api
+        .admin(
+            "PATCH",
+            &format!("/v1/budgets/{id}"),
+            Some(json!({"limit_usd": "200", "soft_limit_usd": null, "mode": "enforce"})),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    let p = patched.json();
+    assert_eq!(
+        (p["limit_usd"].as_str(), p["mode"].as_str()),
+        (Some("200"), Some("enforce"))
+    );
+    assert!(p["soft_limit_usd"].is_null());
+    api.admin(
+        "PATCH",
+        &format!("/v1/budgets/{id}"),
+        Some(json!({"soft_limit_usd": "300"})),
+    )
+    .await
+    .problem(422, Some("soft_limit_usd"));
+    api.admin(
+        "PATCH",
+        "/v1/budgets/bud_nope",
+        Some(json!({"limit_usd": "1"})),
+    )
+    .await
+    .problem(404, None);
+    assert_eq!(
+        api.admin("GET", &format!("/v1/budgets/{id}"), None)
+            .await
+            .json()["limit_usd"],
+        "200"
+    );
+    assert_eq!(
+        api.admin("DELETE", &format!("/v1/budgets/{id}"), None)
+            .await
+            .status,
+        204
+    );
+    api.admin("GET", &format!("/v1/budgets/{id}"), None)
+        .await
+        .problem(404, None);
+    api.admin("DELETE", &format!("/v1/budgets/{id}"), None)
+        .await
+        .problem(404, None);
+}
+
+#[tokio::test]
+async fn bodies_are_checked_for_type_size_and_syntax() {
+    let api = api().await;
+    let req = Request::post("/v1/orgs")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .body(Body::from(r#"{"name":"x"}"#))
+        .unwrap();
+    api.raw(req).await.problem(415, None);
+    let req = Request::post("/v1/orgs")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"name": "x""#))
+        .unwrap();
+    api.raw(req).await.problem(400, None);
+    let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    let req = Request::post("/v1/orgs")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(big))
+        .unwrap();
+    let a = api.raw(req).await;
+    let v = a.problem(413, None);
+    assert!(v["detail"].as_str().unwrap().contains("1048576"));
+}
+
+#[tokio::test]
+async fn prices_per_million_with_history_and_import() {
+    let api = api().await;
+    let gpt = json!({"model": "gpt-4o", "provider": "openai", "input_per_million": "2.5", "output_per_million": "10",
+                     "cache_read_per_million": "1.25", "effective_from": 0});
+    let p = api.admin("POST", "/v1/prices", Some(gpt.clone())).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    assert_eq!(p.json()["rates"]["input_per_million"], "2.5");
+    api.admin("POST", "/v1/prices", Some(gpt.clone()))
+        .await
+        .problem(409, Some("model"));
+    let mut per_token = gpt.clone();
+    per_token["model"] = json!("o1");
+    per_token["input_per_million"] = json!("0.0000025");
+    let a = api.admin("POST", "/v1/prices", Some(per_token)).await;
+    let v = a.problem(422, Some("input_per_million"));
+    assert!(v["detail"].as_str().unwrap().contains("per-token"), "{v}");
+    let mut huge = gpt.clone();
+    huge["model"] = json!("o1");
+    huge["tiers"] = json!([{"above_prompt_tokens": 200000, "input_per_million": "50000"}]);
+    api.admin("POST", "/v1/prices", Some(huge))
+        .await
+        .problem(422, Some("tiers[0].input_per_million"));
+    let mut negative = gpt.clone();
+    negative["model"] = json!("o1");
+    negative["output_per_million"] = json!("-1");
+    api.admin("POST", "/v1/prices", Some(negative))
+        .await
+        .problem(422, Some("output_per_million"));
+    api.admin(
+        "POST",
+        "/v1/prices",
+        Some(json!({"input_per_million": "1", "output_per_million": "1"})),
+    )
+    .await
+    .problem(422, Some("model"));
+    // A revision, and a namespaced model name with a slash.
+    let put = api
+        .admin(
+            "PUT",
+            "/v1/prices/gpt-4o",
+            Some(
+                json!({"input_per_million": "3", "output_per_million": "12", "effective_from": 1}),
+            ),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    let gem = api
+        .admin("PUT", "/v1/prices/gemini/gemini-2.5-pro", Some(json!({"input_per_million": "1.25", "output_per_million": "10", "effective_from": 0})))
+        .await;
+    assert_eq!(gem.json()["model"], "gemini/gemini-2.5-pro");
+    api.admin(
+        "PUT",
+        "/v1/prices/a",
+        Some(json!({"model": "b", "input_per_million": "1", "output_per_million": "1"})),
+    )
+    .await
+    .problem(422, Some("model"));
+    let detail = api.admin("GET", "/v1/prices/gpt-4o", None).await.json();
+    assert_eq!(detail["history"].as_array().unwrap().len(), 2);
+    assert_eq!(detail["current"]["rates"]["input_per_million"], "3");
+    api.admin("GET", "/v1/prices/nope", None)
+        .await
+        .problem(404, None);
+    let list = api.admin("GET", "/v1/prices", None).await.json();
+    assert_eq!(list["models"].as_array().unwrap().len(), 2);
+    let v1 = list["version"].as_u64().unwrap();
+    assert_eq!(
+        api.admin("DELETE", "/v1/prices/gemini/gemini-2.5-pro", None)
+            .await
+            .status,
+        204
+    );
+    api.admin("DELETE", "/v1/prices/gemini/gemini-2.5-pro", None)
+        .await
+        .problem(404, None);
+    let list = api.admin("GET", "/v1/prices", None).await.json();
+    assert_eq!(list["models"].as_array().unwrap().len(), 1);
+    assert!(list["version"].as_u64().unwrap() > v1);
+    api.admin("GET", "/v1/prices?at=yesterday", None)
+        .await
+        .problem(422, Some("at"));
+
+    // LiteLLM import: new models imported, unchanged counted, others skipped with a reason.
+    let map = json!({
+        "sample_spec": {"mode": "chat"},
+        "claude-sonnet-4-5": {"litellm_provider": "anthropic", "mode": "chat",
+                              "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05},
+        "dall-e-3": {"mode": "image_generation", "output_cost_per_image": 0.04}
+    });
+    let req = Request::post("/v1/prices/import?format=litellm")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .body(Body::from(map.to_string()))
+        .unwrap();
+    let r = api.raw(req).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = r.json();
+    assert_eq!(r["imported"], 1);
+    let skipped: Vec<_> = r["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["model"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(skipped, ["dall-e-3", "sample_spec"]);
+    let again = api
+        .raw(
+            Request::post("/v1/prices/import")
+                .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+                .body(Body::from(map.to_string()))
+                .unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(
+        (again["imported"].as_u64(), again["unchanged"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let bad = api
+        .raw(
+            Request::post("/v1/prices/import")
+                .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+                .body(Body::from("[1]"))
+                .unwrap(),
+        )
+        .await;
+    bad.problem(422, Some("body"));
+    let bad = api
+        .raw(
+            Request::post("/v1/prices/import")
+                .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+                .body(Body::from("{"))
+                .unwrap(),
+        )
+        .await;
+    bad.problem(400, None);
+    api.admin("POST", "/v1/prices/import?format=csv", Some(json!({})))
+        .await
+        .problem(422, Some("format"));
+}
+
+#[tokio::test]
+async fn usage_snapshot_etag_and_spend() {
+    let api = api().await;
+    let b = api
+        .admin(
+            "POST",
+            "/v1/budgets",
+            Some(json!({"scope": "org", "scope_id": "acme", "period": "daily", "limit_usd": "10"})),
+        )
+        .await
+        .json();
+    let first = api.call("GET", "/v1/snapshot", Some(DATAPLANE), None).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.headers[header::CONTENT_TYPE], "application/json");
+    let etag = first.headers[header::ETAG].to_str().unwrap().to_string();
+    let snap: Snapshot = serde_json::from_str(&first.text).unwrap();
+    assert_eq!(etag, format!("\"{}\"", snap.version));
+
+    // Unchanged: 304 from memory, with the same ETag.
+    let req = Request::get("/v1/snapshot")
+        .header(header::AUTHORIZATION, format!("Bearer {DATAPLANE}"))
+        .header(header::IF_NONE_MATCH, &etag)
+        .body(Body::empty())
+        .unwrap();
+    let nm = api.raw(req).await;
+    assert_eq!(nm.status, 304);
+    assert_eq!(nm.headers[header::ETAG], etag.as_str());
+    assert!(nm.text.is_empty());
+
+    let p = principal("acme", Some("web"), None, Some("k1"));
+    let batch = json!({"events": [event("e1", "envoy-a", 1, NOW, &p, "1.25"), event("e2", "envoy-a", 2, NOW, &p, "0.75")]});
+    let ack = api
+        .call("POST", "/v1/usage", Some(DATAPLANE), Some(batch.clone()))
+        .await;
+    assert_eq!(ack.status, 200, "{}", ack.text);
+    assert_eq!(ack.json(), json!({"accepted": 2, "duplicate": 0}));
+    let ack = api
+        .call("POST", "/v1/usage", Some(ADMIN), Some(batch))
+        .await;
+    assert_eq!(
+        ack.json(),
+        json!({"accepted": 0, "duplicate": 2}),
+        "admin token works on the data plane"
+    );
+
+    // Changed: the old ETag gets the new document.
+    let req = Request::get("/v1/snapshot")
+        .header(header::AUTHORIZATION, format!("Bearer {DATAPLANE}"))
+        .header(header::IF_NONE_MATCH, &etag)
+        .body(Body::empty())
+        .unwrap();
+    let next = api.raw(req).await;
+    assert_eq!(next.status, 200);
+    let snap2: Snapshot = serde_json::from_str(&next.text).unwrap();
+    assert!(snap2.version > snap.version);
+    assert_eq!(snap2.budgets[0].spent_usd, d("2.00"));
+    assert_eq!(snap2.reporters["envoy-a"], 2);
+    let budget = api
+        .admin(
+            "GET",
+            &format!("/v1/budgets/{}", b["id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(budget["spent_usd"], "2.00");
+
+    // Bad batches are refused whole, naming the event and field.
+    let mut bad = event("e3", "envoy-a", 3, NOW, &p, "1");
+    bad.cost.total = d("2");
+    api.call(
+        "POST",
+        "/v1/usage",
+        Some(DATAPLANE),
+        Some(json!({"events": [bad]})),
+    )
+    .await
+    .problem(422, Some("events[0].cost.total"));
+    let mut v = serde_json::to_value(event("e3", "envoy-a", 3, NOW, &p, "1")).unwrap();
+    v["cost"]["total"] = json!("NaN");
+    api.call(
+        "POST",
+        "/v1/usage",
+        Some(DATAPLANE),
+        Some(json!({"events": [v]})),
+    )
+    .await
+    .problem(422, Some("events[0].cost.total"));
+    let future = event("e4", "envoy-a", 4, NOW + 3 * DAY, &p, "1");
+    api.call(
+        "POST",
+        "/v1/usage",
+        Some(DATAPLANE),
+        Some(json!({"events": [future]})),
+    )
+    .await
+    .problem(422, Some("events[0].ts"));
+    let many: Vec<_> = (0..10_001)
+        .map(|i| event(&format!("m{i}"), "r", i + 1, NOW, &p, "0"))
+        .collect();
+    api.call(
+        "POST",
+        "/v1/usage",
+        Some(DATAPLANE),
+        Some(json!({"events": many})),
+    )
+    .await
+    .problem(422, Some("events"));
+    api.call(
+        "POST",
+        "/v1/usage",
+        Some(DATAPLANE),
+        Some(json!({"events": "x"})),
+    )
+    .await
+    .problem(422, Some("events"));
+
+    // Spend: JSON and CSV.
+    let s = api
+        .admin(
+            "GET",
+            "/v1/spend?scope=org&scope_id=acme&group_by=day,model",
+            None,
+        )
+        .await;
+    assert_eq!(s.status, 200, "{}", s.text);
+    let s = s.json();
+    assert_eq!(s["total_usd"], "2");
+    assert_eq!(
+        s["rows"][0]["group"],
+        json!({"day": "2024-03-15", "model": "gpt-4o"})
+    );
+    let req = Request::get(
+        "/v1/spend?group_by=scope&scope=project&scope_id=web&from=2024-03-15&to=2024-03-16",
+    )
+    .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+    .header(header::ACCEPT, "text/csv")
+    .body(Body::empty())
+    .unwrap();
+    let csv = api.raw(req).await;
+    assert_eq!(csv.headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert_eq!(
+        csv.text,
+        "project,requests,input_tokens,output_tokens,cost_usd\nweb,2,2000,20,2\n"
+    );
+    api.admin("GET", "/v1/spend?scope=org", None)
+        .await
+        .problem(422, Some("scope_id"));
+    api.admin("GET", "/v1/spend?group_by=week", None)
+        .await
+        .problem(422, Some("group_by"));
+    api.admin("GET", "/v1/spend?from=soon", None)
+        .await
+        .problem(422, Some("from"));
+    api.admin("GET", "/v1/spend?tz=Nowhere", None)
+        .await
+        .problem(422, Some("tz"));
+
+    let m = api.call("GET", "/metrics", None, None).await.text;
+    assert!(m.contains("tollgate_usage_events_accepted_total 2"), "{m}");
+    assert!(m.contains("tollgate_usage_events_duplicate_total 2"), "{m}");
+    assert!(
+        m.contains(r#"tollgate_http_requests_total{route="/v1/usage",status="200"} 2"#),
+        "{m}"
+    );
+    assert!(m.contains("tollgate_snapshot_not_modified_total 1"), "{m}");
+    assert!(
+        m.contains(&format!("tollgate_snapshot_version {}", snap2.version)),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn cost_quote_uses_the_snapshot_prices() {
+    let api = api().await;
+    api.admin("POST", "/v1/prices", Some(json!({"model": "gpt-4o", "input_per_million": "2.5", "output_per_million": "10", "effective_from": 0})))
+        .await;
+    let q = api
+        .admin(
+            "POST",
+            "/v1/cost/quote",
+            Some(json!({"model": "gpt-4o-2024-08-06",
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}})),
+        )
+        .await;
+    assert_eq!(q.status, 200, "{}", q.text);
+    let q = q.json();
+    assert_eq!(q["priced_as"], "gpt-4o");
+    assert_eq!(q["usage_format"], "open_ai_chat");
+    assert_eq!(q["total_usd"], "0.0035");
+    assert_eq!(q["cost"]["output"], "0.001");
+    let normalised = api
+        .admin(
+            "POST",
+            "/v1/cost/quote",
+            Some(json!({"model": "gpt-4o", "usage": {"input_uncached": 1000000}})),
+        )
+        .await
+        .json();
+    assert_eq!(normalised["total_usd"], "2.5");
+    api.admin(
+        "POST",
+        "/v1/cost/quote",
+        Some(json!({"model": "nope", "usage": {"input_uncached": 1}})),
+    )
+    .await
+    .problem(422, Some("model"));
+    api.admin(
+        "POST",
+        "/v1/cost/quote",
+        Some(json!({"model": "gpt-4o", "usage": {"tokens": "many"}})),
+    )
+    .await
+    .problem(422, Some("usage"));
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let api = api().await;
+    assert_eq!(
+        api.call("GET", "/healthz", None, None).await.json()["status"],
+        "ok"
+    );
+    let r = api.call("GET", "/readyz", None, None).await.json();
+    assert_eq!(
+        (r["status"].as_str(), r["database"].as_str()),
+        (Some("ready"), Some("sqlite"))
+    );
+    let m = api.call("GET", "/metrics", None, None).await;
+    assert!(m.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(m
+        .text
+        .contains("# TYPE tollgate_snapshot_build_seconds_last gauge"));
+    api.state.store.close().await;
+    api.call("GET", "/readyz", None, None)
+        .await
+        .problem(503, None);
+}
+
+/// The same app over a real socket, as Envoy's sync service and the CLI reach it.
+#[tokio::test]
+async fn serves_over_a_real_listener() {
+    let api = api().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app(api.state.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}");
+    let h = client.get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(h.status(), 200);
+    let snap = client
+        .get(format!("{url}/v1/snapshot"))
+        .bearer_auth(DATAPLANE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(snap.status(), 200);
+    let etag = snap.headers()[header::ETAG.as_str()]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let again = client
+        .request(Method::GET, format!("{url}/v1/snapshot"))
+        .bearer_auth(DATAPLANE)
+        .header(header::IF_NONE_MATCH.as_str(), etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let denied = client
+        .get(format!("{url}/v1/budgets"))
+        .bearer_auth(DATAPLANE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    server.abort();
+}

@@ -1,0 +1,464 @@
+//! CLI tests: the built `tollgate` binary, as a person runs it — `cost` offline,
+//! `migrate` and `prices import` on a SQLite file, `serve` and the admin verbs against it.
+//!
+//! Run: `cargo test -p tollgate-control-plane --test cli`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+const ADMIN: &str = "cli-admin-token-0123456789";
+const DATAPLANE: &str = "cli-dataplane-token-0123456789";
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tollgate-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A clean environment: nothing from the caller's TOLLGATE_* leaks into a test.
+fn tollgate(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args).env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TOLLGATE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn price_map() -> String {
+    json!({
+        "sample_spec": {"mode": "chat"},
+        "gpt-4o": {"litellm_provider": "openai", "mode": "chat",
+                   "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
+                   "cache_read_input_token_cost": 1.25e-06},
+        "claude-sonnet-4-5": {"litellm_provider": "anthropic", "mode": "chat",
+                              "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
+                              "cache_read_input_token_cost": 3e-07, "cache_creation_input_token_cost": 3.75e-06},
+        "dall-e-3": {"mode": "image_generation", "output_cost_per_image": 0.04}
+    })
+    .to_string()
+}
+
+#[test]
+fn cost_prices_a_provider_usage_object_offline() {
+    let dir = TempDir::new("cost");
+    let prices = dir.file("prices.json", &price_map());
+    let usage = r#"{"prompt_tokens": 2000, "completion_tokens": 300, "total_tokens": 2300,
+                    "prompt_tokens_details": {"cached_tokens": 1000}}"#;
+    let o = run(&mut tollgate(&[
+        "cost",
+        "--prices-file",
+        prices.to_str().unwrap(),
+        "--model",
+        "gpt-4o-2024-08-06",
+        "--usage",
+        usage,
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object");
+    let v: Value = serde_json::from_str(lines[0]).unwrap();
+    // 1000 uncached × 2.5/M + 1000 cached × 1.25/M + 300 out × 10/M
+    assert_eq!(v["total_usd"], "0.00675");
+    assert_eq!(v["cost"]["input"], "0.0025");
+    assert_eq!(v["cost"]["cache_read"], "0.00125");
+    assert_eq!(v["cost"]["output"], "0.003");
+    assert_eq!(v["priced_as"], "gpt-4o");
+    assert_eq!(v["usage_format"], "open_ai_chat");
+
+    // Anthropic's shape, recognised from its keys.
+    let usage = r#"{"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 1000,
+                    "cache_creation_input_tokens": 0}"#;
+    let o = run(&mut tollgate(&[
+        "cost",
+        "--prices-file",
+        prices.to_str().unwrap(),
+        "--model",
+        "claude-sonnet-4-5",
+        "--usage",
+        usage,
+    ]));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["usage_format"], "anthropic_messages");
+    assert_eq!(v["total_usd"], "0.00075");
+
+    let o = run(&mut tollgate(&[
+        "cost",
+        "--prices-file",
+        prices.to_str().unwrap(),
+        "--model",
+        "nope",
+        "--usage",
+        usage,
+    ]));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("model: no price for \"nope\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&mut tollgate(&[
+        "cost",
+        "--prices-file",
+        prices.to_str().unwrap(),
+        "--model",
+        "gpt-4o",
+        "--usage",
+        "{",
+    ]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--usage is not JSON"), "{}", stderr(&o));
+}
+
+#[test]
+fn migrate_and_import_prices_into_sqlite() {
+    let dir = TempDir::new("import");
+    let db = dir.0.join("t.db");
+    let db = db.to_str().unwrap();
+    let o = run(&mut tollgate(&["migrate", "--database-url", db]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "migrated sqlite");
+    let prices = dir.file("prices.json", &price_map());
+    let o = run(&mut tollgate(&[
+        "prices",
+        "import",
+        "--format",
+        "litellm",
+        "--database-url",
+        db,
+        prices.to_str().unwrap(),
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("imported 2 models (0 unchanged, 2 skipped)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("skipped dall-e-3: mode \"image_generation\" is not metered"),
+        "{out}"
+    );
+    assert!(
+        out.contains("skipped sample_spec: documentation entry"),
+        "{out}"
+    );
+    let again = run(&mut tollgate(&[
+        "prices",
+        "import",
+        "--format",
+        "litellm",
+        "--database-url",
+        db,
+        prices.to_str().unwrap(),
+    ]));
+    assert!(
+        stdout(&again).starts_with("imported 0 models (2 unchanged"),
+        "{}",
+        stdout(&again)
+    );
+    let o = run(&mut tollgate(&[
+        "prices",
+        "import",
+        "--format",
+        "csv",
+        "--database-url",
+        db,
+        prices.to_str().unwrap(),
+    ]));
+    assert!(!o.status.success());
+}
+
+#[test]
+fn serve_refuses_to_start_without_tokens() {
+    let dir = TempDir::new("notoken");
+    let db = dir.0.join("t.db");
+    let o = run(&mut tollgate(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        db.to_str().unwrap(),
+    ]));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("TOLLGATE_ADMIN_TOKEN must be set"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(tollgate(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        db.to_str().unwrap(),
+    ])
+    .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
+    .env("TOLLGATE_DATAPLANE_TOKEN", ADMIN));
+    assert!(stderr(&o).contains("must differ"), "{}", stderr(&o));
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_and_admin_verbs() {
+    let dir = TempDir::new("serve");
+    let db = dir.0.join("t.db");
+    let mut child = tollgate(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        db.to_str().unwrap(),
+    ])
+    .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
+    .env("TOLLGATE_DATAPLANE_TOKEN", DATAPLANE)
+    .env("RUST_LOG", "tollgate_control_plane=debug,info")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let server = Server(child);
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+    let logs = std::thread::spawn(move || {
+        let mut all = String::new();
+        for l in BufReader::new(err).lines() {
+            all.push_str(&l.unwrap());
+            all.push('\n');
+        }
+        all
+    });
+    let admin = |args: &[&str]| {
+        let mut c = tollgate(args);
+        c.env("TOLLGATE_URL", &url)
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN);
+        run(&mut c)
+    };
+
+    // Tenants through the API (no CLI verb for them), then the verbs.
+    let client = reqwest::blocking::Client::new();
+    for (path, body) in [
+        ("/v1/orgs", json!({"id": "acme", "name": "Acme"})),
+        (
+            "/v1/users",
+            json!({"id": "alice", "org_id": "acme", "name": "Alice"}),
+        ),
+    ] {
+        let r = client
+            .post(format!("{url}{path}"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+
+    let o = admin(&[
+        "budgets",
+        "set",
+        "--scope",
+        "org",
+        "--scope-id",
+        "acme",
+        "--period",
+        "monthly",
+        "--limit-usd",
+        "100",
+        "--soft-limit-usd",
+        "80",
+        "--timezone",
+        "Europe/Paris",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (b["limit_usd"].as_str(), b["soft_limit_usd"].as_str()),
+        (Some("100"), Some("80"))
+    );
+    // Setting again changes the same budget.
+    let o = admin(&[
+        "budgets",
+        "set",
+        "--scope",
+        "org",
+        "--scope-id",
+        "acme",
+        "--period",
+        "monthly",
+        "--limit-usd",
+        "150",
+    ]);
+    let b2: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(b2["id"], b["id"]);
+    assert_eq!(b2["limit_usd"], "150");
+    assert!(b2["soft_limit_usd"].is_null());
+    let o = admin(&[
+        "budgets",
+        "set",
+        "--scope",
+        "org",
+        "--scope-id",
+        "acme",
+        "--period",
+        "monthly",
+        "--limit-usd=-5",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("422"), "{}", stderr(&o));
+    let o = admin(&[
+        "budgets",
+        "set",
+        "--scope",
+        "team",
+        "--scope-id",
+        "x",
+        "--period",
+        "monthly",
+        "--limit-usd",
+        "5",
+    ]);
+    assert!(
+        stderr(&o).contains("--scope \"team\" is not valid"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = admin(&["budgets", "list"]);
+    let table = stdout(&o);
+    assert!(table.starts_with("ID\tSCOPE"), "{table}");
+    assert!(
+        table.contains("\torg\tacme\tmonthly\tUTC\tenforce\t150\t-\t0\t"),
+        "{table}"
+    );
+
+    let o = admin(&[
+        "keys", "create", "--org", "acme", "--user", "alice", "--name", "laptop",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .unwrap()
+        .to_string();
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .to_string();
+    assert!(secret.starts_with("tg-"));
+
+    // Some usage from the data plane, then the spend verb.
+    let p = json!({"key": id, "user": "alice", "org": "acme"});
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let events: Vec<Value> = (1..=3)
+        .map(|i| json!({"id": format!("ev-{i}"), "reporter": "envoy-1", "seq": i, "ts": now, "principal": p,
+                        "model": "gpt-4o", "api": "open_ai_chat", "usage": {"input_uncached": 100, "output": 10},
+                        "cost": {"input": "0.00025", "cache_read": "0", "cache_write_5m": "0", "cache_write_1h": "0",
+                                 "output": "0.0001", "reasoning": "0", "total": "0.00035"},
+                        "price_version": 1, "charge": "actual", "status": 200}))
+        .collect();
+    let r = client
+        .post(format!("{url}/v1/usage"))
+        .bearer_auth(DATAPLANE)
+        .json(&json!({"events": events}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().unwrap(),
+        json!({"accepted": 3, "duplicate": 0})
+    );
+
+    let o = admin(&[
+        "spend",
+        "--scope",
+        "user",
+        "--scope-id",
+        "alice",
+        "--group-by",
+        "model,key",
+        "--csv",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("model,key,requests,input_tokens,output_tokens,cost_usd\ngpt-4o,{id},3,300,30,0.00105\n"));
+    let o = admin(&["spend", "--group-by", "day"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["total_usd"], "0.00105");
+
+    let o = admin(&["keys", "revoke", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with(&format!("revoked {id} at ")));
+    let o = admin(&["keys", "revoke", "key_nope"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("404"), "{}", stderr(&o));
+
+    // The wrong token is refused, and the verbs say so.
+    let mut c = tollgate(&["budgets", "list"]);
+    c.env("TOLLGATE_URL", &url)
+        .env("TOLLGATE_ADMIN_TOKEN", DATAPLANE);
+    let o = run(&mut c);
+    assert!(stderr(&o).contains("403"), "{}", stderr(&o));
+
+    drop(server);
+    let logs = logs.join().unwrap();
+    assert!(logs.contains("tollgate control plane serving"), "{logs}");
+    // Debug logs name routes and statuses, never a token or a key secret.
+    assert!(logs.contains("route=\"/v1/usage\" status=200"), "{logs}");
+    for secret in [ADMIN, DATAPLANE, secret.as_str()] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+}

@@ -1,0 +1,644 @@
+//! Store tests: every body runs twice, on SQLite and on PostgreSQL (`store_test!` makes
+//! `<name>::sqlite` and `<name>::postgres`). PostgreSQL is a throwaway server this binary
+//! starts itself (see `tollgate_control_plane::testkit`).
+//!
+//! Run: `cargo test -p tollgate-control-plane --test store`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::*;
+use rust_decimal::Decimal;
+use tollgate_control_plane::clock::Clock;
+use tollgate_control_plane::ingest::BudgetCache;
+use tollgate_control_plane::metrics::Metrics;
+use tollgate_control_plane::snapshot::Snapshots;
+use tollgate_control_plane::store::budgets::{BudgetPatch, NewBudget};
+use tollgate_control_plane::store::keys::NewKey;
+use tollgate_control_plane::store::prices::NewRevision;
+use tollgate_control_plane::store::spend::{GroupBy, SpendQuery};
+use tollgate_control_plane::store::{Store, StoreError};
+use tollgate_control_plane::store_test;
+use tollgate_control_plane::timezone::Zone;
+use tollgate_core::budget::{Mode, Period, Scope};
+use tollgate_core::pricing::ModelPrice;
+use tollgate_core::snapshot::{Snapshot, SnapshotIndex};
+
+fn budget(scope: Scope, id: &str, period: Period, tz: &str, limit: &str) -> NewBudget {
+    NewBudget {
+        scope,
+        scope_id: id.into(),
+        period,
+        timezone: Zone::parse(tz).unwrap(),
+        limit_usd: d(limit),
+        soft_limit_usd: None,
+        mode: Mode::Enforce,
+    }
+}
+
+async fn seed_tenants(store: &Store) {
+    store.create_org("acme", "Acme", NOW).await.unwrap();
+    store
+        .create_project("web", "acme", "Web", NOW)
+        .await
+        .unwrap();
+    store
+        .create_user("alice", "acme", "Alice", Some("a@acme.test"), NOW)
+        .await
+        .unwrap();
+}
+
+store_test!(tenants_crud_and_constraints, |store| {
+    seed_tenants(&store).await;
+    assert_eq!(store.get_org("acme").await.unwrap().name, "Acme");
+    assert!(matches!(
+        store.create_org("acme", "Again", NOW).await,
+        Err(StoreError::Conflict { field: "id", .. })
+    ));
+    assert!(matches!(
+        store.get_org("nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.create_project("p2", "nope", "P", NOW).await,
+        Err(StoreError::Invalid { ref field, .. }) if field == "org_id"
+    ));
+    assert_eq!(store.rename_org("acme", "ACME").await.unwrap().name, "ACME");
+    assert_eq!(store.list_projects(Some("acme")).await.unwrap().len(), 1);
+    assert_eq!(store.list_projects(Some("other")).await.unwrap().len(), 0);
+    assert_eq!(
+        store.list_users(None).await.unwrap()[0].email.as_deref(),
+        Some("a@acme.test")
+    );
+    // Referenced rows cannot go: 409, not a silent cascade.
+    assert!(matches!(
+        store.delete_org("acme").await,
+        Err(StoreError::Conflict { .. })
+    ));
+    store.delete_project("web").await.unwrap();
+    store.delete_user("alice").await.unwrap();
+    store.delete_org("acme").await.unwrap();
+    assert!(matches!(
+        store.delete_org("acme").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(store.list_orgs().await.unwrap().is_empty());
+});
+
+store_test!(keys_are_hashed_listed_and_revoked, |store| {
+    seed_tenants(&store).await;
+    store.create_org("globex", "Globex", NOW).await.unwrap();
+    let v0 = store.meta().await.unwrap();
+    let new = NewKey {
+        name: "ci".into(),
+        org_id: "acme".into(),
+        project_id: Some("web".into()),
+        user_id: Some("alice".into()),
+    };
+    let k = store.create_key(&new, NOW).await.unwrap();
+    assert!(k.secret.starts_with("tg-"));
+    assert_eq!(k.key.prefix, k.secret[..11]);
+    let v1 = store.meta().await.unwrap();
+    assert!(v1.version > v0.version && v1.keys_version > v0.keys_version);
+    // The secret is not stored anywhere the store can give back.
+    let listed = store.list_keys(Some("acme"), false).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(!format!("{listed:?}").contains(&k.secret[3..]));
+    // A project of another org is refused, naming the field.
+    let bad = NewKey {
+        org_id: "globex".into(),
+        user_id: None,
+        ..new.clone()
+    };
+    assert!(matches!(
+        store.create_key(&bad, NOW).await,
+        Err(StoreError::Invalid { ref field, .. }) if field == "project_id"
+    ));
+    let revoked = store.revoke_key(&k.key.id, NOW + 5).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(NOW + 5));
+    let again = store.revoke_key(&k.key.id, NOW + 9).await.unwrap();
+    assert_eq!(
+        again.revoked_at,
+        Some(NOW + 5),
+        "revoking twice keeps the first time"
+    );
+    assert!(store.list_keys(None, false).await.unwrap().is_empty());
+    assert_eq!(store.list_keys(None, true).await.unwrap().len(), 1);
+    assert!(matches!(
+        store.revoke_key("key_nope", NOW).await,
+        Err(StoreError::NotFound { .. })
+    ));
+});
+
+store_test!(budgets_crud_and_unique_per_period, |store| {
+    let b = store
+        .create_budget(
+            &budget(Scope::Org, "acme", Period::Monthly, "Europe/Paris", "100"),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.timezone, "Europe/Paris");
+    assert!(matches!(
+        store
+            .create_budget(
+                &budget(Scope::Org, "acme", Period::Monthly, "UTC", "5"),
+                NOW
+            )
+            .await,
+        Err(StoreError::Conflict {
+            field: "period",
+            ..
+        })
+    ));
+    store
+        .create_budget(&budget(Scope::Org, "acme", Period::Daily, "UTC", "5"), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .list_budgets(Some(Scope::Org), Some("acme"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        store
+            .list_budgets(Some(Scope::Key), None)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    let patch = BudgetPatch {
+        limit_usd: Some(d("250.50")),
+        soft_limit_usd: Some(Some(d("200"))),
+        mode: Some(Mode::Shadow),
+        ..BudgetPatch::default()
+    };
+    let u = store.update_budget(&b.id, &patch, NOW + 1).await.unwrap();
+    assert_eq!(
+        (u.limit_usd, u.soft_limit_usd, u.mode),
+        (d("250.50"), Some(d("200")), Mode::Shadow)
+    );
+    assert_eq!(
+        store.get_budget(&b.id).await.unwrap(),
+        u,
+        "money round-trips exactly"
+    );
+    let too_high = BudgetPatch {
+        soft_limit_usd: Some(Some(d("300"))),
+        ..BudgetPatch::default()
+    };
+    assert!(matches!(
+        store.update_budget(&b.id, &too_high, NOW).await,
+        Err(StoreError::Invalid { ref field, .. }) if field == "soft_limit_usd"
+    ));
+    store.delete_budget(&b.id).await.unwrap();
+    assert!(matches!(
+        store.get_budget(&b.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.delete_budget(&b.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+});
+
+store_test!(
+    ingest_is_idempotent_and_charges_every_budget_on_the_chain,
+    |store| {
+        let cache = BudgetCache::default();
+        let org = store
+            .create_budget(
+                &budget(Scope::Org, "acme", Period::Daily, "UTC", "100"),
+                NOW,
+            )
+            .await
+            .unwrap();
+        let key = store
+            .create_budget(&budget(Scope::Key, "k1", Period::Total, "UTC", "10"), NOW)
+            .await
+            .unwrap();
+        let other = store
+            .create_budget(
+                &budget(Scope::Org, "globex", Period::Daily, "UTC", "100"),
+                NOW,
+            )
+            .await
+            .unwrap();
+        let p = principal("acme", Some("web"), None, Some("k1"));
+        let batch = vec![
+            event("e1", "r1", 1, NOW, &p, "0.10"),
+            event("e2", "r1", 2, NOW - DAY, &p, "0.25"),
+            event("e1", "r1", 1, NOW, &p, "0.10"),
+        ];
+        let v0 = store.meta().await.unwrap().version;
+        let out = store.ingest(&batch, NOW, &cache).await.unwrap();
+        assert_eq!((out.accepted, out.duplicate), (2, 1));
+        assert!(out.version.unwrap() > v0);
+        let again = store.ingest(&batch, NOW, &cache).await.unwrap();
+        assert_eq!(
+            (again.accepted, again.duplicate),
+            (0, 3),
+            "a retried batch changes nothing"
+        );
+        assert_eq!(again.version, None);
+        let budgets = vec![
+            store.get_budget(&org.id).await.unwrap(),
+            store.get_budget(&key.id).await.unwrap(),
+            store.get_budget(&other.id).await.unwrap(),
+        ];
+        let spent = store.spend_now(&budgets, NOW).await.unwrap();
+        assert_eq!(
+            spent[&org.id],
+            d("0.10"),
+            "yesterday's event is in yesterday's window"
+        );
+        assert_eq!(
+            spent[&key.id],
+            d("0.35"),
+            "a total budget counts everything"
+        );
+        assert_eq!(spent[&other.id], Decimal::ZERO);
+        let yesterday = store.spend_now(&budgets, NOW - DAY).await.unwrap();
+        assert_eq!(yesterday[&org.id], d("0.25"));
+    }
+);
+
+store_test!(
+    new_budget_is_backfilled_and_rekeyed_from_the_ledger,
+    |store| {
+        let cache = BudgetCache::default();
+        let p = principal("acme", Some("web"), Some("alice"), None);
+        store
+            .ingest(
+                &[
+                    event("a", "r", 1, TODAY + 60, &p, "1.5"),
+                    event("b", "r", 2, TODAY - 3600, &p, "2"),
+                ],
+                NOW,
+                &cache,
+            )
+            .await
+            .unwrap();
+        // Created after the events: starts from what the current window already spent.
+        let b = store
+            .create_budget(
+                &budget(Scope::Project, "web", Period::Daily, "UTC", "10"),
+                NOW,
+            )
+            .await
+            .unwrap();
+        let spent = store
+            .spend_now(std::slice::from_ref(&b), NOW)
+            .await
+            .unwrap();
+        assert_eq!(spent[&b.id], d("1.5"));
+        // In a zone two hours ahead of UTC, 23:00 UTC yesterday is already "today".
+        let patch = BudgetPatch {
+            timezone: Some(Zone::parse("Africa/Johannesburg").unwrap()),
+            ..BudgetPatch::default()
+        };
+        let b = store.update_budget(&b.id, &patch, NOW).await.unwrap();
+        let spent = store
+            .spend_now(std::slice::from_ref(&b), NOW)
+            .await
+            .unwrap();
+        assert_eq!(spent[&b.id], d("3.5"));
+        // Later events land on top, and the cache picks up the budget change.
+        store
+            .ingest(&[event("c", "r", 3, NOW, &p, "0.5")], NOW, &cache)
+            .await
+            .unwrap();
+        let spent = store
+            .spend_now(std::slice::from_ref(&b), NOW)
+            .await
+            .unwrap();
+        assert_eq!(spent[&b.id], d("4.0"));
+    }
+);
+
+store_test!(reporter_acknowledgement_waits_for_gaps, |store| {
+    let cache = BudgetCache::default();
+    let p = principal("acme", None, None, None);
+    let snapshots = Snapshots::new(
+        store.clone(),
+        Clock::fixed(NOW),
+        Arc::new(Metrics::default()),
+    );
+    let acks = |s: &Snapshots| {
+        let b = s.current();
+        serde_json::from_slice::<Snapshot>(&b.bytes)
+            .unwrap()
+            .reporters
+    };
+    store
+        .ingest(
+            &[
+                event("1", "r1", 1, NOW, &p, "1"),
+                event("2", "r1", 2, NOW, &p, "1"),
+            ],
+            NOW,
+            &cache,
+        )
+        .await
+        .unwrap();
+    store
+        .ingest(
+            &[
+                event("5", "r1", 5, NOW, &p, "1"),
+                event("x1", "r2", 1, NOW, &p, "1"),
+            ],
+            NOW,
+            &cache,
+        )
+        .await
+        .unwrap();
+    snapshots.rebuild().await.unwrap();
+    assert_eq!(
+        acks(&snapshots),
+        BTreeMap::from([("r1".into(), 2), ("r2".into(), 1)])
+    );
+    store
+        .ingest(
+            &[
+                event("3", "r1", 3, NOW, &p, "1"),
+                event("4", "r1", 4, NOW, &p, "1"),
+            ],
+            NOW,
+            &cache,
+        )
+        .await
+        .unwrap();
+    snapshots.rebuild().await.unwrap();
+    assert_eq!(
+        acks(&snapshots)["r1"],
+        5,
+        "the gap closed: 3 and 4 join the pending 5"
+    );
+    // Duplicates of acknowledged events do not move anything.
+    store
+        .ingest(&[event("2", "r1", 2, NOW, &p, "1")], NOW, &cache)
+        .await
+        .unwrap();
+    snapshots.rebuild().await.unwrap();
+    assert_eq!(acks(&snapshots)["r1"], 5);
+});
+
+store_test!(concurrent_batches_lose_no_update, |store| {
+    let cache = Arc::new(BudgetCache::default());
+    let b = store
+        .create_budget(
+            &budget(Scope::Org, "acme", Period::Monthly, "UTC", "1000"),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let p = principal("acme", None, None, None);
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let (store, cache, p) = (store.clone(), cache.clone(), p.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0..5u64 {
+                let events: Vec<_> = (0..20u64)
+                    .map(|i| {
+                        let seq = n * 20 + i + 1;
+                        event(
+                            &format!("t{t}-{seq}"),
+                            &format!("r{t}"),
+                            seq,
+                            NOW,
+                            &p,
+                            "0.01",
+                        )
+                    })
+                    .collect();
+                store.ingest(&events, NOW, &cache).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let spent = store
+        .spend_now(std::slice::from_ref(&b), NOW)
+        .await
+        .unwrap();
+    assert_eq!(spent[&b.id], d("8.00"), "8 tasks × 100 events × $0.01");
+});
+
+store_test!(price_revisions_take_effect_in_order, |store| {
+    let price = |input: i64| ModelPrice::flat(Decimal::new(input, 6), Decimal::new(input * 4, 6));
+    let rev = |model: &str, from: i64, p: Option<ModelPrice>| NewRevision {
+        model: model.into(),
+        effective_from: from,
+        price: p,
+        source: "api".into(),
+    };
+    store
+        .add_price_revisions(
+            &[
+                rev("gpt-4o", NOW - 100, Some(price(2))),
+                rev("o1", NOW - 100, Some(price(15))),
+            ],
+            NOW,
+        )
+        .await
+        .unwrap();
+    store
+        .add_price_revisions(
+            &[
+                rev("gpt-4o", NOW + 100, Some(price(3))),
+                rev("o1", NOW + 50, None),
+            ],
+            NOW,
+        )
+        .await
+        .unwrap();
+    let now = store.effective_prices(NOW).await.unwrap();
+    assert_eq!(now.book.models["gpt-4o"], price(2));
+    assert_eq!(now.book.models.len(), 2);
+    assert_eq!(now.next_change, Some(NOW + 50));
+    let later = store.effective_prices(NOW + 100).await.unwrap();
+    assert_eq!(later.book.models["gpt-4o"], price(3));
+    assert!(
+        !later.book.models.contains_key("o1"),
+        "deleted from NOW + 50 on"
+    );
+    assert!(later.book.version > now.book.version);
+    assert_eq!(later.next_change, None);
+    let history = store.price_history("gpt-4o").await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(store.price_at("o1", NOW + 60).await.unwrap(), None);
+    assert_eq!(
+        store.price_at("o1", NOW).await.unwrap().unwrap().price,
+        Some(price(15))
+    );
+});
+
+store_test!(snapshot_carries_windows_spend_keys_and_versions, |store| {
+    seed_tenants(&store).await;
+    let clock = Clock::fixed(NOW);
+    let metrics = Arc::new(Metrics::default());
+    let snapshots = Snapshots::new(store.clone(), clock.clone(), metrics);
+    let cache = BudgetCache::default();
+    let key = store
+        .create_key(
+            &NewKey {
+                name: "k".into(),
+                org_id: "acme".into(),
+                project_id: Some("web".into()),
+                user_id: None,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    let daily = store
+        .create_budget(&budget(Scope::Org, "acme", Period::Daily, "UTC", "50"), NOW)
+        .await
+        .unwrap();
+    store
+        .create_budget(
+            &budget(Scope::Key, &key.key.id, Period::Total, "UTC", "5"),
+            NOW,
+        )
+        .await
+        .unwrap();
+    store
+        .add_price_revisions(
+            &[NewRevision {
+                model: "gpt-4o".into(),
+                effective_from: 0,
+                price: Some(ModelPrice::flat(Decimal::new(25, 7), Decimal::new(1, 5))),
+                source: "api".into(),
+            }],
+            NOW,
+        )
+        .await
+        .unwrap();
+    let p = principal("acme", Some("web"), None, Some(&key.key.id));
+    store
+        .ingest(&[event("e1", "env-1", 1, NOW, &p, "1.25")], NOW, &cache)
+        .await
+        .unwrap();
+    let built = snapshots.rebuild().await.unwrap();
+    assert_eq!(built.version, store.meta().await.unwrap().version as u64);
+    let snap: Snapshot = serde_json::from_slice(&built.bytes).unwrap();
+    let idx = SnapshotIndex::new(snap.clone()).unwrap();
+    let who = idx.principal_for_key(&tollgate_control_plane::keys::sha256_hex(
+        key.secret.as_bytes(),
+    ));
+    assert_eq!(who, Some(&p), "the key resolves to its whole chain");
+    let on_chain: Vec<_> = idx
+        .budgets_for(&p)
+        .map(|b| (b.id.clone(), b.spent_usd))
+        .collect();
+    assert_eq!(on_chain.len(), 2);
+    assert!(on_chain.iter().all(|(_, s)| *s == d("1.25")));
+    let b = snap.budgets.iter().find(|b| b.id == daily.id).unwrap();
+    assert_eq!(
+        b.window.boundaries(),
+        [TODAY, TODAY + DAY, TODAY + 2 * DAY, TODAY + 3 * DAY]
+    );
+    assert_eq!(b.spent_window_start, Some(TODAY));
+    assert_eq!(snap.reporters["env-1"], 1);
+    assert_eq!(snap.prices.models.len(), 1);
+    assert_eq!(snap.generated_at, NOW);
+    // Nothing changed: same version, same bytes, no rebuild.
+    let same = snapshots.rebuild().await.unwrap();
+    assert_eq!((same.version, &same.bytes), (built.version, &built.bytes));
+    // Revoking the key removes it from the next version.
+    store.revoke_key(&key.key.id, NOW).await.unwrap();
+    let next = snapshots.refresh().await.unwrap();
+    assert!(next.version > built.version);
+    let snap: Snapshot = serde_json::from_slice(&next.bytes).unwrap();
+    assert!(snap.keys.is_empty());
+    // Crossing midnight: the refresher turns the boundary into one version bump, and the
+    // new window starts with no spend.
+    assert_eq!(next.next_boundary, Some(TODAY + DAY));
+    clock.set(TODAY + DAY + 1);
+    let flipped = snapshots.refresh().await.unwrap();
+    assert!(flipped.version > next.version);
+    let snap: Snapshot = serde_json::from_slice(&flipped.bytes).unwrap();
+    let b = snap.budgets.iter().find(|b| b.id == daily.id).unwrap();
+    assert_eq!(b.spent_window_start, Some(TODAY + DAY));
+    assert_eq!(b.spent_usd, Decimal::ZERO);
+    assert!(
+        !store.advance_clock(TODAY + DAY).await.unwrap(),
+        "a second replica does not bump again"
+    );
+});
+
+store_test!(spend_reports_group_and_filter, |store| {
+    let cache = BudgetCache::default();
+    let a = principal("acme", Some("web"), Some("alice"), Some("k1"));
+    let b = principal("acme", Some("api"), None, Some("k2"));
+    let mut e3 = event("3", "r", 3, TODAY - 1, &b, "0.5");
+    e3.model = "claude".into();
+    store
+        .ingest(
+            &[
+                event("1", "r", 1, TODAY + 10, &a, "1"),
+                event("2", "r", 2, TODAY + 20, &b, "2"),
+                e3,
+            ],
+            NOW,
+            &cache,
+        )
+        .await
+        .unwrap();
+    let q = SpendQuery {
+        scope: Some((Scope::Org, "acme".into())),
+        model: None,
+        from: i64::MIN,
+        to: i64::MAX,
+        group_by: vec![GroupBy::Day, GroupBy::Project],
+        zone: Zone::UTC,
+    };
+    let r = store.spend(&q).await.unwrap();
+    assert_eq!(r.total_usd, d("3.5"));
+    assert_eq!(r.requests, 3);
+    let rows: Vec<_> = r
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.group["day"].clone().unwrap(),
+                r.group["project"].clone().unwrap(),
+                r.cost_usd,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("2024-03-14".into(), "api".into(), d("0.5")),
+            ("2024-03-15".into(), "api".into(), d("2")),
+            ("2024-03-15".into(), "web".into(), d("1")),
+        ]
+    );
+    let only = SpendQuery {
+        scope: Some((Scope::Key, "k1".into())),
+        group_by: vec![GroupBy::Model],
+        ..q.clone()
+    };
+    let r = store.spend(&only).await.unwrap();
+    assert_eq!(r.total_usd, d("1"));
+    let model = SpendQuery {
+        scope: None,
+        model: Some("claude".into()),
+        group_by: vec![],
+        from: TODAY - DAY,
+        to: TODAY,
+        ..q
+    };
+    let r = store.spend(&model).await.unwrap();
+    assert_eq!((r.requests, r.total_usd), (1, d("0.5")));
+    assert_eq!(r.rows[0].input_tokens, 1000);
+});
