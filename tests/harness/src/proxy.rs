@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _, Result};
 use wasmtime::{TypedFunc, WasmParams, WasmResults};
 
+use crate::host::abi::Status;
 use crate::host::{lock, shared_data, Event, Process};
 use crate::outcome::{GuestTrap, LogLine, MetricValue, Phase, QueueItem};
 use crate::plugin::Plugin;
@@ -208,6 +209,15 @@ impl Host {
     /// Sets the virtual wall clock (timers run on the monotonic clock and do not fire).
     pub fn set_time(&mut self, time: SystemTime) {
         lock(&self.process).realtime_nanos = nanos_since_epoch(time);
+    }
+
+    /// Makes the next `times` calls of the import named `import` (e.g.
+    /// `proxy_get_buffer_bytes`) return `status` instead of doing their work: a way to drive
+    /// a guest into the paths Envoy's refusals take. Supported for `proxy_get_buffer_bytes`.
+    pub fn inject_fault(&mut self, import: &str, status: Status, times: u32) {
+        lock(&self.process)
+            .faults
+            .insert(import.to_owned(), (status, times.max(1)));
     }
 
     /// Moves the virtual clocks forward by `by`, firing every `proxy_on_tick` that falls due

@@ -15,7 +15,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tollgate_harness::{
-    Host, HttpCall, HttpResponse, Outcome, Plugin, Reply, Request, StartError, Upstream, VmId,
+    FailurePolicy, Host, HttpCall, HttpResponse, Outcome, Plugin, Reply, Request, StartError,
+    Status, Upstream, VmId,
 };
 
 /// 2025-01-01T00:00:00Z, where the harness clock starts.
@@ -210,7 +211,13 @@ struct Tollgate {
 impl Tollgate {
     /// Starts the sync service and one worker, and lets the first sync happen.
     fn start(snapshot: Value, extra: Value) -> Tollgate {
-        let plugin = plugin().with_configuration(config("filter", extra.clone()));
+        Tollgate::start_with(snapshot, extra, FailurePolicy::FailReload)
+    }
+
+    fn start_with(snapshot: Value, extra: Value, policy: FailurePolicy) -> Tollgate {
+        let plugin = plugin()
+            .with_configuration(config("filter", extra.clone()))
+            .with_failure_policy(policy);
         let cp = Arc::new(Mutex::new(ControlPlane::new(snapshot)));
         let mut host = Host::new();
         let c = Arc::clone(&cp);
@@ -687,6 +694,53 @@ fn refuses_unknown_keys_models_and_bad_bodies_without_trapping() {
     let o = t.send(&Request::get("/healthz").response_status(200));
     assert!(o.allowed());
     assert!(t.host.vm_failure(t.worker).is_none());
+}
+
+/// Envoy refusing a host call the SDK does not expect to fail makes the SDK panic, which
+/// traps the VM. Under FAIL_RELOAD (the shipped policy) the next request runs on a fresh VM
+/// that still enforces from the shared snapshot; under FAIL_CLOSED every later request is 503.
+#[test]
+fn a_trap_reloads_the_vm_under_fail_reload_and_fails_closed_otherwise() {
+    let mut t = Tollgate::start(snapshot("1", "0.9999", None), json!({}));
+    t.host
+        .inject_fault("proxy_get_buffer_bytes", Status::InternalFailure, 1);
+    let o = t.host.send_to(t.worker, &chat(10)).unwrap();
+    assert!(o.trap.is_some(), "the SDK panics on the unexpected status");
+    let o = t.send(
+        &chat(1000)
+            .response_status(200)
+            .response_body(chat_response(1, 1)),
+    );
+    assert!(o.vm_reloaded, "a fresh VM serves the next request");
+    assert_eq!(
+        o.status(),
+        Some(429),
+        "and still enforces the shared snapshot"
+    );
+
+    let mut t = Tollgate::start_with(
+        snapshot("1", "0", None),
+        json!({}),
+        FailurePolicy::FailClosed,
+    );
+    t.host
+        .inject_fault("proxy_get_buffer_bytes", Status::InternalFailure, 1);
+    let o = t.host.send_to(t.worker, &chat(10)).unwrap();
+    assert!(o.trap.is_some());
+    let o = t
+        .host
+        .send_to(
+            t.worker,
+            &chat(10)
+                .response_status(200)
+                .response_body(chat_response(1, 1)),
+        )
+        .unwrap();
+    assert_eq!(
+        o.status(),
+        Some(503),
+        "fail closed: the dead VM answers nothing else"
+    );
 }
 
 #[test]

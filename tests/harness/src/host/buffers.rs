@@ -28,6 +28,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()
          max_size: u32,
          return_data: u32,
          return_size: u32| {
+            if let Some(fault) = super::take_fault(caller.data(), "proxy_get_buffer_bytes") {
+                return Ok(fault as u32);
+            }
             status(get_bytes(
                 &mut caller,
                 buffer,

@@ -345,6 +345,10 @@ pub(crate) struct Process {
     pub events: VecDeque<Event>,
     /// The next connection id handed to a stream.
     pub next_connection_id: u64,
+    /// Injected faults: import name -> (status to return, calls left). Tests use them to
+    /// drive a guest into the paths Envoy's refusals take (the Rust SDK panics on any status
+    /// it does not expect, which traps the VM).
+    pub faults: HashMap<String, (Status, u32)>,
 }
 
 impl Process {
@@ -358,6 +362,7 @@ impl Process {
             queue_tokens: HashMap::new(),
             queues: HashMap::new(),
             next_queue_token: 1,
+            faults: HashMap::new(),
             metrics: BTreeMap::new(),
             upstreams: HashMap::new(),
             calls: Vec::new(),
@@ -462,6 +467,21 @@ impl From<wasmtime::Error> for HostError {
     fn from(error: wasmtime::Error) -> Self {
         HostError::Trap(error)
     }
+}
+
+/// The injected fault for `import`, if one is armed (counting it down).
+pub(crate) fn take_fault(state: &HostState, import: &str) -> Option<Status> {
+    let mut process = state
+        .process
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (status, left) = process.faults.get_mut(import)?;
+    let status = *status;
+    *left = left.saturating_sub(1);
+    if *left == 0 {
+        process.faults.remove(import);
+    }
+    Some(status)
 }
 
 /// The value an import returns: `OK`, the status, or a trap.
