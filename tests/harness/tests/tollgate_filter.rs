@@ -4,7 +4,7 @@
 //!
 //! Each test reads as a transcript: snapshot in, requests in, what the filter did out.
 //! Run with `cargo test -p tollgate-harness --test tollgate_filter`.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 mod common;
 
