@@ -4,7 +4,12 @@
 //!
 //! Each test reads as a transcript: snapshot in, requests in, what the filter did out.
 //! Run with `cargo test -p tollgate-harness --test tollgate_filter`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 mod common;
 
@@ -748,7 +753,9 @@ fn invalid_config_is_refused_naming_every_field() {
     let plugin = plugin().with_configuration(
         r#"{"control_plane":{"cluster":"cp","authority":"a","token":"t","sync_interval_ms":1},"stale_policy":"maybe"}"#,
     );
-    let err = plugin.start().err().expect("config must be refused");
+    let Err(err) = plugin.start() else {
+        panic!("config must be refused")
+    };
     let start = err.downcast_ref::<StartError>().expect("a StartError");
     assert!(start.config_rejected(), "{err}");
     let text = err.to_string();
