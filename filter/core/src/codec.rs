@@ -44,7 +44,8 @@ impl Writer {
     /// A length-prefixed string (u32 length).
     pub fn str(&mut self, s: &str) {
         // Shared data and queue items are far below 4 GiB; a longer string cannot occur.
-        self.0.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
+        self.0
+            .extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
         self.0.extend_from_slice(s.as_bytes());
     }
     /// An optional string: a presence byte, then the string.
@@ -84,8 +85,14 @@ impl<'a> Reader<'a> {
         }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
-        let end = self.at.checked_add(n).ok_or(CodecError::Truncated(self.at))?;
-        let s = self.bytes.get(self.at..end).ok_or(CodecError::Truncated(self.at))?;
+        let end = self
+            .at
+            .checked_add(n)
+            .ok_or(CodecError::Truncated(self.at))?;
+        let s = self
+            .bytes
+            .get(self.at..end)
+            .ok_or(CodecError::Truncated(self.at))?;
         self.at = end;
         Ok(s)
     }

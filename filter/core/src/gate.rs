@@ -43,13 +43,22 @@ pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-goog
 /// carries a Tollgate key (each header read is a host call in the filter).
 pub fn find_virtual_key(mut get: impl FnMut(&'static str) -> Option<String>) -> Option<String> {
     let [auth, x_api, x_goog] = CREDENTIAL_HEADERS;
-    if let Some(k) = get(auth).as_deref().and_then(|v| virtual_key(Some(v), None, None)) {
+    if let Some(k) = get(auth)
+        .as_deref()
+        .and_then(|v| virtual_key(Some(v), None, None))
+    {
         return Some(k.to_string());
     }
-    if let Some(k) = get(x_api).as_deref().and_then(|v| virtual_key(None, Some(v), None)) {
+    if let Some(k) = get(x_api)
+        .as_deref()
+        .and_then(|v| virtual_key(None, Some(v), None))
+    {
         return Some(k.to_string());
     }
-    get(x_goog).as_deref().and_then(|v| virtual_key(None, None, Some(v))).map(str::to_string)
+    get(x_goog)
+        .as_deref()
+        .and_then(|v| virtual_key(None, None, Some(v)))
+        .map(str::to_string)
 }
 
 /// A local reply: status, headers, body.
@@ -164,7 +173,10 @@ mod tests {
         });
         assert_eq!(found.as_deref(), Some("tg-first"));
         assert_eq!(read, ["authorization"], "stops at the first key");
-        assert_eq!(find_virtual_key(|h| (h == "x-goog-api-key").then(|| "tg-g".into())).as_deref(), Some("tg-g"));
+        assert_eq!(
+            find_virtual_key(|h| (h == "x-goog-api-key").then(|| "tg-g".into())).as_deref(),
+            Some("tg-g")
+        );
     }
 
     #[test]

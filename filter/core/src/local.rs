@@ -171,8 +171,16 @@ mod tests {
 
     #[test]
     fn corrupt_state_is_an_error() {
-        let good = LocalBudget { reserved: Decimal::ONE, unsynced: vec![(5, Decimal::TWO)] }.encode();
-        for bad in [&b"r"[..], &good[..good.len() - 1], &[good.as_slice(), b"x"].concat()] {
+        let good = LocalBudget {
+            reserved: Decimal::ONE,
+            unsynced: vec![(5, Decimal::TWO)],
+        }
+        .encode();
+        for bad in [
+            &b"r"[..],
+            &good[..good.len() - 1],
+            &[good.as_slice(), b"x"].concat(),
+        ] {
             assert!(LocalBudget::decode(bad).is_err());
         }
         assert_eq!(LocalBudget::decode(b"").unwrap(), LocalBudget::default());

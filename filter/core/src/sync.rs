@@ -53,13 +53,18 @@ const REASONS: [UnchargedReason; 6] = [
 
 /// Index of `v` in `all` as a tag byte.
 fn tag<T: PartialEq>(all: &[T], v: &T) -> u8 {
-    all.iter().position(|x| x == v).and_then(|i| u8::try_from(i).ok()).unwrap_or(u8::MAX)
+    all.iter()
+        .position(|x| x == v)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(u8::MAX)
 }
 
 /// The value a tag byte names.
 fn untag<T: Copy>(all: &[T], r: &mut Reader<'_>) -> Result<T, CodecError> {
     let at_tag = r.u8()?;
-    all.get(usize::from(at_tag)).copied().ok_or(CodecError::Invalid(0))
+    all.get(usize::from(at_tag))
+        .copied()
+        .ok_or(CodecError::Invalid(0))
 }
 
 impl QueuedUsage {
@@ -76,16 +81,33 @@ impl QueuedUsage {
         w.str(&e.model);
         w.u8(tag(&FORMATS, &e.api));
         let u = &e.usage;
-        for v in [u.input_uncached, u.cache_read, u.cache_write_5m, u.cache_write_1h, u.output, u.reasoning] {
+        for v in [
+            u.input_uncached,
+            u.cache_read,
+            u.cache_write_5m,
+            u.cache_write_1h,
+            u.output,
+            u.reasoning,
+        ] {
             w.u64(v);
         }
         let c = &e.cost;
-        for v in [c.input, c.cache_read, c.cache_write_5m, c.cache_write_1h, c.output, c.reasoning, c.total] {
+        for v in [
+            c.input,
+            c.cache_read,
+            c.cache_write_5m,
+            c.cache_write_1h,
+            c.output,
+            c.reasoning,
+            c.total,
+        ] {
             w.dec(v);
         }
         w.u64(e.price_version);
         w.u8(tag(&CHARGES, &e.charge));
-        w.u8(e.uncharged.map_or(0, |r| tag(&REASONS, &r).saturating_add(1)));
+        w.u8(e
+            .uncharged
+            .map_or(0, |r| tag(&REASONS, &r).saturating_add(1)));
         w.u64(u64::from(e.status));
         w.u8(u8::from(e.stream));
         w.u64(self.charges.len() as u64);
@@ -131,7 +153,11 @@ impl QueuedUsage {
         let charge = untag(&CHARGES, &mut r)?;
         let uncharged = match r.u8()? {
             0 => None,
-            n => Some(*REASONS.get(usize::from(n - 1)).ok_or(CodecError::Invalid(0))?),
+            n => Some(
+                *REASONS
+                    .get(usize::from(n - 1))
+                    .ok_or(CodecError::Invalid(0))?,
+            ),
         };
         let status = u16::try_from(r.u64()?).map_err(|_| CodecError::Invalid(0))?;
         let stream = r.u8()? != 0;
@@ -142,7 +168,11 @@ impl QueuedUsage {
         }
         let mut charges = Vec::with_capacity(n as usize);
         for _ in 0..n {
-            charges.push(BudgetCharge { budget: r.str()?.to_string(), window: r.i64()?, amount: r.dec()? });
+            charges.push(BudgetCharge {
+                budget: r.str()?.to_string(),
+                window: r.i64()?,
+                amount: r.dec()?,
+            });
         }
         r.finish()?;
         Ok(QueuedUsage {
@@ -151,7 +181,12 @@ impl QueuedUsage {
                 reporter: String::new(),
                 seq: 0,
                 ts,
-                principal: Principal { key, user, project, org },
+                principal: Principal {
+                    key,
+                    user,
+                    project,
+                    org,
+                },
                 model,
                 api,
                 usage,
@@ -447,7 +482,10 @@ mod tests {
         let bytes = q.encode();
         assert_eq!(QueuedUsage::decode(&bytes).unwrap(), q);
         for cut in 0..bytes.len() {
-            assert!(QueuedUsage::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+            assert!(
+                QueuedUsage::decode(&bytes[..cut]).is_err(),
+                "truncated at {cut}"
+            );
         }
         let mut bad = bytes.clone();
         bad[0] = 9;
