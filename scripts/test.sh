@@ -18,6 +18,7 @@ echo "== clippy (wasm32-wasip1)"
 cargo clippy "${wasm_crates[@]}" --target wasm32-wasip1 --locked -- -D warnings
 echo "== wasm modules (release) for the harness and Envoy tests"
 cargo build --release --locked --target wasm32-wasip1 -p tollgate-filter -p tollgate-noop
-ls -l target/wasm32-wasip1/release/tollgate_filter.wasm target/wasm32-wasip1/release/tollgate_noop.wasm
+wasm_dir="${CARGO_TARGET_DIR:-target}/wasm32-wasip1/release"
+ls -l "$wasm_dir/tollgate_filter.wasm" "$wasm_dir/tollgate_noop.wasm"
 echo "== tests"
 cargo test --workspace --locked

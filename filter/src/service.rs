@@ -193,7 +193,13 @@ impl SyncService {
             );
         }
         match (kind, status) {
-            (CallKind::Usage, _) => self.state.usage_answered(status, now_ms),
+            (CallKind::Usage, _) => {
+                self.state.usage_answered(status, now_ms);
+                self.drain_queue();
+                if let Some(call) = self.state.next_full_batch(now_ms) {
+                    self.dispatch(call, now_ms);
+                }
+            }
             (CallKind::Snapshot, 304) => {
                 self.mark_fresh();
                 self.state.snapshot_unchanged();

@@ -124,6 +124,9 @@ pub fn budget_exceeded(deny: &Deny<'_>, now: i64) -> Reply {
         headers.push(("retry-after", t.saturating_sub(now).max(1).to_string()));
     }
     headers.push(("x-tollgate-budget", format!("{scope}:{}", b.id)));
+    // A budget refusal does not clear on retry; the OpenAI and Anthropic SDKs honour this and
+    // raise at once instead of retrying twice with backoff.
+    headers.push(("x-should-retry", "false".to_string()));
     Reply {
         status: 429,
         headers,
@@ -198,6 +201,7 @@ mod tests {
         let r = budget_exceeded(&deny, 400);
         assert_eq!(r.status, 429);
         assert!(r.headers.contains(&("retry-after", "600".into())));
+        assert!(r.headers.contains(&("x-should-retry", "false".into())));
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v["error"]["type"], "budget_exceeded");
         assert_eq!(v["error"]["budget"]["id"], "b1");

@@ -324,17 +324,35 @@ impl SyncState {
                 if_none_match: self.etag.clone(),
             });
         }
-        if self.posting.is_none() && !self.pending.is_empty() && now_ms >= self.retry_at_ms {
-            let n = self.pending.len().min(self.batch_max);
-            let batch = UsageBatch {
-                events: self.pending.iter().take(n).cloned().collect(),
-            };
-            if let Ok(body) = serde_json::to_vec(&batch) {
-                self.posting = Some(n);
-                calls.push(SyncCall::PostUsage { body, events: n });
-            }
+        if let Some(post) = self.post(now_ms) {
+            calls.push(post);
         }
         calls
+    }
+
+    /// After a batch was stored: the next one right away when a full batch is already waiting,
+    /// so one Envoy's usage keeps up with more than `batch_max` events per sync interval
+    /// (otherwise the pending queue grows until it overflows). Less than a full batch waits
+    /// for the next tick.
+    pub fn next_full_batch(&mut self, now_ms: u64) -> Option<SyncCall> {
+        if self.pending.len() < self.batch_max {
+            return None;
+        }
+        self.post(now_ms)
+    }
+
+    /// The next usage batch, unless one is in flight, nothing is pending or a retry waits.
+    fn post(&mut self, now_ms: u64) -> Option<SyncCall> {
+        if self.posting.is_some() || self.pending.is_empty() || now_ms < self.retry_at_ms {
+            return None;
+        }
+        let n = self.pending.len().min(self.batch_max);
+        let batch = UsageBatch {
+            events: self.pending.iter().take(n).cloned().collect(),
+        };
+        let body = serde_json::to_vec(&batch).ok()?;
+        self.posting = Some(n);
+        Some(SyncCall::PostUsage { body, events: n })
     }
 
     /// The snapshot call failed (transport error or 5xx): try again next tick.
@@ -346,6 +364,13 @@ impl SyncState {
     /// The snapshot did not change (304).
     pub fn snapshot_unchanged(&mut self) {
         self.snapshot_in_flight = false;
+        self.control_plane_answered();
+    }
+
+    /// The control plane is reachable again: a usage post waiting out a backoff goes now.
+    fn control_plane_answered(&mut self) {
+        self.retry_at_ms = 0;
+        self.consecutive_failures = 0;
     }
 
     /// A new snapshot was stored (after the glue decoded and published it): returns the local
@@ -356,6 +381,7 @@ impl SyncState {
         reporters: &BTreeMap<String, u64>,
     ) -> Vec<BudgetCharge> {
         self.snapshot_in_flight = false;
+        self.control_plane_answered();
         self.etag = etag;
         let acked = reporters.get(&self.reporter).copied().unwrap_or(0);
         let (done, waiting): (Vec<Posted>, Vec<Posted>) = std::mem::take(&mut self.posted)
@@ -549,6 +575,34 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_full_batch_is_posted_without_waiting_for_a_tick() {
+        // Batches of 2: with 5 pending, a stored batch is followed at once by the next full
+        // one; the last, partial one waits for the tick.
+        let mut s = SyncState::new("r".into(), 100, 2);
+        for c in 1..=5 {
+            s.push(item(c));
+        }
+        assert_eq!(post_events(&s.on_tick(0)), Some(2));
+        assert_eq!(s.next_full_batch(1), None, "one post in flight at a time");
+        s.usage_answered(200, 1);
+        let next = s.next_full_batch(1).map(|c| vec![c]).unwrap_or_default();
+        assert_eq!(post_events(&next), Some(2));
+        s.usage_answered(200, 2);
+        assert_eq!(
+            s.next_full_batch(2),
+            None,
+            "one event left: the tick posts it"
+        );
+        assert_eq!(post_events(&s.on_tick(1_000)), Some(1));
+        // A failed post backs off: no immediate retry.
+        for c in 6..=9 {
+            s.push(item(c));
+        }
+        s.usage_answered(0, 1_001);
+        assert_eq!(s.next_full_batch(1_001), None);
+    }
+
+    #[test]
     fn failures_retry_the_same_batch_with_backoff() {
         let mut s = SyncState::new("r".into(), 100, 10);
         s.push(item(1));
@@ -564,7 +618,12 @@ mod tests {
             "same ids: the control plane deduplicates"
         );
         assert_eq!(s.stats().failures, 2);
-        s.usage_answered(422, 10_001);
+        // A snapshot answer means the control plane is back: no more waiting.
+        s.usage_answered(0, 10_000);
+        assert_eq!(post_events(&s.on_tick(10_001)), None, "backing off again");
+        s.snapshot_unchanged();
+        assert_eq!(post_events(&s.on_tick(10_002)), Some(1), "retried at once");
+        s.usage_answered(422, 10_003);
         assert_eq!(s.stats().rejected, 1);
         assert_eq!(s.stats().pending, 0);
     }

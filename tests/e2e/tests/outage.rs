@@ -1,0 +1,183 @@
+//! The control plane goes away for 10 s under steady traffic (killed: a crash, not a polite
+//! shutdown) and comes back on the same port with the same SQLite file. Meanwhile Envoy keeps
+//! serving and keeps enforcing from its last snapshot plus its local spend: a key with a small
+//! budget is refused once that budget is used up, with no control plane to ask. Afterwards
+//! the ledger holds exactly one event per request Envoy served — none lost, none doubled —
+//! and exactly the cost computed independently for each.
+//!
+//! Run with `cargo test -p tollgate-tests --test outage` (about 30 s).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use tollgate_tests::control_plane::Spend;
+use tollgate_tests::pricing::{expected, litellm_book};
+use tollgate_upstream::{Api, Controls};
+
+use common::{dec, ledger_reaches};
+
+const OUTAGE: Duration = Duration::from_secs(10);
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// One chat completion: the request body, status and response body.
+fn chat(http: &reqwest::blocking::Client, url: &str, key: &str, text: &str) -> (Value, u16, Value) {
+    let req = json!({"model": "gpt-4o-mini", "max_tokens": 24,
+                     "messages": [{"role": "user", "content": text}]});
+    let resp = http
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&req)
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (req, status, resp.json().unwrap_or(Value::Null))
+}
+
+/// The exact cost of the requests Envoy served.
+fn cost_of(requests: &[Value]) -> Decimal {
+    let book = litellm_book().unwrap();
+    requests
+        .iter()
+        .map(|r| {
+            expected(book, Api::OpenAiChat, r, &Controls::default())
+                .unwrap()
+                .1
+        })
+        .sum()
+}
+
+#[test]
+fn control_plane_down_10s_envoy_keeps_enforcing_and_the_ledger_gets_every_request_once() {
+    let Some(mut stack) = common::stack() else {
+        return;
+    };
+    let api = stack.api().unwrap();
+    let steady = api.create_chain("steady").unwrap();
+    api.create_budget("key", &steady.key_id, "total", "10")
+        .unwrap();
+    // About ten requests' worth (gpt-4o-mini costs about $0.00001 per request here).
+    let capped = api.create_chain("capped").unwrap();
+    let capped_budget = api
+        .create_budget("key", &capped.key_id, "total", "0.0001")
+        .unwrap();
+    stack.wait_for_sync().unwrap();
+
+    // Steady traffic: one request every 40 ms until told to stop (bounded in count too).
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (stop, url, key) = (stop.clone(), stack.url(), steady.secret.clone());
+        thread::spawn(move || {
+            let http = client();
+            let (mut served, mut refused) = (Vec::new(), Vec::new());
+            for n in 0..3_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let (req, status, body) = chat(&http, &url, &key, &format!("steady request {n}"));
+                if status == 200 {
+                    served.push(req);
+                } else {
+                    refused.push((n, status, body));
+                }
+                thread::sleep(Duration::from_millis(40));
+            }
+            (served, refused)
+        })
+    };
+    thread::sleep(Duration::from_millis(1500));
+
+    stack.cp.stop();
+    let down = Instant::now();
+    // Enforcement without the control plane: the capped key is served until its budget (last
+    // snapshot + local spend + reservations) has no room for another request's worst case.
+    let http = client();
+    let mut capped_served = Vec::new();
+    let mut refusal = None;
+    for n in 0..50 {
+        let (req, status, body) = chat(&http, &stack.url(), &capped.secret, &format!("capped {n}"));
+        match status {
+            200 => capped_served.push(req),
+            429 => {
+                refusal = Some(body);
+                break;
+            }
+            other => panic!("capped request {n}: {other} {body}"),
+        }
+    }
+    let refusal = refusal.expect("the capped key was never refused during the outage");
+    assert_eq!(
+        refusal["error"]["budget"]["id"],
+        capped_budget.as_str(),
+        "{refusal}"
+    );
+    assert!(!capped_served.is_empty());
+    let capped_cost = cost_of(&capped_served);
+    assert!(capped_cost <= dec("0.0001"), "overspent: {capped_cost}");
+    assert!(
+        down.elapsed() < OUTAGE,
+        "the capped requests outlasted the outage"
+    );
+    thread::sleep(Duration::from_secs(3));
+    let failures = stack.envoy.stat("tollgate_sync_failures").unwrap();
+    assert!(failures > 0, "the sync service never noticed the outage");
+    thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
+
+    stack.cp.restart().unwrap();
+    eprintln!(
+        "control plane down for {:?}, {failures} sync failures counted by then",
+        down.elapsed()
+    );
+    thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let (served, refused) = traffic.join().unwrap();
+    assert!(
+        refused.is_empty(),
+        "steady requests refused around the outage: {refused:?}"
+    );
+    assert!(served.len() > 100, "only {} steady requests", served.len());
+
+    // Every served request exactly once, at exactly its price.
+    let took = ledger_reaches(
+        &stack,
+        "key",
+        &steady.key_id,
+        Spend {
+            requests: served.len() as u64,
+            total_usd: cost_of(&served),
+        },
+    );
+    eprintln!(
+        "{} steady requests served; the ledger caught up {took:?} after the traffic stopped",
+        served.len()
+    );
+    ledger_reaches(
+        &stack,
+        "key",
+        &capped.key_id,
+        Spend {
+            requests: capped_served.len() as u64,
+            total_usd: capped_cost,
+        },
+    );
+    // Nothing arrives twice later (a retried batch is idempotent).
+    thread::sleep(stack.sync_interval() * 4);
+    let again = api_spend(&stack, &steady.key_id);
+    assert_eq!(again.requests, served.len() as u64);
+}
+
+fn api_spend(stack: &tollgate_tests::Stack, key: &str) -> Spend {
+    stack.api().unwrap().spend("key", key).unwrap()
+}

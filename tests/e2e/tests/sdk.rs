@@ -1,0 +1,261 @@
+//! The official `openai` and `anthropic` Python SDKs, unchanged but for `base_url` and the
+//! virtual key, through real Envoy with the Tollgate filter, against the real control plane
+//! and the mock upstream (which demands the provider key, so every 200 proves the virtual key
+//! was swapped):
+//! - JSON and streamed requests are metered: the usage the SDK sees is the mock's
+//!   deterministic usage, a streamed OpenAI request gets usage although the client did not
+//!   ask for it (the filter injects `stream_options.include_usage`), and each request's cost
+//!   reaches the ledger (and the access log) exactly equal to the price computed
+//!   independently, within two sync intervals;
+//! - `x-tollgate-budget-remaining` is the limit minus everything spent before the request;
+//! - an exhausted budget is a 429 that each SDK raises as its own `RateLimitError`, carrying
+//!   Tollgate's message.
+//!
+//! Run with `cargo test -p tollgate-tests --test sdk` (needs `.venv`: `bash scripts/setup.sh`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+use tollgate_tests::control_plane::Spend;
+use tollgate_tests::pricing::{expected, litellm_book};
+use tollgate_tests::{eventually, python, Chain, Stack};
+use tollgate_upstream::{Api, Controls};
+
+use common::{dec, ledger_reaches, two_intervals};
+
+/// Runs one SDK case with `chain`'s key; returns its JSON lines.
+fn sdk(
+    stack: &Stack,
+    py: &std::path::PathBuf,
+    chain: &Chain,
+    case: &str,
+    text: &str,
+) -> Vec<Value> {
+    python::run(
+        py,
+        "sdk_e2e.py",
+        &[case, &stack.url(), text],
+        &[("TOLLGATE_KEY", &chain.secret)],
+        &stack.secrets,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()))
+}
+
+/// Sends `cases` one by one and checks each against the mock's usage, the independent price,
+/// the remaining-budget header, the access log and the ledger.
+fn metered_exactly(prefix: &str, api: Api, cases: &[&str]) {
+    let Some(stack) = common::stack() else { return };
+    let Some(py) = common::python() else { return };
+    let admin = stack.api().unwrap();
+    let chain = admin.create_chain(prefix).unwrap();
+    let limit = dec("5");
+    let budget = admin
+        .create_budget("key", &chain.key_id, "total", "5")
+        .unwrap();
+    stack.wait_for_sync().unwrap();
+    let book = litellm_book().unwrap();
+    let mut spent = Decimal::ZERO;
+    for (i, case) in cases.iter().enumerate() {
+        let text = format!("request {i} of {prefix}: {}", "words ".repeat(i * 7));
+        let script = python::spawn(
+            &py,
+            "sdk_e2e.py",
+            &[case, &stack.url(), &text],
+            &[("TOLLGATE_KEY", &chain.secret)],
+            &stack.secrets,
+        )
+        .unwrap();
+        // Watch the ledger while the SDK works: when does this request's event land?
+        let landed = eventually(Duration::from_secs(30), || {
+            let s = admin.spend("key", &chain.key_id).unwrap();
+            (s.requests > i as u64).then(SystemTime::now)
+        });
+        let lines = python::finish(script).unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
+        let landed = landed.unwrap_or_else(|| panic!("request {i} never reached the ledger"));
+        let r = &lines[0];
+        let (usage, cost) = expected(book, api, &r["request"], &Controls::default()).unwrap();
+        match api {
+            Api::OpenAiChat => {
+                assert_eq!(
+                    r["usage"]["prompt_tokens"],
+                    usage.prompt_total(),
+                    "{case}: {r}"
+                );
+                assert_eq!(r["usage"]["completion_tokens"], usage.output, "{case}: {r}");
+            }
+            _ => {
+                assert_eq!(
+                    r["usage"]["input_tokens"], usage.input_uncached,
+                    "{case}: {r}"
+                );
+                assert_eq!(r["usage"]["output_tokens"], usage.output, "{case}: {r}");
+            }
+        }
+        assert!(!r["text"].as_str().unwrap().is_empty(), "{case}: {r}");
+        // Known when the request was admitted: the limit minus everything settled before.
+        assert_eq!(
+            dec(r["remaining"]
+                .as_str()
+                .expect("x-tollgate-budget-remaining")),
+            limit - spent,
+            "{case}: {r}"
+        );
+        assert_eq!(r["budget"], format!("key:{budget}"), "{case}: {r}");
+        spent += cost;
+        ledger_reaches(
+            &stack,
+            "key",
+            &chain.key_id,
+            Spend {
+                requests: i as u64 + 1,
+                total_usd: spent,
+            },
+        );
+        // From the moment the SDK had the whole response (the script's clock is this machine's)
+        // to the first ledger read (every 20 ms) that showed its event.
+        let done = UNIX_EPOCH + Duration::from_secs_f64(r["done_at"].as_f64().unwrap());
+        let took = landed.duration_since(done).unwrap_or_default();
+        eprintln!("{case}: cost {cost} USD in the ledger {took:?} after the response");
+        assert!(
+            took <= two_intervals(&stack),
+            "{case}: the cost reached the ledger after {took:?}, more than two sync intervals"
+        );
+        // The access log prints the same cost from filter state (Envoy flushes it every
+        // second).
+        let metered: Vec<Value> = eventually(Duration::from_secs(5), || {
+            let m: Vec<Value> = stack
+                .access_log()
+                .into_iter()
+                .filter(|l| !l["cost_usd"].is_null())
+                .collect();
+            (m.len() > i).then_some(m)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no access log line for request {i}: {:#?}\n{}",
+                std::fs::read_to_string(stack.dir.join("access.log")).unwrap_or_default(),
+                stack.logs()
+            )
+        });
+        assert_eq!(metered.len(), i + 1, "{metered:?}");
+        let line = &metered[i];
+        assert_eq!(dec(line["cost_usd"].as_str().unwrap()), cost, "{line}");
+        assert_eq!(line["decision"], "allow", "{line}");
+        assert_eq!(
+            line["principal"],
+            format!(
+                "{}/{}/{}/{}",
+                chain.org, chain.project, chain.user, chain.key_id
+            )
+        );
+    }
+}
+
+#[test]
+fn openai_sdk_json_and_streamed_requests_are_metered_exactly() {
+    metered_exactly(
+        "openai",
+        Api::OpenAiChat,
+        &[
+            "openai-chat",
+            "openai-stream",
+            "openai-chat",
+            "openai-stream",
+        ],
+    );
+}
+
+#[test]
+fn anthropic_sdk_json_and_streamed_requests_are_metered_exactly() {
+    metered_exactly(
+        "anthropic",
+        Api::AnthropicMessages,
+        &[
+            "anthropic-messages",
+            "anthropic-stream",
+            "anthropic-messages",
+        ],
+    );
+}
+
+/// Spends a small budget until Tollgate refuses, in one SDK; checks the error and the ledger.
+fn exhaust(stack: &Stack, py: &std::path::PathBuf, prefix: &str, api: Api, limit: &str) {
+    let admin = stack.api().unwrap();
+    let chain = admin.create_chain(prefix).unwrap();
+    let budget = admin
+        .create_budget("key", &chain.key_id, "total", limit)
+        .unwrap();
+    stack.wait_for_sync().unwrap();
+    let sdk_name = prefix;
+    let lines = sdk(
+        stack,
+        py,
+        &chain,
+        &format!("{sdk_name}-exhaust"),
+        "spend it all",
+    );
+    let (refusal, allowed) = lines.split_last().unwrap();
+    assert!(
+        !allowed.is_empty(),
+        "the first request fits the budget: {lines:?}"
+    );
+    let book = litellm_book().unwrap();
+    let limit = dec(limit);
+    let mut spent = Decimal::ZERO;
+    for r in allowed {
+        assert_eq!(r["case"], "allowed");
+        assert_eq!(dec(r["remaining"].as_str().unwrap()), limit - spent, "{r}");
+        spent += expected(book, api, &r["request"], &Controls::default())
+            .unwrap()
+            .1;
+    }
+    assert!(spent <= limit, "spent {spent} of {limit}");
+    // The SDK's own rate-limit exception, carrying Tollgate's message.
+    assert_eq!(refusal["case"], "rate_limited", "{refusal}");
+    let class = refusal["error_class"].as_str().unwrap();
+    assert!(
+        class.starts_with(&format!("{sdk_name}.")) && class.ends_with(".RateLimitError"),
+        "{class}"
+    );
+    assert_eq!(refusal["status"], 429);
+    let message = refusal["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "Tollgate: budget \"{budget}\" for this key is exhausted"
+        )),
+        "{message}"
+    );
+    let body = &refusal["body"];
+    let error = if body["error"].is_object() {
+        &body["error"]
+    } else {
+        body
+    };
+    assert_eq!(error["type"], "budget_exceeded", "{body}");
+    assert_eq!(error["budget"]["id"], budget.as_str(), "{body}");
+    assert_eq!(refusal["budget"], format!("key:{budget}"));
+    // Refused requests are not metered: the ledger holds the allowed ones, exactly.
+    ledger_reaches(
+        stack,
+        "key",
+        &chain.key_id,
+        Spend {
+            requests: allowed.len() as u64,
+            total_usd: spent,
+        },
+    );
+}
+
+#[test]
+fn exhausted_budget_is_each_sdks_rate_limit_error_with_our_message() {
+    let Some(stack) = common::stack() else { return };
+    let Some(py) = common::python() else { return };
+    // A few requests' worth each: gpt-4o-mini costs about $0.00001 per request here,
+    // claude-haiku-4-5 about $0.00007.
+    exhaust(&stack, &py, "openai", Api::OpenAiChat, "0.00005");
+    exhaust(&stack, &py, "anthropic", Api::AnthropicMessages, "0.0004");
+}
