@@ -13,8 +13,10 @@ use tollgate_tests::{eventually, pricing, Binaries, Stack, StackOptions};
 pub const SYNC_INTERVAL_MS: u64 = 250;
 
 /// Slack on top of "within 2 sync intervals" for process scheduling on a loaded 2-core CI
-/// machine (Envoy, the control plane, the test and Python share two cores).
-pub const SCHEDULING_SLACK: Duration = Duration::from_millis(250);
+/// machine (Envoy, the control plane, the test and Python share two cores, and the tests of
+/// one file run in parallel). Observed propagation is 25–260 ms; the slack only keeps a busy
+/// machine from failing a correct run.
+pub const SCHEDULING_SLACK: Duration = Duration::from_millis(750);
 
 /// The test binaries (this package's control plane and upstream, the venv's Envoy, freshly
 /// built wasm modules). `None` when `TOLLGATE_SKIP_ENVOY=1`.
