@@ -64,6 +64,7 @@
 //! tests use (template rendering, finding the Envoy binary and the wasm modules).
 
 pub mod anthropic;
+pub mod cli;
 pub mod envoy;
 pub mod gemini;
 pub mod openai;
