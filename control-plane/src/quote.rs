@@ -68,22 +68,11 @@ pub fn quote(
         field: "model",
         detail: format!("no price for {model:?}"),
     })?;
-    let mut c = cost(price, &usage).map_err(|e| QuoteError {
+    // `cost` already spells each amount in its shortest form (`0.0035`, not `0.0035000`).
+    let c = cost(price, &usage).map_err(|e| QuoteError {
         field: "usage",
         detail: e.to_string(),
     })?;
-    // Trailing zeros are the rates' scale, not information: `0.0035`, not `0.0035000`.
-    for v in [
-        &mut c.input,
-        &mut c.cache_read,
-        &mut c.cache_write_5m,
-        &mut c.cache_write_1h,
-        &mut c.output,
-        &mut c.reasoning,
-        &mut c.total,
-    ] {
-        *v = v.normalize();
-    }
     Ok(Quote {
         model: model.to_string(),
         priced_as: key.to_string(),

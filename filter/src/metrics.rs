@@ -33,26 +33,6 @@ fn inc(id: Option<u32>, by: i64) {
     }
 }
 
-const REASONS: [UnchargedReason; 6] = [
-    UnchargedReason::ClientDisconnect,
-    UnchargedReason::UpstreamError,
-    UnchargedReason::Truncated,
-    UnchargedReason::NoUsage,
-    UnchargedReason::Unpriced,
-    UnchargedReason::TooLarge,
-];
-
-fn reason_name(r: UnchargedReason) -> &'static str {
-    match r {
-        UnchargedReason::ClientDisconnect => "client_disconnect",
-        UnchargedReason::UpstreamError => "upstream_error",
-        UnchargedReason::Truncated => "truncated",
-        UnchargedReason::NoUsage => "no_usage",
-        UnchargedReason::Unpriced => "unpriced",
-        UnchargedReason::TooLarge => "too_large",
-    }
-}
-
 impl Metrics {
     /// Defines the worker metrics.
     pub fn define() -> Metrics {
@@ -71,7 +51,8 @@ impl Metrics {
                 scope(Scope::Org),
             ],
             cost_micro_usd: counter("tollgate_cost_micro_usd"),
-            uncharged: REASONS.map(|r| counter(&format!("tollgate_uncharged_{}", reason_name(r)))),
+            uncharged: UnchargedReason::ALL
+                .map(|r| counter(&format!("tollgate_uncharged_{}", r.as_str()))),
             queue_overflow: counter("tollgate_queue_enqueue_failures"),
             queue_failures: counter("tollgate_queue_unavailable"),
             contention: counter("tollgate_reservation_contention"),
@@ -118,7 +99,7 @@ impl Metrics {
 
     /// A request charged without usage.
     pub fn uncharged(&self, reason: UnchargedReason) {
-        let i = REASONS.iter().position(|r| *r == reason);
+        let i = UnchargedReason::ALL.iter().position(|r| *r == reason);
         inc(i.and_then(|i| self.uncharged.get(i).copied().flatten()), 1);
     }
 

@@ -46,6 +46,30 @@ pub enum UnchargedReason {
     TooLarge,
 }
 
+impl UnchargedReason {
+    /// Every reason, in a fixed order (metric names and the queue codec's tags follow it).
+    pub const ALL: [UnchargedReason; 6] = [
+        UnchargedReason::ClientDisconnect,
+        UnchargedReason::UpstreamError,
+        UnchargedReason::Truncated,
+        UnchargedReason::NoUsage,
+        UnchargedReason::Unpriced,
+        UnchargedReason::TooLarge,
+    ];
+
+    /// The snake_case name, as in JSON and metric names.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UnchargedReason::ClientDisconnect => "client_disconnect",
+            UnchargedReason::UpstreamError => "upstream_error",
+            UnchargedReason::Truncated => "truncated",
+            UnchargedReason::NoUsage => "no_usage",
+            UnchargedReason::Unpriced => "unpriced",
+            UnchargedReason::TooLarge => "too_large",
+        }
+    }
+}
+
 /// One metered request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -296,6 +320,13 @@ mod tests {
             ..CostBreakdown::default()
         };
         assert_eq!(e.validate(0), Ok(()), "an estimate carries only a total");
+    }
+
+    #[test]
+    fn reason_names_match_json() {
+        for r in UnchargedReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
     }
 
     #[test]

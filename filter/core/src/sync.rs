@@ -42,14 +42,7 @@ const FORMATS: [ApiFormat; 5] = [
     ApiFormat::GeminiGenerateContent,
 ];
 const CHARGES: [Charge; 3] = [Charge::Actual, Charge::Estimate, Charge::Zero];
-const REASONS: [UnchargedReason; 6] = [
-    UnchargedReason::ClientDisconnect,
-    UnchargedReason::UpstreamError,
-    UnchargedReason::Truncated,
-    UnchargedReason::NoUsage,
-    UnchargedReason::Unpriced,
-    UnchargedReason::TooLarge,
-];
+const REASONS: [UnchargedReason; 6] = UnchargedReason::ALL;
 
 /// Index of `v` in `all` as a tag byte.
 fn tag<T: PartialEq>(all: &[T], v: &T) -> u8 {
