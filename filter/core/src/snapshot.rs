@@ -70,7 +70,8 @@ pub struct KeyEntry {
 pub struct Snapshot {
     /// Increases whenever anything in it changes; also the `ETag`.
     pub version: u64,
-    /// Control-plane clock when built, Unix seconds: staleness is measured from here.
+    /// Control-plane clock when built, Unix seconds. The filter measures staleness from the
+    /// last poll the control plane answered (a 304 keeps this old value), falling back to this.
     pub generated_at: i64,
     /// Prices.
     pub prices: PriceBook,
@@ -163,11 +164,6 @@ impl SnapshotIndex {
                 .filter_map(|&i| self.snapshot.budgets.get(i))
         })
     }
-
-    /// Seconds since the control plane built this snapshot.
-    pub fn age(&self, now: i64) -> i64 {
-        now.saturating_sub(self.snapshot.generated_at)
-    }
 }
 
 #[cfg(test)]
@@ -204,7 +200,6 @@ mod tests {
         let ids: Vec<&str> = idx.budgets_for(&p).map(|b| b.id.as_str()).collect();
         assert_eq!(ids, ["b-key", "b-org"], "most specific first");
         assert_eq!(idx.snapshot.reporters["r1"], 41);
-        assert_eq!(idx.age(1510), 10);
         assert_eq!(idx.snapshot.budgets[0].window.period(), Period::Monthly);
     }
 
