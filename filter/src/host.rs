@@ -33,10 +33,28 @@ pub fn plugin_configuration() -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// A request header as text (`None` when absent or not UTF-8).
-pub fn request_header(name: &str) -> Option<String> {
-    let bytes = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok()??;
-    String::from_utf8(bytes).ok()
+/// Every request header, read in one host call (each host call crosses the VM boundary and
+/// each returned value costs a guest allocation callback, so one read beats several lookups).
+pub struct RequestHeaders(Vec<(String, Vec<u8>)>);
+
+impl RequestHeaders {
+    /// Reads them (empty if the host refuses).
+    pub fn read() -> RequestHeaders {
+        RequestHeaders(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default())
+    }
+
+    /// A header as text (`None` when absent or not UTF-8); names compare case-insensitively.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// Whether the header is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+    }
 }
 
 /// A response header as text.

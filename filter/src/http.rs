@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use tollgate_core::budget::{decide, window_at, BudgetState, Decision, Mode, Period, Scope};
@@ -27,7 +27,7 @@ use tollgate_core::snapshot::{SnapshotBudget, SnapshotIndex};
 use tollgate_core::sync::QueuedUsage;
 use tollgate_core::usage::{from_json, ApiFormat, SseUsage, Usage};
 
-use crate::host;
+use crate::host::{self, RequestHeaders};
 use crate::root::Shared;
 
 /// Most passes of decide-and-reserve when other workers keep changing the same budgets.
@@ -104,10 +104,11 @@ impl Stream {
 
     /// Request headers: who is calling, and is there a snapshot to judge them by.
     fn identify(&mut self, now: i64) -> Result<Option<Identified>, Reply> {
-        let Some(path) = host::request_header(":path") else {
+        let headers = RequestHeaders::read();
+        let Some(path) = headers.get(":path") else {
             return Ok(None);
         };
-        let Some(r) = route(&path) else {
+        let Some(r) = route(path) else {
             return Ok(None);
         };
         let cfg = &self.shared.config;
@@ -129,9 +130,12 @@ impl Stream {
                 "Tollgate's budget snapshot is stale and policy denies; retry later",
             ));
         }
-        let principal = self.principal(&snapshot)?;
-        self.swap_keys(provider(r.format));
-        if r.format == ApiFormat::OpenAiChat && cfg.inject_include_usage {
+        let principal = self.principal(&headers, &snapshot)?;
+        self.swap_keys(&headers, provider(r.format));
+        if r.format == ApiFormat::OpenAiChat
+            && cfg.inject_include_usage
+            && headers.has("content-length")
+        {
             // The body may grow when usage is requested; Envoy recomputes the framing.
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length");
         }
@@ -144,10 +148,14 @@ impl Stream {
         }))
     }
 
-    fn principal(&self, snapshot: &SnapshotIndex) -> Result<Principal, Reply> {
+    fn principal(
+        &self,
+        headers: &RequestHeaders,
+        snapshot: &SnapshotIndex,
+    ) -> Result<Principal, Reply> {
         if let Some(name) = &self.shared.config.identity.trusted_principal_header {
-            if let Some(value) = host::request_header(name) {
-                return Principal::from_header(&value).ok_or_else(|| {
+            if let Some(value) = headers.get(name) {
+                return Principal::from_header(value).ok_or_else(|| {
                     gate::error(
                         401,
                         "invalid_principal",
@@ -156,7 +164,7 @@ impl Stream {
                 });
             }
         }
-        let Some(key) = gate::find_virtual_key(host::request_header) else {
+        let Some(key) = gate::find_virtual_key(|name| headers.get(name).map(str::to_string)) else {
             return Err(gate::error(
                 401,
                 "missing_api_key",
@@ -174,11 +182,16 @@ impl Stream {
     }
 
     /// Replaces the caller's credentials with the provider key, so no virtual key leaves Envoy.
-    fn swap_keys(&self, provider: &str) {
+    fn swap_keys(&self, headers: &RequestHeaders, provider: &str) {
+        let key = self.shared.config.identity.providers.get(provider);
         for h in gate::CREDENTIAL_HEADERS {
-            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, h);
+            // Setting the provider's header below replaces whatever the caller sent in it.
+            let replaced = key.is_some_and(|k| k.header.eq_ignore_ascii_case(h));
+            if headers.has(h) && !replaced {
+                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, h);
+            }
         }
-        if let Some(k) = self.shared.config.identity.providers.get(provider) {
+        if let Some(k) = key {
             let _ = hostcalls::set_map_value(
                 MapType::HttpRequestHeaders,
                 &k.header,
@@ -280,10 +293,9 @@ impl Stream {
             // The sync service removes local unsynced spend right after it publishes a snapshot
             // that includes it. Deciding with an older snapshot (workers otherwise refresh on
             // their tick) and the already-acknowledged local state would count that spend
-            // nowhere, so: decide with the newest published snapshot, and check after reading
-            // the local state that no newer one was published meanwhile (the version is written
-            // before any acknowledgement).
-            let published = self.shared.refresh_snapshot();
+            // nowhere, so: after reading the local state, check that the snapshot decided with
+            // is still the newest published one (the version is written before any
+            // acknowledgement), else load the newer one and decide again.
             let snapshot = self
                 .shared
                 .snapshot
@@ -327,7 +339,7 @@ impl Stream {
                 });
                 reads.push((local, cas, window));
             }
-            if Shared::published_version() != published {
+            if self.shared.load_newer_snapshot() {
                 continue;
             }
             let allow = match decide(&states, estimate, global) {
@@ -454,18 +466,7 @@ impl Stream {
             status: u16::try_from(self.status.unwrap_or(0)).unwrap_or(0),
             stream: adm.stream,
         };
-        let queue = self.shared.queue();
-        let sent = match queue {
-            Some(q) => host::enqueue(q, &QueuedUsage { event, charges }.encode()).is_ok(),
-            None => false,
-        };
-        if !sent {
-            metrics.enqueue_failed(queue.is_some());
-            host::log(
-                LogLevel::Warn,
-                "tollgate: usage event could not be queued (is the sync service running?)",
-            );
-        }
+        self.shared.send_usage(&QueuedUsage { event, charges });
     }
 
     /// Usage from the response, or why there is none.

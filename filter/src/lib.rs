@@ -44,6 +44,13 @@ enum Plugin {
 }
 
 impl Context for Plugin {
+    fn on_done(&mut self) -> bool {
+        if let Plugin::Filter(f) = self {
+            f.on_done();
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token: u32,

@@ -103,15 +103,15 @@ impl Metrics {
         inc(i.and_then(|i| self.uncharged.get(i).copied().flatten()), 1);
     }
 
-    /// A usage event could not be queued.
-    pub fn enqueue_failed(&self, queue_known: bool) {
+    /// `events` usage events could not be queued.
+    pub fn enqueue_failed(&self, queue_known: bool, events: usize) {
         inc(
             if queue_known {
                 self.queue_overflow
             } else {
                 self.queue_failures
             },
-            1,
+            i64::try_from(events).unwrap_or(i64::MAX),
         );
     }
 

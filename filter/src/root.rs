@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
+use tollgate_core::codec::Writer;
 use tollgate_core::config::Config;
 use tollgate_core::estimate::EstimateConfig;
 use tollgate_core::snapshot::SnapshotIndex;
+use tollgate_core::sync::QueuedUsage;
 
 use crate::host;
 use crate::metrics::Metrics;
@@ -24,6 +26,19 @@ pub const FRESH_KEY: &str = "tollgate.snapshot.fresh_at";
 /// Name of the usage queue the sync service registers.
 pub const QUEUE_NAME: &str = "tollgate.usage";
 
+/// Usage records a worker collects before putting them on the queue as one item. Every
+/// enqueue wakes Envoy's main thread (an eventfd write and a futex wake, then the sync
+/// service's callback), which under load cost more than metering the request itself. The
+/// worker tick flushes a partial batch, so an event waits at most one tick.
+const OUTBOX_MAX_EVENTS: usize = 64;
+
+/// Usage records not yet on the shared queue.
+#[derive(Default)]
+struct Outbox {
+    records: Writer,
+    events: usize,
+}
+
 /// What every HTTP stream of this worker shares.
 pub struct Shared {
     /// The validated configuration.
@@ -35,6 +50,7 @@ pub struct Shared {
     version: Cell<Option<u64>>,
     fresh_at: Cell<Option<i64>>,
     queue: Cell<Option<u32>>,
+    outbox: RefCell<Outbox>,
     /// Metric ids.
     pub metrics: Metrics,
 }
@@ -67,27 +83,60 @@ impl Shared {
         }
     }
 
-    /// Loads a newer snapshot from shared data, if the sync service published one; returns
-    /// the published version it saw.
-    pub fn refresh_snapshot(&self) -> Option<u64> {
-        let version = Shared::published_version();
-        if version.is_none() || version == self.version.get() {
-            return version;
+    /// Loads a newer snapshot from shared data, if the sync service published one; whether it
+    /// did.
+    pub fn load_newer_snapshot(&self) -> bool {
+        let published = Shared::published_version();
+        if published.is_none() || published == self.version.get() {
+            return false;
         }
+        // Remembered even if the bytes turn out unreadable, so a bad snapshot is decoded (and
+        // logged) once, not on every request; the next version replaces it.
+        self.version.set(published);
         let (Some(bytes), _) = host::shared(SNAPSHOT_KEY) else {
-            return version;
+            return true;
         };
-        match SnapshotIndex::decode(&bytes) {
-            Ok(index) => {
-                self.version.set(Some(index.snapshot.version));
-                *self.snapshot.borrow_mut() = Some(Rc::new(index));
-            }
+        let decoded = SnapshotIndex::decode_after(&bytes, self.snapshot.borrow().as_deref());
+        match decoded {
+            Ok(index) => *self.snapshot.borrow_mut() = Some(Rc::new(index)),
             Err(e) => host::log(
                 LogLevel::Error,
                 &format!("tollgate: shared snapshot unreadable: {e}"),
             ),
         }
-        version
+        true
+    }
+
+    /// Collects one request's usage for the sync service (queued with the next batch).
+    pub fn send_usage(&self, item: &QueuedUsage) {
+        let full = {
+            let mut out = self.outbox.borrow_mut();
+            item.encode_into(&mut out.records);
+            out.events = out.events.saturating_add(1);
+            out.events >= OUTBOX_MAX_EVENTS
+        };
+        if full {
+            self.flush_usage();
+        }
+    }
+
+    /// Puts the collected usage on the shared queue as one item.
+    pub fn flush_usage(&self) {
+        let Outbox { records, events } = std::mem::take(&mut *self.outbox.borrow_mut());
+        if events == 0 {
+            return;
+        }
+        let queue = self.queue();
+        let sent = queue.is_some_and(|q| host::enqueue(q, &records.0).is_ok());
+        if !sent {
+            self.metrics.enqueue_failed(queue.is_some(), events);
+            host::log(
+                LogLevel::Warn,
+                &format!(
+                    "tollgate: {events} usage events could not be queued (is the sync service running?)"
+                ),
+            );
+        }
     }
 
     /// The usage queue, resolved lazily: the sync service may register it after this VM starts.
@@ -115,9 +164,10 @@ impl FilterRoot {
             default_max_output_tokens: config.limits.default_max_output_tokens,
             ..EstimateConfig::default()
         };
-        // Workers look for a new snapshot twice per sync interval, at most every 500 ms: a
-        // new budget or revoked key then applies within one sync interval of the sync service.
-        let tick = (config.control_plane.sync_interval_ms / 2).clamp(50, 500);
+        // Workers look for a new snapshot (and flush their usage batch) twice per sync
+        // interval, at least every 100 ms: a new budget or revoked key then applies within one
+        // sync interval of the sync service, and a usage event waits at most 100 ms here.
+        let tick = (config.control_plane.sync_interval_ms / 2).clamp(20, 100);
         let shared = Rc::new(Shared {
             config,
             estimate,
@@ -125,9 +175,10 @@ impl FilterRoot {
             version: Cell::new(None),
             fresh_at: Cell::new(None),
             queue: Cell::new(None),
+            outbox: RefCell::new(Outbox::default()),
             metrics: Metrics::define(),
         });
-        let _ = shared.refresh_snapshot();
+        shared.load_newer_snapshot();
         shared.refresh_fresh_at();
         let _ = hostcalls::set_tick_period(Duration::from_millis(tick));
         FilterRoot { shared }
@@ -138,9 +189,15 @@ impl FilterRoot {
         Rc::clone(&self.shared)
     }
 
-    /// Timer: pick up a new snapshot.
+    /// Timer: queue the collected usage, pick up a new snapshot.
     pub fn on_tick(&mut self) {
-        let _ = self.shared.refresh_snapshot();
+        self.shared.flush_usage();
+        self.shared.load_newer_snapshot();
         self.shared.refresh_fresh_at();
+    }
+
+    /// The VM is shutting down: queue what was collected (the sync service may still post it).
+    pub fn on_done(&mut self) {
+        self.shared.flush_usage();
     }
 }

@@ -33,8 +33,8 @@ pub struct SyncService {
     queue: u32,
     calls: HashMap<u32, CallKind>,
     gauges: SyncGauges,
-    version: u64,
-    generated_at: i64,
+    /// The snapshot last published (its unchanged sections are reused by the next decode).
+    published: Option<SnapshotIndex>,
 }
 
 impl SyncService {
@@ -77,8 +77,7 @@ impl SyncService {
             queue,
             calls: HashMap::new(),
             gauges: SyncGauges::define(),
-            version: 0,
-            generated_at: 0,
+            published: None,
         })
     }
 
@@ -89,12 +88,15 @@ impl SyncService {
             let Ok(Some(item)) = hostcalls::dequeue_shared_queue(self.queue) else {
                 return;
             };
-            match QueuedUsage::decode(&item) {
-                Ok(u) => self.state.push(u),
-                Err(e) => host::log(
+            let (records, error) = QueuedUsage::decode_all(&item);
+            for u in records {
+                self.state.push(u);
+            }
+            if let Some(e) = error {
+                host::log(
                     LogLevel::Error,
-                    &format!("tollgate: sync: unreadable queue item dropped: {e}"),
-                ),
+                    &format!("tollgate: sync: unreadable rest of a queue item dropped: {e}"),
+                );
             }
         }
     }
@@ -107,16 +109,15 @@ impl SyncService {
             self.dispatch(call, now_ms);
         }
         // Before the first snapshot there is no age to speak of: report 0 with version 0.
-        let age = if self.version == 0 {
-            0
-        } else {
-            host::now_s().saturating_sub(self.generated_at).max(0)
-        };
-        self.gauges.record(
-            self.version,
-            u64::try_from(age).unwrap_or(0),
-            self.state.stats(),
-        );
+        let (version, age) = self.published.as_ref().map_or((0, 0), |p| {
+            let s = &p.snapshot;
+            (
+                s.version,
+                host::now_s().saturating_sub(s.generated_at).max(0),
+            )
+        });
+        self.gauges
+            .record(version, u64::try_from(age).unwrap_or(0), self.state.stats());
     }
 
     fn dispatch(&mut self, call: SyncCall, now_ms: u64) {
@@ -209,8 +210,8 @@ impl SyncService {
                     .ok()
                     .flatten()
                     .unwrap_or_default();
-                match SnapshotIndex::decode(&body) {
-                    Ok(index) => self.publish(&body, &index, header("etag")),
+                match SnapshotIndex::decode_after(&body, self.published.as_ref()) {
+                    Ok(index) => self.publish(&body, index, header("etag")),
                     Err(e) => {
                         host::log(
                             LogLevel::Error,
@@ -238,7 +239,7 @@ impl SyncService {
     }
 
     /// Publishes a snapshot to the workers and acknowledges the spend it includes.
-    fn publish(&mut self, bytes: &[u8], index: &SnapshotIndex, etag: Option<String>) {
+    fn publish(&mut self, bytes: &[u8], index: SnapshotIndex, etag: Option<String>) {
         let snap = &index.snapshot;
         // Every budget's local state exists before workers can see the budget, so their
         // get-modify-set always has a CAS to compare (a write without one cannot detect a race).
@@ -251,12 +252,11 @@ impl SyncService {
         host::set_shared(SNAPSHOT_KEY, bytes, None);
         host::set_shared(VERSION_KEY, snap.version.to_string().as_bytes(), None);
         self.mark_fresh();
-        self.version = snap.version;
-        self.generated_at = snap.generated_at;
         // After publishing: for a moment both the snapshot and the local spend count the same
         // events (an overcount, the safe side), never neither.
         for c in self.state.snapshot_stored(etag, &snap.reporters) {
             host::update_budget(&c.budget, |s| s.ack(c.window, c.amount));
         }
+        self.published = Some(index);
     }
 }

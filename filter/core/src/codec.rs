@@ -76,6 +76,10 @@ impl<'a> Reader<'a> {
     pub fn is_done(&self) -> bool {
         self.at >= self.bytes.len()
     }
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.at)
+    }
     /// Fails unless every byte was read.
     pub fn finish(&self) -> Result<(), CodecError> {
         if self.is_done() {

@@ -4,11 +4,17 @@
 //!
 //! The filter decodes a snapshot once per version per worker VM and builds a
 //! [`SnapshotIndex`] for per-request lookups; nothing here runs per request but the lookups.
+//! Under traffic the version changes every sync interval (spend moves), while the two large
+//! sections — the price book (thousands of models) and the keys (a whole fleet's) — rarely do:
+//! [`SnapshotIndex::decode_after`] recognises them unchanged byte for byte and reuses the
+//! previous version's decoded sections instead of decoding them again.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::budget::{window_at, Mode, Scope, WindowBounds};
 use crate::pricing::PriceBook;
@@ -74,13 +80,13 @@ pub struct Snapshot {
     /// last poll the control plane answered (a 304 keeps this old value), falling back to this.
     pub generated_at: i64,
     /// Prices.
-    pub prices: PriceBook,
+    pub prices: Arc<PriceBook>,
     /// Budgets.
     #[serde(default)]
     pub budgets: Vec<SnapshotBudget>,
     /// Active virtual keys (revoked keys are absent).
     #[serde(default)]
-    pub keys: Vec<KeyEntry>,
+    pub keys: Arc<Vec<KeyEntry>>,
     /// For each reporter, the highest `seq` such that all its events up to it are included in
     /// the spend above: the filter drops its local unsynced spend up to there.
     #[serde(default)]
@@ -103,20 +109,92 @@ pub enum SnapshotError {
 pub struct SnapshotIndex {
     /// The snapshot.
     pub snapshot: Snapshot,
-    keys: HashMap<String, usize>,
+    keys: Arc<HashMap<String, usize>>,
     /// Budget indexes by scope (indexed by `Scope::chain_rank`) then scope id.
     budgets: [HashMap<String, Vec<usize>>; 4],
+    /// The prices and keys sections as received (empty when built from a [`Snapshot`]), to
+    /// recognise them unchanged in the next version.
+    raw_prices: Arc<str>,
+    raw_keys: Arc<str>,
+}
+
+/// The document as received: the two large sections kept raw until known to have changed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire<'a> {
+    version: u64,
+    generated_at: i64,
+    #[serde(borrow)]
+    prices: &'a RawValue,
+    #[serde(default)]
+    budgets: Vec<SnapshotBudget>,
+    #[serde(default, borrow)]
+    keys: Option<&'a RawValue>,
+    #[serde(default)]
+    reporters: BTreeMap<String, u64>,
+}
+
+/// `section` decoded, or the previous version's when its bytes are the same.
+fn reuse_or_decode<T: serde::de::DeserializeOwned>(
+    raw: &str,
+    previous: Option<(&Arc<str>, &Arc<T>)>,
+) -> Result<(Arc<T>, Arc<str>, bool), SnapshotError> {
+    match previous {
+        Some((prev_raw, prev)) if !prev_raw.is_empty() && **prev_raw == *raw => {
+            Ok((Arc::clone(prev), Arc::clone(prev_raw), true))
+        }
+        _ => Ok((Arc::new(serde_json::from_str(raw)?), Arc::from(raw), false)),
+    }
 }
 
 impl SnapshotIndex {
     /// Decodes and indexes snapshot bytes.
     pub fn decode(bytes: &[u8]) -> Result<SnapshotIndex, SnapshotError> {
-        let snapshot: Snapshot = serde_json::from_slice(bytes)?;
-        SnapshotIndex::new(snapshot)
+        SnapshotIndex::decode_after(bytes, None)
+    }
+
+    /// Decodes and indexes snapshot bytes, reusing `previous`'s prices and keys where their
+    /// sections are byte-for-byte the same (the common case: only spend changed).
+    pub fn decode_after(
+        bytes: &[u8],
+        previous: Option<&SnapshotIndex>,
+    ) -> Result<SnapshotIndex, SnapshotError> {
+        let wire: Wire<'_> = serde_json::from_slice(bytes)?;
+        let (prices, raw_prices, _) = reuse_or_decode(
+            wire.prices.get(),
+            previous.map(|p| (&p.raw_prices, &p.snapshot.prices)),
+        )?;
+        let (keys, raw_keys, same_keys) = reuse_or_decode(
+            wire.keys.map_or("[]", |k| k.get()),
+            previous.map(|p| (&p.raw_keys, &p.snapshot.keys)),
+        )?;
+        let key_index = match previous {
+            Some(p) if same_keys => Some(Arc::clone(&p.keys)),
+            _ => None,
+        };
+        let snapshot = Snapshot {
+            version: wire.version,
+            generated_at: wire.generated_at,
+            prices,
+            budgets: wire.budgets,
+            keys,
+            reporters: wire.reporters,
+        };
+        let mut index = SnapshotIndex::index(snapshot, key_index)?;
+        index.raw_prices = raw_prices;
+        index.raw_keys = raw_keys;
+        Ok(index)
     }
 
     /// Indexes a snapshot, refusing negative money.
     pub fn new(snapshot: Snapshot) -> Result<SnapshotIndex, SnapshotError> {
+        SnapshotIndex::index(snapshot, None)
+    }
+
+    fn index(
+        snapshot: Snapshot,
+        keys: Option<Arc<HashMap<String, usize>>>,
+    ) -> Result<SnapshotIndex, SnapshotError> {
         let negative = |d: &Decimal| d.is_sign_negative() && !d.is_zero();
         if let Some(i) = snapshot.budgets.iter().position(|b| {
             negative(&b.limit_usd)
@@ -125,12 +203,16 @@ impl SnapshotIndex {
         }) {
             return Err(SnapshotError::NegativeMoney(i));
         }
-        let keys = snapshot
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.sha256.to_ascii_lowercase(), i))
-            .collect();
+        let keys = keys.unwrap_or_else(|| {
+            Arc::new(
+                snapshot
+                    .keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| (k.sha256.to_ascii_lowercase(), i))
+                    .collect(),
+            )
+        });
         let mut budgets: [HashMap<String, Vec<usize>>; 4] = Default::default();
         for (i, b) in snapshot.budgets.iter().enumerate() {
             if let Some(by_id) = budgets.get_mut(usize::from(b.scope.chain_rank())) {
@@ -141,6 +223,8 @@ impl SnapshotIndex {
             snapshot,
             keys,
             budgets,
+            raw_prices: Arc::from(""),
+            raw_keys: Arc::from(""),
         })
     }
 
@@ -201,6 +285,43 @@ mod tests {
         assert_eq!(ids, ["b-key", "b-org"], "most specific first");
         assert_eq!(idx.snapshot.reporters["r1"], 41);
         assert_eq!(idx.snapshot.budgets[0].window.period(), Period::Monthly);
+    }
+
+    #[test]
+    fn unchanged_sections_are_reused_and_changed_ones_decoded() {
+        let first = SnapshotIndex::decode(doc().to_string().as_bytes()).unwrap();
+        // Only spend moved: prices and keys are the previous version's, not decoded again.
+        let mut v = doc();
+        v["version"] = json!(8);
+        v["budgets"][0]["spent_usd"] = json!("13");
+        let bytes = v.to_string();
+        let next = SnapshotIndex::decode_after(bytes.as_bytes(), Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(&next.snapshot.prices, &first.snapshot.prices));
+        assert!(Arc::ptr_eq(&next.snapshot.keys, &first.snapshot.keys));
+        assert_eq!(
+            next.snapshot,
+            SnapshotIndex::decode(bytes.as_bytes()).unwrap().snapshot,
+            "the same content as a full decode"
+        );
+        assert_eq!(next.snapshot.budgets[0].spent_usd, Decimal::from(13));
+        assert!(next.principal_for_key("ab12").is_some());
+
+        // A new price and a revoked key: both sections decoded afresh.
+        v["prices"]["version"] = json!(3);
+        v["keys"] = json!([]);
+        let changed = SnapshotIndex::decode_after(v.to_string().as_bytes(), Some(&next)).unwrap();
+        assert!(!Arc::ptr_eq(
+            &changed.snapshot.prices,
+            &next.snapshot.prices
+        ));
+        assert_eq!(changed.snapshot.prices.version, 3);
+        assert!(changed.principal_for_key("ab12").is_none(), "revoked");
+
+        // A snapshot built in memory has no raw sections to compare: never reused.
+        let built = SnapshotIndex::new(first.snapshot.clone()).unwrap();
+        let again =
+            SnapshotIndex::decode_after(doc().to_string().as_bytes(), Some(&built)).unwrap();
+        assert!(!Arc::ptr_eq(&again.snapshot.prices, &built.snapshot.prices));
     }
 
     #[test]

@@ -61,10 +61,18 @@ fn untag<T: Copy>(all: &[T], r: &mut Reader<'_>) -> Result<T, CodecError> {
 }
 
 impl QueuedUsage {
-    /// The queue item bytes (a worker encodes one per metered request).
+    /// One record's bytes. A queue item is one or more records back to back (workers batch
+    /// them: every enqueue wakes Envoy's main thread, so one per request would cost more than
+    /// the request's own metering).
     pub fn encode(&self) -> Vec<u8> {
-        let e = &self.event;
         let mut w = Writer::with_capacity(256);
+        self.encode_into(&mut w);
+        w.0
+    }
+
+    /// Appends one record to `w`.
+    pub fn encode_into(&self, w: &mut Writer) {
+        let e = &self.event;
         w.u8(QUEUE_FORMAT);
         w.i64(e.ts);
         w.str(&e.principal.org);
@@ -109,12 +117,32 @@ impl QueuedUsage {
             w.i64(ch.window);
             w.dec(ch.amount);
         }
-        w.0
     }
 
-    /// Reads a queue item; `id`, `reporter` and `seq` are left for the sync service to fill.
+    /// Reads a single-record queue item; `id`, `reporter` and `seq` are left for the sync
+    /// service to fill.
     pub fn decode(bytes: &[u8]) -> Result<QueuedUsage, CodecError> {
         let mut r = Reader::new(bytes);
+        let item = QueuedUsage::read(&mut r)?;
+        r.finish()?;
+        Ok(item)
+    }
+
+    /// Reads every record of a queue item, in order. A corrupt record ends the item (the
+    /// records after it cannot be found), so the error comes with what was read before it.
+    pub fn decode_all(bytes: &[u8]) -> (Vec<QueuedUsage>, Option<CodecError>) {
+        let mut r = Reader::new(bytes);
+        let mut items = Vec::new();
+        while !r.is_done() {
+            match QueuedUsage::read(&mut r) {
+                Ok(item) => items.push(item),
+                Err(e) => return (items, Some(e)),
+            }
+        }
+        (items, None)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<QueuedUsage, CodecError> {
         if r.u8()? != QUEUE_FORMAT {
             return Err(CodecError::Invalid(0));
         }
@@ -124,7 +152,7 @@ impl QueuedUsage {
         let user = r.opt_str()?.map(str::to_string);
         let key = r.opt_str()?.map(str::to_string);
         let model = r.str()?.to_string();
-        let api = untag(&FORMATS, &mut r)?;
+        let api = untag(&FORMATS, r)?;
         let usage = Usage {
             input_uncached: r.u64()?,
             cache_read: r.u64()?,
@@ -143,7 +171,7 @@ impl QueuedUsage {
             total: r.dec()?,
         };
         let price_version = r.u64()?;
-        let charge = untag(&CHARGES, &mut r)?;
+        let charge = untag(&CHARGES, r)?;
         let uncharged = match r.u8()? {
             0 => None,
             n => Some(
@@ -156,7 +184,7 @@ impl QueuedUsage {
         let stream = r.u8()? != 0;
         let n = r.u64()?;
         // Each charge takes at least 28 bytes: a count beyond what is left is corrupt.
-        if n > (bytes.len() / 28) as u64 {
+        if n > (r.remaining() / 28) as u64 {
             return Err(CodecError::Invalid(0));
         }
         let mut charges = Vec::with_capacity(n as usize);
@@ -167,7 +195,6 @@ impl QueuedUsage {
                 amount: r.dec()?,
             });
         }
-        r.finish()?;
         Ok(QueuedUsage {
             event: UsageEvent {
                 id: String::new(),
@@ -509,6 +536,27 @@ mod tests {
         let mut bad = bytes.clone();
         bad[0] = 9;
         assert!(QueuedUsage::decode(&bad).is_err(), "unknown version");
+    }
+
+    #[test]
+    fn a_queue_item_carries_several_records_and_keeps_those_before_corruption() {
+        let records = [item(1), item(2), item(3)];
+        let mut w = Writer::default();
+        for r in &records {
+            r.encode_into(&mut w);
+        }
+        assert_eq!(QueuedUsage::decode_all(&w.0), (records.to_vec(), None));
+        assert!(
+            QueuedUsage::decode(&w.0).is_err(),
+            "one record, not three, is expected"
+        );
+        let first_len = records[0].encode().len();
+        let mut bad = w.0.clone();
+        bad[first_len] = 9; // the second record's version byte
+        let (kept, error) = QueuedUsage::decode_all(&bad);
+        assert_eq!(kept, records[..1].to_vec());
+        assert!(error.is_some());
+        assert_eq!(QueuedUsage::decode_all(&[]), (Vec::new(), None));
     }
 
     #[test]

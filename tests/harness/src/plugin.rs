@@ -353,6 +353,10 @@ fn compile(wasm: &[u8]) -> Result<Compiled> {
     config.cranelift_opt_level(OptLevel::Speed);
     // A runaway guest is stopped by an epoch deadline (cheaper than fuel on every call).
     config.epoch_interruption(true);
+    // `perf record` can name guest functions when asked (TOLLGATE_HARNESS_PERFMAP=1).
+    if std::env::var_os("TOLLGATE_HARNESS_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     // The pooling allocator makes a fresh VM (worker, FAIL_RELOAD) cheap; the limits keep
     // the reserved address space modest when many tests run in parallel.
     let mut pool = PoolingAllocationConfig::default();
