@@ -148,7 +148,10 @@ fn schemathesis_finds_no_5xx_and_no_mismatch() {
         status.success(),
         "schemathesis failed ({status}):\n{text}\n--- tollgate serve\n{serve_log}"
     );
-    assert!(!text.contains(ADMIN), "schemathesis printed the admin token");
+    assert!(
+        !text.contains(ADMIN),
+        "schemathesis printed the admin token"
+    );
 
     // Every documented operation was exercised, with a real number of cases. Schemathesis
     // leaves out the one that serves the document it loaded (`GET /openapi.json`).

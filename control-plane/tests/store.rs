@@ -710,7 +710,9 @@ async fn keys_are_only_hashes_in_a_postgres_dump() {
     use sqlx::{Connection as _, Row as _};
     let url = match tollgate_control_plane::testkit::postgres_url().await {
         Ok(url) => url,
-        Err(e) if std::env::var(tollgate_control_plane::testkit::SKIP_ENV).as_deref() == Ok("1") => {
+        Err(e)
+            if std::env::var(tollgate_control_plane::testkit::SKIP_ENV).as_deref() == Ok("1") =>
+        {
             eprintln!("SKIPPING PostgreSQL: {e}");
             return;
         }
@@ -729,7 +731,10 @@ async fn keys_are_only_hashes_in_a_postgres_dump() {
     .iter()
     .map(|r| r.get(0))
     .collect();
-    assert!(tables.iter().any(|t| t.ends_with(".virtual_keys")), "{tables:?}");
+    assert!(
+        tables.iter().any(|t| t.ends_with(".virtual_keys")),
+        "{tables:?}"
+    );
     let mut dump = String::new();
     for t in &tables {
         let rows: Option<String> =
