@@ -158,6 +158,11 @@ impl ControlPlane {
         self.proc.as_ref().map(Proc::output).unwrap_or_default()
     }
 
+    /// Output lines that held a secret (see [`Proc::secret_leaks`]).
+    pub fn secret_leaks(&self) -> usize {
+        self.proc.as_ref().map_or(0, Proc::secret_leaks)
+    }
+
     /// An admin client.
     pub fn api(&self) -> Result<Api> {
         Api::new(&self.url(), &self.admin_token, &self.secrets)
