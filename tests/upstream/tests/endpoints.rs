@@ -633,11 +633,24 @@ async fn garbage_and_padding_make_bad_and_huge_responses() {
     let v: serde_json::Value = serde_json::from_slice(&padded.body).unwrap();
     assert_eq!(v["padding"].as_str().unwrap().len(), 100_000);
     assert_eq!(padded.json()["usage"], plain.json()["usage"]);
-    let r = post(addr, "/v1/chat/completions", &[("x-mock-pad-bytes", "5000")], &s).await;
+    let r = post(
+        addr,
+        "/v1/chat/completions",
+        &[("x-mock-pad-bytes", "5000")],
+        &s,
+    )
+    .await;
     let text = String::from_utf8(r.body).unwrap();
     let (comment, events) = text.split_once("\n\n").unwrap();
-    assert_eq!(comment, format!(": {}", "x".repeat(5000)), "an SSE comment first");
-    assert!(events.ends_with("data: [DONE]\n\n"), "then the usual stream");
+    assert_eq!(
+        comment,
+        format!(": {}", "x".repeat(5000)),
+        "an SSE comment first"
+    );
+    assert!(
+        events.ends_with("data: [DONE]\n\n"),
+        "then the usual stream"
+    );
     let r = post(addr, "/v1/chat/completions", &[("x-mock-garbage", "2")], &s).await;
     assert_eq!(r.status, 400);
 }
