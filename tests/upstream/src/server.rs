@@ -36,8 +36,14 @@ pub fn router(options: Options) -> Router {
         .route("/v1/messages", post(messages))
         .route("/v1beta/models/{model_action}", post(gemini_route))
         .fallback(not_found)
+        // Long-context prompts run to megabytes; axum's default limit (2 MB) is no provider's.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(Arc::new(options))
 }
+
+/// Largest request body the mock reads (what passes Envoy's buffer limit in
+/// `envoy/tollgate.yaml` with room to spare).
+pub const MAX_REQUEST_BYTES: usize = 32 << 20;
 
 async fn chat(State(o): State<Arc<Options>>, headers: HeaderMap, body: Bytes) -> Response {
     handle(&o, Api::OpenAiChat, &headers, None, &body, Target::Body).await
