@@ -166,7 +166,7 @@ fn schemathesis_finds_no_5xx_and_no_mismatch() {
         generated >= ops as u64 * examples / 2,
         "only {generated} cases:\n{text}"
     );
-    println!(
+    eprintln!(
         "schemathesis: {ops} operations, {generated} cases (passed: {passed:?}), \
          {examples} examples per operation, seed {seed}, {:.1} s",
         started.elapsed().as_secs_f64()

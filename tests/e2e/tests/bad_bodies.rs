@@ -239,50 +239,59 @@ fn bad_bodies_get_clear_answers_and_leave_the_filter_alive() {
     // reason (huge SSE comments are skipped, so that stream is metered).
     let stream = chat_body(json!({"stream": true}));
     let plain = chat_body(json!({}));
-    let responses: Vec<(&str, (&str, &str), &Value, bool, Option<&str>)> = vec![
-        (
+    /// A bad response: the `x-mock-*` header asking for it, whether the client sees the
+    /// connection cut, and the uncharged reason the filter counts (none: metered).
+    struct Bad<'a>(
+        &'a str,
+        (&'a str, &'a str),
+        &'a Value,
+        bool,
+        Option<&'a str>,
+    );
+    let responses = [
+        Bad(
             "truncated SSE",
             ("x-mock-truncate-after", "2"),
             &stream,
             true,
             Some("truncated"),
         ),
-        (
+        Bad(
             "truncated JSON",
             ("x-mock-truncate-after", "30"),
             &plain,
             true,
             Some("truncated"),
         ),
-        (
+        Bad(
             "unparsable SSE",
             ("x-mock-garbage", "1"),
             &stream,
             false,
             Some("no_usage"),
         ),
-        (
+        Bad(
             "unparsable JSON",
             ("x-mock-garbage", "1"),
             &plain,
             false,
             Some("no_usage"),
         ),
-        (
+        Bad(
             "3 MB JSON",
             ("x-mock-pad-bytes", "3000000"),
             &plain,
             false,
             Some("too_large"),
         ),
-        (
+        Bad(
             "3 MB SSE",
             ("x-mock-pad-bytes", "3000000"),
             &stream,
             false,
             None,
         ),
-        (
+        Bad(
             "provider error",
             ("x-mock-status", "500"),
             &plain,
@@ -290,7 +299,7 @@ fn bad_bodies_get_clear_answers_and_leave_the_filter_alive() {
             Some("upstream_error"),
         ),
     ];
-    for (what, header, body, cut, reason) in responses {
+    for Bad(what, header, body, cut, reason) in responses {
         let before = stack.envoy.stats("tollgate_uncharged").unwrap();
         let seen = send(&stack, &chain, chat, &[header], json_body(body));
         let want_status = if header.0 == "x-mock-status" {
