@@ -642,3 +642,108 @@ store_test!(spend_reports_group_and_filter, |store| {
     assert_eq!((r.requests, r.total_usd), (1, d("0.5")));
     assert_eq!(r.rows[0].input_tokens, 1000);
 });
+
+/// Creates keys (one revoked) and returns their secrets: the rows a raw-bytes scan must not
+/// betray.
+async fn keys_for_the_at_rest_scan(store: &Store) -> Vec<String> {
+    seed_tenants(store).await;
+    let mut secrets = Vec::new();
+    for (i, project) in [None, Some("web"), Some("web")].into_iter().enumerate() {
+        let k = store
+            .create_key(
+                &NewKey {
+                    name: format!("scan-{i}"),
+                    org_id: "acme".into(),
+                    project_id: project.map(str::to_string),
+                    user_id: None,
+                },
+                NOW,
+            )
+            .await
+            .unwrap();
+        if i == 2 {
+            store.revoke_key(&k.key.id, NOW + 1).await.unwrap();
+        }
+        secrets.push(k.secret);
+    }
+    secrets
+}
+
+/// Every secret is absent from `raw` (whole, and past its listed prefix), and its SHA-256 is
+/// present, so the scan looked at the right bytes.
+fn assert_only_hashes_at_rest(raw: &[u8], secrets: &[String], what: &str) {
+    let contains = |needle: &str| raw.windows(needle.len()).any(|w| w == needle.as_bytes());
+    for s in secrets {
+        assert!(!contains(s), "{what} holds a virtual key secret");
+        assert!(
+            !contains(&s[tollgate_control_plane::keys::LISTED_PREFIX_LEN..]),
+            "{what} holds the secret part of a virtual key"
+        );
+        let sha = tollgate_control_plane::keys::sha256_hex(s.as_bytes());
+        assert!(contains(&sha), "{what} lacks the key's SHA-256 {sha}");
+    }
+}
+
+/// Virtual keys at rest on SQLite: the raw database file and its WAL, byte by byte.
+#[tokio::test]
+async fn keys_are_only_hashes_in_the_sqlite_file() {
+    let (store, db) = tollgate_control_plane::testkit::sqlite_store().await;
+    let secrets = keys_for_the_at_rest_scan(&store).await;
+    let raw = || {
+        let mut raw = Vec::new();
+        for suffix in ["", "-wal"] {
+            let mut p = db.0.clone().into_os_string();
+            p.push(suffix);
+            raw.extend(std::fs::read(&p).unwrap_or_default());
+        }
+        raw
+    };
+    assert_only_hashes_at_rest(&raw(), &secrets, "the SQLite file and WAL");
+    // Closed (checkpointed): still only hashes.
+    store.close().await;
+    assert_only_hashes_at_rest(&raw(), &secrets, "the closed SQLite file and WAL");
+}
+
+/// Virtual keys at rest on PostgreSQL: a text dump of every table in the database.
+#[tokio::test]
+async fn keys_are_only_hashes_in_a_postgres_dump() {
+    use sqlx::{Connection as _, Row as _};
+    let url = match tollgate_control_plane::testkit::postgres_url().await {
+        Ok(url) => url,
+        Err(e)
+            if std::env::var(tollgate_control_plane::testkit::SKIP_ENV).as_deref() == Ok("1") =>
+        {
+            eprintln!("SKIPPING PostgreSQL: {e}");
+            return;
+        }
+        Err(e) => panic!("PostgreSQL test server unavailable: {e}"),
+    };
+    let store = Store::connect(&url).await.unwrap();
+    let secrets = keys_for_the_at_rest_scan(&store).await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let tables: Vec<String> = sqlx::query(
+        "SELECT schemaname || '.' || quote_ident(tablename) FROM pg_tables \
+         WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert!(
+        tables.iter().any(|t| t.ends_with(".virtual_keys")),
+        "{tables:?}"
+    );
+    let mut dump = String::new();
+    for t in &tables {
+        let rows: Option<String> =
+            sqlx::query_scalar(&format!("SELECT string_agg(t::text, E'\\n') FROM {t} t"))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        dump.push_str(&format!("-- {t}\n{}\n", rows.unwrap_or_default()));
+    }
+    assert_only_hashes_at_rest(dump.as_bytes(), &secrets, "the PostgreSQL dump");
+    store.close().await;
+}

@@ -39,14 +39,20 @@ fn utc() -> String {
 }
 
 /// `PATCH /v1/budgets/{id}` body: absent fields stay; `"soft_limit_usd": null` removes it.
+/// `null` for any other field is refused (422): it cannot be removed, and reading it as
+/// "unchanged" would silently ignore what the caller asked for.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetPatchBody {
+    #[serde(default, deserialize_with = "not_null")]
     period: Option<Period>,
+    #[serde(default, deserialize_with = "not_null")]
     timezone: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
     limit_usd: Option<Decimal>,
     #[serde(default, deserialize_with = "present")]
     soft_limit_usd: Option<Option<Decimal>>,
+    #[serde(default, deserialize_with = "not_null")]
     mode: Option<Mode>,
 }
 
@@ -55,6 +61,11 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// A field that may be absent (`None`, via `default`) but not `null`.
+fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// A budget with its current window and the spend in it.

@@ -189,7 +189,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
+            // serde_json reports `null` where an enum is expected as a syntax error
+            // ("expected value"), so ask whether the document itself is well-formed.
+            if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
                 Err(ApiError::BadRequest {
                     detail: format!("body is not valid JSON: {inner}"),
                 })

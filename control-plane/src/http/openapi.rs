@@ -504,39 +504,54 @@ fn money() -> Value {
     json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$", "description": "USD as a decimal string"})
 }
 
+/// An optional request field that may also be `null`, which the API reads as absent.
+fn nullable(v: &Value) -> Value {
+    json!({"anyOf": [v, {"type": "null"}]})
+}
+
 fn schemas() -> Value {
     let id = json!({"type": "string", "pattern": "^[A-Za-z0-9._@:-]{1,128}$"});
-    let name = json!({"type": "string", "minLength": 1, "maxLength": 200});
+    // The patterns say what the handlers check (`check_name`, the scope_id and e-mail checks): no control
+    // characters (Unicode Cc, as Rust's `char::is_control`).
+    let name = json!({"type": "string", "minLength": 1, "maxLength": 200,
+                      "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"});
+    let scope_id = json!({"type": "string", "minLength": 1, "maxLength": 256,
+                          "pattern": "^[^;=\\x00-\\x1f\\x7f-\\x9f]*$"});
+    let email = json!({"type": "string", "maxLength": 254, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*@[^\\x00-\\x1f\\x7f-\\x9f]*$"});
     let ts = json!({"type": "integer", "description": "Unix seconds"});
     let scope = json!({"type": "string", "enum": ["org", "project", "user", "key"]});
     let period = json!({"type": "string", "enum": ["daily", "weekly", "monthly", "total"]});
     let mode = json!({"type": "string", "enum": ["enforce", "shadow"]});
-    let rate = json!({"type": "string", "description": "USD per 1M tokens (decimal string); refused when off by 10^6"});
+    let rate = json!({"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$",
+                      "description": "USD per 1M tokens (decimal string); refused when off by 10^6"});
+    let opt_id = nullable(&id);
+    let opt_str = nullable(&json!({"type": "string"}));
+    let opt_rate = nullable(&rate);
     json!({
         "Problem": {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
             "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
             "detail": {"type": "string"}, "field": {"type": "string", "description": "The field at fault"}}},
         "NewOrg": {"type": "object", "required": ["name"], "additionalProperties": false,
-            "properties": {"id": id, "name": name}},
+            "properties": {"id": opt_id, "name": name}},
         "OrgPatch": {"type": "object", "required": ["name"], "additionalProperties": false,
             "properties": {"name": name}},
         "Org": {"type": "object", "properties": {"id": id, "name": name, "created_at": ts}},
         "NewProject": {"type": "object", "required": ["org_id", "name"], "additionalProperties": false,
-            "properties": {"id": id, "org_id": id, "name": name}},
+            "properties": {"id": opt_id, "org_id": id, "name": name}},
         "Project": {"type": "object", "properties": {"id": id, "org_id": id, "name": name, "created_at": ts}},
         "NewUser": {"type": "object", "required": ["org_id", "name"], "additionalProperties": false,
-            "properties": {"id": id, "org_id": id, "name": name, "email": {"type": "string"}}},
+            "properties": {"id": opt_id, "org_id": id, "name": name, "email": nullable(&email)}},
         "User": {"type": "object", "properties": {"id": id, "org_id": id, "name": name, "email": {"type": ["string", "null"]}, "created_at": ts}},
         "NewKey": {"type": "object", "required": ["name", "org_id"], "additionalProperties": false,
-            "properties": {"name": name, "org_id": id, "project_id": id, "user_id": id}},
+            "properties": {"name": name, "org_id": id, "project_id": opt_id, "user_id": opt_id}},
         "Key": {"type": "object", "properties": {"id": {"type": "string"}, "prefix": {"type": "string"},
             "name": name, "org_id": id, "project_id": {"type": ["string", "null"]}, "user_id": {"type": ["string", "null"]},
             "created_at": ts, "revoked_at": {"type": ["integer", "null"]}}},
         "CreatedKey": {"allOf": [schema("Key"), {"type": "object", "properties": {"secret": {"type": "string", "description": "tg-…; shown once"}}}]},
         "NewBudget": {"type": "object", "required": ["scope", "scope_id", "period", "limit_usd"], "additionalProperties": false,
-            "properties": {"scope": scope, "scope_id": {"type": "string"}, "period": period,
+            "properties": {"scope": scope, "scope_id": scope_id, "period": period,
                 "timezone": {"type": "string", "description": "IANA zone, default UTC"},
-                "limit_usd": money(), "soft_limit_usd": money(), "mode": mode}},
+                "limit_usd": money(), "soft_limit_usd": nullable(&money()), "mode": mode}},
         "BudgetPatch": {"type": "object", "additionalProperties": false,
             "properties": {"period": period, "timezone": {"type": "string"}, "limit_usd": money(),
                 "soft_limit_usd": {"oneOf": [money(), {"type": "null"}]}, "mode": mode}},
@@ -544,15 +559,16 @@ fn schemas() -> Value {
             "period": period, "timezone": {"type": "string"}, "limit_usd": money(), "soft_limit_usd": money(),
             "mode": mode, "created_at": ts, "updated_at": ts, "window_start": ts, "window_end": ts, "spent_usd": money()}},
         "PriceInput": {"type": "object", "required": ["input_per_million", "output_per_million"], "additionalProperties": false,
-            "properties": {"model": {"type": "string"}, "provider": {"type": "string"},
+            "properties": {"model": opt_str, "provider": opt_str,
                 "kind": {"type": "string", "enum": ["chat", "completion", "responses", "embedding"]},
-                "input_per_million": rate, "output_per_million": rate, "cache_read_per_million": rate,
-                "cache_write_5m_per_million": rate, "cache_write_1h_per_million": rate, "reasoning_per_million": rate,
+                "input_per_million": rate, "output_per_million": rate, "cache_read_per_million": opt_rate,
+                "cache_write_5m_per_million": opt_rate, "cache_write_1h_per_million": opt_rate, "reasoning_per_million": opt_rate,
                 "tiers": {"type": "array", "items": {"type": "object", "required": ["above_prompt_tokens", "input_per_million"],
-                    "properties": {"above_prompt_tokens": {"type": "integer"}, "inclusive": {"type": "boolean"},
-                        "input_per_million": rate, "output_per_million": rate, "cache_read_per_million": rate,
-                        "cache_write_5m_per_million": rate, "cache_write_1h_per_million": rate}}},
-                "max_output_tokens": {"type": "integer"}, "effective_from": ts}},
+                    "additionalProperties": false,
+                    "properties": {"above_prompt_tokens": {"type": "integer", "minimum": 0}, "inclusive": {"type": "boolean"},
+                        "input_per_million": rate, "output_per_million": opt_rate, "cache_read_per_million": opt_rate,
+                        "cache_write_5m_per_million": opt_rate, "cache_write_1h_per_million": opt_rate}}},
+                "max_output_tokens": nullable(&json!({"type": "integer", "minimum": 0})), "effective_from": nullable(&ts)}},
         "Price": {"type": "object", "properties": {"model": {"type": "string"}, "revision": {"type": "integer"},
             "effective_from": ts, "source": {"type": "string"}, "created_at": ts, "deleted": {"type": "boolean"},
             "provider": {"type": "string"}, "kind": {"type": "string"}, "rates": {"type": "object"},
@@ -570,7 +586,7 @@ fn schemas() -> Value {
             "group": {"type": "object"}, "requests": {"type": "integer"}, "input_tokens": {"type": "integer"},
             "output_tokens": {"type": "integer"}, "cost_usd": money()}}}, "requests": {"type": "integer"}, "total_usd": money()}},
         "QuoteRequest": {"type": "object", "required": ["model", "usage"], "additionalProperties": false,
-            "properties": {"model": {"type": "string"}, "provider": {"type": "string"},
+            "properties": {"model": {"type": "string"}, "provider": opt_str,
                 "usage": {"type": "object", "description": "Tollgate's usage or a provider's usage object"}}},
         "Quote": {"type": "object", "properties": {"model": {"type": "string"}, "priced_as": {"type": "string"},
             "price_version": {"type": "integer"}, "usage": {"type": "object"}, "cost": {"type": "object"}, "total_usd": money()}}

@@ -34,6 +34,8 @@ pub struct ControlPlane {
     secrets: Secrets,
     echo: Echo,
     proc: Option<Proc>,
+    /// `RUST_LOG` for the next start (default: ours, else `info`).
+    rust_log: Option<String>,
 }
 
 impl ControlPlane {
@@ -61,6 +63,7 @@ impl ControlPlane {
             secrets: secrets.clone(),
             echo,
             proc: None,
+            rust_log: None,
         };
         cp.restart()?;
         Ok(cp)
@@ -97,7 +100,10 @@ impl ControlPlane {
             .env("TOLLGATE_DATAPLANE_TOKEN", &self.dataplane_token)
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                self.rust_log
+                    .clone()
+                    .or_else(|| std::env::var("RUST_LOG").ok())
+                    .unwrap_or_else(|| "info".into()),
             );
         let (mut proc, lines) =
             Proc::spawn("control plane", cmd, &self.secrets, self.echo.clone())?;
@@ -108,6 +114,12 @@ impl ControlPlane {
         self.port = addr.port();
         self.proc = Some(proc);
         Ok(())
+    }
+
+    /// Sets `RUST_LOG` for the next [`ControlPlane::restart`] (tests that read every log line
+    /// run it at `debug`).
+    pub fn set_rust_log(&mut self, filter: &str) {
+        self.rust_log = Some(filter.to_string());
     }
 
     /// Kills the process (if running). The database stays.
@@ -156,6 +168,11 @@ impl ControlPlane {
     /// Output so far (secrets hidden), for failure messages.
     pub fn output(&self) -> String {
         self.proc.as_ref().map(Proc::output).unwrap_or_default()
+    }
+
+    /// Output lines that held a secret (see [`Proc::secret_leaks`]).
+    pub fn secret_leaks(&self) -> usize {
+        self.proc.as_ref().map_or(0, Proc::secret_leaks)
     }
 
     /// An admin client.

@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread;
@@ -31,6 +32,12 @@ impl Secrets {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(secret.to_string());
         }
+    }
+
+    /// Whether `text` holds any secret.
+    pub fn found_in(&self, text: &str) -> bool {
+        let secrets = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        secrets.iter().any(|s| text.contains(s.as_str()))
     }
 
     /// `text` with every secret replaced by `***`.
@@ -62,6 +69,8 @@ pub struct Proc {
     child: Child,
     output: Arc<Mutex<String>>,
     secrets: Secrets,
+    /// Lines that held a secret when they arrived (they were kept redacted).
+    leaks: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Proc {
@@ -102,13 +111,15 @@ impl Proc {
             .spawn()
             .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
         let output = Arc::new(Mutex::new(String::new()));
+        let leaks = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = channel();
         if let Some(stdout) = child.stdout.take() {
             let (out, secrets, echo) = (output.clone(), secrets.clone(), echo.clone());
+            let leaks = leaks.clone();
             thread::spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
-                    let line = secrets.redact(&line);
+                    let line = redact_counting(&secrets, &leaks, &line);
                     emit(&echo, &line);
                     append(&out, &line);
                     append(&out, "\n");
@@ -117,11 +128,11 @@ impl Proc {
             });
         }
         if let Some(stderr) = child.stderr.take() {
-            let (out, secrets) = (output.clone(), secrets.clone());
+            let (out, secrets, leaks) = (output.clone(), secrets.clone(), leaks.clone());
             thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
-                    let line = secrets.redact(&line);
+                    let line = redact_counting(&secrets, &leaks, &line);
                     emit(&echo, &line);
                     append(&out, &line);
                     append(&out, "\n");
@@ -134,6 +145,7 @@ impl Proc {
                 child,
                 output,
                 secrets: secrets.clone(),
+                leaks,
             },
             rx,
         ))
@@ -148,6 +160,17 @@ impl Proc {
             .clone();
         // Secrets registered after a line arrived are hidden here too.
         self.secrets.redact(&text)
+    }
+
+    /// How many output lines held a secret: counted as they arrived, plus one if what was
+    /// kept holds a secret registered only later. Tests that no process logs a token assert 0.
+    pub fn secret_leaks(&self) -> usize {
+        let text = self
+            .output
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.leaks.load(Ordering::Relaxed) + usize::from(self.secrets.found_in(&text))
     }
 
     /// The process id.
@@ -200,6 +223,15 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `line` redacted, counting it in `leaks` when it held a secret.
+fn redact_counting(secrets: &Secrets, leaks: &AtomicUsize, line: &str) -> String {
+    let redacted = secrets.redact(line);
+    if redacted != line {
+        leaks.fetch_add(1, Ordering::Relaxed);
+    }
+    redacted
 }
 
 fn emit(echo: &Echo, line: &str) {

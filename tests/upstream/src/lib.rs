@@ -59,6 +59,10 @@
 //! - `x-mock-truncate-after: N`: a stream stops after `N` events (a JSON body after `N` bytes)
 //!   and the connection is dropped with no end marker. `N` ≥ the event count changes nothing.
 //! - `x-mock-delay-ms: N`: sleep `N` ms before each streamed event, or before a JSON response.
+//! - `x-mock-garbage: 1`: a 200 with a body that does not parse (a JSON body cut inside the
+//!   usage object; a stream of one unparsable event and `data: [DONE]`), ending normally.
+//! - `x-mock-pad-bytes: N` (≤ 64 MiB): N filler bytes, as a `"padding"` string first in a JSON
+//!   body or an SSE comment before the first event (huge responses).
 //!
 //! The server holds no state and records nothing. [`envoy`] holds the helpers the Envoy config
 //! tests use (template rendering, finding the Envoy binary and the wasm modules).

@@ -36,8 +36,14 @@ pub fn router(options: Options) -> Router {
         .route("/v1/messages", post(messages))
         .route("/v1beta/models/{model_action}", post(gemini_route))
         .fallback(not_found)
+        // Long-context prompts run to megabytes; axum's default limit (2 MB) is no provider's.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(Arc::new(options))
 }
+
+/// Largest request body the mock reads (what passes Envoy's buffer limit in
+/// `envoy/tollgate.yaml` with room to spare).
+pub const MAX_REQUEST_BYTES: usize = 32 << 20;
 
 async fn chat(State(o): State<Arc<Options>>, headers: HeaderMap, body: Bytes) -> Response {
     handle(&o, Api::OpenAiChat, &headers, None, &body, Target::Body).await
@@ -202,9 +208,26 @@ async fn handle(
     }
     let ids = Ids::new();
     if streaming {
-        let (events, content_type) = stream_events(&plan, &ids, target);
+        let (mut events, content_type) = stream_events(&plan, &ids, target);
+        if controls.garbage {
+            events = vec![
+                Bytes::from_static(b"data: {\"usage\": {\"prompt_tokens\": nope\n\n"),
+                Bytes::from_static(b"data: [DONE]\n\n"),
+            ];
+        }
+        if let Some(n) = pad(&controls) {
+            let mut comment = Vec::with_capacity(n + 4);
+            comment.extend_from_slice(b": ");
+            comment.resize(n + 2, b'x');
+            comment.extend_from_slice(b"\n\n");
+            events.insert(0, Bytes::from(comment));
+        }
         let body = event_stream(events, &controls);
         return with_type(StatusCode::OK, content_type, body);
+    }
+    if controls.garbage {
+        let body = Body::from(r#"{"id": "garbage", "usage": {"prompt_tokens": nope"#);
+        return with_type(StatusCode::OK, "application/json", body);
     }
     let json = match api {
         Api::OpenAiChat => openai::chat_json(&plan, &ids),
@@ -212,6 +235,17 @@ async fn handle(
         Api::OpenAiEmbeddings => openai::embeddings_json(&plan, &request),
         Api::AnthropicMessages => anthropic::message_json(&plan, &ids),
         Api::Gemini => gemini::generate_json(&plan, &ids),
+    };
+    let json = match (pad(&controls), json.strip_prefix(b"{")) {
+        (Some(n), Some(rest)) => {
+            let mut padded = Vec::with_capacity(json.len() + n + 14);
+            padded.extend_from_slice(br#"{"padding":""#);
+            padded.resize(padded.len() + n, b'x');
+            padded.extend_from_slice(b"\",");
+            padded.extend_from_slice(rest);
+            padded
+        }
+        _ => json,
     };
     let body = match controls.truncate_after {
         Some(n) if usize::try_from(n).is_ok_and(|n| n < json.len()) => {
@@ -222,6 +256,11 @@ async fn handle(
         _ => Body::from(json),
     };
     with_type(StatusCode::OK, "application/json", body)
+}
+
+/// The `x-mock-pad-bytes` count (bounded by `MAX_PAD_BYTES` when read).
+fn pad(controls: &Controls) -> Option<usize> {
+    controls.pad_bytes.and_then(|n| usize::try_from(n).ok())
 }
 
 fn stream_events(plan: &Plan, ids: &Ids, target: Target) -> (Vec<Bytes>, &'static str) {

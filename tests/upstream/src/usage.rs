@@ -77,7 +77,16 @@ pub struct Controls {
     pub truncate_after: Option<u64>,
     /// `x-mock-delay-ms`: sleep this long before a JSON response, or before each streamed event.
     pub delay_ms: u64,
+    /// `x-mock-garbage: 1`: a 200 whose body is not what the provider sends (a JSON body that
+    /// does not parse; a stream whose events do not parse), ending normally.
+    pub garbage: bool,
+    /// `x-mock-pad-bytes: N` (at most [`MAX_PAD_BYTES`]): N filler bytes in the response, a
+    /// `"padding"` string first in a JSON body, an SSE comment before the first event.
+    pub pad_bytes: Option<u64>,
 }
+
+/// Largest `x-mock-pad-bytes`.
+pub const MAX_PAD_BYTES: u64 = 64 << 20;
 
 impl Controls {
     /// Reads the `x-mock-*` headers; a header that is not a number is an error naming it.
@@ -107,6 +116,17 @@ impl Controls {
             status,
             truncate_after: num("x-mock-truncate-after")?,
             delay_ms: num("x-mock-delay-ms")?.unwrap_or(0),
+            garbage: match num("x-mock-garbage")? {
+                None | Some(0) => false,
+                Some(1) => true,
+                Some(_) => return Err("x-mock-garbage: expected 0 or 1".into()),
+            },
+            pad_bytes: match num("x-mock-pad-bytes")? {
+                Some(n) if n > MAX_PAD_BYTES => {
+                    return Err(format!("x-mock-pad-bytes: at most {MAX_PAD_BYTES}"))
+                }
+                n => n,
+            },
         })
     }
 }

@@ -602,6 +602,60 @@ async fn truncate_cuts_streams_and_json_without_an_end_marker() {
 }
 
 #[tokio::test]
+async fn garbage_and_padding_make_bad_and_huge_responses() {
+    let addr = server().await;
+    let r = post(
+        addr,
+        "/v1/chat/completions",
+        &[("x-mock-garbage", "1")],
+        &chat_request(),
+    )
+    .await;
+    assert_eq!((r.status, r.cut), (200, false));
+    assert!(serde_json::from_slice::<serde_json::Value>(&r.body).is_err());
+    let mut s = chat_request();
+    s["stream"] = json!(true);
+    let r = post(addr, "/v1/chat/completions", &[("x-mock-garbage", "1")], &s).await;
+    assert_eq!((r.status, r.cut), (200, false));
+    let events = r.events();
+    assert_eq!(events.len(), 2);
+    assert!(serde_json::from_str::<serde_json::Value>(&events[0].1).is_err());
+    assert_eq!(events[1].1, "[DONE]");
+
+    let plain = post(addr, "/v1/chat/completions", &[], &chat_request()).await;
+    let padded = post(
+        addr,
+        "/v1/chat/completions",
+        &[("x-mock-pad-bytes", "100000")],
+        &chat_request(),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&padded.body).unwrap();
+    assert_eq!(v["padding"].as_str().unwrap().len(), 100_000);
+    assert_eq!(padded.json()["usage"], plain.json()["usage"]);
+    let r = post(
+        addr,
+        "/v1/chat/completions",
+        &[("x-mock-pad-bytes", "5000")],
+        &s,
+    )
+    .await;
+    let text = String::from_utf8(r.body).unwrap();
+    let (comment, events) = text.split_once("\n\n").unwrap();
+    assert_eq!(
+        comment,
+        format!(": {}", "x".repeat(5000)),
+        "an SSE comment first"
+    );
+    assert!(
+        events.ends_with("data: [DONE]\n\n"),
+        "then the usual stream"
+    );
+    let r = post(addr, "/v1/chat/completions", &[("x-mock-garbage", "2")], &s).await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
 async fn delay_applies_per_event_and_before_json() {
     let addr = server().await;
     let mut req = chat_request();
