@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 pub use binaries::Binaries;
 pub use control_plane::{Api, Chain, ControlPlane};
 pub use process::{Echo, Proc, Secrets};
-pub use stack::{Stack, StackOptions};
+pub use stack::{Database, Stack, StackOptions};
 
 /// Calls `check` every 20 ms until it returns `Some`, for at most `timeout`; `None` if it never
 /// did. The last call happens at or after the deadline, so a check that passes just in time
