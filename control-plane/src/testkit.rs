@@ -258,7 +258,15 @@ fn free_port() -> Result<u16, String> {
 }
 
 /// Starts a server in a temporary directory; a watchdog stops it when this process exits.
+/// Durable only with `TOLLGATE_PG_DURABLE=1` (see [`start_server_with`]).
 pub fn start_server() -> Result<PgServer, String> {
+    start_server_with(std::env::var("TOLLGATE_PG_DURABLE").is_ok_and(|v| v == "1"))
+}
+
+/// [`start_server`], durable or not: a durable server keeps PostgreSQL's defaults (`fsync`,
+/// `synchronous_commit`), so a commit it acknowledged survives a crash — what a crash test
+/// needs; the fast one may lose the last commits before a [`PgServer::crash`].
+pub fn start_server_with(durable: bool) -> Result<PgServer, String> {
     let bin = pg_bin();
     let initdb = bin.join("initdb");
     let pg_ctl = bin.join("pg_ctl");
@@ -288,7 +296,6 @@ pub fn start_server() -> Result<PgServer, String> {
         "--locale=C",
     ]);
     run(c, "initdb")?;
-    let durable = std::env::var("TOLLGATE_PG_DURABLE").is_ok_and(|v| v == "1");
     let mut last_err = String::new();
     for _ in 0..3 {
         let port = free_port()?;

@@ -39,7 +39,7 @@ use crate::process::{line_starting_with, Echo, Proc, Secrets};
 use crate::{eventually, random_token};
 
 /// Where the control plane keeps its data.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Database {
     /// `tollgate.db` in the stack's directory.
     #[default]
@@ -48,6 +48,9 @@ pub enum Database {
     /// (`tollgate_control_plane::testkit`: started on first use, stopped when the process
     /// exits; `TOLLGATE_TEST_PG_URL` names an existing one instead).
     Postgres,
+    /// This database URL (`postgres://…` or `sqlite://…`), e.g. on a server a test started
+    /// for itself.
+    Url(String),
 }
 
 /// How a stack is started.
@@ -202,9 +205,10 @@ impl Stack {
         if let Some(r) = &opts.real_provider {
             secrets.add(&r.key);
         }
-        let database_url = match opts.database {
+        let database_url = match &opts.database {
             Database::Sqlite => format!("sqlite://{}", dir.join("tollgate.db").display()),
             Database::Postgres => postgres_database()?,
+            Database::Url(url) => url.clone(),
         };
         let cp = ControlPlane::start(
             &bins.control_plane,

@@ -81,6 +81,9 @@ fn client(url: String, key: String, client: usize) -> Vec<Value> {
 
 #[test]
 fn two_envoys_on_one_budget_overshoot_within_the_bound() {
+    if common::skip_postgres() {
+        return;
+    }
     let Some(stack) = common::stack_with(StackOptions {
         database: Database::Postgres,
         sync_interval_ms: SYNC_INTERVAL_MS,

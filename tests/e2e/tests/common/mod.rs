@@ -198,3 +198,30 @@ impl Steady {
         self.handle.join().unwrap()
     }
 }
+
+/// Waits until the ledger holds exactly the served chat completions `served` (as [`chat`]
+/// sends them) for key `key_id`, one event each at its exact cost; returns how long it took.
+pub fn ledger_has_chats(stack: &Stack, key_id: &str, served: &[Value]) -> Duration {
+    ledger_reaches(
+        stack,
+        "key",
+        key_id,
+        Spend {
+            requests: served.len() as u64,
+            total_usd: cost_of(served),
+        },
+    )
+}
+
+/// Whether PostgreSQL tests were explicitly skipped (`TOLLGATE_SKIP_POSTGRES=1`, as for the
+/// control plane's store tests); says so when they are.
+pub fn skip_postgres() -> bool {
+    let skip = std::env::var(tollgate_control_plane::testkit::SKIP_ENV).as_deref() == Ok("1");
+    if skip {
+        eprintln!(
+            "SKIPPING a PostgreSQL test ({}=1)",
+            tollgate_control_plane::testkit::SKIP_ENV
+        );
+    }
+    skip
+}
