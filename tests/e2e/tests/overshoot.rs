@@ -14,7 +14,8 @@
 //! `c_max`, `L` the limit and `ε` the posting, build and polling latencies (here the tests'
 //! scheduling slack). The test asserts the ledger's final spend stays within `L` plus that
 //! bound, that every served request is in the ledger exactly once at its exact cost, and
-//! prints the measured overshoot next to the bound.
+//! prints the measured overshoot next to the bound. Then a burst — every client of both
+//! Envoys at once on a fresh budget — shows the worst case, where only `spend ≤ N · L` holds.
 //!
 //! Run with `cargo test -p tollgate-tests --test overshoot -- --nocapture` (about 20 s).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -41,6 +42,8 @@ const MAX_PER_CLIENT: usize = 200;
 const MIN_REQUEST: Duration = Duration::from_millis(100);
 /// Requests' worth of budget.
 const BUDGET_REQUESTS: u64 = 150;
+/// Clients per Envoy in the burst.
+const BURST_CLIENTS: usize = 16;
 /// The control plane's snapshot min interval.
 const SNAPSHOT_MIN_INTERVAL_MS: u64 = 20;
 
@@ -146,7 +149,7 @@ fn two_envoys_on_one_budget_overshoot_within_the_bound() {
     eprintln!(
         "overshoot, 2 Envoys × {CLIENTS} clients, limit {limit} ({BUDGET_REQUESTS} requests): \
          served {} + {} = {} requests, spent {spent}, overshoot {overshoot} ({} requests); \
-         bound {bound} ({} requests: P = {p:?}, {per_client} per client); hard cap {limit}",
+         bound {bound} ({} requests: P = {p:?}, {per_client} per client); (N−1)·L = {limit}",
         served[0].len(),
         served[1].len(),
         all.len(),
@@ -160,5 +163,49 @@ fn two_envoys_on_one_budget_overshoot_within_the_bound() {
     assert!(
         !served[0].is_empty() && !served[1].is_empty(),
         "both Envoys served"
+    );
+
+    // A burst: every client of both Envoys at once against a fresh budget of ten requests'
+    // worth. Both Envoys decide from the same snapshot, so each may admit up to the whole
+    // limit: only the hard cap N · L holds.
+    let burst = api.create_chain("burst").unwrap();
+    let burst_limit = c_max * Decimal::from(10);
+    api.create_budget("key", &burst.key_id, "total", &burst_limit.to_string())
+        .unwrap();
+    stack.wait_for_sync().unwrap();
+    stack.wait_for_sync_of(&second).unwrap();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(2 * BURST_CLIENTS));
+    let handles: Vec<_> = (0..2 * BURST_CLIENTS)
+        .map(|i| {
+            let (url, key, start) = (urls[i % 2].clone(), burst.secret.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                client(url, key, i)
+            })
+        })
+        .collect();
+    let burst_served: Vec<Value> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let burst_spent: Decimal = burst_served.iter().map(cost).sum();
+    ledger_reaches(
+        &stack,
+        "key",
+        &burst.key_id,
+        Spend {
+            requests: burst_served.len() as u64,
+            total_usd: burst_spent,
+        },
+    );
+    eprintln!(
+        "overshoot, burst of 2 × {BURST_CLIENTS} clients at once, limit {burst_limit} (10 \
+         requests): {} served, spent {burst_spent}, overshoot {} requests; hard cap 2 × limit",
+        burst_served.len(),
+        ((burst_spent - burst_limit).max(Decimal::ZERO) / c_max).normalize(),
+    );
+    assert!(
+        burst_spent <= burst_limit * Decimal::TWO,
+        "spent {burst_spent}: over N · L"
     );
 }
