@@ -225,3 +225,21 @@ pub fn skip_postgres() -> bool {
     }
     skip
 }
+
+/// Waits (at most 10 s) until the Envoy at `url` knows virtual key `key`: a worker learns a
+/// new key on its next tick, later under load. The probe is a chat request without a model,
+/// which a known key gets refused with 400 before anything is reserved or metered (401 while
+/// the key is unknown, 503 before the first snapshot).
+pub fn wait_key_known(url: &str, key: &str) {
+    let http = client();
+    let known = eventually(Duration::from_secs(10), || {
+        let resp = http
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({}))
+            .send()
+            .ok()?;
+        (resp.status() == 400).then_some(())
+    });
+    assert!(known.is_some(), "Envoy at {url} never accepted the key");
+}
