@@ -483,3 +483,24 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes)
         .with_context(|| format!("writing {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn filter_config_merges_key_by_key() {
+        let mut base = json!({"role": "filter", "limits": {"a": 1, "b": 2}, "shadow": false});
+        merge(
+            &mut base,
+            &json!({"limits": {"b": 3}, "missing_usage": "charge_zero"}),
+        );
+        assert_eq!(
+            base,
+            json!({"role": "filter", "limits": {"a": 1, "b": 3}, "shadow": false,
+                   "missing_usage": "charge_zero"})
+        );
+    }
+}
