@@ -135,12 +135,54 @@ pub struct PgServer {
     /// URL of the `postgres` database as the `postgres` superuser.
     pub admin_url: String,
     base: String,
+    /// How to stop and start it (only a server this process started).
+    control: Option<PgControl>,
+}
+
+/// What `pg_ctl` needs to stop the server and start it again the same way.
+#[derive(Debug)]
+struct PgControl {
+    root: bool,
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    opts: String,
 }
 
 impl PgServer {
     /// URL of database `name` on this server.
     pub fn url(&self, name: &str) -> String {
         format!("{}/{name}", self.base)
+    }
+
+    fn control(&self) -> Result<&PgControl, String> {
+        self.control
+            .as_ref()
+            .ok_or_else(|| format!("the server named by {URL_ENV} is not ours to stop"))
+    }
+
+    /// Stops the server the way a crash would (`pg_ctl stop -m immediate`: no checkpoint,
+    /// every connection cut), for fault tests. Every user of the server sees it go.
+    pub fn crash(&self) -> Result<(), String> {
+        let c = self.control()?;
+        let mut cmd = pg_command(c.root, &c.pg_ctl);
+        cmd.arg("-D")
+            .arg(&c.data)
+            .args(["-w", "-t", "60", "stop", "-m", "immediate"]);
+        run(cmd, "pg_ctl stop")
+    }
+
+    /// Starts the server again after [`PgServer::crash`], on the same port and data (it
+    /// recovers from its WAL first).
+    pub fn start_again(&self) -> Result<(), String> {
+        let c = self.control()?;
+        let mut cmd = pg_command(c.root, &c.pg_ctl);
+        cmd.arg("-D")
+            .arg(&c.data)
+            .arg("-l")
+            .arg(&c.log)
+            .args(["-w", "-t", "60", "-o", &c.opts, "start"]);
+        run(cmd, "pg_ctl start")
     }
 }
 
@@ -158,6 +200,7 @@ pub fn pg_server() -> Result<&'static PgServer, String> {
                 Ok(PgServer {
                     admin_url: url,
                     base,
+                    control: None,
                 })
             }
             Err(_) => start_server(),
@@ -215,7 +258,15 @@ fn free_port() -> Result<u16, String> {
 }
 
 /// Starts a server in a temporary directory; a watchdog stops it when this process exits.
+/// Durable only with `TOLLGATE_PG_DURABLE=1` (see [`start_server_with`]).
 pub fn start_server() -> Result<PgServer, String> {
+    start_server_with(std::env::var("TOLLGATE_PG_DURABLE").is_ok_and(|v| v == "1"))
+}
+
+/// [`start_server`], durable or not: a durable server keeps PostgreSQL's defaults (`fsync`,
+/// `synchronous_commit`), so a commit it acknowledged survives a crash — what a crash test
+/// needs; the fast one may lose the last commits before a [`PgServer::crash`].
+pub fn start_server_with(durable: bool) -> Result<PgServer, String> {
     let bin = pg_bin();
     let initdb = bin.join("initdb");
     let pg_ctl = bin.join("pg_ctl");
@@ -245,7 +296,6 @@ pub fn start_server() -> Result<PgServer, String> {
         "--locale=C",
     ]);
     run(c, "initdb")?;
-    let durable = std::env::var("TOLLGATE_PG_DURABLE").is_ok_and(|v| v == "1");
     let mut last_err = String::new();
     for _ in 0..3 {
         let port = free_port()?;
@@ -256,12 +306,22 @@ pub fn start_server() -> Result<PgServer, String> {
         if !durable {
             opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
+        let control = PgControl {
+            root,
+            pg_ctl: pg_ctl.clone(),
+            data: data.clone(),
+            log: dir.join("log"),
+            opts,
+        };
         let mut c = pg_command(root, &pg_ctl);
-        c.arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.join("log"))
-            .args(["-w", "-t", "60", "-o", &opts, "start"]);
+        c.arg("-D").arg(&data).arg("-l").arg(&control.log).args([
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            &control.opts,
+            "start",
+        ]);
         match run(c, "pg_ctl start") {
             Ok(()) => {
                 spawn_watchdog(root, &pg_ctl, &data, &dir)?;
@@ -269,6 +329,7 @@ pub fn start_server() -> Result<PgServer, String> {
                 return Ok(PgServer {
                     admin_url: format!("{base}/postgres"),
                     base,
+                    control: Some(control),
                 });
             }
             // Another process may have taken the port between our probe and the start.

@@ -1,9 +1,10 @@
-//! The control plane as a process (`tollgate serve` on SQLite in the stack's directory) and
-//! [`Api`], a blocking client of its REST API with the seeding helpers tests and the demo use.
+//! The control plane as a process (`tollgate serve` on SQLite in the stack's directory, or on
+//! a throwaway PostgreSQL database) and [`Api`], a blocking client of its REST API with the
+//! seeding helpers tests and the demo use.
 //!
 //! The process can be stopped (SIGKILL: a crash, the harshest case for the ledger) and
-//! started again on the same port and SQLite file, which is what Envoy's static cluster and
-//! the outage test need.
+//! started again on the same port and database, which is what Envoy's static cluster and
+//! the outage and fault tests need.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct ControlPlane {
     bin: PathBuf,
-    db: PathBuf,
+    database_url: String,
     port: u16,
     admin_token: String,
     dataplane_token: String,
@@ -39,12 +40,13 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts `bin serve` on a fresh SQLite database in `dir`, on a free port, with new random
-    /// tokens (registered as secrets). `snapshot_min_interval_ms` bounds how often writes
-    /// rebuild the snapshot (tests use a small value so changes propagate quickly).
+    /// Starts `bin serve` on `database_url` (`sqlite://PATH` or `postgres://…`; migrated at
+    /// start), on a free port, with new random tokens (registered as secrets).
+    /// `snapshot_min_interval_ms` bounds how often writes rebuild the snapshot (tests use a
+    /// small value so changes propagate quickly).
     pub fn start(
         bin: &Path,
-        dir: &Path,
+        database_url: &str,
         snapshot_min_interval_ms: u64,
         secrets: &Secrets,
         echo: Echo,
@@ -55,7 +57,7 @@ impl ControlPlane {
         secrets.add(&dataplane_token);
         let mut cp = ControlPlane {
             bin: bin.to_path_buf(),
-            db: dir.join("tollgate.db"),
+            database_url: database_url.to_string(),
             port: 0,
             admin_token,
             dataplane_token,
@@ -91,7 +93,7 @@ impl ControlPlane {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("serve")
             .arg("--database-url")
-            .arg(format!("sqlite://{}", self.db.display()))
+            .arg(&self.database_url)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--snapshot-min-interval-ms")
@@ -140,6 +142,11 @@ impl ControlPlane {
         }
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
     /// Its port (fixed after the first start).
     pub fn port(&self) -> u16 {
         self.port
@@ -150,9 +157,9 @@ impl ControlPlane {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The SQLite file.
-    pub fn database(&self) -> &Path {
-        &self.db
+    /// The database URL (`sqlite://PATH` or `postgres://…`).
+    pub fn database(&self) -> &str {
+        &self.database_url
     }
 
     /// The data-plane token (Envoy's sync service sends it).

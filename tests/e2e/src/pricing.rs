@@ -85,3 +85,28 @@ pub fn expected(
         .map_err(|e| anyhow::anyhow!("pricing {model}: {e}"))?;
     Ok((usage, cost.total))
 }
+
+/// The worst-case cost the filter reserves for `request` (sent to `api`'s route) at `book`'s
+/// price: `tollgate_core::estimate`, the code the filter runs, with the filter's default
+/// limits. What a request charged by the `charge_estimate` policy costs.
+pub fn worst_case(book: &PriceBook, api: Api, request: &Value) -> Result<Decimal> {
+    use tollgate_core::estimate::{summarize, worst_case, EstimateConfig};
+    use tollgate_core::usage::ApiFormat;
+    let format = match api {
+        Api::OpenAiChat => ApiFormat::OpenAiChat,
+        Api::OpenAiResponses => ApiFormat::OpenAiResponses,
+        Api::OpenAiEmbeddings => ApiFormat::OpenAiEmbeddings,
+        Api::AnthropicMessages => ApiFormat::AnthropicMessages,
+        Api::Gemini => ApiFormat::GeminiGenerateContent,
+    };
+    let body = serde_json::to_vec(request)?;
+    let cfg = EstimateConfig::default();
+    let summary = summarize(&body, format, None, &cfg)
+        .map_err(|e| anyhow::anyhow!("the filter would refuse this request: {e}"))?;
+    let (_, price) = book
+        .lookup(&summary.model, Some(provider(api)))
+        .with_context(|| format!("no price for {:?}", summary.model))?;
+    Ok(worst_case(&summary, price, &cfg)
+        .map_err(|e| anyhow::anyhow!("estimating: {e}"))?
+        .cost)
+}

@@ -1,7 +1,9 @@
-//! A whole Tollgate on one machine: the control plane on SQLite, the mock LLM upstream and
-//! Envoy with `envoy/tollgate.yaml` (filter + sync service), on free 127.0.0.1 ports, in a
-//! scratch directory. Every wait is bounded; dropping the [`Stack`] kills all three processes
-//! and removes the directory.
+//! A whole Tollgate on one machine: the control plane on SQLite (or on a throwaway
+//! PostgreSQL database, [`Database::Postgres`]), the mock LLM upstream and Envoy with
+//! `envoy/tollgate.yaml` (filter + sync service), on free 127.0.0.1 ports, in a scratch
+//! directory. More Envoys can join the same control plane and upstream
+//! ([`Stack::start_envoy`]), as a fleet would. Every wait is bounded; dropping the [`Stack`]
+//! kills its processes and removes the directory.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -26,16 +28,39 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
 
 use crate::binaries::Binaries;
 use crate::control_plane::{Api, ControlPlane};
-use crate::envoy::{render_tollgate, Envoy, RealProvider, TollgateVars};
+use crate::envoy::{
+    plugin_config, render_tollgate, replace_plugin_config, Envoy, RealProvider, TollgateVars,
+};
 use crate::process::{line_starting_with, Echo, Proc, Secrets};
 use crate::{eventually, random_token};
+
+/// Where the control plane keeps its data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Database {
+    /// `tollgate.db` in the stack's directory.
+    #[default]
+    Sqlite,
+    /// A fresh migrated database on the test PostgreSQL server of this process
+    /// (`tollgate_control_plane::testkit`: started on first use, stopped when the process
+    /// exits; `TOLLGATE_TEST_PG_URL` names an existing one instead).
+    Postgres,
+    /// This database URL (`postgres://…` or `sqlite://…`), e.g. on a server a test started
+    /// for itself.
+    Url(String),
+}
 
 /// How a stack is started.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
+    /// The control plane's database.
+    pub database: Database,
+    /// Keys merged into the filter role's plugin config of every Envoy (e.g.
+    /// `{"missing_usage": "charge_zero"}`); `None` keeps the template's.
+    pub filter_config: Option<Value>,
     /// Both plugin roles' `sync_interval_ms` (the template's 1000 is replaced).
     pub sync_interval_ms: u64,
     /// The control plane's `--snapshot-min-interval-ms`.
@@ -62,6 +87,8 @@ pub struct StackOptions {
 impl Default for StackOptions {
     fn default() -> Self {
         StackOptions {
+            database: Database::Sqlite,
+            filter_config: None,
             sync_interval_ms: 250,
             snapshot_min_interval_ms: 20,
             envoy_concurrency: 1,
@@ -96,7 +123,13 @@ pub struct Stack {
     /// The provider key the mock demands (proves Envoy swapped the virtual key).
     provider_key: String,
     sync_interval: Duration,
+    /// What [`Stack::start_envoy`] starts more Envoys with.
+    bins: Binaries,
+    opts: StackOptions,
 }
+
+/// Envoys started so far by stacks of this process (names their directories).
+static ENVOYS: AtomicU32 = AtomicU32::new(0);
 
 /// A new, empty scratch directory under the system temp dir (the caller removes it).
 pub fn scratch_dir() -> Result<PathBuf> {
@@ -172,9 +205,14 @@ impl Stack {
         if let Some(r) = &opts.real_provider {
             secrets.add(&r.key);
         }
+        let database_url = match &opts.database {
+            Database::Sqlite => format!("sqlite://{}", dir.join("tollgate.db").display()),
+            Database::Postgres => postgres_database()?,
+            Database::Url(url) => url.clone(),
+        };
         let cp = ControlPlane::start(
             &bins.control_plane,
-            &dir,
+            &database_url,
             opts.snapshot_min_interval_ms,
             &secrets,
             echo(opts.echo, "control-plane"),
@@ -186,28 +224,18 @@ impl Stack {
             &secrets,
             echo(opts.echo, "upstream"),
         )?;
-        let yaml = render_tollgate(&TollgateVars {
-            listen_port: opts.listen_port,
-            cp_port: cp.port(),
-            upstream_port: upstream_addr.port(),
-            wasm: bins.filter_wasm.clone(),
-            dataplane_token: cp.dataplane_token().to_string(),
-            provider_key: provider_key.clone(),
-            access_log: opts
-                .access_log
-                .clone()
-                .unwrap_or_else(|| dir.join("access.log")),
-            sync_interval_ms: opts.sync_interval_ms,
-            real_provider: opts.real_provider.clone(),
-        })?;
         let config = dir.join("tollgate.yaml");
-        write_private(&config, yaml.as_bytes())?;
-        let envoy = Envoy::start_with_args(
-            &bins.envoy,
+        let access_log = opts
+            .access_log
+            .clone()
+            .unwrap_or_else(|| dir.join("access.log"));
+        let vars = envoy_vars(bins, opts, &cp, upstream_addr, &provider_key, access_log);
+        let envoy = start_envoy_in(
+            bins,
+            opts,
+            &vars,
             &config,
             &dir,
-            opts.envoy_concurrency,
-            &opts.envoy_args,
             &secrets,
             echo(opts.echo, "envoy"),
         )?;
@@ -221,7 +249,44 @@ impl Stack {
             remove_dir,
             provider_key,
             sync_interval: Duration::from_millis(opts.sync_interval_ms),
+            bins: bins.clone(),
+            opts: opts.clone(),
         })
+    }
+
+    /// Starts one more Envoy on the same control plane and upstream (its own directory under
+    /// the stack's, its own access log there, its own sync service and so its own reporter),
+    /// listening on `listen_port` (0: any free port; an Envoy's old port to replace it).
+    /// `filter_config` keys are merged into its filter plugin config on top of the stack's.
+    /// The caller owns it: dropping it kills it.
+    pub fn start_envoy(&self, listen_port: u16, filter_config: Option<&Value>) -> Result<Envoy> {
+        let n = ENVOYS.fetch_add(1, Ordering::Relaxed);
+        let dir = self.dir.join(format!("envoy-{n}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut opts = self.opts.clone();
+        opts.listen_port = listen_port;
+        if let Some(extra) = filter_config {
+            let mut merged = opts.filter_config.take().unwrap_or(Value::Null);
+            merge(&mut merged, extra);
+            opts.filter_config = Some(merged);
+        }
+        let vars = envoy_vars(
+            &self.bins,
+            &opts,
+            &self.cp,
+            self.upstream_addr,
+            &self.provider_key,
+            dir.join("access.log"),
+        );
+        start_envoy_in(
+            &self.bins,
+            &opts,
+            &vars,
+            &dir.join("tollgate.yaml"),
+            &dir,
+            &self.secrets,
+            echo(opts.echo, &format!("envoy-{n}")),
+        )
     }
 
     /// `http://127.0.0.1:PORT`: where clients send LLM traffic.
@@ -266,9 +331,14 @@ impl Stack {
     /// Waits (at most 30 s) until Envoy's sync service holds the control plane's current
     /// snapshot, then for the workers to pick it up (they look twice per interval).
     pub fn wait_for_sync(&self) -> Result<()> {
+        self.wait_for_sync_of(&self.envoy)
+    }
+
+    /// [`Stack::wait_for_sync`] for any Envoy of this stack.
+    pub fn wait_for_sync_of(&self, envoy: &Envoy) -> Result<()> {
         let want = self.snapshot_version()?;
         let got = eventually(Duration::from_secs(30), || {
-            let v = self.envoy.stat("tollgate_snapshot_version").ok()?;
+            let v = envoy.stat("tollgate_snapshot_version").ok()?;
             (v >= want).then_some(v)
         });
         if got.is_none() {
@@ -326,6 +396,79 @@ impl Drop for Stack {
     }
 }
 
+/// The values `envoy/tollgate.yaml` is rendered with for this stack.
+fn envoy_vars(
+    bins: &Binaries,
+    opts: &StackOptions,
+    cp: &ControlPlane,
+    upstream: SocketAddr,
+    provider_key: &str,
+    access_log: PathBuf,
+) -> TollgateVars {
+    TollgateVars {
+        listen_port: opts.listen_port,
+        cp_port: cp.port(),
+        upstream_port: upstream.port(),
+        wasm: bins.filter_wasm.clone(),
+        dataplane_token: cp.dataplane_token().to_string(),
+        provider_key: provider_key.to_string(),
+        access_log,
+        sync_interval_ms: opts.sync_interval_ms,
+        real_provider: opts.real_provider.clone(),
+    }
+}
+
+/// Renders the config (with `opts.filter_config` merged into the filter role's), writes it
+/// to `config` and starts Envoy with its files in `dir`.
+fn start_envoy_in(
+    bins: &Binaries,
+    opts: &StackOptions,
+    vars: &TollgateVars,
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    secrets: &Secrets,
+    echo: Echo,
+) -> Result<Envoy> {
+    let mut yaml = render_tollgate(vars)?;
+    if let Some(extra) = &opts.filter_config {
+        let mut filter = plugin_config(&yaml, "filter")?;
+        merge(&mut filter, extra);
+        yaml = replace_plugin_config(&yaml, "filter", &filter)?;
+    }
+    write_private(config, yaml.as_bytes())?;
+    Envoy::start_with_args(
+        &bins.envoy,
+        config,
+        dir,
+        opts.envoy_concurrency,
+        &opts.envoy_args,
+        secrets,
+        echo,
+    )
+}
+
+/// Merges `extra` into `base`: objects key by key (recursively), anything else replaced.
+fn merge(base: &mut Value, extra: &Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, e) => *b = e.clone(),
+    }
+}
+
+/// A fresh migrated database on this process's test PostgreSQL server.
+fn postgres_database() -> Result<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("a runtime for the PostgreSQL setup")?;
+    rt.block_on(tollgate_control_plane::testkit::postgres_url())
+        .map_err(|e| anyhow::anyhow!("PostgreSQL test server unavailable: {e}"))
+}
+
 /// Writes a file only its owner can read (it holds tokens and provider keys).
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write as _;
@@ -339,4 +482,25 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(bytes)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn filter_config_merges_key_by_key() {
+        let mut base = json!({"role": "filter", "limits": {"a": 1, "b": 2}, "shadow": false});
+        merge(
+            &mut base,
+            &json!({"limits": {"b": 3}, "missing_usage": "charge_zero"}),
+        );
+        assert_eq!(
+            base,
+            json!({"role": "filter", "limits": {"a": 1, "b": 3}, "shadow": false,
+                   "missing_usage": "charge_zero"})
+        );
+    }
 }

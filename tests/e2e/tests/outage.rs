@@ -10,54 +10,14 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rust_decimal::Decimal;
-use serde_json::{json, Value};
 use tollgate_tests::control_plane::Spend;
-use tollgate_tests::pricing::{expected, litellm_book};
-use tollgate_upstream::{Api, Controls};
 
-use common::{dec, ledger_reaches};
+use common::{chat, client, cost_of, dec, ledger_has_chats, ledger_reaches, Steady};
 
 const OUTAGE: Duration = Duration::from_secs(10);
-
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-/// One chat completion: the request body, status and response body.
-fn chat(http: &reqwest::blocking::Client, url: &str, key: &str, text: &str) -> (Value, u16, Value) {
-    let req = json!({"model": "gpt-4o-mini", "max_tokens": 24,
-                     "messages": [{"role": "user", "content": text}]});
-    let resp = http
-        .post(format!("{url}/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&req)
-        .send()
-        .unwrap();
-    let status = resp.status().as_u16();
-    (req, status, resp.json().unwrap_or(Value::Null))
-}
-
-/// The exact cost of the requests Envoy served.
-fn cost_of(requests: &[Value]) -> Decimal {
-    let book = litellm_book().unwrap();
-    requests
-        .iter()
-        .map(|r| {
-            expected(book, Api::OpenAiChat, r, &Controls::default())
-                .unwrap()
-                .1
-        })
-        .sum()
-}
 
 #[test]
 fn control_plane_down_10s_envoy_keeps_enforcing_and_the_ledger_gets_every_request_once() {
@@ -76,27 +36,12 @@ fn control_plane_down_10s_envoy_keeps_enforcing_and_the_ledger_gets_every_reques
     stack.wait_for_sync().unwrap();
 
     // Steady traffic: one request every 40 ms until told to stop (bounded in count too).
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = {
-        let (stop, url, key) = (stop.clone(), stack.url(), steady.secret.clone());
-        thread::spawn(move || {
-            let http = client();
-            let (mut served, mut refused) = (Vec::new(), Vec::new());
-            for n in 0..3_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let (req, status, body) = chat(&http, &url, &key, &format!("steady request {n}"));
-                if status == 200 {
-                    served.push(req);
-                } else {
-                    refused.push((n, status, body));
-                }
-                thread::sleep(Duration::from_millis(40));
-            }
-            (served, refused)
-        })
-    };
+    let traffic = Steady::start(
+        &stack.url(),
+        &steady.secret,
+        "steady request",
+        Duration::from_millis(40),
+    );
     thread::sleep(Duration::from_millis(1500));
 
     stack.cp.stop();
@@ -141,8 +86,8 @@ fn control_plane_down_10s_envoy_keeps_enforcing_and_the_ledger_gets_every_reques
         down.elapsed()
     );
     thread::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::Relaxed);
-    let (served, refused) = traffic.join().unwrap();
+    let seen = traffic.finish();
+    let (served, refused) = (seen.served_requests(), seen.failed);
     assert!(
         refused.is_empty(),
         "steady requests refused around the outage: {refused:?}"
@@ -150,15 +95,7 @@ fn control_plane_down_10s_envoy_keeps_enforcing_and_the_ledger_gets_every_reques
     assert!(served.len() > 100, "only {} steady requests", served.len());
 
     // Every served request exactly once, at exactly its price.
-    let took = ledger_reaches(
-        &stack,
-        "key",
-        &steady.key_id,
-        Spend {
-            requests: served.len() as u64,
-            total_usd: cost_of(&served),
-        },
-    );
+    let took = ledger_has_chats(&stack, &steady.key_id, &served);
     eprintln!(
         "{} steady requests served; the ledger caught up {took:?} after the traffic stopped",
         served.len()

@@ -237,9 +237,9 @@ fn demo(
         None => format!("mock LLM provider on {}", stack.upstream_addr),
     };
     say(&format!(
-        "control plane {} (SQLite {}), {upstream}, Envoy admin http://{}",
+        "control plane {} (database {}), {upstream}, Envoy admin http://{}",
         stack.cp.url(),
-        stack.cp.database().display(),
+        stack.cp.database(),
         stack.envoy.admin
     ));
     say(&format!(

@@ -5,9 +5,16 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
 use rust_decimal::Decimal;
+use serde_json::{json, Value};
 use tollgate_tests::control_plane::Spend;
+use tollgate_tests::pricing::{expected, litellm_book};
 use tollgate_tests::{eventually, pricing, Binaries, Stack, StackOptions};
+use tollgate_upstream::{Api, Controls};
 
 /// The sync interval the tests run Envoy with.
 pub const SYNC_INTERVAL_MS: u64 = 250;
@@ -83,4 +90,156 @@ pub fn ledger_reaches(stack: &Stack, scope: &str, id: &str, want: Spend) -> Dura
 pub fn dec(s: &str) -> Decimal {
     s.parse()
         .unwrap_or_else(|e| panic!("{s:?} is not a decimal: {e}"))
+}
+
+/// A blocking HTTP client for LLM calls (10 s timeout).
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// One chat completion (gpt-4o-mini, `max_tokens` 24): the request body, the status (0 when
+/// no answer came: Envoy down, connection reset) and the response body.
+pub fn chat(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    key: &str,
+    text: &str,
+) -> (Value, u16, Value) {
+    let req = json!({"model": "gpt-4o-mini", "max_tokens": 24,
+                     "messages": [{"role": "user", "content": text}]});
+    let Ok(resp) = http
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&req)
+        .send()
+    else {
+        return (req, 0, Value::Null);
+    };
+    let status = resp.status().as_u16();
+    match resp.json() {
+        Ok(body) => (req, status, body),
+        // A body cut short is no answer the client could use.
+        Err(_) => (req, 0, Value::Null),
+    }
+}
+
+/// The exact cost of served chat completions (as [`chat`] sends them).
+pub fn cost_of(requests: &[Value]) -> Decimal {
+    let book = litellm_book().unwrap();
+    requests
+        .iter()
+        .map(|r| {
+            expected(book, Api::OpenAiChat, r, &Controls::default())
+                .unwrap()
+                .1
+        })
+        .sum()
+}
+
+/// What steady traffic saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Requests answered 200 with a whole body, with when the answer came.
+    pub served: Vec<(Value, Instant)>,
+    /// Everything else: request number, status (0: no answer), body.
+    pub failed: Vec<(usize, u16, Value)>,
+}
+
+impl Seen {
+    /// The served requests' bodies.
+    pub fn served_requests(&self) -> Vec<Value> {
+        self.served.iter().map(|(r, _)| r.clone()).collect()
+    }
+}
+
+/// One client sending [`chat`] requests one after another (`pause` between them) until
+/// stopped, at most 5,000.
+pub struct Steady {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Seen>,
+}
+
+impl Steady {
+    /// Starts the client against `url` with `key`; requests are numbered in `label`.
+    pub fn start(url: &str, key: &str, label: &str, pause: Duration) -> Steady {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, url, key, label) = (
+            stop.clone(),
+            url.to_string(),
+            key.to_string(),
+            label.to_string(),
+        );
+        let handle = std::thread::spawn(move || {
+            let http = client();
+            let mut seen = Seen::default();
+            for n in 0..5_000 {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                let (req, status, body) = chat(&http, &url, &key, &format!("{label} {n}"));
+                if status == 200 {
+                    seen.served.push((req, Instant::now()));
+                } else {
+                    seen.failed.push((n, status, body));
+                }
+                std::thread::sleep(pause);
+            }
+            seen
+        });
+        Steady { stop, handle }
+    }
+
+    /// Stops the client and returns what it saw.
+    pub fn finish(self) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+/// Waits until the ledger holds exactly the served chat completions `served` (as [`chat`]
+/// sends them) for key `key_id`, one event each at its exact cost; returns how long it took.
+pub fn ledger_has_chats(stack: &Stack, key_id: &str, served: &[Value]) -> Duration {
+    ledger_reaches(
+        stack,
+        "key",
+        key_id,
+        Spend {
+            requests: served.len() as u64,
+            total_usd: cost_of(served),
+        },
+    )
+}
+
+/// Whether PostgreSQL tests were explicitly skipped (`TOLLGATE_SKIP_POSTGRES=1`, as for the
+/// control plane's store tests); says so when they are.
+pub fn skip_postgres() -> bool {
+    let skip = std::env::var(tollgate_control_plane::testkit::SKIP_ENV).as_deref() == Ok("1");
+    if skip {
+        eprintln!(
+            "SKIPPING a PostgreSQL test ({}=1)",
+            tollgate_control_plane::testkit::SKIP_ENV
+        );
+    }
+    skip
+}
+
+/// Waits (at most 10 s) until the Envoy at `url` knows virtual key `key`: a worker learns a
+/// new key on its next tick, later under load. The probe is a chat request without a model,
+/// which a known key gets refused with 400 before anything is reserved or metered (401 while
+/// the key is unknown, 503 before the first snapshot).
+pub fn wait_key_known(url: &str, key: &str) {
+    let http = client();
+    let known = eventually(Duration::from_secs(10), || {
+        let resp = http
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({}))
+            .send()
+            .ok()?;
+        (resp.status() == 400).then_some(())
+    });
+    assert!(known.is_some(), "Envoy at {url} never accepted the key");
 }
