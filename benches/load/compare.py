@@ -304,7 +304,7 @@ def write_report(path, args, info, results, checks, command):
     ]
     for v in variants:
         m = med[v]
-        lines.append(f"| {LABELS[v]} | {m['rps']:,.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
+        lines.append(f"| {LABELS.get(v, v)} | {m['rps']:,.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
                      f"{m['cpu_us']:.1f} | {m['worker_us']:.1f} | {m['main_us']:.1f} |")
     lines += [
         "",
@@ -347,6 +347,8 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--breakdown", action="store_true",
                     help="also measure Tollgate with keys carrying no budget and four budgets")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=WASM",
+                    help="also measure Tollgate built differently (an experiment's .wasm), as NAME")
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
     ap.add_argument("--command", default="bash benches/load/compare.sh", help="the rerun command to print")
@@ -378,12 +380,16 @@ def main():
         if not prices:
             raise Fail("litellm's price map is not in .venv: run bash scripts/setup.sh")
         report = api("POST", f"{cp}/v1/prices/import?format=litellm", admin_token, raw=open(prices[0], "rb").read())
-        variants = BASE + (BREAKDOWN if args.breakdown else [])
+        also = dict(a.split("=", 1) for a in args.also)
+        if any(n in BASE + BREAKDOWN for n in also):
+            raise Fail("--also: pick a NAME that is not a built-in variant")
+        variants = BASE + (BREAKDOWN if args.breakdown else []) + list(also)
         keys = {}
-        for v, budgets in [("tollgate", 1), ("tollgate-0", 0), ("tollgate-4", 4)]:
+        seeded = [("tollgate", 1), ("tollgate-0", 0), ("tollgate-4", 4)] + [(n, 1) for n in also]
+        for n, (v, budgets) in enumerate(seeded):
             if v not in variants:
                 continue
-            org = f"bench{budgets}"
+            org = f"bench{n}"
             api("POST", f"{cp}/v1/orgs", admin_token, {"id": org, "name": org})
             api("POST", f"{cp}/v1/projects", admin_token, {"id": f"{org}-app", "org_id": org, "name": "app"})
             api("POST", f"{cp}/v1/users", admin_token, {"id": f"{org}-user", "org_id": org, "name": "user"})
@@ -416,10 +422,15 @@ def main():
             envoys[v] = start_envoy(stack, v, configs[v], os.getpid() % 50000 * 10 + i)
         for v in BREAKDOWN:
             envoys[v] = envoys["tollgate"]
+        for i, (v, path) in enumerate(also.items()):
+            yaml = render(os.path.join(ROOT, "envoy/tollgate.yaml"), dict(
+                common, CP_PORT=cp_port, WASM_PATH=os.path.abspath(path), DATAPLANE_TOKEN=dp_token,
+                OPENAI_API_KEY=provider_key, ANTHROPIC_API_KEY=provider_key, GEMINI_API_KEY=provider_key))
+            envoys[v] = start_envoy(stack, v, yaml, os.getpid() % 50000 * 10 + len(BASE) + i)
         time.sleep(3)  # Tollgate's first snapshot (sync interval 1 s), then the workers' tick
         served = {}
         for v in variants:
-            if not v.startswith("tollgate"):
+            if v in ("none", "noop"):
                 continue
             status, body = http("POST", f"http://{envoys[v][2]}/v1/chat/completions", keys[v]["secret"],
                                 json.dumps({"model": "gpt-4o-mini", "max_tokens": 16,
@@ -498,6 +509,7 @@ def main():
             extra.append(f"--connections {args.connections}")
         if args.breakdown:
             extra.append("--breakdown")
+        extra += [f"--also {a}" for a in args.also]
         if extra:
             command += " " + " ".join(extra)
         ratio_tn, ratio_nn = write_report(args.out, args, info, results, checks, command)
