@@ -194,6 +194,9 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn field_path(&self, key: &str) -> String {
+        // An empty key (`{"": 1}`) would otherwise name no field at all (found by
+        // `fuzz/fuzz_targets/config.rs`).
+        let key = if key.is_empty() { "\"\"" } else { key };
         if self.path.is_empty() {
             key.to_string()
         } else {
@@ -580,6 +583,16 @@ mod tests {
             c.identity.trusted_principal_header.as_deref(),
             Some("x-tollgate-principal")
         );
+    }
+
+    #[test]
+    fn an_empty_key_is_named() {
+        // Fuzz reproducer: fuzz/seeds/config/regression-empty-key.
+        let mut v = base();
+        v[""] = json!("deny");
+        v["control_plane"][""] = json!(1);
+        let got = fields(parse(v).unwrap_err());
+        assert_eq!(got, ["\"\"", "control_plane.\"\""]);
     }
 
     #[test]
