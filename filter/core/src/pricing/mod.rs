@@ -202,6 +202,44 @@ impl ModelPrice {
             .or_else(|| self.ranges.iter().max_by_key(|r| r.from))
     }
 
+    /// Whether any rate — base, threshold tier or range row — is below zero. Nothing that
+    /// produces prices writes one (the API and the LiteLLM importer refuse them), and a
+    /// negative rate would bill negative money, so a snapshot carrying one is refused.
+    pub fn has_negative_rate(&self) -> bool {
+        let r = &self.rates;
+        let base = [r.input, r.output].into_iter().chain(
+            [
+                r.cache_read,
+                r.cache_write_5m,
+                r.cache_write_1h,
+                r.reasoning,
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        let tiers = self.tiers.iter().flat_map(|t| {
+            std::iter::once(t.input).chain(
+                [t.output, t.cache_read, t.cache_write_5m, t.cache_write_1h]
+                    .into_iter()
+                    .flatten(),
+            )
+        });
+        let ranges = self.ranges.iter().flat_map(|row| {
+            let r = &row.rates;
+            [
+                r.input,
+                r.output,
+                r.cache_read,
+                r.cache_write_5m,
+                r.cache_write_1h,
+                r.reasoning,
+            ]
+        });
+        base.chain(tiers)
+            .chain(ranges)
+            .any(|d| d.is_sign_negative() && !d.is_zero())
+    }
+
     /// The highest rate of any kind this model can bill at: the rate a worst-case estimate
     /// uses for tokens whose kind is not known in advance.
     pub fn max_rates(&self) -> EffectiveRates {
