@@ -17,6 +17,8 @@ cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
 echo "== clippy (native)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The fuzz crate too (its own workspace and lock file; stable clippy checks it fine).
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
 echo "== clippy (wasm32-wasip1)"
 cargo clippy "${wasm_crates[@]}" --target wasm32-wasip1 --locked -- -D warnings
 echo "== wasm modules (release) for the harness and Envoy tests"

@@ -85,14 +85,7 @@ fn non_negative(d: Decimal) -> bool {
 /// An overflow error is allowed (absurd usage × rate); a panic or a wrong sum is not.
 pub fn check_cost(price: &ModelPrice, u: &Usage) -> Option<CostBreakdown> {
     let c = cost(price, u).ok()?;
-    let buckets = [
-        c.input,
-        c.cache_read,
-        c.cache_write_5m,
-        c.cache_write_1h,
-        c.output,
-        c.reasoning,
-    ];
+    let buckets = c.buckets();
     for b in buckets.iter().chain([&c.total]) {
         assert!(non_negative(*b), "negative cost {c:?} for {u:?}");
     }
@@ -105,16 +98,10 @@ pub fn check_cost(price: &ModelPrice, u: &Usage) -> Option<CostBreakdown> {
 
 /// Every rate of `r` is at least zero.
 pub fn check_rates(r: &EffectiveRates) {
-    for d in [
-        r.input,
-        r.output,
-        r.cache_read,
-        r.cache_write_5m,
-        r.cache_write_1h,
-        r.reasoning,
-    ] {
-        assert!(non_negative(d), "negative rate in {r:?}");
-    }
+    assert!(
+        r.all().into_iter().all(non_negative),
+        "negative rate in {r:?}"
+    );
 }
 
 /// Prompt sizes where a price can change: zero, every tier threshold and range bound and
@@ -140,14 +127,7 @@ pub fn check_price(price: &ModelPrice) {
     for p in prompt_sizes(price) {
         let r = price.rates_for(p);
         check_rates(&r);
-        let pairs = [
-            (r.input, max.input),
-            (r.output, max.output),
-            (r.cache_read, max.cache_read),
-            (r.cache_write_5m, max.cache_write_5m),
-            (r.cache_write_1h, max.cache_write_1h),
-            (r.reasoning, max.reasoning),
-        ];
+        let pairs = r.all().into_iter().zip(max.all());
         for (rate, ceiling) in pairs {
             assert!(
                 rate <= ceiling,

@@ -144,6 +144,20 @@ pub struct EffectiveRates {
     pub reasoning: Decimal,
 }
 
+impl EffectiveRates {
+    /// The six rates: input, output, cache read, 5m and 1h cache writes, reasoning.
+    pub fn all(&self) -> [Decimal; 6] {
+        [
+            self.input,
+            self.output,
+            self.cache_read,
+            self.cache_write_5m,
+            self.cache_write_1h,
+            self.reasoning,
+        ]
+    }
+}
+
 impl ModelPrice {
     /// A model with only input and output rates.
     pub fn flat(input: Decimal, output: Decimal) -> Self {
@@ -224,17 +238,7 @@ impl ModelPrice {
                     .flatten(),
             )
         });
-        let ranges = self.ranges.iter().flat_map(|row| {
-            let r = &row.rates;
-            [
-                r.input,
-                r.output,
-                r.cache_read,
-                r.cache_write_5m,
-                r.cache_write_1h,
-                r.reasoning,
-            ]
-        });
+        let ranges = self.ranges.iter().flat_map(|row| row.rates.all());
         base.chain(tiers)
             .chain(ranges)
             .any(|d| d.is_sign_negative() && !d.is_zero())
