@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: README's "test" and exactly what CI (.ci/run) runs.
-# Sets up what is missing (scripts/setup.sh), then formatting, clippy (native and wasm32) and
-# every test of the workspace, all with the committed Cargo.lock.
+# Sets up what is missing (scripts/setup.sh), then formatting, clippy (native and wasm32),
+# every test of the workspace, all with the committed Cargo.lock, and a bounded fuzz run of
+# every fuzz target (scripts/fuzz.sh, FUZZ_SECONDS per target, default 20; 0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,8 +13,12 @@ wasm_crates=(-p tollgate-core -p tollgate-filter -p tollgate-noop)
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
+# The fuzz crate is its own workspace (it needs nightly), so `--all` does not reach it.
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 echo "== clippy (native)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The fuzz crate too (its own workspace and lock file; stable clippy checks it fine).
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
 echo "== clippy (wasm32-wasip1)"
 cargo clippy "${wasm_crates[@]}" --target wasm32-wasip1 --locked -- -D warnings
 echo "== wasm modules (release) for the harness and Envoy tests"
@@ -22,3 +27,8 @@ wasm_dir="${CARGO_TARGET_DIR:-target}/wasm32-wasip1/release"
 ls -l "$wasm_dir/tollgate_filter.wasm" "$wasm_dir/tollgate_noop.wasm"
 echo "== tests"
 cargo test --workspace --locked
+fuzz_seconds="${FUZZ_SECONDS:-20}"
+if [[ "$fuzz_seconds" -gt 0 ]]; then
+    echo "== fuzz (${fuzz_seconds}s per target)"
+    bash scripts/fuzz.sh "$fuzz_seconds"
+fi

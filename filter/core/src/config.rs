@@ -194,6 +194,9 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn field_path(&self, key: &str) -> String {
+        // An empty key (`{"": 1}`) would otherwise name no field at all (found by
+        // `fuzz/fuzz_targets/config.rs`).
+        let key = if key.is_empty() { "\"\"" } else { key };
         if self.path.is_empty() {
             key.to_string()
         } else {
@@ -231,6 +234,23 @@ impl<'a> Fields<'a> {
             self.problem(key, "required");
         }
         self.opt(key).unwrap_or_default()
+    }
+
+    /// A required secret string. Unlike [`Fields::opt`], a problem never quotes the value:
+    /// serde's messages do (`invalid type: string "sk-…"`), and Envoy logs them.
+    fn secret(&mut self, key: &'static str) -> Secret {
+        self.used.push(key);
+        match self.map.get(key) {
+            None | Some(Value::Null) => {
+                self.problem(key, "required");
+                Secret::default()
+            }
+            Some(Value::String(s)) => Secret(s.clone()),
+            Some(_) => {
+                self.problem(key, "must be a string");
+                Secret::default()
+            }
+        }
     }
 
     /// A number in `[min, max]`, else a problem naming the bounds.
@@ -296,12 +316,12 @@ fn control_plane(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) ->
     non_empty(&mut f, "cluster", &cluster);
     let authority: String = f.required("authority");
     non_empty(&mut f, "authority", &authority);
-    let token: String = f.required("token");
-    non_empty(&mut f, "token", &token);
+    let token = f.secret("token");
+    non_empty(&mut f, "token", token.expose());
     let cp = ControlPlane {
         cluster,
         authority,
-        token: Secret(token),
+        token,
         snapshot_path: path(&mut f, "snapshot_path", "/v1/snapshot"),
         usage_path: path(&mut f, "usage_path", "/v1/usage"),
         sync_interval_ms: f.ranged("sync_interval_ms", 1000, 100, 3_600_000),
@@ -331,9 +351,27 @@ fn identity(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> Iden
         used: vec![],
         problems,
     };
-    let raw: BTreeMap<String, RawProviderKey> = f.or("providers", BTreeMap::new());
+    // Read by hand, not with `Fields::opt`: serde's messages quote the value, and a provider
+    // written as a bare string (`"openai": "Bearer sk-…"`) would put its key in Envoy's log
+    // (found by `fuzz/fuzz_targets/config.rs`).
+    f.used.push("providers");
+    let raw = match f.map.get("providers") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => {
+            f.problem("providers", "expected an object of provider keys");
+            Map::new()
+        }
+    };
     let mut providers = BTreeMap::new();
-    for (name, key) in raw {
+    for (name, entry) in raw {
+        let Ok(key) = RawProviderKey::deserialize(entry) else {
+            f.problem(
+                "providers",
+                format!("{name}: expected {{\"header\": string, \"value\": string}}"),
+            );
+            continue;
+        };
         let header = key.header.trim().to_ascii_lowercase();
         let valid_header = !header.is_empty()
             && header
@@ -580,6 +618,38 @@ mod tests {
             c.identity.trusted_principal_header.as_deref(),
             Some("x-tollgate-principal")
         );
+    }
+
+    #[test]
+    fn misplaced_secrets_are_not_quoted() {
+        // Fuzz reproducer: fuzz/seeds/config/regression-provider-as-string.
+        let mut v = base();
+        v["identity"] = json!({"providers": {"openai": "Bearer sk-live-123",
+                                             "anthropic": {"header": "x-api-key", "value": ["sk-ant-456"]}}});
+        v["control_plane"]["token"] = json!(["dp-secret"]);
+        let err = parse(v).unwrap_err();
+        let shown = err.to_string();
+        for secret in ["sk-live-123", "sk-ant-456", "dp-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("identity.providers: openai: expected"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("control_plane.token: must be a string"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn an_empty_key_is_named() {
+        // Fuzz reproducer: fuzz/seeds/config/regression-empty-key.
+        let mut v = base();
+        v[""] = json!("deny");
+        v["control_plane"][""] = json!(1);
+        let got = fields(parse(v).unwrap_err());
+        assert_eq!(got, ["\"\"", "control_plane.\"\""]);
     }
 
     #[test]

@@ -38,6 +38,19 @@ impl CostBreakdown {
         self.input + self.cache_read + self.cache_write_5m + self.cache_write_1h
     }
 
+    /// The six buckets, `total` excluded: input, cache read, 5m and 1h cache writes, output,
+    /// reasoning.
+    pub fn buckets(&self) -> [Decimal; 6] {
+        [
+            self.input,
+            self.cache_read,
+            self.cache_write_5m,
+            self.cache_write_1h,
+            self.output,
+            self.reasoning,
+        ]
+    }
+
     /// The completion side, as LiteLLM's second return value: output plus reasoning.
     pub fn completion(&self) -> Decimal {
         self.output + self.reasoning
@@ -80,17 +93,11 @@ pub fn cost_at(rates: &EffectiveRates, usage: &Usage) -> Result<CostBreakdown, C
         reasoning: times("reasoning", usage.reasoning, rates.reasoning)?,
         total: Decimal::ZERO,
     };
-    c.total = [
-        c.input,
-        c.cache_read,
-        c.cache_write_5m,
-        c.cache_write_1h,
-        c.output,
-        c.reasoning,
-    ]
-    .into_iter()
-    .try_fold(Decimal::ZERO, Decimal::checked_add)
-    .ok_or(CostError::Overflow { bucket: "total" })?;
+    c.total = c
+        .buckets()
+        .into_iter()
+        .try_fold(Decimal::ZERO, Decimal::checked_add)
+        .ok_or(CostError::Overflow { bucket: "total" })?;
     // Same value, shortest spelling: `0.00005`, not `0.000050`, in events and logs.
     for v in [
         &mut c.input,

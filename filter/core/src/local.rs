@@ -71,13 +71,16 @@ impl LocalBudget {
         w.0
     }
 
-    /// Unsynced spend in the window starting at `window_start`.
+    /// Unsynced spend in the window starting at `window_start`, saturating at `Decimal::MAX`
+    /// like [`LocalBudget::add_unsynced`]: `add_unsynced` keeps one entry per window, but a
+    /// decoded state may repeat one, and `Decimal`'s `+` panics on overflow (found by
+    /// `fuzz/fuzz_targets/codec.rs`).
     pub fn unsynced_in(&self, window_start: i64) -> Decimal {
         self.unsynced
             .iter()
             .filter(|(w, _)| *w == window_start)
-            .map(|(_, a)| *a)
-            .sum()
+            .try_fold(Decimal::ZERO, |sum, (_, a)| sum.checked_add(*a))
+            .unwrap_or(Decimal::MAX)
     }
 
     /// Adds a reservation; `None` on overflow.
@@ -184,6 +187,19 @@ mod tests {
             assert!(LocalBudget::decode(bad).is_err());
         }
         assert_eq!(LocalBudget::decode(b"").unwrap(), LocalBudget::default());
+    }
+
+    #[test]
+    fn repeated_window_near_max_saturates() {
+        // A decoded state holding one window twice near Decimal::MAX (the fuzz reproducer
+        // fuzz/seeds/codec/regression-local-unsynced-overflow): summing must not panic.
+        let b = LocalBudget {
+            reserved: Decimal::ZERO,
+            unsynced: vec![(7, Decimal::MAX), (7, Decimal::MAX), (8, Decimal::ONE)],
+        };
+        let b = LocalBudget::decode(&b.encode()).unwrap();
+        assert_eq!(b.unsynced_in(7), Decimal::MAX);
+        assert_eq!(b.unsynced_in(8), Decimal::ONE);
     }
 
     proptest! {

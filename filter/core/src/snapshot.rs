@@ -102,6 +102,9 @@ pub enum SnapshotError {
     /// A budget with a negative limit or spend.
     #[error("budgets[{0}]: limit_usd, soft_limit_usd and spent_usd must not be negative")]
     NegativeMoney(usize),
+    /// A model priced with a negative rate: it would bill negative money.
+    #[error("prices.models[{0:?}]: rates must not be negative")]
+    NegativeRate(String),
 }
 
 /// A decoded snapshot with lookup tables, built once per version.
@@ -202,6 +205,15 @@ impl SnapshotIndex {
                 || b.soft_limit_usd.as_ref().is_some_and(negative)
         }) {
             return Err(SnapshotError::NegativeMoney(i));
+        }
+        // Found by `fuzz/fuzz_targets/snapshot.rs`: budgets were checked, prices were not.
+        if let Some((model, _)) = snapshot
+            .prices
+            .models
+            .iter()
+            .find(|(_, p)| p.has_negative_rate())
+        {
+            return Err(SnapshotError::NegativeRate(model.clone()));
         }
         let keys = keys.unwrap_or_else(|| {
             Arc::new(
@@ -351,6 +363,32 @@ mod tests {
         let mut v = doc();
         v["budgets"][0]["window"]["boundaries"] = json!([2000, 1000]);
         assert!(SnapshotIndex::decode(v.to_string().as_bytes()).is_err());
+        // Fuzz reproducer: fuzz/seeds/snapshot/regression-negative-rate. Every place a rate
+        // can sit: base, threshold tier, range row.
+        let price = json!({"rates": {"input": "0.000001", "output": "0.000004"},
+            "tiers": [{"above_prompt_tokens": 10, "input": "0.000002"}],
+            "ranges": [{"from": 0, "to": 100, "rates": {"input": "0.000001", "output": "0.000001",
+                "cache_read": "0", "cache_write_5m": "0", "cache_write_1h": "0", "reasoning": "0"}}]});
+        for pointer in [
+            "/rates/output",
+            "/tiers/0/input",
+            "/ranges/0/rates/reasoning",
+        ] {
+            let mut v = doc();
+            let mut p = price.clone();
+            *p.pointer_mut(pointer).unwrap() = json!("-0.000005");
+            v["prices"]["models"]["m"] = p;
+            assert!(
+                matches!(
+                    SnapshotIndex::decode(v.to_string().as_bytes()),
+                    Err(SnapshotError::NegativeRate(m)) if m == "m"
+                ),
+                "{pointer}"
+            );
+        }
+        let mut v = doc();
+        v["prices"]["models"]["m"] = price;
+        assert!(SnapshotIndex::decode(v.to_string().as_bytes()).is_ok());
         let mut v = doc();
         v["extra"] = json!(1);
         assert!(SnapshotIndex::decode(v.to_string().as_bytes()).is_err());

@@ -144,6 +144,20 @@ pub struct EffectiveRates {
     pub reasoning: Decimal,
 }
 
+impl EffectiveRates {
+    /// The six rates: input, output, cache read, 5m and 1h cache writes, reasoning.
+    pub fn all(&self) -> [Decimal; 6] {
+        [
+            self.input,
+            self.output,
+            self.cache_read,
+            self.cache_write_5m,
+            self.cache_write_1h,
+            self.reasoning,
+        ]
+    }
+}
+
 impl ModelPrice {
     /// A model with only input and output rates.
     pub fn flat(input: Decimal, output: Decimal) -> Self {
@@ -200,6 +214,34 @@ impl ModelPrice {
             .filter(|r| r.from < prompt_tokens && prompt_tokens <= r.to)
             .min_by_key(|r| r.from)
             .or_else(|| self.ranges.iter().max_by_key(|r| r.from))
+    }
+
+    /// Whether any rate — base, threshold tier or range row — is below zero. Nothing that
+    /// produces prices writes one (the API and the LiteLLM importer refuse them), and a
+    /// negative rate would bill negative money, so a snapshot carrying one is refused.
+    pub fn has_negative_rate(&self) -> bool {
+        let r = &self.rates;
+        let base = [r.input, r.output].into_iter().chain(
+            [
+                r.cache_read,
+                r.cache_write_5m,
+                r.cache_write_1h,
+                r.reasoning,
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        let tiers = self.tiers.iter().flat_map(|t| {
+            std::iter::once(t.input).chain(
+                [t.output, t.cache_read, t.cache_write_5m, t.cache_write_1h]
+                    .into_iter()
+                    .flatten(),
+            )
+        });
+        let ranges = self.ranges.iter().flat_map(|row| row.rates.all());
+        base.chain(tiers)
+            .chain(ranges)
+            .any(|d| d.is_sign_negative() && !d.is_zero())
     }
 
     /// The highest rate of any kind this model can bill at: the rate a worst-case estimate

@@ -1,0 +1,55 @@
+//! Usage from a whole JSON response body, as the filter reads a buffered non-streaming
+//! response (`http.rs`: `from_json(format, &body)`), in every provider format.
+//!
+//! Input: a format selector byte, then the body. Checks: no panic; a usage read keeps the
+//! usage invariants and prices to a non-negative, exactly summed cost; the byte scanner gives
+//! the same answer for the body and for serde_json's re-serialization of it (same document,
+//! other whitespace, escapes and number spellings); and where the body holds one usage object,
+//! the control plane's reader (`from_usage_object`, serde derive) agrees with the scanner.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tollgate_core::usage::{from_json, from_usage_object, ApiFormat};
+use tollgate_fuzz::{check_cost, check_usage, format_of, sample_price, split_selector};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((selector, body)) = split_selector(data) else {
+        return;
+    };
+    let format = format_of(selector);
+    let got = from_json(format, body);
+    if let Ok(u) = &got {
+        check_usage(u);
+        check_cost(&sample_price(), u);
+    }
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let canonical = serde_json::to_vec(&doc).unwrap_or_default();
+    assert_eq!(
+        from_json(format, &canonical),
+        got,
+        "same document, other spelling: {}",
+        String::from_utf8_lossy(&canonical)
+    );
+    // The control plane's reader recognises the format from the keys; compare where it is
+    // unambiguous: one wrapper key holding an object the scanner read.
+    let key = if format == ApiFormat::GeminiGenerateContent {
+        "usageMetadata"
+    } else {
+        "usage"
+    };
+    if let (Ok(u), Some(map)) = (&got, doc.as_object()) {
+        let wrappers = ["usage", "usageMetadata"]
+            .iter()
+            .filter(|k| map.get(**k).is_some_and(|v| v.is_object() || v.is_null()))
+            .count();
+        if wrappers == 1 && map.get(key).is_some_and(|v| v.is_object()) {
+            if let Ok((f, u2)) = from_usage_object(&doc) {
+                if f == format {
+                    assert_eq!(&u2, u, "from_usage_object and from_json disagree");
+                }
+            }
+        }
+    }
+});
