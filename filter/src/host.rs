@@ -33,14 +33,24 @@ pub fn plugin_configuration() -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Every request header, read in one host call (each host call crosses the VM boundary and
-/// each returned value costs a guest allocation callback, so one read beats several lookups).
-pub struct RequestHeaders(Vec<(String, Vec<u8>)>);
+/// Every header of a request or response, read in one host call (each host call crosses the
+/// VM boundary and each returned value costs a guest allocation callback, so one read beats
+/// several lookups).
+pub struct Headers(Vec<(String, Vec<u8>)>);
 
-impl RequestHeaders {
-    /// Reads them (empty if the host refuses).
-    pub fn read() -> RequestHeaders {
-        RequestHeaders(hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default())
+impl Headers {
+    /// The request headers (empty if the host refuses).
+    pub fn request() -> Headers {
+        Headers::read(MapType::HttpRequestHeaders)
+    }
+
+    /// The response headers (empty if the host refuses).
+    pub fn response() -> Headers {
+        Headers::read(MapType::HttpResponseHeaders)
+    }
+
+    fn read(map: MapType) -> Headers {
+        Headers(hostcalls::get_map_bytes(map).unwrap_or_default())
     }
 
     /// A header as text (`None` when absent or not UTF-8); names compare case-insensitively.
@@ -55,12 +65,6 @@ impl RequestHeaders {
     pub fn has(&self, name: &str) -> bool {
         self.0.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
     }
-}
-
-/// A response header as text.
-pub fn response_header(name: &str) -> Option<String> {
-    let bytes = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok()??;
-    String::from_utf8(bytes).ok()
 }
 
 /// Reads shared data (value, cas).

@@ -27,7 +27,7 @@ use tollgate_core::snapshot::{SnapshotBudget, SnapshotIndex};
 use tollgate_core::sync::QueuedUsage;
 use tollgate_core::usage::{from_json, ApiFormat, SseUsage, Usage};
 
-use crate::host::{self, RequestHeaders};
+use crate::host::{self, Headers};
 use crate::root::Shared;
 
 /// Most passes of decide-and-reserve when other workers keep changing the same budgets.
@@ -104,7 +104,7 @@ impl Stream {
 
     /// Request headers: who is calling, and is there a snapshot to judge them by.
     fn identify(&mut self, now: i64) -> Result<Option<Identified>, Reply> {
-        let headers = RequestHeaders::read();
+        let headers = Headers::request();
         let Some(path) = headers.get(":path") else {
             return Ok(None);
         };
@@ -148,11 +148,7 @@ impl Stream {
         }))
     }
 
-    fn principal(
-        &self,
-        headers: &RequestHeaders,
-        snapshot: &SnapshotIndex,
-    ) -> Result<Principal, Reply> {
+    fn principal(&self, headers: &Headers, snapshot: &SnapshotIndex) -> Result<Principal, Reply> {
         if let Some(name) = &self.shared.config.identity.trusted_principal_header {
             if let Some(value) = headers.get(name) {
                 return Principal::from_header(value).ok_or_else(|| {
@@ -182,7 +178,7 @@ impl Stream {
     }
 
     /// Replaces the caller's credentials with the provider key, so no virtual key leaves Envoy.
-    fn swap_keys(&self, headers: &RequestHeaders, provider: &str) {
+    fn swap_keys(&self, headers: &Headers, provider: &str) {
         let key = self.shared.config.identity.providers.get(provider);
         for h in gate::CREDENTIAL_HEADERS {
             // Setting the provider's header below replaces whatever the caller sent in it.
@@ -610,7 +606,8 @@ impl HttpContext for Stream {
         let Some(adm) = &self.admitted else {
             return Action::Continue;
         };
-        self.status = host::response_header(":status").and_then(|s| s.parse().ok());
+        let headers = Headers::response();
+        self.status = headers.get(":status").and_then(|s| s.parse().ok());
         // Response headers may be changed only here, before they go downstream.
         if let Some((scope, id, remaining)) = &adm.remaining {
             let _ = hostcalls::add_map_value(
@@ -631,8 +628,9 @@ impl HttpContext for Stream {
                 &adm.soft.join(","),
             );
         }
-        let sse =
-            host::response_header("content-type").is_some_and(|c| c.contains("text/event-stream"));
+        let sse = headers
+            .get("content-type")
+            .is_some_and(|c| c.contains("text/event-stream"));
         let format = self
             .request
             .as_ref()
