@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
             instants.extend(w.end);
         }
     }
-    for key in &snap.keys {
+    for key in snap.keys.iter() {
         let principal = index
             .principal_for_key(&key.sha256.to_ascii_lowercase())
             .expect("a key of the snapshot is found by its hash");
