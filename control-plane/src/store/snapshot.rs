@@ -5,12 +5,15 @@
 //! Sections whose version did not change since the last build are not read again: a batch of
 //! usage only changes counters and acknowledgements, so the 100,000 keys of a large fleet are
 //! read once per key change, not once per batch.
+//!
+//! When they are read, the keys come out of the database already as the snapshot's JSON text
+//! (see [`KeysJson`]), in two `sha256` halves on connections of their own, while the read
+//! transaction reads the rest: a cold build of 100,000 keys was mostly the driver decoding
+//! 500,000 column values and serde encoding them again, one core doing it all.
 
 use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::Decimal;
-use tollgate_core::principal::Principal;
-use tollgate_core::snapshot::KeyEntry;
 
 use super::budgets::{budgets_from_rows, counters_at, Budget, BudgetRow, BUDGET_COLUMNS};
 use super::prices::{effective_prices, EffectivePrices};
@@ -36,7 +39,7 @@ pub struct SnapshotRead {
     /// The instant the read is for: `max(now, meta.clock)`.
     pub at: i64,
     /// Active keys, when they changed.
-    pub keys: Option<Vec<KeyEntry>>,
+    pub keys: Option<KeysJson>,
     /// Budgets, when they changed.
     pub budgets: Option<Vec<Budget>>,
     /// Prices in effect at `at`, when they changed.
@@ -47,13 +50,96 @@ pub struct SnapshotRead {
     pub reporters: BTreeMap<String, u64>,
 }
 
+/// The active keys as the JSON text of the snapshot's `keys`: a `Vec<KeyEntry>` in `sha256`
+/// order, written by the database (each string quoted by its own JSON function, absent links
+/// left out, fields in `KeyEntry`'s order), so that 100,000 keys cross the driver as two
+/// strings instead of 100,000 rows. `tests/store.rs` checks it against serde's encoding.
+#[derive(Debug, Default)]
+pub struct KeysJson {
+    /// How many keys.
+    pub count: usize,
+    /// `[{"sha256":…,"principal":{…}},…]`.
+    pub json: Vec<u8>,
+}
+
+impl KeysJson {
+    /// Joins the parts of consecutive `sha256` ranges into one array.
+    fn join(parts: impl IntoIterator<Item = KeysPart>) -> KeysJson {
+        let mut out = KeysJson {
+            count: 0,
+            json: b"[".to_vec(),
+        };
+        for part in parts {
+            if part.entries.is_empty() {
+                continue;
+            }
+            if out.count > 0 {
+                out.json.push(b',');
+            }
+            out.count += usize::try_from(part.count).unwrap_or(0);
+            out.json.extend_from_slice(part.entries.as_bytes());
+        }
+        out.json.push(b']');
+        out
+    }
+}
+
+/// The keys of one `sha256` range, read in one statement with the `keys_version` they are of.
 #[derive(sqlx::FromRow)]
-struct KeyRow {
-    id: String,
-    sha256: String,
-    org_id: String,
-    project_id: Option<String>,
-    user_id: Option<String>,
+struct KeysPart {
+    keys_version: i64,
+    count: i64,
+    /// The entries, comma-separated, without brackets.
+    entries: String,
+}
+
+/// Where the key ranges read at once are split: `sha256` is lowercase hex, so the halves are
+/// even for random secrets (and any other text still falls on one side).
+const KEYS_SPLIT: &str = "8";
+
+/// The statement reading the active keys whose `sha256` satisfies `range` (SQL, appended to
+/// the `WHERE`) as one [`KeysPart`].
+fn keys_sql(pg: bool, range: &str) -> String {
+    let quote = |col: &str| {
+        if pg {
+            format!("to_json({col})::text")
+        } else {
+            format!("json_quote({col})")
+        }
+    };
+    let optional = |name: &str, col: &str| {
+        format!(
+            "CASE WHEN {col} IS NULL THEN '' ELSE ',\"{name}\":' || {} END",
+            quote(col)
+        )
+    };
+    let entry = format!(
+        "'{{\"sha256\":' || {} || ',\"principal\":{{\"key\":' || {} || {} || {} || \
+         ',\"org\":' || {} || '}}}}'",
+        quote("sha256"),
+        quote("id"),
+        optional("user", "user_id"),
+        optional("project", "project_id"),
+        quote("org_id"),
+    );
+    let version = "(SELECT keys_version FROM meta WHERE id = 1) AS keys_version";
+    // SQLite: the aggregate takes the rows in the subquery's order, which walks the
+    // `virtual_keys_active` index (an `ORDER BY` inside `group_concat` would sort again).
+    // PostgreSQL: the order is the aggregate's own.
+    if pg {
+        format!(
+            "SELECT {version}, count(*) AS count, \
+             coalesce(string_agg(e, ',' ORDER BY sha256), '') AS entries \
+             FROM (SELECT sha256, {entry} AS e FROM virtual_keys \
+                   WHERE revoked_at IS NULL AND {range}) k"
+        )
+    } else {
+        format!(
+            "SELECT {version}, count(*) AS count, coalesce(group_concat(e, ','), '') AS entries \
+             FROM (SELECT {entry} AS e FROM virtual_keys \
+                   WHERE revoked_at IS NULL AND {range} ORDER BY sha256)"
+        )
+    }
 }
 
 impl Store {
@@ -77,57 +163,72 @@ impl Store {
                 at,
                 ..SnapshotRead::default()
             };
-            if held.keys_version != Some(meta.keys_version) {
-                let rows: Vec<KeyRow> = sqlx::query_as(
-                    "SELECT id, sha256, org_id, project_id, user_id FROM virtual_keys \
-                     WHERE revoked_at IS NULL ORDER BY sha256",
+            // The key halves, on their own connections, while this transaction goes on.
+            let want_keys = held.keys_version != Some(meta.keys_version);
+            let halves = async {
+                if !want_keys {
+                    return Ok(None);
+                }
+                let (low, high) = (
+                    keys_sql(pg, &format!("sha256 < '{KEYS_SPLIT}'")),
+                    keys_sql(pg, &format!("sha256 >= '{KEYS_SPLIT}'")),
+                );
+                let (low, high) = tokio::join!(
+                    sqlx::query_as::<_, KeysPart>(&low).fetch_one(pool),
+                    sqlx::query_as::<_, KeysPart>(&high).fetch_one(pool),
+                );
+                Ok::<_, StoreError>(Some([low?, high?]))
+            };
+            let rest = async {
+                if held.budgets_version != Some(meta.budgets_version) || budgets.is_none() {
+                    let rows: Vec<BudgetRow> = sqlx::query_as(&format!(
+                        "SELECT {BUDGET_COLUMNS} FROM budgets ORDER BY id"
+                    ))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    out.budgets = Some(budgets_from_rows(rows)?);
+                }
+                let prices_current = held.prices.is_some_and(|(v, next)| {
+                    v == meta.prices_version && next.is_none_or(|n| at < n)
+                });
+                if !prices_current {
+                    out.prices = Some(effective_prices!(tx, at)?);
+                }
+                let in_force: &[Budget] = match (&out.budgets, budgets) {
+                    (Some(b), _) => b,
+                    (None, Some(b)) => b,
+                    (None, None) => &[],
+                };
+                let window_starts = starts(in_force, at);
+                out.counters = counters_at!(tx, &window_starts);
+                let acks: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT reporter, acked_seq FROM reporters WHERE last_seen >= $1 AND acked_seq > 0",
                 )
+                .bind(reporters_since)
                 .fetch_all(&mut *tx)
                 .await?;
+                out.reporters = acks
+                    .into_iter()
+                    .map(|(r, s)| (r, super::to_u64(s)))
+                    .collect();
+                Ok::<_, StoreError>(())
+            };
+            let (rest, halves) = tokio::join!(rest, halves);
+            rest?;
+            if let Some(halves) = halves? {
+                // Each half is one statement, so one committed state; when a key changed
+                // between them and this transaction, read the keys again in the transaction.
                 out.keys = Some(
-                    rows.into_iter()
-                        .map(|r| KeyEntry {
-                            sha256: r.sha256,
-                            principal: Principal {
-                                key: Some(r.id),
-                                user: r.user_id,
-                                project: r.project_id,
-                                org: r.org_id,
-                            },
-                        })
-                        .collect(),
+                    if halves.iter().all(|h| h.keys_version == meta.keys_version) {
+                        KeysJson::join(halves)
+                    } else {
+                        let all: KeysPart = sqlx::query_as(&keys_sql(pg, "TRUE"))
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        KeysJson::join([all])
+                    },
                 );
             }
-            if held.budgets_version != Some(meta.budgets_version) || budgets.is_none() {
-                let rows: Vec<BudgetRow> =
-                    sqlx::query_as(&format!("SELECT {BUDGET_COLUMNS} FROM budgets ORDER BY id"))
-                        .fetch_all(&mut *tx)
-                        .await?;
-                out.budgets = Some(budgets_from_rows(rows)?);
-            }
-            let prices_current = held
-                .prices
-                .is_some_and(|(v, next)| v == meta.prices_version && next.is_none_or(|n| at < n));
-            if !prices_current {
-                out.prices = Some(effective_prices!(tx, at)?);
-            }
-            let in_force: &[Budget] = match (&out.budgets, budgets) {
-                (Some(b), _) => b,
-                (None, Some(b)) => b,
-                (None, None) => &[],
-            };
-            let window_starts = starts(in_force, at);
-            out.counters = counters_at!(tx, &window_starts);
-            let acks: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT reporter, acked_seq FROM reporters WHERE last_seen >= $1 AND acked_seq > 0",
-            )
-            .bind(reporters_since)
-            .fetch_all(&mut *tx)
-            .await?;
-            out.reporters = acks
-                .into_iter()
-                .map(|(r, s)| (r, super::to_u64(s)))
-                .collect();
             tx.commit().await?;
             Ok(out)
         })
