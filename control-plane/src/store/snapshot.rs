@@ -6,14 +6,18 @@
 //! usage only changes counters and acknowledgements, so the 100,000 keys of a large fleet are
 //! read once per key change, not once per batch.
 //!
-//! When they are read, the keys come out of the database already as the snapshot's JSON text
-//! (see [`KeysJson`]), in two `sha256` halves on connections of their own, while the read
-//! transaction reads the rest: a cold build of 100,000 keys was mostly the driver decoding
-//! 500,000 column values and serde encoding them again, one core doing it all.
+//! When they are read on SQLite, the keys come out of the database already as the snapshot's
+//! JSON text (see [`KeysJson`]), in two `sha256` halves on connections of their own while the
+//! read transaction reads the rest: a cold build of 100,000 keys was mostly the driver
+//! handing 500,000 column values across threads one row at a time, then serde encoding them
+//! again, one core doing it all.
 
 use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::Decimal;
+
+use tollgate_core::principal::Principal;
+use tollgate_core::snapshot::KeyEntry;
 
 use super::budgets::{budgets_from_rows, counters_at, Budget, BudgetRow, BUDGET_COLUMNS};
 use super::prices::{effective_prices, EffectivePrices};
@@ -51,9 +55,9 @@ pub struct SnapshotRead {
 }
 
 /// The active keys as the JSON text of the snapshot's `keys`: a `Vec<KeyEntry>` in `sha256`
-/// order, written by the database (each string quoted by its own JSON function, absent links
+/// order. On SQLite the database writes it (each string quoted by `json_quote`, absent links
 /// left out, fields in `KeyEntry`'s order), so that 100,000 keys cross the driver as two
-/// strings instead of 100,000 rows. `tests/store.rs` checks it against serde's encoding.
+/// strings instead of 100,000 rows; `tests/store.rs` checks it against serde's encoding.
 #[derive(Debug, Default)]
 pub struct KeysJson {
     /// How many keys.
@@ -97,48 +101,59 @@ struct KeysPart {
 /// even for random secrets (and any other text still falls on one side).
 const KEYS_SPLIT: &str = "8";
 
-/// The statement reading the active keys whose `sha256` satisfies `range` (SQL, appended to
-/// the `WHERE`) as one [`KeysPart`].
-fn keys_sql(pg: bool, range: &str) -> String {
-    let quote = |col: &str| {
-        if pg {
-            format!("to_json({col})::text")
-        } else {
-            format!("json_quote({col})")
-        }
-    };
+/// SQLite: the statement reading the active keys whose `sha256` satisfies `range` (SQL,
+/// appended to the `WHERE`) as one [`KeysPart`]. The aggregate takes the rows in the
+/// subquery's order, which walks the `virtual_keys_active` index (an `ORDER BY` inside
+/// `group_concat` would sort them again).
+fn keys_sql(range: &str) -> String {
     let optional = |name: &str, col: &str| {
-        format!(
-            "CASE WHEN {col} IS NULL THEN '' ELSE ',\"{name}\":' || {} END",
-            quote(col)
-        )
+        format!("CASE WHEN {col} IS NULL THEN '' ELSE ',\"{name}\":' || json_quote({col}) END")
     };
     let entry = format!(
-        "'{{\"sha256\":' || {} || ',\"principal\":{{\"key\":' || {} || {} || {} || \
-         ',\"org\":' || {} || '}}}}'",
-        quote("sha256"),
-        quote("id"),
+        "'{{\"sha256\":' || json_quote(sha256) || ',\"principal\":{{\"key\":' || json_quote(id) \
+         || {} || {} || ',\"org\":' || json_quote(org_id) || '}}}}'",
         optional("user", "user_id"),
         optional("project", "project_id"),
-        quote("org_id"),
     );
-    let version = "(SELECT keys_version FROM meta WHERE id = 1) AS keys_version";
-    // SQLite: the aggregate takes the rows in the subquery's order, which walks the
-    // `virtual_keys_active` index (an `ORDER BY` inside `group_concat` would sort again).
-    // PostgreSQL: the order is the aggregate's own.
-    if pg {
-        format!(
-            "SELECT {version}, count(*) AS count, \
-             coalesce(string_agg(e, ',' ORDER BY sha256), '') AS entries \
-             FROM (SELECT sha256, {entry} AS e FROM virtual_keys \
-                   WHERE revoked_at IS NULL AND {range}) k"
-        )
-    } else {
-        format!(
-            "SELECT {version}, count(*) AS count, coalesce(group_concat(e, ','), '') AS entries \
-             FROM (SELECT {entry} AS e FROM virtual_keys \
-                   WHERE revoked_at IS NULL AND {range} ORDER BY sha256)"
-        )
+    format!(
+        "SELECT (SELECT keys_version FROM meta WHERE id = 1) AS keys_version, count(*) AS count, \
+         coalesce(group_concat(e, ','), '') AS entries \
+         FROM (SELECT {entry} AS e FROM virtual_keys \
+               WHERE revoked_at IS NULL AND {range} ORDER BY sha256)"
+    )
+}
+
+/// PostgreSQL: the active keys as rows. Its `to_json` costs more per key than the driver's
+/// decoding of the rows and serde's encoding together, so there the keys are encoded here.
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: String,
+    sha256: String,
+    org_id: String,
+    project_id: Option<String>,
+    user_id: Option<String>,
+}
+
+impl KeysJson {
+    /// Encodes key rows with serde.
+    fn encode(rows: Vec<KeyRow>) -> Result<KeysJson, StoreError> {
+        let entries: Vec<KeyEntry> = rows
+            .into_iter()
+            .map(|r| KeyEntry {
+                sha256: r.sha256,
+                principal: Principal {
+                    key: Some(r.id),
+                    user: r.user_id,
+                    project: r.project_id,
+                    org: r.org_id,
+                },
+            })
+            .collect();
+        Ok(KeysJson {
+            count: entries.len(),
+            json: serde_json::to_vec(&entries)
+                .map_err(|e| StoreError::Corrupt(format!("keys json: {e}")))?,
+        })
     }
 }
 
@@ -163,15 +178,16 @@ impl Store {
                 at,
                 ..SnapshotRead::default()
             };
-            // The key halves, on their own connections, while this transaction goes on.
+            // SQLite: the key halves, on connections of their own, while this transaction goes
+            // on (each connection has its own thread: the two cores share the work).
             let want_keys = held.keys_version != Some(meta.keys_version);
             let halves = async {
-                if !want_keys {
+                if !want_keys || pg {
                     return Ok(None);
                 }
                 let (low, high) = (
-                    keys_sql(pg, &format!("sha256 < '{KEYS_SPLIT}'")),
-                    keys_sql(pg, &format!("sha256 >= '{KEYS_SPLIT}'")),
+                    keys_sql(&format!("sha256 < '{KEYS_SPLIT}'")),
+                    keys_sql(&format!("sha256 >= '{KEYS_SPLIT}'")),
                 );
                 let (low, high) = tokio::join!(
                     sqlx::query_as::<_, KeysPart>(&low).fetch_one(pool),
@@ -215,19 +231,26 @@ impl Store {
             };
             let (rest, halves) = tokio::join!(rest, halves);
             rest?;
-            if let Some(halves) = halves? {
+            let halves = halves?;
+            if want_keys {
                 // Each half is one statement, so one committed state; when a key changed
-                // between them and this transaction, read the keys again in the transaction.
-                out.keys = Some(
-                    if halves.iter().all(|h| h.keys_version == meta.keys_version) {
-                        KeysJson::join(halves)
-                    } else {
-                        let all: KeysPart = sqlx::query_as(&keys_sql(pg, "TRUE"))
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        KeysJson::join([all])
-                    },
-                );
+                // between them and this transaction, the keys are read in the transaction.
+                out.keys = Some(match halves {
+                    Some(h) if h.iter().all(|h| h.keys_version == meta.keys_version) => {
+                        KeysJson::join(h)
+                    }
+                    _ if pg => KeysJson::encode(
+                        sqlx::query_as(
+                            "SELECT id, sha256, org_id, project_id, user_id FROM virtual_keys \
+                             WHERE revoked_at IS NULL ORDER BY sha256",
+                        )
+                        .fetch_all(&mut *tx)
+                        .await?,
+                    )?,
+                    _ => KeysJson::join([sqlx::query_as(&keys_sql("TRUE"))
+                        .fetch_one(&mut *tx)
+                        .await?]),
+                });
             }
             tx.commit().await?;
             Ok(out)
