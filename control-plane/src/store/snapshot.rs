@@ -15,7 +15,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::Decimal;
-
 use tollgate_core::principal::Principal;
 use tollgate_core::snapshot::KeyEntry;
 
