@@ -10,7 +10,7 @@
 //!   version changed; each build reads the counters of the current windows and the reporter
 //!   acknowledgements (one consistent read transaction), computes the window bounds once per
 //!   `(period, timezone)` and splices cached JSON fragments (the keys array of a large fleet
-//!   is serialised once per key change).
+//!   is written by the database as JSON text once per key change, see `store/snapshot.rs`).
 //! - **Serving**: `GET /v1/snapshot` takes the built bytes from memory. A request whose
 //!   `If-None-Match` matches the current version gets `304` without touching the database.
 //!   A write through this process marks the snapshot dirty, and the next poll rebuilds before
@@ -258,8 +258,8 @@ impl Snapshots {
             return Ok(same);
         }
         if let Some(keys) = read.keys {
-            builder.key_count = keys.len();
-            builder.keys_json = Bytes::from(json_bytes(&keys)?);
+            builder.key_count = keys.count;
+            builder.keys_json = Bytes::from(keys.json);
             builder.held.keys_version = Some(read.meta.keys_version);
         }
         if let Some(budgets) = read.budgets {

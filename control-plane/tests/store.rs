@@ -267,6 +267,15 @@ store_test!(
         assert_eq!(spent[&other.id], Decimal::ZERO);
         let yesterday = store.spend_now(&budgets, NOW - DAY).await.unwrap();
         assert_eq!(yesterday[&org.id], d("0.25"));
+        // Stored and new ids in one batch: only the new one is stored and counted.
+        let mixed = vec![
+            event("e2", "r1", 2, NOW - DAY, &p, "0.25"),
+            event("e3", "r1", 3, NOW, &p, "0.05"),
+        ];
+        let out = store.ingest(&mixed, NOW, &cache).await.unwrap();
+        assert_eq!((out.accepted, out.duplicate), (1, 1));
+        let spent = store.spend_now(&budgets, NOW).await.unwrap();
+        assert_eq!((spent[&org.id], spent[&key.id]), (d("0.15"), d("0.40")));
     }
 );
 
@@ -572,6 +581,63 @@ store_test!(snapshot_carries_windows_spend_keys_and_versions, |store| {
     assert!(
         !store.advance_clock(TODAY + DAY).await.unwrap(),
         "a second replica does not bump again"
+    );
+});
+
+store_test!(snapshot_keys_are_serdes_key_entries, |store| {
+    // The keys section is JSON written by the database: it must decode to the active keys in
+    // `sha256` order and be byte for byte what serde writes for them, also for ids the API
+    // would refuse (the store does not check them) and for keys on both sides of the split.
+    let org = "a\"c\\mé/\t";
+    store.create_org(org, "Odd", NOW).await.unwrap();
+    store.create_project("web", org, "Web", NOW).await.unwrap();
+    store
+        .create_user("alice", org, "Alice", None, NOW)
+        .await
+        .unwrap();
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let new = NewKey {
+            name: format!("k{i}"),
+            org_id: org.into(),
+            project_id: (i % 2 == 0).then(|| "web".to_string()),
+            user_id: (i % 3 == 0).then(|| "alice".to_string()),
+        };
+        let created = store.create_key(&new, NOW).await.unwrap();
+        if i == 7 {
+            store.revoke_key(&created.key.id, NOW).await.unwrap();
+            continue;
+        }
+        expected.push(tollgate_core::snapshot::KeyEntry {
+            sha256: tollgate_control_plane::keys::sha256_hex(created.secret.as_bytes()),
+            principal: principal(
+                org,
+                new.project_id.as_deref(),
+                new.user_id.as_deref(),
+                Some(&created.key.id),
+            ),
+        });
+    }
+    expected.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+    assert!(expected.iter().any(|k| k.sha256.as_str() < "8"));
+    assert!(expected.iter().any(|k| k.sha256.as_str() >= "8"));
+    let snapshots = Snapshots::new(
+        store.clone(),
+        Clock::fixed(NOW),
+        Arc::new(Metrics::default()),
+    );
+    let built = snapshots.rebuild().await.unwrap();
+    assert_eq!(built.counts.1, expected.len());
+    let snap: Snapshot = serde_json::from_slice(&built.bytes).unwrap();
+    assert_eq!(snap.keys, expected);
+    let section = format!(
+        "\"keys\":{},\"reporters\"",
+        serde_json::to_string(&expected).unwrap()
+    );
+    assert!(
+        String::from_utf8_lossy(&built.bytes).contains(&section),
+        "keys section differs from serde's: {}",
+        String::from_utf8_lossy(&built.bytes)
     );
 });
 

@@ -273,6 +273,44 @@ const LEDGER_COLUMNS: &str = "id, reporter, seq, ts, org_id, project_id, user_id
      api, charge, uncharged, status, stream, price_version, input_tokens, output_tokens, \
      cost_usd, detail, received_at";
 
+/// SQLite: the multi-row `INSERT` of `chunk` into the ledger, skipping stored ids, returning
+/// the new ones when `returning`.
+fn sqlite_ledger_insert<'a>(
+    chunk: &'a [EventRow<'a>],
+    now: i64,
+    returning: bool,
+) -> sqlx::QueryBuilder<'a, sqlx::Sqlite> {
+    let mut qb = sqlx::QueryBuilder::new(format!("INSERT INTO usage_events ({LEDGER_COLUMNS}) "));
+    qb.push_values(chunk, |mut b, r| {
+        let p = &r.e.principal;
+        b.push_bind(r.e.id.as_str())
+            .push_bind(r.e.reporter.as_str())
+            .push_bind(r.seq)
+            .push_bind(r.e.ts)
+            .push_bind(p.org.as_str())
+            .push_bind(p.project.as_deref())
+            .push_bind(p.user.as_deref())
+            .push_bind(p.key.as_deref())
+            .push_bind(r.e.model.as_str())
+            .push_bind(r.api.as_str())
+            .push_bind(r.charge.as_str())
+            .push_bind(r.uncharged.as_deref())
+            .push_bind(r.status)
+            .push_bind(r.e.stream)
+            .push_bind(r.price_version)
+            .push_bind(r.input_tokens)
+            .push_bind(r.output_tokens)
+            .push_bind(Money(r.e.cost.total))
+            .push_bind(r.detail.as_str())
+            .push_bind(now);
+    });
+    qb.push(" ON CONFLICT (id) DO NOTHING");
+    if returning {
+        qb.push(" RETURNING id");
+    }
+    qb
+}
+
 impl Bulk for SqliteConnection {
     async fn insert_events(
         &mut self,
@@ -281,34 +319,33 @@ impl Bulk for SqliteConnection {
     ) -> Result<Vec<String>, StoreError> {
         let mut inserted = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(LEDGER_CHUNK) {
-            let mut qb =
-                sqlx::QueryBuilder::new(format!("INSERT INTO usage_events ({LEDGER_COLUMNS}) "));
-            qb.push_values(chunk, |mut b, r| {
-                let p = &r.e.principal;
-                b.push_bind(r.e.id.as_str())
-                    .push_bind(r.e.reporter.as_str())
-                    .push_bind(r.seq)
-                    .push_bind(r.e.ts)
-                    .push_bind(p.org.as_str())
-                    .push_bind(p.project.as_deref())
-                    .push_bind(p.user.as_deref())
-                    .push_bind(p.key.as_deref())
-                    .push_bind(r.e.model.as_str())
-                    .push_bind(r.api.as_str())
-                    .push_bind(r.charge.as_str())
-                    .push_bind(r.uncharged.as_deref())
-                    .push_bind(r.status)
-                    .push_bind(r.e.stream)
-                    .push_bind(r.price_version)
-                    .push_bind(r.input_tokens)
-                    .push_bind(r.output_tokens)
-                    .push_bind(Money(r.e.cost.total))
-                    .push_bind(r.detail.as_str())
-                    .push_bind(now);
-            });
-            qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-            let ids: Vec<String> = qb.build_query_scalar().fetch_all(&mut *self).await?;
-            inserted.extend(ids);
+            // A fresh batch (the common case) has no stored ids: insert without `RETURNING`,
+            // whose rows sqlx hands over one at a time (a third of the insert's time), and
+            // count. When the count is short, some ids were stored before: undo the chunk and
+            // insert it again, returning the new ids.
+            sqlx::query("SAVEPOINT ledger_chunk")
+                .execute(&mut *self)
+                .await?;
+            let stored = sqlite_ledger_insert(chunk, now, false)
+                .build()
+                .execute(&mut *self)
+                .await?
+                .rows_affected();
+            if stored == chunk.len() as u64 {
+                inserted.extend(chunk.iter().map(|r| r.e.id.clone()));
+            } else {
+                sqlx::query("ROLLBACK TO ledger_chunk")
+                    .execute(&mut *self)
+                    .await?;
+                let ids: Vec<String> = sqlite_ledger_insert(chunk, now, true)
+                    .build_query_scalar()
+                    .fetch_all(&mut *self)
+                    .await?;
+                inserted.extend(ids);
+            }
+            sqlx::query("RELEASE ledger_chunk")
+                .execute(&mut *self)
+                .await?;
         }
         Ok(inserted)
     }
@@ -321,8 +358,11 @@ impl Bulk for SqliteConnection {
         // the IMMEDIATE transaction. The read walks the primary key by budget id, from the
         // earliest window touched.
         let min_start = deltas.iter().map(|d| d.1).min().unwrap_or(i64::MIN);
+        // The ~2,000 counters come back as one JSON text rather than as rows, which sqlx
+        // would hand over one at a time.
         let mut qb = sqlx::QueryBuilder::new(
-            "SELECT budget_id, window_start, spent_usd FROM budget_spend WHERE budget_id IN (",
+            "SELECT coalesce(json_group_array(json_array(budget_id, window_start, spent_usd)), \
+             '[]') FROM budget_spend WHERE budget_id IN (",
         );
         let mut sep = qb.separated(", ");
         let mut ids: Vec<&str> = deltas.iter().map(|d| d.0).collect();
@@ -332,9 +372,18 @@ impl Bulk for SqliteConnection {
         }
         qb.push(") AND window_start >= ");
         qb.push_bind(min_start);
-        let old: Vec<(String, i64, Money)> = qb.build_query_as().fetch_all(&mut *self).await?;
-        let old: HashMap<(String, i64), Decimal> =
-            old.into_iter().map(|(id, s, m)| ((id, s), m.0)).collect();
+        let old: String = qb.build_query_scalar().fetch_one(&mut *self).await?;
+        let old: Vec<(String, i64, String)> = serde_json::from_str(&old)
+            .map_err(|e| StoreError::Corrupt(format!("budget_spend: {e}")))?;
+        let old = old
+            .into_iter()
+            .map(|(id, s, m)| {
+                let m = m
+                    .parse::<Decimal>()
+                    .map_err(|e| StoreError::Corrupt(format!("budget {id} spend {m:?}: {e}")))?;
+                Ok(((id, s), m))
+            })
+            .collect::<Result<HashMap<(String, i64), Decimal>, StoreError>>()?;
         let mut totals = Vec::with_capacity(deltas.len());
         for &(id, start, v) in deltas {
             let prev = old
