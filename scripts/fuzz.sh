@@ -47,6 +47,11 @@ fi
 echo "== building ${#targets[@]} fuzz targets"
 "${cargo[@]}" fuzz build "${flags[@]}"
 
+# FUZZ_SEED fixes libFuzzer's random seed (scripts/test.sh sets it, so CI explores the same
+# way every run instead of failing at random on whatever a new path finds first).
+seed=()
+[[ -n "${FUZZ_SEED:-}" ]] && seed=("-seed=$FUZZ_SEED")
+
 mkdir -p logs
 failed=()
 for t in "${targets[@]}"; do
@@ -57,7 +62,7 @@ for t in "${targets[@]}"; do
     status=0
     "${cargo[@]}" fuzz run "${flags[@]}" "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        "${dict[@]}" >"logs/$t.log" 2>&1 || status=$?
+        "${dict[@]}" "${seed[@]}" >"logs/$t.log" 2>&1 || status=$?
     # The last coverage line (cov: edges, ft: features, corp: units/bytes) and the totals.
     grep -E '^#[0-9]+' "logs/$t.log" | tail -n 1 || true
     grep -E '^stat::(number_of_executed_units|peak_rss_mb)|^Done' "logs/$t.log" || true

@@ -30,5 +30,5 @@ cargo test --workspace --locked
 fuzz_seconds="${FUZZ_SECONDS:-20}"
 if [[ "$fuzz_seconds" -gt 0 ]]; then
     echo "== fuzz (${fuzz_seconds}s per target)"
-    bash scripts/fuzz.sh "$fuzz_seconds"
+    FUZZ_SEED="${FUZZ_SEED:-1}" bash scripts/fuzz.sh "$fuzz_seconds"
 fi
