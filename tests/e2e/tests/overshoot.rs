@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! overshoot ≤ Σ_{j≠i} min(L, C_j · (⌊P / d_min⌋ + 2) · c_max)
-//! P = 2 · sync_interval + snapshot_min_interval + ε
+//! P = worker_tick + 2 · sync_interval + snapshot_min_interval + ε
 //! ```
 //!
 //! with `C_j` clients on Envoy `j`, each request taking at least `d_min`, costing at most
@@ -140,7 +140,10 @@ fn two_envoys_on_one_budget_overshoot_within_the_bound() {
             total_usd: spent,
         },
     );
-    let p = stack.sync_interval() * 2
+    // A worker hands its usage batch to the queue on its tick: sync_interval / 2, ≤ 100 ms.
+    let worker_tick = (stack.sync_interval() / 2).min(Duration::from_millis(100));
+    let p = worker_tick
+        + stack.sync_interval() * 2
         + Duration::from_millis(SNAPSHOT_MIN_INTERVAL_MS)
         + SCHEDULING_SLACK;
     let per_client = u64::try_from(p.as_millis() / MIN_REQUEST.as_millis()).unwrap() + 2;
