@@ -629,7 +629,7 @@ store_test!(snapshot_keys_are_serdes_key_entries, |store| {
     let built = snapshots.rebuild().await.unwrap();
     assert_eq!(built.counts.1, expected.len());
     let snap: Snapshot = serde_json::from_slice(&built.bytes).unwrap();
-    assert_eq!(snap.keys, expected);
+    assert_eq!(*snap.keys, expected);
     let section = format!(
         "\"keys\":{},\"reporters\"",
         serde_json::to_string(&expected).unwrap()
