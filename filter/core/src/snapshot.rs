@@ -137,16 +137,17 @@ struct Wire<'a> {
     reporters: BTreeMap<String, u64>,
 }
 
-/// `section` decoded, or the previous version's when its bytes are the same.
+/// The section `raw` decoded, or the previous version's (value and raw bytes) when its bytes
+/// are the same.
 fn reuse_or_decode<T: serde::de::DeserializeOwned>(
     raw: &str,
     previous: Option<(&Arc<str>, &Arc<T>)>,
-) -> Result<(Arc<T>, Arc<str>, bool), SnapshotError> {
+) -> Result<(Arc<T>, Arc<str>), SnapshotError> {
     match previous {
         Some((prev_raw, prev)) if !prev_raw.is_empty() && **prev_raw == *raw => {
-            Ok((Arc::clone(prev), Arc::clone(prev_raw), true))
+            Ok((Arc::clone(prev), Arc::clone(prev_raw)))
         }
-        _ => Ok((Arc::new(serde_json::from_str(raw)?), Arc::from(raw), false)),
+        _ => Ok((Arc::new(serde_json::from_str(raw)?), Arc::from(raw))),
     }
 }
 
@@ -163,18 +164,18 @@ impl SnapshotIndex {
         previous: Option<&SnapshotIndex>,
     ) -> Result<SnapshotIndex, SnapshotError> {
         let wire: Wire<'_> = serde_json::from_slice(bytes)?;
-        let (prices, raw_prices, _) = reuse_or_decode(
+        let (prices, raw_prices) = reuse_or_decode(
             wire.prices.get(),
             previous.map(|p| (&p.raw_prices, &p.snapshot.prices)),
         )?;
-        let (keys, raw_keys, same_keys) = reuse_or_decode(
+        let (keys, raw_keys) = reuse_or_decode(
             wire.keys.map_or("[]", |k| k.get()),
             previous.map(|p| (&p.raw_keys, &p.snapshot.keys)),
         )?;
-        let key_index = match previous {
-            Some(p) if same_keys => Some(Arc::clone(&p.keys)),
-            _ => None,
-        };
+        // The same key list keeps its index.
+        let key_index = previous
+            .filter(|p| Arc::ptr_eq(&p.snapshot.keys, &keys))
+            .map(|p| Arc::clone(&p.keys));
         let snapshot = Snapshot {
             version: wire.version,
             generated_at: wire.generated_at,
