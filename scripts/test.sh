@@ -25,6 +25,12 @@ echo "== wasm modules (release) for the harness and Envoy tests"
 cargo build --release --locked --target wasm32-wasip1 -p tollgate-filter -p tollgate-noop
 wasm_dir="${CARGO_TARGET_DIR:-target}/wasm32-wasip1/release"
 ls -l "$wasm_dir/tollgate_filter.wasm" "$wasm_dir/tollgate_noop.wasm"
+# The filter's size budget (issue "The filter": at most 600 KB uncompressed, release).
+filter_bytes=$(stat -c %s "$wasm_dir/tollgate_filter.wasm")
+if (( filter_bytes > 600000 )); then
+    echo "tollgate_filter.wasm is $filter_bytes bytes, over the 600,000-byte budget" >&2
+    exit 1
+fi
 echo "== tests"
 cargo test --workspace --locked
 fuzz_seconds="${FUZZ_SECONDS:-20}"

@@ -11,7 +11,8 @@
 //! calls are made only in phases where Envoy accepts them (the SDK panics on any other status).
 //!
 //! Build: `cargo build -p tollgate-filter --target wasm32-wasip1 --release`
-//! → `target/wasm32-wasip1/release/tollgate_filter.wasm`.
+//! → `target/wasm32-wasip1/release/tollgate_filter.wasm`, already through binaryen's
+//! `wasm-opt` (the linker wrapper `scripts/wasm-link.sh`, set in `.cargo/config.toml`).
 
 mod host;
 mod http;
