@@ -16,7 +16,10 @@ use rust_decimal::Decimal;
 use tollgate_core::event::UsageEvent;
 
 use super::budgets::{budgets_from_rows, enum_name, BudgetRow, BUDGET_COLUMNS};
-use super::{begin_write, to_i64, with_pool, Money, Store, StoreError, BUDGET_LOCK};
+use super::{
+    begin_write, from_json_rows, sqlite_json_rows, to_i64, with_pool, Money, Store, StoreError,
+    BUDGET_LOCK,
+};
 use crate::ingest::{advance_ack, deltas, BudgetCache, BudgetIndex};
 
 /// What one batch did.
@@ -360,10 +363,11 @@ impl Bulk for SqliteConnection {
         let min_start = deltas.iter().map(|d| d.1).min().unwrap_or(i64::MIN);
         // The ~2,000 counters come back as one JSON text rather than as rows, which sqlx
         // would hand over one at a time.
-        let mut qb = sqlx::QueryBuilder::new(
-            "SELECT coalesce(json_group_array(json_array(budget_id, window_start, spent_usd)), \
-             '[]') FROM budget_spend WHERE budget_id IN (",
-        );
+        let mut qb = sqlx::QueryBuilder::new(sqlite_json_rows(
+            "budget_id, window_start, spent_usd",
+            "budget_spend WHERE budget_id IN (",
+            None,
+        ));
         let mut sep = qb.separated(", ");
         let mut ids: Vec<&str> = deltas.iter().map(|d| d.0).collect();
         ids.dedup();
@@ -373,17 +377,11 @@ impl Bulk for SqliteConnection {
         qb.push(") AND window_start >= ");
         qb.push_bind(min_start);
         let old: String = qb.build_query_scalar().fetch_one(&mut *self).await?;
-        let old: Vec<(String, i64, String)> = serde_json::from_str(&old)
-            .map_err(|e| StoreError::Corrupt(format!("budget_spend: {e}")))?;
-        let old = old
-            .into_iter()
-            .map(|(id, s, m)| {
-                let m = m
-                    .parse::<Decimal>()
-                    .map_err(|e| StoreError::Corrupt(format!("budget {id} spend {m:?}: {e}")))?;
-                Ok(((id, s), m))
-            })
-            .collect::<Result<HashMap<(String, i64), Decimal>, StoreError>>()?;
+        let old: HashMap<(String, i64), Decimal> =
+            from_json_rows::<(String, i64, Money)>("budget_spend", &old)?
+                .into_iter()
+                .map(|(id, s, m)| ((id, s), m.0))
+                .collect();
         let mut totals = Vec::with_capacity(deltas.len());
         for &(id, start, v) in deltas {
             let prev = old
