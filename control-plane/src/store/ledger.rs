@@ -40,8 +40,8 @@ pub const MAX_PENDING_SEQS: usize = 10_000;
 
 /// Rows per multi-row `INSERT` (SQLite allows 32,766 bound values per statement; 20 columns).
 const LEDGER_CHUNK: usize = 1_000;
-/// Rows per `reporter_pending` statement.
-const COUNTER_CHUNK: usize = 500;
+/// Rows per counter or `reporter_pending` statement (three bound values at most per row).
+const COUNTER_CHUNK: usize = 5_000;
 
 struct EventRow<'a> {
     e: &'a UsageEvent,
@@ -377,8 +377,8 @@ impl Bulk for SqliteConnection {
         // the IMMEDIATE transaction. The read walks the primary key by budget id, from the
         // earliest window touched.
         let min_start = deltas.iter().map(|d| d.1).min().unwrap_or(i64::MIN);
-        // The ~2,000 counters go both ways as one JSON text rather than as rows (which sqlx
-        // would hand over one at a time) or as 6,000 bound values.
+        // The ~2,000 counters come back as one JSON text rather than as rows, which sqlx would
+        // hand over one at a time.
         let mut ids: Vec<&str> = deltas.iter().map(|d| d.0).collect();
         ids.dedup();
         let old: String = sqlx::query_scalar(&sqlite_json_rows(
@@ -405,16 +405,21 @@ impl Bulk for SqliteConnection {
             let sum = v
                 .checked_add(prev)
                 .ok_or_else(|| StoreError::Corrupt(format!("budget {id} spend overflows")))?;
-            totals.push((id, start, sum.to_string()));
+            totals.push((id, start, sum));
         }
-        sqlx::query(
-            "INSERT INTO budget_spend (budget_id, window_start, spent_usd) \
-             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE true \
-             ON CONFLICT (budget_id, window_start) DO UPDATE SET spent_usd = excluded.spent_usd",
-        )
-        .bind(json_text(&totals)?)
-        .execute(&mut *self)
-        .await?;
+        // Written back with bound values: through `json_each` it measured slower.
+        for chunk in totals.chunks(COUNTER_CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO budget_spend (budget_id, window_start, spent_usd) ",
+            );
+            qb.push_values(chunk, |mut b, (id, s, v)| {
+                b.push_bind(*id).push_bind(*s).push_bind(Money(*v));
+            });
+            qb.push(
+                " ON CONFLICT (budget_id, window_start) DO UPDATE SET spent_usd = excluded.spent_usd",
+            );
+            qb.build().execute(&mut *self).await?;
+        }
         Ok(())
     }
 }
