@@ -10,7 +10,8 @@
 //!   version changed; each build reads the counters of the current windows and the reporter
 //!   acknowledgements (one consistent read transaction), computes the window bounds once per
 //!   `(period, timezone)` and splices cached JSON fragments (the keys array of a large fleet
-//!   is written by the database as JSON text once per key change, see `store/snapshot.rs`).
+//!   is kept by the database as JSON text in buckets, each rewritten when one of its keys
+//!   changes, see `store/key_buckets.rs`).
 //! - **Serving**: `GET /v1/snapshot` takes the built bytes from memory. A request whose
 //!   `If-None-Match` matches the current version gets `304` without touching the database.
 //!   A write through this process marks the snapshot dirty, and the next poll rebuilds before
@@ -34,7 +35,7 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::budgets::Budget;
 use crate::store::prices::EffectivePrices;
-use crate::store::snapshot::Held;
+use crate::store::snapshot::{Held, KeysJson};
 use crate::store::{Store, StoreError};
 
 /// Reporters not heard from for this long leave the snapshot (an Envoy that restarted reports
@@ -88,8 +89,7 @@ impl Built {
 #[derive(Default)]
 struct Builder {
     held: Held,
-    keys_json: Bytes,
-    key_count: usize,
+    keys: KeysJson,
     budgets: Arc<Vec<Budget>>,
     prices: Arc<PriceBook>,
     prices_json: Bytes,
@@ -258,8 +258,7 @@ impl Snapshots {
             return Ok(same);
         }
         if let Some(keys) = read.keys {
-            builder.key_count = keys.count;
-            builder.keys_json = Bytes::from(keys.json);
+            builder.keys = keys;
             builder.held.keys_version = Some(read.meta.keys_version);
         }
         if let Some(budgets) = read.budgets {
@@ -309,7 +308,7 @@ impl Snapshots {
             now,
             &builder.prices_json,
             &json_bytes(&snapshot_budgets)?,
-            &builder.keys_json,
+            &builder.keys,
             &json_bytes(&read.reporters)?,
         );
         let built = Arc::new(Built {
@@ -319,7 +318,7 @@ impl Snapshots {
             next_boundary,
             writes_seen,
             prices: builder.prices.clone(),
-            counts: (snapshot_budgets.len(), builder.key_count),
+            counts: (snapshot_budgets.len(), builder.keys.count),
             bytes,
             built_at: Instant::now(),
         });
@@ -385,7 +384,7 @@ fn assemble(
     generated_at: i64,
     prices: &[u8],
     budgets: &[u8],
-    keys: &[u8],
+    keys: &KeysJson,
     reporters: &[u8],
 ) -> Bytes {
     let mut out =
@@ -397,11 +396,7 @@ fn assemble(
     out.extend_from_slice(b",\"budgets\":");
     out.extend_from_slice(budgets);
     out.extend_from_slice(b",\"keys\":");
-    if keys.is_empty() {
-        out.extend_from_slice(b"[]");
-    } else {
-        out.extend_from_slice(keys);
-    }
+    keys.write(&mut out);
     out.extend_from_slice(b",\"reporters\":");
     out.extend_from_slice(reporters);
     out.push(b'}');

@@ -35,23 +35,34 @@ macro_rules! bump_budgets {
 /// spent`, read on connection or transaction `$conn`. The distinct starts are few (one per
 /// period and timezone in use), so the `IN` list stays short and hits the window index.
 macro_rules! counters_at {
-    ($conn:expr, $starts:expr) => {{
+    ($conn:expr, $pg:expr, $starts:expr) => {{
         let mut distinct: Vec<i64> = $starts.to_vec();
         distinct.sort_unstable();
         distinct.dedup();
         let mut out: ::std::collections::HashMap<(String, i64), Decimal> =
             ::std::collections::HashMap::new();
         for chunk in distinct.chunks(500) {
-            let mut qb = sqlx::QueryBuilder::new(
-                "SELECT budget_id, window_start, spent_usd FROM budget_spend WHERE window_start IN (",
-            );
+            let mut qb = sqlx::QueryBuilder::new(if $pg {
+                "SELECT budget_id, window_start, spent_usd FROM budget_spend WHERE window_start IN ("
+                    .to_string()
+            } else {
+                $crate::store::sqlite_json_rows(
+                    "budget_id, window_start, spent_usd",
+                    "budget_spend WHERE window_start IN (",
+                    None,
+                )
+            });
             let mut sep = qb.separated(", ");
             for s in chunk {
                 sep.push_bind(*s);
             }
             qb.push(")");
-            let rows: Vec<(String, i64, Money)> =
-                qb.build_query_as().fetch_all(&mut *$conn).await?;
+            let rows: Vec<(String, i64, Money)> = if $pg {
+                qb.build_query_as().fetch_all(&mut *$conn).await?
+            } else {
+                let json: String = qb.build_query_scalar().fetch_one(&mut *$conn).await?;
+                $crate::store::from_json_rows("budget_spend", &json)?
+            };
             out.extend(rows.into_iter().map(|(id, s, m)| ((id, s), m.0)));
         }
         out
@@ -131,7 +142,7 @@ pub struct BudgetPatch {
     pub mode: Option<Mode>,
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub(crate) struct BudgetRow {
     id: String,
     scope: String,
@@ -149,8 +160,9 @@ pub(crate) const BUDGET_COLUMNS: &str = "id, scope, scope_id, period, timezone, 
      soft_limit_usd, mode, created_at, updated_at";
 
 fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, StoreError> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| StoreError::Corrupt(format!("{what} {s:?}")))
+    use serde::de::IntoDeserializer;
+    T::deserialize(s.into_deserializer())
+        .map_err(|_: serde::de::value::Error| StoreError::Corrupt(format!("{what} {s:?}")))
 }
 
 /// The snake_case serde name of a unit enum value (`Scope::Org` → `org`).
@@ -446,7 +458,7 @@ impl Store {
         let starts: Vec<i64> = budgets.iter().map(|b| b.window_at(now).start).collect();
         let counters = with_pool!(self, read, |pool, pg| {
             let mut conn = pool.acquire().await?;
-            counters_at!(conn, &starts)
+            counters_at!(conn, pg, &starts)
         });
         Ok(budgets
             .iter()

@@ -1,9 +1,12 @@
 //! Virtual keys: created with their whole principal chain, stored as the SHA-256 of the
 //! secret (the secret itself is returned once and never stored), listed by prefix, revoked by
-//! setting `revoked_at` (a revoked key leaves the snapshot at the next version).
+//! setting `revoked_at` (a revoked key leaves the snapshot at the next version). Every change
+//! bumps `keys_version` and then re-encodes the key's bucket of the snapshot's keys
+//! (`key_buckets.rs`), in that order and in one transaction.
 
 use serde::Serialize;
 
+use super::key_buckets;
 use super::tenants::{invalid_ref_if_missing, not_found};
 use super::{begin_write, with_pool, Store, StoreError};
 use crate::keys::{generate_id, generate_secret, listed_prefix, sha256_hex};
@@ -121,6 +124,10 @@ impl Store {
             )
             .execute(&mut *tx)
             .await?;
+            sqlx::query(&key_buckets::refresh_sql(pg))
+                .bind(key_buckets::bucket_of(&sha))
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         });
         Ok(CreatedKey { key, secret })
@@ -159,28 +166,30 @@ impl Store {
 
     /// Revokes a key (idempotent: revoking again changes nothing).
     pub async fn revoke_key(&self, id: &str, now: i64) -> Result<VirtualKey, StoreError> {
-        let n = with_pool!(self, write, |pool, pg| {
+        with_pool!(self, write, |pool, pg| {
             let mut tx = pool.begin_with(begin_write(pg)).await?;
-            let n = sqlx::query(
-                "UPDATE virtual_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            let revoked: Option<String> = sqlx::query_scalar(
+                "UPDATE virtual_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+                 RETURNING sha256",
             )
             .bind(now)
             .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n > 0 {
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(sha) = revoked {
                 sqlx::query(
                     "UPDATE meta SET version = version + 1, keys_version = keys_version + 1 \
                      WHERE id = 1",
                 )
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query(&key_buckets::refresh_sql(pg))
+                    .bind(key_buckets::bucket_of(&sha))
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
-            n
         });
-        let _ = n;
         self.get_key(id).await
     }
 }

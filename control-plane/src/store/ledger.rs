@@ -16,7 +16,10 @@ use rust_decimal::Decimal;
 use tollgate_core::event::UsageEvent;
 
 use super::budgets::{budgets_from_rows, enum_name, BudgetRow, BUDGET_COLUMNS};
-use super::{begin_write, to_i64, with_pool, Money, Store, StoreError, BUDGET_LOCK};
+use super::{
+    begin_write, from_json_rows, sqlite_json_rows, to_i64, with_pool, Money, Store, StoreError,
+    BUDGET_LOCK,
+};
 use crate::ingest::{advance_ack, deltas, BudgetCache, BudgetIndex};
 
 /// What one batch did.
@@ -37,8 +40,8 @@ pub const MAX_PENDING_SEQS: usize = 10_000;
 
 /// Rows per multi-row `INSERT` (SQLite allows 32,766 bound values per statement; 20 columns).
 const LEDGER_CHUNK: usize = 1_000;
-/// Rows per counter statement.
-const COUNTER_CHUNK: usize = 500;
+/// Rows per counter or `reporter_pending` statement (three bound values at most per row).
+const COUNTER_CHUNK: usize = 5_000;
 
 struct EventRow<'a> {
     e: &'a UsageEvent,
@@ -132,24 +135,35 @@ impl Store {
                 }
             };
 
-            // 1. The ledger: new ids come back, duplicates do not.
-            let inserted: HashSet<String> = Bulk::insert_events(&mut *tx, &rows, now)
-                .await?
-                .into_iter()
-                .collect();
-            let new_events: Vec<&UsageEvent> = rows
-                .iter()
-                .map(|r| r.e)
-                .filter(|e| inserted.contains(&e.id))
-                .collect();
+            // 1. The ledger, and meanwhile (while the database works) the counter deltas of
+            // the whole batch, which are the ones to add unless some ids were stored before.
+            if !pg {
+                // SQLite's way to tell new ids from stored ones, see `insert_events`.
+                sqlx::query("SAVEPOINT ledger").execute(&mut *tx).await?;
+            }
+            let (inserted, all_new) =
+                tokio::join!(Bulk::insert_events(&mut *tx, &rows, now), async {
+                    deltas(&index, rows.iter().map(|r| r.e))
+                },);
+            let (new_events, d): (Vec<&UsageEvent>, _) = match inserted? {
+                None => (rows.iter().map(|r| r.e).collect(), all_new),
+                Some(ids) => {
+                    let ids: HashSet<String> = ids.into_iter().collect();
+                    let new: Vec<&UsageEvent> = rows
+                        .iter()
+                        .map(|r| r.e)
+                        .filter(|e| ids.contains(&e.id))
+                        .collect();
+                    let d = deltas(&index, new.iter().copied());
+                    (new, d)
+                }
+            };
 
             // 2. Spend counters, in key order (lock order on PostgreSQL).
-            let d = deltas(&index, new_events.iter().copied()).map_err(StoreError::Corrupt)?;
+            let d = d.map_err(StoreError::Corrupt)?;
             let d: Vec<(&str, i64, Decimal)> =
                 d.iter().map(|((id, s), v)| (id.as_str(), *s, *v)).collect();
-            for chunk in d.chunks(COUNTER_CHUNK) {
-                Bulk::add_to_counters(&mut *tx, chunk).await?;
-            }
+            Bulk::add_to_counters(&mut *tx, &d).await?;
 
             // 3. Reporter acknowledgements.
             let mut by_reporter: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
@@ -258,12 +272,12 @@ impl Store {
 /// money in Rust); PostgreSQL takes one array per column through `UNNEST`, which parses and
 /// binds 20 parameters instead of 20,000 and adds money in SQL.
 trait Bulk {
-    /// Inserts the events whose id is new; returns those ids.
+    /// Inserts the events whose id is new: `None` when every one was, else the new ids.
     async fn insert_events(
         &mut self,
         rows: &[EventRow<'_>],
         now: i64,
-    ) -> Result<Vec<String>, StoreError>;
+    ) -> Result<Option<Vec<String>>, StoreError>;
 
     /// Adds `(budget id, window start, usd)` to the counters.
     async fn add_to_counters(&mut self, deltas: &[(&str, i64, Decimal)]) -> Result<(), StoreError>;
@@ -311,42 +325,47 @@ fn sqlite_ledger_insert<'a>(
     qb
 }
 
+/// `v` as the JSON text SQLite's `json_each` reads.
+fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 impl Bulk for SqliteConnection {
+    /// Runs inside the savepoint `ledger`, which the caller opened.
     async fn insert_events(
         &mut self,
         rows: &[EventRow<'_>],
         now: i64,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut inserted = Vec::with_capacity(rows.len());
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        // A fresh batch (the common case) has no stored ids: insert without `RETURNING`,
+        // whose rows sqlx hands over one at a time (a third of the insert's time), and count.
+        // When the count is short, some ids were stored before: undo, and insert again
+        // returning the new ids.
+        let mut stored = 0;
         for chunk in rows.chunks(LEDGER_CHUNK) {
-            // A fresh batch (the common case) has no stored ids: insert without `RETURNING`,
-            // whose rows sqlx hands over one at a time (a third of the insert's time), and
-            // count. When the count is short, some ids were stored before: undo the chunk and
-            // insert it again, returning the new ids.
-            sqlx::query("SAVEPOINT ledger_chunk")
-                .execute(&mut *self)
-                .await?;
-            let stored = sqlite_ledger_insert(chunk, now, false)
+            stored += sqlite_ledger_insert(chunk, now, false)
                 .build()
                 .execute(&mut *self)
                 .await?
                 .rows_affected();
-            if stored == chunk.len() as u64 {
-                inserted.extend(chunk.iter().map(|r| r.e.id.clone()));
-            } else {
-                sqlx::query("ROLLBACK TO ledger_chunk")
-                    .execute(&mut *self)
-                    .await?;
-                let ids: Vec<String> = sqlite_ledger_insert(chunk, now, true)
+        }
+        let inserted = if stored == rows.len() as u64 {
+            None
+        } else {
+            sqlx::query("ROLLBACK TO ledger")
+                .execute(&mut *self)
+                .await?;
+            let mut ids = Vec::with_capacity(rows.len());
+            for chunk in rows.chunks(LEDGER_CHUNK) {
+                let new: Vec<String> = sqlite_ledger_insert(chunk, now, true)
                     .build_query_scalar()
                     .fetch_all(&mut *self)
                     .await?;
-                inserted.extend(ids);
+                ids.extend(new);
             }
-            sqlx::query("RELEASE ledger_chunk")
-                .execute(&mut *self)
-                .await?;
-        }
+            Some(ids)
+        };
+        sqlx::query("RELEASE ledger").execute(&mut *self).await?;
         Ok(inserted)
     }
 
@@ -358,32 +377,25 @@ impl Bulk for SqliteConnection {
         // the IMMEDIATE transaction. The read walks the primary key by budget id, from the
         // earliest window touched.
         let min_start = deltas.iter().map(|d| d.1).min().unwrap_or(i64::MIN);
-        // The ~2,000 counters come back as one JSON text rather than as rows, which sqlx
-        // would hand over one at a time.
-        let mut qb = sqlx::QueryBuilder::new(
-            "SELECT coalesce(json_group_array(json_array(budget_id, window_start, spent_usd)), \
-             '[]') FROM budget_spend WHERE budget_id IN (",
-        );
-        let mut sep = qb.separated(", ");
+        // The ~2,000 counters come back as one JSON text rather than as rows, which sqlx would
+        // hand over one at a time.
         let mut ids: Vec<&str> = deltas.iter().map(|d| d.0).collect();
         ids.dedup();
-        for id in &ids {
-            sep.push_bind(*id);
-        }
-        qb.push(") AND window_start >= ");
-        qb.push_bind(min_start);
-        let old: String = qb.build_query_scalar().fetch_one(&mut *self).await?;
-        let old: Vec<(String, i64, String)> = serde_json::from_str(&old)
-            .map_err(|e| StoreError::Corrupt(format!("budget_spend: {e}")))?;
-        let old = old
-            .into_iter()
-            .map(|(id, s, m)| {
-                let m = m
-                    .parse::<Decimal>()
-                    .map_err(|e| StoreError::Corrupt(format!("budget {id} spend {m:?}: {e}")))?;
-                Ok(((id, s), m))
-            })
-            .collect::<Result<HashMap<(String, i64), Decimal>, StoreError>>()?;
+        let old: String = sqlx::query_scalar(&sqlite_json_rows(
+            "budget_id, window_start, spent_usd",
+            "budget_spend WHERE budget_id IN (SELECT value FROM json_each($1)) \
+             AND window_start >= $2",
+            None,
+        ))
+        .bind(json_text(&ids)?)
+        .bind(min_start)
+        .fetch_one(&mut *self)
+        .await?;
+        let old: HashMap<(String, i64), Decimal> =
+            from_json_rows::<(String, i64, Money)>("budget_spend", &old)?
+                .into_iter()
+                .map(|(id, s, m)| ((id, s), m.0))
+                .collect();
         let mut totals = Vec::with_capacity(deltas.len());
         for &(id, start, v) in deltas {
             let prev = old
@@ -395,16 +407,19 @@ impl Bulk for SqliteConnection {
                 .ok_or_else(|| StoreError::Corrupt(format!("budget {id} spend overflows")))?;
             totals.push((id, start, sum));
         }
-        let mut qb = sqlx::QueryBuilder::new(
-            "INSERT INTO budget_spend (budget_id, window_start, spent_usd) ",
-        );
-        qb.push_values(&totals, |mut b, (id, s, v)| {
-            b.push_bind(*id).push_bind(*s).push_bind(Money(*v));
-        });
-        qb.push(
-            " ON CONFLICT (budget_id, window_start) DO UPDATE SET spent_usd = excluded.spent_usd",
-        );
-        qb.build().execute(&mut *self).await?;
+        // Written back with bound values: through `json_each` it measured slower.
+        for chunk in totals.chunks(COUNTER_CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO budget_spend (budget_id, window_start, spent_usd) ",
+            );
+            qb.push_values(chunk, |mut b, (id, s, v)| {
+                b.push_bind(*id).push_bind(*s).push_bind(Money(*v));
+            });
+            qb.push(
+                " ON CONFLICT (budget_id, window_start) DO UPDATE SET spent_usd = excluded.spent_usd",
+            );
+            qb.build().execute(&mut *self).await?;
+        }
         Ok(())
     }
 }
@@ -414,20 +429,22 @@ impl Bulk for PgConnection {
         &mut self,
         rows: &[EventRow<'_>],
         now: i64,
-    ) -> Result<Vec<String>, StoreError> {
-        // One array per column.
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        // One array per column. The new ids come back only when some were stored before
+        // (they would be a thousand rows for the driver to hand over, for nothing).
         macro_rules! col {
             (|$r:ident| $e:expr) => {
                 rows.iter().map(|$r| $e).collect::<Vec<_>>()
             };
         }
-        let ids: Vec<String> = sqlx::query_scalar(&format!(
-            "INSERT INTO usage_events ({LEDGER_COLUMNS}) \
+        let (count, ids): (i64, Option<Vec<String>>) = sqlx::query_as(&format!(
+            "WITH new AS (INSERT INTO usage_events ({LEDGER_COLUMNS}) \
              SELECT u.*, $20 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], \
                $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
                $11::text[], $12::text[], $13::int4[], $14::bool[], $15::int8[], $16::int8[], \
                $17::int8[], $18::numeric[], $19::text[]) AS u \
-             ON CONFLICT (id) DO NOTHING RETURNING id"
+             ON CONFLICT (id) DO NOTHING RETURNING id) \
+             SELECT count(*), CASE WHEN count(*) < $21 THEN array_agg(id) END FROM new"
         ))
         .bind(col!(|r| r.e.id.as_str()))
         .bind(col!(|r| r.e.reporter.as_str()))
@@ -453,9 +470,14 @@ impl Bulk for PgConnection {
         )
         .bind(col!(|r| r.detail.as_str()))
         .bind(now)
-        .fetch_all(&mut *self)
+        .bind(i64::try_from(rows.len()).unwrap_or(i64::MAX))
+        .fetch_one(&mut *self)
         .await?;
-        Ok(ids)
+        Ok(if count == rows.len() as i64 {
+            None
+        } else {
+            Some(ids.unwrap_or_default())
+        })
     }
 
     async fn add_to_counters(&mut self, deltas: &[(&str, i64, Decimal)]) -> Result<(), StoreError> {

@@ -11,8 +11,10 @@ use sqlx::postgres::{PgTypeInfo, PgValueRef, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteTypeInfo, SqliteValueRef};
 use sqlx::{Database, Decode, Encode, Type};
 
-/// USD, exact. Transparent over `Decimal`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+/// USD, exact. Transparent over `Decimal` (also in serde: a decimal string, for rows SQLite
+/// returns as JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Money(pub Decimal);
 
 impl From<Decimal> for Money {

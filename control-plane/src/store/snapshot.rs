@@ -6,21 +6,22 @@
 //! usage only changes counters and acknowledgements, so the 100,000 keys of a large fleet are
 //! read once per key change, not once per batch.
 //!
-//! When they are read on SQLite, the keys come out of the database already as the snapshot's
-//! JSON text (see [`KeysJson`]), in two `sha256` halves on connections of their own while the
-//! read transaction reads the rest: a cold build of 100,000 keys was mostly the driver
-//! handing 500,000 column values across threads one row at a time, then serde encoding them
-//! again, one core doing it all.
+//! The keys come out of the database already as the JSON text of the snapshot's `keys`, in
+//! the 4,096 buckets every key change keeps up to date (`key_buckets.rs`): a cold build of
+//! 100,000 keys used to be mostly the driver handing over 500,000 column values one row at a
+//! time and serde encoding them again.
 
 use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::Decimal;
-use tollgate_core::principal::Principal;
-use tollgate_core::snapshot::KeyEntry;
 
 use super::budgets::{budgets_from_rows, counters_at, Budget, BudgetRow, BUDGET_COLUMNS};
+use super::key_buckets;
 use super::prices::{effective_prices, EffectivePrices};
-use super::{begin_read, with_pool, Meta, Money, Store, StoreError, SELECT_META};
+use super::{
+    begin_read, from_json_rows, sqlite_json_rows, with_pool, Meta, Money, Store, StoreError,
+    SELECT_META,
+};
 
 /// The section versions a builder already holds (`None`: never loaded).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,107 +54,57 @@ pub struct SnapshotRead {
     pub reporters: BTreeMap<String, u64>,
 }
 
-/// The active keys as the JSON text of the snapshot's `keys`: a `Vec<KeyEntry>` in `sha256`
-/// order. On SQLite the database writes it (each string quoted by `json_quote`, absent links
-/// left out, fields in `KeyEntry`'s order), so that 100,000 keys cross the driver as two
-/// strings instead of 100,000 rows; `tests/store.rs` checks it against serde's encoding.
+/// The active keys as the JSON text of the snapshot's `keys` (a `Vec<KeyEntry>` in `sha256`
+/// order), in the pieces the database keeps (`key_buckets.rs`; `tests/store.rs` checks the
+/// bytes against serde's encoding). Kept in pieces: the snapshot document is where they are
+/// joined, so 17 MB of keys are copied once per build, not twice.
 #[derive(Debug, Default)]
 pub struct KeysJson {
     /// How many keys.
     pub count: usize,
-    /// `[{"sha256":…,"principal":{…}},…]`.
-    pub json: Vec<u8>,
+    /// Comma-separated `{"sha256":…,"principal":{…}}` objects, one non-empty piece per bucket.
+    pub parts: Vec<String>,
 }
 
 impl KeysJson {
-    /// Joins the parts of consecutive `sha256` ranges into one array.
-    fn join(parts: impl IntoIterator<Item = KeysPart>) -> KeysJson {
-        let mut out = KeysJson {
-            count: 0,
-            json: b"[".to_vec(),
-        };
-        for part in parts {
-            if part.entries.is_empty() {
-                continue;
-            }
-            if out.count > 0 {
-                out.json.push(b',');
-            }
-            out.count += usize::try_from(part.count).unwrap_or(0);
-            out.json.extend_from_slice(part.entries.as_bytes());
+    fn from_buckets(buckets: Vec<KeyBucket>) -> KeysJson {
+        let mut out = KeysJson::default();
+        for b in buckets {
+            out.count += usize::try_from(b.keys).unwrap_or(0);
+            out.parts.push(b.entries);
         }
-        out.json.push(b']');
         out
     }
-}
 
-/// The keys of one `sha256` range, read in one statement with the `keys_version` they are of.
-#[derive(sqlx::FromRow)]
-struct KeysPart {
-    keys_version: i64,
-    count: i64,
-    /// The entries, comma-separated, without brackets.
-    entries: String,
-}
-
-/// Where the key ranges read at once are split: `sha256` is lowercase hex, so the halves are
-/// even for random secrets (and any other text still falls on one side).
-const KEYS_SPLIT: &str = "8";
-
-/// SQLite: the statement reading the active keys whose `sha256` satisfies `range` (SQL,
-/// appended to the `WHERE`) as one [`KeysPart`]. The aggregate takes the rows in the
-/// subquery's order, which walks the `virtual_keys_active` index (an `ORDER BY` inside
-/// `group_concat` would sort them again).
-fn keys_sql(range: &str) -> String {
-    let optional = |name: &str, col: &str| {
-        format!("CASE WHEN {col} IS NULL THEN '' ELSE ',\"{name}\":' || json_quote({col}) END")
-    };
-    let entry = format!(
-        "'{{\"sha256\":' || json_quote(sha256) || ',\"principal\":{{\"key\":' || json_quote(id) \
-         || {} || {} || ',\"org\":' || json_quote(org_id) || '}}}}'",
-        optional("user", "user_id"),
-        optional("project", "project_id"),
-    );
-    format!(
-        "SELECT (SELECT keys_version FROM meta WHERE id = 1) AS keys_version, count(*) AS count, \
-         coalesce(group_concat(e, ','), '') AS entries \
-         FROM (SELECT {entry} AS e FROM virtual_keys \
-               WHERE revoked_at IS NULL AND {range} ORDER BY sha256)"
-    )
-}
-
-/// PostgreSQL: the active keys as rows. Its `to_json` costs more per key than the driver's
-/// decoding of the rows and serde's encoding together, so there the keys are encoded here.
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    id: String,
-    sha256: String,
-    org_id: String,
-    project_id: Option<String>,
-    user_id: Option<String>,
-}
-
-impl KeysJson {
-    /// Encodes key rows with serde.
-    fn encode(rows: Vec<KeyRow>) -> Result<KeysJson, StoreError> {
-        let entries: Vec<KeyEntry> = rows
-            .into_iter()
-            .map(|r| KeyEntry {
-                sha256: r.sha256,
-                principal: Principal {
-                    key: Some(r.id),
-                    user: r.user_id,
-                    project: r.project_id,
-                    org: r.org_id,
-                },
-            })
-            .collect();
-        Ok(KeysJson {
-            count: entries.len(),
-            json: serde_json::to_vec(&entries)
-                .map_err(|e| StoreError::Corrupt(format!("keys json: {e}")))?,
-        })
+    /// Length of the JSON array, bytes.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1
     }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Appends the JSON array to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.push(b'[');
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(part.as_bytes());
+        }
+        out.push(b']');
+    }
+}
+
+/// One non-empty bucket as read, with the `keys_version` of the state it was read from.
+#[derive(sqlx::FromRow)]
+struct KeyBucket {
+    keys_version: i64,
+    keys: i64,
+    entries: String,
 }
 
 impl Store {
@@ -177,79 +128,74 @@ impl Store {
                 at,
                 ..SnapshotRead::default()
             };
-            // SQLite: the key halves, on connections of their own, while this transaction goes
-            // on (each connection has its own thread: the two cores share the work).
+            // The keys on a connection of their own, while this transaction reads the rest
+            // (on SQLite each connection has its own thread, on PostgreSQL its own server
+            // process: the two cores share the work). One statement sees one committed
+            // state; when a key changed between it and this transaction, the keys are read
+            // again here.
             let want_keys = held.keys_version != Some(meta.keys_version);
-            let halves = async {
-                if !want_keys || pg {
-                    return Ok(None);
-                }
-                let (low, high) = (
-                    keys_sql(&format!("sha256 < '{KEYS_SPLIT}'")),
-                    keys_sql(&format!("sha256 >= '{KEYS_SPLIT}'")),
-                );
-                let (low, high) = tokio::join!(
-                    sqlx::query_as::<_, KeysPart>(&low).fetch_one(pool),
-                    sqlx::query_as::<_, KeysPart>(&high).fetch_one(pool),
-                );
-                Ok::<_, StoreError>(Some([low?, high?]))
-            };
-            let rest = async {
-                if held.budgets_version != Some(meta.budgets_version) || budgets.is_none() {
-                    let rows: Vec<BudgetRow> = sqlx::query_as(&format!(
-                        "SELECT {BUDGET_COLUMNS} FROM budgets ORDER BY id"
-                    ))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    out.budgets = Some(budgets_from_rows(rows)?);
-                }
-                let prices_current = held.prices.is_some_and(|(v, next)| {
-                    v == meta.prices_version && next.is_none_or(|n| at < n)
-                });
-                if !prices_current {
-                    out.prices = Some(effective_prices!(tx, at)?);
-                }
-                let in_force: &[Budget] = match (&out.budgets, budgets) {
-                    (Some(b), _) => b,
-                    (None, Some(b)) => b,
-                    (None, None) => &[],
-                };
-                let window_starts = starts(in_force, at);
-                out.counters = counters_at!(tx, &window_starts);
-                let acks: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT reporter, acked_seq FROM reporters WHERE last_seen >= $1 AND acked_seq > 0",
-                )
-                .bind(reporters_since)
-                .fetch_all(&mut *tx)
-                .await?;
-                out.reporters = acks
-                    .into_iter()
-                    .map(|(r, s)| (r, super::to_u64(s)))
-                    .collect();
-                Ok::<_, StoreError>(())
-            };
-            let (rest, halves) = tokio::join!(rest, halves);
-            rest?;
-            let halves = halves?;
-            if want_keys {
-                // Each half is one statement, so one committed state; when a key changed
-                // between them and this transaction, the keys are read in the transaction.
-                out.keys = Some(match halves {
-                    Some(h) if h.iter().all(|h| h.keys_version == meta.keys_version) => {
-                        KeysJson::join(h)
-                    }
-                    _ if pg => KeysJson::encode(
-                        sqlx::query_as(
-                            "SELECT id, sha256, org_id, project_id, user_id FROM virtual_keys \
-                             WHERE revoked_at IS NULL ORDER BY sha256",
-                        )
+            let keys_aside = want_keys.then(|| {
+                // A task of its own, so that the driver's side of it runs on another runtime
+                // thread too.
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    sqlx::query_as::<_, KeyBucket>(key_buckets::SELECT_BUCKETS)
+                        .fetch_all(&pool)
+                        .await
+                })
+            });
+            if held.budgets_version != Some(meta.budgets_version) || budgets.is_none() {
+                let rows: Vec<BudgetRow> = if pg {
+                    sqlx::query_as(&format!("SELECT {BUDGET_COLUMNS} FROM budgets ORDER BY id"))
                         .fetch_all(&mut *tx)
-                        .await?,
-                    )?,
-                    _ => KeysJson::join([sqlx::query_as(&keys_sql("TRUE"))
-                        .fetch_one(&mut *tx)
-                        .await?]),
-                });
+                        .await?
+                } else {
+                    let json: String = sqlx::query_scalar(&sqlite_json_rows(
+                        BUDGET_COLUMNS,
+                        "budgets",
+                        Some("id"),
+                    ))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    from_json_rows("budgets", &json)?
+                };
+                out.budgets = Some(budgets_from_rows(rows)?);
+            }
+            let prices_current = held
+                .prices
+                .is_some_and(|(v, next)| v == meta.prices_version && next.is_none_or(|n| at < n));
+            if !prices_current {
+                out.prices = Some(effective_prices!(tx, at)?);
+            }
+            let in_force: &[Budget] = match (&out.budgets, budgets) {
+                (Some(b), _) => b,
+                (None, Some(b)) => b,
+                (None, None) => &[],
+            };
+            let window_starts = starts(in_force, at);
+            out.counters = counters_at!(tx, pg, &window_starts);
+            let acks: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT reporter, acked_seq FROM reporters WHERE last_seen >= $1 AND acked_seq > 0",
+            )
+            .bind(reporters_since)
+            .fetch_all(&mut *tx)
+            .await?;
+            out.reporters = acks
+                .into_iter()
+                .map(|(r, s)| (r, super::to_u64(s)))
+                .collect();
+            if let Some(aside) = keys_aside {
+                let mut buckets = match aside.await {
+                    Ok(read) => read?,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                };
+                if buckets.is_empty() || buckets.iter().any(|b| b.keys_version != meta.keys_version)
+                {
+                    buckets = sqlx::query_as(key_buckets::SELECT_BUCKETS)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                }
+                out.keys = Some(KeysJson::from_buckets(buckets));
             }
             tx.commit().await?;
             Ok(out)
