@@ -138,7 +138,9 @@ impl Store {
             // 1. The ledger, and meanwhile (while the database works) the counter deltas of
             // the whole batch, which are the ones to add unless some ids were stored before.
             if !pg {
-                // SQLite's way to tell new ids from stored ones, see `insert_events`.
+                // SQLite's way to tell new ids from stored ones, see `insert_events`. Opened
+                // here rather than there so that the deltas below overlap the insert itself,
+                // not this statement.
                 sqlx::query("SAVEPOINT ledger").execute(&mut *tx).await?;
             }
             let (inserted, all_new) =
