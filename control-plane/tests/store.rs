@@ -267,15 +267,17 @@ store_test!(
         assert_eq!(spent[&other.id], Decimal::ZERO);
         let yesterday = store.spend_now(&budgets, NOW - DAY).await.unwrap();
         assert_eq!(yesterday[&org.id], d("0.25"));
-        // Stored and new ids in one batch: only the new one is stored and counted.
+        // Stored and new ids in one batch, a stored one between new ones: only the new ones
+        // are stored and counted.
         let mixed = vec![
+            event("e4", "r1", 4, NOW, &p, "0.01"),
             event("e2", "r1", 2, NOW - DAY, &p, "0.25"),
             event("e3", "r1", 3, NOW, &p, "0.05"),
         ];
         let out = store.ingest(&mixed, NOW, &cache).await.unwrap();
-        assert_eq!((out.accepted, out.duplicate), (1, 1));
+        assert_eq!((out.accepted, out.duplicate), (2, 1));
         let spent = store.spend_now(&budgets, NOW).await.unwrap();
-        assert_eq!((spent[&org.id], spent[&key.id]), (d("0.15"), d("0.40")));
+        assert_eq!((spent[&org.id], spent[&key.id]), (d("0.16"), d("0.41")));
     }
 );
 

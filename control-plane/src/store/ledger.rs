@@ -13,7 +13,9 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 
 use rust_decimal::Decimal;
+use tollgate_core::cost::CostBreakdown;
 use tollgate_core::event::UsageEvent;
+use tollgate_core::usage::Usage;
 
 use super::budgets::{budgets_from_rows, enum_name, BudgetRow, BUDGET_COLUMNS};
 use super::{
@@ -59,18 +61,6 @@ struct EventRow<'a> {
 impl<'a> EventRow<'a> {
     fn new(index: usize, e: &'a UsageEvent) -> Result<Self, StoreError> {
         let field = |f: &'static str| move || format!("events[{index}].{f}");
-        // Serialised straight from the typed values (no `Value` tree): this runs 10,000 times
-        // for a full batch.
-        #[derive(serde::Serialize)]
-        struct Detail<'a> {
-            usage: &'a tollgate_core::usage::Usage,
-            cost: &'a tollgate_core::cost::CostBreakdown,
-        }
-        let detail = serde_json::to_string(&Detail {
-            usage: &e.usage,
-            cost: &e.cost,
-        })
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(EventRow {
             e,
             seq: to_i64(field("seq"), e.seq)?,
@@ -81,9 +71,49 @@ impl<'a> EventRow<'a> {
             status: i32::from(e.status),
             input_tokens: to_i64(field("usage"), e.usage.prompt_total())?,
             output_tokens: to_i64(field("usage.output"), e.usage.output)?,
-            detail,
+            detail: detail_json(&e.usage, &e.cost),
         })
     }
+}
+
+/// The ledger's `detail` column: the event's token counts and cost buckets as JSON, with the
+/// buckets that are zero left out (`cost.total` always there). An event uses two or three of
+/// the six buckets; written in full, the zeros were a third of every ledger row that each
+/// batch writes and syncs. Built by hand (fixed keys, numbers and decimal strings need no
+/// escaping): this runs for every event of every batch.
+fn detail_json(usage: &Usage, cost: &CostBreakdown) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(128);
+    s.push_str("{\"usage\":{");
+    let mut sep = "";
+    for (name, v) in [
+        ("input_uncached", usage.input_uncached),
+        ("cache_read", usage.cache_read),
+        ("cache_write_5m", usage.cache_write_5m),
+        ("cache_write_1h", usage.cache_write_1h),
+        ("output", usage.output),
+        ("reasoning", usage.reasoning),
+    ] {
+        if v != 0 {
+            let _ = write!(s, "{sep}\"{name}\":{v}");
+            sep = ",";
+        }
+    }
+    s.push_str("},\"cost\":{");
+    for (name, v) in [
+        ("input", cost.input),
+        ("cache_read", cost.cache_read),
+        ("cache_write_5m", cost.cache_write_5m),
+        ("cache_write_1h", cost.cache_write_1h),
+        ("output", cost.output),
+        ("reasoning", cost.reasoning),
+    ] {
+        if !v.is_zero() {
+            let _ = write!(s, "\"{name}\":\"{v}\",");
+        }
+    }
+    let _ = write!(s, "\"total\":\"{}\"}}}}", cost.total);
+    s
 }
 
 impl Store {
@@ -137,12 +167,6 @@ impl Store {
 
             // 1. The ledger, and meanwhile (while the database works) the counter deltas of
             // the whole batch, which are the ones to add unless some ids were stored before.
-            if !pg {
-                // SQLite's way to tell new ids from stored ones, see `insert_events`. Opened
-                // here rather than there so that the deltas below overlap the insert itself,
-                // not this statement.
-                sqlx::query("SAVEPOINT ledger").execute(&mut *tx).await?;
-            }
             let (inserted, all_new) =
                 tokio::join!(Bulk::insert_events(&mut *tx, &rows, now), async {
                     deltas(&index, rows.iter().map(|r| r.e))
@@ -289,12 +313,10 @@ const LEDGER_COLUMNS: &str = "id, reporter, seq, ts, org_id, project_id, user_id
      api, charge, uncharged, status, stream, price_version, input_tokens, output_tokens, \
      cost_usd, detail, received_at";
 
-/// SQLite: the multi-row `INSERT` of `chunk` into the ledger, skipping stored ids, returning
-/// the new ones when `returning`.
+/// SQLite: the multi-row `INSERT` of `chunk` into the ledger, skipping stored ids.
 fn sqlite_ledger_insert<'a>(
     chunk: &'a [EventRow<'a>],
     now: i64,
-    returning: bool,
 ) -> sqlx::QueryBuilder<'a, sqlx::Sqlite> {
     let mut qb = sqlx::QueryBuilder::new(format!("INSERT INTO usage_events ({LEDGER_COLUMNS}) "));
     qb.push_values(chunk, |mut b, r| {
@@ -321,9 +343,6 @@ fn sqlite_ledger_insert<'a>(
             .push_bind(now);
     });
     qb.push(" ON CONFLICT (id) DO NOTHING");
-    if returning {
-        qb.push(" RETURNING id");
-    }
     qb
 }
 
@@ -333,42 +352,40 @@ fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, StoreError> 
 }
 
 impl Bulk for SqliteConnection {
-    /// Runs inside the savepoint `ledger`, which the caller opened.
     async fn insert_events(
         &mut self,
         rows: &[EventRow<'_>],
         now: i64,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        // A fresh batch (the common case) has no stored ids: insert without `RETURNING`,
-        // whose rows sqlx hands over one at a time (a third of the insert's time), and count.
-        // When the count is short, some ids were stored before: undo, and insert again
-        // returning the new ids.
+        // Without `RETURNING`, whose rows sqlx hands over one at a time (a third of the
+        // insert's time), and counted. When the count is short some ids were stored before;
+        // the new rows are then the last ones: this connection is the only writer, and SQLite
+        // gives each new row the highest rowid plus one.
         let mut stored = 0;
         for chunk in rows.chunks(LEDGER_CHUNK) {
-            stored += sqlite_ledger_insert(chunk, now, false)
+            stored += sqlite_ledger_insert(chunk, now)
                 .build()
                 .execute(&mut *self)
                 .await?
                 .rows_affected();
         }
-        let inserted = if stored == rows.len() as u64 {
-            None
-        } else {
-            sqlx::query("ROLLBACK TO ledger")
-                .execute(&mut *self)
-                .await?;
-            let mut ids = Vec::with_capacity(rows.len());
-            for chunk in rows.chunks(LEDGER_CHUNK) {
-                let new: Vec<String> = sqlite_ledger_insert(chunk, now, true)
-                    .build_query_scalar()
-                    .fetch_all(&mut *self)
-                    .await?;
-                ids.extend(new);
-            }
-            Some(ids)
-        };
-        sqlx::query("RELEASE ledger").execute(&mut *self).await?;
-        Ok(inserted)
+        if stored == rows.len() as u64 {
+            return Ok(None);
+        }
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM usage_events \
+             WHERE rowid > (SELECT max(rowid) FROM usage_events) - $1",
+        )
+        .bind(to_i64(|| "events".into(), stored)?)
+        .fetch_all(&mut *self)
+        .await?;
+        if ids.len() as u64 != stored {
+            return Err(StoreError::Corrupt(format!(
+                "usage_events: {stored} rows stored, {} found at the end",
+                ids.len()
+            )));
+        }
+        Ok(Some(ids))
     }
 
     async fn add_to_counters(&mut self, deltas: &[(&str, i64, Decimal)]) -> Result<(), StoreError> {
@@ -496,5 +513,53 @@ impl Bulk for PgConnection {
         .execute(&mut *self)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use serde_json::Value;
+
+    /// The detail holds every non-zero count and bucket exactly (decimal strings keep their
+    /// scale), the total always, and nothing else.
+    #[test]
+    fn detail_keeps_what_is_not_zero() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        let usage = Usage {
+            input_uncached: 1200,
+            cache_read: 0,
+            cache_write_5m: 7,
+            cache_write_1h: 0,
+            output: 300,
+            reasoning: 18_446_744_073_709_551_615,
+        };
+        let cost = CostBreakdown {
+            input: d("0.000300"),
+            cache_read: Decimal::ZERO,
+            cache_write_5m: d("0.0000000000000000000000000001"),
+            cache_write_1h: d("0.000"),
+            output: d("1.5"),
+            reasoning: Decimal::ZERO,
+            total: d("1.5003000000000000000000000001"),
+        };
+        let v: Value = serde_json::from_str(&detail_json(&usage, &cost)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "usage": {"input_uncached": 1200, "cache_write_5m": 7, "output": 300,
+                          "reasoning": 18_446_744_073_709_551_615_u64},
+                "cost": {"input": "0.000300", "cache_write_5m": "0.0000000000000000000000000001",
+                         "output": "1.5", "total": "1.5003000000000000000000000001"}
+            })
+        );
+        let zero: Value =
+            serde_json::from_str(&detail_json(&Usage::default(), &CostBreakdown::default()))
+                .unwrap();
+        assert_eq!(
+            zero,
+            serde_json::json!({"usage": {}, "cost": {"total": "0"}})
+        );
     }
 }

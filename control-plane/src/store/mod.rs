@@ -268,6 +268,9 @@ impl Store {
         // 64 MiB of page cache (the default is 2 MiB): ledger index inserts stay in memory
         // as the ledger grows instead of reading pages back through the OS.
         .pragma("cache_size", "-65536")
+        // Statement journals in memory: a multi-row insert journals the pages it changes so
+        // that it can be undone alone, and past 64 KiB SQLite would spill that to a temp file.
+        .pragma("temp_store", "MEMORY")
         // Checkpoint the WAL every ~16 MiB rather than every 4 MiB: fewer, larger
         // write-backs on the commit path of usage batches.
         .pragma("wal_autocheckpoint", "4000");
