@@ -443,6 +443,43 @@ store_test!(concurrent_batches_lose_no_update, |store| {
     assert_eq!(spent[&b.id], d("8.00"), "8 tasks × 100 events × $0.01");
 });
 
+// A retried batch racing the original (and other overlapping batches): every event is stored
+// and counted once, whichever transaction gets there first.
+store_test!(racing_retries_store_each_event_once, |store| {
+    let cache = Arc::new(BudgetCache::default());
+    let b = store
+        .create_budget(
+            &budget(Scope::Org, "acme", Period::Monthly, "UTC", "1000"),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let p = principal("acme", None, None, None);
+    let mut tasks = Vec::new();
+    for t in 0..6u64 {
+        let (store, cache, p) = (store.clone(), cache.clone(), p.clone());
+        tasks.push(tokio::spawn(async move {
+            // Ids 10·t to 10·t + 39: each overlaps the next three tasks' batches.
+            let events: Vec<_> = (t * 10 + 1..=t * 10 + 40)
+                .map(|seq| event(&format!("e{seq}"), "r", seq, NOW, &p, "0.01"))
+                .collect();
+            store.ingest(&events, NOW, &cache).await.unwrap()
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        let out = t.await.unwrap();
+        assert_eq!(out.accepted + out.duplicate, 40);
+        accepted += out.accepted;
+    }
+    assert_eq!(accepted, 90, "ids 1 to 90, each once");
+    let spent = store
+        .spend_now(std::slice::from_ref(&b), NOW)
+        .await
+        .unwrap();
+    assert_eq!(spent[&b.id], d("0.90"));
+});
+
 store_test!(price_revisions_take_effect_in_order, |store| {
     let price = |input: i64| ModelPrice::flat(Decimal::new(input, 6), Decimal::new(input * 4, 6));
     let rev = |model: &str, from: i64, p: Option<ModelPrice>| NewRevision {

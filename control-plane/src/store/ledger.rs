@@ -9,8 +9,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgArguments, PgConnection};
 use sqlx::sqlite::SqliteConnection;
+use sqlx::Arguments;
 
 use rust_decimal::Decimal;
 use tollgate_core::cost::CostBreakdown;
@@ -136,71 +137,84 @@ impl Store {
             return Ok(IngestOutcome::default());
         }
         with_pool!(self, write, |pool, pg| {
-            let mut tx = pool.begin_with(begin_write(pg)).await?;
-            if pg {
-                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-                    .bind(BUDGET_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-
-            // The budgets this transaction charges: the cached index unless budgets changed.
-            let budgets_version: i64 =
-                sqlx::query_scalar("SELECT budgets_version FROM meta WHERE id = 1")
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let index = match budgets.get(budgets_version) {
-                Some(index) => index,
-                None => {
-                    let rows: Vec<BudgetRow> =
-                        sqlx::query_as(&format!("SELECT {BUDGET_COLUMNS} FROM budgets"))
-                            .fetch_all(&mut *tx)
-                            .await?;
-                    let index = std::sync::Arc::new(BudgetIndex::new(
-                        budgets_version,
-                        &budgets_from_rows(rows)?,
-                    ));
-                    budgets.put(index.clone());
-                    index
+            // PostgreSQL inserts the ledger rows plainly first: `ON CONFLICT` costs a third
+            // of the insert, and a batch almost never repeats an id. When one does, the
+            // unique violation aborts the transaction, which runs again skipping stored ids.
+            let mut skip_stored = !pg;
+            'attempt: loop {
+                let mut tx = pool.begin_with(begin_write(pg)).await?;
+                if pg {
+                    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                        .bind(BUDGET_LOCK)
+                        .execute(&mut *tx)
+                        .await?;
                 }
-            };
 
-            // 1. The ledger, and meanwhile (while the database works) the counter deltas of
-            // the whole batch, which are the ones to add unless some ids were stored before.
-            let (inserted, all_new) =
-                tokio::join!(Bulk::insert_events(&mut *tx, &rows, now), async {
-                    deltas(&index, rows.iter().map(|r| r.e))
-                },);
-            let (new_events, d): (Vec<&UsageEvent>, _) = match inserted? {
-                None => (rows.iter().map(|r| r.e).collect(), all_new),
-                Some(ids) => {
-                    let ids: HashSet<String> = ids.into_iter().collect();
-                    let new: Vec<&UsageEvent> = rows
-                        .iter()
-                        .map(|r| r.e)
-                        .filter(|e| ids.contains(&e.id))
-                        .collect();
-                    let d = deltas(&index, new.iter().copied());
-                    (new, d)
+                // The budgets this transaction charges: the cached index unless budgets changed.
+                let budgets_version: i64 =
+                    sqlx::query_scalar("SELECT budgets_version FROM meta WHERE id = 1")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let index = match budgets.get(budgets_version) {
+                    Some(index) => index,
+                    None => {
+                        let rows: Vec<BudgetRow> =
+                            sqlx::query_as(&format!("SELECT {BUDGET_COLUMNS} FROM budgets"))
+                                .fetch_all(&mut *tx)
+                                .await?;
+                        let index = std::sync::Arc::new(BudgetIndex::new(
+                            budgets_version,
+                            &budgets_from_rows(rows)?,
+                        ));
+                        budgets.put(index.clone());
+                        index
+                    }
+                };
+
+                // 1. The ledger, and meanwhile (while the database works) the counter deltas of
+                // the whole batch, which are the ones to add unless some ids were stored before.
+                let (inserted, all_new) = tokio::join!(
+                    Bulk::insert_events(&mut *tx, &rows, now, skip_stored),
+                    async { deltas(&index, rows.iter().map(|r| r.e)) },
+                );
+                let inserted = match inserted {
+                    Err(e) if !skip_stored && is_unique_violation(&e) => {
+                        tx.rollback().await?;
+                        skip_stored = true;
+                        continue 'attempt;
+                    }
+                    other => other?,
+                };
+                let (new_events, d): (Vec<&UsageEvent>, _) = match inserted {
+                    None => (rows.iter().map(|r| r.e).collect(), all_new),
+                    Some(ids) => {
+                        let ids: HashSet<String> = ids.into_iter().collect();
+                        let new: Vec<&UsageEvent> = rows
+                            .iter()
+                            .map(|r| r.e)
+                            .filter(|e| ids.contains(&e.id))
+                            .collect();
+                        let d = deltas(&index, new.iter().copied());
+                        (new, d)
+                    }
+                };
+
+                // 2. Spend counters, in key order (lock order on PostgreSQL).
+                let d = d.map_err(StoreError::Corrupt)?;
+                let d: Vec<(&str, i64, Decimal)> =
+                    d.iter().map(|((id, s), v)| (id.as_str(), *s, *v)).collect();
+                Bulk::add_to_counters(&mut *tx, &d).await?;
+
+                // 3. Reporter acknowledgements.
+                let mut by_reporter: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+                for e in &new_events {
+                    by_reporter
+                        .entry(e.reporter.as_str())
+                        .or_default()
+                        .push(e.seq);
                 }
-            };
-
-            // 2. Spend counters, in key order (lock order on PostgreSQL).
-            let d = d.map_err(StoreError::Corrupt)?;
-            let d: Vec<(&str, i64, Decimal)> =
-                d.iter().map(|((id, s), v)| (id.as_str(), *s, *v)).collect();
-            Bulk::add_to_counters(&mut *tx, &d).await?;
-
-            // 3. Reporter acknowledgements.
-            let mut by_reporter: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-            for e in &new_events {
-                by_reporter
-                    .entry(e.reporter.as_str())
-                    .or_default()
-                    .push(e.seq);
-            }
-            for (reporter, seqs) in by_reporter {
-                sqlx::query(
+                for (reporter, seqs) in by_reporter {
+                    sqlx::query(
                     "INSERT INTO reporters (reporter, acked_seq, last_seen) VALUES ($1, 0, $2) \
                      ON CONFLICT (reporter) DO NOTHING",
                 )
@@ -208,101 +222,113 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                let acked: i64 = sqlx::query_scalar(if pg {
-                    "SELECT acked_seq FROM reporters WHERE reporter = $1 FOR UPDATE"
-                } else {
-                    "SELECT acked_seq FROM reporters WHERE reporter = $1"
-                })
-                .bind(reporter)
-                .fetch_one(&mut *tx)
-                .await?;
-                let pending: Vec<i64> =
-                    sqlx::query_scalar("SELECT seq FROM reporter_pending WHERE reporter = $1")
-                        .bind(reporter)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                let old_acked = super::to_u64(acked);
-                let (mut new_acked, mut still) = advance_ack(
-                    old_acked,
-                    pending.iter().map(|&s| super::to_u64(s)),
-                    seqs.iter().copied(),
-                );
-                if still.len() > MAX_PENDING_SEQS {
-                    tracing::warn!(
-                        reporter,
-                        acked = new_acked,
-                        pending = still.len(),
-                        "skipping a usage sequence gap that never closed"
+                    let acked: i64 = sqlx::query_scalar(if pg {
+                        "SELECT acked_seq FROM reporters WHERE reporter = $1 FOR UPDATE"
+                    } else {
+                        "SELECT acked_seq FROM reporters WHERE reporter = $1"
+                    })
+                    .bind(reporter)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let pending: Vec<i64> =
+                        sqlx::query_scalar("SELECT seq FROM reporter_pending WHERE reporter = $1")
+                            .bind(reporter)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                    let old_acked = super::to_u64(acked);
+                    let (mut new_acked, mut still) = advance_ack(
+                        old_acked,
+                        pending.iter().map(|&s| super::to_u64(s)),
+                        seqs.iter().copied(),
                     );
-                    if let Some(&first) = still.first() {
-                        let (a, s) = advance_ack(first.saturating_sub(1), still, []);
-                        new_acked = a;
-                        still = s;
+                    if still.len() > MAX_PENDING_SEQS {
+                        tracing::warn!(
+                            reporter,
+                            acked = new_acked,
+                            pending = still.len(),
+                            "skipping a usage sequence gap that never closed"
+                        );
+                        if let Some(&first) = still.first() {
+                            let (a, s) = advance_ack(first.saturating_sub(1), still, []);
+                            new_acked = a;
+                            still = s;
+                        }
                     }
-                }
-                sqlx::query(
-                    "UPDATE reporters SET acked_seq = $1, last_seen = $2 WHERE reporter = $3",
-                )
-                .bind(to_i64(|| "seq".into(), new_acked)?)
-                .bind(now)
-                .bind(reporter)
-                .execute(&mut *tx)
-                .await?;
-                if !pending.is_empty() {
-                    sqlx::query("DELETE FROM reporter_pending WHERE reporter = $1 AND seq <= $2")
+                    sqlx::query(
+                        "UPDATE reporters SET acked_seq = $1, last_seen = $2 WHERE reporter = $3",
+                    )
+                    .bind(to_i64(|| "seq".into(), new_acked)?)
+                    .bind(now)
+                    .bind(reporter)
+                    .execute(&mut *tx)
+                    .await?;
+                    if !pending.is_empty() {
+                        sqlx::query(
+                            "DELETE FROM reporter_pending WHERE reporter = $1 AND seq <= $2",
+                        )
                         .bind(reporter)
                         .bind(to_i64(|| "seq".into(), new_acked)?)
                         .execute(&mut *tx)
                         .await?;
+                    }
+                    let fresh: Vec<i64> = seqs
+                        .iter()
+                        .filter(|s| still.contains(s))
+                        .filter_map(|&s| i64::try_from(s).ok())
+                        .collect();
+                    for chunk in fresh.chunks(COUNTER_CHUNK) {
+                        let mut qb = sqlx::QueryBuilder::new(
+                            "INSERT INTO reporter_pending (reporter, seq) ",
+                        );
+                        qb.push_values(chunk, |mut b, s| {
+                            b.push_bind(reporter).push_bind(*s);
+                        });
+                        qb.push(" ON CONFLICT (reporter, seq) DO NOTHING");
+                        qb.build().execute(&mut *tx).await?;
+                    }
                 }
-                let fresh: Vec<i64> = seqs
-                    .iter()
-                    .filter(|s| still.contains(s))
-                    .filter_map(|&s| i64::try_from(s).ok())
-                    .collect();
-                for chunk in fresh.chunks(COUNTER_CHUNK) {
-                    let mut qb =
-                        sqlx::QueryBuilder::new("INSERT INTO reporter_pending (reporter, seq) ");
-                    qb.push_values(chunk, |mut b, s| {
-                        b.push_bind(reporter).push_bind(*s);
-                    });
-                    qb.push(" ON CONFLICT (reporter, seq) DO NOTHING");
-                    qb.build().execute(&mut *tx).await?;
-                }
-            }
 
-            // 4. The version, last: on PostgreSQL its row lock is held only until commit.
-            let version = if new_events.is_empty() {
-                None
-            } else {
-                Some(
-                    sqlx::query_scalar::<_, i64>(
-                        "UPDATE meta SET version = version + 1 WHERE id = 1 RETURNING version",
+                // 4. The version, last: on PostgreSQL its row lock is held only until commit.
+                let version = if new_events.is_empty() {
+                    None
+                } else {
+                    Some(
+                        sqlx::query_scalar::<_, i64>(
+                            "UPDATE meta SET version = version + 1 WHERE id = 1 RETURNING version",
+                        )
+                        .fetch_one(&mut *tx)
+                        .await?,
                     )
-                    .fetch_one(&mut *tx)
-                    .await?,
-                )
-            };
-            tx.commit().await?;
-            let accepted = new_events.len() as u64;
-            Ok(IngestOutcome {
-                accepted,
-                duplicate: events.len() as u64 - accepted,
-                version,
-            })
+                };
+                tx.commit().await?;
+                let accepted = new_events.len() as u64;
+                break Ok(IngestOutcome {
+                    accepted,
+                    duplicate: events.len() as u64 - accepted,
+                    version,
+                });
+            }
         })
     }
+}
+
+/// A unique violation: from the ledger insert, an id stored before (the primary key is the
+/// table's only unique index).
+fn is_unique_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database(sqlx::Error::Database(d)) if d.is_unique_violation())
 }
 
 /// The bulk statements of an ingestion, per backend: SQLite takes multi-row `VALUES` (and sums
 /// money in Rust); PostgreSQL takes one array per column through `UNNEST`, which parses and
 /// binds 20 parameters instead of 20,000 and adds money in SQL.
 trait Bulk {
-    /// Inserts the events whose id is new: `None` when every one was, else the new ids.
+    /// Inserts the events: `None` when every one was new, else the new ids. Stored ids are
+    /// skipped when `skip_stored`, else they may fail the insert with a unique violation.
     async fn insert_events(
         &mut self,
         rows: &[EventRow<'_>],
         now: i64,
+        skip_stored: bool,
     ) -> Result<Option<Vec<String>>, StoreError>;
 
     /// Adds `(budget id, window start, usd)` to the counters.
@@ -352,10 +378,12 @@ fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, StoreError> 
 }
 
 impl Bulk for SqliteConnection {
+    /// Always skips stored ids: `ON CONFLICT DO NOTHING` costs SQLite nothing.
     async fn insert_events(
         &mut self,
         rows: &[EventRow<'_>],
         now: i64,
+        _skip_stored: bool,
     ) -> Result<Option<Vec<String>>, StoreError> {
         // Without `RETURNING`, whose rows sqlx hands over one at a time (a third of the
         // insert's time), and counted. When the count is short some ids were stored before;
@@ -448,48 +476,63 @@ impl Bulk for PgConnection {
         &mut self,
         rows: &[EventRow<'_>],
         now: i64,
+        skip_stored: bool,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        // One array per column. The new ids come back only when some were stored before
-        // (they would be a thousand rows for the driver to hand over, for nothing).
+        // One array per column.
         macro_rules! col {
             (|$r:ident| $e:expr) => {
                 rows.iter().map(|$r| $e).collect::<Vec<_>>()
             };
         }
-        let (count, ids): (i64, Option<Vec<String>>) = sqlx::query_as(&format!(
-            "WITH new AS (INSERT INTO usage_events ({LEDGER_COLUMNS}) \
+        let mut args = PgArguments::default();
+        macro_rules! add {
+            ($($v:expr),* $(,)?) => {
+                $(args.add($v).map_err(|e| StoreError::Corrupt(e.to_string()))?;)*
+            };
+        }
+        add!(
+            col!(|r| r.e.id.as_str()),
+            col!(|r| r.e.reporter.as_str()),
+            col!(|r| r.seq),
+            col!(|r| r.e.ts),
+            col!(|r| r.e.principal.org.as_str()),
+            col!(|r| r.e.principal.project.as_deref()),
+            col!(|r| r.e.principal.user.as_deref()),
+            col!(|r| r.e.principal.key.as_deref()),
+            col!(|r| r.e.model.as_str()),
+            col!(|r| r.api.as_str()),
+            col!(|r| r.charge.as_str()),
+            col!(|r| r.uncharged.as_deref()),
+            col!(|r| r.status),
+            col!(|r| r.e.stream),
+            col!(|r| r.price_version),
+            col!(|r| r.input_tokens),
+            col!(|r| r.output_tokens),
+            col!(|r| r.e.cost.total),
+            col!(|r| r.detail.as_str()),
+            now,
+        );
+        let insert = format!(
+            "INSERT INTO usage_events ({LEDGER_COLUMNS}) \
              SELECT u.*, $20 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], \
                $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
                $11::text[], $12::text[], $13::int4[], $14::bool[], $15::int8[], $16::int8[], \
-               $17::int8[], $18::numeric[], $19::text[]) AS u \
-             ON CONFLICT (id) DO NOTHING RETURNING id) \
-             SELECT count(*), CASE WHEN count(*) < $21 THEN array_agg(id) END FROM new"
-        ))
-        .bind(col!(|r| r.e.id.as_str()))
-        .bind(col!(|r| r.e.reporter.as_str()))
-        .bind(col!(|r| r.seq))
-        .bind(col!(|r| r.e.ts))
-        .bind(col!(|r| r.e.principal.org.as_str()))
-        .bind(col!(|r| r.e.principal.project.as_deref()))
-        .bind(col!(|r| r.e.principal.user.as_deref()))
-        .bind(col!(|r| r.e.principal.key.as_deref()))
-        .bind(col!(|r| r.e.model.as_str()))
-        .bind(col!(|r| r.api.as_str()))
-        .bind(col!(|r| r.charge.as_str()))
-        .bind(col!(|r| r.uncharged.as_deref()))
-        .bind(rows.iter().map(|r| r.status).collect::<Vec<i32>>())
-        .bind(rows.iter().map(|r| r.e.stream).collect::<Vec<bool>>())
-        .bind(col!(|r| r.price_version))
-        .bind(col!(|r| r.input_tokens))
-        .bind(col!(|r| r.output_tokens))
-        .bind(
-            rows.iter()
-                .map(|r| r.e.cost.total)
-                .collect::<Vec<Decimal>>(),
+               $17::int8[], $18::numeric[], $19::text[]) AS u"
+        );
+        if !skip_stored {
+            sqlx::query_with(&insert, args).execute(&mut *self).await?;
+            return Ok(None);
+        }
+        // The new ids come back only when some were stored before (they would be a thousand
+        // rows for the driver to hand over, for nothing).
+        add!(i64::try_from(rows.len()).unwrap_or(i64::MAX));
+        let (count, ids): (i64, Option<Vec<String>>) = sqlx::query_as_with(
+            &format!(
+                "WITH new AS ({insert} ON CONFLICT (id) DO NOTHING RETURNING id) \
+                 SELECT count(*), CASE WHEN count(*) < $21 THEN array_agg(id) END FROM new"
+            ),
+            args,
         )
-        .bind(col!(|r| r.detail.as_str()))
-        .bind(now)
-        .bind(i64::try_from(rows.len()).unwrap_or(i64::MAX))
         .fetch_one(&mut *self)
         .await?;
         Ok(if count == rows.len() as i64 {
