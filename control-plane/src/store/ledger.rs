@@ -214,20 +214,14 @@ impl Store {
                         .push(e.seq);
                 }
                 for (reporter, seqs) in by_reporter {
-                    sqlx::query(
-                    "INSERT INTO reporters (reporter, acked_seq, last_seen) VALUES ($1, 0, $2) \
-                     ON CONFLICT (reporter) DO NOTHING",
-                )
-                .bind(reporter)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                    let acked: i64 = sqlx::query_scalar(if pg {
-                        "SELECT acked_seq FROM reporters WHERE reporter = $1 FOR UPDATE"
-                    } else {
-                        "SELECT acked_seq FROM reporters WHERE reporter = $1"
-                    })
+                    // Creates the reporter's row or, on PostgreSQL, locks it.
+                    let acked: i64 = sqlx::query_scalar(
+                        "INSERT INTO reporters (reporter, acked_seq, last_seen) \
+                         VALUES ($1, 0, $2) ON CONFLICT (reporter) \
+                         DO UPDATE SET last_seen = excluded.last_seen RETURNING acked_seq",
+                    )
                     .bind(reporter)
+                    .bind(now)
                     .fetch_one(&mut *tx)
                     .await?;
                     let pending: Vec<i64> =
