@@ -1,7 +1,7 @@
 //! Spend reports from the ledger: filter by one scope, a model and a time range; group by
 //! local day, model, or any link of the chain. This is a management query over indexed ranges
-//! (`usage_events (<scope>_id, ts)`, `(ts)`), never a hot path; rows are streamed and summed
-//! in Rust so money stays exact on both backends.
+//! (`usage_events (org_id, ts)`, and `(ts)`: a BRIN index on PostgreSQL), never a hot path;
+//! rows are streamed and summed in Rust so money stays exact on both backends.
 
 use std::collections::BTreeMap;
 
