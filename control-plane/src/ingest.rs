@@ -69,17 +69,12 @@ pub fn validate(batch: &UsageBatch, now: i64) -> Result<(), BatchError> {
         if e.price_version > max {
             return Err(bad("price_version", "does not fit 63 bits".into()));
         }
-        let u = &e.usage;
-        for (field, v) in [
-            ("usage.input_uncached", u.input_uncached),
-            ("usage.cache_read", u.cache_read),
-            ("usage.cache_write_5m", u.cache_write_5m),
-            ("usage.cache_write_1h", u.cache_write_1h),
-            ("usage.output", u.output),
-            ("usage.reasoning", u.reasoning),
-        ] {
+        for (field, v) in e.usage.named_counts() {
             if v > tollgate_core::usage::MAX_TOKENS {
-                return Err(bad(field, format!("{v} tokens is absurd")));
+                return Err(bad(
+                    &format!("usage.{field}"),
+                    format!("{v} tokens is absurd"),
+                ));
             }
         }
         if e.cost.total > MAX_EVENT_COST_USD {

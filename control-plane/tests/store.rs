@@ -401,8 +401,15 @@ store_test!(reporter_acknowledgement_waits_for_gaps, |store| {
     assert_eq!(acks(&snapshots)["r1"], 5);
 });
 
-store_test!(concurrent_batches_lose_no_update, |store| {
-    let cache = Arc::new(BudgetCache::default());
+/// For the concurrency tests: a budget cache to share between tasks, a $1,000 monthly budget
+/// on the organisation `acme`, and a principal it applies to.
+async fn shared_monthly_budget(
+    store: &Store,
+) -> (
+    Arc<BudgetCache>,
+    tollgate_control_plane::store::budgets::Budget,
+    tollgate_core::principal::Principal,
+) {
     let b = store
         .create_budget(
             &budget(Scope::Org, "acme", Period::Monthly, "UTC", "1000"),
@@ -411,6 +418,11 @@ store_test!(concurrent_batches_lose_no_update, |store| {
         .await
         .unwrap();
     let p = principal("acme", None, None, None);
+    (Arc::new(BudgetCache::default()), b, p)
+}
+
+store_test!(concurrent_batches_lose_no_update, |store| {
+    let (cache, b, p) = shared_monthly_budget(&store).await;
     let mut tasks = Vec::new();
     for t in 0..8u64 {
         let (store, cache, p) = (store.clone(), cache.clone(), p.clone());
@@ -446,15 +458,7 @@ store_test!(concurrent_batches_lose_no_update, |store| {
 // A retried batch racing the original (and other overlapping batches): every event is stored
 // and counted once, whichever transaction gets there first.
 store_test!(racing_retries_store_each_event_once, |store| {
-    let cache = Arc::new(BudgetCache::default());
-    let b = store
-        .create_budget(
-            &budget(Scope::Org, "acme", Period::Monthly, "UTC", "1000"),
-            NOW,
-        )
-        .await
-        .unwrap();
-    let p = principal("acme", None, None, None);
+    let (cache, b, p) = shared_monthly_budget(&store).await;
     let mut tasks = Vec::new();
     for t in 0..6u64 {
         let (store, cache, p) = (store.clone(), cache.clone(), p.clone());

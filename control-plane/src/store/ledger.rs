@@ -87,28 +87,14 @@ fn detail_json(usage: &Usage, cost: &CostBreakdown) -> String {
     let mut s = String::with_capacity(128);
     s.push_str("{\"usage\":{");
     let mut sep = "";
-    for (name, v) in [
-        ("input_uncached", usage.input_uncached),
-        ("cache_read", usage.cache_read),
-        ("cache_write_5m", usage.cache_write_5m),
-        ("cache_write_1h", usage.cache_write_1h),
-        ("output", usage.output),
-        ("reasoning", usage.reasoning),
-    ] {
+    for (name, v) in usage.named_counts() {
         if v != 0 {
             let _ = write!(s, "{sep}\"{name}\":{v}");
             sep = ",";
         }
     }
     s.push_str("},\"cost\":{");
-    for (name, v) in [
-        ("input", cost.input),
-        ("cache_read", cost.cache_read),
-        ("cache_write_5m", cost.cache_write_5m),
-        ("cache_write_1h", cost.cache_write_1h),
-        ("output", cost.output),
-        ("reasoning", cost.reasoning),
-    ] {
+    for (name, v) in cost.named_buckets() {
         if !v.is_zero() {
             let _ = write!(s, "\"{name}\":\"{v}\",");
         }

@@ -51,6 +51,18 @@ impl CostBreakdown {
         ]
     }
 
+    /// The six buckets by their serialized names, in the order of [`CostBreakdown::buckets`].
+    pub fn named_buckets(&self) -> [(&'static str, Decimal); 6] {
+        [
+            ("input", self.input),
+            ("cache_read", self.cache_read),
+            ("cache_write_5m", self.cache_write_5m),
+            ("cache_write_1h", self.cache_write_1h),
+            ("output", self.output),
+            ("reasoning", self.reasoning),
+        ]
+    }
+
     /// The completion side, as LiteLLM's second return value: output plus reasoning.
     pub fn completion(&self) -> Decimal {
         self.output + self.reasoning
@@ -119,6 +131,40 @@ mod tests {
     use crate::pricing::{Rates, ThresholdTier};
     use proptest::prelude::*;
     use std::str::FromStr;
+
+    /// The names the control plane writes to its ledger and error messages are the serialized
+    /// field names, for the cost buckets and the token counts alike.
+    #[test]
+    fn named_buckets_and_counts_are_the_serialized_fields() {
+        let c = CostBreakdown {
+            input: Decimal::new(1, 0),
+            cache_read: Decimal::new(2, 0),
+            cache_write_5m: Decimal::new(3, 0),
+            cache_write_1h: Decimal::new(4, 0),
+            output: Decimal::new(5, 0),
+            reasoning: Decimal::new(6, 0),
+            total: Decimal::new(21, 0),
+        };
+        let json = serde_json::to_value(c).unwrap_or_default();
+        for (name, v) in c.named_buckets() {
+            assert_eq!(json[name], serde_json::json!(v.to_string()), "{name}");
+        }
+        assert_eq!(c.named_buckets().map(|(_, v)| v), c.buckets());
+        let u = Usage {
+            input_uncached: 1,
+            cache_read: 2,
+            cache_write_5m: 3,
+            cache_write_1h: 4,
+            output: 5,
+            reasoning: 6,
+        };
+        let json = serde_json::to_value(u).unwrap_or_default();
+        let named = u.named_counts();
+        for (name, v) in named {
+            assert_eq!(json[name], serde_json::json!(v), "{name}");
+        }
+        assert_eq!(json.as_object().map(|o| o.len()), Some(named.len()));
+    }
 
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()

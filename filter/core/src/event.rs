@@ -195,17 +195,10 @@ impl UsageEvent {
         text("model", &self.model)?;
         text("principal.org", &self.principal.org)?;
         let c = &self.cost;
-        let buckets = [
-            ("input", c.input),
-            ("cache_read", c.cache_read),
-            ("cache_write_5m", c.cache_write_5m),
-            ("cache_write_1h", c.cache_write_1h),
-            ("output", c.output),
-            ("reasoning", c.reasoning),
-            ("total", c.total),
-        ];
+        let buckets = c.named_buckets();
         if let Some((field, _)) = buckets
             .iter()
+            .chain([("total", c.total)].iter())
             .find(|(_, v)| v.is_sign_negative() && !v.is_zero())
         {
             return Err(EventError::NegativeCost { index, field });
@@ -214,7 +207,6 @@ impl UsageEvent {
         if self.charge == Charge::Actual {
             let sum = buckets
                 .iter()
-                .take(6)
                 .try_fold(Decimal::ZERO, |acc, (_, v)| acc.checked_add(*v))
                 .unwrap_or(Decimal::MAX);
             if sum != c.total {

@@ -57,6 +57,18 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// The six counts by their serialized names.
+    pub fn named_counts(&self) -> [(&'static str, u64); 6] {
+        [
+            ("input_uncached", self.input_uncached),
+            ("cache_read", self.cache_read),
+            ("cache_write_5m", self.cache_write_5m),
+            ("cache_write_1h", self.cache_write_1h),
+            ("output", self.output),
+            ("reasoning", self.reasoning),
+        ]
+    }
+
     /// All prompt tokens, cached ones included: what long-context tiers are measured against.
     pub fn prompt_total(&self) -> u64 {
         self.input_uncached
