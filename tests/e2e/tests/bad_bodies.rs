@@ -25,6 +25,8 @@ use common::ledger_reaches;
 /// The filter's default `limits.max_request_body_bytes` (4 MiB), which the shipped config
 /// keeps.
 const FILTER_BODY_LIMIT: usize = 4 << 20;
+/// Envoy's own answer to a request body over the listener's buffer limit.
+const ENVOY_413: &str = "Payload Too Large";
 
 fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
@@ -199,6 +201,13 @@ fn bad_bodies_get_clear_answers_and_leave_the_filter_alive() {
     for (what, body, status, says) in cases {
         let before = stack.envoy.stats("tollgate_requests_refused").unwrap();
         let seen = send(&stack, &chain, chat, &[], body.into());
+        // Envoy sends a wasm filter's reply after the filter's callback returns, and buffers
+        // the data the callback was given first: when one read carries a body far over the
+        // filter's limit past the listener's 5 MiB buffer, Envoy refuses it itself. Refused
+        // either way; which answer comes depends on read sizes.
+        if what == "far over the body limit" && seen.status == 413 && seen.text() == ENVOY_413 {
+            continue;
+        }
         refused(&seen, status, says, what);
         counters_move(
             &stack,
