@@ -133,3 +133,8 @@ pub fn batch(reporter: &str, n: u64, size: u64, keys: u64, orgs: u64, ts: i64) -
         .collect();
     UsageBatch { events }
 }
+
+/// The `tollgate` binary's allocator (see `control-plane/src/main.rs`), so that the benches
+/// measure what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
