@@ -234,14 +234,12 @@ impl Store {
                             still = s;
                         }
                     }
-                    sqlx::query(
-                        "UPDATE reporters SET acked_seq = $1, last_seen = $2 WHERE reporter = $3",
-                    )
-                    .bind(to_i64(|| "seq".into(), new_acked)?)
-                    .bind(now)
-                    .bind(reporter)
-                    .execute(&mut *tx)
-                    .await?;
+                    // `last_seen` was set by the upsert above.
+                    sqlx::query("UPDATE reporters SET acked_seq = $1 WHERE reporter = $2")
+                        .bind(to_i64(|| "seq".into(), new_acked)?)
+                        .bind(reporter)
+                        .execute(&mut *tx)
+                        .await?;
                     if !pending.is_empty() {
                         sqlx::query(
                             "DELETE FROM reporter_pending WHERE reporter = $1 AND seq <= $2",

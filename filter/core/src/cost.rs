@@ -41,14 +41,7 @@ impl CostBreakdown {
     /// The six buckets, `total` excluded: input, cache read, 5m and 1h cache writes, output,
     /// reasoning.
     pub fn buckets(&self) -> [Decimal; 6] {
-        [
-            self.input,
-            self.cache_read,
-            self.cache_write_5m,
-            self.cache_write_1h,
-            self.output,
-            self.reasoning,
-        ]
+        self.named_buckets().map(|(_, v)| v)
     }
 
     /// The six buckets by their serialized names, in the order of [`CostBreakdown::buckets`].
