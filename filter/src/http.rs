@@ -25,7 +25,7 @@ use tollgate_core::principal::Principal;
 use tollgate_core::route::{provider, route};
 use tollgate_core::snapshot::{SnapshotBudget, SnapshotIndex};
 use tollgate_core::sync::QueuedUsage;
-use tollgate_core::usage::{from_json, ApiFormat, SseUsage, Usage};
+use tollgate_core::usage::{served_json, ApiFormat, SseUsage, Usage};
 
 use crate::host::{self, Headers};
 use crate::root::Shared;
@@ -51,6 +51,8 @@ struct Reserved {
 /// A request let through, with what settling it needs.
 struct Admitted {
     model: String,
+    /// The model the request named, when the provider said another one served it.
+    requested_model: Option<String>,
     price: Option<ModelPrice>,
     price_version: u64,
     estimate: Decimal,
@@ -271,6 +273,47 @@ impl Stream {
         Ok(admitted)
     }
 
+    /// The request body is complete (end of stream, or trailers): read up to `max_bytes` of
+    /// it, decide, and let the request go on or answer it locally.
+    fn judge(&mut self, max_bytes: usize) -> Action {
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, max_bytes)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if body.len() > self.shared.config.limits.max_request_body_bytes {
+            return self.refuse_too_large();
+        }
+        match self.admit(&body, host::now_s()) {
+            Ok(adm) => {
+                host::set_filter_state(
+                    "tollgate.decision",
+                    if adm.shadow_denied {
+                        "shadow_deny"
+                    } else {
+                        "allow"
+                    },
+                );
+                self.admitted = Some(adm);
+                Action::Continue
+            }
+            Err((reply, decision)) => {
+                self.request = None;
+                self.reply(&reply, decision)
+            }
+        }
+    }
+
+    fn refuse_too_large(&mut self) -> Action {
+        self.request = None;
+        let limit = self.shared.config.limits.max_request_body_bytes;
+        let r = gate::error(
+            413,
+            "request_too_large",
+            &format!("Tollgate: request body over {limit} bytes"),
+        );
+        self.reply(&r, "refused")
+    }
+
     /// Decides against every budget on the chain and reserves the estimate on each, retrying
     /// the whole decision when another worker changed a budget in between (CAS).
     fn reserve(
@@ -365,6 +408,7 @@ impl Stream {
                 .allowed(allow.would_deny_count, allow.soft_count);
             return Ok(Admitted {
                 model: String::new(),
+                requested_model: None,
                 price: None,
                 price_version: 0,
                 estimate,
@@ -402,12 +446,18 @@ impl Stream {
             return;
         }
         self.settled = true;
-        let usage = self.measured(ended);
-        let (Some(adm), Some(req)) = (self.admitted.take(), self.request.take()) else {
+        let measured = self.measured(ended);
+        let (Some(mut adm), Some(req)) = (self.admitted.take(), self.request.take()) else {
             return;
         };
         let shared = Rc::clone(&self.shared);
         let metrics = &shared.metrics;
+        let usage = measured.map(|(usage, served)| {
+            if let Some(served) = served {
+                self.price_served(&mut adm, &req, &served);
+            }
+            usage
+        });
         let (usage, cost_breakdown, charge, uncharged) = match (usage, &adm.price) {
             (Ok(u), Some(p)) => match cost(p, &u) {
                 Ok(c) => (u, c, Charge::Actual, None),
@@ -446,6 +496,9 @@ impl Stream {
                 .unwrap_or(0),
         );
         host::set_filter_state("tollgate.cost", &total.normalize().to_string());
+        if let Some(requested) = &adm.requested_model {
+            host::set_filter_state("tollgate.requested_model", requested);
+        }
         let event = UsageEvent {
             id: String::new(),
             reporter: String::new(),
@@ -465,24 +518,25 @@ impl Stream {
         self.shared.send_usage(&QueuedUsage { event, charges });
     }
 
-    /// Usage from the response, or why there is none.
-    fn measured(&mut self, ended: bool) -> Result<Usage, UnchargedReason> {
+    /// Usage from the response and the model it says served the request, or why there is
+    /// no usage.
+    fn measured(&mut self, ended: bool) -> Result<(Usage, Option<String>), UnchargedReason> {
         let Some(status) = self.status else {
             return Err(UnchargedReason::ClientDisconnect);
         };
-        if !(200..300).contains(&status) {
-            return Err(UnchargedReason::UpstreamError);
+        if let Some(reason) = UnchargedReason::for_status(status) {
+            return Err(reason);
         }
         let format = self.request.as_ref().map(|r| r.format);
         match (self.meter.take(), format) {
             (Some(Meter::Json { overflow: true, .. }), _) => Err(UnchargedReason::TooLarge),
             (Some(Meter::Json { body, .. }), Some(f)) if ended => {
-                from_json(f, &body).map_err(|_| UnchargedReason::NoUsage)
+                served_json(f, &body).map_err(|_| UnchargedReason::NoUsage)
             }
             (Some(Meter::Sse(p)), _) => {
                 let out = p.finish();
                 match (out.usage, out.complete || ended && out.usage.is_some()) {
-                    (Some(u), true) => Ok(u),
+                    (Some(u), true) => Ok((u, out.model)),
                     (Some(_), false) | (None, _) if !ended => Err(UnchargedReason::Truncated),
                     _ => Err(UnchargedReason::NoUsage),
                 }
@@ -491,13 +545,37 @@ impl Stream {
         }
     }
 
+    /// The provider names the model that served the request: when it differs from the one
+    /// priced at admission and the book prices it, settle on it (OpenAI answers `gpt-4o` with
+    /// `gpt-4o-2024-08-06`, a router or an alias may serve another model altogether).
+    fn price_served(&self, adm: &mut Admitted, req: &Identified, served: &str) {
+        if served == adm.model {
+            return;
+        }
+        let book = &req.snapshot.snapshot.prices;
+        let Some((key, price)) = book.lookup(served, Some(provider(req.format))) else {
+            return;
+        };
+        if key == adm.model {
+            return;
+        }
+        adm.requested_model = Some(std::mem::replace(&mut adm.model, key.to_string()));
+        adm.price = Some(price.clone());
+    }
+
     fn by_policy(
         &self,
         adm: &Admitted,
         usage: Usage,
         reason: UnchargedReason,
     ) -> (Usage, CostBreakdown, Charge, Option<UnchargedReason>) {
-        match self.shared.config.missing_usage {
+        let cfg = &self.shared.config;
+        let policy = if reason.is_provider_refusal() {
+            cfg.provider_errors
+        } else {
+            cfg.missing_usage
+        };
+        match policy {
             MissingUsage::ChargeEstimate => (
                 usage,
                 CostBreakdown {
@@ -552,9 +630,12 @@ impl HttpContext for Stream {
                     // A metered route without a body cannot name a model.
                     return self.on_http_request_body(0, true);
                 }
-                // Headers go on now (Envoy turns a paused request header phase into "stop
-                // everything", body callbacks included); the body is held in the body phase
-                // until the decision, and a refused request never sends it upstream.
+                // Headers go on now: proxy-wasm's `Pause` here would stop the body callbacks
+                // too (Envoy's StopAllIteration). The body is held in the body phase until the
+                // decision, and Envoy's `buffer` filter placed between Tollgate and the router
+                // (shipped configs) holds the headers until the body is complete, so nothing
+                // of a request, headers and provider key included, reaches the upstream before
+                // Tollgate admitted it, however the body ends (end of stream, trailers, reset).
                 Action::Continue
             }
             Err(reply) => self.reply(&reply, "refused"),
@@ -565,41 +646,24 @@ impl HttpContext for Stream {
         if self.request.is_none() || self.admitted.is_some() {
             return Action::Continue;
         }
-        let limit = self.shared.config.limits.max_request_body_bytes;
-        if body_size > limit {
-            self.request = None;
-            let r = gate::error(
-                413,
-                "request_too_large",
-                &format!("Tollgate: request body over {limit} bytes"),
-            );
-            return self.reply(&r, "refused");
+        if body_size > self.shared.config.limits.max_request_body_bytes {
+            return self.refuse_too_large();
         }
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        match self.admit(&body, host::now_s()) {
-            Ok(adm) => {
-                host::set_filter_state(
-                    "tollgate.decision",
-                    if adm.shadow_denied {
-                        "shadow_deny"
-                    } else {
-                        "allow"
-                    },
-                );
-                self.admitted = Some(adm);
-                Action::Continue
-            }
-            Err((reply, decision)) => {
-                self.request = None;
-                self.reply(&reply, decision)
-            }
+        self.judge(body_size)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // A body that ends with trailers (HTTP/2, gRPC-style clients) never reaches the body
+        // callback with `end_of_stream`: the trailers are its end. Judge the buffered body now,
+        // or it would go upstream with the provider key unjudged.
+        if self.request.is_none() || self.admitted.is_some() {
+            return Action::Continue;
         }
+        let limit = self.shared.config.limits.max_request_body_bytes;
+        self.judge(limit.saturating_add(1))
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {

@@ -17,7 +17,7 @@ pub struct Metrics {
     soft_limit: Option<u32>,
     denied_by_scope: [Option<u32>; 4],
     cost_micro_usd: Option<u32>,
-    uncharged: [Option<u32>; 6],
+    uncharged: [Option<u32>; UnchargedReason::ALL.len()],
     queue_overflow: Option<u32>,
     queue_failures: Option<u32>,
     contention: Option<u32>,

@@ -13,7 +13,8 @@
 //!  "identity": {"providers": {"openai": {"header": "authorization", "value": "Bearer sk-…"}},
 //!               "trusted_principal_header": null},
 //!  "max_staleness_s": 300, "stale_policy": "allow", "unknown_model": "deny",
-//!  "missing_usage": "charge_estimate", "shadow": false, "inject_include_usage": true}
+//!  "missing_usage": "charge_estimate", "provider_errors": "charge_zero", "shadow": false,
+//!  "inject_include_usage": true}
 //! ```
 
 use std::collections::BTreeMap;
@@ -60,7 +61,9 @@ pub enum UnknownModel {
     DefaultPrice(Box<ModelPrice>),
 }
 
-/// What to charge when a response carries no usage (disconnect, upstream error, truncation).
+/// What to charge when a response carries no usage: `missing_usage` for a success cut short
+/// (disconnect, reset, truncation, unreadable usage), `provider_errors` for a complete error
+/// answer (RELIABILITY.md has the table of every case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MissingUsage {
@@ -160,8 +163,12 @@ pub struct Config {
     pub stale_policy: StalePolicy,
     /// Unknown model policy.
     pub unknown_model: UnknownModel,
-    /// Missing usage policy.
+    /// What a success without readable usage is charged (the provider may have billed work it
+    /// did not report): default the estimate.
     pub missing_usage: MissingUsage,
+    /// What a complete error answer from the provider (`4xx`, `429`, `5xx`) is charged:
+    /// default zero, since providers do not bill requests they refuse.
+    pub provider_errors: MissingUsage,
     /// Decide and count, never deny.
     pub shadow: bool,
     /// Set `stream_options.include_usage` on streaming OpenAI requests.
@@ -505,6 +512,7 @@ impl Config {
         let stale_policy = f.or("stale_policy", StalePolicy::Allow);
         let unknown_model = unknown_model(&mut f);
         let missing_usage = f.or("missing_usage", MissingUsage::ChargeEstimate);
+        let provider_errors = f.or("provider_errors", MissingUsage::ChargeZero);
         let shadow = f.or("shadow", false);
         let inject_include_usage = f.or("inject_include_usage", true);
         f.finish();
@@ -517,6 +525,7 @@ impl Config {
             stale_policy,
             unknown_model,
             missing_usage,
+            provider_errors,
             shadow,
             inject_include_usage,
             limits: limits(&limits_map, &mut problems),
@@ -554,6 +563,7 @@ mod tests {
         assert_eq!(c.control_plane.snapshot_path, "/v1/snapshot");
         assert_eq!(c.unknown_model, UnknownModel::Deny);
         assert_eq!(c.missing_usage, MissingUsage::ChargeEstimate);
+        assert_eq!(c.provider_errors, MissingUsage::ChargeZero);
         assert!(c.inject_include_usage && !c.shadow);
         assert_eq!(c.limits.max_queue_events, 100_000);
     }

@@ -33,7 +33,9 @@
 //!
 //! [`worst_case`]: `prompt_tokens × max(input, cache_write_5m, cache_write_1h)
 //! + output_tokens × max(output, reasoning)`, where `output_tokens` is the request's output cap
-//! (clamped to the model's `max_output_tokens`, which the provider enforces), or the model's
+//! (never clamped to the book's `max_output_tokens`: a beta header or a newer model revision
+//! lets the provider serve more than the book says, and the reservation must never be smaller
+//! than what the provider may bill), or the model's
 //! `max_output_tokens` when the request has none, or [`EstimateConfig::default_max_output_tokens`]
 //! when the price book does not know it either; times the number of choices. Rates come from
 //! the highest tier the model has ([`TierPolicy::Highest`], the default: a prompt estimate can
@@ -197,7 +199,8 @@ pub struct Estimate {
 }
 
 /// Reads what the decision needs from a request body of `format`. `path_model` is the model
-/// named by the URL (Gemini); a model in the body takes precedence.
+/// named by the URL (Gemini): it is the model the provider runs, so it wins over any `model`
+/// in the body (which Gemini ignores; a body naming a cheaper model must not price the request).
 pub fn summarize<'a>(
     body: &'a [u8],
     format: ApiFormat,
@@ -230,10 +233,11 @@ pub fn summarize<'a>(
         return Err(EstimateError::DuplicateField(field));
     }
 
-    let model = match raw.model {
-        Field::Absent | Field::Null => path_model.map(Cow::Borrowed),
-        Field::Value(m) => Some(m),
-        Field::WrongType => return Err(wrong_type("model", "a string")),
+    let model = match (path_model, raw.model) {
+        (Some(m), _) => Some(Cow::Borrowed(m)),
+        (None, Field::Absent | Field::Null) => None,
+        (None, Field::Value(m)) => Some(m),
+        (None, Field::WrongType) => return Err(wrong_type("model", "a string")),
     }
     .filter(|m| !m.is_empty())
     .ok_or(EstimateError::MissingModel)?;
@@ -328,10 +332,11 @@ pub fn worst_case(
     let per_choice = if embeds {
         0
     } else {
+        // The request's own cap, whatever the book says: providers serve caps above a model's
+        // usual limit (Anthropic's `output-128k` beta doubles claude-3-7-sonnet's 64k), so a
+        // book value may only fill in when the request has none.
         match (req.max_output_tokens, price.max_output_tokens) {
-            // The provider refuses a cap above the model's, so the model's bounds it.
-            (Some(asked), Some(model_max)) => asked.min(model_max),
-            (Some(asked), None) => asked,
+            (Some(asked), _) => asked,
             (None, Some(model_max)) => model_max,
             (None, None) => cfg.default_max_output_tokens,
         }
@@ -1374,6 +1379,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.max_output_tokens, Some(64));
+        // The path names the model Google runs; a `model` in the body (which Gemini ignores)
+        // must not price the request as a cheaper one.
+        let cheaper = r#"{"model":"gemini-2.0-flash-lite","contents":[]}"#;
+        let s = summarize(
+            cheaper.as_bytes(),
+            ApiFormat::GeminiGenerateContent,
+            Some("gemini-2.5-pro"),
+            &cfg(),
+        )
+        .unwrap();
+        assert_eq!(s.model, "gemini-2.5-pro");
         // Without a path model there is no model.
         assert_eq!(
             sum(body, ApiFormat::GeminiGenerateContent),
@@ -1549,12 +1565,14 @@ mod tests {
         let cases: &[(RequestSummary<'_>, &ModelPrice, u64, &str)] = &[
             // 1000 × 2.5e-6 + 256 × 1e-5
             (summary(1000, Some(256), 1, chat), &p, 256, "0.00506"),
-            // A cap above the model's is clamped to it.
+            // A cap above the book's is the request's own: the provider may serve it (a beta
+            // header, a newer revision), so the reservation must cover it.
+            // 1000 × 2.5e-6 + 1,000,000 × 1e-5
             (
                 summary(1000, Some(1_000_000), 1, chat),
                 &p,
-                16_384,
-                "0.16634",
+                1_000_000,
+                "10.0025",
             ),
             // No cap: the model's maximum.
             (summary(1000, None, 1, chat), &p, 16_384, "0.16634"),

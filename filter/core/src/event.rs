@@ -34,7 +34,8 @@ pub enum Charge {
 pub enum UnchargedReason {
     /// The downstream client went away before the response finished.
     ClientDisconnect,
-    /// The upstream answered with an error status.
+    /// The upstream answered with a status that is neither success nor one of the classes
+    /// below (1xx, 3xx): the provider did not serve the request.
     UpstreamError,
     /// The upstream reset or the stream ended early.
     Truncated,
@@ -44,17 +45,31 @@ pub enum UnchargedReason {
     Unpriced,
     /// The response body was larger than the filter buffers.
     TooLarge,
+    /// The provider refused with `429` (rate limit, quota): providers do not bill it.
+    #[serde(rename = "upstream_429")]
+    RateLimited,
+    /// The provider refused with another `4xx` (bad request, unknown model, auth).
+    #[serde(rename = "upstream_4xx")]
+    ClientError,
+    /// The provider (or Envoy on its behalf: reset before headers, no healthy host) answered
+    /// with a `5xx`.
+    #[serde(rename = "upstream_5xx")]
+    ServerError,
 }
 
 impl UnchargedReason {
     /// Every reason, in a fixed order (metric names and the queue codec's tags follow it).
-    pub const ALL: [UnchargedReason; 6] = [
+    /// New reasons go at the end: the queue codec's tags are positions in this list.
+    pub const ALL: [UnchargedReason; 9] = [
         UnchargedReason::ClientDisconnect,
         UnchargedReason::UpstreamError,
         UnchargedReason::Truncated,
         UnchargedReason::NoUsage,
         UnchargedReason::Unpriced,
         UnchargedReason::TooLarge,
+        UnchargedReason::RateLimited,
+        UnchargedReason::ClientError,
+        UnchargedReason::ServerError,
     ];
 
     /// The snake_case name, as in JSON and metric names.
@@ -66,7 +81,35 @@ impl UnchargedReason {
             UnchargedReason::NoUsage => "no_usage",
             UnchargedReason::Unpriced => "unpriced",
             UnchargedReason::TooLarge => "too_large",
+            UnchargedReason::RateLimited => "upstream_429",
+            UnchargedReason::ClientError => "upstream_4xx",
+            UnchargedReason::ServerError => "upstream_5xx",
         }
+    }
+
+    /// Why a response with HTTP `status` carries no billable usage: `None` for a success
+    /// (`2xx`), else the reason of its status class.
+    pub const fn for_status(status: u32) -> Option<UnchargedReason> {
+        match status {
+            200..=299 => None,
+            429 => Some(UnchargedReason::RateLimited),
+            400..=499 => Some(UnchargedReason::ClientError),
+            500..=599 => Some(UnchargedReason::ServerError),
+            _ => Some(UnchargedReason::UpstreamError),
+        }
+    }
+
+    /// Whether the provider answered completely with a refusal. Providers bill only work
+    /// they did: a complete error answer is never charged the estimate by default (see
+    /// [`crate::config::Config::provider_errors`]).
+    pub const fn is_provider_refusal(self) -> bool {
+        matches!(
+            self,
+            UnchargedReason::UpstreamError
+                | UnchargedReason::RateLimited
+                | UnchargedReason::ClientError
+                | UnchargedReason::ServerError
+        )
     }
 }
 
@@ -318,6 +361,35 @@ mod tests {
     fn reason_names_match_json() {
         for r in UnchargedReason::ALL {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+    }
+
+    #[test]
+    fn a_complete_error_answer_has_the_reason_of_its_status_class() {
+        use UnchargedReason as R;
+        let cases = [
+            (200, None),
+            (204, None),
+            (429, Some(R::RateLimited)),
+            (400, Some(R::ClientError)),
+            (404, Some(R::ClientError)),
+            (405, Some(R::ClientError)),
+            (500, Some(R::ServerError)),
+            (503, Some(R::ServerError)),
+            (304, Some(R::UpstreamError)),
+        ];
+        for (status, want) in cases {
+            assert_eq!(UnchargedReason::for_status(status), want, "{status}");
+            assert!(want.is_none_or(R::is_provider_refusal), "{status}");
+        }
+        for r in [
+            R::ClientDisconnect,
+            R::Truncated,
+            R::NoUsage,
+            R::TooLarge,
+            R::Unpriced,
+        ] {
+            assert!(!r.is_provider_refusal(), "{r:?} may hide billed work");
         }
     }
 

@@ -15,7 +15,8 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use tollgate_core::usage::{
-    from_json, from_sse, from_usage_object, ApiFormat, SseUsage, StreamOutcome, Usage, UsageError,
+    from_json, from_sse, from_usage_object, served_json, ApiFormat, SseUsage, StreamOutcome, Usage,
+    UsageError,
 };
 
 /// Generous for the fixtures (the largest event is ~1.7 KB).
@@ -618,4 +619,41 @@ fn bad_sse_streams() {
     assert_eq!(o.first_error, Some(UsageError::EventTooLarge(512)));
     assert!(o.usage.is_none());
     assert!(o.complete, "the event line named response.completed");
+}
+
+/// The model each provider's answer says served the request (settlement prices that one):
+/// `model` for OpenAI and Anthropic (Anthropic streams: `message_start`'s `message.model`;
+/// Responses streams: the final event's `response.model`), `modelVersion` for Gemini.
+#[test]
+fn served_model_is_read_from_every_fixture() {
+    let want = |file: &str| -> &'static str {
+        match file {
+            "anthropic_messages.json" | "anthropic_messages.sse" => "claude-sonnet-4-5-20250929",
+            "anthropic_messages_delta_usage.sse" => "claude-sonnet-4-5-20250929",
+            "anthropic_messages_no_split.json" => "claude-3-5-haiku-20241022",
+            "gemini_generate_content.json" => "gemini-2.5-pro",
+            "gemini_generate_content.sse" => "gemini-2.5-flash",
+            "openai_chat.json" | "openai_responses.json" => "o4-mini-2025-04-16",
+            "openai_responses.sse" | "openai_responses_incomplete.sse" => "o4-mini-2025-04-16",
+            "openai_chat.sse" => "gpt-4.1-2025-04-14",
+            "openai_chat_usage_in_text.json" => "gpt-4.1-mini-2025-04-14",
+            "openai_embeddings.json" => "text-embedding-3-small",
+            other => panic!("no served model written down for {other}"),
+        }
+    };
+    for g in JSON_GOLDEN {
+        let (usage, model) = served_json(g.format, &fixture(g.file)).unwrap();
+        assert_eq!(usage, g.usage, "{}", g.file);
+        assert_eq!(model.as_deref(), Some(want(g.file)), "{}", g.file);
+    }
+    for g in SSE_GOLDEN {
+        assert_eq!(whole(g).model.as_deref(), Some(want(g.file)), "{}", g.file);
+    }
+    // A model in message text or a nested object is not the answer's model.
+    let body = br#"{"choices":[{"message":{"content":"\"model\":\"gpt-5\"","model":"x"}}],
+        "usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+    assert_eq!(served_json(ApiFormat::OpenAiChat, body).unwrap().1, None);
+    // A name that is not a short string is ignored, never an error.
+    let body = br#"{"model":123,"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+    assert_eq!(served_json(ApiFormat::OpenAiChat, body).unwrap().1, None);
 }

@@ -28,7 +28,9 @@ use tollgate_tests::pricing::{expected, litellm_book, worst_case};
 use tollgate_tests::{eventually, Database, Stack, StackOptions};
 use tollgate_upstream::{Api, Controls};
 
-use common::{ledger_has_chats, ledger_reaches, Steady, SCHEDULING_SLACK, SYNC_INTERVAL_MS};
+use common::{
+    ledger_charges, ledger_has_chats, ledger_reaches, Steady, SCHEDULING_SLACK, SYNC_INTERVAL_MS,
+};
 
 /// How long PostgreSQL stays down.
 const PG_DOWN: Duration = Duration::from_secs(5);
@@ -219,29 +221,6 @@ fn envoy_kill_loses_at_most_one_sync_interval_and_a_drained_stop_loses_nothing()
         again.len(),
         again.len()
     );
-}
-
-/// Ledger rows of one key by charge and uncharged reason: `(charge, reason, count)`.
-fn ledger_charges(stack: &Stack, key_id: &str) -> Vec<(String, Option<String>, i64)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect(stack.cp.database())
-            .await
-            .unwrap();
-        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT charge, uncharged, COUNT(*) FROM usage_events WHERE key_id = ?1 \
-             GROUP BY charge, uncharged ORDER BY charge",
-        )
-        .bind(key_id)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-        rows
-    })
 }
 
 /// A streamed and a JSON chat request the mock cuts short, and a whole one.

@@ -58,6 +58,7 @@
 //! - `x-mock-status: N` (400–599): that status with the provider's error body, no usage.
 //! - `x-mock-truncate-after: N`: a stream stops after `N` events (a JSON body after `N` bytes)
 //!   and the connection is dropped with no end marker. `N` ≥ the event count changes nothing.
+//! - `x-mock-served-model: M`: the answer names `M` as the model that served (usage unchanged).
 //! - `x-mock-delay-ms: N`: sleep `N` ms before each streamed event, or before a JSON response.
 //! - `x-mock-garbage: 1`: a 200 with a body that does not parse (a JSON body cut inside the
 //!   usage object; a stream of one unparsable event and `data: [DONE]`), ending normally.

@@ -56,7 +56,7 @@ pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 16;
 pub const MAX_TEXT_CHUNKS: u64 = 256;
 
 /// Test controls read from `x-mock-*` request headers. All default to "off".
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Controls {
     /// `x-mock-cached-tokens`: prompt tokens read from the provider cache (OpenAI
     /// `cached_tokens`, Anthropic `cache_read_input_tokens`, Gemini `cachedContentTokenCount`).
@@ -83,6 +83,10 @@ pub struct Controls {
     /// `x-mock-pad-bytes: N` (at most [`MAX_PAD_BYTES`]): N filler bytes in the response, a
     /// `"padding"` string first in a JSON body, an SSE comment before the first event.
     pub pad_bytes: Option<u64>,
+    /// `x-mock-served-model: M`: the answer says model `M` served the request (the `model` of
+    /// OpenAI and Anthropic answers, Gemini's `modelVersion`), as a provider does when it
+    /// resolves an alias to a dated snapshot or routes to another model.
+    pub served_model: Option<String>,
 }
 
 /// Largest `x-mock-pad-bytes`.
@@ -115,6 +119,11 @@ impl Controls {
             output_tokens: num("x-mock-output-tokens")?,
             status,
             truncate_after: num("x-mock-truncate-after")?,
+            served_model: match headers.get("x-mock-served-model").map(|v| v.to_str()) {
+                None => None,
+                Some(Ok(m)) if !m.trim().is_empty() => Some(m.trim().to_owned()),
+                Some(_) => return Err("x-mock-served-model: expected a model name".into()),
+            },
             delay_ms: num("x-mock-delay-ms")?.unwrap_or(0),
             garbage: match num("x-mock-garbage")? {
                 None | Some(0) => false,
@@ -269,8 +278,10 @@ pub fn plan(
     if !request.is_object() {
         return Err(RequestError("request body must be a JSON object".into()));
     }
-    let model = path_model
-        .map(str::to_owned)
+    let model = controls
+        .served_model
+        .clone()
+        .or_else(|| path_model.map(str::to_owned))
         .or_else(|| {
             request
                 .get("model")

@@ -36,12 +36,46 @@ pub(crate) fn usage_key(format: ApiFormat) -> &'static str {
 /// assert_eq!((usage.input_uncached, usage.cache_read, usage.output), (4, 8, 3));
 /// ```
 pub fn from_json(format: ApiFormat, body: &[u8]) -> Result<Usage, UsageError> {
+    served_json(format, body).map(|(usage, _)| usage)
+}
+
+/// Like [`from_json`], and the model the provider says served the request: the top-level
+/// `model` (OpenAI, Anthropic) or `modelVersion` (Gemini), read in the same pass. `None` when
+/// the body names none (or names it with something other than a short string).
+///
+/// ```
+/// use tollgate_core::usage::{served_json, ApiFormat};
+/// let body = br#"{"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+/// let (usage, model) = served_json(ApiFormat::OpenAiChat, body).unwrap();
+/// assert_eq!((usage.output, model.as_deref()), (2, Some("gpt-4o-2024-08-06")));
+/// ```
+pub fn served_json(format: ApiFormat, body: &[u8]) -> Result<(Usage, Option<String>), UsageError> {
     let key = usage_key(format);
     let through_array = format == ApiFormat::GeminiGenerateContent;
-    let raw = find_usage(body, key, through_array)?
-        .ok_or(UsageError::NoUsage)?
-        .into_raw(key)?;
-    provider::to_usage(format, &raw)
+    let (usage, model) = find_usage_and_model(body, key, Some(model_key(format)), through_array)?;
+    let raw = usage.ok_or(UsageError::NoUsage)?.into_raw(key)?;
+    Ok((provider::to_usage(format, &raw)?, model))
+}
+
+/// The member of a response (or of a stream's event) naming the model that served it.
+pub(crate) fn model_key(format: ApiFormat) -> &'static str {
+    match format {
+        ApiFormat::GeminiGenerateContent => "modelVersion",
+        _ => "model",
+    }
+}
+
+/// Longest model name kept from a response: real ones are under 100 bytes; a longer value is
+/// not a model name worth pricing by.
+const MAX_MODEL_BYTES: usize = 256;
+
+/// The model name in a JSON value token: a string of at most [`MAX_MODEL_BYTES`].
+pub(crate) fn model_name(token: &[u8]) -> Option<String> {
+    let name = scan::unquote(token)?;
+    if name.is_empty() || name.len() > MAX_MODEL_BYTES {
+        return None;
+    }
+    String::from_utf8(name.into_owned()).ok()
 }
 
 /// Walks `doc` once and reads the value of its last top-level member named `key` (with
@@ -52,12 +86,30 @@ pub(crate) fn find_usage(
     key: &str,
     through_array: bool,
 ) -> Result<Option<UsageValue>, UsageError> {
+    find_usage_and_model(doc, key, None, through_array).map(|(usage, _)| usage)
+}
+
+/// [`find_usage`], also reading the last top-level string member named `model_key` (when
+/// given) as a model name.
+pub(crate) fn find_usage_and_model(
+    doc: &[u8],
+    key: &str,
+    model_key: Option<&str>,
+    through_array: bool,
+) -> Result<(Option<UsageValue>, Option<String>), UsageError> {
     let mut found = None;
+    let mut model = None;
     let mut object = |open: usize| -> Result<usize, UsageError> {
         scan::walk_object(doc, open, |k, i| {
             if scan::key_is(k, key) {
                 let (value, end) = provider::read_usage_at(doc, i)?;
                 found = Some(value);
+                Ok(end)
+            } else if model_key.is_some_and(|m| scan::key_is(k, m)) {
+                let end = scan::skip_value(doc, i)?;
+                if let Some(name) = doc.get(i..end).and_then(model_name) {
+                    model = Some(name);
+                }
                 Ok(end)
             } else {
                 Ok(scan::skip_value(doc, i)?)
@@ -77,7 +129,7 @@ pub(crate) fn find_usage(
         _ => scan::skip_value(doc, start)?,
     };
     scan::expect_end(doc, end)?;
-    Ok(found)
+    Ok((found, model))
 }
 
 /// Reads the bytes of one usage value (an object, or `null`) as `format`'s usage.

@@ -28,7 +28,7 @@ mod scan;
 mod sse;
 
 pub use error::{UsageError, MAX_TOKENS};
-pub use json::{from_json, from_usage_object};
+pub use json::{from_json, from_usage_object, served_json};
 pub use sse::{SseUsage, StreamOutcome};
 
 /// Token counts of one request, normalised across providers. Every bucket is disjoint except

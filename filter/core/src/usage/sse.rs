@@ -37,7 +37,7 @@
 //! Run the tests with `cargo test -p tollgate-core --lib usage::sse` and the split-anywhere
 //! golden tests with `cargo test -p tollgate-core --test usage_golden`.
 
-use super::json::{find_usage, usage_in, usage_key, usage_value};
+use super::json::{find_usage, model_key, model_name, usage_in, usage_key, usage_value};
 use super::provider::AnthropicParts;
 use super::scan::{self, find_line_end};
 use super::{ApiFormat, Usage, UsageError};
@@ -67,6 +67,10 @@ pub struct StreamOutcome {
     /// The first problem met, for logs: what made an event fail or be skipped, or a required
     /// field that never arrived.
     pub first_error: Option<UsageError>,
+    /// The model the provider says served the stream (OpenAI chat's usage chunk `model`,
+    /// Responses' final `response.model`, Anthropic's `message_start` `message.model`, Gemini's
+    /// `modelVersion`), when it named one.
+    pub model: Option<String>,
 }
 
 impl StreamOutcome {
@@ -201,6 +205,7 @@ pub struct SseUsage {
     oversized_events: u32,
     failed_events: u32,
     first_error: Option<UsageError>,
+    model: Option<String>,
 }
 
 impl SseUsage {
@@ -231,6 +236,7 @@ impl SseUsage {
             oversized_events: 0,
             failed_events: 0,
             first_error: None,
+            model: None,
         }
     }
 
@@ -291,6 +297,7 @@ impl SseUsage {
             oversized_events: self.oversized_events,
             failed_events: self.failed_events,
             first_error: self.first_error,
+            model: self.model,
         }
     }
 
@@ -535,10 +542,11 @@ impl SseUsage {
         if ends_with_null_usage(data) {
             return Ok(());
         }
-        let [usage, choices] = scan::find_members(data, ["usage", "choices"])?;
+        let [usage, choices, model] = scan::find_members(data, ["usage", "choices", "model"])?;
         let Some(usage) = usage else {
             return Ok(());
         };
+        self.note_model(model);
         self.usage = Some(usage_value(self.format, usage, "usage")?);
         // OpenAI's final usage chunk has `"choices": []`. Servers that report running usage on
         // every chunk (`continuous_usage_stats`) send choices with it: not the end yet.
@@ -557,6 +565,8 @@ impl SseUsage {
         // The stream's last event: complete whether or not its usage reads.
         self.complete = true;
         let response = response.ok_or(UsageError::MissingField("response"))?;
+        let [model] = scan::find_members(response, ["model"])?;
+        self.note_model(model);
         let usage = usage_in(self.format, response, "usage")?.ok_or(UsageError::NoUsage)?;
         self.usage = Some(usage);
         Ok(())
@@ -565,10 +575,12 @@ impl SseUsage {
     fn read_anthropic(&mut self, data: &[u8]) -> Result<(), UsageError> {
         let [ty, message] = scan::find_members(data, ["type", "message"])?;
         let (doc, missing) = match self.resolve_kind(ty) {
-            Kind::AnthropicStart => (
-                message.ok_or(UsageError::MissingField("message"))?,
-                "message.usage",
-            ),
+            Kind::AnthropicStart => {
+                let message = message.ok_or(UsageError::MissingField("message"))?;
+                let [model] = scan::find_members(message, ["model"])?;
+                self.note_model(model);
+                (message, "message.usage")
+            }
             Kind::AnthropicDelta => (data, "usage"),
             Kind::AnthropicStop => {
                 self.complete = true;
@@ -588,7 +600,9 @@ impl SseUsage {
 
     fn read_gemini(&mut self, data: &[u8]) -> Result<(), UsageError> {
         let key = usage_key(self.format);
-        let [usage, candidates] = scan::find_members(data, [key, "candidates"])?;
+        let [usage, candidates, model] =
+            scan::find_members(data, [key, "candidates", model_key(self.format)])?;
+        self.note_model(model);
         let Some(usage) = usage else {
             return Ok(());
         };
@@ -607,6 +621,13 @@ impl SseUsage {
         match ty.and_then(scan::unquote) {
             Some(name) => Kind::of(self.format, &name),
             None => Kind::Unnamed,
+        }
+    }
+
+    /// Keeps the model an event names (the last one named wins, as for usage).
+    fn note_model(&mut self, token: Option<&[u8]>) {
+        if let Some(name) = token.and_then(model_name) {
+            self.model = Some(name);
         }
     }
 

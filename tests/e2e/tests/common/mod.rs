@@ -243,3 +243,49 @@ pub fn wait_key_known(url: &str, key: &str) {
     });
     assert!(known.is_some(), "Envoy at {url} never accepted the key");
 }
+
+/// Rows of the stack's SQLite ledger for `sql` with one bound key id.
+fn ledger_query<T>(stack: &Stack, sql: &str, key_id: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(stack.cp.database())
+            .await
+            .unwrap();
+        let rows = sqlx::query_as(sql)
+            .bind(key_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        rows
+    })
+}
+
+/// Ledger rows of one key by charge and uncharged reason: `(charge, reason, count)`.
+pub fn ledger_charges(stack: &Stack, key_id: &str) -> Vec<(String, Option<String>, i64)> {
+    ledger_query(
+        stack,
+        "SELECT charge, uncharged, COUNT(*) FROM usage_events WHERE key_id = ?1 \
+         GROUP BY charge, uncharged ORDER BY charge",
+        key_id,
+    )
+}
+
+/// Every ledger row of one key: `(model, charge, uncharged, status, cost_usd)`, oldest first.
+pub fn ledger_rows(
+    stack: &Stack,
+    key_id: &str,
+) -> Vec<(String, String, Option<String>, i64, String)> {
+    ledger_query(
+        stack,
+        "SELECT model, charge, uncharged, status, cost_usd FROM usage_events \
+         WHERE key_id = ?1 ORDER BY seq",
+        key_id,
+    )
+}
