@@ -305,7 +305,7 @@ fn bad_bodies_get_clear_answers_and_leave_the_filter_alive() {
             ("x-mock-status", "500"),
             &plain,
             false,
-            Some("upstream_error"),
+            Some("upstream_5xx"),
         ),
     ];
     for Bad(what, header, body, cut, reason) in responses {
