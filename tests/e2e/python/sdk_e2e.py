@@ -12,6 +12,8 @@ Cases:
   openai-chat       one Chat Completions request (JSON)
   openai-stream     one streamed Chat Completions request WITHOUT stream_options: usage must
                     still arrive (the filter injects stream_options.include_usage)
+  openai-responses, openai-responses-stream   one Responses API request (JSON, streamed)
+  openai-embeddings one Embeddings request (the SDK's default base64 encoding)
   anthropic-messages, anthropic-stream   the same with the Anthropic SDK
   openai-exhaust, anthropic-exhaust      requests until the budget refuses one (at most N):
                     the last line is the SDK's RateLimitError, with our message
@@ -59,6 +61,34 @@ def openai_chat(client, text, stream=False):
     assert usage_chunks == 1, f"expected exactly one usage chunk, got {usage_chunks}"
     return dict(api="openai_chat", request=req, usage=usage, text=out,
                 **tollgate_headers(raw.headers))
+
+
+def openai_responses(client, text, stream=False):
+    req = {"model": OPENAI_MODEL, "max_output_tokens": 24, "input": text}
+    if stream:
+        req["stream"] = True
+    raw = client.responses.with_raw_response.create(**req)
+    if not stream:
+        r = raw.parse()
+        return dict(api="openai_responses", request=req, usage=r.usage.model_dump(),
+                    text=r.output_text, **tollgate_headers(raw.headers))
+    usage, out = None, ""
+    for ev in raw.parse():
+        if ev.type == "response.output_text.delta":
+            out += ev.delta
+        elif ev.type == "response.completed":
+            usage = ev.response.usage.model_dump()
+    assert usage is not None, "no response.completed event"
+    return dict(api="openai_responses", request=req, usage=usage, text=out,
+                **tollgate_headers(raw.headers))
+
+
+def openai_embeddings(client, text):
+    req = {"model": "text-embedding-3-small", "input": text}
+    raw = client.embeddings.with_raw_response.create(**req)
+    r = raw.parse()
+    return dict(api="openai_embeddings", request=req, usage=r.usage.model_dump(),
+                text=f"{len(r.data[0].embedding)} dimensions", **tollgate_headers(raw.headers))
 
 
 def anthropic_messages(client, text, stream=False):
@@ -109,6 +139,12 @@ def main():
         emit(case=case, **openai_chat(oa, text))
     elif case == "openai-stream":
         emit(case=case, **openai_chat(oa, text, stream=True))
+    elif case == "openai-responses":
+        emit(case=case, **openai_responses(oa, text))
+    elif case == "openai-responses-stream":
+        emit(case=case, **openai_responses(oa, text, stream=True))
+    elif case == "openai-embeddings":
+        emit(case=case, **openai_embeddings(oa, text))
     elif case == "anthropic-messages":
         emit(case=case, **anthropic_messages(an, text))
     elif case == "anthropic-stream":

@@ -11,6 +11,8 @@
 //!
 //! `cargo test -p tollgate-tests --test charges -- --nocapture`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod common;
 
 use rust_decimal::Decimal;
@@ -66,7 +68,7 @@ fn funded(stack: &Stack, prefix: &str, limit: &str) -> Chain {
 
 #[test]
 fn provider_error_answers_are_charged_zero() {
-    let Some(mut stack) = common::stack() else {
+    let Some(stack) = common::stack() else {
         return;
     };
     let chain = funded(&stack, "errors", "1");

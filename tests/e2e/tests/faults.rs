@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use tollgate_control_plane::testkit::start_server_with;
 use tollgate_tests::control_plane::Spend;
 use tollgate_tests::pricing::{expected, litellm_book, worst_case};
-use tollgate_tests::{eventually, Database, Stack, StackOptions};
+use tollgate_tests::{eventually, Database, StackOptions};
 use tollgate_upstream::{Api, Controls};
 
 use common::{

@@ -87,6 +87,12 @@ fn metered_exactly(prefix: &str, api: Api, cases: &[&str]) {
                 );
                 assert_eq!(r["usage"]["completion_tokens"], usage.output, "{case}: {r}");
             }
+            Api::OpenAiEmbeddings => {
+                assert_eq!(
+                    r["usage"]["prompt_tokens"], usage.input_uncached,
+                    "{case}: {r}"
+                );
+            }
             _ => {
                 assert_eq!(
                     r["usage"]["input_tokens"], usage.input_uncached,
@@ -167,6 +173,20 @@ fn openai_sdk_json_and_streamed_requests_are_metered_exactly() {
             "openai-stream",
         ],
     );
+}
+
+#[test]
+fn openai_sdk_responses_json_and_streamed_are_metered_exactly() {
+    metered_exactly(
+        "responses",
+        Api::OpenAiResponses,
+        &["openai-responses", "openai-responses-stream"],
+    );
+}
+
+#[test]
+fn openai_sdk_embeddings_are_metered_exactly() {
+    metered_exactly("embeddings", Api::OpenAiEmbeddings, &["openai-embeddings"]);
 }
 
 #[test]

@@ -763,3 +763,81 @@ fn invalid_config_is_refused_naming_every_field() {
     assert!(text.contains("stale_policy"), "{text}");
     assert!(!text.contains("\"t\""), "no secret in the log");
 }
+
+/// A chat request whose body comes in two chunks and ends with a trailers frame (HTTP/2,
+/// gRPC-style clients): the body callback never sees `end_of_stream`.
+fn chat_with_trailers(max_tokens: u32) -> Request {
+    let body = json!({"model": "m", "max_tokens": max_tokens,
+                      "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    let (a, b) = body.split_at(body.len() / 2);
+    Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .body_chunk(a)
+        .body_chunk(b)
+        .trailer("x-client-checksum", "1234")
+}
+
+#[test]
+fn a_body_ended_by_trailers_is_judged_and_metered() {
+    // Over budget: refused in the trailers phase; the body never reaches the provider.
+    let mut t = Tollgate::start(snapshot("1", "0.9999", None), json!({}));
+    let o = t.send(
+        &chat_with_trailers(1000)
+            .response_status(200)
+            .response_body(chat_response(1, 1)),
+    );
+    assert_eq!(o.status(), Some(429), "{}", o.body_text());
+    assert!(
+        o.upstream.as_ref().is_none_or(|u| u.body.is_empty()),
+        "no body reached the provider"
+    );
+    assert_eq!(o.filter_state("tollgate.decision"), Some(&b"deny"[..]));
+    // Under budget: admitted at the trailers, metered like any other request.
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    let o = t.send(
+        &chat_with_trailers(100)
+            .response_status(200)
+            .response_header("content-type", "application/json")
+            .response_body(chat_response(10, 20)),
+    );
+    assert!(o.allowed(), "{}", o.body_text());
+    assert_eq!(o.filter_state("tollgate.cost"), Some(&b"0.00005"[..]));
+}
+
+#[test]
+fn a_complete_provider_error_is_charged_zero_under_its_status_class() {
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    for status in [429, 400, 503] {
+        let o = t.send(
+            &chat(100)
+                .response_status(status)
+                .response_header("content-type", "application/json")
+                .response_body(r#"{"error":{"message":"no","type":"rate_limit_error"}}"#),
+        );
+        assert_eq!(o.status(), Some(status));
+        assert_eq!(o.filter_state("tollgate.cost"), Some(&b"0"[..]), "{status}");
+    }
+    assert_eq!(
+        t.local(),
+        format!("r=0;{T0}=0"),
+        "reservations released, nothing spent"
+    );
+    for (name, n) in [
+        ("tollgate_uncharged_upstream_429", 1),
+        ("tollgate_uncharged_upstream_4xx", 1),
+        ("tollgate_uncharged_upstream_5xx", 1),
+    ] {
+        assert_eq!(t.host.metric(name).map(|m| m.value()), Some(n), "{name}");
+    }
+    t.advance(1);
+    let cp = t.cp.lock().unwrap();
+    let reasons: Vec<&str> = cp
+        .events
+        .iter()
+        .map(|e| e["uncharged"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["upstream_429", "upstream_4xx", "upstream_5xx"]);
+    assert!(cp.events.iter().all(|e| e["charge"] == "zero"));
+}
