@@ -12,6 +12,8 @@ Cases:
   openai-chat       one Chat Completions request (JSON)
   openai-stream     one streamed Chat Completions request WITHOUT stream_options: usage must
                     still arrive (the filter injects stream_options.include_usage)
+  openai-chat-h2, openai-stream-h2   the same over HTTP/2 (the SDK's own httpx client with
+                    http2=True, prior knowledge over cleartext): Envoy takes h2c on the listener
   openai-responses, openai-responses-stream   one Responses API request (JSON, streamed)
   openai-embeddings one Embeddings request (the SDK's default base64 encoding)
   anthropic-messages, anthropic-stream   the same with the Anthropic SDK
@@ -42,12 +44,15 @@ def tollgate_headers(headers):
     }
 
 
-def openai_chat(client, text, stream=False):
+def openai_chat(client, text, stream=False, http_version=None):
     req = {"model": OPENAI_MODEL, "max_tokens": 24,
            "messages": [{"role": "user", "content": text}]}
     if stream:
         req["stream"] = True  # and no stream_options: the filter must add include_usage
     raw = client.chat.completions.with_raw_response.create(**req)
+    if http_version:
+        got = raw.http_response.http_version
+        assert got == http_version, f"spoke {got}, not {http_version}"
     if not stream:
         r = raw.parse()
         return dict(api="openai_chat", request=req, usage=r.usage.model_dump(),
@@ -139,6 +144,11 @@ def main():
         emit(case=case, **openai_chat(oa, text))
     elif case == "openai-stream":
         emit(case=case, **openai_chat(oa, text, stream=True))
+    elif case in ("openai-chat-h2", "openai-stream-h2"):
+        h2 = openai.OpenAI(base_url=f"{base}/v1", api_key=key, http_client=openai.DefaultHttpxClient(
+            http1=False, http2=True))
+        emit(case=case, **openai_chat(h2, text, stream=case == "openai-stream-h2",
+                                      http_version="HTTP/2"))
     elif case == "openai-responses":
         emit(case=case, **openai_responses(oa, text))
     elif case == "openai-responses-stream":

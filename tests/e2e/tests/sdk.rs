@@ -169,8 +169,8 @@ fn openai_sdk_json_and_streamed_requests_are_metered_exactly() {
         &[
             "openai-chat",
             "openai-stream",
-            "openai-chat",
-            "openai-stream",
+            "openai-chat-h2",
+            "openai-stream-h2",
         ],
     );
 }
