@@ -139,6 +139,9 @@ async fn openapi_documents_every_route_and_nothing_else() {
                     assert!(security.contains("dataplane") && security.contains("admin"))
                 }
                 Access::Admin => assert_eq!(security, r#"[{"admin":[]}]"#),
+                Access::Reporter => {
+                    assert_eq!(security, r#"[{"reporter":[]},{"admin":[]}]"#)
+                }
             }
             if r.access != Access::Public {
                 assert!(op["responses"]["401"].is_object() && op["responses"]["403"].is_object());
@@ -825,24 +828,32 @@ async fn usage_snapshot_etag_and_spend() {
     assert!(nm.text.is_empty());
 
     let p = principal("acme", Some("web"), None, Some("k1"));
-    let batch = json!({"events": [event("e1", "envoy-a", 1, NOW, &p, "1.25"), event("e2", "envoy-a", 2, NOW, &p, "0.75")]});
+    // Usage is posted by an enrolled reporter, with its secret.
+    let enrolled = api
+        .call("POST", "/v1/reporters", Some(DATAPLANE), Some(json!({"node": "envoy-a"})))
+        .await;
+    assert_eq!(enrolled.status, 201, "{}", enrolled.text);
+    let me = enrolled.json()["reporter"].as_str().unwrap().to_string();
+    let secret = enrolled.json()["secret"].as_str().unwrap().to_string();
+    assert!(me.starts_with("envoy-a-") && secret.starts_with("tgr-"));
+    let batch = json!({"events": [event("e1", &me, 1, NOW, &p, "1.25"), event("e2", &me, 2, NOW, &p, "0.75")]});
     let ack = api
-        .call("POST", "/v1/usage", Some(DATAPLANE), Some(batch.clone()))
+        .call("POST", "/v1/usage", Some(secret.as_str()), Some(batch.clone()))
         .await;
     assert_eq!(ack.status, 200, "{}", ack.text);
-    assert_eq!(ack.json(), json!({"accepted": 2, "duplicate": 0}));
+    assert_eq!(ack.json(), json!({"accepted": 2, "duplicate": 0, "conflict": 0}));
     let ack = api
         .call("POST", "/v1/usage", Some(ADMIN), Some(batch))
         .await;
     assert_eq!(
         ack.json(),
-        json!({"accepted": 0, "duplicate": 2}),
+        json!({"accepted": 0, "duplicate": 2, "conflict": 0}),
         "admin token works on the data plane"
     );
 
     // Changed: the old ETag gets the new document.
     let req = Request::get("/v1/snapshot")
-        .header(header::AUTHORIZATION, format!("Bearer {DATAPLANE}"))
+        .header(header::AUTHORIZATION, format!("Bearer {secret}"))
         .header(header::IF_NONE_MATCH, &etag)
         .body(Body::empty())
         .unwrap();
@@ -851,7 +862,12 @@ async fn usage_snapshot_etag_and_spend() {
     let snap2: Snapshot = serde_json::from_str(&next.text).unwrap();
     assert!(snap2.version > snap.version);
     assert_eq!(snap2.budgets[0].spent_usd, d("2.00"));
-    assert_eq!(snap2.reporters["envoy-a"], 2);
+    assert_eq!(snap2.reporters[&me], 2);
+    assert_eq!(snap2.reporters.len(), 1, "a reporter sees its own acknowledgement only");
+    let public = api.call("GET", "/v1/snapshot", Some(DATAPLANE), None).await;
+    let public: Snapshot = serde_json::from_str(&public.text).unwrap();
+    assert_eq!(public.version, snap2.version);
+    assert!(public.reporters.is_empty(), "the data-plane token sees no reporter");
     let budget = api
         .admin(
             "GET",
@@ -863,42 +879,42 @@ async fn usage_snapshot_etag_and_spend() {
     assert_eq!(budget["spent_usd"], "2.00");
 
     // Bad batches are refused whole, naming the event and field.
-    let mut bad = event("e3", "envoy-a", 3, NOW, &p, "1");
+    let mut bad = event("e3", &me, 3, NOW, &p, "1");
     bad.cost.total = d("2");
     api.call(
         "POST",
         "/v1/usage",
-        Some(DATAPLANE),
+        Some(secret.as_str()),
         Some(json!({"events": [bad]})),
     )
     .await
     .problem(422, Some("events[0].cost.total"));
-    let mut v = serde_json::to_value(event("e3", "envoy-a", 3, NOW, &p, "1")).unwrap();
+    let mut v = serde_json::to_value(event("e3", &me, 3, NOW, &p, "1")).unwrap();
     v["cost"]["total"] = json!("NaN");
     api.call(
         "POST",
         "/v1/usage",
-        Some(DATAPLANE),
+        Some(secret.as_str()),
         Some(json!({"events": [v]})),
     )
     .await
     .problem(422, Some("events[0].cost.total"));
-    let future = event("e4", "envoy-a", 4, NOW + 3 * DAY, &p, "1");
+    let future = event("e4", &me, 4, NOW + 3 * DAY, &p, "1");
     api.call(
         "POST",
         "/v1/usage",
-        Some(DATAPLANE),
+        Some(secret.as_str()),
         Some(json!({"events": [future]})),
     )
     .await
     .problem(422, Some("events[0].ts"));
     let many: Vec<_> = (0..10_001)
-        .map(|i| event(&format!("m{i}"), "r", i + 1, NOW, &p, "0"))
+        .map(|i| event(&format!("m{i}"), &me, i + 1, NOW, &p, "0"))
         .collect();
     api.call(
         "POST",
         "/v1/usage",
-        Some(DATAPLANE),
+        Some(secret.as_str()),
         Some(json!({"events": many})),
     )
     .await
@@ -906,7 +922,7 @@ async fn usage_snapshot_etag_and_spend() {
     api.call(
         "POST",
         "/v1/usage",
-        Some(DATAPLANE),
+        Some(secret.as_str()),
         Some(json!({"events": "x"})),
     )
     .await

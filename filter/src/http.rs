@@ -461,6 +461,7 @@ impl Stream {
             uncharged,
             status: u16::try_from(self.status.unwrap_or(0)).unwrap_or(0),
             stream: adm.stream,
+            requested_model: None,
         };
         self.shared.send_usage(&QueuedUsage { event, charges });
     }

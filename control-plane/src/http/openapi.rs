@@ -43,7 +43,8 @@ fn operation(op: &Op) -> Value {
         "security".into(),
         match op.access {
             Access::Public => json!([]),
-            Access::DataPlane => json!([{"dataplane": []}, {"admin": []}]),
+            Access::DataPlane => json!([{"dataplane": []}, {"reporter": []}, {"admin": []}]),
+            Access::Reporter => json!([{"reporter": []}, {"admin": []}]),
             Access::Admin => json!([{"admin": []}]),
         },
     );
@@ -152,7 +153,7 @@ const OPS: &[Op] = &[
         method: "GET",
         path: "/v1/snapshot",
         access: Access::DataPlane,
-        summary: "The filter's snapshot; ETag is the version, If-None-Match gives 304",
+        summary: "The filter's snapshot; ETag is the version, If-None-Match gives 304; with a reporter secret, `reporters` holds that reporter's acknowledged sequence (and no other)",
         body: None,
         ok: (200, Some("Snapshot")),
         errors: &[304, 503],
@@ -161,12 +162,37 @@ const OPS: &[Op] = &[
     Op {
         method: "POST",
         path: "/v1/usage",
-        access: Access::DataPlane,
-        summary: "Store a batch of up to 10,000 usage events (idempotent by event id)",
+        access: Access::Reporter,
+        summary: "Store a batch of up to 10,000 usage events of the authenticated reporter (idempotent by event id; an id stored with different content is a conflict, refused and counted)",
         body: Some("UsageBatch"),
         ok: (200, Some("UsageAck")),
         errors: &[],
         params: &[],
+    },
+    Op {
+        method: "POST",
+        path: "/v1/reporters",
+        access: Access::DataPlane,
+        summary: "Enroll a reporter (one Envoy's sync service): mints its id and secret, shown once",
+        body: Some("EnrollRequest"),
+        ok: (201, Some("Enrolled")),
+        errors: &[],
+        params: &[],
+    },
+    Op {
+        method: "GET",
+        path: "/v1/usage/events",
+        access: Access::Admin,
+        summary: "Ledger rows, newest first",
+        body: None,
+        ok: (200, Some("LedgerEvents")),
+        errors: &[422],
+        params: &[
+            ("from", "string", "Unix seconds, RFC 3339 or YYYY-MM-DD (inclusive)"),
+            ("to", "string", "Unix seconds, RFC 3339 or YYYY-MM-DD (exclusive)"),
+            ("reporter", "string", "Only this reporter's events"),
+            ("limit", "string", "At most this many rows, 1 to 10000 (default 1000)"),
+        ],
     },
     Op {
         method: "GET",
@@ -578,7 +604,22 @@ fn schemas() -> Value {
             "skipped": {"type": "array", "items": {"type": "object", "properties": {"model": {"type": "string"}, "reason": {"type": "string"}}}}}},
         "UsageBatch": {"type": "object", "required": ["events"], "description": "tollgate_core::event::UsageBatch",
             "properties": {"events": {"type": "array", "maxItems": 10000, "items": {"type": "object"}}}},
-        "UsageAck": {"type": "object", "properties": {"accepted": {"type": "integer"}, "duplicate": {"type": "integer"}}},
+        "UsageAck": {"type": "object", "properties": {"accepted": {"type": "integer"}, "duplicate": {"type": "integer"},
+            "conflict": {"type": "integer", "description": "events refused: id stored with different content"}}},
+        "EnrollRequest": {"type": "object", "additionalProperties": false,
+            "properties": {"node": nullable(&json!({"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9._:-]+$"}))}},
+        "Enrolled": {"type": "object", "required": ["reporter", "secret"],
+            "properties": {"reporter": {"type": "string"}, "secret": {"type": "string", "description": "tgr-…, shown once"}}},
+        "LedgerEvents": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "string"}, "reporter": {"type": "string"}, "seq": {"type": "integer"}, "ts": ts,
+            "org_id": {"type": "string"}, "project_id": nullable(&json!({"type": "string"})),
+            "user_id": nullable(&json!({"type": "string"})), "key_id": nullable(&json!({"type": "string"})),
+            "model": {"type": "string"}, "requested_model": nullable(&json!({"type": "string"})),
+            "api": {"type": "string"}, "charge": {"type": "string"}, "uncharged": nullable(&json!({"type": "string"})),
+            "status": {"type": "integer"}, "price_version": {"type": "integer"}, "input_tokens": {"type": "integer"},
+            "output_tokens": {"type": "integer"}, "cost_usd": money(),
+            "cost_check": nullable(&json!({"type": "string", "enum": ["match", "mismatch", "unchecked"]})),
+            "received_at": ts}}},
         "Snapshot": {"type": "object", "description": "tollgate_core::snapshot::Snapshot",
             "properties": {"version": {"type": "integer"}, "generated_at": ts, "prices": {"type": "object"},
                 "budgets": {"type": "array"}, "keys": {"type": "array"}, "reporters": {"type": "object"}}},
@@ -614,7 +655,8 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {
                 "admin": {"type": "http", "scheme": "bearer", "description": "TOLLGATE_ADMIN_TOKEN"},
-                "dataplane": {"type": "http", "scheme": "bearer", "description": "TOLLGATE_DATAPLANE_TOKEN"}
+                "dataplane": {"type": "http", "scheme": "bearer", "description": "TOLLGATE_DATAPLANE_TOKEN"},
+                "reporter": {"type": "http", "scheme": "bearer", "description": "A reporter secret (tgr-…) from POST /v1/reporters"}
             },
             "schemas": schemas()
         },

@@ -32,7 +32,7 @@ pub struct QueuedUsage {
 }
 
 /// Version byte of the queue item encoding.
-const QUEUE_FORMAT: u8 = 1;
+const QUEUE_FORMAT: u8 = 2;
 
 const FORMATS: [ApiFormat; 5] = [
     ApiFormat::OpenAiChat,
@@ -111,6 +111,7 @@ impl QueuedUsage {
             .map_or(0, |r| tag(&REASONS, &r).saturating_add(1)));
         w.u64(u64::from(e.status));
         w.u8(u8::from(e.stream));
+        w.opt_str(e.requested_model.as_deref());
         w.u64(self.charges.len() as u64);
         for ch in &self.charges {
             w.str(&ch.budget);
@@ -182,6 +183,7 @@ impl QueuedUsage {
         };
         let status = u16::try_from(r.u64()?).map_err(|_| CodecError::Invalid(0))?;
         let stream = r.u8()? != 0;
+        let requested_model = r.opt_str()?.map(str::to_string);
         let n = r.u64()?;
         // Each charge takes at least 28 bytes: a count beyond what is left is corrupt.
         if n > (r.remaining() / 28) as u64 {
@@ -216,6 +218,7 @@ impl QueuedUsage {
                 uncharged,
                 status,
                 stream,
+                requested_model,
             },
             charges,
         })
@@ -496,6 +499,7 @@ mod tests {
                 uncharged: None,
                 status: 200,
                 stream: false,
+                requested_model: None,
             },
             charges: vec![BudgetCharge {
                 budget: "b".into(),
@@ -525,6 +529,7 @@ mod tests {
         q.event.principal.user = Some("ü".into());
         q.event.uncharged = Some(UnchargedReason::TooLarge);
         q.event.usage.reasoning = 3;
+        q.event.requested_model = Some("gemini-2.0-flash-lite".into());
         let bytes = q.encode();
         assert_eq!(QueuedUsage::decode(&bytes).unwrap(), q);
         for cut in 0..bytes.len() {
