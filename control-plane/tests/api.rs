@@ -830,7 +830,12 @@ async fn usage_snapshot_etag_and_spend() {
     let p = principal("acme", Some("web"), None, Some("k1"));
     // Usage is posted by an enrolled reporter, with its secret.
     let enrolled = api
-        .call("POST", "/v1/reporters", Some(DATAPLANE), Some(json!({"node": "envoy-a"})))
+        .call(
+            "POST",
+            "/v1/reporters",
+            Some(DATAPLANE),
+            Some(json!({"node": "envoy-a"})),
+        )
         .await;
     assert_eq!(enrolled.status, 201, "{}", enrolled.text);
     let me = enrolled.json()["reporter"].as_str().unwrap().to_string();
@@ -838,10 +843,18 @@ async fn usage_snapshot_etag_and_spend() {
     assert!(me.starts_with("envoy-a-") && secret.starts_with("tgr-"));
     let batch = json!({"events": [event("e1", &me, 1, NOW, &p, "1.25"), event("e2", &me, 2, NOW, &p, "0.75")]});
     let ack = api
-        .call("POST", "/v1/usage", Some(secret.as_str()), Some(batch.clone()))
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(secret.as_str()),
+            Some(batch.clone()),
+        )
         .await;
     assert_eq!(ack.status, 200, "{}", ack.text);
-    assert_eq!(ack.json(), json!({"accepted": 2, "duplicate": 0, "conflict": 0}));
+    assert_eq!(
+        ack.json(),
+        json!({"accepted": 2, "duplicate": 0, "conflict": 0})
+    );
     let ack = api
         .call("POST", "/v1/usage", Some(ADMIN), Some(batch))
         .await;
@@ -863,11 +876,18 @@ async fn usage_snapshot_etag_and_spend() {
     assert!(snap2.version > snap.version);
     assert_eq!(snap2.budgets[0].spent_usd, d("2.00"));
     assert_eq!(snap2.reporters[&me], 2);
-    assert_eq!(snap2.reporters.len(), 1, "a reporter sees its own acknowledgement only");
+    assert_eq!(
+        snap2.reporters.len(),
+        1,
+        "a reporter sees its own acknowledgement only"
+    );
     let public = api.call("GET", "/v1/snapshot", Some(DATAPLANE), None).await;
     let public: Snapshot = serde_json::from_str(&public.text).unwrap();
     assert_eq!(public.version, snap2.version);
-    assert!(public.reporters.is_empty(), "the data-plane token sees no reporter");
+    assert!(
+        public.reporters.is_empty(),
+        "the data-plane token sees no reporter"
+    );
     let budget = api
         .admin(
             "GET",
