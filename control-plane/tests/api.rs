@@ -1113,3 +1113,194 @@ async fn serves_over_a_real_listener() {
     assert_eq!(denied.status(), 403);
     server.abort();
 }
+
+/// Issue 13 item 10: money strings the published pattern forbids, a 31-digit amount, an
+/// absurd `max_output_tokens` and a LiteLLM entry off by 10⁶ are refused (each accepted before).
+#[tokio::test]
+async fn validation_gaps_are_closed() {
+    let api = api().await;
+    api.admin(
+        "POST",
+        "/v1/orgs",
+        Some(json!({"id": "acme", "name": "Acme"})),
+    )
+    .await;
+    for bad in ["1e5", "+1", ".5", "1234567890123456789012345678901"] {
+        api.admin(
+            "POST",
+            "/v1/budgets",
+            Some(json!({"scope": "org", "scope_id": "acme", "period": "daily", "limit_usd": bad})),
+        )
+        .await
+        .problem(422, Some("limit_usd"));
+        api.admin(
+            "PUT",
+            "/v1/prices/gpt-x",
+            Some(json!({"input_per_million": bad, "output_per_million": "1"})),
+        )
+        .await
+        .problem(422, Some("input_per_million"));
+    }
+    api.admin(
+        "PUT",
+        "/v1/prices/gpt-x",
+        Some(json!({"input_per_million": "1", "output_per_million": "1",
+                    "max_output_tokens": 9_223_372_036_854_775_808u64})),
+    )
+    .await
+    .problem(422, Some("max_output_tokens"));
+    let ok = api
+        .admin(
+            "PUT",
+            "/v1/prices/gpt-x",
+            Some(
+                json!({"input_per_million": "2.5", "output_per_million": "10",
+                        "max_output_tokens": 10_000_000}),
+            ),
+        )
+        .await;
+    assert!(ok.status.is_success(), "{}", ok.text);
+    // 1 USD per token through the import: skipped with the reason, like PUT refuses it.
+    let map = json!({
+        "dear": {"litellm_provider": "openai", "mode": "chat",
+                 "input_cost_per_token": 1.0, "output_cost_per_token": 1.0},
+        "fine": {"litellm_provider": "openai", "mode": "chat",
+                 "input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5}
+    });
+    let report = api
+        .admin("POST", "/v1/prices/import", Some(map))
+        .await
+        .json();
+    assert_eq!(report["imported"], 1, "{report}");
+    let skipped = report["skipped"].as_array().unwrap();
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s["model"] == "dear" && s["reason"].as_str().unwrap().contains("per_million")),
+        "{report}"
+    );
+}
+
+/// Issue 13 item 6 at the router: usage only under the authenticated reporter, conflicts
+/// refused and counted, the cost checked against the control plane's own price, and the
+/// served/requested models in the ledger answer.
+#[tokio::test]
+async fn usage_is_posted_only_as_oneself_and_conflicts_are_counted() {
+    let api = api().await;
+    api.admin("POST", "/v1/prices", Some(json!({"model": "gpt-4o", "input_per_million": "2.5", "output_per_million": "10", "effective_from": 0})))
+        .await;
+    let snap = api
+        .call("GET", "/v1/snapshot", Some(DATAPLANE), None)
+        .await
+        .json();
+    let book_version = snap["prices"]["version"].as_u64().unwrap();
+    let enroll = |node: &'static str| {
+        let api = &api;
+        async move {
+            let a = api
+                .call(
+                    "POST",
+                    "/v1/reporters",
+                    Some(DATAPLANE),
+                    Some(json!({"node": node})),
+                )
+                .await;
+            assert_eq!(a.status, 201, "{}", a.text);
+            let v = a.json();
+            (
+                v["reporter"].as_str().unwrap().to_string(),
+                v["secret"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let (a, a_secret) = enroll("envoy-a").await;
+    let (_b, b_secret) = enroll("envoy-b").await;
+    let p = principal("acme", None, None, None);
+    // gpt-4o: 1000 input tokens × 2.5/M + 10 output × 10/M = 0.0026.
+    let mut right = event(&format!("{a}-1"), &a, 1, NOW, &p, "0.0026");
+    right.price_version = book_version;
+    right.requested_model = Some("gpt-4o-2024-08-06".into());
+    let mut wrong = event(&format!("{a}-2"), &a, 2, NOW, &p, "0.0001");
+    wrong.price_version = book_version;
+    let batch = json!({"events": [right.clone(), wrong.clone()]});
+    // The data-plane token may not post; another reporter may not post a's events.
+    api.call("POST", "/v1/usage", Some(DATAPLANE), Some(batch.clone()))
+        .await
+        .problem(403, None);
+    api.call("POST", "/v1/usage", Some(&b_secret), Some(batch.clone()))
+        .await
+        .problem(403, None);
+    api.call(
+        "POST",
+        "/v1/usage",
+        Some("tgr-not-a-secret-0000"),
+        Some(batch.clone()),
+    )
+    .await
+    .problem(403, None);
+    let ack = api
+        .call("POST", "/v1/usage", Some(&a_secret), Some(batch))
+        .await;
+    assert_eq!(
+        ack.json(),
+        json!({"accepted": 2, "duplicate": 0, "conflict": 0})
+    );
+    let mut changed = right.clone();
+    changed.cost.input = d("0");
+    changed.cost.total = d("0");
+    let ack = api
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(&a_secret),
+            Some(json!({"events": [right, changed]})),
+        )
+        .await;
+    assert_eq!(
+        ack.json(),
+        json!({"accepted": 0, "duplicate": 1, "conflict": 1})
+    );
+    let rows = api
+        .admin("GET", &format!("/v1/usage/events?reporter={a}"), None)
+        .await
+        .json();
+    let by_id = |id: String| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .unwrap()
+            .clone()
+    };
+    let r1 = by_id(format!("{a}-1"));
+    assert_eq!(r1["cost_check"], "match");
+    assert_eq!(r1["requested_model"], "gpt-4o-2024-08-06");
+    assert_eq!(r1["cost_usd"], "0.0026", "the first content stays");
+    assert_eq!(by_id(format!("{a}-2"))["cost_check"], "mismatch");
+    let m = api.call("GET", "/metrics", None, None).await.text;
+    assert!(m.contains("tollgate_usage_events_conflict_total 1"), "{m}");
+    assert!(
+        m.contains("tollgate_usage_events_cost_mismatch_total 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tollgate_usage_refused_total{reason=\"foreign_reporter\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tollgate_usage_refused_total{reason=\"not_enrolled\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains(&a_secret));
+    // Each reporter's snapshot shows only its own acknowledgement.
+    let sa = api
+        .call("GET", "/v1/snapshot", Some(&a_secret), None)
+        .await
+        .json();
+    assert_eq!(sa["reporters"], json!({a.clone(): 2}));
+    let sb = api
+        .call("GET", "/v1/snapshot", Some(&b_secret), None)
+        .await
+        .json();
+    assert_eq!(sb["reporters"], json!({}));
+}

@@ -28,7 +28,9 @@ pub struct NewBudgetBody {
     period: Period,
     #[serde(default = "utc")]
     timezone: String,
+    #[serde(deserialize_with = "super::money::strict")]
     limit_usd: Decimal,
+    #[serde(default, deserialize_with = "super::money::strict_opt")]
     soft_limit_usd: Option<Decimal>,
     #[serde(default)]
     mode: Mode,

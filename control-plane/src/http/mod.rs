@@ -11,6 +11,7 @@ mod budgets;
 mod cost;
 pub mod error;
 mod keys;
+pub mod money;
 pub mod openapi;
 mod ops;
 mod prices;
