@@ -525,6 +525,12 @@ async fn keys_secret_shown_once_and_revocable() {
 #[tokio::test]
 async fn budgets_crud_and_bad_money() {
     let api = api().await;
+    api.admin(
+        "POST",
+        "/v1/orgs",
+        Some(json!({"id": "acme", "name": "Acme"})),
+    )
+    .await;
     let body = json!({"scope": "org", "scope_id": "acme", "period": "monthly", "timezone": "Europe/Paris",
                       "limit_usd": "100", "soft_limit_usd": "80", "mode": "shadow"});
     let b = api.admin("POST", "/v1/budgets", Some(body.clone())).await;
@@ -801,6 +807,12 @@ async fn prices_per_million_with_history_and_import() {
 #[tokio::test]
 async fn usage_snapshot_etag_and_spend() {
     let api = api().await;
+    api.admin(
+        "POST",
+        "/v1/orgs",
+        Some(json!({"id": "acme", "name": "Acme"})),
+    )
+    .await;
     let b = api
         .admin(
             "POST",
@@ -1160,6 +1172,49 @@ async fn validation_gaps_are_closed() {
         )
         .await;
     assert!(ok.status.is_success(), "{}", ok.text);
+    // PATCH reads money with the same parser.
+    let b = api
+        .admin(
+            "POST",
+            "/v1/budgets",
+            Some(json!({"scope": "org", "scope_id": "acme", "period": "daily", "limit_usd": "1"})),
+        )
+        .await;
+    assert_eq!(b.status, 201, "{}", b.text);
+    let id = b.json()["id"].as_str().unwrap().to_string();
+    for (field, bad) in [("limit_usd", "1e5"), ("soft_limit_usd", ".5")] {
+        api.admin(
+            "PATCH",
+            &format!("/v1/budgets/{id}"),
+            Some(json!({field: bad})),
+        )
+        .await
+        .problem(422, Some(field));
+    }
+    // A budget on a scope that does not exist: 422 naming it, unless asked for explicitly
+    // (a principal only a trusted header will name).
+    for scope in ["org", "project", "user", "key"] {
+        let a = api
+            .admin(
+                "POST",
+                "/v1/budgets",
+                Some(json!({"scope": scope, "scope_id": "nobody", "period": "daily", "limit_usd": "1"})),
+            )
+            .await;
+        a.problem(422, Some("scope_id"));
+        assert!(a.text.contains("nobody"), "{}", a.text);
+    }
+    let explicit = api
+        .admin(
+            "POST",
+            "/v1/budgets",
+            Some(
+                json!({"scope": "user", "scope_id": "jwt-sub-42", "period": "daily",
+                        "limit_usd": "1", "allow_unregistered": true}),
+            ),
+        )
+        .await;
+    assert_eq!(explicit.status, 201, "{}", explicit.text);
     // 1 USD per token through the import: skipped with the reason, like PUT refuses it.
     let map = json!({
         "dear": {"litellm_provider": "openai", "mode": "chat",

@@ -575,7 +575,7 @@ fn schemas() -> Value {
             "created_at": ts, "revoked_at": {"type": ["integer", "null"]}}},
         "CreatedKey": {"allOf": [schema("Key"), {"type": "object", "properties": {"secret": {"type": "string", "description": "tg-…; shown once"}}}]},
         "NewBudget": {"type": "object", "required": ["scope", "scope_id", "period", "limit_usd"], "additionalProperties": false,
-            "properties": {"scope": scope, "scope_id": scope_id, "period": period,
+            "properties": {"allow_unregistered": {"type": "boolean", "description": "create it although no such org/project/user/key is registered (a principal named by a trusted header)"}, "scope": scope, "scope_id": scope_id, "period": period,
                 "timezone": {"type": "string", "description": "IANA zone, default UTC"},
                 "limit_usd": money(), "soft_limit_usd": nullable(&money()), "mode": mode}},
         "BudgetPatch": {"type": "object", "additionalProperties": false,
