@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, Request};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tollgate_benches::{batch, now, state, store, Backend, DATAPLANE};
+use tollgate_benches::{batch, now, state, store, Backend};
 use tollgate_control_plane::http::app;
 use tollgate_control_plane::testkit::seed_fleet;
 use tower::ServiceExt;
@@ -45,6 +45,13 @@ fn ingest(c: &mut Criterion) {
         let (s, _guard) = rt.block_on(store(backend));
         rt.block_on(seed_fleet(&s, ORGS as usize, 10_000, KEYS as usize, now()))
             .unwrap();
+        // Each poster is an enrolled reporter posting with its secret (the path Envoys take).
+        let reporters: Vec<_> = (0..5)
+            .map(|r| {
+                rt.block_on(s.enroll_reporter(Some(&format!("bench{r}")), now()))
+                    .unwrap()
+            })
+            .collect();
         let state = rt.block_on(state(s));
         let router = app(state);
         let n = AtomicU64::new(0);
@@ -54,11 +61,20 @@ fn ingest(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let k = n.fetch_add(1, Ordering::SeqCst);
-                        let body =
-                            serde_json::to_vec(&batch("envoy-1", k, BATCH, KEYS, ORGS, now()))
-                                .unwrap();
+                        let body = serde_json::to_vec(&batch(
+                            &reporters[0].reporter,
+                            k,
+                            BATCH,
+                            KEYS,
+                            ORGS,
+                            now(),
+                        ))
+                        .unwrap();
                         let req = Request::post("/v1/usage")
-                            .header(header::AUTHORIZATION, format!("Bearer {DATAPLANE}"))
+                            .header(
+                                header::AUTHORIZATION,
+                                format!("Bearer {}", reporters[0].secret),
+                            )
                             .header(header::CONTENT_TYPE, "application/json")
                             .body(Body::from(body))
                             .unwrap();
@@ -83,8 +99,9 @@ fn ingest(c: &mut Criterion) {
                             let k = n.fetch_add(1, Ordering::SeqCst);
                             let reqs: Vec<_> = (0..4)
                                 .map(|r| {
+                                    let me = &reporters[r + 1];
                                     let body = serde_json::to_vec(&batch(
-                                        &format!("envoy-c{r}"),
+                                        &me.reporter,
                                         k,
                                         BATCH,
                                         KEYS,
@@ -95,7 +112,7 @@ fn ingest(c: &mut Criterion) {
                                     Request::post("/v1/usage")
                                         .header(
                                             header::AUTHORIZATION,
-                                            format!("Bearer {DATAPLANE}"),
+                                            format!("Bearer {}", me.secret),
                                         )
                                         .header(header::CONTENT_TYPE, "application/json")
                                         .body(Body::from(body))

@@ -63,13 +63,6 @@ pub struct BudgetPatchBody {
     mode: Option<Mode>,
 }
 
-/// Tells a field set to `null` (`Some(None)`) from an absent one (`None`, via `default`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// A field that may be absent (`None`, via `default`) but not `null`.
 fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
@@ -80,7 +73,8 @@ fn not_null_money<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D:
     super::money::strict(d).map(Some)
 }
 
-/// [`present`] for money, through the one money parser.
+/// A money field set to `null` (`Some(None)`: remove it) told from an absent one (`None`,
+/// via `default`), through the one money parser.
 fn present_money<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Decimal>>, D::Error> {
     super::money::strict_opt(d).map(Some)
 }
