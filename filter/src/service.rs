@@ -126,8 +126,12 @@ impl SyncService {
                 host::now_s().saturating_sub(s.generated_at).max(0),
             )
         });
-        self.gauges
-            .record(version, u64::try_from(age).unwrap_or(0), self.state.stats());
+        self.gauges.record(
+            version,
+            u64::try_from(age).unwrap_or(0),
+            self.state.reporter().is_some(),
+            self.state.stats(),
+        );
     }
 
     fn dispatch(&mut self, call: SyncCall, now_ms: u64) {

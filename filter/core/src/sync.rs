@@ -464,8 +464,10 @@ impl SyncState {
         let mut calls = Vec::new();
         if self.identity.is_none() && !self.enroll_in_flight && now_ms >= self.enroll_retry_at_ms {
             self.enroll_in_flight = true;
-            let body =
-                serde_json::to_vec(&serde_json::json!({ "node": self.node })).unwrap_or_default();
+            // `{"node": …}` without building a `serde_json::Value` (module size).
+            let mut body = b"{\"node\":".to_vec();
+            body.extend_from_slice(&serde_json::to_vec(&self.node).unwrap_or_default());
+            body.push(b'}');
             calls.push(SyncCall::Enroll { body });
         }
         if !self.snapshot_in_flight {
