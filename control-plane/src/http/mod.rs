@@ -2,7 +2,8 @@
 //! OpenAPI document (`openapi.rs`) is checked against by a test, route by route.
 //!
 //! Access: `Public` (health, metrics, the OpenAPI document), `DataPlane` (snapshot and
-//! usage: the data-plane or admin token), `Admin` (everything else). Body limits: 1 MiB by
+//! reporter enrollment: the data-plane token, a reporter secret or the admin token),
+//! `Reporter` (usage: a reporter secret or the admin token), `Admin` (everything else). Body limits: 1 MiB by
 //! default, 16 MiB for `POST /v1/usage` (10,000 events) and 32 MiB for a LiteLLM price-map
 //! import. Router tests: `cargo test -p tollgate-control-plane --test api`.
 
