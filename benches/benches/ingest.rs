@@ -46,12 +46,12 @@ fn ingest(c: &mut Criterion) {
         rt.block_on(seed_fleet(&s, ORGS as usize, 10_000, KEYS as usize, now()))
             .unwrap();
         // Each poster is an enrolled reporter posting with its secret (the path Envoys take).
-        let reporters: Vec<_> = (0..5)
-            .map(|r| {
-                rt.block_on(s.enroll_reporter(Some(&format!("bench{r}")), now()))
-                    .unwrap()
-            })
-            .collect();
+        let enroll = |r: usize| {
+            rt.block_on(s.enroll_reporter(Some(&format!("bench{r}")), now()))
+                .unwrap()
+        };
+        let single = enroll(0);
+        let concurrent = [enroll(1), enroll(2), enroll(3), enroll(4)];
         let state = rt.block_on(state(s));
         let router = app(state);
         let n = AtomicU64::new(0);
@@ -62,7 +62,7 @@ fn ingest(c: &mut Criterion) {
                     for _ in 0..iters {
                         let k = n.fetch_add(1, Ordering::SeqCst);
                         let body = serde_json::to_vec(&batch(
-                            &reporters[0].reporter,
+                            &single.reporter,
                             k,
                             BATCH,
                             KEYS,
@@ -71,10 +71,7 @@ fn ingest(c: &mut Criterion) {
                         ))
                         .unwrap();
                         let req = Request::post("/v1/usage")
-                            .header(
-                                header::AUTHORIZATION,
-                                format!("Bearer {}", reporters[0].secret),
-                            )
+                            .header(header::AUTHORIZATION, format!("Bearer {}", single.secret))
                             .header(header::CONTENT_TYPE, "application/json")
                             .body(Body::from(body))
                             .unwrap();
@@ -97,9 +94,9 @@ fn ingest(c: &mut Criterion) {
                         let mut total = Duration::ZERO;
                         for _ in 0..iters {
                             let k = n.fetch_add(1, Ordering::SeqCst);
-                            let reqs: Vec<_> = (0..4)
-                                .map(|r| {
-                                    let me = &reporters[r + 1];
+                            let reqs: Vec<_> = concurrent
+                                .iter()
+                                .map(|me| {
                                     let body = serde_json::to_vec(&batch(
                                         &me.reporter,
                                         k,
