@@ -41,6 +41,17 @@ fn ingest(c: &mut Criterion) {
     group.bench_function("decode_only/batch_1000", |b| {
         b.iter(|| serde_json::from_slice::<tollgate_core::event::UsageBatch>(&body).unwrap())
     });
+    // What the ledger's per-event content hash (conflict detection, issue 13) adds to a batch.
+    let parsed = batch("envoy-0", 0, BATCH, KEYS, ORGS, now());
+    group.bench_function("content_hash_only/batch_1000", |b| {
+        b.iter(|| {
+            parsed
+                .events
+                .iter()
+                .map(tollgate_control_plane::store::ledger::content_sha256)
+                .count()
+        })
+    });
     for backend in Backend::selected() {
         let (s, _guard) = rt.block_on(store(backend));
         rt.block_on(seed_fleet(&s, ORGS as usize, 10_000, KEYS as usize, now()))
