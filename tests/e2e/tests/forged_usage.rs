@@ -251,4 +251,16 @@ fn forged_usage_is_refused() {
         0,
         "no secret in the control plane's log"
     );
+    // The real Envoy's reporter secret exists only in its sync service's memory: no log line
+    // of Envoy, the control plane or the upstream holds a `tgr-` secret (the impostor's,
+    // registered above, would show as redacted).
+    let logs = stack.logs();
+    assert!(
+        !logs.contains("tgr-"),
+        "a reporter secret reached a log:\n{logs}"
+    );
+    assert!(
+        logs.contains(&format!("enrolled as reporter {real}")),
+        "the Envoy logs its id"
+    );
 }
