@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, Request};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tollgate_benches::{batch, now, state, store, Backend, DATAPLANE};
+use tollgate_benches::{batch, now, state, store, Backend};
 use tollgate_control_plane::http::app;
 use tollgate_control_plane::testkit::seed_fleet;
 use tower::ServiceExt;
@@ -41,10 +41,28 @@ fn ingest(c: &mut Criterion) {
     group.bench_function("decode_only/batch_1000", |b| {
         b.iter(|| serde_json::from_slice::<tollgate_core::event::UsageBatch>(&body).unwrap())
     });
+    // What the ledger's per-event content hash (conflict detection, issue 13) adds to a batch.
+    let parsed = batch("envoy-0", 0, BATCH, KEYS, ORGS, now());
+    group.bench_function("content_hash_only/batch_1000", |b| {
+        b.iter(|| {
+            parsed
+                .events
+                .iter()
+                .map(tollgate_control_plane::store::ledger::content_sha256)
+                .count()
+        })
+    });
     for backend in Backend::selected() {
         let (s, _guard) = rt.block_on(store(backend));
         rt.block_on(seed_fleet(&s, ORGS as usize, 10_000, KEYS as usize, now()))
             .unwrap();
+        // Each poster is an enrolled reporter posting with its secret (the path Envoys take).
+        let enroll = |r: usize| {
+            rt.block_on(s.enroll_reporter(Some(&format!("bench{r}")), now()))
+                .unwrap()
+        };
+        let single = enroll(0);
+        let concurrent = [enroll(1), enroll(2), enroll(3), enroll(4)];
         let state = rt.block_on(state(s));
         let router = app(state);
         let n = AtomicU64::new(0);
@@ -54,11 +72,17 @@ fn ingest(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let k = n.fetch_add(1, Ordering::SeqCst);
-                        let body =
-                            serde_json::to_vec(&batch("envoy-1", k, BATCH, KEYS, ORGS, now()))
-                                .unwrap();
+                        let body = serde_json::to_vec(&batch(
+                            &single.reporter,
+                            k,
+                            BATCH,
+                            KEYS,
+                            ORGS,
+                            now(),
+                        ))
+                        .unwrap();
                         let req = Request::post("/v1/usage")
-                            .header(header::AUTHORIZATION, format!("Bearer {DATAPLANE}"))
+                            .header(header::AUTHORIZATION, format!("Bearer {}", single.secret))
                             .header(header::CONTENT_TYPE, "application/json")
                             .body(Body::from(body))
                             .unwrap();
@@ -81,10 +105,11 @@ fn ingest(c: &mut Criterion) {
                         let mut total = Duration::ZERO;
                         for _ in 0..iters {
                             let k = n.fetch_add(1, Ordering::SeqCst);
-                            let reqs: Vec<_> = (0..4)
-                                .map(|r| {
+                            let reqs: Vec<_> = concurrent
+                                .iter()
+                                .map(|me| {
                                     let body = serde_json::to_vec(&batch(
-                                        &format!("envoy-c{r}"),
+                                        &me.reporter,
                                         k,
                                         BATCH,
                                         KEYS,
@@ -95,7 +120,7 @@ fn ingest(c: &mut Criterion) {
                                     Request::post("/v1/usage")
                                         .header(
                                             header::AUTHORIZATION,
-                                            format!("Bearer {DATAPLANE}"),
+                                            format!("Bearer {}", me.secret),
                                         )
                                         .header(header::CONTENT_TYPE, "application/json")
                                         .body(Body::from(body))

@@ -128,6 +128,7 @@ pub fn batch(reporter: &str, n: u64, size: u64, keys: u64, orgs: u64, ts: i64) -
                 uncharged: None,
                 status: 200,
                 stream: true,
+                requested_model: None,
             }
         })
         .collect();

@@ -10,7 +10,9 @@ use std::sync::{Arc, RwLock};
 
 use rust_decimal::Decimal;
 use tollgate_core::budget::{window, Period, Window};
-use tollgate_core::event::{UsageBatch, UsageEvent};
+use tollgate_core::cost::cost;
+use tollgate_core::event::{Charge, UsageBatch, UsageEvent};
+use tollgate_core::pricing::PriceBook;
 
 use crate::store::budgets::Budget;
 use crate::timezone::Zone;
@@ -94,6 +96,52 @@ pub fn validate(batch: &UsageBatch, now: i64) -> Result<(), BatchError> {
         }
     }
     Ok(())
+}
+
+/// What the control plane found when it priced an event's usage itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostCheck {
+    /// The event's cost is what `tollgate_core::cost` gives for its usage at the control
+    /// plane's price of its model.
+    Match,
+    /// It is not, and the control plane prices the model at the event's price version: the
+    /// reporter computed something else (a bug, a tampered event, a stale book under the same
+    /// version). Stored as reported, flagged and counted.
+    Mismatch,
+    /// It is not, but the event was priced with another price-book version (the price changed
+    /// since), or the control plane has no price for the model: nothing to compare with.
+    Unchecked,
+}
+
+impl CostCheck {
+    /// The ledger's `cost_check` value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CostCheck::Match => "match",
+            CostCheck::Mismatch => "mismatch",
+            CostCheck::Unchecked => "unchecked",
+        }
+    }
+}
+
+/// Prices `e`'s usage with `book` (the price book of the current snapshot) and compares with
+/// the cost it carries. `None` for events not charged from usage (`estimate` and `zero`
+/// charges carry a policy amount, not a price of tokens).
+pub fn check_cost(e: &UsageEvent, book: &PriceBook) -> Option<CostCheck> {
+    if e.charge != Charge::Actual || e.uncharged.is_some() {
+        return None;
+    }
+    let Some(price) = book.models.get(&e.model) else {
+        return Some(CostCheck::Unchecked);
+    };
+    let same = cost(price, &e.usage).is_ok_and(|c| c == e.cost || c.total == e.cost.total);
+    Some(if same {
+        CostCheck::Match
+    } else if e.price_version == book.version {
+        CostCheck::Mismatch
+    } else {
+        CostCheck::Unchecked
+    })
 }
 
 /// One budget as ingestion needs it.
@@ -296,6 +344,7 @@ mod tests {
             uncharged: Some(tollgate_core::event::UnchargedReason::NoUsage),
             status: 200,
             stream: false,
+            requested_model: None,
         }
     }
 

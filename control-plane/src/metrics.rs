@@ -15,6 +15,11 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
     events_accepted: AtomicU64,
     events_duplicate: AtomicU64,
+    events_conflict: AtomicU64,
+    events_cost_mismatch: AtomicU64,
+    refused_not_enrolled: AtomicU64,
+    refused_foreign_reporter: AtomicU64,
+    reporters_enrolled: AtomicU64,
     batches: AtomicU64,
     snapshot_version: AtomicU64,
     snapshot_builds: AtomicU64,
@@ -37,12 +42,31 @@ impl Metrics {
         }
     }
 
-    /// Counts one ingested batch.
-    pub fn ingested(&self, accepted: u64, duplicate: u64) {
+    /// Counts one ingested batch: events stored, duplicates ignored, conflicts refused, and
+    /// stored events whose cost the control plane computes differently.
+    pub fn ingested(&self, accepted: u64, duplicate: u64, conflict: u64, cost_mismatch: u64) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.events_accepted.fetch_add(accepted, Ordering::Relaxed);
         self.events_duplicate
             .fetch_add(duplicate, Ordering::Relaxed);
+        self.events_conflict.fetch_add(conflict, Ordering::Relaxed);
+        self.events_cost_mismatch
+            .fetch_add(cost_mismatch, Ordering::Relaxed);
+    }
+
+    /// Counts usage refused before ingestion: `not_enrolled` (a post with the data-plane
+    /// token, counted per batch) or `foreign_reporter` (events of another reporter).
+    pub fn usage_refused(&self, reason: &str, n: u64) {
+        let counter = match reason {
+            "not_enrolled" => &self.refused_not_enrolled,
+            _ => &self.refused_foreign_reporter,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one enrollment.
+    pub fn reporter_enrolled(&self) {
+        self.reporters_enrolled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a snapshot build.
@@ -82,6 +106,17 @@ impl Metrics {
                 }
             }
         }
+        {
+            let _ = write!(
+                out,
+                "# HELP tollgate_usage_refused_total Usage refused before ingestion: batches posted without a reporter secret, events of another reporter.\n\
+                 # TYPE tollgate_usage_refused_total counter\n\
+                 tollgate_usage_refused_total{{reason=\"not_enrolled\"}} {}\n\
+                 tollgate_usage_refused_total{{reason=\"foreign_reporter\"}} {}\n",
+                load(&self.refused_not_enrolled),
+                load(&self.refused_foreign_reporter)
+            );
+        }
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
             let _ = write!(
                 out,
@@ -99,6 +134,24 @@ impl Metrics {
             "counter",
             "Usage events ignored because their id was already stored.",
             load(&self.events_duplicate).to_string(),
+        );
+        metric(
+            "tollgate_usage_events_conflict_total",
+            "counter",
+            "Usage events refused because their id was stored with different content.",
+            load(&self.events_conflict).to_string(),
+        );
+        metric(
+            "tollgate_usage_events_cost_mismatch_total",
+            "counter",
+            "Usage events stored whose cost differs from the control plane's own pricing of their usage at the same price version.",
+            load(&self.events_cost_mismatch).to_string(),
+        );
+        metric(
+            "tollgate_reporters_enrolled_total",
+            "counter",
+            "Reporters enrolled (POST /v1/reporters).",
+            load(&self.reporters_enrolled).to_string(),
         );
         metric(
             "tollgate_usage_batches_total",

@@ -27,20 +27,22 @@ pub struct PriceInput {
     #[serde(default)]
     pub kind: ModelKind,
     /// Uncached prompt tokens.
+    #[serde(deserialize_with = "crate::http::money::strict")]
     pub input_per_million: Decimal,
     /// Output tokens.
+    #[serde(deserialize_with = "crate::http::money::strict")]
     pub output_per_million: Decimal,
     /// Cache reads.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
     pub cache_read_per_million: Option<Decimal>,
     /// 5-minute cache writes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
     pub cache_write_5m_per_million: Option<Decimal>,
     /// 1-hour cache writes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
     pub cache_write_1h_per_million: Option<Decimal>,
     /// Reasoning tokens, when priced apart.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
     pub reasoning_per_million: Option<Decimal>,
     /// Long-context tiers.
     #[serde(default)]
@@ -63,18 +65,19 @@ pub struct TierInput {
     #[serde(default)]
     pub inclusive: bool,
     /// Input rate.
+    #[serde(deserialize_with = "crate::http::money::strict")]
     pub input_per_million: Decimal,
     /// Output rate.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
     pub output_per_million: Option<Decimal>,
     /// Cache read rate.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
     pub cache_read_per_million: Option<Decimal>,
     /// 5-minute cache write rate.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
     pub cache_write_5m_per_million: Option<Decimal>,
     /// 1-hour cache write rate.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
     pub cache_write_1h_per_million: Option<Decimal>,
 }
 
@@ -141,7 +144,7 @@ impl PriceInput {
                 });
             }
         }
-        Ok(ModelPrice {
+        let price = ModelPrice {
             provider: self.provider.clone(),
             kind: self.kind,
             rates: Rates {
@@ -163,7 +166,9 @@ impl PriceInput {
             tiers,
             ranges: Vec::new(),
             max_output_tokens: self.max_output_tokens,
-        })
+        };
+        check_price(&price)?;
+        Ok(price)
     }
 }
 
@@ -360,6 +365,43 @@ pub enum ImportError {
     Store(#[from] StoreError),
 }
 
+/// Largest `max_output_tokens` accepted: 10,000,000. The largest output cap of any model
+/// today is in the hundreds of thousands; ten million leaves room for a decade of growth while
+/// keeping every worst-case estimate (`tokens × rate`) far from `Decimal`'s range and refusing
+/// the 2⁶³ of a typo or an attack.
+pub const MAX_OUTPUT_TOKENS: u64 = 10_000_000;
+
+/// The one unit check every price passes, however it enters (`PUT`/`POST /v1/prices`, the
+/// LiteLLM import): each rate, the highest of its tiers and ranges included, within
+/// [`tollgate_core::pricing::check_per_million`]'s bounds once expressed per 1M tokens, and
+/// `max_output_tokens` at most [`MAX_OUTPUT_TOKENS`]. The error names the field.
+pub fn check_price(price: &ModelPrice) -> Result<(), PriceInputError> {
+    // In `EffectiveRates::all`'s order.
+    const NAMES: [&str; 6] = [
+        "input_per_million",
+        "output_per_million",
+        "cache_read_per_million",
+        "cache_write_5m_per_million",
+        "cache_write_1h_per_million",
+        "reasoning_per_million",
+    ];
+    for (field, rate) in NAMES.iter().zip(price.max_rates().all()) {
+        pricing::check_per_million(field, pricing::to_per_million(rate)).map_err(|e| {
+            PriceInputError {
+                field: (*field).to_string(),
+                detail: e.to_string(),
+            }
+        })?;
+    }
+    if let Some(m) = price.max_output_tokens.filter(|&m| m > MAX_OUTPUT_TOKENS) {
+        return Err(PriceInputError {
+            field: "max_output_tokens".into(),
+            detail: format!("{m} is above {MAX_OUTPUT_TOKENS}"),
+        });
+    }
+    Ok(())
+}
+
 /// Imports a LiteLLM price map effective from `effective_from`: one revision per model whose
 /// price differs from the one in effect then; every skipped entry reported with its reason.
 pub async fn import_litellm(
@@ -383,6 +425,13 @@ pub async fn import_litellm(
     };
     let mut revisions = Vec::new();
     for (model, price) in import.book.models {
+        if let Err(e) = check_price(&price) {
+            report.skipped.push(Skipped {
+                model,
+                reason: e.to_string(),
+            });
+            continue;
+        }
         if current.book.models.get(&model) == Some(&price) {
             report.unchanged += 1;
         } else {

@@ -20,7 +20,7 @@
 //!
 //! Bench: `cargo bench -p tollgate-benches --bench snapshot`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -52,8 +52,12 @@ pub struct Built {
     pub version: u64,
     /// The `ETag` header value: the version, quoted.
     pub etag: String,
-    /// The JSON document.
+    /// The JSON document, with an empty `reporters` map: what a caller that is not an
+    /// enrolled reporter gets. [`Built::for_reporter`] adds one reporter's entry.
     pub bytes: Bytes,
+    /// Acknowledged sequence per reporter, read in the same transaction as the spend (so an
+    /// acknowledgement never runs ahead of the counters). Each reporter is shown only its own.
+    pub reporters: Arc<BTreeMap<String, u64>>,
     /// `Snapshot::generated_at`.
     pub generated_at: i64,
     /// The earliest instant the content changes by itself (a window end, a price coming into
@@ -70,11 +74,32 @@ pub struct Built {
 }
 
 impl Built {
+    /// The document as `reporter` gets it: [`Built::bytes`] with `reporters` holding that
+    /// reporter's acknowledged sequence when it has one (and never another reporter's, which
+    /// would tell a caller the next ids of a real Envoy). Returned as the shared bytes before
+    /// the map and the short tail, so the large part is never copied.
+    pub fn for_reporter(&self, reporter: &str) -> (Bytes, Bytes) {
+        const EMPTY_TAIL: &[u8] = b"{}}";
+        let Some(acked) = self.reporters.get(reporter) else {
+            return (self.bytes.clone(), Bytes::new());
+        };
+        let head_len = self.bytes.len().saturating_sub(EMPTY_TAIL.len());
+        if !self.bytes.ends_with(EMPTY_TAIL) {
+            return (self.bytes.clone(), Bytes::new());
+        }
+        let mut tail = Vec::with_capacity(reporter.len() + 32);
+        tail.push(b'{');
+        tail.extend_from_slice(&serde_json::to_vec(reporter).unwrap_or_default());
+        tail.extend_from_slice(format!(":{acked}}}}}").as_bytes());
+        (self.bytes.slice(..head_len), Bytes::from(tail))
+    }
+
     fn empty() -> Built {
         Built {
             version: 0,
             etag: "\"0\"".into(),
             bytes: Bytes::new(),
+            reporters: Arc::new(BTreeMap::new()),
             generated_at: 0,
             next_boundary: None,
             writes_seen: 0,
@@ -309,7 +334,7 @@ impl Snapshots {
             &builder.prices_json,
             &json_bytes(&snapshot_budgets)?,
             &builder.keys,
-            &json_bytes(&read.reporters)?,
+            b"{}",
         );
         let built = Arc::new(Built {
             version,
@@ -320,6 +345,7 @@ impl Snapshots {
             prices: builder.prices.clone(),
             counts: (snapshot_budgets.len(), builder.keys.count),
             bytes,
+            reporters: Arc::new(read.reporters),
             built_at: Instant::now(),
         });
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);

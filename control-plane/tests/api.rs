@@ -139,6 +139,9 @@ async fn openapi_documents_every_route_and_nothing_else() {
                     assert!(security.contains("dataplane") && security.contains("admin"))
                 }
                 Access::Admin => assert_eq!(security, r#"[{"admin":[]}]"#),
+                Access::Reporter => {
+                    assert_eq!(security, r#"[{"reporter":[]},{"admin":[]}]"#)
+                }
             }
             if r.access != Access::Public {
                 assert!(op["responses"]["401"].is_object() && op["responses"]["403"].is_object());
@@ -522,6 +525,12 @@ async fn keys_secret_shown_once_and_revocable() {
 #[tokio::test]
 async fn budgets_crud_and_bad_money() {
     let api = api().await;
+    api.admin(
+        "POST",
+        "/v1/orgs",
+        Some(json!({"id": "acme", "name": "Acme"})),
+    )
+    .await;
     let body = json!({"scope": "org", "scope_id": "acme", "period": "monthly", "timezone": "Europe/Paris",
                       "limit_usd": "100", "soft_limit_usd": "80", "mode": "shadow"});
     let b = api.admin("POST", "/v1/budgets", Some(body.clone())).await;
@@ -798,6 +807,12 @@ async fn prices_per_million_with_history_and_import() {
 #[tokio::test]
 async fn usage_snapshot_etag_and_spend() {
     let api = api().await;
+    api.admin(
+        "POST",
+        "/v1/orgs",
+        Some(json!({"id": "acme", "name": "Acme"})),
+    )
+    .await;
     let b = api
         .admin(
             "POST",
@@ -825,24 +840,45 @@ async fn usage_snapshot_etag_and_spend() {
     assert!(nm.text.is_empty());
 
     let p = principal("acme", Some("web"), None, Some("k1"));
-    let batch = json!({"events": [event("e1", "envoy-a", 1, NOW, &p, "1.25"), event("e2", "envoy-a", 2, NOW, &p, "0.75")]});
+    // Usage is posted by an enrolled reporter, with its secret.
+    let enrolled = api
+        .call(
+            "POST",
+            "/v1/reporters",
+            Some(DATAPLANE),
+            Some(json!({"node": "envoy-a"})),
+        )
+        .await;
+    assert_eq!(enrolled.status, 201, "{}", enrolled.text);
+    let me = enrolled.json()["reporter"].as_str().unwrap().to_string();
+    let secret = enrolled.json()["secret"].as_str().unwrap().to_string();
+    assert!(me.starts_with("envoy-a-") && secret.starts_with("tgr-"));
+    let batch = json!({"events": [event("e1", &me, 1, NOW, &p, "1.25"), event("e2", &me, 2, NOW, &p, "0.75")]});
     let ack = api
-        .call("POST", "/v1/usage", Some(DATAPLANE), Some(batch.clone()))
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(secret.as_str()),
+            Some(batch.clone()),
+        )
         .await;
     assert_eq!(ack.status, 200, "{}", ack.text);
-    assert_eq!(ack.json(), json!({"accepted": 2, "duplicate": 0}));
+    assert_eq!(
+        ack.json(),
+        json!({"accepted": 2, "duplicate": 0, "conflict": 0})
+    );
     let ack = api
         .call("POST", "/v1/usage", Some(ADMIN), Some(batch))
         .await;
     assert_eq!(
         ack.json(),
-        json!({"accepted": 0, "duplicate": 2}),
+        json!({"accepted": 0, "duplicate": 2, "conflict": 0}),
         "admin token works on the data plane"
     );
 
     // Changed: the old ETag gets the new document.
     let req = Request::get("/v1/snapshot")
-        .header(header::AUTHORIZATION, format!("Bearer {DATAPLANE}"))
+        .header(header::AUTHORIZATION, format!("Bearer {secret}"))
         .header(header::IF_NONE_MATCH, &etag)
         .body(Body::empty())
         .unwrap();
@@ -851,7 +887,19 @@ async fn usage_snapshot_etag_and_spend() {
     let snap2: Snapshot = serde_json::from_str(&next.text).unwrap();
     assert!(snap2.version > snap.version);
     assert_eq!(snap2.budgets[0].spent_usd, d("2.00"));
-    assert_eq!(snap2.reporters["envoy-a"], 2);
+    assert_eq!(snap2.reporters[&me], 2);
+    assert_eq!(
+        snap2.reporters.len(),
+        1,
+        "a reporter sees its own acknowledgement only"
+    );
+    let public = api.call("GET", "/v1/snapshot", Some(DATAPLANE), None).await;
+    let public: Snapshot = serde_json::from_str(&public.text).unwrap();
+    assert_eq!(public.version, snap2.version);
+    assert!(
+        public.reporters.is_empty(),
+        "the data-plane token sees no reporter"
+    );
     let budget = api
         .admin(
             "GET",
@@ -863,42 +911,42 @@ async fn usage_snapshot_etag_and_spend() {
     assert_eq!(budget["spent_usd"], "2.00");
 
     // Bad batches are refused whole, naming the event and field.
-    let mut bad = event("e3", "envoy-a", 3, NOW, &p, "1");
+    let mut bad = event("e3", &me, 3, NOW, &p, "1");
     bad.cost.total = d("2");
     api.call(
         "POST",
         "/v1/usage",
-        Some(DATAPLANE),
+        Some(secret.as_str()),
         Some(json!({"events": [bad]})),
     )
     .await
     .problem(422, Some("events[0].cost.total"));
-    let mut v = serde_json::to_value(event("e3", "envoy-a", 3, NOW, &p, "1")).unwrap();
+    let mut v = serde_json::to_value(event("e3", &me, 3, NOW, &p, "1")).unwrap();
     v["cost"]["total"] = json!("NaN");
     api.call(
         "POST",
         "/v1/usage",
-        Some(DATAPLANE),
+        Some(secret.as_str()),
         Some(json!({"events": [v]})),
     )
     .await
     .problem(422, Some("events[0].cost.total"));
-    let future = event("e4", "envoy-a", 4, NOW + 3 * DAY, &p, "1");
+    let future = event("e4", &me, 4, NOW + 3 * DAY, &p, "1");
     api.call(
         "POST",
         "/v1/usage",
-        Some(DATAPLANE),
+        Some(secret.as_str()),
         Some(json!({"events": [future]})),
     )
     .await
     .problem(422, Some("events[0].ts"));
     let many: Vec<_> = (0..10_001)
-        .map(|i| event(&format!("m{i}"), "r", i + 1, NOW, &p, "0"))
+        .map(|i| event(&format!("m{i}"), &me, i + 1, NOW, &p, "0"))
         .collect();
     api.call(
         "POST",
         "/v1/usage",
-        Some(DATAPLANE),
+        Some(secret.as_str()),
         Some(json!({"events": many})),
     )
     .await
@@ -906,7 +954,7 @@ async fn usage_snapshot_etag_and_spend() {
     api.call(
         "POST",
         "/v1/usage",
-        Some(DATAPLANE),
+        Some(secret.as_str()),
         Some(json!({"events": "x"})),
     )
     .await
@@ -1076,4 +1124,238 @@ async fn serves_over_a_real_listener() {
         .unwrap();
     assert_eq!(denied.status(), 403);
     server.abort();
+}
+
+/// Issue 13 item 10: money strings the published pattern forbids, a 31-digit amount, an
+/// absurd `max_output_tokens` and a LiteLLM entry off by 10⁶ are refused (each accepted before).
+#[tokio::test]
+async fn validation_gaps_are_closed() {
+    let api = api().await;
+    api.admin(
+        "POST",
+        "/v1/orgs",
+        Some(json!({"id": "acme", "name": "Acme"})),
+    )
+    .await;
+    for bad in ["1e5", "+1", ".5", "1234567890123456789012345678901"] {
+        api.admin(
+            "POST",
+            "/v1/budgets",
+            Some(json!({"scope": "org", "scope_id": "acme", "period": "daily", "limit_usd": bad})),
+        )
+        .await
+        .problem(422, Some("limit_usd"));
+        api.admin(
+            "PUT",
+            "/v1/prices/gpt-x",
+            Some(json!({"input_per_million": bad, "output_per_million": "1"})),
+        )
+        .await
+        .problem(422, Some("input_per_million"));
+    }
+    api.admin(
+        "PUT",
+        "/v1/prices/gpt-x",
+        Some(json!({"input_per_million": "1", "output_per_million": "1",
+                    "max_output_tokens": 9_223_372_036_854_775_808u64})),
+    )
+    .await
+    .problem(422, Some("max_output_tokens"));
+    let ok = api
+        .admin(
+            "PUT",
+            "/v1/prices/gpt-x",
+            Some(
+                json!({"input_per_million": "2.5", "output_per_million": "10",
+                        "max_output_tokens": 10_000_000}),
+            ),
+        )
+        .await;
+    assert!(ok.status.is_success(), "{}", ok.text);
+    // PATCH reads money with the same parser.
+    let b = api
+        .admin(
+            "POST",
+            "/v1/budgets",
+            Some(json!({"scope": "org", "scope_id": "acme", "period": "daily", "limit_usd": "1"})),
+        )
+        .await;
+    assert_eq!(b.status, 201, "{}", b.text);
+    let id = b.json()["id"].as_str().unwrap().to_string();
+    for (field, bad) in [("limit_usd", "1e5"), ("soft_limit_usd", ".5")] {
+        api.admin(
+            "PATCH",
+            &format!("/v1/budgets/{id}"),
+            Some(json!({field: bad})),
+        )
+        .await
+        .problem(422, Some(field));
+    }
+    // A budget on a scope that does not exist: 422 naming it, unless asked for explicitly
+    // (a principal only a trusted header will name).
+    for scope in ["org", "project", "user", "key"] {
+        let a = api
+            .admin(
+                "POST",
+                "/v1/budgets",
+                Some(json!({"scope": scope, "scope_id": "nobody", "period": "daily", "limit_usd": "1"})),
+            )
+            .await;
+        a.problem(422, Some("scope_id"));
+        assert!(a.text.contains("nobody"), "{}", a.text);
+    }
+    let explicit = api
+        .admin(
+            "POST",
+            "/v1/budgets",
+            Some(
+                json!({"scope": "user", "scope_id": "jwt-sub-42", "period": "daily",
+                        "limit_usd": "1", "allow_unregistered": true}),
+            ),
+        )
+        .await;
+    assert_eq!(explicit.status, 201, "{}", explicit.text);
+    // 1 USD per token through the import: skipped with the reason, like PUT refuses it.
+    let map = json!({
+        "dear": {"litellm_provider": "openai", "mode": "chat",
+                 "input_cost_per_token": 1.0, "output_cost_per_token": 1.0},
+        "fine": {"litellm_provider": "openai", "mode": "chat",
+                 "input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5}
+    });
+    let report = api
+        .admin("POST", "/v1/prices/import", Some(map))
+        .await
+        .json();
+    assert_eq!(report["imported"], 1, "{report}");
+    let skipped = report["skipped"].as_array().unwrap();
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s["model"] == "dear" && s["reason"].as_str().unwrap().contains("per_million")),
+        "{report}"
+    );
+}
+
+/// Issue 13 item 6 at the router: usage only under the authenticated reporter, conflicts
+/// refused and counted, the cost checked against the control plane's own price, and the
+/// served/requested models in the ledger answer.
+#[tokio::test]
+async fn usage_is_posted_only_as_oneself_and_conflicts_are_counted() {
+    let api = api().await;
+    api.admin("POST", "/v1/prices", Some(json!({"model": "gpt-4o", "input_per_million": "2.5", "output_per_million": "10", "effective_from": 0})))
+        .await;
+    let snap = api
+        .call("GET", "/v1/snapshot", Some(DATAPLANE), None)
+        .await
+        .json();
+    let book_version = snap["prices"]["version"].as_u64().unwrap();
+    let enroll = |node: &'static str| {
+        let api = &api;
+        async move {
+            let a = api
+                .call(
+                    "POST",
+                    "/v1/reporters",
+                    Some(DATAPLANE),
+                    Some(json!({"node": node})),
+                )
+                .await;
+            assert_eq!(a.status, 201, "{}", a.text);
+            let v = a.json();
+            (
+                v["reporter"].as_str().unwrap().to_string(),
+                v["secret"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let (a, a_secret) = enroll("envoy-a").await;
+    let (_b, b_secret) = enroll("envoy-b").await;
+    let p = principal("acme", None, None, None);
+    // gpt-4o: 1000 input tokens × 2.5/M + 10 output × 10/M = 0.0026.
+    let mut right = event(&format!("{a}-1"), &a, 1, NOW, &p, "0.0026");
+    right.price_version = book_version;
+    right.requested_model = Some("gpt-4o-2024-08-06".into());
+    let mut wrong = event(&format!("{a}-2"), &a, 2, NOW, &p, "0.0001");
+    wrong.price_version = book_version;
+    let batch = json!({"events": [right.clone(), wrong.clone()]});
+    // The data-plane token may not post; another reporter may not post a's events.
+    api.call("POST", "/v1/usage", Some(DATAPLANE), Some(batch.clone()))
+        .await
+        .problem(403, None);
+    api.call("POST", "/v1/usage", Some(&b_secret), Some(batch.clone()))
+        .await
+        .problem(403, None);
+    api.call(
+        "POST",
+        "/v1/usage",
+        Some("tgr-not-a-secret-0000"),
+        Some(batch.clone()),
+    )
+    .await
+    .problem(403, None);
+    let ack = api
+        .call("POST", "/v1/usage", Some(&a_secret), Some(batch))
+        .await;
+    assert_eq!(
+        ack.json(),
+        json!({"accepted": 2, "duplicate": 0, "conflict": 0})
+    );
+    let mut changed = right.clone();
+    changed.cost.input = d("0");
+    changed.cost.total = d("0");
+    let ack = api
+        .call(
+            "POST",
+            "/v1/usage",
+            Some(&a_secret),
+            Some(json!({"events": [right, changed]})),
+        )
+        .await;
+    assert_eq!(
+        ack.json(),
+        json!({"accepted": 0, "duplicate": 1, "conflict": 1})
+    );
+    let rows = api
+        .admin("GET", &format!("/v1/usage/events?reporter={a}"), None)
+        .await
+        .json();
+    let by_id = |id: String| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .unwrap()
+            .clone()
+    };
+    let r1 = by_id(format!("{a}-1"));
+    assert_eq!(r1["cost_check"], "match");
+    assert_eq!(r1["requested_model"], "gpt-4o-2024-08-06");
+    assert_eq!(r1["cost_usd"], "0.0026", "the first content stays");
+    assert_eq!(by_id(format!("{a}-2"))["cost_check"], "mismatch");
+    let m = api.call("GET", "/metrics", None, None).await.text;
+    assert!(m.contains("tollgate_usage_events_conflict_total 1"), "{m}");
+    assert!(
+        m.contains("tollgate_usage_events_cost_mismatch_total 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tollgate_usage_refused_total{reason=\"foreign_reporter\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tollgate_usage_refused_total{reason=\"not_enrolled\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains(&a_secret));
+    // Each reporter's snapshot shows only its own acknowledgement.
+    let sa = api
+        .call("GET", "/v1/snapshot", Some(&a_secret), None)
+        .await
+        .json();
+    assert_eq!(sa["reporters"], json!({a.clone(): 2}));
+    let sb = api
+        .call("GET", "/v1/snapshot", Some(&b_secret), None)
+        .await
+        .json();
+    assert_eq!(sb["reporters"], json!({}));
 }

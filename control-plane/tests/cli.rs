@@ -399,14 +399,24 @@ fn serve_and_admin_verbs() {
         .to_string();
     assert!(secret.starts_with("tg-"));
 
-    // Some usage from the data plane, then the spend verb.
+    // Some usage from an enrolled reporter, then the spend verb.
+    let enrolled: Value = client
+        .post(format!("{url}/v1/reporters"))
+        .bearer_auth(DATAPLANE)
+        .json(&json!({"node": "envoy-1"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let reporter = enrolled["reporter"].as_str().unwrap().to_string();
+    let reporter_secret = enrolled["secret"].as_str().unwrap().to_string();
     let p = json!({"key": id, "user": "alice", "org": "acme"});
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     let events: Vec<Value> = (1..=3)
-        .map(|i| json!({"id": format!("ev-{i}"), "reporter": "envoy-1", "seq": i, "ts": now, "principal": p,
+        .map(|i| json!({"id": format!("{reporter}-{i}"), "reporter": reporter, "seq": i, "ts": now, "principal": p,
                         "model": "gpt-4o", "api": "open_ai_chat", "usage": {"input_uncached": 100, "output": 10},
                         "cost": {"input": "0.00025", "cache_read": "0", "cache_write_5m": "0", "cache_write_1h": "0",
                                  "output": "0.0001", "reasoning": "0", "total": "0.00035"},
@@ -414,13 +424,13 @@ fn serve_and_admin_verbs() {
         .collect();
     let r = client
         .post(format!("{url}/v1/usage"))
-        .bearer_auth(DATAPLANE)
+        .bearer_auth(&reporter_secret)
         .json(&json!({"events": events}))
         .send()
         .unwrap();
     assert_eq!(
         r.json::<Value>().unwrap(),
-        json!({"accepted": 3, "duplicate": 0})
+        json!({"accepted": 3, "duplicate": 0, "conflict": 0})
     );
 
     let o = admin(&[
@@ -458,7 +468,7 @@ fn serve_and_admin_verbs() {
     assert!(logs.contains("tollgate control plane serving"), "{logs}");
     // Debug logs name routes and statuses, never a token or a key secret.
     assert!(logs.contains("route=\"/v1/usage\" status=200"), "{logs}");
-    for secret in [ADMIN, DATAPLANE, secret.as_str()] {
+    for secret in [ADMIN, DATAPLANE, secret.as_str(), reporter_secret.as_str()] {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
 }

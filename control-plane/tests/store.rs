@@ -342,12 +342,8 @@ store_test!(reporter_acknowledgement_waits_for_gaps, |store| {
         Clock::fixed(NOW),
         Arc::new(Metrics::default()),
     );
-    let acks = |s: &Snapshots| {
-        let b = s.current();
-        serde_json::from_slice::<Snapshot>(&b.bytes)
-            .unwrap()
-            .reporters
-    };
+    // The acknowledgements read with the spend (each reporter is shown only its own entry).
+    let acks = |s: &Snapshots| (*s.current().reporters).clone();
     store
         .ingest(
             &[
@@ -599,7 +595,18 @@ store_test!(snapshot_carries_windows_spend_keys_and_versions, |store| {
         [TODAY, TODAY + DAY, TODAY + 2 * DAY, TODAY + 3 * DAY]
     );
     assert_eq!(b.spent_window_start, Some(TODAY));
-    assert_eq!(snap.reporters["env-1"], 1);
+    assert!(
+        snap.reporters.is_empty(),
+        "the shared bytes name no reporter"
+    );
+    let (head, tail) = built.for_reporter("env-1");
+    let mine: Snapshot = serde_json::from_slice(&[head.as_ref(), tail.as_ref()].concat()).unwrap();
+    assert_eq!(mine.reporters, BTreeMap::from([("env-1".to_string(), 1)]));
+    let (head, tail) = built.for_reporter("someone-else");
+    assert!(
+        tail.is_empty() && head == built.bytes,
+        "no entry: the shared bytes"
+    );
     assert_eq!(snap.prices.models.len(), 1);
     assert_eq!(snap.generated_at, NOW);
     // Nothing changed: same version, same bytes, no rebuild.
@@ -914,3 +921,128 @@ async fn keys_are_only_hashes_in_a_postgres_dump() {
     assert_only_hashes_at_rest(dump.as_bytes(), &secrets, "the PostgreSQL dump");
     store.close().await;
 }
+
+store_test!(reporters_enroll_and_authenticate_by_secret_hash, |store| {
+    let a = store.enroll_reporter(Some("envoy-1"), NOW).await.unwrap();
+    let b = store.enroll_reporter(None, NOW).await.unwrap();
+    assert!(a.reporter.starts_with("envoy-1-") && b.reporter.starts_with("envoy-"));
+    assert_ne!(a.reporter, b.reporter);
+    assert!(a.secret.starts_with("tgr-") && a.secret.len() == 44);
+    assert!(
+        !format!("{a:?}").contains(&a.secret),
+        "Debug hides the secret"
+    );
+    let sha = |s: &str| tollgate_control_plane::keys::sha256_hex(s.as_bytes());
+    assert_eq!(
+        store.reporter_by_secret(&sha(&a.secret)).await.unwrap(),
+        Some(a.reporter.clone())
+    );
+    assert_eq!(
+        store.reporter_by_secret(&sha(&b.secret)).await.unwrap(),
+        Some(b.reporter.clone())
+    );
+    assert_eq!(
+        store.reporter_by_secret(&sha("tgr-nope")).await.unwrap(),
+        None
+    );
+    // An enrolled reporter's events are acknowledged under its row.
+    let cache = BudgetCache::default();
+    let p = principal("acme", None, None, None);
+    store
+        .ingest(
+            &[event(
+                &format!("{}-1", a.reporter),
+                &a.reporter,
+                1,
+                NOW,
+                &p,
+                "1",
+            )],
+            NOW,
+            &cache,
+        )
+        .await
+        .unwrap();
+    let snapshots = Snapshots::new(
+        store.clone(),
+        Clock::fixed(NOW),
+        Arc::new(Metrics::default()),
+    );
+    let built = snapshots.rebuild().await.unwrap();
+    assert_eq!(built.reporters.get(&a.reporter), Some(&1));
+});
+
+store_test!(
+    a_repeated_id_with_other_content_is_a_conflict_and_requested_model_round_trips,
+    |store| {
+        use tollgate_control_plane::ingest::CostCheck;
+        use tollgate_control_plane::store::ledger::LedgerQuery;
+        let cache = BudgetCache::default();
+        let org = store
+            .create_budget(
+                &budget(Scope::Org, "acme", Period::Total, "UTC", "100"),
+                NOW,
+            )
+            .await
+            .unwrap();
+        let p = principal("acme", None, None, None);
+        let mut e1 = event("r-1", "r", 1, NOW, &p, "0.5");
+        e1.requested_model = Some("gemini-2.0-flash-lite".into());
+        e1.model = "gemini-2.5-pro".into();
+        let e2 = event("r-2", "r", 2, NOW, &p, "0.25");
+        let out = store
+            .ingest_checked(
+                &[e1.clone(), e2.clone()],
+                &[Some(CostCheck::Match), Some(CostCheck::Mismatch)],
+                NOW,
+                &cache,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (out.accepted, out.duplicate, out.conflict, out.cost_mismatch),
+            (2, 0, 0, 1)
+        );
+        // The same id with another cost: a conflict, not stored, not charged.
+        let mut forged = e1.clone();
+        forged.cost.input = d("0");
+        forged.cost.total = d("0");
+        let out = store.ingest(&[forged.clone()], NOW, &cache).await.unwrap();
+        assert_eq!((out.accepted, out.duplicate, out.conflict), (0, 0, 1));
+        assert_eq!(out.version, None);
+        // The same content again: a duplicate. Within one batch too.
+        let out = store
+            .ingest(&[e1.clone(), e2.clone(), forged], NOW, &cache)
+            .await
+            .unwrap();
+        assert_eq!((out.accepted, out.duplicate, out.conflict), (0, 2, 1));
+        let e3 = event("r-3", "r", 3, NOW, &p, "0.1");
+        let mut e3b = e3.clone();
+        e3b.status = 500;
+        let out = store.ingest(&[e3, e3b], NOW, &cache).await.unwrap();
+        assert_eq!((out.accepted, out.duplicate, out.conflict), (1, 0, 1));
+        let spent = store
+            .spend_now(&[store.get_budget(&org.id).await.unwrap()], NOW)
+            .await
+            .unwrap();
+        assert_eq!(spent[&org.id], d("0.85"), "only the first contents count");
+        let rows = store
+            .ledger_events(&LedgerQuery {
+                from: i64::MIN,
+                to: i64::MAX,
+                reporter: Some("r".into()),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        let r1 = rows.iter().find(|r| r.id == "r-1").unwrap();
+        assert_eq!(r1.model, "gemini-2.5-pro");
+        assert_eq!(r1.requested_model.as_deref(), Some("gemini-2.0-flash-lite"));
+        assert_eq!(r1.cost_check.as_deref(), Some("match"));
+        assert_eq!(r1.cost_usd.0, d("0.5"));
+        let r2 = rows.iter().find(|r| r.id == "r-2").unwrap();
+        assert_eq!(r2.requested_model, None);
+        assert_eq!(r2.cost_check.as_deref(), Some("mismatch"));
+    }
+);

@@ -496,9 +496,6 @@ impl Stream {
                 .unwrap_or(0),
         );
         host::set_filter_state("tollgate.cost", &total.normalize().to_string());
-        if let Some(requested) = &adm.requested_model {
-            host::set_filter_state("tollgate.requested_model", requested);
-        }
         let event = UsageEvent {
             id: String::new(),
             reporter: String::new(),
@@ -514,6 +511,7 @@ impl Stream {
             uncharged,
             status: u16::try_from(self.status.unwrap_or(0)).unwrap_or(0),
             stream: adm.stream,
+            requested_model: adm.requested_model,
         };
         self.shared.send_usage(&QueuedUsage { event, charges });
     }

@@ -130,6 +130,8 @@ pub struct SyncGauges {
     queue_overflow: Option<u32>,
     sync_failures: Option<u32>,
     rejected: Option<u32>,
+    reenrolled: Option<u32>,
+    enrolled: Option<u32>,
 }
 
 fn gauge(name: &str) -> Option<u32> {
@@ -152,11 +154,22 @@ impl SyncGauges {
             queue_overflow: gauge("tollgate_queue_overflow"),
             sync_failures: gauge("tollgate_sync_failures"),
             rejected: gauge("tollgate_usage_rejected"),
+            reenrolled: gauge("tollgate_sync_reenrolled"),
+            enrolled: gauge("tollgate_sync_enrolled"),
         }
     }
 
     /// Records the sync state.
-    pub fn record(&self, version: u64, age_s: u64, stats: tollgate_core::sync::SyncStats) {
+    /// `enrolled`: whether the sync service holds a reporter identity (1) or not yet (0).
+    pub fn record(
+        &self,
+        version: u64,
+        age_s: u64,
+        enrolled: bool,
+        stats: tollgate_core::sync::SyncStats,
+    ) {
+        set(self.enrolled, u64::from(enrolled));
+        set(self.reenrolled, stats.reenrolled);
         set(self.snapshot_version, version);
         set(self.snapshot_age_s, age_s);
         set(self.queue_depth, stats.pending as u64);

@@ -3,7 +3,10 @@
 //! Every `sync_interval` it drains the usage queue, `GET`s the snapshot with `If-None-Match`,
 //! publishes a new one to shared data (bytes, then version, so workers never see a version
 //! without its bytes), acknowledges the local spend the snapshot now includes, and posts the
-//! next usage batch. The decisions live in `tollgate_core::sync`; this is the I/O around them.
+//! next usage batch. Before its first post it enrolls as a reporter (`POST /v1/reporters`, the
+//! path next to `usage_path`), and then sends the reporter secret it got instead of the
+//! data-plane token (see `tollgate_core::sync` on reporter identity). The decisions live in
+//! `tollgate_core::sync`; this is the I/O around them.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,6 +27,7 @@ use crate::root::{FRESH_KEY, QUEUE_NAME, SNAPSHOT_KEY, VERSION_KEY};
 enum CallKind {
     Snapshot,
     Usage,
+    Enroll,
 }
 
 /// The sync service.
@@ -31,7 +35,11 @@ pub struct SyncService {
     config: Config,
     state: SyncState,
     queue: u32,
-    calls: HashMap<u32, CallKind>,
+    /// Outstanding calls: what for, and the credential generation they were sent with
+    /// (`None`: the data-plane token).
+    calls: HashMap<u32, (CallKind, Option<u32>)>,
+    /// `POST` path of enrollment: `usage_path` with its last segment `reporters`.
+    enroll_path: String,
     gauges: SyncGauges,
     /// The snapshot last published (its unchanged sections are reused by the next decode).
     published: Option<SnapshotIndex>,
@@ -55,9 +63,8 @@ impl SyncService {
             .and_then(|b| String::from_utf8(b).ok())
             .filter(|s| !s.is_empty() && s.len() <= 64)
             .unwrap_or_else(|| "envoy".to_string());
-        let reporter = format!("{node}-{:x}", host::now_ms());
         let state = SyncState::new(
-            reporter,
+            node,
             config.limits.max_queue_events,
             config.control_plane.batch_max_events,
         );
@@ -66,12 +73,15 @@ impl SyncService {
         ));
         host::log(
             LogLevel::Info,
-            &format!(
-                "tollgate: sync service started as reporter {}",
-                state.reporter()
-            ),
+            "tollgate: sync service started; enrolling as a reporter",
         );
+        let usage_path = config.control_plane.usage_path.as_str();
+        let enroll_path = match usage_path.rsplit_once('/') {
+            Some((dir, _)) => format!("{dir}/reporters"),
+            None => "/v1/reporters".to_string(),
+        };
         Some(SyncService {
+            enroll_path,
             config,
             state,
             queue,
@@ -116,14 +126,29 @@ impl SyncService {
                 host::now_s().saturating_sub(s.generated_at).max(0),
             )
         });
-        self.gauges
-            .record(version, u64::try_from(age).unwrap_or(0), self.state.stats());
+        self.gauges.record(
+            version,
+            u64::try_from(age).unwrap_or(0),
+            self.state.reporter().is_some(),
+            self.state.stats(),
+        );
     }
 
     fn dispatch(&mut self, call: SyncCall, now_ms: u64) {
         let cp = &self.config.control_plane;
-        let bearer = format!("Bearer {}", cp.token.expose());
+        let (secret, generation) = self.state.credential();
+        let (secret, generation) = match (&call, secret) {
+            (SyncCall::Enroll { .. }, _) | (_, None) => (cp.token.expose(), None),
+            (_, Some(s)) => (s, Some(generation)),
+        };
+        let bearer = format!("Bearer {secret}");
         let (kind, path, body, etag) = match &call {
+            SyncCall::Enroll { body } => (
+                CallKind::Enroll,
+                self.enroll_path.as_str(),
+                Some(body.as_slice()),
+                None,
+            ),
             SyncCall::FetchSnapshot { if_none_match } => (
                 CallKind::Snapshot,
                 cp.snapshot_path.as_str(),
@@ -152,7 +177,7 @@ impl SyncService {
         let timeout = Duration::from_millis(cp.timeout_ms);
         match hostcalls::dispatch_http_call(&cp.cluster, headers, body, vec![], timeout) {
             Ok(token) => {
-                self.calls.insert(token, kind);
+                self.calls.insert(token, (kind, generation));
             }
             Err(status) => {
                 host::log(
@@ -171,12 +196,15 @@ impl SyncService {
         match kind {
             CallKind::Snapshot => self.state.snapshot_failed(),
             CallKind::Usage => self.state.usage_answered(0, now_ms),
+            CallKind::Enroll => {
+                let _ = self.state.enroll_answered(0, b"", now_ms);
+            }
         }
     }
 
     /// A control-plane call answered (or failed: then there is no `:status`).
     pub fn on_http_call_response(&mut self, token: u32, body_size: usize) {
-        let Some(kind) = self.calls.remove(&token) else {
+        let Some((kind, generation)) = self.calls.remove(&token) else {
             return;
         };
         let now_ms = host::now_ms();
@@ -188,12 +216,37 @@ impl SyncService {
         };
         let status: u32 = header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         if matches!(status, 401 | 403) {
-            host::log(
-                LogLevel::Error,
-                "tollgate: sync: the control plane refused the data-plane token",
-            );
+            match generation {
+                None => host::log(
+                    LogLevel::Error,
+                    "tollgate: sync: the control plane refused the data-plane token",
+                ),
+                Some(g) => {
+                    host::log(
+                        LogLevel::Warn,
+                        "tollgate: sync: the control plane refused the reporter secret; enrolling again",
+                    );
+                    self.state.credential_refused(g);
+                }
+            }
         }
         match (kind, status) {
+            (CallKind::Enroll, _) => {
+                let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                match self.state.enroll_answered(status, &body, now_ms) {
+                    Ok(reporter) => host::log(
+                        LogLevel::Info,
+                        &format!("tollgate: sync: enrolled as reporter {reporter}"),
+                    ),
+                    Err(why) => host::log(
+                        LogLevel::Warn,
+                        &format!("tollgate: sync: enrollment failed, retrying: {why}"),
+                    ),
+                }
+            }
             (CallKind::Usage, _) => {
                 self.state.usage_answered(status, now_ms);
                 self.drain_queue();

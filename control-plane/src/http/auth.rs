@@ -8,6 +8,13 @@
 //! cannot change budgets. No token: 401. A wrong token, or the data-plane token on a
 //! management endpoint: 403.
 //!
+//! Reporter secrets (`tgr-…`, minted by `POST /v1/reporters`, see `store/reporters.rs`)
+//! authenticate one Envoy's sync service as its reporter: they open `GET /v1/snapshot` (whose
+//! `reporters` map then holds that reporter's own acknowledgement) and `POST /v1/usage`, whose
+//! events must all carry that reporter. The data-plane token alone can enroll and poll, but not
+//! post usage, so a holder of it can never report under another Envoy's id. The caller is
+//! handed to handlers as a [`Caller`] request extension.
+//!
 //! Tokens are compared as SHA-256 digests with `subtle`'s constant-time equality, so neither
 //! the content nor the length of a token leaks through timing. Tokens are never logged: this
 //! module only ever hands out the [`Role`].
@@ -32,6 +39,41 @@ pub enum Role {
     Admin,
     /// The data-plane token.
     DataPlane,
+}
+
+/// Who called, as handlers see it (a request extension set by the middlewares).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The admin token.
+    Admin,
+    /// The data-plane token.
+    DataPlane,
+    /// An enrolled reporter, by id.
+    Reporter(String),
+}
+
+/// Reporter secrets seen, by SHA-256 hex → reporter id, so a snapshot poll or usage post does
+/// not read the database to authenticate (an unknown secret is looked up every time; a known
+/// one never changes owner). Bounded: cleared when it reaches [`ReporterCache::MAX`].
+#[derive(Debug, Default)]
+pub struct ReporterCache(std::sync::RwLock<std::collections::HashMap<String, String>>);
+
+impl ReporterCache {
+    /// Most entries kept (one per Envoy: far more than a fleet).
+    pub const MAX: usize = 100_000;
+
+    fn get(&self, digest: &str) -> Option<String> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.get(digest).cloned()
+    }
+
+    fn put(&self, digest: String, reporter: String) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(digest, reporter);
+    }
 }
 
 /// The two tokens, as digests.
@@ -125,14 +167,63 @@ pub async fn admin(
     }
 }
 
-/// Middleware for data-plane endpoints: the data-plane or the admin token.
+/// Who presented `token`: a role token, an enrolled reporter's secret, or nobody known.
+async fn caller(state: &AppState, token: &str) -> Result<Option<Caller>, ApiError> {
+    match state.tokens.role(token) {
+        Some(Role::Admin) => return Ok(Some(Caller::Admin)),
+        Some(Role::DataPlane) => return Ok(Some(Caller::DataPlane)),
+        None => {}
+    }
+    if !token.starts_with(crate::store::reporters::REPORTER_SECRET_PREFIX) {
+        return Ok(None);
+    }
+    let digest = crate::keys::sha256_hex(token.as_bytes());
+    if let Some(reporter) = state.reporter_secrets.get(&digest) {
+        return Ok(Some(Caller::Reporter(reporter)));
+    }
+    match state.store.reporter_by_secret(&digest).await? {
+        Some(reporter) => {
+            state.reporter_secrets.put(digest, reporter.clone());
+            Ok(Some(Caller::Reporter(reporter)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Middleware for data-plane endpoints: the data-plane token, a reporter secret or the admin
+/// token.
 pub async fn dataplane(
     State(state): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    match state.tokens.role(bearer(&req)?) {
-        Some(_) => Ok(next.run(req).await),
+    match caller(&state, bearer(&req)?).await? {
+        Some(c) => {
+            req.extensions_mut().insert(c);
+            Ok(next.run(req).await)
+        }
+        None => Err(ApiError::Forbidden("wrong token")),
+    }
+}
+
+/// Middleware for `POST /v1/usage`: a reporter secret (or the admin token). The data-plane
+/// token is refused: with it anyone could report under any Envoy's id.
+pub async fn reporter(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    match caller(&state, bearer(&req)?).await? {
+        Some(Caller::DataPlane) => {
+            state.metrics.usage_refused("not_enrolled", 1);
+            Err(ApiError::Forbidden(
+                "usage is posted with a reporter secret: enroll with POST /v1/reporters",
+            ))
+        }
+        Some(c) => {
+            req.extensions_mut().insert(c);
+            Ok(next.run(req).await)
+        }
         None => Err(ApiError::Forbidden("wrong token")),
     }
 }

@@ -28,10 +28,17 @@ pub struct NewBudgetBody {
     period: Period,
     #[serde(default = "utc")]
     timezone: String,
+    #[serde(deserialize_with = "super::money::strict")]
     limit_usd: Decimal,
+    #[serde(default, deserialize_with = "super::money::strict_opt")]
     soft_limit_usd: Option<Decimal>,
     #[serde(default)]
     mode: Mode,
+    /// Set to create a budget for a principal the control plane has not registered: one a
+    /// trusted principal header (jwt_authn) will name. Without it, an unknown `scope_id` is a
+    /// 422 (a typo would otherwise be a budget that never applies).
+    #[serde(default)]
+    allow_unregistered: bool,
 }
 
 fn utc() -> String {
@@ -48,24 +55,28 @@ pub struct BudgetPatchBody {
     period: Option<Period>,
     #[serde(default, deserialize_with = "not_null")]
     timezone: Option<String>,
-    #[serde(default, deserialize_with = "not_null")]
+    #[serde(default, deserialize_with = "not_null_money")]
     limit_usd: Option<Decimal>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_money")]
     soft_limit_usd: Option<Option<Decimal>>,
     #[serde(default, deserialize_with = "not_null")]
     mode: Option<Mode>,
 }
 
-/// Tells a field set to `null` (`Some(None)`) from an absent one (`None`, via `default`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// A field that may be absent (`None`, via `default`) but not `null`.
 fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
+}
+
+/// [`not_null`] for money, through the one money parser.
+fn not_null_money<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    super::money::strict(d).map(Some)
+}
+
+/// A money field set to `null` (`Some(None)`: remove it) told from an absent one (`None`,
+/// via `default`), through the one money parser.
+fn present_money<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Decimal>>, D::Error> {
+    super::money::strict_opt(d).map(Some)
 }
 
 /// A budget with its current window and the spend in it.
@@ -153,6 +164,16 @@ pub async fn create(
         return Err(ApiError::invalid(
             "scope_id",
             "must be 1 to 256 characters without ';', '=' or control characters",
+        ));
+    }
+    if !body.allow_unregistered && !s.store.scope_registered(body.scope, &body.scope_id).await? {
+        return Err(ApiError::invalid(
+            "scope_id",
+            format!(
+                "no {} {:?} is registered (set allow_unregistered for a principal named only by a trusted header)",
+                body.scope.as_str(),
+                body.scope_id
+            ),
         ));
     }
     let limit = check_usd("limit_usd", body.limit_usd)?;

@@ -2,7 +2,8 @@
 //! OpenAPI document (`openapi.rs`) is checked against by a test, route by route.
 //!
 //! Access: `Public` (health, metrics, the OpenAPI document), `DataPlane` (snapshot and
-//! usage: the data-plane or admin token), `Admin` (everything else). Body limits: 1 MiB by
+//! reporter enrollment: the data-plane token, a reporter secret or the admin token),
+//! `Reporter` (usage: a reporter secret or the admin token), `Admin` (everything else). Body limits: 1 MiB by
 //! default, 16 MiB for `POST /v1/usage` (10,000 events) and 32 MiB for a LiteLLM price-map
 //! import. Router tests: `cargo test -p tollgate-control-plane --test api`.
 
@@ -11,6 +12,7 @@ mod budgets;
 mod cost;
 pub mod error;
 mod keys;
+pub mod money;
 pub mod openapi;
 mod ops;
 mod prices;
@@ -54,6 +56,8 @@ pub struct Inner {
     pub store: Store,
     /// The two API tokens.
     pub tokens: Tokens,
+    /// Reporter secrets already authenticated.
+    pub reporter_secrets: auth::ReporterCache,
     /// The snapshot service.
     pub snapshots: Arc<Snapshots>,
     /// Budget index used by ingestion.
@@ -85,6 +89,7 @@ impl AppState {
         AppState(Arc::new(Inner {
             store,
             tokens,
+            reporter_secrets: auth::ReporterCache::default(),
             snapshots,
             budgets: BudgetCache::default(),
             metrics,
@@ -98,8 +103,10 @@ impl AppState {
 pub enum Access {
     /// Anyone.
     Public,
-    /// The data-plane token or the admin token.
+    /// The data-plane token, a reporter secret or the admin token.
     DataPlane,
+    /// A reporter secret or the admin token.
+    Reporter,
     /// The admin token.
     Admin,
 }
@@ -117,7 +124,7 @@ pub struct Route {
 
 /// The route table: every route the router serves, and nothing else.
 fn table() -> Vec<(Route, MethodRouter<AppState>)> {
-    use Access::{Admin, DataPlane, Public};
+    use Access::{Admin, DataPlane, Public, Reporter};
     macro_rules! r {
         ($m:ident, $path:literal, $access:expr, $h:expr) => {
             (
@@ -136,7 +143,9 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
         r!(GET, "/metrics", Public, ops::metrics),
         r!(GET, "/openapi.json", Public, ops::openapi),
         r!(GET, "/v1/snapshot", DataPlane, snapshot::get),
-        r!(POST, "/v1/usage", DataPlane, usage::post),
+        r!(POST, "/v1/usage", Reporter, usage::post),
+        r!(POST, "/v1/reporters", DataPlane, usage::enroll),
+        r!(GET, "/v1/usage/events", Admin, usage::events),
         r!(GET, "/v1/orgs", Admin, tenants::list_orgs),
         r!(POST, "/v1/orgs", Admin, tenants::create_org),
         r!(GET, "/v1/orgs/{id}", Admin, tenants::get_org),
@@ -197,6 +206,10 @@ pub fn app(state: AppState) -> Router {
             Access::DataPlane => mr.route_layer(middleware::from_fn_with_state(
                 state.clone(),
                 auth::dataplane,
+            )),
+            Access::Reporter => mr.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::reporter,
             )),
             Access::Admin => {
                 mr.route_layer(middleware::from_fn_with_state(state.clone(), auth::admin))

@@ -1,16 +1,24 @@
 //! `GET /v1/snapshot`: the filter's snapshot, from memory. `ETag` is the quoted version; a
 //! matching `If-None-Match` gets `304 Not Modified` without a database round trip (unless this
-//! process wrote since the last build, in which case it rebuilds first).
+//! process wrote since the last build, in which case it rebuilds first). The `reporters` map
+//! holds only the calling reporter's own entry (empty for the data-plane and admin tokens).
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::AppState;
 use crate::snapshot::if_none_match;
 
-pub async fn get(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn get(
+    State(s): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let built = s.snapshots.fresh().await?;
     if built.version == 0 {
         return Err(ApiError::Unavailable("no snapshot built yet".into()));
@@ -25,7 +33,20 @@ pub async fn get(State(s): State<AppState>, headers: HeaderMap) -> Result<Respon
         s.metrics.snapshot_not_modified();
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut r = built.bytes.clone().into_response();
+        // Each reporter sees its own acknowledgement only; the version (ETag) still names the
+        // content, since acknowledgements are read with the spend of that version.
+        let mut r = match caller.as_ref().map(|c| &c.0) {
+            Some(Caller::Reporter(me)) => {
+                let (head, tail) = built.for_reporter(me);
+                let len = head.len() + tail.len();
+                let chunks = [Ok::<_, std::convert::Infallible>(head), Ok(tail)];
+                let mut r = Body::from_stream(futures_util::stream::iter(chunks)).into_response();
+                r.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                r
+            }
+            _ => built.bytes.clone().into_response(),
+        };
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

@@ -23,15 +23,21 @@ use super::{
     begin_write, from_json_rows, sqlite_json_rows, to_i64, with_pool, Money, Store, StoreError,
     BUDGET_LOCK,
 };
-use crate::ingest::{advance_ack, deltas, BudgetCache, BudgetIndex};
+use crate::ingest::{advance_ack, deltas, BudgetCache, BudgetIndex, CostCheck};
 
 /// What one batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IngestOutcome {
     /// Events stored now.
     pub accepted: u64,
-    /// Events already stored (earlier, or earlier in this batch), ignored.
+    /// Events already stored (earlier, or earlier in this batch) with the same content, ignored.
     pub duplicate: u64,
+    /// Events whose id was stored (earlier, or earlier in this batch) with different content:
+    /// refused, never stored, logged and counted (see [`content_sha256`]).
+    pub conflict: u64,
+    /// Events stored now whose cost differs from the one the control plane computes
+    /// ([`crate::ingest::CostCheck::Mismatch`]).
+    pub cost_mismatch: u64,
     /// The snapshot version after the batch (`None` when nothing changed).
     pub version: Option<i64>,
 }
@@ -41,7 +47,7 @@ pub struct IngestOutcome {
 /// stop the filter from ever dropping its local copy of the later ones.
 pub const MAX_PENDING_SEQS: usize = 10_000;
 
-/// Rows per multi-row `INSERT` (SQLite allows 32,766 bound values per statement; 20 columns).
+/// Rows per multi-row `INSERT` (SQLite allows 32,766 bound values per statement; 23 columns).
 const LEDGER_CHUNK: usize = 1_000;
 /// Rows per counter or `reporter_pending` statement (three bound values at most per row).
 const COUNTER_CHUNK: usize = 5_000;
@@ -57,10 +63,19 @@ struct EventRow<'a> {
     input_tokens: i64,
     output_tokens: i64,
     detail: String,
+    content: String,
+    cost_check: Option<&'static str>,
+}
+
+/// The SHA-256 (hex) of an event's content: its JSON encoding, which names every field in a
+/// fixed order and keeps each decimal's scale, so a resend of the same event always hashes the
+/// same and any change of a count, a cost, a principal or a time does not.
+pub fn content_sha256(e: &UsageEvent) -> String {
+    crate::keys::sha256_hex(&serde_json::to_vec(e).unwrap_or_default())
 }
 
 impl<'a> EventRow<'a> {
-    fn new(index: usize, e: &'a UsageEvent) -> Result<Self, StoreError> {
+    fn new(index: usize, e: &'a UsageEvent, check: Option<CostCheck>) -> Result<Self, StoreError> {
         let field = |f: &'static str| move || format!("events[{index}].{f}");
         Ok(EventRow {
             e,
@@ -73,6 +88,8 @@ impl<'a> EventRow<'a> {
             input_tokens: to_i64(field("usage"), e.usage.prompt_total())?,
             output_tokens: to_i64(field("usage.output"), e.usage.output)?,
             detail: detail_json(&e.usage, &e.cost),
+            content: content_sha256(e),
+            cost_check: check.map(CostCheck::as_str),
         })
     }
 }
@@ -103,7 +120,95 @@ fn detail_json(usage: &Usage, cost: &CostBreakdown) -> String {
     s
 }
 
+/// What `GET /v1/usage/events` asks for.
+#[derive(Debug, Clone)]
+pub struct LedgerQuery {
+    /// From (inclusive), Unix seconds of the event's `ts`.
+    pub from: i64,
+    /// To (exclusive).
+    pub to: i64,
+    /// Only this reporter's events.
+    pub reporter: Option<String>,
+    /// At most this many rows, newest first.
+    pub limit: u32,
+}
+
+/// One ledger row as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct LedgerEvent {
+    /// Event id.
+    pub id: String,
+    /// Reporter (an enrolled Envoy).
+    pub reporter: String,
+    /// Its sequence number.
+    pub seq: i64,
+    /// When the response finished, Unix seconds.
+    pub ts: i64,
+    /// Organisation charged.
+    pub org_id: String,
+    /// Project charged.
+    pub project_id: Option<String>,
+    /// User charged.
+    pub user_id: Option<String>,
+    /// Key charged.
+    pub key_id: Option<String>,
+    /// The model priced (the one that served).
+    pub model: String,
+    /// The model the request named, when the provider served another.
+    pub requested_model: Option<String>,
+    /// API format.
+    pub api: String,
+    /// `actual`, `estimate` or `zero`.
+    pub charge: String,
+    /// Why there was no usage, if so.
+    pub uncharged: Option<String>,
+    /// Upstream status.
+    pub status: i32,
+    /// Price-book version the cost was computed with.
+    pub price_version: i64,
+    /// Prompt tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Cost charged, USD.
+    #[serde(serialize_with = "money_string")]
+    pub cost_usd: Money,
+    /// The control plane's check of the cost: `match`, `mismatch`, `unchecked`, or absent
+    /// (charged without usage, or stored before the check existed).
+    pub cost_check: Option<String>,
+    /// When the control plane stored it, Unix seconds.
+    pub received_at: i64,
+}
+
+fn money_string<S: serde::Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&m.0.to_string())
+}
+
 impl Store {
+    /// Ledger rows of `q`, newest first.
+    pub async fn ledger_events(&self, q: &LedgerQuery) -> Result<Vec<LedgerEvent>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, reporter, seq, ts, org_id, project_id, user_id, key_id, model, \
+             requested_model, api, charge, uncharged, status, price_version, input_tokens, \
+             output_tokens, cost_usd, cost_check, received_at FROM usage_events \
+             WHERE ts >= $1 AND ts < $2",
+        );
+        if q.reporter.is_some() {
+            sql.push_str(" AND reporter = $4");
+        }
+        sql.push_str(" ORDER BY ts DESC, reporter, seq DESC LIMIT $3");
+        with_pool!(self, read, |pool, pg| {
+            let mut query = sqlx::query_as::<_, LedgerEvent>(&sql)
+                .bind(q.from)
+                .bind(q.to)
+                .bind(i64::from(q.limit));
+            if let Some(r) = &q.reporter {
+                query = query.bind(r.as_str());
+            }
+            Ok(query.fetch_all(pool).await?)
+        })
+    }
+
     /// Stores a validated batch (see the module doc). `budgets` caches the budget index
     /// between batches; it is reloaded inside the transaction when budgets changed.
     pub async fn ingest(
@@ -112,15 +217,48 @@ impl Store {
         now: i64,
         budgets: &BudgetCache,
     ) -> Result<IngestOutcome, StoreError> {
-        let mut seen = HashSet::with_capacity(events.len());
+        self.ingest_checked(events, &[], now, budgets).await
+    }
+
+    /// [`Store::ingest`] with the outcome of each event's cost check (`checks[i]` for
+    /// `events[i]`; missing entries are `None`), stored in the ledger row's `cost_check`.
+    /// An event whose id was stored before, or earlier in the batch, with a different content
+    /// hash is a conflict: not stored, logged (id and reporter) and counted.
+    pub async fn ingest_checked(
+        &self,
+        events: &[UsageEvent],
+        checks: &[Option<CostCheck>],
+        now: i64,
+        budgets: &BudgetCache,
+    ) -> Result<IngestOutcome, StoreError> {
+        let mut seen: HashMap<&str, String> = HashMap::with_capacity(events.len());
         let mut rows = Vec::with_capacity(events.len());
+        let mut in_batch_duplicate = 0u64;
+        let mut in_batch_conflict = 0u64;
         for (i, e) in events.iter().enumerate() {
-            if seen.insert(e.id.as_str()) {
-                rows.push(EventRow::new(i, e)?);
+            let row = EventRow::new(i, e, checks.get(i).copied().flatten())?;
+            match seen.get(e.id.as_str()) {
+                None => {
+                    seen.insert(e.id.as_str(), row.content.clone());
+                    rows.push(row);
+                }
+                Some(first) if *first == row.content => in_batch_duplicate += 1,
+                Some(_) => {
+                    tracing::warn!(
+                        id = %e.id,
+                        reporter = %e.reporter,
+                        "usage event refused: its id came twice in one batch with different content"
+                    );
+                    in_batch_conflict += 1;
+                }
             }
         }
         if rows.is_empty() {
-            return Ok(IngestOutcome::default());
+            return Ok(IngestOutcome {
+                duplicate: in_batch_duplicate,
+                conflict: in_batch_conflict,
+                ..IngestOutcome::default()
+            });
         }
         with_pool!(self, write, |pool, pg| {
             // PostgreSQL inserts the ledger rows plainly first: `ON CONFLICT` costs a third
@@ -171,19 +309,44 @@ impl Store {
                     }
                     other => other?,
                 };
-                let (new_events, d): (Vec<&UsageEvent>, _) = match inserted {
-                    None => (rows.iter().map(|r| r.e).collect(), all_new),
+                let mut conflict = in_batch_conflict;
+                let (new_rows, d): (Vec<&EventRow<'_>>, _) = match inserted {
+                    None => (rows.iter().collect(), all_new),
                     Some(ids) => {
                         let ids: HashSet<String> = ids.into_iter().collect();
-                        let new: Vec<&UsageEvent> = rows
-                            .iter()
-                            .map(|r| r.e)
-                            .filter(|e| ids.contains(&e.id))
-                            .collect();
-                        let d = deltas(&index, new.iter().copied());
+                        let (new, old): (Vec<&EventRow<'_>>, Vec<&EventRow<'_>>) =
+                            rows.iter().partition(|r| ids.contains(&r.e.id));
+                        // The ids stored before: the same content is a duplicate, another
+                        // content a conflict (rows stored before 0006 have no hash: duplicate).
+                        let old_ids: Vec<&str> = old.iter().map(|r| r.e.id.as_str()).collect();
+                        let stored = if old_ids.is_empty() {
+                            HashMap::new()
+                        } else {
+                            StoredHashes::stored_hashes(&mut *tx, &old_ids).await?
+                        };
+                        for r in &old {
+                            let differs = stored
+                                .get(r.e.id.as_str())
+                                .and_then(Option::as_deref)
+                                .is_some_and(|h| h != r.content);
+                            if differs {
+                                tracing::warn!(
+                                    id = %r.e.id,
+                                    reporter = %r.e.reporter,
+                                    "usage event refused: its id is stored with different content"
+                                );
+                                conflict += 1;
+                            }
+                        }
+                        let d = deltas(&index, new.iter().map(|r| r.e));
                         (new, d)
                     }
                 };
+                let cost_mismatch = new_rows
+                    .iter()
+                    .filter(|r| r.cost_check == Some(CostCheck::Mismatch.as_str()))
+                    .count() as u64;
+                let new_events: Vec<&UsageEvent> = new_rows.iter().map(|r| r.e).collect();
 
                 // 2. Spend counters, in key order (lock order on PostgreSQL).
                 let d = d.map_err(StoreError::Corrupt)?;
@@ -282,7 +445,11 @@ impl Store {
                 let accepted = new_events.len() as u64;
                 break Ok(IngestOutcome {
                     accepted,
-                    duplicate: events.len() as u64 - accepted,
+                    duplicate: (events.len() as u64)
+                        .saturating_sub(accepted)
+                        .saturating_sub(conflict),
+                    conflict,
+                    cost_mismatch,
                     version,
                 });
             }
@@ -315,7 +482,45 @@ trait Bulk {
 
 const LEDGER_COLUMNS: &str = "id, reporter, seq, ts, org_id, project_id, user_id, key_id, model, \
      api, charge, uncharged, status, stream, price_version, input_tokens, output_tokens, \
-     cost_usd, detail, received_at";
+     cost_usd, detail, content_sha256, cost_check, requested_model, received_at";
+
+/// Reads stored content hashes by id, per backend.
+trait StoredHashes {
+    async fn stored_hashes(
+        &mut self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Option<String>>, StoreError>;
+}
+
+impl StoredHashes for SqliteConnection {
+    async fn stored_hashes(
+        &mut self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Option<String>>, StoreError> {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT id, content_sha256 FROM usage_events \
+             WHERE id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json_text(ids)?)
+        .fetch_all(&mut *self)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+}
+
+impl StoredHashes for PgConnection {
+    async fn stored_hashes(
+        &mut self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Option<String>>, StoreError> {
+        let rows: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT id, content_sha256 FROM usage_events WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&mut *self)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+}
 
 /// SQLite: the multi-row `INSERT` of `chunk` into the ledger, skipping stored ids.
 fn sqlite_ledger_insert<'a>(
@@ -344,6 +549,9 @@ fn sqlite_ledger_insert<'a>(
             .push_bind(r.output_tokens)
             .push_bind(Money(r.e.cost.total))
             .push_bind(r.detail.as_str())
+            .push_bind(r.content.as_str())
+            .push_bind(r.cost_check)
+            .push_bind(r.e.requested_model.as_deref())
             .push_bind(now);
     });
     qb.push(" ON CONFLICT (id) DO NOTHING");
@@ -488,14 +696,18 @@ impl Bulk for PgConnection {
             col!(|r| r.output_tokens),
             col!(|r| r.e.cost.total),
             col!(|r| r.detail.as_str()),
+            col!(|r| r.content.as_str()),
+            col!(|r| r.cost_check),
+            col!(|r| r.e.requested_model.as_deref()),
             now,
         );
         let insert = format!(
             "INSERT INTO usage_events ({LEDGER_COLUMNS}) \
-             SELECT u.*, $20 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], \
+             SELECT u.*, $23 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], \
                $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
                $11::text[], $12::text[], $13::int4[], $14::bool[], $15::int8[], $16::int8[], \
-               $17::int8[], $18::numeric[], $19::text[]) AS u"
+               $17::int8[], $18::numeric[], $19::text[], $20::text[], $21::text[], \
+               $22::text[]) AS u"
         );
         if !skip_stored {
             sqlx::query_with(&insert, args).execute(&mut *self).await?;
@@ -507,7 +719,7 @@ impl Bulk for PgConnection {
         let (count, ids): (i64, Option<Vec<String>>) = sqlx::query_as_with(
             &format!(
                 "WITH new AS ({insert} ON CONFLICT (id) DO NOTHING RETURNING id) \
-                 SELECT count(*), CASE WHEN count(*) < $21 THEN array_agg(id) END FROM new"
+                 SELECT count(*), CASE WHEN count(*) < $24 THEN array_agg(id) END FROM new"
             ),
             args,
         )

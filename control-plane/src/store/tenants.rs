@@ -275,3 +275,29 @@ pub(crate) fn invalid_ref_if_missing(e: StoreError, field: &str) -> StoreError {
         other => other,
     }
 }
+
+impl Store {
+    /// Whether `id` is registered as a `scope` (an organisation, project, user or virtual key;
+    /// a revoked key counts: its spend history stays).
+    pub async fn scope_registered(
+        &self,
+        scope: tollgate_core::budget::Scope,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        use tollgate_core::budget::Scope;
+        let table = match scope {
+            Scope::Org => "orgs",
+            Scope::Project => "projects",
+            Scope::User => "users",
+            Scope::Key => "virtual_keys",
+        };
+        with_pool!(self, read, |pool, pg| {
+            let found: Option<i32> =
+                sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(found.is_some())
+        })
+    }
+}

@@ -69,6 +69,7 @@ pub fn event(id: &str, reporter: &str, seq: u64, ts: i64, p: &Principal, usd: &s
         uncharged: None,
         status: 200,
         stream: false,
+        requested_model: None,
     }
 }
 

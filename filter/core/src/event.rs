@@ -149,6 +149,10 @@ pub struct UsageEvent {
     /// Whether the response was streamed.
     #[serde(default)]
     pub stream: bool,
+    /// The model the request named when the provider served another; `model` is the one
+    /// priced. Absent when they are the same (or the filter could not tell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_model: Option<String>,
 }
 
 /// The body of `POST /v1/usage`.
@@ -165,8 +169,12 @@ pub struct UsageBatch {
 pub struct UsageAck {
     /// Events stored now.
     pub accepted: u64,
-    /// Events already stored earlier (same id), ignored.
+    /// Events already stored earlier (same id, same content), ignored.
     pub duplicate: u64,
+    /// Events whose id is stored with different content: refused (not stored), counted by the
+    /// control plane. A sender that sees this has a bug or an impostor.
+    #[serde(default)]
+    pub conflict: u64,
 }
 
 /// Why an event or batch is refused; each names the field, indexed within the batch.
@@ -237,6 +245,9 @@ impl UsageEvent {
         text("reporter", &self.reporter)?;
         text("model", &self.model)?;
         text("principal.org", &self.principal.org)?;
+        if let Some(m) = &self.requested_model {
+            text("requested_model", m)?;
+        }
         let c = &self.cost;
         let buckets = c.named_buckets();
         if let Some((field, _)) = buckets
@@ -301,6 +312,7 @@ mod tests {
             uncharged: None,
             status: 200,
             stream: false,
+            requested_model: None,
         }
     }
 

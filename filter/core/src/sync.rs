@@ -8,6 +8,20 @@
 //! `reporters[reporter] >= seq` for a posted batch it hands back that batch's
 //! [`BudgetCharge`]s so the glue removes them from the local unsynced spend — the snapshot's
 //! spend now includes them, so nothing is counted twice or dropped.
+//!
+//! **Reporter identity.** Before its first usage post the service enrolls
+//! (`POST /v1/reporters` with the data-plane token, [`SyncCall::Enroll`]): the control plane
+//! mints the reporter id and a secret (wasm has no random source; the control plane has). The
+//! secret lives only here, in memory; usage posts and snapshot polls carry it, and the control
+//! plane refuses events of any other reporter and shows each reporter only its own
+//! acknowledgement. Events are numbered when they first go into a batch, so events queued
+//! while the control plane is away (enrollment retried with the usage backoff) simply wait.
+//! A 401/403 to a call made with the secret means the control plane no longer knows this
+//! reporter (a replaced database): the service enrolls again and renumbers every event not yet
+//! stored under the new id. Nothing is lost (no pending event was stored: a stored batch left
+//! the pending queue on its 2xx) and nothing is counted twice (the old reporter's events are
+//! unknown to that database). Batches stored under the old id and not yet acknowledged keep
+//! their local spend: an overcount, the safe side.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -31,8 +45,26 @@ pub struct QueuedUsage {
     pub charges: Vec<BudgetCharge>,
 }
 
+/// The answer to `POST /v1/reporters`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+pub struct Enrollment {
+    /// The reporter id the control plane minted.
+    pub reporter: String,
+    /// The reporter secret: the bearer token of this reporter's calls.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Enrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrollment")
+            .field("reporter", &self.reporter)
+            .field("secret", &"***")
+            .finish()
+    }
+}
+
 /// Version byte of the queue item encoding.
-const QUEUE_FORMAT: u8 = 1;
+const QUEUE_FORMAT: u8 = 2;
 
 const FORMATS: [ApiFormat; 5] = [
     ApiFormat::OpenAiChat,
@@ -111,6 +143,7 @@ impl QueuedUsage {
             .map_or(0, |r| tag(&REASONS, &r).saturating_add(1)));
         w.u64(u64::from(e.status));
         w.u8(u8::from(e.stream));
+        w.opt_str(e.requested_model.as_deref());
         w.u64(self.charges.len() as u64);
         for ch in &self.charges {
             w.str(&ch.budget);
@@ -182,6 +215,7 @@ impl QueuedUsage {
         };
         let status = u16::try_from(r.u64()?).map_err(|_| CodecError::Invalid(0))?;
         let stream = r.u8()? != 0;
+        let requested_model = r.opt_str()?.map(str::to_string);
         let n = r.u64()?;
         // Each charge takes at least 28 bytes: a count beyond what is left is corrupt.
         if n > (r.remaining() / 28) as u64 {
@@ -216,6 +250,7 @@ impl QueuedUsage {
                 uncharged,
                 status,
                 stream,
+                requested_model,
             },
             charges,
         })
@@ -229,9 +264,16 @@ struct Posted {
     charges: Vec<BudgetCharge>,
 }
 
-/// A call the glue should make now.
+/// A call the glue should make now. Snapshot and usage calls carry the reporter secret
+/// ([`SyncState::credential`]) once enrolled, the data-plane token before; enrollment always
+/// carries the data-plane token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncCall {
+    /// `POST` this JSON body (`{"node": …}`) to the enrollment path.
+    Enroll {
+        /// Request body.
+        body: Vec<u8>,
+    },
     /// `GET` the snapshot, with `If-None-Match` when an ETag is known.
     FetchSnapshot {
         /// ETag of the snapshot held.
@@ -253,8 +295,10 @@ pub struct SyncStats {
     pub overflow: u64,
     /// Events the control plane refused as invalid (dropped, counted).
     pub rejected: u64,
-    /// Failed snapshot or usage calls.
+    /// Failed snapshot, usage or enrollment calls.
     pub failures: u64,
+    /// Enrollments after the control plane stopped knowing this reporter.
+    pub reenrolled: u64,
     /// Events waiting to be posted.
     pub pending: usize,
 }
@@ -262,7 +306,14 @@ pub struct SyncStats {
 /// The sync service state.
 #[derive(Debug)]
 pub struct SyncState {
-    reporter: String,
+    node: String,
+    /// The enrolled reporter id and its secret; `None` until enrolled.
+    identity: Option<Enrollment>,
+    /// Bumped at every enrollment: an answer to a call made with an older secret is ignored.
+    generation: u32,
+    enroll_in_flight: bool,
+    enroll_retry_at_ms: u64,
+    enroll_failures: u32,
     next_seq: u64,
     max_pending: usize,
     batch_max: usize,
@@ -281,10 +332,16 @@ pub struct SyncState {
 const MAX_BACKOFF_MS: u64 = 30_000;
 
 impl SyncState {
-    /// A service reporting as `reporter` (unique per sync-service instance).
-    pub fn new(reporter: String, max_pending: usize, batch_max: usize) -> SyncState {
+    /// A service on Envoy node `node` (which starts the reporter id the control plane mints),
+    /// not enrolled yet.
+    pub fn new(node: String, max_pending: usize, batch_max: usize) -> SyncState {
         SyncState {
-            reporter,
+            node,
+            identity: None,
+            generation: 0,
+            enroll_in_flight: false,
+            enroll_retry_at_ms: 0,
+            enroll_failures: 0,
             next_seq: 1,
             max_pending: max_pending.max(1),
             batch_max: batch_max.max(1),
@@ -300,9 +357,76 @@ impl SyncState {
         }
     }
 
-    /// The reporter id.
-    pub fn reporter(&self) -> &str {
-        &self.reporter
+    /// The reporter id, once enrolled.
+    pub fn reporter(&self) -> Option<&str> {
+        self.identity.as_ref().map(|i| i.reporter.as_str())
+    }
+
+    /// The reporter secret to send as `Authorization: Bearer` on snapshot and usage calls,
+    /// once enrolled (the data-plane token before), and the generation it belongs to (hand it
+    /// back to [`SyncState::credential_refused`]).
+    pub fn credential(&self) -> (Option<&str>, u32) {
+        (
+            self.identity.as_ref().map(|i| i.secret.as_str()),
+            self.generation,
+        )
+    }
+
+    /// The enrollment call answered with `status` (0: transport failure) and `body`.
+    pub fn enroll_answered(
+        &mut self,
+        status: u32,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<&str, String> {
+        self.enroll_in_flight = false;
+        let parsed = if (200..300).contains(&status) {
+            serde_json::from_slice::<Enrollment>(body)
+                .map_err(|e| format!("enrollment answer unreadable: {e}"))
+                .and_then(|e| {
+                    if e.reporter.is_empty() || e.reporter.len() > 200 || e.secret.is_empty() {
+                        Err("enrollment answer has an empty or overlong field".to_string())
+                    } else {
+                        Ok(e)
+                    }
+                })
+        } else {
+            Err(format!("enrollment answered {status}"))
+        };
+        match parsed {
+            Ok(e) => {
+                self.identity = Some(e);
+                self.generation = self.generation.wrapping_add(1);
+                self.enroll_failures = 0;
+                self.control_plane_answered();
+                Ok(self.reporter().unwrap_or_default())
+            }
+            Err(why) => {
+                self.stats.failures = self.stats.failures.saturating_add(1);
+                self.enroll_failures = self.enroll_failures.saturating_add(1);
+                self.enroll_retry_at_ms = now_ms.saturating_add(backoff_ms(self.enroll_failures));
+                Err(why)
+            }
+        }
+    }
+
+    /// A call made with the reporter secret of `generation` was answered 401 or 403: the
+    /// control plane does not know this reporter (any more). Forget it, enroll again, and
+    /// renumber every pending event under the new id (none of them was stored; see the
+    /// module doc). An answer to a call made with an older secret changes nothing.
+    pub fn credential_refused(&mut self, generation: u32) {
+        if self.identity.is_none() || generation != self.generation {
+            return;
+        }
+        self.identity = None;
+        self.stats.reenrolled = self.stats.reenrolled.saturating_add(1);
+        self.posting = None;
+        self.next_seq = 1;
+        for e in &mut self.pending {
+            e.reporter.clear();
+            e.id.clear();
+            e.seq = 0;
+        }
     }
 
     /// Counters.
@@ -318,10 +442,10 @@ impl SyncState {
     /// locally: an overcount is the safe side).
     pub fn push(&mut self, item: QueuedUsage) {
         let mut event = item.event;
-        event.reporter.clone_from(&self.reporter);
-        event.seq = self.next_seq;
-        event.id = format!("{}-{}", self.reporter, self.next_seq);
-        self.next_seq = self.next_seq.saturating_add(1);
+        // Numbered when it first goes into a batch (`post`).
+        event.reporter.clear();
+        event.id.clear();
+        event.seq = 0;
         self.pending.push_back(event);
         self.pending_charges.push_back(item.charges);
         let in_post = self.posting.unwrap_or(0);
@@ -338,6 +462,14 @@ impl SyncState {
     /// The calls to make on a timer tick at `now_ms`.
     pub fn on_tick(&mut self, now_ms: u64) -> Vec<SyncCall> {
         let mut calls = Vec::new();
+        if self.identity.is_none() && !self.enroll_in_flight && now_ms >= self.enroll_retry_at_ms {
+            self.enroll_in_flight = true;
+            // `{"node": …}` without building a `serde_json::Value` (module size).
+            let mut body = b"{\"node\":".to_vec();
+            body.extend_from_slice(&serde_json::to_vec(&self.node).unwrap_or_default());
+            body.push(b'}');
+            calls.push(SyncCall::Enroll { body });
+        }
         if !self.snapshot_in_flight {
             self.snapshot_in_flight = true;
             calls.push(SyncCall::FetchSnapshot {
@@ -366,7 +498,17 @@ impl SyncState {
         if self.posting.is_some() || self.pending.is_empty() || now_ms < self.retry_at_ms {
             return None;
         }
+        let reporter = self.identity.as_ref()?.reporter.clone();
         let n = self.pending.len().min(self.batch_max);
+        // Number the events going out for the first time; a retried batch keeps its ids.
+        for e in self.pending.iter_mut().take(n) {
+            if e.reporter.is_empty() {
+                e.reporter.clone_from(&reporter);
+                e.seq = self.next_seq;
+                e.id = format!("{reporter}-{}", self.next_seq);
+                self.next_seq = self.next_seq.saturating_add(1);
+            }
+        }
         let batch = UsageBatch {
             events: self.pending.iter().take(n).cloned().collect(),
         };
@@ -403,7 +545,10 @@ impl SyncState {
         self.snapshot_in_flight = false;
         self.control_plane_answered();
         self.etag = etag;
-        let acked = reporters.get(&self.reporter).copied().unwrap_or(0);
+        let Some(me) = self.reporter() else {
+            return Vec::new();
+        };
+        let acked = reporters.get(me).copied().unwrap_or(0);
         let (done, waiting): (Vec<Posted>, Vec<Posted>) = std::mem::take(&mut self.posted)
             .into_iter()
             .partition(|p| p.max_seq <= acked);
@@ -416,6 +561,11 @@ impl SyncState {
         let Some(n) = self.posting.take() else {
             return;
         };
+        if matches!(status, 401 | 403) {
+            // Not stored: the glue calls `credential_refused`, which renumbers the batch.
+            self.stats.failures = self.stats.failures.saturating_add(1);
+            return;
+        }
         let stored = (200..300).contains(&status);
         // A batch the control plane finds invalid will never be stored: drop it (counted)
         // rather than block every later event behind it.
@@ -441,11 +591,15 @@ impl SyncState {
         }
         self.stats.failures = self.stats.failures.saturating_add(1);
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        let backoff = 250u64
-            .saturating_mul(1u64 << self.consecutive_failures.min(16))
-            .min(MAX_BACKOFF_MS);
-        self.retry_at_ms = now_ms.saturating_add(backoff);
+        self.retry_at_ms = now_ms.saturating_add(backoff_ms(self.consecutive_failures));
     }
+}
+
+/// The wait before the next attempt after `failures` consecutive failures.
+fn backoff_ms(failures: u32) -> u64 {
+    250u64
+        .saturating_mul(1u64 << failures.min(16))
+        .min(MAX_BACKOFF_MS)
 }
 
 /// Sums charges per (budget, window).
@@ -496,6 +650,7 @@ mod tests {
                 uncharged: None,
                 status: 200,
                 stream: false,
+                requested_model: None,
             },
             charges: vec![BudgetCharge {
                 budget: "b".into(),
@@ -503,6 +658,125 @@ mod tests {
                 amount,
             }],
         }
+    }
+
+    /// A state enrolled as reporter `r`.
+    fn enrolled(max_pending: usize, batch_max: usize) -> SyncState {
+        let mut s = SyncState::new("node".into(), max_pending, batch_max);
+        s.enroll_answered(201, br#"{"reporter": "r", "secret": "tgr-s"}"#, 0)
+            .unwrap();
+        s
+    }
+
+    fn enroll_call(calls: &[SyncCall]) -> Option<serde_json::Value> {
+        calls.iter().find_map(|c| match c {
+            SyncCall::Enroll { body } => serde_json::from_slice(body).ok(),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn enrolls_before_the_first_post_and_retries_with_backoff() {
+        let mut s = SyncState::new("envoy-1".into(), 100, 10);
+        s.push(item(1));
+        s.push(item(2));
+        let calls = s.on_tick(0);
+        assert_eq!(
+            enroll_call(&calls),
+            Some(serde_json::json!({"node": "envoy-1"}))
+        );
+        assert!(calls.contains(&SyncCall::FetchSnapshot {
+            if_none_match: None
+        }));
+        assert_eq!(post_events(&calls), None, "no post before enrollment");
+        assert_eq!(s.credential(), (None, 0), "the data-plane token until then");
+        // The control plane is down: retried with backoff, events kept.
+        assert!(s.enroll_answered(0, b"", 0).is_err());
+        s.snapshot_failed();
+        assert_eq!(enroll_call(&s.on_tick(100)), None, "backing off");
+        assert!(
+            s.enroll_answered(503, b"", 600).is_err(),
+            "an answer without a call in flight is still handled"
+        );
+        let calls = s.on_tick(60_000);
+        assert!(enroll_call(&calls).is_some());
+        assert!(
+            s.enroll_answered(201, br#"{"reporter": "r"}"#, 60_000)
+                .is_err(),
+            "no secret: not enrolled"
+        );
+        let calls = s.on_tick(120_000);
+        assert!(enroll_call(&calls).is_some());
+        assert_eq!(
+            s.enroll_answered(
+                201,
+                br#"{"reporter": "envoy-1-x", "secret": "tgr-s"}"#,
+                120_000
+            ),
+            Ok("envoy-1-x")
+        );
+        assert_eq!(s.credential(), (Some("tgr-s"), 1));
+        assert!(
+            !format!("{s:?}").contains("tgr-s"),
+            "the secret never prints"
+        );
+        let batch = post_body(&s.on_tick(120_001)).unwrap();
+        assert_eq!(
+            batch
+                .events
+                .iter()
+                .map(|e| e.id.as_str())
+                .collect::<Vec<_>>(),
+            ["envoy-1-x-1", "envoy-1-x-2"],
+            "numbered when first posted, under the minted id"
+        );
+        assert!(batch.events.iter().all(|e| e.reporter == "envoy-1-x"));
+    }
+
+    #[test]
+    fn a_refused_secret_re_enrolls_and_renumbers_what_was_not_stored() {
+        let mut s = enrolled(100, 2);
+        for c in 1..=3 {
+            s.push(item(c));
+        }
+        let (_, old_generation) = s.credential();
+        assert_eq!(post_events(&s.on_tick(0)), Some(2));
+        s.usage_answered(200, 1); // r-1, r-2 stored, waiting for a snapshot
+        s.snapshot_unchanged();
+        let batch = post_body(&s.on_tick(2)).unwrap();
+        assert_eq!(batch.events[0].id, "r-3");
+        // The control plane no longer knows `r` (a replaced database).
+        s.usage_answered(403, 3);
+        s.credential_refused(old_generation);
+        assert_eq!(s.reporter(), None);
+        assert_eq!(s.stats().reenrolled, 1);
+        assert_eq!(s.stats().pending, 1, "nothing lost");
+        let calls = s.on_tick(4);
+        assert!(enroll_call(&calls).is_some());
+        assert_eq!(post_events(&calls), None);
+        s.enroll_answered(201, br#"{"reporter": "q", "secret": "tgr-t"}"#, 5)
+            .unwrap();
+        // A late refusal of a call made with the old secret changes nothing.
+        s.credential_refused(old_generation);
+        assert_eq!(s.reporter(), Some("q"));
+        s.push(item(4));
+        s.snapshot_unchanged();
+        let batch = post_body(&s.on_tick(6)).unwrap();
+        assert_eq!(
+            batch
+                .events
+                .iter()
+                .map(|e| e.id.as_str())
+                .collect::<Vec<_>>(),
+            ["q-1", "q-2"],
+            "the unstored event and the new one, renumbered under the new id"
+        );
+        // An acknowledgement of the old reporter is not this one's.
+        let acked = s.snapshot_stored(None, &BTreeMap::from([("r".to_string(), 2)]));
+        assert!(
+            acked.is_empty(),
+            "kept locally: an overcount, the safe side"
+        );
     }
 
     fn post_events(calls: &[SyncCall]) -> Option<usize> {
@@ -525,6 +799,7 @@ mod tests {
         q.event.principal.user = Some("ü".into());
         q.event.uncharged = Some(UnchargedReason::TooLarge);
         q.event.usage.reasoning = 3;
+        q.event.requested_model = Some("gemini-2.0-flash-lite".into());
         let bytes = q.encode();
         assert_eq!(QueuedUsage::decode(&bytes).unwrap(), q);
         for cut in 0..bytes.len() {
@@ -561,7 +836,7 @@ mod tests {
 
     #[test]
     fn numbers_posts_and_acks() {
-        let mut s = SyncState::new("r".into(), 100, 2);
+        let mut s = enrolled(100, 2);
         for c in [1, 2, 3] {
             s.push(item(c));
         }
@@ -619,7 +894,7 @@ mod tests {
     fn a_waiting_full_batch_is_posted_without_waiting_for_a_tick() {
         // Batches of 2: with 5 pending, a stored batch is followed at once by the next full
         // one; the last, partial one waits for the tick.
-        let mut s = SyncState::new("r".into(), 100, 2);
+        let mut s = enrolled(100, 2);
         for c in 1..=5 {
             s.push(item(c));
         }
@@ -645,7 +920,7 @@ mod tests {
 
     #[test]
     fn failures_retry_the_same_batch_with_backoff() {
-        let mut s = SyncState::new("r".into(), 100, 10);
+        let mut s = enrolled(100, 10);
         s.push(item(1));
         let first = s.on_tick(0);
         s.usage_answered(0, 0);
@@ -671,7 +946,7 @@ mod tests {
 
     #[test]
     fn overflow_drops_the_oldest_unposted_and_counts() {
-        let mut s = SyncState::new("r".into(), 3, 2);
+        let mut s = enrolled(3, 2);
         s.push(item(1));
         s.push(item(2));
         let _ = s.on_tick(0); // events 1 and 2 being posted
@@ -683,9 +958,14 @@ mod tests {
         s.usage_answered(200, 1);
         let batch = post_body(&s.on_tick(2)).unwrap();
         assert_eq!(
-            batch.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            [7],
-            "the cap counts the batch in flight: only the newest survived"
+            batch
+                .events
+                .iter()
+                .map(|e| (e.seq, e.cost.total))
+                .collect::<Vec<_>>(),
+            [(3, Decimal::new(7, 2))],
+            "the cap counts the batch in flight: only the newest survived, numbered next \
+             (dropped events never got a number, so no gap)"
         );
     }
 }

@@ -95,12 +95,31 @@ impl ControlPlane {
         if !self.up {
             return Reply::Fail;
         }
-        assert_eq!(
-            call.header("authorization"),
-            Some("Bearer dp-token"),
-            "data-plane token sent"
-        );
+        // Enrollment with the data-plane token; usage with the reporter secret it minted;
+        // snapshot polls with either.
+        let auth = call.header("authorization").map(str::to_string);
+        let reporter_auth = Some(format!("Bearer {MOCK_REPORTER_SECRET}"));
         match (call.method(), call.path_without_query()) {
+            ("POST", "/v1/reporters") => {
+                assert_eq!(
+                    auth.as_deref(),
+                    Some("Bearer dp-token"),
+                    "data-plane token sent"
+                );
+                HttpResponse::json(
+                    201,
+                    json!({"reporter": "harness-r", "secret": MOCK_REPORTER_SECRET}).to_string(),
+                )
+                .into()
+            }
+            ("GET", "/v1/snapshot")
+                if auth.as_deref() != Some("Bearer dp-token") && auth != reporter_auth =>
+            {
+                panic!("snapshot polled with {auth:?}")
+            }
+            ("POST", "/v1/usage") if auth != reporter_auth => {
+                panic!("usage posted without the reporter secret: {auth:?}")
+            }
             ("GET", "/v1/snapshot") => {
                 let inm = call.header("if-none-match").map(str::to_string);
                 self.snapshot_calls.push(inm.clone());
@@ -841,3 +860,6 @@ fn a_complete_provider_error_is_charged_zero_under_its_status_class() {
     assert_eq!(reasons, ["upstream_429", "upstream_4xx", "upstream_5xx"]);
     assert!(cp.events.iter().all(|e| e["charge"] == "zero"));
 }
+
+/// The secret the mock control plane mints at enrollment.
+const MOCK_REPORTER_SECRET: &str = "tgr-harness-secret";
