@@ -185,8 +185,7 @@ fn snapshot(limit: &str, spent: &str, soft: Option<&str>) -> Value {
 fn config(role: &str, extra: Value) -> String {
     let mut c = json!({
         "role": role, "vm_id": "tollgate",
-        "control_plane": {"cluster": "cp", "authority": "cp.local", "token": "dp-token", "sync_interval_ms": 1000},
-        "identity": {"providers": {"openai": {"header": "authorization", "value": "Bearer sk-upstream"}}}
+        "control_plane": {"cluster": "cp", "authority": "cp.local", "token": "dp-token", "sync_interval_ms": 1000}
     });
     for (k, v) in extra.as_object().unwrap() {
         c[k] = v.clone();
@@ -330,8 +329,8 @@ fn allows_swaps_the_key_and_settles_the_exact_cost() {
     assert!(o.allowed(), "{o:?}");
     assert_eq!(
         o.upstream_header("authorization"),
-        Some("Bearer sk-upstream"),
-        "provider key swapped in"
+        None,
+        "virtual key stripped (Envoy's provider cluster injects the provider key)"
     );
     assert_eq!(
         o.response_header("x-tollgate-budget-remaining"),

@@ -91,6 +91,11 @@ pub struct Options {
     /// shape. End-to-end tests use it to prove that Envoy swapped the virtual key for the
     /// provider key.
     pub expect_key: Option<String>,
+    /// Per provider (`openai`, `anthropic`, `gemini`): the key a request of that provider's API
+    /// must carry in that provider's own header (`Authorization: Bearer`, `x-api-key`,
+    /// `x-goog-api-key` or `?key=`), else 401. With distinct keys this proves each key reaches
+    /// only its own provider (`--expect-key openai=sk-1`).
+    pub provider_keys: Vec<(String, String)>,
 }
 
 /// Per-request ids and timestamp. Ids are unique within a process (a counter) and carry the

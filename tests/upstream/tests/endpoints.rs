@@ -761,6 +761,7 @@ async fn bad_requests_are_400_in_the_providers_shape() {
 async fn expect_key_refuses_requests_without_the_provider_key() {
     let addr = server_with(Options {
         expect_key: Some("sk-real".into()),
+        ..Options::default()
     })
     .await;
     let r = post(
