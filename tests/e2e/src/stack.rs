@@ -80,6 +80,10 @@ pub struct StackOptions {
     pub echo: bool,
     /// Where Envoy's access log goes (default `access.log` in the scratch directory).
     pub access_log: Option<PathBuf>,
+    /// Textual edits of the rendered Envoy config, `(from, to)`, each applied once (a test
+    /// of what the filter does when a deployment's routes are wrong); a `from` not found is
+    /// an error.
+    pub envoy_yaml_edits: Vec<(String, String)>,
     /// The directory for the database, configs and logs (default: a new one under the system
     /// temp dir, removed on drop; a given one is left in place).
     pub dir: Option<PathBuf>,
@@ -99,6 +103,7 @@ impl Default for StackOptions {
             real_provider: None,
             echo: false,
             access_log: None,
+            envoy_yaml_edits: Vec::new(),
             dir: None,
         }
     }
@@ -463,6 +468,12 @@ fn start_envoy_in(
         let mut filter = plugin_config(&yaml, "filter")?;
         merge(&mut filter, extra);
         yaml = replace_plugin_config(&yaml, "filter", &filter)?;
+    }
+    for (from, to) in &opts.envoy_yaml_edits {
+        if !yaml.contains(from.as_str()) {
+            bail!("envoy config edit: {from:?} not found");
+        }
+        yaml = yaml.replacen(from.as_str(), to, 1);
     }
     write_private(config, yaml.as_bytes())?;
     Envoy::start_with_args(
