@@ -10,7 +10,8 @@
 //! each provider's cluster injects its own key upstream (`credential_injector`, from an SDS
 //! file), and the filter only checks that a metered request is routed to its provider's
 //! cluster (`identity.providers.NAME.cluster`); keys in the old `{"header", "value"}` form are
-//! refused. The data-plane token is given one of three ways:
+//! refused. The data-plane token (which only the sync role uses; the filter role needs none)
+//! is given one of three ways:
 //! - `"token_injected": true` (shipped): the control-plane cluster injects it the same way,
 //!   so the filter never holds it and no Envoy log prints it;
 //! - `"token_env": "NAME"`: read from Envoy's environment (the plugin's
@@ -329,7 +330,7 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// The data-plane token: inline `token`, the environment variable `token_env` names, or
 /// none when `token_injected` says the control-plane cluster adds it (exactly one of the
 /// three). Problems never quote a value.
-fn token(f: &mut Fields<'_>, env: Env<'_>) -> Secret {
+fn token(f: &mut Fields<'_>, env: Env<'_>, role: Role) -> Secret {
     let inline = f.map.contains_key("token");
     let named = f.map.contains_key("token_env");
     let injected: bool = f.or("token_injected", false);
@@ -366,6 +367,8 @@ fn token(f: &mut Fields<'_>, env: Env<'_>) -> Secret {
             non_empty(f, "token", token.expose());
             token
         }
+        // Only the sync service calls the control plane; the HTTP filter needs no token.
+        (false, false, false) if role == Role::Filter => Secret::default(),
         (false, false, false) => {
             f.problem(
                 "token_injected",
@@ -388,6 +391,7 @@ fn token(f: &mut Fields<'_>, env: Env<'_>) -> Secret {
 fn control_plane(
     map: &Map<String, Value>,
     env: Env<'_>,
+    role: Role,
     problems: &mut Vec<ConfigProblem>,
 ) -> ControlPlane {
     let mut f = Fields {
@@ -400,7 +404,7 @@ fn control_plane(
     non_empty(&mut f, "cluster", &cluster);
     let authority: String = f.required("authority");
     non_empty(&mut f, "authority", &authority);
-    let token = token(&mut f, env);
+    let token = token(&mut f, env, role);
     let cp = ControlPlane {
         cluster,
         authority,
@@ -597,7 +601,7 @@ impl Config {
         let config = Config {
             role,
             vm_id,
-            control_plane: control_plane(&cp_map, env, &mut problems),
+            control_plane: control_plane(&cp_map, env, role, &mut problems),
             identity: identity(&id_map, &mut problems),
             max_staleness_s,
             stale_policy,
@@ -785,6 +789,7 @@ mod tests {
         bad["control_plane"]["token_env"] = json!("TG TOKEN");
         assert_eq!(fields(parse(bad).unwrap_err()), ["control_plane.token_env"]);
         let mut neither = env_config();
+        neither["role"] = json!("sync");
         neither["control_plane"]
             .as_object_mut()
             .unwrap()
@@ -798,9 +803,15 @@ mod tests {
         assert_eq!(c.control_plane.token.expose(), "");
         neither["control_plane"]["token_env"] = json!("TG_TOKEN");
         assert_eq!(
-            fields(parse(neither).unwrap_err()),
+            fields(parse(neither.clone()).unwrap_err()),
             ["control_plane.token_injected"]
         );
+        // The HTTP filter never calls the control plane: no token at all is fine there.
+        neither["role"] = json!("filter");
+        let cp = neither["control_plane"].as_object_mut().unwrap();
+        cp.remove("token_env");
+        cp.remove("token_injected");
+        assert_eq!(parse(neither).unwrap().control_plane.token.expose(), "");
     }
 
     /// Issue 13, items 5 and 8: provider keys are refused in the config (without quoting
