@@ -694,9 +694,10 @@ fn refuses_unknown_keys_models_and_bad_bodies_without_trapping() {
             .map(|m| m.value()),
         Some(2)
     );
-    // Unmetered paths pass untouched.
+    // A path neither metered nor free is refused: the provider clusters inject the provider
+    // key, so nothing passes unjudged.
     let o = t.send(&Request::get("/healthz").response_status(200));
-    assert!(o.allowed());
+    assert!(!o.allowed());
     assert!(t.host.vm_failure(t.worker).is_none());
 }
 
