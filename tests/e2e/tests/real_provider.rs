@@ -1,5 +1,5 @@
 //! `scripts/run.sh --provider-url URL --provider-key-env VAR`: one provider's cluster points at
-//! another endpoint and Envoy swaps in that provider's key. Tested against a second mock
+//! another endpoint and that cluster injects that provider's key. Tested against a second mock
 //! provider standing in for the real one (plain HTTP on 127.0.0.1, demanding its own key), and
 //! the HTTPS form (LOGICAL_DNS + TLS with SNI, as for `https://api.openai.com`) through
 //! `envoy --mode validate`, since tests do not reach the internet.
