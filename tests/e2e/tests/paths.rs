@@ -95,6 +95,9 @@ fn log_lines(stack: &Stack, n: usize) -> Vec<Value> {
     .unwrap_or_else(|| panic!("fewer than {n} access log lines: {:?}", stack.access_log()))
 }
 
+/// A raw request: path, credential headers, body, expected status, metered or not.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], String, u16, bool);
+
 #[test]
 fn variants_of_metered_paths_are_refused_or_metered_never_forwarded_unjudged() {
     let Some(stack) = common::stack() else { return };
@@ -106,7 +109,7 @@ fn variants_of_metered_paths_are_refused_or_metered_never_forwarded_unjudged() {
     let anthropic: &[(&str, &str)] = &[("x-api-key", &chain.secret)];
     let google: &[(&str, &str)] = &[("x-goog-api-key", &chain.secret)];
     // (path, credentials, body, expected status, metered?)
-    let cases: Vec<(&str, &[(&str, &str)], String, u16, bool)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         // Escapes Envoy keeps: refused by the filter.
         (
             "/v1beta/models/gemini-2.5-pro%3AgenerateContent",

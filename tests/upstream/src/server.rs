@@ -144,7 +144,7 @@ fn models_reply(
             .map(|(_, v)| v.to_owned())
     });
     if let Err(r) = check_key(o, api, headers, query_key.as_deref()) {
-        return r;
+        return *r;
     }
     (StatusCode::OK, axum::Json(body)).into_response()
 }
@@ -248,15 +248,16 @@ fn provider_of(api: Api) -> &'static str {
 }
 
 /// The credential checks of [`Options`]: a Tollgate virtual key (`tg-…`) never reaches the
-/// provider; `expect_key` in any header; a provider key in its provider's own header.
+/// provider; `expect_key` in any header; a provider key in its provider's own header. A
+/// refusal is a 401 in `api`'s error shape.
 fn check_key(
     options: &Options,
     api: Api,
     headers: &HeaderMap,
     query_key: Option<&str>,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let presented = presented_key(headers, query_key);
-    let refuse = |msg: &str| Err(error(api, StatusCode::UNAUTHORIZED, msg));
+    let refuse = |msg: &str| Err(Box::new(error(api, StatusCode::UNAUTHORIZED, msg)));
     if (options.expect_key.is_some() || !options.provider_keys.is_empty())
         && presented.iter().any(|k| k.starts_with("tg-"))
     {
@@ -318,7 +319,7 @@ async fn handle(
         headers,
         gemini_path.and_then(|g| g.query_key.as_deref()),
     ) {
-        return r;
+        return *r;
     }
     let request: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
