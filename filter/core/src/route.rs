@@ -42,13 +42,16 @@ pub enum Refusal {
     NotNormal,
     /// Neither metered nor free.
     NotAnEndpoint,
+    /// A `key` query parameter (Gemini's other way to pass an API key): the filter reads the
+    /// virtual key from headers only, so one in the query would reach the provider.
+    KeyInQuery,
 }
 
 impl Refusal {
     /// HTTP status of the refusal.
     pub fn status(self) -> u32 {
         match self {
-            Refusal::Escaped | Refusal::NotNormal => 400,
+            Refusal::Escaped | Refusal::NotNormal | Refusal::KeyInQuery => 400,
             Refusal::NotAnEndpoint => 404,
         }
     }
@@ -59,6 +62,7 @@ impl Refusal {
             Refusal::Escaped => "escaped_path",
             Refusal::NotNormal => "unnormalized_path",
             Refusal::NotAnEndpoint => "unknown_endpoint",
+            Refusal::KeyInQuery => "key_in_query",
         }
     }
 
@@ -75,6 +79,10 @@ impl Refusal {
             Refusal::NotAnEndpoint => {
                 "Tollgate forwards only metered endpoints (chat completions, completions, \
                  responses, embeddings, messages, generateContent) and the model lists"
+            }
+            Refusal::KeyInQuery => {
+                "an API key in the query string is refused; send the Tollgate virtual key in \
+                 the x-goog-api-key (or authorization) header"
             }
         };
         format!("Tollgate: {method} {shown}: {why}")
@@ -113,9 +121,16 @@ fn is_model(s: &str, colon: bool) -> bool {
 
 /// Classifies a request by method and path (query string ignored).
 pub fn classify<'a>(method: &str, path: &'a str) -> Endpoint<'a> {
-    let bare = path.split_once('?').map_or(path, |(p, _)| p);
+    let (bare, query) = path.split_once('?').unwrap_or((path, ""));
     if bare.contains('%') {
         return Endpoint::Refused(Refusal::Escaped);
+    }
+    // A parameter name with an escape could decode to `key` at the provider.
+    let names = query
+        .split('&')
+        .map(|p| p.split_once('=').map_or(p, |(n, _)| n));
+    if names.clone().any(|n| n == "key") || names.into_iter().any(|n| n.contains('%')) {
+        return Endpoint::Refused(Refusal::KeyInQuery);
     }
     let not_normal = !bare.starts_with('/')
         || bare
@@ -302,6 +317,26 @@ mod tests {
         );
         assert!(matches!(
             classify("POST", "/v1/chat/completions?api-version=1"),
+            Endpoint::Metered(_)
+        ));
+        for p in [
+            "/v1beta/models/gemini-2.5-flash:generateContent?key=tg-abc",
+            "/v1beta/models?pageSize=5&key=AIza",
+            "/v1/chat/completions?key",
+            "/v1/chat/completions?%6Bey=tg-abc",
+        ] {
+            let method = if p.contains("pageSize") {
+                "GET"
+            } else {
+                "POST"
+            };
+            assert_eq!(classify(method, p), Endpoint::Refused(KeyInQuery), "{p}");
+        }
+        assert!(matches!(
+            classify(
+                "POST",
+                "/v1beta/models/g:streamGenerateContent?alt=sse&monkey=1"
+            ),
             Endpoint::Metered(_)
         ));
         let msg = NotAnEndpoint.message("POST", &"é".repeat(300));

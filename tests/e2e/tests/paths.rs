@@ -132,6 +132,14 @@ fn variants_of_metered_paths_are_refused_or_metered_never_forwarded_unjudged() {
             400,
             false,
         ),
+        // A key in the query (Gemini's other way): refused, it would reach the provider.
+        (
+            "/v1beta/models/gemini-2.5-flash:generateContent?key=tg-in-the-query",
+            google,
+            gemini(),
+            400,
+            false,
+        ),
         // Escaped slashes: refused by Envoy (path_with_escaped_slashes_action: REJECT_REQUEST).
         ("/v1%2Fchat%2Fcompletions", openai, chat(), 400, false),
         ("/v1/chat/completions%2F", openai, chat(), 400, false),
@@ -198,7 +206,8 @@ fn variants_of_metered_paths_are_refused_or_metered_never_forwarded_unjudged() {
                 header(&headers, "x-tollgate-budget-remaining").is_some() || status == 200,
                 "{path}"
             );
-        } else if status == 404 || (status == 400 && path.contains("%3")) {
+        } else if status == 404 || (status == 400 && (path.contains("%3") || path.contains("key=")))
+        {
             // The filter's own answer, OpenAI-shaped.
             let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: {text}"));
             assert!(
