@@ -474,9 +474,12 @@ fn identity(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> Iden
                 continue;
             }
         };
-        if let Some(k) = entry.keys().find(|k| k.as_str() != "cluster") {
-            let k = if k.is_empty() { "\"\"" } else { k.as_str() };
-            f.problem("providers", format!("{name}.{k}: unknown field"));
+        // The unknown field is not named: a key pasted as a field name would land in the log.
+        if entry.keys().any(|k| k.as_str() != "cluster") {
+            f.problem(
+                "providers",
+                format!("{name}: unknown field (a provider takes only \"cluster\")"),
+            );
         }
         providers.insert(name, ProviderRoute { cluster });
     }
@@ -828,7 +831,7 @@ mod tests {
         assert!(!shown.contains("sk-live-123"), "{shown}");
         for want in [
             "openai: provider keys are no longer read from the plugin config",
-            "gemini.colour: unknown field",
+            "gemini: unknown field (a provider takes only \"cluster\")",
             "anthropic.cluster: required",
         ] {
             assert!(shown.contains(want), "{want} missing from {shown}");
