@@ -234,6 +234,13 @@ fn variants_of_metered_paths_are_refused_or_metered_never_forwarded_unjudged() {
     // ... but never without a valid virtual key.
     let (status, _, _) = raw(stack.envoy.listener, "GET", "/v1/models", &[], "");
     assert_eq!(status, 401);
+    // Counted as free (the counter of requests forwarded without metering).
+    assert_eq!(
+        stack.envoy.stat("tollgate_requests_unmetered").unwrap(),
+        4,
+        "{}",
+        stack.logs()
+    );
 
     // Every line: reached a provider only if metered (decision allow) or free.
     let n = cases.len() + 5;
