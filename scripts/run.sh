@@ -13,7 +13,9 @@
 #
 # What runs is tests/e2e/src/bin/tollgate-demo.rs; `cargo test -p tollgate-tests --test demo`
 # runs its printed examples. Secrets (tokens, the virtual key, a provider key) never reach the
-# terminal: the examples read them from files in the demo's state directory.
+# terminal: the examples read them from files in the demo's state directory. Envoy's config
+# holds none: the provider keys and the data-plane token are SDS files in <state dir>/secrets,
+# injected by each cluster after routing (envoy/README.md "Secrets").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -139,6 +139,25 @@ def envoy_binary():
     return found[0]
 
 
+def write_secrets(parent, dp_token, provider_key):
+    """The SDS files envoy/tollgate.yaml reads (each naming its key file), in a directory of
+    their own (Envoy logs every inotify event in it at debug); returns the directory."""
+    d = os.path.join(parent, "secrets")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    for file, name, value in [("dataplane", "dataplane_token", dp_token),
+                              ("openai", "openai_key", provider_key),
+                              ("anthropic", "anthropic_key", provider_key),
+                              ("gemini", "gemini_key", provider_key)]:
+        key = os.path.join(d, file + ".key")
+        with open(key, "w") as f:
+            f.write(value)
+        with open(os.path.join(d, file + ".yaml"), "w") as f:
+            f.write('resources:\n- "@type": type.googleapis.com/envoy.extensions.transport_sockets'
+                    '.tls.v3.Secret\n  name: %s\n  generic_secret: { secret: { filename: "%s" } }\n'
+                    % (name, key))
+    return d
+
+
 def render(template, values):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "envoy/render.py"), template]
                          + [f"{k}={v}" for k, v in values.items()],
@@ -408,14 +427,15 @@ def main():
         up_port = upstream.rsplit(":", 1)[1]
         common = {"ADMIN_PORT": "0", "LISTEN_PORT": "0", "UPSTREAM_PORT": up_port, "ACCESS_LOG_PATH": "/dev/null"}
         provider_key = "sk-bench-" + secrets.token_hex(8)
+        # envoy/tollgate.yaml reads its secrets from SDS files in a directory of their own.
+        secrets_dir = write_secrets(stack.dir, dp_token, provider_key)
         configs = {
             "none": render(os.path.join(ROOT, "envoy/baseline-none.yaml"), common),
             "noop": render(os.path.join(ROOT, "envoy/baseline-noop.yaml"),
                            dict(common, NOOP_WASM_PATH=os.path.join(wasm, "tollgate_noop.wasm"))),
             "tollgate": render(os.path.join(ROOT, "envoy/tollgate.yaml"), dict(
                 common, CP_PORT=cp_port, WASM_PATH=os.path.join(wasm, "tollgate_filter.wasm"),
-                DATAPLANE_TOKEN=dp_token, OPENAI_API_KEY=provider_key, ANTHROPIC_API_KEY=provider_key,
-                GEMINI_API_KEY=provider_key)),
+                SECRETS_DIR=secrets_dir)),
         }
         envoys = {}
         for i, v in enumerate(BASE):
@@ -424,8 +444,7 @@ def main():
             envoys[v] = envoys["tollgate"]
         for i, (v, path) in enumerate(also.items()):
             yaml = render(os.path.join(ROOT, "envoy/tollgate.yaml"), dict(
-                common, CP_PORT=cp_port, WASM_PATH=os.path.abspath(path), DATAPLANE_TOKEN=dp_token,
-                OPENAI_API_KEY=provider_key, ANTHROPIC_API_KEY=provider_key, GEMINI_API_KEY=provider_key))
+                common, CP_PORT=cp_port, WASM_PATH=os.path.abspath(path), SECRETS_DIR=secrets_dir))
             envoys[v] = start_envoy(stack, v, yaml, os.getpid() % 50000 * 10 + len(BASE) + i)
         time.sleep(3)  # Tollgate's first snapshot (sync interval 1 s), then the workers' tick
         served = {}

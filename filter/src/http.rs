@@ -1,7 +1,9 @@
 //! One HTTP stream through the filter.
 //!
-//! Request headers: recognise the route, identify the caller (trusted principal header or
-//! virtual key → snapshot) and swap in the provider key. Request body (buffered until complete): estimate the worst-case cost, decide against every budget on the chain
+//! Request headers: classify the request (metered, free model list, or refused), check a
+//! metered request is routed to its provider's cluster, identify the caller (trusted
+//! principal header or virtual key → snapshot) and strip the caller's credentials (each
+//! provider cluster injects its own key upstream). Request body (buffered until complete): estimate the worst-case cost, decide against every budget on the chain
 //! and reserve (or reply 429), inject `stream_options.include_usage` where needed. Response:
 //! add the budget headers, meter the body as it passes (never held back), and settle at the
 //! end — or in `on_log` when the stream ended early, charged by policy and counted.
@@ -22,7 +24,7 @@ use tollgate_core::gate::{self, Reply};
 use tollgate_core::local::{BudgetCharge, ALL_TIME};
 use tollgate_core::pricing::ModelPrice;
 use tollgate_core::principal::Principal;
-use tollgate_core::route::{provider, route};
+use tollgate_core::route::{classify, provider, Endpoint};
 use tollgate_core::snapshot::{SnapshotBudget, SnapshotIndex};
 use tollgate_core::sync::QueuedUsage;
 use tollgate_core::usage::{served_json, ApiFormat, SseUsage, Usage};
@@ -104,16 +106,52 @@ impl Stream {
         Action::Pause
     }
 
-    /// Request headers: who is calling, and is there a snapshot to judge them by.
+    /// Request headers: what endpoint, who is calling, and is there a snapshot to judge them
+    /// by. `Ok(None)` is a free endpoint (a model list) for a known caller: forwarded, counted,
+    /// not charged. Every other request that is not metered is refused here: the provider
+    /// clusters inject the provider key upstream, so nothing may pass unjudged.
     fn identify(&mut self, now: i64) -> Result<Option<Identified>, Reply> {
         let headers = Headers::request();
-        let Some(path) = headers.get(":path") else {
-            return Ok(None);
-        };
-        let Some(r) = route(path) else {
-            return Ok(None);
+        // A client's `x-envoy-original-path` would show in logs as a path nobody judged.
+        if headers.has("x-envoy-original-path") {
+            let _ =
+                hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-envoy-original-path");
+        }
+        let method = headers.get(":method").unwrap_or("");
+        let path = headers.get(":path").unwrap_or("");
+        let r = match classify(method, path) {
+            Endpoint::Refused(why) => {
+                return Err(gate::error(
+                    why.status(),
+                    why.as_str(),
+                    &why.message(method, path),
+                ))
+            }
+            Endpoint::Free => None,
+            Endpoint::Metered(r) => Some(r),
         };
         let cfg = &self.shared.config;
+        if let Some(r) = &r {
+            // The provider key is injected by the cluster Envoy routes to; a metered request
+            // must go to its own provider's cluster, or another provider's key would carry it.
+            let providers = &cfg.identity.providers;
+            let name = provider(r.format);
+            if !providers.is_empty() {
+                let want = providers.get(name).map(|p| p.cluster.as_bytes());
+                let got = host::property(&["xds", "cluster_name"]);
+                if want.is_none() || want != got.as_deref() {
+                    return Err(gate::error(
+                        404,
+                        "provider_route_mismatch",
+                        &format!(
+                            "Tollgate: {method} {} speaks the {name} API but is not routed to \
+                             the {name} cluster; refused",
+                            path.split_once('?').map_or(path, |(p, _)| p)
+                        ),
+                    ));
+                }
+            }
+        }
         let snapshot = self.shared.snapshot.borrow().clone();
         let Some(snapshot) = snapshot else {
             return Err(gate::error(
@@ -133,7 +171,12 @@ impl Stream {
             ));
         }
         let principal = self.principal(&headers, &snapshot)?;
-        self.swap_keys(&headers, provider(r.format));
+        self.swap_keys(&headers);
+        let Some(r) = r else {
+            host::set_filter_state("tollgate.decision", "free");
+            host::set_filter_state("tollgate.principal", &principal_label(&principal));
+            return Ok(None);
+        };
         if r.format == ApiFormat::OpenAiChat
             && cfg.inject_include_usage
             && headers.has("content-length")
@@ -179,22 +222,13 @@ impl Stream {
         })
     }
 
-    /// Replaces the caller's credentials with the provider key, so no virtual key leaves Envoy.
-    fn swap_keys(&self, headers: &Headers, provider: &str) {
-        let key = self.shared.config.identity.providers.get(provider);
+    /// Removes the caller's credentials (the virtual key), so none leaves Envoy. The provider
+    /// key is added upstream by the route's cluster (`credential_injector`), never here.
+    fn swap_keys(&self, headers: &Headers) {
         for h in gate::CREDENTIAL_HEADERS {
-            // Setting the provider's header below replaces whatever the caller sent in it.
-            let replaced = key.is_some_and(|k| k.header.eq_ignore_ascii_case(h));
-            if headers.has(h) && !replaced {
+            if headers.has(h) {
                 let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, h);
             }
-        }
-        if let Some(k) = key {
-            let _ = hostcalls::set_map_value(
-                MapType::HttpRequestHeaders,
-                &k.header,
-                Some(k.value.expose()),
-            );
         }
     }
 

@@ -68,7 +68,10 @@ impl Context for Plugin {
 impl RootContext for Plugin {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = host::plugin_configuration();
-        match tollgate_core::config::Config::parse(&bytes) {
+        // The data-plane token comes from Envoy's environment (`host_env_keys`), read through
+        // WASI `environ_get`; the config only names the variable.
+        let env = |name: &str| std::env::var(name).ok();
+        match tollgate_core::config::Config::parse_with_env(&bytes, &env) {
             Ok(config) => {
                 *self = match config.role {
                     tollgate_core::config::Role::Filter => {

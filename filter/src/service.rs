@@ -141,7 +141,10 @@ impl SyncService {
             (SyncCall::Enroll { .. }, _) | (_, None) => (cp.token.expose(), None),
             (_, Some(s)) => (s, Some(generation)),
         };
-        let bearer = format!("Bearer {secret}");
+        // No header at all when the data-plane token is injected by the control-plane
+        // cluster (`token_injected`, shipped): its credential_injector adds the token only to
+        // a call without one, so a reporter secret sent here is kept.
+        let bearer = (!secret.is_empty()).then(|| format!("Bearer {secret}"));
         let (kind, path, body, etag) = match &call {
             SyncCall::Enroll { body } => (
                 CallKind::Enroll,
@@ -166,8 +169,10 @@ impl SyncService {
             (":method", if body.is_some() { "POST" } else { "GET" }),
             (":path", path),
             (":authority", cp.authority.as_str()),
-            ("authorization", bearer.as_str()),
         ];
+        if let Some(bearer) = &bearer {
+            headers.push(("authorization", bearer.as_str()));
+        }
         if body.is_some() {
             headers.push(("content-type", "application/json"));
         }

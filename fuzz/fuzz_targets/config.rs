@@ -18,11 +18,12 @@ use tollgate_fuzz::{check_cost, check_price, check_usage};
 const MIN_SECRET_LEN: usize = 8;
 
 /// Where the config holds secrets: the data-plane token and the provider keys (any string
-/// under a provider but its header name, wherever in it the operator put it).
+/// under a provider but its header name and cluster, wherever in it the operator put it;
+/// keys are refused there now, and the refusal must not quote them).
 fn is_secret(path: &[&str]) -> bool {
     match path {
         ["control_plane", "token", ..] => true,
-        ["identity", "providers", _, "header"] => false,
+        ["identity", "providers", _, "header" | "cluster"] => false,
         ["identity", "providers", _, ..] => true,
         _ => false,
     }

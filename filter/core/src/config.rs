@@ -3,14 +3,30 @@
 //! Every problem is reported with its field path (`control_plane.sync_interval_ms: ...`), all
 //! of them at once, so an operator fixes a bad config in one go; Envoy then refuses to start
 //! the plugin. Unknown fields are errors (a typo must not silently become a default).
-//! Secrets (the data-plane token, provider keys) are [`Secret`]s: they never print.
+//! The data-plane token is a [`Secret`]: it never prints.
 //!
-//! Example (every field but `control_plane.cluster`/`authority`/`token` has a default):
+//! No secret belongs in this configuration: Envoy prints plugin configurations in its admin
+//! `/config_dump` and at `config` debug level. Provider keys never reach the filter at all:
+//! each provider's cluster injects its own key upstream (`credential_injector`, from an SDS
+//! file), and the filter only checks that a metered request is routed to its provider's
+//! cluster (`identity.providers.NAME.cluster`); keys in the old `{"header", "value"}` form are
+//! refused. The data-plane token (which only the sync role uses; the filter role needs none)
+//! is given one of three ways:
+//! - `"token_injected": true` (shipped): the control-plane cluster injects it the same way,
+//!   so the filter never holds it and no Envoy log prints it;
+//! - `"token_env": "NAME"`: read from Envoy's environment (the plugin's
+//!   `vm_config.environment_variables.host_env_keys` lists the name; unset or empty refuses
+//!   the config). Not in `/config_dump`, but Envoy's `router` debug log prints the
+//!   `authorization` header the sync service sets on its calls;
+//! - `"token": "…"` inline, for the wasmtime harness and tests only.
+//!
+//! Example (every field but `control_plane.cluster`/`authority` and the token has a default):
 //! ```json
 //! {"role": "filter", "vm_id": "tollgate",
-//!  "control_plane": {"cluster": "tollgate_cp", "authority": "127.0.0.1:8080", "token": "dp-…",
+//!  "control_plane": {"cluster": "tollgate_cp", "authority": "127.0.0.1:8080",
+//!                    "token_injected": true,
 //!                    "sync_interval_ms": 1000, "timeout_ms": 2000},
-//!  "identity": {"providers": {"openai": {"header": "authorization", "value": "Bearer sk-…"}},
+//!  "identity": {"providers": {"openai": {"cluster": "openai"}},
 //!               "trusted_principal_header": null},
 //!  "max_staleness_s": 300, "stale_policy": "allow", "unknown_model": "deny",
 //!  "missing_usage": "charge_estimate", "provider_errors": "charge_zero", "shadow": false,
@@ -98,7 +114,10 @@ pub struct ControlPlane {
     pub cluster: String,
     /// `:authority` of the calls.
     pub authority: String,
-    /// Data-plane token (`Authorization: Bearer`).
+    /// Data-plane token (`Authorization: Bearer`), read from the environment variable
+    /// `token_env` names (or, for tests, given inline as `token`); empty when
+    /// `token_injected`: the control-plane cluster's `credential_injector` adds it after
+    /// routing, where no Envoy log prints it.
     pub token: Secret,
     /// Snapshot path.
     pub snapshot_path: String,
@@ -112,21 +131,21 @@ pub struct ControlPlane {
     pub batch_max_events: usize,
 }
 
-/// The upstream credential swapped in for a provider.
+/// Where a provider's traffic must be routed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderKey {
-    /// Header name, lowercase (`authorization`, `x-api-key`, `x-goog-api-key`).
-    pub header: String,
-    /// Header value.
-    pub value: Secret,
+pub struct ProviderRoute {
+    /// The Envoy cluster whose upstream filters inject this provider's key: a metered request
+    /// of this provider routed to any other cluster is refused (Envoy's `xds.cluster_name`).
+    pub cluster: String,
 }
 
 /// How requests are attributed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Identity {
-    /// Upstream keys by provider (`openai`, `anthropic`, `gemini`); a virtual key is replaced
-    /// by the provider key before the request leaves Envoy.
-    pub providers: BTreeMap<String, ProviderKey>,
+    /// The cluster of each provider (`openai`, `anthropic`, `gemini`). Empty: no cluster
+    /// check (the wasmtime harness); otherwise a metered request of a provider not listed is
+    /// refused.
+    pub providers: BTreeMap<String, ProviderRoute>,
     /// A principal header set by an earlier, trusted filter (e.g. after `jwt_authn`). Without
     /// it, a client-sent principal header is ignored and removed.
     pub trusted_principal_header: Option<String>,
@@ -312,7 +331,76 @@ fn path(f: &mut Fields<'_>, key: &'static str, default: &str) -> String {
     p
 }
 
-fn control_plane(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> ControlPlane {
+/// Looks an environment variable up (`std::env::var` in the filter, a map in tests).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The data-plane token: inline `token`, the environment variable `token_env` names, or
+/// none when `token_injected` says the control-plane cluster adds it (exactly one of the
+/// three). Problems never quote a value.
+fn token(f: &mut Fields<'_>, env: Env<'_>, role: Role) -> Secret {
+    let inline = f.map.contains_key("token");
+    let named = f.map.contains_key("token_env");
+    let injected: bool = f.or("token_injected", false);
+    match (inline, named, injected) {
+        (false, false, true) => Secret::default(),
+        (false, true, false) => {
+            let name: String = f.required("token_env");
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                f.problem(
+                    "token_env",
+                    "must name an environment variable ([A-Za-z0-9_]+)",
+                );
+                return Secret::default();
+            }
+            match env(&name) {
+                Some(v) if !v.trim().is_empty() => Secret(v.trim().to_string()),
+                _ => {
+                    f.problem(
+                        "token_env",
+                        format!(
+                            "environment variable {name} is unset or empty in the Wasm VM \
+                             (list it in vm_config.environment_variables.host_env_keys and set \
+                             it in Envoy's environment)"
+                        ),
+                    );
+                    Secret::default()
+                }
+            }
+        }
+        (true, false, false) => {
+            let token = f.secret("token");
+            non_empty(f, "token", token.expose());
+            token
+        }
+        // Only the sync service calls the control plane; the HTTP filter needs no token.
+        (false, false, false) if role == Role::Filter => Secret::default(),
+        (false, false, false) => {
+            f.problem(
+                "token_injected",
+                "the data-plane token is required: token_injected: true (the control-plane \
+                 cluster's credential_injector adds it), token_env, or an inline token",
+            );
+            Secret::default()
+        }
+        _ => {
+            f.used.extend(["token", "token_env"]);
+            f.problem(
+                "token_injected",
+                "give exactly one of token_injected: true, token_env, token",
+            );
+            Secret::default()
+        }
+    }
+}
+
+fn control_plane(
+    map: &Map<String, Value>,
+    env: Env<'_>,
+    role: Role,
+    problems: &mut Vec<ConfigProblem>,
+) -> ControlPlane {
     let mut f = Fields {
         path: "control_plane",
         map,
@@ -323,8 +411,7 @@ fn control_plane(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) ->
     non_empty(&mut f, "cluster", &cluster);
     let authority: String = f.required("authority");
     non_empty(&mut f, "authority", &authority);
-    let token = f.secret("token");
-    non_empty(&mut f, "token", token.expose());
+    let token = token(&mut f, env, role);
     let cp = ControlPlane {
         cluster,
         authority,
@@ -344,13 +431,6 @@ fn control_plane(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) ->
     cp
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawProviderKey {
-    header: String,
-    value: String,
-}
-
 fn identity(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> Identity {
     let mut f = Fields {
         path: "identity",
@@ -358,51 +438,57 @@ fn identity(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> Iden
         used: vec![],
         problems,
     };
-    // Read by hand, not with `Fields::opt`: serde's messages quote the value, and a provider
-    // written as a bare string (`"openai": "Bearer sk-…"`) would put its key in Envoy's log
-    // (found by `fuzz/fuzz_targets/config.rs`).
+    // Read by hand, not with `Fields::opt`: serde's messages quote the value, and an old
+    // config's provider key (`"openai": "Bearer sk-…"`, or `{"value": "sk-…"}`) would land in
+    // Envoy's log (found by `fuzz/fuzz_targets/config.rs`).
     f.used.push("providers");
     let raw = match f.map.get("providers") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
         Some(_) => {
-            f.problem("providers", "expected an object of provider keys");
+            f.problem("providers", "expected an object of provider clusters");
             Map::new()
         }
     };
     let mut providers = BTreeMap::new();
     for (name, entry) in raw {
-        let Ok(key) = RawProviderKey::deserialize(entry) else {
+        let Value::Object(entry) = entry else {
             f.problem(
                 "providers",
-                format!("{name}: expected {{\"header\": string, \"value\": string}}"),
+                format!("{name}: expected {{\"cluster\": string}}"),
             );
             continue;
         };
-        let header = key.header.trim().to_ascii_lowercase();
-        let valid_header = !header.is_empty()
-            && header
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !valid_header {
+        if entry.contains_key("value") || entry.contains_key("header") {
             f.problem(
                 "providers",
-                format!("{name}.header: not a valid header name"),
+                format!(
+                    "{name}: provider keys are no longer read from the plugin config (Envoy \
+                     prints it in /config_dump); inject the key on the provider's cluster \
+                     with credential_injector and an SDS file (envoy/README.md), and give \
+                     {{\"cluster\": NAME}} here"
+                ),
             );
+            continue;
         }
-        if key.value.is_empty() || key.value.contains(['\r', '\n']) {
+        let cluster = match entry.get("cluster") {
+            Some(Value::String(c)) if !c.trim().is_empty() => c.trim().to_string(),
+            _ => {
+                f.problem(
+                    "providers",
+                    format!("{name}.cluster: required, a non-empty string"),
+                );
+                continue;
+            }
+        };
+        // The unknown field is not named: a key pasted as a field name would land in the log.
+        if entry.keys().any(|k| k.as_str() != "cluster") {
             f.problem(
                 "providers",
-                format!("{name}.value: must be a non-empty single line"),
+                format!("{name}: unknown field (a provider takes only \"cluster\")"),
             );
         }
-        providers.insert(
-            name,
-            ProviderKey {
-                header,
-                value: Secret(key.value),
-            },
-        );
+        providers.insert(name, ProviderRoute { cluster });
     }
     let trusted: Option<String> = f.opt("trusted_principal_header");
     if trusted.as_deref().is_some_and(|h| h.trim().is_empty()) {
@@ -479,8 +565,15 @@ fn limits(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> Limits
 }
 
 impl Config {
-    /// Parses and validates the plugin configuration bytes.
+    /// Parses and validates the plugin configuration bytes, with no environment (a
+    /// `token_env` is then refused as unset).
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        Config::parse_with_env(bytes, &|_| None)
+    }
+
+    /// Parses and validates the plugin configuration bytes; `env` looks up the variable
+    /// `control_plane.token_env` names.
+    pub fn parse_with_env(bytes: &[u8], env: Env<'_>) -> Result<Config, ConfigError> {
         let problem = |field: &str, problem: String| {
             ConfigError(vec![ConfigProblem {
                 field: field.into(),
@@ -519,7 +612,7 @@ impl Config {
         let config = Config {
             role,
             vm_id,
-            control_plane: control_plane(&cp_map, &mut problems),
+            control_plane: control_plane(&cp_map, env, role, &mut problems),
             identity: identity(&id_map, &mut problems),
             max_staleness_s,
             stale_policy,
@@ -577,7 +670,7 @@ mod tests {
         v["control_plane"]["colour"] = json!("blue");
         v["stale_policy"] = json!("sometimes");
         v["limits"] = json!({"max_queue_events": -1});
-        v["identity"] = json!({"providers": {"openai": {"header": "bad header", "value": "x"}}});
+        v["identity"] = json!({"providers": {"openai": {"cluster": ""}}});
         v["unknown_model"] = json!({"default_price": {"input_per_million": "0.0000025", "output_per_million": "10"}});
         v["typo"] = json!(true);
         let got = fields(parse(v).unwrap_err());
@@ -615,7 +708,7 @@ mod tests {
         v["role"] = json!("sync");
         v["unknown_model"] =
             json!({"default_price": {"input_per_million": "2.5", "output_per_million": "10"}});
-        v["identity"] = json!({"providers": {"anthropic": {"header": "X-Api-Key", "value": "sk-ant"}},
+        v["identity"] = json!({"providers": {"anthropic": {"cluster": " anthropic "}},
                                "trusted_principal_header": "X-Tollgate-Principal"});
         let c = parse(v).unwrap();
         assert_eq!(c.role, Role::Sync);
@@ -623,7 +716,7 @@ mod tests {
             panic!()
         };
         assert_eq!(p.rates.input, Decimal::new(25, 7));
-        assert_eq!(c.identity.providers["anthropic"].header, "x-api-key");
+        assert_eq!(c.identity.providers["anthropic"].cluster, "anthropic");
         assert_eq!(
             c.identity.trusted_principal_header.as_deref(),
             Some("x-tollgate-principal")
@@ -664,14 +757,99 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let mut v = base();
-        v["identity"] = json!({"providers": {"openai": {"header": "authorization", "value": "Bearer sk-live-123"}}});
-        let c = parse(v).unwrap();
+        let c = parse(base()).unwrap();
         let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("dp-secret") && !shown.contains("sk-live-123"),
-            "{shown}"
-        );
+        assert!(!shown.contains("dp-secret"), "{shown}");
         assert_eq!(c.control_plane.token.expose(), "dp-secret");
+    }
+
+    fn env_config() -> Value {
+        json!({"control_plane": {"cluster": "cp", "authority": "a", "token_env": "TG_TOKEN"}})
+    }
+
+    /// Issue 13, item 5: the token comes from Envoy's environment, never from the config.
+    #[test]
+    fn the_token_comes_from_the_named_environment_variable() {
+        let env = |k: &str| (k == "TG_TOKEN").then(|| " dp-from-env ".to_string());
+        let c = Config::parse_with_env(env_config().to_string().as_bytes(), &env).unwrap();
+        assert_eq!(c.control_plane.token.expose(), "dp-from-env");
+        assert!(!format!("{c:?}").contains("dp-from-env"));
+    }
+
+    #[test]
+    fn a_missing_or_empty_token_variable_refuses_the_config() {
+        let bytes = env_config().to_string();
+        let unset = |_: &str| None;
+        let blank = |_: &str| Some("  ".to_string());
+        let envs: [Env<'_>; 2] = [&unset, &blank];
+        for env in envs {
+            let err = Config::parse_with_env(bytes.as_bytes(), env).unwrap_err();
+            let shown = err.to_string();
+            assert!(
+                shown.contains(
+                    "control_plane.token_env: environment variable TG_TOKEN is unset or empty"
+                ) && shown.contains("host_env_keys"),
+                "{shown}"
+            );
+        }
+        let mut both = env_config();
+        both["control_plane"]["token"] = json!("dp-inline");
+        let err =
+            Config::parse_with_env(both.to_string().as_bytes(), &|_| Some("x".into())).unwrap_err();
+        assert!(!err.to_string().contains("dp-inline"), "{err}");
+        assert_eq!(fields(err), ["control_plane.token_injected"]);
+        let mut bad = env_config();
+        bad["control_plane"]["token_env"] = json!("TG TOKEN");
+        assert_eq!(fields(parse(bad).unwrap_err()), ["control_plane.token_env"]);
+        let mut neither = env_config();
+        neither["role"] = json!("sync");
+        neither["control_plane"]
+            .as_object_mut()
+            .unwrap()
+            .remove("token_env");
+        assert_eq!(
+            fields(parse(neither.clone()).unwrap_err()),
+            ["control_plane.token_injected"]
+        );
+        neither["control_plane"]["token_injected"] = json!(true);
+        let c = parse(neither.clone()).unwrap();
+        assert_eq!(c.control_plane.token.expose(), "");
+        neither["control_plane"]["token_env"] = json!("TG_TOKEN");
+        assert_eq!(
+            fields(parse(neither.clone()).unwrap_err()),
+            ["control_plane.token_injected"]
+        );
+        // The HTTP filter never calls the control plane: no token at all is fine there.
+        neither["role"] = json!("filter");
+        let cp = neither["control_plane"].as_object_mut().unwrap();
+        cp.remove("token_env");
+        cp.remove("token_injected");
+        assert_eq!(parse(neither).unwrap().control_plane.token.expose(), "");
+    }
+
+    /// Issue 13, items 5 and 8: provider keys are refused in the config (without quoting
+    /// them); a provider names its cluster, and nothing else.
+    #[test]
+    fn provider_keys_are_refused_and_clusters_read() {
+        let mut v = base();
+        v["identity"] = json!({"providers": {
+            "openai": {"header": "authorization", "value": "Bearer sk-live-123"},
+            "gemini": {"cluster": "gemini", "colour": "blue"},
+            "anthropic": {"cluster": 7}}});
+        let err = parse(v).unwrap_err();
+        let shown = err.to_string();
+        assert!(!shown.contains("sk-live-123"), "{shown}");
+        for want in [
+            "openai: provider keys are no longer read from the plugin config",
+            "gemini: unknown field (a provider takes only \"cluster\")",
+            "anthropic.cluster: required",
+        ] {
+            assert!(shown.contains(want), "{want} missing from {shown}");
+        }
+        let mut v = base();
+        v["identity"] = json!({"providers": {"openai": {"cluster": "openai"}, "gemini": {"cluster": "gemini"}}});
+        let c = parse(v).unwrap();
+        assert_eq!(c.identity.providers["gemini"].cluster, "gemini");
+        assert_eq!(c.identity.providers.len(), 2);
     }
 }

@@ -1,4 +1,5 @@
-"""The official `openai` and `anthropic` SDKs through Envoy with the Tollgate filter.
+"""The official `openai`, `anthropic` and `google-genai` SDKs through Envoy with the Tollgate
+filter.
 
 Usage: TOLLGATE_KEY=tg-... .venv/bin/python tests/e2e/python/sdk_e2e.py CASE BASE_URL [TEXT] [N]
 
@@ -17,6 +18,9 @@ Cases:
   openai-responses, openai-responses-stream   one Responses API request (JSON, streamed)
   openai-embeddings one Embeddings request (the SDK's default base64 encoding)
   anthropic-messages, anthropic-stream   the same with the Anthropic SDK
+  gemini-generate, gemini-stream         the same with google-genai's generate_content and
+                    generate_content_stream (default api_version, v1beta)
+  gemini-v1-generate, gemini-v1-stream   the same with api_version="v1"
   openai-exhaust, anthropic-exhaust      requests until the budget refuses one (at most N):
                     the last line is the SDK's RateLimitError, with our message
 """
@@ -27,9 +31,12 @@ import time
 
 import anthropic
 import openai
+from google import genai
+from google.genai import types as genai_types
 
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-haiku-4-5"
+GEMINI_MODEL = "gemini-2.5-flash"
 
 
 def emit(**fields):
@@ -119,6 +126,27 @@ def anthropic_messages(client, text, stream=False):
                 **tollgate_headers(raw.headers))
 
 
+def gemini_generate(client, text, stream=False):
+    # The REST body google-genai builds from these arguments (the mock's usage counts its text).
+    req = {"model": GEMINI_MODEL, "contents": [{"role": "user", "parts": [{"text": text}]}],
+           "generationConfig": {"maxOutputTokens": 24}}
+    config = genai_types.GenerateContentConfig(max_output_tokens=24)
+    if not stream:
+        r = client.models.generate_content(model=GEMINI_MODEL, contents=text, config=config)
+        chunks = [r]
+    else:
+        chunks = list(client.models.generate_content_stream(
+            model=GEMINI_MODEL, contents=text, config=config))
+    usage = chunks[-1].usage_metadata
+    out = "".join(c.text or "" for c in chunks)
+    http = chunks[0].sdk_http_response
+    headers = {k.lower(): v for k, v in ((http.headers or {}) if http else {}).items()}
+    return dict(api="gemini", request=req,
+                usage={"input_tokens": usage.prompt_token_count,
+                       "output_tokens": usage.candidates_token_count},
+                text=out, **tollgate_headers(headers))
+
+
 def exhaust(send, rate_limit_error, text, limit):
     for i in range(limit):
         try:
@@ -159,6 +187,18 @@ def main():
         emit(case=case, **anthropic_messages(an, text))
     elif case == "anthropic-stream":
         emit(case=case, **anthropic_messages(an, text, stream=True))
+    elif case.startswith("gemini-"):
+        # Base URL and virtual key only; default settings otherwise.
+        opts = {"base_url": base}
+        if case.startswith("gemini-v1-"):
+            opts["api_version"] = "v1"
+        gm = genai.Client(api_key=key, http_options=genai_types.HttpOptions(**opts))
+        if case in ("gemini-generate", "gemini-v1-generate"):
+            emit(case=case, **gemini_generate(gm, text))
+        elif case in ("gemini-stream", "gemini-v1-stream"):
+            emit(case=case, **gemini_generate(gm, text, stream=True))
+        else:
+            sys.exit(f"unknown case {case!r}")
     elif case == "openai-exhaust":
         exhaust(lambda t: openai_chat(oa, t), openai.RateLimitError, text, limit)
     elif case == "anthropic-exhaust":

@@ -1,5 +1,6 @@
-//! Envoy for the stack: the shipped `envoy/tollgate.yaml` rendered with our ports and secrets
-//! (`tollgate_upstream::envoy::render`, the same rule as `envoy/render.py`), a few textual
+//! Envoy for the stack: the shipped `envoy/tollgate.yaml` rendered with our ports and its
+//! secrets directory (`tollgate_upstream::envoy::render`, the same rule as `envoy/render.py`;
+//! [`write_secrets`] writes the SDS files and key files there, as a deployment would), a few textual
 //! edits a deployment would make by hand (sync interval, a real provider cluster, whole
 //! plugin configs for scenario tests), and a running Envoy on free ports.
 //!
@@ -35,7 +36,7 @@ pub struct RealProvider {
     pub provider: String,
     /// `https://HOST[:PORT]` (or `http://` for a plain-text endpoint); no path.
     pub url: String,
-    /// The provider key the filter swaps in for virtual keys.
+    /// The provider key its cluster injects.
     pub key: String,
 }
 
@@ -60,10 +61,13 @@ pub struct TollgateVars {
     pub upstream_port: u16,
     /// `tollgate_filter.wasm`.
     pub wasm: PathBuf,
-    /// The data-plane token.
+    /// The data-plane token (the control-plane cluster injects it).
     pub dataplane_token: String,
-    /// The provider key for the mock (all three providers).
-    pub provider_key: String,
+    /// The provider keys for the mock, one per provider (each cluster injects its own).
+    pub provider_keys: ProviderKeys,
+    /// The directory of the SDS and key files, of its own: Envoy watches it with inotify and
+    /// logs every event in it at debug, so no log may be written there.
+    pub secrets_dir: PathBuf,
     /// Where the access log goes.
     pub access_log: PathBuf,
     /// Both roles' `control_plane.sync_interval_ms`.
@@ -72,25 +76,106 @@ pub struct TollgateVars {
     pub real_provider: Option<RealProvider>,
 }
 
-/// Renders `envoy/tollgate.yaml` for these values.
+/// One key per provider.
+#[derive(Clone)]
+pub struct ProviderKeys {
+    /// OpenAI's (`authorization: Bearer`).
+    pub openai: String,
+    /// Anthropic's (`x-api-key`).
+    pub anthropic: String,
+    /// Gemini's (`x-goog-api-key`).
+    pub gemini: String,
+}
+
+impl ProviderKeys {
+    /// The same key for every provider.
+    pub fn same(key: &str) -> ProviderKeys {
+        ProviderKeys {
+            openai: key.into(),
+            anthropic: key.into(),
+            gemini: key.into(),
+        }
+    }
+
+    /// `(provider, key)` pairs.
+    pub fn all(&self) -> [(&'static str, &str); 3] {
+        [
+            ("openai", &self.openai),
+            ("anthropic", &self.anthropic),
+            ("gemini", &self.gemini),
+        ]
+    }
+
+    /// The mock upstream's arguments demanding each key in its provider's header.
+    pub fn expect_args(&self) -> Vec<String> {
+        self.all().iter().map(|(p, k)| format!("{p}={k}")).collect()
+    }
+}
+
+impl std::fmt::Debug for ProviderKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProviderKeys(***)")
+    }
+}
+
+/// Writes the secrets `envoy/tollgate.yaml` reads into `v.secrets_dir` (created, mode 0700):
+/// per secret an SDS file naming a key file, and the key file (mode 0600, no newline). Each
+/// file is written to a temporary name and renamed over, as a rotation does.
+pub fn write_secrets(v: &TollgateVars) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(&v.secrets_dir)
+        .with_context(|| format!("creating {}", v.secrets_dir.display()))?;
+    std::fs::set_permissions(&v.secrets_dir, std::fs::Permissions::from_mode(0o700))?;
+    let key = |p: &str, k: &str| match &v.real_provider {
+        Some(r) if r.provider == p => r.key.clone(),
+        _ => k.to_string(),
+    };
+    let mut all = vec![("dataplane", "dataplane_token", v.dataplane_token.clone())];
+    for (p, k) in v.provider_keys.all() {
+        all.push((p, secret_name(p), key(p, k)));
+    }
+    for (file, name, value) in all {
+        let key_file = v.secrets_dir.join(format!("{file}.key"));
+        write_secret_file(&key_file, value.as_bytes())?;
+        let sds = format!(
+            "resources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  name: {name}\n  generic_secret: {{ secret: {{ filename: \"{}\" }} }}\n",
+            key_file.display()
+        );
+        write_secret_file(&v.secrets_dir.join(format!("{file}.yaml")), sds.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The SDS secret name of a provider's key in `envoy/tollgate.yaml`.
+fn secret_name(provider: &str) -> &'static str {
+    match provider {
+        "openai" => "openai_key",
+        "anthropic" => "anthropic_key",
+        _ => "gemini_key",
+    }
+}
+
+/// Replaces a file atomically: a temporary file in the same directory (mode 0600), renamed
+/// over the old one. Envoy's SDS watch sees the rename (what a rotation must look like).
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    crate::stack::write_private(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))
+}
+
+/// Renders `envoy/tollgate.yaml` for these values (the secrets go to files:
+/// [`write_secrets`]).
 pub fn render_tollgate(v: &TollgateVars) -> Result<String> {
     let path = workspace_root().join("envoy/tollgate.yaml");
     let template =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let key = |p: &str| match &v.real_provider {
-        Some(r) if r.provider == p => r.key.clone(),
-        _ => v.provider_key.clone(),
-    };
     let vars = BTreeMap::from([
         ("ADMIN_PORT", "0".to_string()),
         ("LISTEN_PORT", v.listen_port.to_string()),
         ("CP_PORT", v.cp_port.to_string()),
         ("UPSTREAM_PORT", v.upstream_port.to_string()),
         ("WASM_PATH", v.wasm.display().to_string()),
-        ("DATAPLANE_TOKEN", v.dataplane_token.clone()),
-        ("OPENAI_API_KEY", key("openai")),
-        ("ANTHROPIC_API_KEY", key("anthropic")),
-        ("GEMINI_API_KEY", key("gemini")),
+        ("SECRETS_DIR", v.secrets_dir.display().to_string()),
         ("ACCESS_LOG_PATH", v.access_log.display().to_string()),
     ]);
     // The error names placeholders, never values.
@@ -153,8 +238,14 @@ pub fn use_real_provider(yaml: &str, provider: &str, url: &str) -> Result<String
     } else {
         String::new()
     };
+    // The cluster's upstream filters (the credential injector) stay as they were.
+    let old = yaml.get(start..end).unwrap_or("");
+    let options = old
+        .find("    typed_extension_protocol_options:")
+        .and_then(|i| old.get(i..))
+        .unwrap_or("");
     let cluster = format!(
-        "  - name: {provider}\n    type: LOGICAL_DNS\n    dns_lookup_family: V4_ONLY\n    connect_timeout: 5s\n    load_assignment:\n      cluster_name: {provider}\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: {host}, port_value: {port} }} }} }}\n{transport}"
+        "  - name: {provider}\n    type: LOGICAL_DNS\n    dns_lookup_family: V4_ONLY\n    connect_timeout: 5s\n    load_assignment:\n      cluster_name: {provider}\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: {host}, port_value: {port} }} }} }}\n{transport}{options}"
     );
     let mut out = String::with_capacity(yaml.len() + cluster.len());
     out.push_str(yaml.get(..start).unwrap_or(""));
@@ -368,6 +459,8 @@ mod tests {
     connect_timeout: 2s
     load_assignment:
       cluster_name: openai
+    typed_extension_protocol_options:
+      injector: here
   - name: anthropic
     type: STATIC
 "#;
@@ -387,6 +480,10 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("connect_timeout: 2s"), "{out}");
+        assert!(
+            out.contains("sni: api.openai.com\n    typed_extension_protocol_options:\n      injector: here\n  - name: anthropic"),
+            "{out}"
+        );
         let plain = use_real_provider(YAML, "openai", "http://127.0.0.1:9000/").unwrap();
         assert!(plain.contains("port_value: 9000"));
         assert!(!plain.contains("UpstreamTlsContext"));

@@ -33,7 +33,8 @@ use serde_json::Value;
 use crate::binaries::Binaries;
 use crate::control_plane::{Api, ControlPlane};
 use crate::envoy::{
-    plugin_config, render_tollgate, replace_plugin_config, Envoy, RealProvider, TollgateVars,
+    plugin_config, render_tollgate, replace_plugin_config, write_secrets, Envoy, ProviderKeys,
+    RealProvider, TollgateVars,
 };
 use crate::process::{line_starting_with, Echo, Proc, Secrets};
 use crate::{eventually, random_token};
@@ -79,6 +80,10 @@ pub struct StackOptions {
     pub echo: bool,
     /// Where Envoy's access log goes (default `access.log` in the scratch directory).
     pub access_log: Option<PathBuf>,
+    /// Textual edits of the rendered Envoy config, `(from, to)`, each applied once (a test
+    /// of what the filter does when a deployment's routes are wrong); a `from` not found is
+    /// an error.
+    pub envoy_yaml_edits: Vec<(String, String)>,
     /// The directory for the database, configs and logs (default: a new one under the system
     /// temp dir, removed on drop; a given one is left in place).
     pub dir: Option<PathBuf>,
@@ -98,6 +103,7 @@ impl Default for StackOptions {
             real_provider: None,
             echo: false,
             access_log: None,
+            envoy_yaml_edits: Vec::new(),
             dir: None,
         }
     }
@@ -120,8 +126,9 @@ pub struct Stack {
     pub dir: PathBuf,
     /// Whether the directory is ours to remove.
     remove_dir: bool,
-    /// The provider key the mock demands (proves Envoy swapped the virtual key).
-    provider_key: String,
+    /// The provider keys the mock demands, each in its own provider's header (proves each
+    /// cluster injected its own key and no virtual key got through).
+    provider_keys: ProviderKeys,
     sync_interval: Duration,
     /// What [`Stack::start_envoy`] starts more Envoys with.
     bins: Binaries,
@@ -152,16 +159,20 @@ fn echo(on: bool, name: &str) -> Echo {
     }
 }
 
-/// Starts the mock upstream binary on a free port, demanding `expect_key`.
+/// Starts the mock upstream binary on a free port, demanding each of `expect_keys` (`KEY`:
+/// in any credential header; `PROVIDER=KEY`: in that provider's header for its API).
 pub fn start_upstream(
     bin: &std::path::Path,
-    expect_key: &str,
+    expect_keys: &[String],
     threads: Option<usize>,
     secrets: &Secrets,
     echo: Echo,
 ) -> Result<(Proc, SocketAddr)> {
     let mut cmd = Command::new(bin);
-    cmd.args(["--listen", "127.0.0.1:0", "--expect-key", expect_key]);
+    cmd.args(["--listen", "127.0.0.1:0"]);
+    for k in expect_keys {
+        cmd.args(["--expect-key", k]);
+    }
     if let Some(n) = threads {
         cmd.args(["--threads", &n.to_string()]);
     }
@@ -200,8 +211,14 @@ impl Stack {
     ) -> Result<Stack> {
         let dir = dir.to_path_buf();
         let secrets = Secrets::default();
-        let provider_key = random_token("sk-mock-")?;
-        secrets.add(&provider_key);
+        let provider_keys = ProviderKeys {
+            openai: random_token("sk-mock-openai-")?,
+            anthropic: random_token("sk-mock-anthropic-")?,
+            gemini: random_token("sk-mock-gemini-")?,
+        };
+        for (_, k) in provider_keys.all() {
+            secrets.add(k);
+        }
         if let Some(r) = &opts.real_provider {
             secrets.add(&r.key);
         }
@@ -219,7 +236,7 @@ impl Stack {
         )?;
         let (upstream, upstream_addr) = start_upstream(
             &bins.upstream,
-            &provider_key,
+            &provider_keys.expect_args(),
             opts.upstream_threads,
             &secrets,
             echo(opts.echo, "upstream"),
@@ -229,7 +246,15 @@ impl Stack {
             .access_log
             .clone()
             .unwrap_or_else(|| dir.join("access.log"));
-        let vars = envoy_vars(bins, opts, &cp, upstream_addr, &provider_key, access_log);
+        let vars = envoy_vars(
+            bins,
+            opts,
+            &cp,
+            upstream_addr,
+            &provider_keys,
+            access_log,
+            dir.join("secrets"),
+        );
         let envoy = start_envoy_in(
             bins,
             opts,
@@ -247,7 +272,7 @@ impl Stack {
             secrets,
             dir,
             remove_dir,
-            provider_key,
+            provider_keys,
             sync_interval: Duration::from_millis(opts.sync_interval_ms),
             bins: bins.clone(),
             opts: opts.clone(),
@@ -275,8 +300,9 @@ impl Stack {
             &opts,
             &self.cp,
             self.upstream_addr,
-            &self.provider_key,
+            &self.provider_keys,
             dir.join("access.log"),
+            dir.join("secrets"),
         );
         start_envoy_in(
             &self.bins,
@@ -304,9 +330,14 @@ impl Stack {
         self.sync_interval
     }
 
-    /// The provider key the mock upstream demands.
+    /// OpenAI's key, which the mock upstream demands on OpenAI requests.
     pub fn provider_key(&self) -> &str {
-        &self.provider_key
+        &self.provider_keys.openai
+    }
+
+    /// Every provider key the mock upstream demands, each on its own provider's requests.
+    pub fn provider_keys(&self) -> &ProviderKeys {
+        &self.provider_keys
     }
 
     /// The control plane's current snapshot version (its ETag).
@@ -402,8 +433,9 @@ fn envoy_vars(
     opts: &StackOptions,
     cp: &ControlPlane,
     upstream: SocketAddr,
-    provider_key: &str,
+    provider_keys: &ProviderKeys,
     access_log: PathBuf,
+    secrets_dir: PathBuf,
 ) -> TollgateVars {
     TollgateVars {
         listen_port: opts.listen_port,
@@ -411,7 +443,8 @@ fn envoy_vars(
         upstream_port: upstream.port(),
         wasm: bins.filter_wasm.clone(),
         dataplane_token: cp.dataplane_token().to_string(),
-        provider_key: provider_key.to_string(),
+        provider_keys: provider_keys.clone(),
+        secrets_dir,
         access_log,
         sync_interval_ms: opts.sync_interval_ms,
         real_provider: opts.real_provider.clone(),
@@ -429,11 +462,18 @@ fn start_envoy_in(
     secrets: &Secrets,
     echo: Echo,
 ) -> Result<Envoy> {
+    write_secrets(vars)?;
     let mut yaml = render_tollgate(vars)?;
     if let Some(extra) = &opts.filter_config {
         let mut filter = plugin_config(&yaml, "filter")?;
         merge(&mut filter, extra);
         yaml = replace_plugin_config(&yaml, "filter", &filter)?;
+    }
+    for (from, to) in &opts.envoy_yaml_edits {
+        if !yaml.contains(from.as_str()) {
+            bail!("envoy config edit: {from:?} not found");
+        }
+        yaml = yaml.replacen(from.as_str(), to, 1);
     }
     write_private(config, yaml.as_bytes())?;
     Envoy::start_with_args(

@@ -1,5 +1,5 @@
 //! `scripts/run.sh --provider-url URL --provider-key-env VAR`: one provider's cluster points at
-//! another endpoint and Envoy swaps in that provider's key. Tested against a second mock
+//! another endpoint and that cluster injects that provider's key. Tested against a second mock
 //! provider standing in for the real one (plain HTTP on 127.0.0.1, demanding its own key), and
 //! the HTTPS form (LOGICAL_DNS + TLS with SNI, as for `https://api.openai.com`) through
 //! `envoy --mode validate`, since tests do not reach the internet.
@@ -13,7 +13,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tollgate_tests::envoy::{render_tollgate, RealProvider, TollgateVars};
+use tollgate_tests::envoy::{
+    render_tollgate, write_secrets, ProviderKeys, RealProvider, TollgateVars,
+};
 use tollgate_tests::process::{Echo, Proc, Secrets};
 use tollgate_tests::stack::{scratch_dir, start_upstream};
 use tollgate_tests::{random_token, Stack, StackOptions};
@@ -25,8 +27,14 @@ fn a_provider_url_sends_that_providers_traffic_there_with_its_key() {
     let real_key = random_token("sk-real-").unwrap();
     secrets.add(&real_key);
     // The "real" provider: another mock that accepts only its own key.
-    let (_real, real_addr) =
-        start_upstream(&bins.upstream, &real_key, None, &secrets, Echo::Quiet).unwrap();
+    let (_real, real_addr) = start_upstream(
+        &bins.upstream,
+        std::slice::from_ref(&real_key),
+        None,
+        &secrets,
+        Echo::Quiet,
+    )
+    .unwrap();
     let stack = Stack::start(
         &bins,
         StackOptions {
@@ -82,13 +90,14 @@ fn a_provider_url_sends_that_providers_traffic_there_with_its_key() {
 fn an_https_provider_url_renders_a_tls_cluster_that_envoy_validates() {
     let Some(bins) = common::bins() else { return };
     let dir = scratch_dir().unwrap();
-    let yaml = render_tollgate(&TollgateVars {
+    let vars = TollgateVars {
         listen_port: 0,
         cp_port: 9,
         upstream_port: 9,
         wasm: bins.filter_wasm.clone(),
         dataplane_token: "dp-validate-token-0123456789".into(),
-        provider_key: "sk-mock".into(),
+        provider_keys: ProviderKeys::same("sk-mock"),
+        secrets_dir: dir.join("secrets"),
         access_log: dir.join("access.log"),
         sync_interval_ms: 1000,
         real_provider: Some(RealProvider {
@@ -96,8 +105,9 @@ fn an_https_provider_url_renders_a_tls_cluster_that_envoy_validates() {
             url: "https://api.anthropic.com".into(),
             key: "sk-ant-validate".into(),
         }),
-    })
-    .unwrap();
+    };
+    write_secrets(&vars).unwrap();
+    let yaml = render_tollgate(&vars).unwrap();
     assert!(yaml.contains("sni: api.anthropic.com"), "{yaml}");
     let config = dir.join("tollgate.yaml");
     std::fs::write(&config, &yaml).unwrap();

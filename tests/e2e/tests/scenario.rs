@@ -29,7 +29,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::Value;
-use tollgate_tests::envoy::{render_tollgate, replace_plugin_config, Envoy, TollgateVars};
+use tollgate_tests::envoy::{
+    render_tollgate, replace_plugin_config, write_secrets, Envoy, ProviderKeys, TollgateVars,
+};
 use tollgate_tests::process::{Echo, Secrets};
 use tollgate_tests::stack::scratch_dir;
 use tollgate_tests::{eventually, Binaries};
@@ -207,20 +209,26 @@ fn run_in_envoy(bins: &Binaries, scenario: &Value, filter_config: &Value) -> Vec
     let (_rt, cp, up) = serve(script.clone());
     let dir = scratch_dir().unwrap();
     let sync_config = &scenario["services"][0];
-    let yaml = render_tollgate(&TollgateVars {
+    let vars = TollgateVars {
         listen_port: 0,
         cp_port: cp.port(),
         upstream_port: up.port(),
         wasm: bins.filter_wasm.clone(),
-        dataplane_token: "unused-replaced-below".into(),
-        provider_key: "unused-replaced-below".into(),
+        // What the scenario's control plane expects (the cluster injects it).
+        dataplane_token: sync_config["control_plane"]["token"]
+            .as_str()
+            .unwrap_or("dp-scenario")
+            .into(),
+        provider_keys: ProviderKeys::same("sk-scenario-upstream"),
+        secrets_dir: dir.join("secrets"),
         access_log: dir.join("access.log"),
         sync_interval_ms: filter_config["control_plane"]["sync_interval_ms"]
             .as_u64()
             .unwrap(),
         real_provider: None,
-    })
-    .unwrap();
+    };
+    write_secrets(&vars).unwrap();
+    let yaml = render_tollgate(&vars).unwrap();
     let yaml = replace_plugin_config(&yaml, "filter", filter_config).unwrap();
     let yaml = replace_plugin_config(&yaml, "sync", sync_config).unwrap();
     let config = dir.join("tollgate.yaml");

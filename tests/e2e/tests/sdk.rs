@@ -1,7 +1,8 @@
-//! The official `openai` and `anthropic` Python SDKs, unchanged but for `base_url` and the
-//! virtual key, through real Envoy with the Tollgate filter, against the real control plane
-//! and the mock upstream (which demands the provider key, so every 200 proves the virtual key
-//! was swapped):
+//! The official `openai`, `anthropic` and `google-genai` Python SDKs, unchanged but for
+//! `base_url` and the virtual key, through real Envoy with the Tollgate filter, against the
+//! real control plane and the mock upstream (which demands each provider's key in that
+//! provider's header and refuses virtual keys, so every 200 proves the virtual key was
+//! stripped and the route's cluster injected its own provider's key):
 //! - JSON and streamed requests are metered: the usage the SDK sees is the mock's
 //!   deterministic usage, a streamed OpenAI request gets usage although the client did not
 //!   ask for it (the filter injects `stream_options.include_usage`), and each request's cost
@@ -171,6 +172,25 @@ fn openai_sdk_json_and_streamed_requests_are_metered_exactly() {
             "openai-stream",
             "openai-chat-h2",
             "openai-stream-h2",
+        ],
+    );
+}
+
+/// Issue 13, item 8: google-genai, default settings but for the base URL and the virtual key,
+/// on both path versions it sends (`/v1beta/…` by default, `/v1/models/{m}:generateContent`
+/// with `api_version="v1"`, which the old routes sent to OpenAI with the Gemini key): each
+/// request reaches the Gemini cluster (the mock demands the Gemini key in `x-goog-api-key`) and
+/// lands in the ledger once at its exact price.
+#[test]
+fn google_genai_sdk_json_and_streamed_requests_are_metered_exactly() {
+    metered_exactly(
+        "gemini",
+        Api::Gemini,
+        &[
+            "gemini-generate",
+            "gemini-stream",
+            "gemini-v1-generate",
+            "gemini-v1-stream",
         ],
     );
 }

@@ -204,8 +204,7 @@ fn snapshot(limit: &str, spent: &str, soft: Option<&str>) -> Value {
 fn config(role: &str, extra: Value) -> String {
     let mut c = json!({
         "role": role, "vm_id": "tollgate",
-        "control_plane": {"cluster": "cp", "authority": "cp.local", "token": "dp-token", "sync_interval_ms": 1000},
-        "identity": {"providers": {"openai": {"header": "authorization", "value": "Bearer sk-upstream"}}}
+        "control_plane": {"cluster": "cp", "authority": "cp.local", "token": "dp-token", "sync_interval_ms": 1000}
     });
     for (k, v) in extra.as_object().unwrap() {
         c[k] = v.clone();
@@ -349,8 +348,8 @@ fn allows_swaps_the_key_and_settles_the_exact_cost() {
     assert!(o.allowed(), "{o:?}");
     assert_eq!(
         o.upstream_header("authorization"),
-        Some("Bearer sk-upstream"),
-        "provider key swapped in"
+        None,
+        "virtual key stripped (Envoy's provider cluster injects the provider key)"
     );
     assert_eq!(
         o.response_header("x-tollgate-budget-remaining"),
@@ -665,6 +664,48 @@ fn an_unchanged_snapshot_confirmed_by_304s_is_not_stale() {
     assert!(o.allowed(), "{}", o.body_text());
 }
 
+/// Issue 13, item 8: a metered request is admitted only when Envoy routed it to the cluster
+/// the config names for its provider (`xds.cluster_name`); the provider key is injected by
+/// that cluster, so another cluster would carry another provider's key.
+#[test]
+fn a_metered_request_on_another_providers_cluster_is_refused() {
+    let mut t = Tollgate::start(
+        snapshot("1", "0", None),
+        json!({"identity": {"providers": {"openai": {"cluster": "openai"},
+                                          "anthropic": {"cluster": "anthropic"}}}}),
+    );
+    let ok = |r: Request| {
+        r.response_status(200)
+            .response_header("content-type", "application/json")
+            .response_body(chat_response(10, 20))
+    };
+    let o = t.send(&ok(chat(100).property("xds.cluster_name", "openai")));
+    assert!(o.allowed(), "{o:?}");
+    for cluster in [Some("anthropic"), Some("openai-other"), None] {
+        let mut r = chat(100);
+        if let Some(c) = cluster {
+            r = r.property("xds.cluster_name", c);
+        }
+        let o = t.send(&ok(r));
+        assert!(!o.allowed(), "{cluster:?}: {o:?}");
+        assert_eq!(o.status(), Some(404), "{cluster:?}");
+        assert!(
+            o.body_text().contains("provider_route_mismatch"),
+            "{}",
+            o.body_text()
+        );
+    }
+    // A provider the config does not list (Gemini here) is refused whatever the cluster.
+    let gemini = Request::post("/v1beta/models/gemini-2.5-flash:generateContent")
+        .header("x-goog-api-key", KEY)
+        .header("content-type", "application/json")
+        .property("xds.cluster_name", "gemini")
+        .body(json!({"contents": [{"parts": [{"text": "hi"}]}]}).to_string());
+    let o = t.send(&gemini);
+    assert_eq!(o.status(), Some(404), "{o:?}");
+    assert!(t.host.vm_failure(t.worker).is_none());
+}
+
 #[test]
 fn refuses_unknown_keys_models_and_bad_bodies_without_trapping() {
     let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
@@ -714,9 +755,10 @@ fn refuses_unknown_keys_models_and_bad_bodies_without_trapping() {
             .map(|m| m.value()),
         Some(2)
     );
-    // Unmetered paths pass untouched.
+    // A path neither metered nor free is refused: the provider clusters inject the provider
+    // key, so nothing passes unjudged.
     let o = t.send(&Request::get("/healthz").response_status(200));
-    assert!(o.allowed());
+    assert!(!o.allowed());
     assert!(t.host.vm_failure(t.worker).is_none());
 }
 

@@ -21,9 +21,11 @@ struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Refuse (401) requests that do not present this provider key.
+    /// Refuse (401) requests that do not present this provider key: `KEY` (any provider, any
+    /// credential header) or `PROVIDER=KEY` (that provider's API, in its own header);
+    /// repeatable.
     #[arg(long)]
-    expect_key: Option<String>,
+    expect_key: Vec<String>,
     /// Worker threads (default: one per core). Benches pin the mock to fewer cores than Envoy.
     #[arg(long)]
     threads: Option<usize>,
@@ -48,9 +50,15 @@ pub fn main() -> anyhow::Result<()> {
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
         drop(out);
-        let options = Options {
-            expect_key: args.expect_key,
-        };
+        let mut options = Options::default();
+        for k in args.expect_key {
+            match k.split_once('=') {
+                Some((p, key)) if matches!(p, "openai" | "anthropic" | "gemini") => {
+                    options.provider_keys.push((p.to_owned(), key.to_owned()));
+                }
+                _ => options.expect_key = Some(k),
+            }
+        }
         tokio::select! {
             r = serve(listener, options) => r.context("serving"),
             _ = shutdown() => Ok(()),

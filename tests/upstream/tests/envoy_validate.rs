@@ -108,6 +108,31 @@ fn base_id() -> String {
     (std::process::id() % 50_000 * 20 + N.fetch_add(1, Ordering::Relaxed)).to_string()
 }
 
+/// Writes the SDS files `envoy/tollgate.yaml` reads (each naming a key file) into
+/// `scratch/secrets`, a directory of their own, and returns it.
+fn secrets_dir(scratch: &Scratch) -> PathBuf {
+    let dir = scratch.path("secrets");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, name, value) in [
+        ("dataplane", "dataplane_token", "dp-test-token-0123456789"),
+        ("openai", "openai_key", "sk-openai-test"),
+        ("anthropic", "anthropic_key", "sk-ant-test"),
+        ("gemini", "gemini_key", "gemini-test"),
+    ] {
+        let key = dir.join(format!("{file}.key"));
+        std::fs::write(&key, value).unwrap();
+        std::fs::write(
+            dir.join(format!("{file}.yaml")),
+            format!(
+                "resources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  name: {name}\n  generic_secret: {{ secret: {{ filename: \"{}\" }} }}\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+    }
+    dir
+}
+
 /// Values for every placeholder of every template; ports 0 pick free ports.
 fn vars(scratch: &Scratch, upstream_port: u16, cp_port: u16) -> BTreeMap<&'static str, String> {
     let (filter, noop) = wasm();
@@ -118,10 +143,7 @@ fn vars(scratch: &Scratch, upstream_port: u16, cp_port: u16) -> BTreeMap<&'stati
         ("UPSTREAM_PORT", upstream_port.to_string()),
         ("WASM_PATH", filter.display().to_string()),
         ("NOOP_WASM_PATH", noop.display().to_string()),
-        ("DATAPLANE_TOKEN", "dp-test-token-0123456789".to_string()),
-        ("OPENAI_API_KEY", "sk-openai-test".to_string()),
-        ("ANTHROPIC_API_KEY", "sk-ant-test".to_string()),
-        ("GEMINI_API_KEY", "gemini-test".to_string()),
+        ("SECRETS_DIR", secrets_dir(scratch).display().to_string()),
         (
             "ACCESS_LOG_PATH",
             scratch.path("access.log").display().to_string(),
@@ -426,12 +448,17 @@ fn tollgate_config_runs_and_logs_its_decision_from_filter_state() {
     assert_eq!(decision.as_deref(), Some("refused"));
     assert_eq!(v["error"]["code"], "budget_snapshot_unavailable");
 
-    // An unmetered path passes through the filter untouched (the mock answers 404 itself).
-    let (status, _, v) = post(envoy.listener, "/v1/models", &[], &json!({}), "x");
-    assert_eq!(
-        (status, v["error"]["type"].as_str()),
-        (404, Some("invalid_request_error"))
+    // A path that is neither metered nor a model list is refused by the filter (the
+    // provider clusters inject the provider key, so nothing passes unjudged).
+    let (status, decision, v) = post(
+        envoy.listener,
+        "/v1/files",
+        &[],
+        &json!({}),
+        "x-tollgate-decision",
     );
+    assert_eq!((status, decision.as_deref()), (404, Some("refused")), "{v}");
+    assert_eq!(v["error"]["code"], "unknown_endpoint");
 
     // The access log reads the filter's properties as filter state "wasm.tollgate.*".
     let log_path = scratch.path("access.log");
@@ -451,9 +478,9 @@ fn tollgate_config_runs_and_logs_its_decision_from_filter_state() {
     assert_eq!(metered["decision"], "refused", "{metered}");
     assert_eq!(metered["status"], 503);
     assert_eq!(metered["cost_usd"], Value::Null);
-    let unmetered = lines.iter().find(|l| l["path"] == "/v1/models").unwrap();
-    assert_eq!(unmetered["decision"], Value::Null, "{unmetered}");
-    assert_eq!(unmetered["upstream"], "openai");
+    let unknown = lines.iter().find(|l| l["path"] == "/v1/files").unwrap();
+    assert_eq!(unknown["decision"], "refused", "{unknown}");
+    assert_eq!(unknown["upstream_host"], Value::Null, "{unknown}");
 
     // The sync service is up and polling the (absent) control plane.
     let out = envoy.proc.output();
@@ -493,11 +520,37 @@ fn envoy_gateway_example_parses_and_embeds_a_valid_config() {
     }
     let docs = yaml_docs(&workspace_root().join("envoy/envoy-gateway-extension-policy.yaml"));
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["EnvoyExtensionPolicy", "EnvoyProxy"]);
+    assert_eq!(
+        kinds,
+        ["EnvoyExtensionPolicy", "EnvoyProxy", "EnvoyPatchPolicy"]
+    );
+    assert_no_secrets("envoy/envoy-gateway-extension-policy.yaml");
+    // Each provider the filter checks has its cluster patched with the credential injector.
+    let patched: Vec<&str> = docs[2]["spec"]["jsonPatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert!(p["operation"]["value"]
+                .to_string()
+                .contains("credential_injector"));
+            p["name"].as_str().unwrap()
+        })
+        .collect();
     let policy = &docs[0];
     let wasm = &policy["spec"]["wasm"][0];
     let filter = check_plugin_config("EnvoyExtensionPolicy wasm config", &wasm["config"]);
     assert_eq!(filter.role, tollgate_core::config::Role::Filter);
+    let mut providers: Vec<&str> = filter
+        .identity
+        .providers
+        .values()
+        .map(|p| p.cluster.as_str())
+        .collect();
+    let mut patched = patched;
+    providers.sort_unstable();
+    patched.sort_unstable();
+    assert_eq!(providers, patched);
     // Envoy Gateway names the VM after the policy: envoyextensionpolicy/NS/NAME/wasm/INDEX.
     let vm_id = format!(
         "envoyextensionpolicy/{}/{}/wasm/0",
@@ -530,6 +583,29 @@ fn envoy_gateway_example_parses_and_embeds_a_valid_config() {
         cluster["name"].as_str(),
         Some(filter.control_plane.cluster.as_str())
     );
+    // The control-plane cluster injects the data-plane token the sync service does not hold.
+    assert!(cluster["typed_extension_protocol_options"]
+        .to_string()
+        .contains("dataplane.yaml"));
+}
+
+fn check_plugin_config_istio(config: &Value) -> tollgate_core::config::Config {
+    tollgate_core::config::Config::parse(config.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("WasmPlugin pluginConfig: {e}"))
+}
+
+/// A manifest holds no secret: no token or key, only where the SDS files are.
+fn assert_no_secrets(path: &str) {
+    let text = std::fs::read_to_string(workspace_root().join(path)).unwrap();
+    for bad in [
+        "\"token\":",
+        "token: ",
+        "sk-",
+        "change-me",
+        "\"value\": \"Bearer",
+    ] {
+        assert!(!text.contains(bad), "{path} holds {bad:?}");
+    }
 }
 
 /// Istio leaves Envoy's `vm_config.vm_id` empty for a WasmPlugin, so the example's configs say
@@ -549,7 +625,8 @@ fn istio_example_parses_and_embeds_a_valid_config() {
     }
     let docs = yaml_docs(&workspace_root().join("envoy/istio-wasmplugin.yaml"));
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["WasmPlugin", "EnvoyFilter"]);
+    assert_eq!(kinds, ["WasmPlugin", "EnvoyFilter", "EnvoyFilter"]);
+    assert_no_secrets("envoy/istio-wasmplugin.yaml");
     let plugin = &docs[0]["spec"];
     assert_eq!(plugin["failStrategy"], "FAIL_RELOAD");
     assert_eq!(plugin["pluginConfig"]["role"], "filter");
@@ -571,4 +648,25 @@ fn istio_example_parses_and_embeds_a_valid_config() {
     .unwrap();
     assert_eq!(sync_json["role"], "sync");
     check_istio_config("EnvoyFilter bootstrap sync config", &sync_json);
+    // Every provider cluster the filter checks, and the control plane's, inject their secret.
+    let filter = check_plugin_config_istio(&plugin["pluginConfig"]);
+    let patched: Vec<&str> = docs[2]["spec"]["configPatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert!(p["patch"]["value"]
+                .to_string()
+                .contains("credential_injector"));
+            p["match"]["cluster"]["name"].as_str().unwrap()
+        })
+        .collect();
+    assert!(patched.contains(&filter.control_plane.cluster.as_str()));
+    for p in filter.identity.providers.values() {
+        assert!(
+            patched.contains(&p.cluster.as_str()),
+            "{} not patched",
+            p.cluster
+        );
+    }
 }

@@ -48,8 +48,8 @@ struct Args {
     /// instead of the local mock. Needs --provider-key-env.
     #[arg(long, requires = "provider_key_env")]
     provider_url: Option<String>,
-    /// Environment variable holding the real provider key (Envoy swaps it in for the virtual
-    /// key; it is never printed).
+    /// Environment variable holding the real provider key (written to the demo's secrets
+    /// directory, from where that provider's Envoy cluster injects it; it is never printed).
     #[arg(long, requires = "provider_url")]
     provider_key_env: Option<String>,
     /// LiteLLM price map to import (default: the copy bundled with litellm in .venv).
