@@ -28,11 +28,17 @@ fn queue_item(bytes: &[u8]) {
     assert_eq!(back, item, "queue item changes on the round trip");
     assert_eq!(back.encode(), encoded, "encoding is not stable");
 
-    let mut sync = SyncState::new("fuzz-reporter".into(), 16, 16);
+    let mut sync = SyncState::new("fuzz-node".into(), 16, 16);
+    sync.enroll_answered(
+        200,
+        br#"{"reporter":"fuzz-reporter","secret":"tgr-fuzz"}"#,
+        0,
+    )
+    .expect("the enrollment answer reads");
     sync.push(item.clone());
     let posted = sync.on_tick(0).into_iter().find_map(|call| match call {
         SyncCall::PostUsage { body, .. } => Some(body),
-        SyncCall::FetchSnapshot { .. } => None,
+        SyncCall::FetchSnapshot { .. } | SyncCall::Enroll { .. } => None,
     });
     let body = posted.expect("a pending event is posted on the first tick");
     let batch: UsageBatch = serde_json::from_slice(&body).expect("the posted batch reads back");

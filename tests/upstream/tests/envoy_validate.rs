@@ -625,7 +625,18 @@ fn istio_example_parses_and_embeds_a_valid_config() {
     }
     let docs = yaml_docs(&workspace_root().join("envoy/istio-wasmplugin.yaml"));
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["WasmPlugin", "EnvoyFilter", "EnvoyFilter"]);
+    assert_eq!(
+        kinds,
+        ["WasmPlugin", "EnvoyFilter", "EnvoyFilter", "EnvoyFilter"]
+    );
+    // The buffer filter holds requests until Tollgate admitted them, just before the router.
+    let hold = &docs[3]["spec"]["configPatches"][0];
+    assert_eq!(hold["patch"]["operation"], "INSERT_BEFORE");
+    assert_eq!(hold["patch"]["value"]["name"], "envoy.filters.http.buffer");
+    assert_eq!(
+        hold["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+        "envoy.filters.http.router"
+    );
     assert_no_secrets("envoy/istio-wasmplugin.yaml");
     let plugin = &docs[0]["spec"];
     assert_eq!(plugin["failStrategy"], "FAIL_RELOAD");
