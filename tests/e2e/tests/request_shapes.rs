@@ -8,7 +8,7 @@
 //! END_STREAM on the last DATA frame, with a trailers HEADERS frame (gRPC-style clients), reset
 //! half-way through the body. APIs: OpenAI chat (JSON and stream), Responses (JSON and
 //! stream), embeddings, Anthropic messages (JSON and stream), Gemini `generateContent` and
-//! `streamGenerateContent?alt=sse`.
+//! `streamGenerateContent?alt=sse`, and `generateContent` under `/v1/` (google-genai's `v1`).
 //!
 //! "The provider saw it" is read from Envoy's own counters: the requests Envoy started towards
 //! the provider clusters (`cluster.<provider>.upstream_rq_total`), before and after each shape.
@@ -122,6 +122,14 @@ fn calls() -> Vec<Call> {
             "gemini-stream",
             Api::Gemini,
             "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+            gemini.clone(),
+            "x-goog-api-key",
+        ),
+        // google-genai with `api_version="v1"`.
+        call(
+            "gemini-v1",
+            Api::Gemini,
+            "/v1/models/gemini-2.0-flash:generateContent",
             gemini,
             "x-goog-api-key",
         ),
