@@ -261,6 +261,10 @@ fn the_model_that_served_is_the_one_priced() {
             (*priced, "actual"),
             "{served}: {rows:?}"
         );
+        // The model the request named is kept beside the one priced when they differ.
+        let asked = body["model"].as_str().unwrap_or("gemini-2.0-flash");
+        let want_requested = (asked != *priced).then_some(asked);
+        assert_eq!(row.5.as_deref(), want_requested, "{served}: {rows:?}");
     }
 }
 

@@ -277,14 +277,14 @@ pub fn ledger_charges(stack: &Stack, key_id: &str) -> Vec<(String, Option<String
     )
 }
 
-/// Every ledger row of one key: `(model, charge, uncharged, status, cost_usd)`, oldest first.
-pub fn ledger_rows(
-    stack: &Stack,
-    key_id: &str,
-) -> Vec<(String, String, Option<String>, i64, String)> {
+/// One ledger row: `(model, charge, uncharged, status, cost_usd, requested_model)`.
+pub type LedgerRow = (String, String, Option<String>, i64, String, Option<String>);
+
+/// Every ledger row of one key, oldest first.
+pub fn ledger_rows(stack: &Stack, key_id: &str) -> Vec<LedgerRow> {
     ledger_query(
         stack,
-        "SELECT model, charge, uncharged, status, cost_usd FROM usage_events \
+        "SELECT model, charge, uncharged, status, cost_usd, requested_model FROM usage_events \
          WHERE key_id = ?1 ORDER BY seq",
         key_id,
     )
