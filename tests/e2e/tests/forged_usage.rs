@@ -44,15 +44,25 @@ fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// One timestamp for every forged event of the run, read once: an event built again must be
+/// the same content (a `now` per call made "the same event" a conflict when a second ticked
+/// between two posts).
+fn test_start() -> i64 {
+    static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    })
+}
+
 fn forged(reporter: &str, seq: u64, p: &Principal, total: &str) -> UsageEvent {
     UsageEvent {
         id: format!("{reporter}-{seq}"),
         reporter: reporter.into(),
         seq,
-        ts: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64,
+        ts: test_start(),
         principal: p.clone(),
         model: "gpt-4o-mini".into(),
         api: ApiFormat::OpenAiChat,
