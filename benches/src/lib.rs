@@ -132,7 +132,10 @@ pub fn batch(reporter: &str, n: u64, size: u64, keys: u64, orgs: u64, ts: i64) -
             }
         })
         .collect();
-    UsageBatch { events }
+    UsageBatch {
+        events,
+        reporter_secret: None,
+    }
 }
 
 /// The `tollgate` binary's allocator (see `control-plane/src/main.rs`), so that the benches

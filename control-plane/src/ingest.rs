@@ -437,6 +437,7 @@ mod tests {
         let now = 1_800_000_000;
         let ok = UsageBatch {
             events: vec![event("a", 1, now, 1)],
+            reporter_secret: None,
         };
         assert_eq!(validate(&ok, now), Ok(()));
         let mut b = ok.clone();

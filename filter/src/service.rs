@@ -136,15 +136,22 @@ impl SyncService {
 
     fn dispatch(&mut self, call: SyncCall, now_ms: u64) {
         let cp = &self.config.control_plane;
+        // Every call carries the data-plane token: none here when the control-plane cluster
+        // injects it after routing (`token_injected`, shipped), so no header this VM sets holds
+        // a secret (Envoy's router prints them at debug). The reporter secret travels in the
+        // usage batch's body; a snapshot poll names the reporter (not secret) for its own
+        // acknowledgement.
+        let token = cp.token.expose();
+        let bearer = (!token.is_empty()).then(|| format!("Bearer {token}"));
         let (secret, generation) = self.state.credential();
-        let (secret, generation) = match (&call, secret) {
-            (SyncCall::Enroll { .. }, _) | (_, None) => (cp.token.expose(), None),
-            (_, Some(s)) => (s, Some(generation)),
+        let generation = match &call {
+            SyncCall::PostUsage { .. } if secret.is_some() => Some(generation),
+            _ => None,
         };
-        // No header at all when the data-plane token is injected by the control-plane
-        // cluster (`token_injected`, shipped): its credential_injector adds the token only to
-        // a call without one, so a reporter secret sent here is kept.
-        let bearer = (!secret.is_empty()).then(|| format!("Bearer {secret}"));
+        let reporter = match &call {
+            SyncCall::FetchSnapshot { .. } => self.state.reporter(),
+            _ => None,
+        };
         let (kind, path, body, etag) = match &call {
             SyncCall::Enroll { body } => (
                 CallKind::Enroll,
@@ -172,6 +179,9 @@ impl SyncService {
         ];
         if let Some(bearer) = &bearer {
             headers.push(("authorization", bearer.as_str()));
+        }
+        if let Some(reporter) = reporter {
+            headers.push(("x-tollgate-reporter", reporter));
         }
         if body.is_some() {
             headers.push(("content-type", "application/json"));

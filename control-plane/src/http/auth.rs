@@ -168,7 +168,7 @@ pub async fn admin(
 }
 
 /// Who presented `token`: a role token, an enrolled reporter's secret, or nobody known.
-async fn caller(state: &AppState, token: &str) -> Result<Option<Caller>, ApiError> {
+pub(crate) async fn caller(state: &AppState, token: &str) -> Result<Option<Caller>, ApiError> {
     match state.tokens.role(token) {
         Some(Role::Admin) => return Ok(Some(Caller::Admin)),
         Some(Role::DataPlane) => return Ok(Some(Caller::DataPlane)),
@@ -206,20 +206,16 @@ pub async fn dataplane(
     }
 }
 
-/// Middleware for `POST /v1/usage`: a reporter secret (or the admin token). The data-plane
-/// token is refused: with it anyone could report under any Envoy's id.
+/// Middleware for `POST /v1/usage`: a reporter secret as the bearer, or the data-plane token
+/// with the reporter secret in the batch (`UsageBatch::reporter_secret`, how the filter sends
+/// it: Envoy logs headers, never bodies), or the admin token. The handler checks the body's
+/// secret: the data-plane token alone can report under no Envoy's id.
 pub async fn reporter(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     match caller(&state, bearer(&req)?).await? {
-        Some(Caller::DataPlane) => {
-            state.metrics.usage_refused("not_enrolled", 1);
-            Err(ApiError::Forbidden(
-                "usage is posted with a reporter secret: enroll with POST /v1/reporters",
-            ))
-        }
         Some(c) => {
             req.extensions_mut().insert(c);
             Ok(next.run(req).await)

@@ -69,7 +69,27 @@ pub async fn post(
     Extension(caller): Extension<Caller>,
     ApiJson(batch): ApiJson<UsageBatch>,
 ) -> Result<Json<UsageAck>, ApiError> {
-    if let Caller::Reporter(me) = &caller {
+    // Who reports: the bearer's reporter, else the reporter whose secret is in the body.
+    let me = match (&caller, batch.reporter_secret.as_deref()) {
+        (Caller::Reporter(me), _) => Some(me.clone()),
+        (_, Some(secret)) => match super::auth::caller(&s, secret).await? {
+            Some(Caller::Reporter(me)) => Some(me),
+            _ => {
+                s.metrics.usage_refused("not_enrolled", 1);
+                return Err(ApiError::Forbidden(
+                    "unknown reporter secret: enroll again with POST /v1/reporters",
+                ));
+            }
+        },
+        (Caller::Admin, None) => None,
+        (Caller::DataPlane, None) => {
+            s.metrics.usage_refused("not_enrolled", 1);
+            return Err(ApiError::Forbidden(
+                "usage is posted with a reporter secret: enroll with POST /v1/reporters",
+            ));
+        }
+    };
+    if let Some(me) = &me {
         let foreign = batch.events.iter().filter(|e| e.reporter != *me).count();
         if foreign > 0 {
             s.metrics.usage_refused("foreign_reporter", foreign as u64);

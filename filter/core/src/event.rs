@@ -155,12 +155,17 @@ pub struct UsageEvent {
     pub requested_model: Option<String>,
 }
 
-/// The body of `POST /v1/usage`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// The body of `POST /v1/usage`. Its `Debug` never prints the reporter secret.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsageBatch {
     /// Events in reporting order.
     pub events: Vec<UsageEvent>,
+    /// The posting reporter's secret. It travels in the body, not in a header: Envoy's router
+    /// prints every header of the sync service's calls in its debug log, never a body, and
+    /// the data-plane token on the call is added by the control-plane cluster after routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporter_secret: Option<String>,
 }
 
 /// The answer to `POST /v1/usage`.
@@ -215,6 +220,18 @@ pub enum EventError {
         /// Index in the batch.
         index: usize,
     },
+}
+
+impl std::fmt::Debug for UsageBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageBatch")
+            .field("events", &self.events)
+            .field(
+                "reporter_secret",
+                &self.reporter_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl UsageBatch {
@@ -329,12 +346,14 @@ mod tests {
     fn validation_names_the_field() {
         let ok = UsageBatch {
             events: vec![event()],
+            reporter_secret: None,
         };
         assert_eq!(ok.validate(), Ok(()));
         let mut e = event();
         e.cost.total = Decimal::ONE;
         let err = UsageBatch {
             events: vec![event(), e],
+            reporter_secret: None,
         }
         .validate()
         .unwrap_err();

@@ -362,9 +362,9 @@ impl SyncState {
         self.identity.as_ref().map(|i| i.reporter.as_str())
     }
 
-    /// The reporter secret to send as `Authorization: Bearer` on snapshot and usage calls,
-    /// once enrolled (the data-plane token before), and the generation it belongs to (hand it
-    /// back to [`SyncState::credential_refused`]).
+    /// The reporter secret once enrolled (it goes in each usage batch's body, see
+    /// [`UsageBatch::reporter_secret`]) and the generation it belongs to (hand it back to
+    /// [`SyncState::credential_refused`] when a usage post is refused).
     pub fn credential(&self) -> (Option<&str>, u32) {
         (
             self.identity.as_ref().map(|i| i.secret.as_str()),
@@ -498,7 +498,8 @@ impl SyncState {
         if self.posting.is_some() || self.pending.is_empty() || now_ms < self.retry_at_ms {
             return None;
         }
-        let reporter = self.identity.as_ref()?.reporter.clone();
+        let identity = self.identity.as_ref()?;
+        let (reporter, secret) = (identity.reporter.clone(), identity.secret.clone());
         let n = self.pending.len().min(self.batch_max);
         // Number the events going out for the first time; a retried batch keeps its ids.
         for e in self.pending.iter_mut().take(n) {
@@ -511,6 +512,7 @@ impl SyncState {
         }
         let batch = UsageBatch {
             events: self.pending.iter().take(n).cloned().collect(),
+            reporter_secret: Some(secret),
         };
         let body = serde_json::to_vec(&batch).ok()?;
         self.posting = Some(n);

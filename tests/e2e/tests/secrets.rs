@@ -215,6 +215,14 @@ fn no_secret_in_config_dump_or_trace_log() {
             stack.secrets.redact(hits[0])
         );
     }
+    // The sync service's reporter secret (`tgr-…`, minted at enrollment, held only in the sync
+    // VM and, hashed, by the control plane) travels in usage bodies, which Envoy never logs;
+    // the usage did arrive (the spend above), so enrollment and posts happened.
+    let reporter_lines = text.lines().filter(|l| l.contains("tgr-")).count();
+    assert_eq!(
+        reporter_lines, 0,
+        "a reporter secret in Envoy's trace log ({reporter_lines} lines)"
+    );
     // Envoy's own HTTP/1 codec prints the client's request headers at trace, virtual key
     // included, before any filter runs (documented; only the client's own credential).
     assert!(

@@ -95,30 +95,24 @@ impl ControlPlane {
         if !self.up {
             return Reply::Fail;
         }
-        // Enrollment with the data-plane token; usage with the reporter secret it minted;
-        // snapshot polls with either.
+        // Every call with the data-plane token; usage batches carry the reporter secret it
+        // minted in their body (never in a header: Envoy logs headers); snapshot polls name
+        // the reporter once enrolled.
         let auth = call.header("authorization").map(str::to_string);
-        let reporter_auth = Some(format!("Bearer {MOCK_REPORTER_SECRET}"));
+        assert_eq!(auth.as_deref(), Some("Bearer dp-token"), "{}", call.path());
         match (call.method(), call.path_without_query()) {
-            ("POST", "/v1/reporters") => {
-                assert_eq!(
-                    auth.as_deref(),
-                    Some("Bearer dp-token"),
-                    "data-plane token sent"
-                );
-                HttpResponse::json(
-                    201,
-                    json!({"reporter": "harness-r", "secret": MOCK_REPORTER_SECRET}).to_string(),
-                )
-                .into()
-            }
-            ("GET", "/v1/snapshot")
-                if auth.as_deref() != Some("Bearer dp-token") && auth != reporter_auth =>
+            ("POST", "/v1/reporters") => HttpResponse::json(
+                201,
+                json!({"reporter": "harness-r", "secret": MOCK_REPORTER_SECRET}).to_string(),
+            )
+            .into(),
+            ("POST", "/v1/usage")
+                if serde_json::from_slice::<Value>(&call.body)
+                    .ok()
+                    .and_then(|b| b["reporter_secret"].as_str().map(str::to_string))
+                    != Some(MOCK_REPORTER_SECRET.to_string()) =>
             {
-                panic!("snapshot polled with {auth:?}")
-            }
-            ("POST", "/v1/usage") if auth != reporter_auth => {
-                panic!("usage posted without the reporter secret: {auth:?}")
+                panic!("usage posted without the reporter secret in its body")
             }
             ("GET", "/v1/snapshot") => {
                 let inm = call.header("if-none-match").map(str::to_string);
