@@ -4,8 +4,9 @@
 //! publishes a new one to shared data (bytes, then version, so workers never see a version
 //! without its bytes), acknowledges the local spend the snapshot now includes, and posts the
 //! next usage batch. Before its first post it enrolls as a reporter (`POST /v1/reporters`, the
-//! path next to `usage_path`), and then sends the reporter secret it got instead of the
-//! data-plane token (see `tollgate_core::sync` on reporter identity). The decisions live in
+//! path next to `usage_path`), and then puts the reporter secret it got in each usage batch's
+//! body and names its reporter on snapshot polls; the data-plane token on every call is the
+//! control-plane cluster's to inject (see `tollgate_core::sync` on reporter identity). The decisions live in
 //! `tollgate_core::sync`; this is the I/O around them.
 
 use std::collections::HashMap;

@@ -12,11 +12,11 @@
 //! **Reporter identity.** Before its first usage post the service enrolls
 //! (`POST /v1/reporters` with the data-plane token, [`SyncCall::Enroll`]): the control plane
 //! mints the reporter id and a secret (wasm has no random source; the control plane has). The
-//! secret lives only here, in memory; usage posts and snapshot polls carry it, and the control
-//! plane refuses events of any other reporter and shows each reporter only its own
-//! acknowledgement. Events are numbered when they first go into a batch, so events queued
+//! secret lives only here, in memory; each usage batch carries it in its body (never a header:
+//! Envoy logs headers), snapshot polls name the reporter, and the control plane refuses events
+//! of any other reporter and shows each reporter only its own acknowledgement. Events are numbered when they first go into a batch, so events queued
 //! while the control plane is away (enrollment retried with the usage backoff) simply wait.
-//! A 401/403 to a call made with the secret means the control plane no longer knows this
+//! A 401/403 to a usage post made with the secret means the control plane no longer knows this
 //! reporter (a replaced database): the service enrolls again and renumbers every event not yet
 //! stored under the new id. Nothing is lost (no pending event was stored: a stored batch left
 //! the pending queue on its 2xx) and nothing is counted twice (the old reporter's events are
@@ -50,7 +50,7 @@ pub struct QueuedUsage {
 pub struct Enrollment {
     /// The reporter id the control plane minted.
     pub reporter: String,
-    /// The reporter secret: the bearer token of this reporter's calls.
+    /// The reporter secret: proves a usage batch comes from this reporter.
     pub secret: String,
 }
 
