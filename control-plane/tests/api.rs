@@ -139,9 +139,10 @@ async fn openapi_documents_every_route_and_nothing_else() {
                     assert!(security.contains("dataplane") && security.contains("admin"))
                 }
                 Access::Admin => assert_eq!(security, r#"[{"admin":[]}]"#),
-                Access::Reporter => {
-                    assert_eq!(security, r#"[{"reporter":[]},{"admin":[]}]"#)
-                }
+                Access::Reporter => assert_eq!(
+                    security,
+                    r#"[{"reporter":[]},{"dataplane":[]},{"admin":[]}]"#
+                ),
             }
             if r.access != Access::Public {
                 assert!(op["responses"]["401"].is_object() && op["responses"]["403"].is_object());
@@ -1293,12 +1294,32 @@ async fn usage_is_posted_only_as_oneself_and_conflicts_are_counted() {
     )
     .await
     .problem(403, None);
+    // The data-plane token with another reporter's secret, or an unknown one, in the body
+    // (how the filter posts): refused too.
+    for secret in [b_secret.as_str(), "tgr-not-a-secret-0000", DATAPLANE] {
+        let mut with = batch.clone();
+        with["reporter_secret"] = json!(secret);
+        api.call("POST", "/v1/usage", Some(DATAPLANE), Some(with))
+            .await
+            .problem(403, None);
+    }
+    // With a's secret in the body: a's events are stored.
+    let mut with = batch.clone();
+    with["reporter_secret"] = json!(a_secret);
+    let ack = api
+        .call("POST", "/v1/usage", Some(DATAPLANE), Some(with))
+        .await;
+    assert_eq!(
+        ack.json(),
+        json!({"accepted": 2, "duplicate": 0, "conflict": 0})
+    );
+    // As the bearer, the same batch again: duplicates.
     let ack = api
         .call("POST", "/v1/usage", Some(&a_secret), Some(batch))
         .await;
     assert_eq!(
         ack.json(),
-        json!({"accepted": 2, "duplicate": 0, "conflict": 0})
+        json!({"accepted": 0, "duplicate": 2, "conflict": 0})
     );
     let mut changed = right.clone();
     changed.cost.input = d("0");
@@ -1339,11 +1360,11 @@ async fn usage_is_posted_only_as_oneself_and_conflicts_are_counted() {
         "{m}"
     );
     assert!(
-        m.contains("tollgate_usage_refused_total{reason=\"foreign_reporter\"} 2"),
+        m.contains("tollgate_usage_refused_total{reason=\"foreign_reporter\"} 4"),
         "{m}"
     );
     assert!(
-        m.contains("tollgate_usage_refused_total{reason=\"not_enrolled\"} 1"),
+        m.contains("tollgate_usage_refused_total{reason=\"not_enrolled\"} 3"),
         "{m}"
     );
     assert!(!m.contains(&a_secret));

@@ -44,7 +44,9 @@ fn operation(op: &Op) -> Value {
         match op.access {
             Access::Public => json!([]),
             Access::DataPlane => json!([{"dataplane": []}, {"reporter": []}, {"admin": []}]),
-            Access::Reporter => json!([{"reporter": []}, {"admin": []}]),
+            // The data-plane token only with the reporter's secret in the body
+            // (`UsageBatch.reporter_secret`), how the filter posts.
+            Access::Reporter => json!([{"reporter": []}, {"dataplane": []}, {"admin": []}]),
             Access::Admin => json!([{"admin": []}]),
         },
     );
