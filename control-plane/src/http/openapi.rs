@@ -606,7 +606,7 @@ fn schemas() -> Value {
             "skipped": {"type": "array", "items": {"type": "object", "properties": {"model": {"type": "string"}, "reason": {"type": "string"}}}}}},
         "UsageBatch": {"type": "object", "required": ["events"], "description": "tollgate_core::event::UsageBatch",
             "properties": {"events": {"type": "array", "maxItems": 10000, "items": {"type": "object"}},
-                "reporter_secret": {"type": "string", "description": "The posting reporter's secret (tgr-…), when the bearer is the data-plane token: the filter sends it in the body because Envoy logs headers"}}},
+                "reporter_secret": {"type": ["string", "null"], "description": "The posting reporter's secret (tgr-…), when the bearer is the data-plane token: the filter sends it in the body because Envoy logs headers"}}},
         "UsageAck": {"type": "object", "properties": {"accepted": {"type": "integer"}, "duplicate": {"type": "integer"},
             "conflict": {"type": "integer", "description": "events refused: id stored with different content"}}},
         "EnrollRequest": {"type": "object", "additionalProperties": false,
