@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tollgate_core::config::{Config, UnknownModel};
+use tollgate_core::config::{Config, Role, UnknownModel};
 use tollgate_core::usage::Usage;
 use tollgate_fuzz::{check_cost, check_price, check_usage};
 
@@ -77,7 +77,13 @@ fn parse_and_check(data: &[u8]) -> String {
             assert!((1024..=64 << 20).contains(&l.max_response_event_bytes));
             assert!((1..=10_000_000).contains(&l.max_queue_events));
             assert!((100..=3_600_000).contains(&c.control_plane.sync_interval_ms));
-            assert!(!c.control_plane.token.expose().trim().is_empty());
+            // The sync role needs a token unless the control-plane cluster injects it
+            // (`token_injected`); the HTTP filter role needs none.
+            let injected = serde_json::from_slice::<Value>(data)
+                .is_ok_and(|v| v["control_plane"]["token_injected"] == true);
+            if c.role == Role::Sync && !injected {
+                assert!(!c.control_plane.token.expose().trim().is_empty());
+            }
             assert!(c.control_plane.snapshot_path.starts_with('/'));
             if let UnknownModel::DefaultPrice(p) = &c.unknown_model {
                 check_price(p);
