@@ -206,24 +206,6 @@ pub async fn dataplane(
     }
 }
 
-/// Middleware for `POST /v1/usage`: a reporter secret as the bearer, or the data-plane token
-/// with the reporter secret in the batch (`UsageBatch::reporter_secret`, how the filter sends
-/// it: Envoy logs headers, never bodies), or the admin token. The handler checks the body's
-/// secret: the data-plane token alone can report under no Envoy's id.
-pub async fn reporter(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    match caller(&state, bearer(&req)?).await? {
-        Some(c) => {
-            req.extensions_mut().insert(c);
-            Ok(next.run(req).await)
-        }
-        None => Err(ApiError::Forbidden("wrong token")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

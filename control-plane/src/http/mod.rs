@@ -203,13 +203,11 @@ pub fn app(state: AppState) -> Router {
             .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(limit));
         let mr = match route.access {
             Access::Public => mr,
-            Access::DataPlane => mr.route_layer(middleware::from_fn_with_state(
+            // `POST /v1/usage` (Reporter) admits the same callers; its handler then requires
+            // a reporter secret, as the bearer or in the batch (`usage::post`).
+            Access::DataPlane | Access::Reporter => mr.route_layer(middleware::from_fn_with_state(
                 state.clone(),
                 auth::dataplane,
-            )),
-            Access::Reporter => mr.route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                auth::reporter,
             )),
             Access::Admin => {
                 mr.route_layer(middleware::from_fn_with_state(state.clone(), auth::admin))

@@ -15,6 +15,20 @@ use super::AppState;
 use crate::store::spend::{GroupBy, SpendQuery, SpendReport};
 use crate::timezone::Zone;
 
+/// The time query parameter `name`, if given; a 422 naming it when it does not parse.
+pub fn time_param(q: &Params, name: &str) -> Result<Option<i64>, ApiError> {
+    q.get(name)
+        .map(|v| {
+            parse_time(v).ok_or_else(|| {
+                ApiError::invalid(
+                    name,
+                    format!("{v:?} is not Unix seconds, RFC 3339 or a date"),
+                )
+            })
+        })
+        .transpose()
+}
+
 /// Parses a time parameter: Unix seconds, RFC 3339, or a UTC date.
 pub fn parse_time(v: &str) -> Option<i64> {
     if let Ok(n) = v.parse::<i64>() {
@@ -42,18 +56,7 @@ fn query(q: &Params) -> Result<SpendQuery, ApiError> {
         (Some(_), None) => return Err(ApiError::invalid("scope_id", "is required with scope")),
         (None, Some(_)) => return Err(ApiError::invalid("scope", "is required with scope_id")),
     };
-    let time = |name: &str| {
-        q.get(name)
-            .map(|v| {
-                parse_time(v).ok_or_else(|| {
-                    ApiError::invalid(
-                        name,
-                        format!("{v:?} is not Unix seconds, RFC 3339 or a date"),
-                    )
-                })
-            })
-            .transpose()
-    };
+    let time = |name: &str| time_param(q, name);
     let from = time("from")?.unwrap_or(i64::MIN);
     let to = time("to")?.unwrap_or(i64::MAX);
     if from >= to {

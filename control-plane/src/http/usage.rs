@@ -22,7 +22,7 @@ use tollgate_core::event::{UsageAck, UsageBatch};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, Params};
-use super::spend::parse_time;
+use super::spend::time_param;
 use super::AppState;
 use crate::ingest;
 use crate::store::ledger::{LedgerEvent, LedgerQuery};
@@ -131,18 +131,7 @@ pub async fn events(
     q: Params,
 ) -> Result<Json<Vec<LedgerEvent>>, ApiError> {
     q.only(&["from", "to", "reporter", "limit"])?;
-    let time = |name: &str| {
-        q.get(name)
-            .map(|v| {
-                parse_time(v).ok_or_else(|| {
-                    ApiError::invalid(
-                        name,
-                        format!("{v:?} is not Unix seconds, RFC 3339 or a date"),
-                    )
-                })
-            })
-            .transpose()
-    };
+    let time = |name: &str| time_param(&q, name);
     let limit = match q.get("limit") {
         None => 1_000,
         Some(v) => v
