@@ -166,6 +166,8 @@ impl PriceInput {
             tiers,
             ranges: Vec::new(),
             max_output_tokens: self.max_output_tokens,
+            // Service-tier, modality and tool rates come from LiteLLM imports for now.
+            ..ModelPrice::default()
         };
         check_price(&price)?;
         Ok(price)

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rust_decimal::Decimal;
 use tollgate_core::cost::{cost, CostBreakdown};
-use tollgate_core::pricing::{EffectiveRates, ModelPrice, Rates, ThresholdTier};
+use tollgate_core::pricing::{
+    EffectiveRates, ModelPrice, Rates, SearchContext, ServiceTier, ThresholdTier,
+};
 use tollgate_core::usage::{ApiFormat, Usage, MAX_TOKENS};
 
 /// Every format the filter meters, indexed by a selector byte (`byte % 5`).
@@ -137,20 +139,30 @@ pub fn check_price(price: &ModelPrice) {
     }
 }
 
-/// Usages that reach every bucket of a price, at sizes around its tier edges.
+/// Usages that reach every bucket of a price, at sizes around its tier edges, in every
+/// service tier the price has.
 pub fn sample_usages(price: &ModelPrice) -> Vec<Usage> {
-    prompt_sizes(price)
-        .into_iter()
-        .map(|p| {
-            let p = p.min(MAX_TOKENS);
-            Usage {
-                input_uncached: p / 2,
-                cache_read: p / 4,
-                cache_write_5m: p / 8,
-                cache_write_1h: p - p / 2 - p / 4 - p / 8,
-                output: 1_000,
-                reasoning: 400,
-            }
+    let tiers = std::iter::once(ServiceTier::Standard).chain(price.service_tiers.keys().copied());
+    tiers
+        .flat_map(|tier| {
+            prompt_sizes(price).into_iter().map(move |p| {
+                let p = p.min(MAX_TOKENS);
+                Usage {
+                    input_uncached: p / 2,
+                    cache_read: p / 4,
+                    cache_write_5m: p / 8,
+                    cache_write_1h: p - p / 2 - p / 4 - p / 8,
+                    output: 1_000,
+                    reasoning: 400,
+                    input_audio: p / 8,
+                    input_image: p / 16,
+                    output_audio: 200,
+                    output_image: 100,
+                    web_searches: 3,
+                    search_context: SearchContext::High,
+                    service_tier: tier,
+                }
+            })
         })
         .collect()
 }

@@ -110,7 +110,15 @@ fn detail_json(usage: &Usage, cost: &CostBreakdown) -> String {
             sep = ",";
         }
     }
-    s.push_str("},\"cost\":{");
+    s.push('}');
+    // The tier and search context only when they are not the defaults (they price the row).
+    if !usage.service_tier.is_standard() {
+        let _ = write!(s, ",\"service_tier\":\"{}\"", usage.service_tier.name());
+    }
+    if !usage.search_context.is_medium() {
+        let _ = write!(s, ",\"search_context\":\"{}\"", usage.search_context.name());
+    }
+    s.push_str(",\"cost\":{");
     for (name, v) in cost.named_buckets() {
         if !v.is_zero() {
             let _ = write!(s, "\"{name}\":\"{v}\",");
@@ -754,6 +762,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use serde_json::Value;
+    use tollgate_core::pricing::{SearchContext, ServiceTier};
 
     /// The detail holds every non-zero count and bucket exactly (decimal strings keep their
     /// scale), the total always, and nothing else.
@@ -767,6 +776,10 @@ mod tests {
             cache_write_1h: 0,
             output: 300,
             reasoning: 18_446_744_073_709_551_615,
+            web_searches: 2,
+            service_tier: ServiceTier::Priority,
+            search_context: SearchContext::High,
+            ..Usage::default()
         };
         let cost = CostBreakdown {
             input: d("0.000300"),
@@ -775,16 +788,20 @@ mod tests {
             cache_write_1h: d("0.000"),
             output: d("1.5"),
             reasoning: Decimal::ZERO,
-            total: d("1.5003000000000000000000000001"),
+            web_search: d("0.06"),
+            total: d("1.5603000000000000000000000001"),
+            ..CostBreakdown::default()
         };
         let v: Value = serde_json::from_str(&detail_json(&usage, &cost)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({
                 "usage": {"input_uncached": 1200, "cache_write_5m": 7, "output": 300,
-                          "reasoning": 18_446_744_073_709_551_615_u64},
+                          "reasoning": 18_446_744_073_709_551_615_u64, "web_searches": 2},
+                "service_tier": "priority", "search_context": "high",
                 "cost": {"input": "0.000300", "cache_write_5m": "0.0000000000000000000000000001",
-                         "output": "1.5", "total": "1.5003000000000000000000000001"}
+                         "output": "1.5", "web_search": "0.06",
+                         "total": "1.5603000000000000000000000001"}
             })
         );
         let zero: Value =

@@ -50,6 +50,7 @@ fn benches(c: &mut Criterion) {
         cache_write_1h: 256,
         output: 4_000,
         reasoning: 3_000,
+        ..Usage::default()
     };
     c.bench_function("cost of one request", |b| {
         b.iter(|| cost(black_box(&p), black_box(&u)))

@@ -4,12 +4,15 @@
 //! Follows LiteLLM's `generic_cost_per_token` conventions so both give the same numbers for the
 //! same price-map entry and usage: the tier is chosen by all prompt tokens (cached included);
 //! reasoning tokens are part of `output` and billed at the reasoning rate, the rest of the
-//! output at the output rate. `tests/litellm_differential.rs` holds us to that.
+//! output at the output rate; audio and image tokens are parts of the uncached prompt and of the
+//! output, billed at their own rates; web searches at a fee per search. The service tier that
+//! served the request picks the rates ([`ModelPrice::for_service_tier`]).
+//! `tests/litellm_differential.rs` holds us to LiteLLM's numbers.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::pricing::{EffectiveRates, ModelPrice};
+use crate::pricing::ModelPrice;
 use crate::usage::Usage;
 
 /// USD cost of one request, per bucket. `total` is the sum of the buckets.
@@ -28,24 +31,45 @@ pub struct CostBreakdown {
     pub output: Decimal,
     /// Reasoning tokens.
     pub reasoning: Decimal,
+    // Absent when zero, so events without them encode as before they existed.
+    /// Input audio tokens.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
+    pub input_audio: Decimal,
+    /// Input image tokens.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
+    pub input_image: Decimal,
+    /// Output audio tokens.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
+    pub output_audio: Decimal,
+    /// Output image tokens.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
+    pub output_image: Decimal,
+    /// Web-search fees.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
+    pub web_search: Decimal,
     /// Sum of all buckets.
     pub total: Decimal,
 }
 
 impl CostBreakdown {
-    /// The prompt side, as LiteLLM's first return value: input plus cache reads and writes.
+    /// The prompt side, as LiteLLM's first return value: input, cache reads and writes,
+    /// input audio and images.
     pub fn prompt(&self) -> Decimal {
-        self.input + self.cache_read + self.cache_write_5m + self.cache_write_1h
+        self.input
+            + self.cache_read
+            + self.cache_write_5m
+            + self.cache_write_1h
+            + self.input_audio
+            + self.input_image
     }
 
-    /// The six buckets, `total` excluded: input, cache read, 5m and 1h cache writes, output,
-    /// reasoning.
-    pub fn buckets(&self) -> [Decimal; 6] {
+    /// The buckets, `total` excluded, in the order of [`CostBreakdown::named_buckets`].
+    pub fn buckets(&self) -> [Decimal; 11] {
         self.named_buckets().map(|(_, v)| v)
     }
 
-    /// The six buckets by their serialized names, in the order of [`CostBreakdown::buckets`].
-    pub fn named_buckets(&self) -> [(&'static str, Decimal); 6] {
+    /// The buckets by their serialized names, `total` excluded.
+    pub fn named_buckets(&self) -> [(&'static str, Decimal); 11] {
         [
             ("input", self.input),
             ("cache_read", self.cache_read),
@@ -53,12 +77,23 @@ impl CostBreakdown {
             ("cache_write_1h", self.cache_write_1h),
             ("output", self.output),
             ("reasoning", self.reasoning),
+            ("input_audio", self.input_audio),
+            ("input_image", self.input_image),
+            ("output_audio", self.output_audio),
+            ("output_image", self.output_image),
+            ("web_search", self.web_search),
         ]
     }
 
-    /// The completion side, as LiteLLM's second return value: output plus reasoning.
+    /// The completion side, as LiteLLM's second return value: output, reasoning, output
+    /// audio and images.
     pub fn completion(&self) -> Decimal {
-        self.output + self.reasoning
+        self.output + self.reasoning + self.output_audio + self.output_image
+    }
+
+    /// Provider-run tool fees, which LiteLLM adds beside `cost_per_token`'s two values.
+    pub fn tools(&self) -> Decimal {
+        self.web_search
     }
 }
 
@@ -73,49 +108,97 @@ pub enum CostError {
     },
 }
 
-/// Prices `usage` with `price`.
+/// Prices `usage` with `price`, at the service tier that served it.
 pub fn cost(price: &ModelPrice, usage: &Usage) -> Result<CostBreakdown, CostError> {
-    cost_at(&price.rates_for(usage.prompt_total()), usage)
-}
-
-/// Prices `usage` at already-selected rates.
-pub fn cost_at(rates: &EffectiveRates, usage: &Usage) -> Result<CostBreakdown, CostError> {
-    let times = |bucket: &'static str, tokens: u64, rate: Decimal| {
-        Decimal::from(tokens)
-            .checked_mul(rate)
-            .ok_or(CostError::Overflow { bucket })
+    let price = price.for_service_tier(usage.service_tier);
+    let rates = price.rates_for(usage.prompt_total());
+    let times = bill;
+    // Each token is billed once: audio and images are parts of the uncached prompt and of the
+    // output (after reasoning), clamped to what is left of them.
+    let input_audio = usage.input_audio.min(usage.input_uncached);
+    let input_image = usage.input_image.min(usage.input_uncached - input_audio);
+    let reasoning = usage.reasoning.min(usage.output);
+    let output_audio = usage.output_audio.min(usage.output - reasoning);
+    let output_image = usage
+        .output_image
+        .min(usage.output - reasoning - output_audio);
+    // Alibaba's calculator (range tables) bills every prompt and output token at its row's
+    // rates whatever the modality; LiteLLM's generic one has modality rates untiered.
+    let ranged = !price.ranges.is_empty();
+    let none = crate::pricing::ModalityRates::default();
+    let m = if ranged { &none } else { &price.modality };
+    let base_input = if ranged {
+        rates.input
+    } else {
+        price.rates.input
     };
+    let searches = price.tools.web_searches_billed(usage.web_searches);
+    let search_fee = price
+        .tools
+        .web_search
+        .map_or(Decimal::ZERO, |f| f.at(usage.search_context));
     let mut c = CostBreakdown {
-        input: times("input", usage.input_uncached, rates.input)?,
+        input: times(
+            "input",
+            usage.input_uncached - input_audio - input_image,
+            rates.input,
+        )?,
         cache_read: times("cache_read", usage.cache_read, rates.cache_read)?,
         cache_write_5m: times("cache_write_5m", usage.cache_write_5m, rates.cache_write_5m)?,
         cache_write_1h: times("cache_write_1h", usage.cache_write_1h, rates.cache_write_1h)?,
         output: times(
             "output",
-            usage.output.saturating_sub(usage.reasoning),
+            usage.output - reasoning - output_audio - output_image,
             rates.output,
         )?,
-        reasoning: times("reasoning", usage.reasoning, rates.reasoning)?,
+        reasoning: times("reasoning", reasoning, rates.reasoning)?,
+        // Without a rate of their own, input audio (a fallback, counted by
+        // `ModelPrice::fallbacks`) and images bill at the base input rate, output audio and
+        // images at the output rate (LiteLLM's resolutions; its cost path bills input audio
+        // without a rate at zero).
+        input_audio: times(
+            "input_audio",
+            input_audio,
+            m.input_audio.unwrap_or(base_input),
+        )?,
+        input_image: times(
+            "input_image",
+            input_image,
+            m.input_image.unwrap_or(base_input),
+        )?,
+        output_audio: times(
+            "output_audio",
+            output_audio,
+            m.output_audio.unwrap_or(rates.output),
+        )?,
+        output_image: times(
+            "output_image",
+            output_image,
+            m.output_image.unwrap_or(rates.output),
+        )?,
+        web_search: times("web_search", searches, search_fee)?,
         total: Decimal::ZERO,
     };
     c.total = c
         .buckets()
         .into_iter()
         .try_fold(Decimal::ZERO, Decimal::checked_add)
-        .ok_or(CostError::Overflow { bucket: "total" })?;
-    // Same value, shortest spelling: `0.00005`, not `0.000050`, in events and logs.
-    for v in [
-        &mut c.input,
-        &mut c.cache_read,
-        &mut c.cache_write_5m,
-        &mut c.cache_write_1h,
-        &mut c.output,
-        &mut c.reasoning,
-        &mut c.total,
-    ] {
-        *v = v.normalize();
-    }
+        .ok_or(CostError::Overflow { bucket: "total" })?
+        .normalize();
     Ok(c)
+}
+
+/// `tokens × rate` in its shortest spelling (`0.00005`, not `0.000050`, in events and logs).
+// Not inlined: eleven inlined copies of Decimal's multiply cost the module ~15 KB.
+#[inline(never)]
+fn bill(bucket: &'static str, tokens: u64, rate: Decimal) -> Result<Decimal, CostError> {
+    if tokens == 0 {
+        return Ok(Decimal::ZERO);
+    }
+    Decimal::from(tokens)
+        .checked_mul(rate)
+        .map(|v| v.normalize())
+        .ok_or(CostError::Overflow { bucket })
 }
 
 #[cfg(test)]
@@ -136,7 +219,12 @@ mod tests {
             cache_write_1h: Decimal::new(4, 0),
             output: Decimal::new(5, 0),
             reasoning: Decimal::new(6, 0),
-            total: Decimal::new(21, 0),
+            input_audio: Decimal::new(7, 0),
+            input_image: Decimal::new(8, 0),
+            output_audio: Decimal::new(9, 0),
+            output_image: Decimal::new(10, 0),
+            web_search: Decimal::new(11, 0),
+            total: Decimal::new(66, 0),
         };
         let json = serde_json::to_value(c).unwrap_or_default();
         for (name, v) in c.named_buckets() {
@@ -150,12 +238,19 @@ mod tests {
             cache_write_1h: 4,
             output: 5,
             reasoning: 6,
+            input_audio: 7,
+            input_image: 8,
+            output_audio: 9,
+            output_image: 10,
+            web_searches: 11,
+            ..Usage::default()
         };
         let json = serde_json::to_value(u).unwrap_or_default();
         let named = u.named_counts();
         for (name, v) in named {
             assert_eq!(json[name], serde_json::json!(v), "{name}");
         }
+        // The tier and search context are not counts; at their defaults they are left out.
         assert_eq!(json.as_object().map(|o| o.len()), Some(named.len()));
     }
 
@@ -188,6 +283,79 @@ mod tests {
         }
     }
 
+    /// Audio and images are parts of the prompt and output they are counted in, each token
+    /// billed once; web searches at the fee of the context the request asked for; the tier
+    /// that served picks the rates.
+    #[test]
+    fn modalities_searches_and_tiers() {
+        use crate::pricing::{
+            ModalityRates, SearchContext, SearchFees, ServiceTier, TierRates, ToolFees,
+        };
+        let mut p = ModelPrice::flat(d("0.000001"), d("0.000004"));
+        p.modality = ModalityRates {
+            input_audio: Some(d("0.00004")),
+            output_audio: Some(d("0.00008")),
+            ..ModalityRates::default()
+        };
+        p.tools = ToolFees {
+            web_search: Some(SearchFees {
+                low: d("0.025"),
+                medium: d("0.0275"),
+                high: d("0.03"),
+            }),
+            web_search_per_prompt: false,
+        };
+        p.service_tiers.insert(
+            ServiceTier::Priority,
+            TierRates {
+                input: Some(d("0.000002")),
+                ..TierRates::default()
+            },
+        );
+        let u = Usage {
+            input_uncached: 1000,
+            input_audio: 300,
+            input_image: 100,
+            output: 500,
+            reasoning: 100,
+            output_audio: 200,
+            output_image: 50,
+            web_searches: 2,
+            search_context: SearchContext::High,
+            ..Usage::default()
+        };
+        let c = cost(&p, &u).unwrap();
+        assert_eq!(c.input, d("0.0006"), "600 text tokens");
+        assert_eq!(c.input_audio, d("0.012"));
+        assert_eq!(c.input_image, d("0.0001"), "image: the base input rate");
+        assert_eq!(c.output, d("0.0006"), "150 text tokens");
+        assert_eq!(c.reasoning, d("0.0004"));
+        assert_eq!(c.output_audio, d("0.016"));
+        assert_eq!(c.output_image, d("0.0002"), "image: the output rate");
+        assert_eq!(c.web_search, d("0.06"));
+        assert_eq!(c.total, c.prompt() + c.completion() + c.tools());
+        let pri = cost(
+            &p,
+            &Usage {
+                service_tier: ServiceTier::Priority,
+                ..u
+            },
+        )
+        .unwrap();
+        assert_eq!(pri.input, d("0.0012"));
+        assert_eq!(pri.output, c.output, "no priority output rate: standard");
+        // more audio than prompt is clamped, never billed twice
+        let over = Usage {
+            input_uncached: 10,
+            input_audio: 50,
+            input_image: 50,
+            ..Usage::default()
+        };
+        let c = cost(&p, &over).unwrap();
+        assert_eq!((c.input, c.input_image), (Decimal::ZERO, Decimal::ZERO));
+        assert_eq!(c.input_audio, d("0.0004"));
+    }
+
     #[test]
     fn buckets_and_total() {
         let u = Usage {
@@ -197,6 +365,7 @@ mod tests {
             cache_write_1h: 400,
             output: 500,
             reasoning: 100,
+            ..Usage::default()
         };
         let c = cost(&claude(), &u).unwrap();
         assert_eq!(c.input, d("0.003"));
@@ -267,9 +436,10 @@ mod tests {
             w1 in 0u64..50_000, out in 0u64..1_000_000, reasoning in 0u64..1_000_000, extra in 1u64..1000,
         ) {
             let u = Usage { input_uncached: input, cache_read: read, cache_write_5m: w5,
-                            cache_write_1h: w1, output: out.max(reasoning), reasoning };
+                            cache_write_1h: w1, output: out.max(reasoning), reasoning,
+                            ..Usage::default() };
             let c = cost(&claude(), &u).unwrap();
-            prop_assert_eq!(c.total, c.prompt() + c.completion());
+            prop_assert_eq!(c.total, c.prompt() + c.completion() + c.tools());
             let more = Usage { output: u.output + extra, ..u };
             prop_assert!(cost(&claude(), &more).unwrap().total > c.total);
         }

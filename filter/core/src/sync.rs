@@ -32,6 +32,7 @@ use crate::codec::{CodecError, Reader, Writer};
 use crate::cost::CostBreakdown;
 use crate::event::{Charge, UnchargedReason, UsageBatch, UsageEvent};
 use crate::local::BudgetCharge;
+use crate::pricing::{SearchContext, ServiceTier};
 use crate::principal::Principal;
 use crate::usage::{ApiFormat, Usage};
 
@@ -63,8 +64,19 @@ impl std::fmt::Debug for Enrollment {
     }
 }
 
-/// Version byte of the queue item encoding.
-const QUEUE_FORMAT: u8 = 2;
+/// Version byte of the queue item encoding (3: audio, image and web-search counts, the
+/// service tier and search context, and their cost buckets).
+const QUEUE_FORMAT: u8 = 3;
+const TIERS: [ServiceTier; 3] = [
+    ServiceTier::Standard,
+    ServiceTier::Priority,
+    ServiceTier::Flex,
+];
+const CONTEXTS: [SearchContext; 3] = [
+    SearchContext::Low,
+    SearchContext::Medium,
+    SearchContext::High,
+];
 
 const FORMATS: [ApiFormat; 5] = [
     ApiFormat::OpenAiChat,
@@ -114,28 +126,15 @@ impl QueuedUsage {
         w.str(&e.model);
         w.u8(tag(&FORMATS, &e.api));
         let u = &e.usage;
-        for v in [
-            u.input_uncached,
-            u.cache_read,
-            u.cache_write_5m,
-            u.cache_write_1h,
-            u.output,
-            u.reasoning,
-        ] {
+        for (_, v) in u.named_counts() {
             w.u64(v);
         }
-        let c = &e.cost;
-        for v in [
-            c.input,
-            c.cache_read,
-            c.cache_write_5m,
-            c.cache_write_1h,
-            c.output,
-            c.reasoning,
-            c.total,
-        ] {
+        w.u8(tag(&TIERS, &u.service_tier));
+        w.u8(tag(&CONTEXTS, &u.search_context));
+        for (_, v) in e.cost.named_buckets() {
             w.dec(v);
         }
+        w.dec(e.cost.total);
         w.u64(e.price_version);
         w.u8(tag(&CHARGES, &e.charge));
         w.u8(e
@@ -186,6 +185,7 @@ impl QueuedUsage {
         let key = r.opt_str()?.map(str::to_string);
         let model = r.str()?.to_string();
         let api = untag(&FORMATS, r)?;
+        // In the order of `Usage::named_counts` and `CostBreakdown::named_buckets`.
         let usage = Usage {
             input_uncached: r.u64()?,
             cache_read: r.u64()?,
@@ -193,6 +193,13 @@ impl QueuedUsage {
             cache_write_1h: r.u64()?,
             output: r.u64()?,
             reasoning: r.u64()?,
+            input_audio: r.u64()?,
+            input_image: r.u64()?,
+            output_audio: r.u64()?,
+            output_image: r.u64()?,
+            web_searches: r.u64()?,
+            service_tier: untag(&TIERS, r)?,
+            search_context: untag(&CONTEXTS, r)?,
         };
         let cost = CostBreakdown {
             input: r.dec()?,
@@ -201,6 +208,11 @@ impl QueuedUsage {
             cache_write_1h: r.dec()?,
             output: r.dec()?,
             reasoning: r.dec()?,
+            input_audio: r.dec()?,
+            input_image: r.dec()?,
+            output_audio: r.dec()?,
+            output_image: r.dec()?,
+            web_search: r.dec()?,
             total: r.dec()?,
         };
         let price_version = r.u64()?;

@@ -14,7 +14,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 use tollgate_core::cost::cost;
 use tollgate_core::pricing::litellm::{import, import_entry};
-use tollgate_core::pricing::ModelPrice;
+use tollgate_core::pricing::{ModelPrice, SearchContext};
 use tollgate_core::usage::Usage;
 
 /// A pricing feature a chosen model must have.
@@ -110,6 +110,7 @@ fn usage(input: u64, read: u64, w5: u64, w1: u64, output: u64, reasoning: u64) -
         cache_write_1h: w1,
         output,
         reasoning,
+        ..Usage::default()
     }
 }
 
@@ -155,7 +156,64 @@ fn usages_for(price: &ModelPrice, rng: &mut Rng) -> Vec<Usage> {
             v.push(split_prompt(rng, prompt, out(2000), out(500)));
         }
     }
+    // Audio and images inside the prompt and the output, on every model (a model without an
+    // input audio rate exercises the fallback), with and without cache reads. Range tables
+    // bill every token at the row's rates (Alibaba's calculator; the map's range tables are
+    // Alibaba's and Volcengine's), which LiteLLM's generic calculator, pricing the synthetic
+    // OpenAI-provider table, does not: no modality cases there.
+    if price.ranges.is_empty() || price.provider.as_deref() != Some("openai") {
+        v.extend(modality_usages(rng, out));
+    }
+    // Every service tier the model has, below and above each threshold.
+    for tier in price.service_tiers.keys() {
+        let mut prompts = vec![1 + rng.below(20_000)];
+        prompts.extend(price.tiers.iter().map(|t| t.above_prompt_tokens + 1));
+        for prompt in prompts {
+            let (o, r) = (out(1000 + rng.below(4000)), out(rng.below(500)));
+            let u = split_prompt(rng, prompt, o, r);
+            // LiteLLM has no per-tier 1-hour write rate, so no tier reprices those.
+            v.push(Usage {
+                service_tier: *tier,
+                input_audio: rng.below(2) * 50,
+                input_uncached: u.input_uncached + u.cache_write_1h,
+                cache_write_1h: 0,
+                ..u
+            });
+        }
+    }
+    // Web searches at each context size.
+    if price.tools.web_search.is_some() {
+        for context in [
+            SearchContext::Low,
+            SearchContext::Medium,
+            SearchContext::High,
+        ] {
+            v.push(Usage {
+                web_searches: 1 + rng.below(4),
+                search_context: context,
+                ..usage(2000 + rng.below(9000), 0, 0, 0, out(300), 0)
+            });
+        }
+    }
     v
+}
+
+/// Usages with audio and image tokens in the prompt and the output.
+fn modality_usages(rng: &mut Rng, out: impl Fn(u64) -> u64) -> Vec<Usage> {
+    let text = 100 + rng.below(5000);
+    vec![
+        Usage {
+            input_audio: rng.below(3000),
+            input_image: rng.below(500),
+            output_audio: out(rng.below(900)),
+            output_image: out(rng.below(90)),
+            ..usage(text + 3500, 0, 0, 0, out(1000), out(rng.below(10)))
+        },
+        Usage {
+            input_audio: 700,
+            ..usage(1200, 300 + rng.below(900), 0, 0, out(100), 0)
+        },
+    ]
 }
 
 #[test]
@@ -174,7 +232,7 @@ fn costs_equal_litellm_exactly() {
     }
 
     // Pick models so every pricing feature is covered several times, spread over the map.
-    let features: [(&str, Feature); 7] = [
+    let features: [(&str, Feature); 12] = [
         ("flat", |p| {
             p.rates.cache_read.is_none() && p.tiers.is_empty() && p.ranges.is_empty()
         }),
@@ -184,6 +242,15 @@ fn costs_equal_litellm_exactly() {
         ("reasoning rate", |p| p.rates.reasoning.is_some()),
         ("threshold tiers", |p| !p.tiers.is_empty()),
         ("range table", |p| !p.ranges.is_empty()),
+        ("service tiers", |p| !p.service_tiers.is_empty()),
+        ("service tiers above a threshold", |p| {
+            p.service_tiers.values().any(|t| !t.above.is_empty())
+        }),
+        ("input audio rate", |p| p.modality.input_audio.is_some()),
+        ("web search fee", |p| p.tools.web_search.is_some()),
+        ("no cache-read rate", |p| {
+            p.rates.cache_read.is_none() && p.ranges.is_empty()
+        }),
     ];
     let mut chosen: Vec<&str> = synthetic
         .as_object()
@@ -195,7 +262,13 @@ fn costs_equal_litellm_exactly() {
         let candidates: Vec<&str> = book
             .models
             .iter()
-            .filter(|(_, p)| PROVIDERS.contains(&p.provider.as_deref().unwrap_or("")) && has(p))
+            // LiteLLM's Gemini calculator finds only `gemini/`-prefixed names.
+            .filter(|(k, p)| {
+                let provider = p.provider.as_deref().unwrap_or("");
+                PROVIDERS.contains(&provider)
+                    && (provider != "gemini" || k.starts_with("gemini/"))
+                    && has(p)
+            })
             .map(|(k, _)| k.as_str())
             .collect();
         assert!(
@@ -220,7 +293,7 @@ fn costs_equal_litellm_exactly() {
                 "provider": price.provider.as_deref().unwrap_or("openai"),
                 "usage": u,
                 "ours": {"prompt": c.prompt().to_string(), "completion": c.completion().to_string(),
-                         "total": c.total.to_string()},
+                         "tools": c.tools().to_string(), "total": c.total.to_string()},
             }));
         }
     }

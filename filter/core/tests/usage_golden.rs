@@ -43,6 +43,7 @@ const JSON_GOLDEN: &[Golden] = &[
             cache_write_1h: 0,  // (ditto)
             output: 300,        // completion_tokens (reasoning included)
             reasoning: 192,     // completion_tokens_details.reasoning_tokens
+            ..Usage::ZERO
         },
         end_mark: "",
     },
@@ -58,6 +59,7 @@ const JSON_GOLDEN: &[Golden] = &[
             // tool-call arguments, nor the nested metadata.usage.
             output: 19,
             reasoning: 0,
+            ..Usage::ZERO
         },
         end_mark: "",
     },
@@ -71,6 +73,7 @@ const JSON_GOLDEN: &[Golden] = &[
             cache_write_1h: 0,
             output: 1035,   // output_tokens (reasoning included)
             reasoning: 768, // output_tokens_details.reasoning_tokens
+            ..Usage::ZERO
         },
         end_mark: "",
     },
@@ -84,6 +87,7 @@ const JSON_GOLDEN: &[Golden] = &[
             cache_write_1h: 0,
             output: 0, // embeddings have no output tokens
             reasoning: 0,
+            ..Usage::ZERO
         },
         end_mark: "",
     },
@@ -97,6 +101,7 @@ const JSON_GOLDEN: &[Golden] = &[
             cache_write_1h: 2000, // cache_creation.ephemeral_1h_input_tokens (sum = 3000)
             output: 393,          // output_tokens
             reasoning: 0,         // thinking is inside output_tokens, not reported apart
+            ..Usage::ZERO
         },
         end_mark: "",
     },
@@ -110,6 +115,7 @@ const JSON_GOLDEN: &[Golden] = &[
             cache_write_1h: 0,
             output: 85, // output_tokens
             reasoning: 0,
+            ..Usage::ZERO
         },
         end_mark: "",
     },
@@ -123,6 +129,7 @@ const JSON_GOLDEN: &[Golden] = &[
             cache_write_1h: 0,
             output: 1436,    // candidatesTokenCount 412 + thoughtsTokenCount 1024
             reasoning: 1024, // thoughtsTokenCount
+            ..Usage::ZERO
         },
         end_mark: "",
     },
@@ -139,6 +146,7 @@ const SSE_GOLDEN: &[Golden] = &[
             cache_write_1h: 0,
             output: 14, // completion_tokens
             reasoning: 0,
+            ..Usage::ZERO
         },
         end_mark: r#""usage":{"prompt_tokens""#,
     },
@@ -152,6 +160,7 @@ const SSE_GOLDEN: &[Golden] = &[
             cache_write_1h: 0,
             output: 350,    // output_tokens
             reasoning: 256, // output_tokens_details.reasoning_tokens
+            ..Usage::ZERO
         },
         end_mark: "event: response.completed",
     },
@@ -165,6 +174,7 @@ const SSE_GOLDEN: &[Golden] = &[
             cache_write_1h: 0,
             output: 64,
             reasoning: 64, // all of it spent reasoning before the cap
+            ..Usage::ZERO
         },
         end_mark: "event: response.incomplete",
     },
@@ -178,6 +188,7 @@ const SSE_GOLDEN: &[Golden] = &[
             cache_write_1h: 2048, // message_start cache_creation.ephemeral_1h_input_tokens
             output: 158,          // message_delta usage.output_tokens (cumulative; replaces 1)
             reasoning: 0,
+            ..Usage::ZERO
         },
         end_mark: "event: message_stop",
     },
@@ -191,6 +202,7 @@ const SSE_GOLDEN: &[Golden] = &[
             cache_write_1h: 0,
             output: 510, // message_delta output_tokens
             reasoning: 0,
+            ..Usage::ZERO
         },
         end_mark: "event: message_stop",
     },
@@ -204,6 +216,7 @@ const SSE_GOLDEN: &[Golden] = &[
             cache_write_1h: 0,
             output: 165,    // candidatesTokenCount 45 + thoughtsTokenCount 120
             reasoning: 120, // thoughtsTokenCount
+            ..Usage::ZERO
         },
         end_mark: r#""finishReason""#,
     },

@@ -61,6 +61,7 @@ pub fn core_usage(u: &Usage) -> tollgate_core::usage::Usage {
         cache_write_1h: u.cache_write_1h,
         output: u.output,
         reasoning: u.reasoning,
+        ..Default::default()
     }
 }
 

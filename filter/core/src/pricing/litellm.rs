@@ -6,14 +6,21 @@
 //! Key conventions follow LiteLLM 1.102 `litellm_core_utils/llm_cost_calc/utils.py`:
 //! `input_cost_per_token_above_{N}[k]_tokens` threshold tiers, `tiered_pricing` range tables,
 //! and `cache_creation_input_token_cost_above_1hr` for 1-hour cache writes. Service-tier
-//! variants (`_flex`, `_priority`, ...) are not the standard price and are ignored.
+//! variants (`_priority`, `_flex`; `_fast` is LiteLLM's alias of priority) become
+//! [`ModelPrice::service_tiers`], each key falling back to its standard key as LiteLLM's
+//! `_get_cost_per_unit` does; `*_audio_token` and `*_image_token` rates the
+//! [`super::ModalityRates`]; `search_context_cost_per_query` the web-search fees, with
+//! LiteLLM's $0.035 per grounded prompt for Gemini models the map has no fee for.
 
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
-use super::{EffectiveRates, ModelKind, ModelPrice, PriceBook, RangeTier, Rates, ThresholdTier};
+use super::{
+    EffectiveRates, ModalityRates, ModelKind, ModelPrice, PriceBook, RangeTier, Rates, SearchFees,
+    ServiceTier, ThresholdTier, TierOverride, TierRates, ToolFees,
+};
 
 /// The outcome of an import: the book and every entry left out, with the reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -131,16 +138,116 @@ pub fn import_entry(name: &str, entry: &Value) -> Result<ModelPrice, SkipReason>
     if provider.is_some_and(|p| ALIBABA_PROVIDERS.contains(&p)) {
         alibaba_conventions(&mut rates, &mut ranges);
     }
+    let tiers = threshold_tiers(e, provider == Some("xai"))?;
     Ok(ModelPrice {
         provider: provider.map(str::to_string),
         kind,
-        tiers: threshold_tiers(e, provider == Some("xai"))?,
+        service_tiers: service_tiers(e, &tiers)?,
+        modality: ModalityRates {
+            input_audio: rate(e, "input_cost_per_audio_token")?,
+            output_audio: rate(e, "output_cost_per_audio_token")?,
+            input_image: rate(e, "input_cost_per_image_token")?,
+            output_image: rate(e, "output_cost_per_image_token")?,
+        },
+        tools: tool_fees(e, provider, name)?,
+        tiers,
         ranges,
         max_output_tokens: e
             .get("max_output_tokens")
             .or_else(|| e.get("max_tokens"))
             .and_then(Value::as_u64),
         rates,
+    })
+}
+
+/// The service tiers whose keys the entry has (`input_cost_per_token_priority`, ...): each
+/// key of a tier that is there replaces the standard rate, base and per threshold.
+fn service_tiers(
+    e: &Map<String, Value>,
+    thresholds: &[ThresholdTier],
+) -> Result<BTreeMap<ServiceTier, TierRates>, SkipReason> {
+    let mut out = BTreeMap::new();
+    // `_fast` bills as priority in LiteLLM; the map's own `_priority` keys come first.
+    for (tier, suffixes) in [
+        (ServiceTier::Priority, &["priority", "fast"][..]),
+        (ServiceTier::Flex, &["flex"][..]),
+    ] {
+        for suffix in suffixes {
+            let at = |key: &str| rate(e, &format!("{key}_{suffix}"));
+            let overrides = |above: &str| -> Result<TierOverride, SkipReason> {
+                Ok(TierOverride {
+                    input: at(&format!("input_cost_per_token{above}"))?,
+                    output: at(&format!("output_cost_per_token{above}"))?,
+                    cache_read: at(&format!("cache_read_input_token_cost{above}"))?,
+                    cache_write_5m: at(&format!("cache_creation_input_token_cost{above}"))?,
+                })
+            };
+            let base = overrides("")?;
+            let mut above = BTreeMap::new();
+            for t in thresholds {
+                let o = overrides(&format!("_above_{}_tokens", threshold_name(e, t)))?;
+                if o != TierOverride::default() {
+                    above.insert(t.above_prompt_tokens, o);
+                }
+            }
+            let rates = TierRates {
+                input: base.input,
+                output: base.output,
+                cache_read: base.cache_read,
+                cache_write_5m: base.cache_write_5m,
+                input_audio: at("input_cost_per_audio_token")?,
+                above,
+            };
+            if rates != TierRates::default() {
+                out.entry(tier).or_insert(rates);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How the entry spells a threshold in its keys (`200k` or `200000`).
+fn threshold_name(e: &Map<String, Value>, t: &ThresholdTier) -> String {
+    let n = t.above_prompt_tokens;
+    let k = format!("{}k", n / 1000);
+    if n.is_multiple_of(1000) && e.contains_key(&format!("input_cost_per_token_above_{k}_tokens")) {
+        k
+    } else {
+        n.to_string()
+    }
+}
+
+/// Gemini's grounding fee where the map has none (LiteLLM's `cost_per_web_search_request`).
+const GEMINI_DEFAULT_SEARCH_FEE: Decimal = Decimal::from_parts(35, 0, 0, false, 3);
+
+fn tool_fees(
+    e: &Map<String, Value>,
+    provider: Option<&str>,
+    name: &str,
+) -> Result<ToolFees, SkipReason> {
+    // Claude on Vertex bills searches as Anthropic does.
+    let gemini = provider.is_some_and(|p| p == "gemini" || p.starts_with("vertex_ai"))
+        && !name.contains("claude");
+    let fees = match e.get("search_context_cost_per_query") {
+        Some(Value::Object(sizes)) => {
+            let size = |key: &str| rate(sizes, key).map(Option::unwrap_or_default);
+            Some(SearchFees {
+                low: size("search_context_size_low")?,
+                medium: size("search_context_size_medium")?,
+                high: size("search_context_size_high")?,
+            })
+        }
+        _ if gemini => Some(SearchFees {
+            low: GEMINI_DEFAULT_SEARCH_FEE,
+            medium: GEMINI_DEFAULT_SEARCH_FEE,
+            high: GEMINI_DEFAULT_SEARCH_FEE,
+        }),
+        _ => None,
+    };
+    let per_query = e.get("web_search_billing_unit").and_then(Value::as_str) == Some("per_query");
+    Ok(ToolFees {
+        web_search: fees,
+        web_search_per_prompt: gemini && !per_query,
     })
 }
 
@@ -332,6 +439,7 @@ fn resolve_ranges(rows: Vec<RawRange>, base: &Rates) -> Vec<RangeTier> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pricing::SearchContext;
     use std::str::FromStr;
 
     fn d(s: &str) -> Decimal {
@@ -431,15 +539,88 @@ mod tests {
             (q.cache_read, q.cache_write_5m, q.cache_write_1h),
             (d("4e-7"), d("4e-7"), d("4e-7"))
         );
-        // Everyone else: unpriced means zero, as LiteLLM's generic calculator does.
-        let o = imp.book.models["openai-like"].rates_for(10);
+        // Everyone else: an unpriced cache read or write falls back to the input rate too
+        // (LiteLLM's cost path bills them zero; the provider does not), and says so.
+        let openai = &imp.book.models["openai-like"];
+        let o = openai.rates_for(10);
         assert_eq!(
-            (o.cache_read, o.cache_write_5m),
-            (Decimal::ZERO, Decimal::ZERO)
+            (o.cache_read, o.cache_write_5m, o.cache_write_1h),
+            (d("4e-7"), d("4e-7"), d("4e-7"))
         );
+        let u = crate::usage::Usage {
+            input_uncached: 5,
+            cache_read: 7,
+            ..Default::default()
+        };
+        let f = openai.fallbacks(&u);
+        assert!(f.cache_read && !f.cache_write_5m && !f.input_audio, "{f:?}");
+        assert!(!imp.book.models["dashscope/qwen"].fallbacks(&u).any());
         assert_eq!(imp.skipped["peaky"], SkipReason::OffPeak);
         // xAI bills the long-context tier from exactly the threshold on.
         assert_eq!(imp.book.models["grok"].rates_for(128_000).input, d("2e-6"));
+    }
+
+    #[test]
+    fn service_tiers_modalities_and_tool_fees() {
+        let imp = import(
+            br#"{
+            "gpt-5": {"litellm_provider": "openai", "mode": "chat",
+                "input_cost_per_token": 1.25e-06, "output_cost_per_token": 1e-05,
+                "output_cost_per_reasoning_token": 1.2e-05,
+                "cache_read_input_token_cost": 1.25e-07,
+                "input_cost_per_token_priority": 2.5e-06, "output_cost_per_token_priority": 2e-05,
+                "input_cost_per_token_flex": 6.25e-07,
+                "input_cost_per_token_above_272k_tokens": 2.5e-06,
+                "input_cost_per_token_above_272k_tokens_priority": 5e-06,
+                "input_cost_per_audio_token": 4e-05, "output_cost_per_audio_token": 8e-05,
+                "search_context_cost_per_query": {"search_context_size_low": 0.025,
+                    "search_context_size_medium": 0.0275, "search_context_size_high": 0.03}},
+            "gemini/gemini-2.0-flash": {"litellm_provider": "gemini", "mode": "chat",
+                "input_cost_per_token": 1e-07, "output_cost_per_token": 4e-07},
+            "gemini/gemini-3-pro": {"litellm_provider": "gemini", "mode": "chat",
+                "input_cost_per_token": 2e-06, "output_cost_per_token": 1.2e-05,
+                "web_search_billing_unit": "per_query",
+                "search_context_cost_per_query": {"search_context_size_medium": 0.014}}
+        }"#,
+        )
+        .unwrap();
+        let gpt = &imp.book.models["gpt-5"];
+        let pri = gpt.for_service_tier(ServiceTier::Priority);
+        assert_eq!(pri.rates_for(10).input, d("2.5e-6"));
+        assert_eq!(pri.rates_for(10).output, d("2e-5"));
+        // a tier with its own output rate bills reasoning at it
+        assert_eq!(pri.rates_for(10).reasoning, d("2e-5"));
+        assert_eq!(
+            pri.rates_for(10).cache_read,
+            d("1.25e-7"),
+            "no tier key: standard"
+        );
+        assert_eq!(pri.rates_for(272_001).input, d("5e-6"));
+        let flex = gpt.for_service_tier(ServiceTier::Flex);
+        assert_eq!(flex.rates_for(10).input, d("6.25e-7"));
+        assert_eq!(
+            flex.rates_for(10).output,
+            d("1e-5"),
+            "no flex output: standard"
+        );
+        assert_eq!(flex.rates_for(10).reasoning, d("1.2e-5"));
+        assert_eq!(flex.rates_for(272_001).input, d("2.5e-6"));
+        assert_eq!(gpt.dearest_service_tier(), ServiceTier::Priority);
+        assert_eq!(gpt.modality.input_audio, Some(d("4e-5")));
+        assert_eq!(gpt.modality.output_audio, Some(d("8e-5")));
+        let fees = gpt.tools.web_search.unwrap();
+        assert_eq!(fees.at(SearchContext::High), d("0.03"));
+        assert!(!gpt.tools.web_search_per_prompt);
+        assert!(!gpt.has_negative_rate());
+
+        let flash = &imp.book.models["gemini/gemini-2.0-flash"];
+        assert_eq!(flash.tools.web_search.unwrap().medium, d("0.035"));
+        assert!(flash.tools.web_search_per_prompt);
+        assert_eq!(flash.tools.web_searches_billed(4), 1);
+        assert_eq!(flash.dearest_service_tier(), ServiceTier::Standard);
+        let g3 = &imp.book.models["gemini/gemini-3-pro"];
+        assert_eq!(g3.tools.web_searches_billed(4), 4);
+        assert_eq!(g3.tools.web_search.unwrap().low, Decimal::ZERO);
     }
 
     #[test]

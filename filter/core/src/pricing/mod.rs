@@ -9,6 +9,16 @@
 //! then every rate it defines applies to the whole request; the highest crossed tier wins.
 //! A range table picks the row with `from < prompt <= to` (or the last row past the end) and
 //! bills the whole request at that row.
+//!
+//! Beyond tokens of text: a [`ServiceTier`] other than standard replaces the rates its entry in
+//! [`ModelPrice::service_tiers`] names ([`ModelPrice::for_service_tier`]); audio and image
+//! tokens have [`ModalityRates`]; provider-run tools bill per call ([`ToolFees`]).
+//!
+//! A token kind the provider bills is never priced at zero because the book lacks its rate:
+//! a missing cache-read or 5-minute cache-write rate falls back to the input rate, a missing
+//! 1-hour write rate to the 5-minute one, a missing input audio rate to the input rate (the
+//! resolutions LiteLLM's `calculate_prompt_caching_savings` uses; its cost path bills them
+//! zero). [`ModelPrice::fallbacks`] says which fallbacks a usage leaned on.
 
 pub mod litellm;
 mod lookup;
@@ -33,8 +43,8 @@ pub enum ModelKind {
     Embedding,
 }
 
-/// The base per-token rates of a model. Optional rates are absent when the provider does not
-/// offer that kind of token; an absent rate bills as zero, as LiteLLM does.
+/// The base per-token rates of a model. Optional rates are absent when the book has none for
+/// that kind of token; see the module doc for what an absent rate bills at.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rates {
@@ -124,6 +134,279 @@ pub struct ModelPrice {
     /// request does not say `max_tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u64>,
+    /// Rates of the service tiers that bill differently from standard.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_tiers: BTreeMap<ServiceTier, TierRates>,
+    /// Audio and image token rates.
+    #[serde(default, skip_serializing_if = "ModalityRates::is_empty")]
+    pub modality: ModalityRates,
+    /// Fees of provider-run tools.
+    #[serde(default, skip_serializing_if = "ToolFees::is_empty")]
+    pub tools: ToolFees,
+}
+
+/// The service tier a provider served (or may serve) a request at. Providers name more tiers
+/// than bill differently; each name maps onto the rates that bill it ([`ServiceTier::named`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceTier {
+    /// The standard rates (OpenAI `default`/`scale`, Anthropic `standard`).
+    #[default]
+    Standard,
+    /// Priority processing (OpenAI and Gemini `priority`, Anthropic `priority`): dearer.
+    Priority,
+    /// Flex processing (OpenAI `flex`): cheaper, slower.
+    Flex,
+}
+
+impl ServiceTier {
+    /// The tier a provider's tier name bills at. `fast` is LiteLLM's alias of priority; any
+    /// other name (`default`, `standard`, `scale`, ...) bills standard rates.
+    pub fn named(name: &str) -> ServiceTier {
+        match name {
+            "priority" | "fast" => ServiceTier::Priority,
+            "flex" => ServiceTier::Flex,
+            _ => ServiceTier::Standard,
+        }
+    }
+
+    /// The serialized name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServiceTier::Standard => "standard",
+            ServiceTier::Priority => "priority",
+            ServiceTier::Flex => "flex",
+        }
+    }
+
+    /// Whether this is the standard tier (skipped when serializing).
+    pub fn is_standard(&self) -> bool {
+        *self == ServiceTier::Standard
+    }
+}
+
+/// Rates a service tier bills instead of the standard ones; `None` keeps the standard rate.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierOverride {
+    /// Input rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Decimal>,
+    /// Output rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Decimal>,
+    /// Cache-read rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read: Option<Decimal>,
+    /// 5-minute cache-write rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_5m: Option<Decimal>,
+}
+
+impl TierOverride {
+    fn rates(&self) -> impl Iterator<Item = Decimal> {
+        [
+            self.input,
+            self.output,
+            self.cache_read,
+            self.cache_write_5m,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// A service tier's rates: its base rates, and per long-context threshold (the
+/// `above_prompt_tokens` of a [`ThresholdTier`] of the model) the rates of that tier.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierRates {
+    /// Input rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Decimal>,
+    /// Output rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Decimal>,
+    /// Cache-read rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read: Option<Decimal>,
+    /// 5-minute cache-write rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_5m: Option<Decimal>,
+    /// Input audio rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_audio: Option<Decimal>,
+    /// Replaces the rates of the threshold tier with this `above_prompt_tokens`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub above: BTreeMap<u64, TierOverride>,
+}
+
+/// Per-token rates of audio and image tokens. Absent rates: input audio bills at the input
+/// rate (a fallback, counted), input images at the base input rate, output audio and images
+/// at the output rate (LiteLLM's resolutions).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModalityRates {
+    /// Input audio tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_audio: Option<Decimal>,
+    /// Output audio tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_audio: Option<Decimal>,
+    /// Input image tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_image: Option<Decimal>,
+    /// Output image tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_image: Option<Decimal>,
+}
+
+impl ModalityRates {
+    /// No rate set.
+    pub fn is_empty(&self) -> bool {
+        *self == ModalityRates::default()
+    }
+
+    fn rates(&self) -> impl Iterator<Item = Decimal> {
+        [
+            self.input_audio,
+            self.output_audio,
+            self.input_image,
+            self.output_image,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// How much context a web search gathers (OpenAI's `search_context_size`); the fee depends
+/// on it. Anthropic and Gemini searches bill at the `medium` fee, as LiteLLM prices them.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchContext {
+    /// `low`.
+    Low,
+    /// `medium`, the default.
+    #[default]
+    Medium,
+    /// `high`.
+    High,
+}
+
+impl SearchContext {
+    /// The size a request names; anything else is the default, `medium`.
+    pub fn named(name: &str) -> SearchContext {
+        match name {
+            "low" => SearchContext::Low,
+            "high" => SearchContext::High,
+            _ => SearchContext::Medium,
+        }
+    }
+
+    /// The serialized name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SearchContext::Low => "low",
+            SearchContext::Medium => "medium",
+            SearchContext::High => "high",
+        }
+    }
+
+    /// Whether this is the default (skipped when serializing).
+    pub fn is_medium(&self) -> bool {
+        *self == SearchContext::Medium
+    }
+}
+
+/// USD per web search, by context size (LiteLLM's `search_context_cost_per_query`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchFees {
+    /// Fee at `low` context.
+    pub low: Decimal,
+    /// Fee at `medium` context.
+    pub medium: Decimal,
+    /// Fee at `high` context.
+    pub high: Decimal,
+}
+
+impl SearchFees {
+    /// The fee of one search at `size`.
+    pub fn at(&self, size: SearchContext) -> Decimal {
+        match size {
+            SearchContext::Low => self.low,
+            SearchContext::Medium => self.medium,
+            SearchContext::High => self.high,
+        }
+    }
+
+    /// The dearest fee, for reservations.
+    pub fn max(&self) -> Decimal {
+        self.low.max(self.medium).max(self.high)
+    }
+}
+
+/// Fees of tools the provider runs on its side and bills per call.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolFees {
+    /// Web search (OpenAI `web_search`, Anthropic `web_search`, Gemini grounding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_search: Option<SearchFees>,
+    /// Gemini 2.x bills grounding once per grounded prompt, however many queries it ran
+    /// (LiteLLM's `web_search_billing_unit: per_prompt`); others bill every search.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub web_search_per_prompt: bool,
+}
+
+impl ToolFees {
+    /// No fee set.
+    pub fn is_empty(&self) -> bool {
+        *self == ToolFees::default()
+    }
+
+    /// Web searches billed for `reported` searches: one per grounded prompt or one each.
+    pub fn web_searches_billed(&self, reported: u64) -> u64 {
+        if self.web_search_per_prompt {
+            reported.min(1)
+        } else {
+            reported
+        }
+    }
+}
+
+/// Rates a usage was priced at that the book lacked, each resolved to a fallback rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fallbacks {
+    /// Cache reads priced at the input rate.
+    pub cache_read: bool,
+    /// 5-minute cache writes priced at the input rate.
+    pub cache_write_5m: bool,
+    /// 1-hour cache writes priced at the 5-minute write rate.
+    pub cache_write_1h: bool,
+    /// Input audio priced at the input rate.
+    pub input_audio: bool,
+}
+
+impl Fallbacks {
+    /// The fallbacks by name (the metric's label), set or not.
+    pub fn named(&self) -> [(&'static str, bool); 4] {
+        [
+            ("cache_read", self.cache_read),
+            ("cache_write_5m", self.cache_write_5m),
+            ("cache_write_1h", self.cache_write_1h),
+            ("input_audio", self.input_audio),
+        ]
+    }
+
+    /// Whether any fallback was used.
+    pub fn any(&self) -> bool {
+        self.named().iter().any(|(_, used)| *used)
+    }
 }
 
 /// The rates that bill one request, after tier selection. All zero-defaulted.
@@ -172,10 +455,17 @@ impl ModelPrice {
     }
 
     /// The rates that bill a request whose prompt (cached tokens included) has
-    /// `prompt_tokens` tokens.
+    /// `prompt_tokens` tokens, missing cache rates resolved to their fallbacks.
     pub fn rates_for(&self, prompt_tokens: u64) -> EffectiveRates {
+        self.resolve(prompt_tokens).0
+    }
+
+    /// The rates for `prompt_tokens`, and which cache rates were missing (and so resolved to
+    /// a fallback: reads and 5-minute writes to the input rate, 1-hour writes to 5-minute).
+    fn resolve(&self, prompt_tokens: u64) -> (EffectiveRates, Fallbacks) {
         if let Some(row) = self.range_for(prompt_tokens) {
-            return row.rates;
+            // Range rows are stored resolved (the importer fills them as LiteLLM does).
+            return (row.rates, Fallbacks::default());
         }
         let base = &self.rates;
         let tier = self
@@ -183,26 +473,94 @@ impl ModelPrice {
             .iter()
             .filter(|t| t.applies(prompt_tokens))
             .max_by_key(|t| t.above_prompt_tokens);
-        let zero = Decimal::ZERO;
-        let mut r = EffectiveRates {
-            input: base.input,
-            output: base.output,
-            cache_read: base.cache_read.unwrap_or(zero),
-            cache_write_5m: base.cache_write_5m.unwrap_or(zero),
-            cache_write_1h: base.cache_write_1h.unwrap_or(zero),
-            reasoning: zero,
-        };
+        let (mut input, mut output) = (base.input, base.output);
+        let (mut read, mut w5, mut w1) =
+            (base.cache_read, base.cache_write_5m, base.cache_write_1h);
         if let Some(t) = tier {
-            r.input = t.input;
-            r.output = t.output.unwrap_or(r.output);
-            r.cache_read = t.cache_read.unwrap_or(r.cache_read);
-            r.cache_write_5m = t.cache_write_5m.unwrap_or(r.cache_write_5m);
-            r.cache_write_1h = t.cache_write_1h.unwrap_or(r.cache_write_1h);
+            input = t.input;
+            output = t.output.unwrap_or(output);
+            read = t.cache_read.or(read);
+            w5 = t.cache_write_5m.or(w5);
+            w1 = t.cache_write_1h.or(w1);
         }
-        // A reasoning rate is not tiered: LiteLLM bills reasoning at the model's own reasoning
-        // rate when it has one and at the (tiered) output rate otherwise.
-        r.reasoning = base.reasoning.unwrap_or(r.output);
-        r
+        let fallbacks = Fallbacks {
+            cache_read: read.is_none(),
+            cache_write_5m: w5.is_none(),
+            cache_write_1h: w1.is_none(),
+            input_audio: false,
+        };
+        let cache_write_5m = w5.unwrap_or(input);
+        let rates = EffectiveRates {
+            input,
+            output,
+            cache_read: read.unwrap_or(input),
+            cache_write_5m,
+            cache_write_1h: w1.unwrap_or(cache_write_5m),
+            // A reasoning rate is not tiered: LiteLLM bills reasoning at the model's own
+            // reasoning rate when it has one and at the (tiered) output rate otherwise.
+            reasoning: base.reasoning.unwrap_or(output),
+        };
+        (rates, fallbacks)
+    }
+
+    /// The fallbacks pricing `usage` leans on: a missing rate for a kind of token it has.
+    pub fn fallbacks(&self, usage: &crate::usage::Usage) -> Fallbacks {
+        let (_, missing) = self.resolve(usage.prompt_total());
+        Fallbacks {
+            cache_read: missing.cache_read && usage.cache_read > 0,
+            cache_write_5m: missing.cache_write_5m && usage.cache_write_5m > 0,
+            cache_write_1h: missing.cache_write_1h && usage.cache_write_1h > 0,
+            input_audio: self.modality.input_audio.is_none() && usage.input_audio > 0,
+        }
+    }
+
+    /// This price as `tier` bills it: the tier's rates in place of the standard ones it
+    /// names, threshold tiers included. Borrowed when the tier has no rates of its own.
+    pub fn for_service_tier(&self, tier: ServiceTier) -> std::borrow::Cow<'_, ModelPrice> {
+        use std::borrow::Cow;
+        let Some(t) = self.service_tiers.get(&tier) else {
+            return Cow::Borrowed(self);
+        };
+        let mut p = self.clone();
+        let r = &mut p.rates;
+        r.input = t.input.unwrap_or(r.input);
+        r.output = t.output.unwrap_or(r.output);
+        r.cache_read = t.cache_read.or(r.cache_read);
+        r.cache_write_5m = t.cache_write_5m.or(r.cache_write_5m);
+        // A tier with its own output rate bills reasoning at it (LiteLLM's
+        // `_resolve_reasoning_token_cost`; no tier in the map has a reasoning rate of its own).
+        if t.output.is_some() {
+            r.reasoning = None;
+        }
+        p.modality.input_audio = t.input_audio.or(p.modality.input_audio);
+        for th in &mut p.tiers {
+            if let Some(o) = t.above.get(&th.above_prompt_tokens) {
+                th.input = o.input.unwrap_or(th.input);
+                th.output = o.output.or(th.output);
+                th.cache_read = o.cache_read.or(th.cache_read);
+                th.cache_write_5m = o.cache_write_5m.or(th.cache_write_5m);
+            }
+        }
+        Cow::Owned(p)
+    }
+
+    /// The dearest tier a request may be served at when it lets the provider choose: the
+    /// one whose input and output rates sum highest (standard when no tier is dearer).
+    pub fn dearest_service_tier(&self) -> ServiceTier {
+        let cost = |tier: ServiceTier| {
+            let r = self.for_service_tier(tier).max_rates();
+            r.input.saturating_add(r.output)
+        };
+        self.service_tiers
+            .keys()
+            .copied()
+            .fold(ServiceTier::Standard, |best, t| {
+                if cost(t) > cost(best) {
+                    t
+                } else {
+                    best
+                }
+            })
     }
 
     fn range_for(&self, prompt_tokens: u64) -> Option<&RangeTier> {
@@ -239,8 +597,28 @@ impl ModelPrice {
             )
         });
         let ranges = self.ranges.iter().flat_map(|row| row.rates.all());
+        let service = self.service_tiers.values().flat_map(|t| {
+            [
+                t.input,
+                t.output,
+                t.cache_read,
+                t.cache_write_5m,
+                t.input_audio,
+            ]
+            .into_iter()
+            .flatten()
+            .chain(t.above.values().flat_map(TierOverride::rates))
+        });
+        let fees = self
+            .tools
+            .web_search
+            .iter()
+            .flat_map(|f| [f.low, f.medium, f.high]);
         base.chain(tiers)
             .chain(ranges)
+            .chain(service)
+            .chain(self.modality.rates())
+            .chain(fees)
             .any(|d| d.is_sign_negative() && !d.is_zero())
     }
 

@@ -21,6 +21,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::pricing::{SearchContext, ServiceTier};
+
 mod error;
 mod json;
 mod provider;
@@ -54,11 +56,55 @@ pub struct Usage {
     /// The part of `output` spent on reasoning (never more than `output`).
     #[serde(default)]
     pub reasoning: u64,
+    // The kinds below are absent from an event that has none of them, so events without them
+    // encode (and hash, `content_sha256` in the ledger) exactly as before they existed.
+    /// The part of `input_uncached` that was audio.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub input_audio: u64,
+    /// The part of `input_uncached` that was images.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub input_image: u64,
+    /// The part of `output` that was audio.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_audio: u64,
+    /// The part of `output` that was images.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_image: u64,
+    /// Web searches the provider ran for the request.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub web_searches: u64,
+    /// How much context each web search gathered (what the request asked for).
+    #[serde(default, skip_serializing_if = "SearchContext::is_medium")]
+    pub search_context: SearchContext,
+    /// The service tier the provider says served the request.
+    #[serde(default, skip_serializing_if = "ServiceTier::is_standard")]
+    pub service_tier: ServiceTier,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Usage {
-    /// The six counts by their serialized names.
-    pub fn named_counts(&self) -> [(&'static str, u64); 6] {
+    /// No tokens of any kind, standard tier (a `const` [`Usage::default`]).
+    pub const ZERO: Usage = Usage {
+        input_uncached: 0,
+        cache_read: 0,
+        cache_write_5m: 0,
+        cache_write_1h: 0,
+        output: 0,
+        reasoning: 0,
+        input_audio: 0,
+        input_image: 0,
+        output_audio: 0,
+        output_image: 0,
+        web_searches: 0,
+        search_context: SearchContext::Medium,
+        service_tier: ServiceTier::Standard,
+    };
+
+    /// The counts by their serialized names.
+    pub fn named_counts(&self) -> [(&'static str, u64); 11] {
         [
             ("input_uncached", self.input_uncached),
             ("cache_read", self.cache_read),
@@ -66,6 +112,11 @@ impl Usage {
             ("cache_write_1h", self.cache_write_1h),
             ("output", self.output),
             ("reasoning", self.reasoning),
+            ("input_audio", self.input_audio),
+            ("input_image", self.input_image),
+            ("output_audio", self.output_audio),
+            ("output_image", self.output_image),
+            ("web_searches", self.web_searches),
         ]
     }
 

@@ -820,7 +820,7 @@ impl AnthropicParts {
             cache_write_5m: write_5m,
             cache_write_1h: write_1h,
             output: self.output.unwrap_or(0),
-            reasoning: 0,
+            ..Usage::default()
         };
         (usage, missing)
     }
