@@ -14,6 +14,7 @@
 use std::path::PathBuf;
 
 use proptest::prelude::*;
+use tollgate_core::pricing::ServiceTier;
 use tollgate_core::usage::{
     from_json, from_sse, from_usage_object, served_json, ApiFormat, SseUsage, StreamOutcome, Usage,
     UsageError,
@@ -33,6 +34,58 @@ struct Golden {
 }
 
 const JSON_GOLDEN: &[Golden] = &[
+    Golden {
+        file: "openai_chat_audio_priority.json",
+        format: ApiFormat::OpenAiChat,
+        usage: Usage {
+            input_uncached: 861, // prompt_tokens 1117 - cached_tokens 256
+            cache_read: 256,
+            output: 266,
+            input_audio: 845, // prompt_tokens_details.audio_tokens (part of the prompt)
+            output_audio: 214, // completion_tokens_details.audio_tokens (part of the output)
+            service_tier: ServiceTier::Priority, // top-level service_tier
+            ..Usage::ZERO
+        },
+        end_mark: "",
+    },
+    Golden {
+        file: "openai_responses_web_search.json",
+        format: ApiFormat::OpenAiResponses,
+        usage: Usage {
+            input_uncached: 8412,
+            output: 934,
+            reasoning: 448,
+            web_searches: 2, // two `web_search_call` output items (text mentioning one is not)
+            service_tier: ServiceTier::Flex,
+            ..Usage::ZERO
+        },
+        end_mark: "",
+    },
+    Golden {
+        file: "anthropic_messages_web_search_priority.json",
+        format: ApiFormat::AnthropicMessages,
+        usage: Usage {
+            input_uncached: 6039,
+            cache_read: 2048,
+            output: 931,
+            web_searches: 3, // usage.server_tool_use.web_search_requests
+            service_tier: ServiceTier::Priority, // usage.service_tier
+            ..Usage::ZERO
+        },
+        end_mark: "",
+    },
+    Golden {
+        file: "gemini_grounding.json",
+        format: ApiFormat::GeminiGenerateContent,
+        usage: Usage {
+            input_uncached: 319, // promptTokenCount 12 + toolUsePromptTokenCount 307
+            output: 112,         // candidatesTokenCount 16 + thoughtsTokenCount 96
+            reasoning: 96,
+            web_searches: 2, // groundingMetadata.webSearchQueries
+            ..Usage::ZERO
+        },
+        end_mark: "",
+    },
     Golden {
         file: "openai_chat.json",
         format: ApiFormat::OpenAiChat,
@@ -202,6 +255,7 @@ const SSE_GOLDEN: &[Golden] = &[
             cache_write_1h: 0,
             output: 510, // message_delta output_tokens
             reasoning: 0,
+            web_searches: 1, // message_delta usage.server_tool_use.web_search_requests
             ..Usage::ZERO
         },
         end_mark: "event: message_stop",
@@ -219,6 +273,18 @@ const SSE_GOLDEN: &[Golden] = &[
             ..Usage::ZERO
         },
         end_mark: r#""finishReason""#,
+    },
+    Golden {
+        file: "openai_chat_priority.sse",
+        format: ApiFormat::OpenAiChat,
+        usage: Usage {
+            input_uncached: 141, // prompt_tokens 1933 - cached_tokens 1792
+            cache_read: 1792,
+            output: 12,
+            service_tier: ServiceTier::Priority, // every chunk's service_tier
+            ..Usage::ZERO
+        },
+        end_mark: r#""choices":[]"#, // the usage chunk (empty choices) ends an OpenAI stream
     },
 ];
 
@@ -282,9 +348,15 @@ fn usage_objects_are_recognised_from_their_keys() {
         } else {
             "usage"
         };
+        // The tier and web searches of OpenAI and Gemini answers are outside the usage object.
+        let mut want = g.usage;
+        if g.format != ApiFormat::AnthropicMessages {
+            want.service_tier = ServiceTier::Standard;
+            want.web_searches = 0;
+        }
         assert_eq!(
             from_usage_object(&body[key]),
-            Ok((g.format, g.usage)),
+            Ok((g.format, want)),
             "{}",
             g.file
         );
@@ -651,6 +723,11 @@ fn served_model_is_read_from_every_fixture() {
             "openai_chat.sse" => "gpt-4.1-2025-04-14",
             "openai_chat_usage_in_text.json" => "gpt-4.1-mini-2025-04-14",
             "openai_embeddings.json" => "text-embedding-3-small",
+            "openai_chat_audio_priority.json" => "gpt-4o-audio-preview-2025-06-03",
+            "openai_chat_priority.sse" => "gpt-4o-2024-08-06",
+            "openai_responses_web_search.json" => "gpt-5-2025-08-07",
+            "anthropic_messages_web_search_priority.json" => "claude-sonnet-4-5-20250929",
+            "gemini_grounding.json" => "gemini-2.5-flash",
             other => panic!("no served model written down for {other}"),
         }
     };

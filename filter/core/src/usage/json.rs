@@ -8,8 +8,9 @@
 
 use serde::Deserialize;
 
-use super::provider::{self, RawUsage, UsageValue};
+use super::provider::{self, RawUsage, TierName, UsageValue};
 use super::{scan, ApiFormat, Usage, UsageError};
+use crate::pricing::ServiceTier;
 
 /// The member of a response body that holds its usage.
 pub(crate) fn usage_key(format: ApiFormat) -> &'static str {
@@ -52,9 +53,98 @@ pub fn from_json(format: ApiFormat, body: &[u8]) -> Result<Usage, UsageError> {
 pub fn served_json(format: ApiFormat, body: &[u8]) -> Result<(Usage, Option<String>), UsageError> {
     let key = usage_key(format);
     let through_array = format == ApiFormat::GeminiGenerateContent;
-    let (usage, model) = find_usage_and_model(body, key, Some(model_key(format)), through_array)?;
+    let (usage, served) = find_usage_and_served(body, key, Some(format), through_array)?;
     let raw = usage.ok_or(UsageError::NoUsage)?.into_raw(key)?;
-    Ok((provider::to_usage(format, &raw)?, model))
+    let mut usage = provider::to_usage(format, &raw)?;
+    served.apply(&mut usage);
+    Ok((usage, served.model))
+}
+
+/// What a response says about how it was served, outside its usage object: the model, the
+/// service tier (OpenAI's top-level `service_tier`) and the web searches run (OpenAI Responses'
+/// `web_search_call` output items, Gemini's `groundingMetadata.webSearchQueries`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Served {
+    pub(crate) model: Option<String>,
+    pub(crate) service_tier: Option<ServiceTier>,
+    pub(crate) web_searches: u64,
+}
+
+impl Served {
+    /// Reads the member `key` (value token `value`) of a response or stream event of
+    /// `format`, if it is one that says how the request was served.
+    pub(crate) fn note(
+        &mut self,
+        format: ApiFormat,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), UsageError> {
+        if scan::key_is(key, model_key(format)) {
+            if let Some(name) = model_name(value) {
+                self.model = Some(name);
+            }
+        } else if scan::key_is(key, "service_tier") {
+            if let Some(tier) = TierName::from_token(value).0 {
+                self.service_tier = Some(tier);
+            }
+        } else if format == ApiFormat::OpenAiResponses && scan::key_is(key, "output") {
+            self.web_searches = self.web_searches.max(web_search_calls(value)?);
+        } else if format == ApiFormat::GeminiGenerateContent && scan::key_is(key, "candidates") {
+            self.web_searches = self.web_searches.max(grounding_queries(value)?);
+        }
+        Ok(())
+    }
+
+    /// Lays these facts over a usage read from the usage object.
+    pub(crate) fn apply(&self, usage: &mut Usage) {
+        if let Some(tier) = self.service_tier {
+            usage.service_tier = tier;
+        }
+        usage.web_searches = usage.web_searches.max(self.web_searches);
+    }
+}
+
+/// The `web_search_call` items of a Responses `output` array.
+fn web_search_calls(output: &[u8]) -> Result<u64, UsageError> {
+    let mut calls = 0u64;
+    if output.first() == Some(&b'[') {
+        scan::walk_array(output, 0, |i| {
+            let end = scan::skip_value(output, i)?;
+            let item = output.get(i..end).unwrap_or_default();
+            let [ty] = scan::find_members(item, ["type"])?;
+            if ty.is_some_and(|t| t == b"\"web_search_call\"") {
+                calls = calls.saturating_add(1);
+            }
+            Ok::<_, UsageError>(end)
+        })?;
+    }
+    Ok(calls)
+}
+
+/// The search queries Gemini's grounding ran: `webSearchQueries` of each candidate's
+/// `groundingMetadata`, the largest count (candidates search alike).
+fn grounding_queries(candidates: &[u8]) -> Result<u64, UsageError> {
+    let mut most = 0u64;
+    if candidates.first() == Some(&b'[') {
+        scan::walk_array(candidates, 0, |i| {
+            let end = scan::skip_value(candidates, i)?;
+            let candidate = candidates.get(i..end).unwrap_or_default();
+            let [grounding] = scan::find_members(candidate, ["groundingMetadata"])?;
+            if let Some(g) = grounding {
+                let [queries] = scan::find_members(g, ["webSearchQueries"])?;
+                if let Some(q) = queries.filter(|q| q.first() == Some(&b'[')) {
+                    let mut n = 0u64;
+                    scan::walk_array(q, 0, |j| {
+                        n = n.saturating_add(1);
+                        Ok::<_, UsageError>(scan::skip_value(q, j)?)
+                    })?;
+                    most = most.max(n);
+                }
+            }
+            Ok::<_, UsageError>(end)
+        })?;
+    }
+    Ok(most)
 }
 
 /// The member of a response (or of a stream's event) naming the model that served it.
@@ -86,30 +176,28 @@ pub(crate) fn find_usage(
     key: &str,
     through_array: bool,
 ) -> Result<Option<UsageValue>, UsageError> {
-    find_usage_and_model(doc, key, None, through_array).map(|(usage, _)| usage)
+    find_usage_and_served(doc, key, None, through_array).map(|(usage, _)| usage)
 }
 
-/// [`find_usage`], also reading the last top-level string member named `model_key` (when
-/// given) as a model name.
-pub(crate) fn find_usage_and_model(
+/// [`find_usage`], also reading (when `served_as` names the format) the top-level members
+/// that say how the request was served ([`Served`]).
+pub(crate) fn find_usage_and_served(
     doc: &[u8],
     key: &str,
-    model_key: Option<&str>,
+    served_as: Option<ApiFormat>,
     through_array: bool,
-) -> Result<(Option<UsageValue>, Option<String>), UsageError> {
+) -> Result<(Option<UsageValue>, Served), UsageError> {
     let mut found = None;
-    let mut model = None;
+    let mut served = Served::default();
     let mut object = |open: usize| -> Result<usize, UsageError> {
         scan::walk_object(doc, open, |k, i| {
             if scan::key_is(k, key) {
                 let (value, end) = provider::read_usage_at(doc, i)?;
                 found = Some(value);
                 Ok(end)
-            } else if model_key.is_some_and(|m| scan::key_is(k, m)) {
+            } else if let Some(format) = served_as {
                 let end = scan::skip_value(doc, i)?;
-                if let Some(name) = doc.get(i..end).and_then(model_name) {
-                    model = Some(name);
-                }
+                served.note(format, k, doc.get(i..end).unwrap_or_default())?;
                 Ok(end)
             } else {
                 Ok(scan::skip_value(doc, i)?)
@@ -129,7 +217,7 @@ pub(crate) fn find_usage_and_model(
         _ => scan::skip_value(doc, start)?,
     };
     scan::expect_end(doc, end)?;
-    Ok((found, model))
+    Ok((found, served))
 }
 
 /// Reads the bytes of one usage value (an object, or `null`) as `format`'s usage.

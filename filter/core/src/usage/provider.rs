@@ -42,6 +42,7 @@ use serde::Deserialize;
 
 use super::error::MAX_TOKENS;
 use super::{scan, ApiFormat, Usage, UsageError};
+use crate::pricing::ServiceTier;
 
 /// What a token-count field held, recorded without failing so the error can name the field.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -347,6 +348,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
 #[serde(default)]
 pub(crate) struct CachedDetails {
     cached_tokens: Count,
+    audio_tokens: Count,
 }
 
 /// `*_tokens_details` holding the reasoning part of the output (OpenAI).
@@ -354,6 +356,37 @@ pub(crate) struct CachedDetails {
 #[serde(default)]
 pub(crate) struct ReasoningDetails {
     reasoning_tokens: Count,
+    audio_tokens: Count,
+}
+
+/// Anthropic's `usage.server_tool_use`: calls of tools Anthropic runs and bills per call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub(crate) struct ServerToolUse {
+    web_search_requests: Count,
+}
+
+/// A service tier named by a string member (Anthropic's `usage.service_tier`); anything
+/// else there (absent, not a string) names none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TierName(pub(crate) Option<ServiceTier>);
+
+impl TierName {
+    /// The tier a JSON value token names.
+    pub(crate) fn from_token(token: &[u8]) -> TierName {
+        TierName(
+            scan::unquote(token)
+                .and_then(|name| std::str::from_utf8(&name).ok().map(ServiceTier::named)),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for TierName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Whatever the value, it is read: a string names a tier, anything else none.
+        let v = serde_json::Value::deserialize(d)?;
+        Ok(TierName(v.as_str().map(ServiceTier::named)))
+    }
 }
 
 /// Anthropic's `usage.cache_creation`: the cache write split by lifetime.
@@ -409,6 +442,7 @@ impl CachedDetails {
     fn read(&mut self, s: &[u8], key: &[u8], i: usize) -> Result<usize, UsageError> {
         read_member(self, s, key, i, |t, name, s, i| match name {
             b"cached_tokens" => read_count(s, i, &mut t.cached_tokens).map(Some),
+            b"audio_tokens" => read_count(s, i, &mut t.audio_tokens).map(Some),
             _ => Ok(None),
         })
     }
@@ -418,6 +452,16 @@ impl ReasoningDetails {
     fn read(&mut self, s: &[u8], key: &[u8], i: usize) -> Result<usize, UsageError> {
         read_member(self, s, key, i, |t, name, s, i| match name {
             b"reasoning_tokens" => read_count(s, i, &mut t.reasoning_tokens).map(Some),
+            b"audio_tokens" => read_count(s, i, &mut t.audio_tokens).map(Some),
+            _ => Ok(None),
+        })
+    }
+}
+
+impl ServerToolUse {
+    fn read(&mut self, s: &[u8], key: &[u8], i: usize) -> Result<usize, UsageError> {
+        read_member(self, s, key, i, |t, name, s, i| match name {
+            b"web_search_requests" => read_count(s, i, &mut t.web_search_requests).map(Some),
             _ => Ok(None),
         })
     }
@@ -459,6 +503,8 @@ pub(crate) struct RawUsage {
     cache_creation_input_tokens: Count,
     cache_read_input_tokens: Count,
     cache_creation: Nested<CacheCreation>,
+    service_tier: TierName,
+    server_tool_use: Nested<ServerToolUse>,
     // Gemini.
     #[serde(rename = "promptTokenCount")]
     prompt_token_count: Count,
@@ -519,6 +565,16 @@ impl RawUsage {
             b"cache_creation" => {
                 let (split, end) = Nested::read(s, i, CacheCreation::read)?;
                 self.cache_creation = split;
+                return Ok(Some(end));
+            }
+            b"server_tool_use" => {
+                let (tools, end) = Nested::read(s, i, ServerToolUse::read)?;
+                self.server_tool_use = tools;
+                return Ok(Some(end));
+            }
+            b"service_tier" => {
+                let end = skip(s, i)?;
+                self.service_tier = TierName::from_token(s.get(i..end).unwrap_or_default());
                 return Ok(Some(end));
             }
             _ => return Ok(None),
@@ -641,27 +697,39 @@ fn openai_chat(raw: &RawUsage) -> Result<Usage, UsageError> {
     const CACHED: &str = "usage.prompt_tokens_details.cached_tokens";
     let prompt = raw.prompt_tokens.required(PROMPT)?;
     let output = raw.completion_tokens.required("usage.completion_tokens")?;
-    let cached = match raw
+    let (cached, input_audio) = match raw
         .prompt_tokens_details
         .get("usage.prompt_tokens_details")?
     {
-        Some(d) => d.cached_tokens.or_zero(CACHED)?,
-        None => 0,
+        Some(d) => (
+            d.cached_tokens.or_zero(CACHED)?,
+            d.audio_tokens
+                .or_zero("usage.prompt_tokens_details.audio_tokens")?,
+        ),
+        None => (0, 0),
     };
-    let reasoning = match raw
+    let (reasoning, output_audio) = match raw
         .completion_tokens_details
         .get("usage.completion_tokens_details")?
     {
-        Some(d) => d
-            .reasoning_tokens
-            .or_zero("usage.completion_tokens_details.reasoning_tokens")?,
-        None => 0,
+        Some(d) => (
+            d.reasoning_tokens
+                .or_zero("usage.completion_tokens_details.reasoning_tokens")?,
+            d.audio_tokens
+                .or_zero("usage.completion_tokens_details.audio_tokens")?,
+        ),
+        None => (0, 0),
     };
+    let input_uncached = uncached(prompt, cached, PROMPT, CACHED)?;
+    let reasoning = reasoning.min(output);
     Ok(Usage {
-        input_uncached: uncached(prompt, cached, PROMPT, CACHED)?,
+        input_uncached,
         cache_read: cached,
         output,
-        reasoning: reasoning.min(output),
+        reasoning,
+        // Parts of the prompt and the output: never more than what is left of them.
+        input_audio: input_audio.min(input_uncached),
+        output_audio: output_audio.min(output - reasoning),
         ..Usage::default()
     })
 }
@@ -745,6 +813,8 @@ pub(crate) struct AnthropicParts {
     cache_creation: Option<u64>,
     write_5m: Option<u64>,
     write_1h: Option<u64>,
+    web_searches: Option<u64>,
+    service_tier: Option<ServiceTier>,
 }
 
 impl AnthropicParts {
@@ -772,6 +842,13 @@ impl AnthropicParts {
                     .optional("usage.cache_creation.ephemeral_1h_input_tokens")?,
                 None => None,
             },
+            web_searches: match raw.server_tool_use.get("usage.server_tool_use")? {
+                Some(t) => t
+                    .web_search_requests
+                    .optional("usage.server_tool_use.web_search_requests")?,
+                None => None,
+            },
+            service_tier: raw.service_tier.0,
         })
     }
 
@@ -784,6 +861,8 @@ impl AnthropicParts {
             cache_creation,
             write_5m,
             write_1h,
+            web_searches,
+            service_tier,
         } = later;
         self.input = input.or(self.input);
         self.output = output.or(self.output);
@@ -791,6 +870,8 @@ impl AnthropicParts {
         self.cache_creation = cache_creation.or(self.cache_creation);
         self.write_5m = write_5m.or(self.write_5m);
         self.write_1h = write_1h.or(self.write_1h);
+        self.web_searches = web_searches.or(self.web_searches);
+        self.service_tier = service_tier.or(self.service_tier);
     }
 
     /// The usage, counting absent fields as 0, plus the first required field that was absent.
@@ -820,6 +901,8 @@ impl AnthropicParts {
             cache_write_5m: write_5m,
             cache_write_1h: write_1h,
             output: self.output.unwrap_or(0),
+            web_searches: self.web_searches.unwrap_or(0),
+            service_tier: self.service_tier.unwrap_or_default(),
             ..Usage::default()
         };
         (usage, missing)
@@ -981,6 +1064,8 @@ mod tests {
         "ephemeral_1h_input_tokens",
         "service_tier",
         "audio_tokens",
+        "server_tool_use",
+        "web_search_requests",
     ];
 
     fn arb_value() -> impl Strategy<Value = serde_json::Value> {

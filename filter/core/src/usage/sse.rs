@@ -37,7 +37,7 @@
 //! Run the tests with `cargo test -p tollgate-core --lib usage::sse` and the split-anywhere
 //! golden tests with `cargo test -p tollgate-core --test usage_golden`.
 
-use super::json::{find_usage, model_key, model_name, usage_in, usage_key, usage_value};
+use super::json::{find_usage, model_key, model_name, usage_in, usage_key, usage_value, Served};
 use super::provider::AnthropicParts;
 use super::scan::{self, find_line_end};
 use super::{ApiFormat, Usage, UsageError};
@@ -206,6 +206,8 @@ pub struct SseUsage {
     failed_events: u32,
     first_error: Option<UsageError>,
     model: Option<String>,
+    /// Service tier and web searches the events named outside their usage.
+    served: Served,
 }
 
 impl SseUsage {
@@ -237,6 +239,7 @@ impl SseUsage {
             failed_events: 0,
             first_error: None,
             model: None,
+            served: Served::default(),
         }
     }
 
@@ -290,6 +293,10 @@ impl SseUsage {
             }
             None => self.usage,
         };
+        let usage = usage.map(|mut u| {
+            self.served.apply(&mut u);
+            u
+        });
         StreamOutcome {
             usage,
             complete: self.complete,
@@ -542,7 +549,11 @@ impl SseUsage {
         if ends_with_null_usage(data) {
             return Ok(());
         }
-        let [usage, choices, model] = scan::find_members(data, ["usage", "choices", "model"])?;
+        let [usage, choices, model, tier] =
+            scan::find_members(data, ["usage", "choices", "model", "service_tier"])?;
+        if let Some(tier) = tier {
+            self.served.note(self.format, b"\"service_tier\"", tier)?;
+        }
         let Some(usage) = usage else {
             return Ok(());
         };
@@ -565,8 +576,14 @@ impl SseUsage {
         // The stream's last event: complete whether or not its usage reads.
         self.complete = true;
         let response = response.ok_or(UsageError::MissingField("response"))?;
-        let [model] = scan::find_members(response, ["model"])?;
+        let [model, tier, output] =
+            scan::find_members(response, ["model", "service_tier", "output"])?;
         self.note_model(model);
+        for (key, value) in [(&b"\"service_tier\""[..], tier), (b"\"output\"", output)] {
+            if let Some(value) = value {
+                self.served.note(self.format, key, value)?;
+            }
+        }
         let usage = usage_in(self.format, response, "usage")?.ok_or(UsageError::NoUsage)?;
         self.usage = Some(usage);
         Ok(())
@@ -603,6 +620,10 @@ impl SseUsage {
         let [usage, candidates, model] =
             scan::find_members(data, [key, "candidates", model_key(self.format)])?;
         self.note_model(model);
+        if let Some(candidates) = candidates {
+            self.served
+                .note(self.format, b"\"candidates\"", candidates)?;
+        }
         let Some(usage) = usage else {
             return Ok(());
         };
