@@ -22,7 +22,7 @@ use tollgate_core::estimate::{include_usage_rewrite, summarize, worst_case, Esti
 use tollgate_core::event::{Charge, UnchargedReason, UsageEvent};
 use tollgate_core::gate::{self, Reply};
 use tollgate_core::local::{BudgetCharge, ALL_TIME};
-use tollgate_core::pricing::ModelPrice;
+use tollgate_core::pricing::{ModelPrice, SearchContext};
 use tollgate_core::principal::Principal;
 use tollgate_core::route::{classify, provider, Endpoint};
 use tollgate_core::snapshot::{SnapshotBudget, SnapshotIndex};
@@ -63,6 +63,8 @@ struct Admitted {
     soft: Vec<String>,
     shadow_denied: bool,
     stream: bool,
+    /// The web-search context size the request asked for: the answer does not repeat it.
+    search_context: SearchContext,
 }
 
 /// How the response body is being metered.
@@ -298,6 +300,7 @@ impl Stream {
         admitted.price = price;
         admitted.price_version = book.version;
         admitted.stream = stream;
+        admitted.search_context = summary.web_search.map(|w| w.context).unwrap_or_default();
         if wants_usage && cfg.inject_include_usage {
             if let Ok(Some(new_body)) = include_usage_rewrite(body) {
                 let _ =
@@ -460,6 +463,7 @@ impl Stream {
                 soft: allow.soft_warnings().map(|b| b.id.to_string()).collect(),
                 shadow_denied: allow.would_deny_count > 0,
                 stream: false,
+                search_context: SearchContext::default(),
             });
         }
         self.shared.metrics.contention();
@@ -493,10 +497,14 @@ impl Stream {
             usage
         });
         let (usage, cost_breakdown, charge, uncharged) = match (usage, &adm.price) {
-            (Ok(u), Some(p)) => match cost(p, &u) {
-                Ok(c) => (u, c, Charge::Actual, None),
-                Err(_) => self.by_policy(&adm, u, UnchargedReason::NoUsage),
-            },
+            (Ok(mut u), Some(p)) => {
+                u.search_context = adm.search_context;
+                metrics.fallbacks(p.fallbacks(&u));
+                match cost(p, &u) {
+                    Ok(c) => (u, c, Charge::Actual, None),
+                    Err(_) => self.by_policy(&adm, u, UnchargedReason::NoUsage),
+                }
+            }
             (Ok(u), None) => (
                 u,
                 CostBreakdown::default(),

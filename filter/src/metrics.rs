@@ -5,6 +5,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use tollgate_core::budget::Scope;
 use tollgate_core::event::UnchargedReason;
+use tollgate_core::pricing::Fallbacks;
 
 /// Metric ids of one VM.
 #[derive(Debug, Default)]
@@ -21,6 +22,7 @@ pub struct Metrics {
     queue_overflow: Option<u32>,
     queue_failures: Option<u32>,
     contention: Option<u32>,
+    rate_fallbacks: [Option<u32>; 4],
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -56,6 +58,18 @@ impl Metrics {
             queue_overflow: counter("tollgate_queue_enqueue_failures"),
             queue_failures: counter("tollgate_queue_unavailable"),
             contention: counter("tollgate_reservation_contention"),
+            rate_fallbacks: Fallbacks::default()
+                .named()
+                .map(|(name, _)| counter(&format!("tollgate_rate_fallback_{name}"))),
+        }
+    }
+
+    /// A request priced with rates the book lacked, resolved to their fallbacks.
+    pub fn fallbacks(&self, used: Fallbacks) {
+        for ((_, on), id) in used.named().into_iter().zip(self.rate_fallbacks) {
+            if on {
+                inc(id, 1);
+            }
         }
     }
 

@@ -6,7 +6,7 @@
 //! reasoning tokens are part of `output` and billed at the reasoning rate, the rest of the
 //! output at the output rate; audio and image tokens are parts of the uncached prompt and of the
 //! output, billed at their own rates; web searches at a fee per search. The service tier that
-//! served the request picks the rates ([`ModelPrice::for_service_tier`]).
+//! served the request picks the rates ([`ModelPrice::rates_at`]).
 //! `tests/litellm_differential.rs` holds us to LiteLLM's numbers.
 
 use rust_decimal::Decimal;
@@ -110,8 +110,8 @@ pub enum CostError {
 
 /// Prices `usage` with `price`, at the service tier that served it.
 pub fn cost(price: &ModelPrice, usage: &Usage) -> Result<CostBreakdown, CostError> {
-    let price = price.for_service_tier(usage.service_tier);
-    let rates = price.rates_for(usage.prompt_total());
+    let tier = usage.service_tier;
+    let rates = price.rates_at(usage.prompt_total(), tier);
     let times = bill;
     // Each token is billed once: audio and images are parts of the uncached prompt and of the
     // output (after reasoning), clamped to what is left of them.
@@ -127,10 +127,10 @@ pub fn cost(price: &ModelPrice, usage: &Usage) -> Result<CostBreakdown, CostErro
     let ranged = !price.ranges.is_empty();
     let none = crate::pricing::ModalityRates::default();
     let m = if ranged { &none } else { &price.modality };
-    let base_input = if ranged {
-        rates.input
+    let (base_input, input_audio_rate) = if ranged {
+        (rates.input, None)
     } else {
-        price.rates.input
+        (price.base_input_at(tier), price.input_audio_at(tier))
     };
     let searches = price.tools.web_searches_billed(usage.web_searches);
     let search_fee = price
@@ -159,7 +159,7 @@ pub fn cost(price: &ModelPrice, usage: &Usage) -> Result<CostBreakdown, CostErro
         input_audio: times(
             "input_audio",
             input_audio,
-            m.input_audio.unwrap_or(base_input),
+            input_audio_rate.unwrap_or(base_input),
         )?,
         input_image: times(
             "input_image",

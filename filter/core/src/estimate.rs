@@ -42,6 +42,14 @@
 //! be wrong about which side of a 200k-token threshold it falls) or from the tier the
 //! estimated prompt falls in ([`TierPolicy::AtEstimate`]).
 //!
+//! The service tier: a request reserves at the rates of the tier it asks for (`service_tier`),
+//! and at the dearest tier the model has when it lets the provider choose (OpenAI's `auto`,
+//! the default when absent; Anthropic's `auto`, also its default). A request that enables a
+//! provider-run web search (OpenAI `web_search_options` or a `web_search*` tool, Anthropic's
+//! `web_search_*` tool, Gemini's `googleSearch`) adds the dearest search fee times its
+//! `max_uses` (Anthropic), else one search: the provider decides how many it runs, and
+//! settlement charges what it reports.
+//!
 //! [`include_usage_rewrite`] adds `stream_options.include_usage = true` to streaming OpenAI
 //! chat requests so usage always arrives, splicing bytes so everything else is kept verbatim.
 //!
@@ -54,7 +62,8 @@ use std::fmt;
 use rust_decimal::Decimal;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::pricing::{EffectiveRates, ModelKind, ModelPrice};
+use crate::pricing::{EffectiveRates, ModelKind, ModelPrice, SearchContext, ServiceTier};
+use crate::usage::scan;
 use crate::usage::ApiFormat;
 
 /// An output cap above this is refused as absurd: no model produces 10⁸ tokens in one
@@ -181,6 +190,41 @@ pub struct RequestSummary<'a> {
     pub has_tools: bool,
     /// The prompt estimate (see the module docs for the formula).
     pub prompt_tokens: u64,
+    /// The service tier the request asks for.
+    pub service_tier: TierAsk,
+    /// The provider-run web search the request enables, if any.
+    pub web_search: Option<WebSearchAsk>,
+}
+
+/// The service tier a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TierAsk {
+    /// The provider chooses (OpenAI and Anthropic `auto`, their default): it may serve any
+    /// tier the account has, so the reservation takes the dearest.
+    #[default]
+    Auto,
+    /// This tier and no other (`default`, `flex`, `priority`, Anthropic `standard_only`).
+    Only(ServiceTier),
+}
+
+impl TierAsk {
+    /// The tier `price` is reserved at.
+    pub fn reserved(self, price: &ModelPrice) -> ServiceTier {
+        match self {
+            TierAsk::Auto => price.dearest_service_tier(),
+            TierAsk::Only(tier) => tier,
+        }
+    }
+}
+
+/// A provider-run web search a request enables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WebSearchAsk {
+    /// The context size asked for (OpenAI's `search_context_size`; `medium` when unsaid):
+    /// the fee per search depends on it, and the answer does not repeat it.
+    pub context: SearchContext,
+    /// Most searches the request allows (Anthropic's `max_uses`).
+    pub max_uses: Option<u64>,
 }
 
 /// A worst-case cost and how it was reached (for logs and the reservation).
@@ -290,6 +334,18 @@ pub fn summarize<'a>(
         Field::WrongType => return Err(wrong_type("stream_options", "an object")),
     };
 
+    let service_tier = match (format, &raw.service_tier) {
+        (ApiFormat::OpenAiChat | ApiFormat::OpenAiResponses | ApiFormat::AnthropicMessages, _) => {
+            match &raw.service_tier {
+                Field::Absent | Field::Null => TierAsk::Auto,
+                Field::Value(name) if name == "auto" => TierAsk::Auto,
+                Field::Value(name) => TierAsk::Only(ServiceTier::named(name)),
+                Field::WrongType => return Err(wrong_type("service_tier", "a string")),
+            }
+        }
+        _ => TierAsk::Only(ServiceTier::Standard),
+    };
+
     let prompt_tokens = raw
         .prompt
         .bytes
@@ -308,6 +364,8 @@ pub fn summarize<'a>(
         media_parts: raw.prompt.media,
         has_tools: raw.has_tools,
         prompt_tokens,
+        service_tier,
+        web_search: raw.web_search,
     })
 }
 
@@ -317,9 +375,10 @@ pub fn worst_case(
     price: &ModelPrice,
     cfg: &EstimateConfig,
 ) -> Result<Estimate, EstimateError> {
+    let tier = req.service_tier.reserved(price);
     let rates: EffectiveRates = match cfg.tier_policy {
-        TierPolicy::Highest => price.max_rates(),
-        TierPolicy::AtEstimate => price.rates_for(req.prompt_tokens),
+        TierPolicy::Highest => price.max_rates_at(tier),
+        TierPolicy::AtEstimate => price.rates_at(req.prompt_tokens, tier),
     };
     // The prompt may be written to the cache, which bills above the input rate.
     let prompt_rate = rates
@@ -345,9 +404,20 @@ pub fn worst_case(
 
     let prompt_cost = Decimal::from(req.prompt_tokens).checked_mul(prompt_rate);
     let output_cost = Decimal::from(output_tokens).checked_mul(output_rate);
+    let searches = match (req.web_search, price.tools.web_search) {
+        (Some(ask), Some(fees)) => {
+            let n = price
+                .tools
+                .web_searches_billed(ask.max_uses.unwrap_or(1).max(1));
+            Decimal::from(n).checked_mul(fees.max())
+        }
+        _ => Some(Decimal::ZERO),
+    };
     let cost = prompt_cost
         .zip(output_cost)
         .and_then(|(p, o)| p.checked_add(o))
+        .zip(searches)
+        .and_then(|(c, s)| c.checked_add(s))
         .ok_or(EstimateError::Overflow)?;
     Ok(Estimate {
         prompt_tokens: req.prompt_tokens,
@@ -471,6 +541,8 @@ struct Raw<'a> {
     generation_config: Field<GenConfig>,
     prompt: PromptSize,
     has_tools: bool,
+    service_tier: Field<Cow<'a, str>>,
+    web_search: Option<WebSearchAsk>,
     /// Bit per [`TopKey`] already read, to refuse duplicates.
     seen: u16,
     duplicate: Option<&'static str>,
@@ -490,6 +562,8 @@ enum TopKey {
     GenerationConfig,
     Prompt,
     Tools,
+    ServiceTier,
+    WebSearchOptions,
     Other,
 }
 
@@ -511,6 +585,8 @@ impl TopKey {
                 TopKey::Prompt
             }
             "tools" | "functions" => TopKey::Tools,
+            "service_tier" => TopKey::ServiceTier,
+            "web_search_options" => TopKey::WebSearchOptions,
             _ => TopKey::Other,
         }
     }
@@ -527,6 +603,8 @@ impl TopKey {
             TopKey::Stream => "stream",
             TopKey::StreamOptions => "stream_options",
             TopKey::GenerationConfig => "generationConfig",
+            TopKey::ServiceTier => "service_tier",
+            TopKey::WebSearchOptions => "web_search_options",
             TopKey::Prompt | TopKey::Tools | TopKey::Other => return None,
         })
     }
@@ -596,10 +674,32 @@ impl<'de> Visitor<'de> for TopVisitor {
                 }
                 TopKey::Prompt => map.next_value_seed(SizeSeed(&mut raw.prompt))?,
                 TopKey::Tools => {
+                    // Kept as its bytes: sized like the prompt, and searched for web search.
+                    let tools: &'de serde_json::value::RawValue = map.next_value()?;
                     let before = raw.prompt.bytes;
-                    map.next_value_seed(SizeSeed(&mut raw.prompt))?;
+                    let mut sub = serde_json::Deserializer::from_slice(tools.get().as_bytes());
+                    SizeSeed(&mut raw.prompt)
+                        .deserialize(&mut sub)
+                        .map_err(de::Error::custom)?;
                     // `[]`, `{}` and `null` declare nothing.
                     raw.has_tools |= raw.prompt.bytes.saturating_sub(before) > 4;
+                    if let Some(ask) = web_search_tool(tools.get().as_bytes()) {
+                        raw.web_search = Some(ask);
+                    }
+                }
+                TopKey::ServiceTier => raw.service_tier = map.next_value_seed(ModelSeed)?,
+                TopKey::WebSearchOptions => {
+                    let options: &'de serde_json::value::RawValue = map.next_value()?;
+                    let o = options.get().as_bytes();
+                    if o.first() == Some(&b'{') {
+                        // Valid JSON (a RawValue): the scan cannot fail.
+                        let [size] =
+                            scan::find_members(o, ["search_context_size"]).unwrap_or_default();
+                        raw.web_search = Some(WebSearchAsk {
+                            context: search_context(size),
+                            max_uses: None,
+                        });
+                    }
                 }
                 TopKey::Other => {
                     map.next_value::<IgnoredAny>()?;
@@ -608,6 +708,51 @@ impl<'de> Visitor<'de> for TopVisitor {
         }
         Ok(raw)
     }
+}
+
+/// The search context size a `search_context_size` value token names.
+fn search_context(token: Option<&[u8]>) -> SearchContext {
+    token
+        .and_then(scan::unquote)
+        .and_then(|name| std::str::from_utf8(&name).ok().map(SearchContext::named))
+        .unwrap_or_default()
+}
+
+/// The web search a `tools` array enables: an entry whose `type` starts with `web_search`
+/// (OpenAI `web_search`, `web_search_preview`; Anthropic `web_search_20250305`), or a Gemini
+/// entry with `googleSearch` / `google_search` / `googleSearchRetrieval`. Malformed entries
+/// enable nothing (the body was already checked to be JSON).
+fn web_search_tool(tools: &[u8]) -> Option<WebSearchAsk> {
+    if tools.first() != Some(&b'[') {
+        return None;
+    }
+    let mut found = None;
+    let walked = scan::walk_array(tools, 0, |i| {
+        let end = scan::skip_value(tools, i)?;
+        let entry = tools.get(i..end).unwrap_or_default();
+        let [ty, size, max_uses, g1, g2, g3] = scan::find_members(
+            entry,
+            [
+                "type",
+                "search_context_size",
+                "max_uses",
+                "googleSearch",
+                "google_search",
+                "googleSearchRetrieval",
+            ],
+        )?;
+        let searches = ty
+            .and_then(scan::unquote)
+            .is_some_and(|t| t.starts_with(b"web_search"));
+        if searches || g1.or(g2).or(g3).is_some() {
+            found = Some(WebSearchAsk {
+                context: search_context(size),
+                max_uses: max_uses.and_then(|m| std::str::from_utf8(m).ok()?.parse().ok()),
+            });
+        }
+        Ok::<_, scan::ScanError>(end)
+    });
+    walked.ok().and(found)
 }
 
 /// Reads `model`: a string, borrowed when it has no escapes.
@@ -1554,7 +1699,108 @@ mod tests {
             media_parts: 0,
             has_tools: false,
             prompt_tokens,
+            service_tier: TierAsk::Auto,
+            web_search: None,
         }
+    }
+
+    /// The reservation takes the tier the request asks for, the dearest one when it lets the
+    /// provider choose, and the dearest search fee for every search it allows.
+    #[test]
+    fn tiers_and_web_search_in_the_reservation() {
+        use crate::pricing::{SearchFees, TierRates, ToolFees};
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        let mut price = ModelPrice::flat(d("0.000001"), d("0.000002"));
+        price.service_tiers.insert(
+            ServiceTier::Priority,
+            TierRates {
+                input: Some(d("0.000002")),
+                output: Some(d("0.000004")),
+                ..TierRates::default()
+            },
+        );
+        price.service_tiers.insert(
+            ServiceTier::Flex,
+            TierRates {
+                input: Some(d("0.0000005")),
+                ..TierRates::default()
+            },
+        );
+        price.tools = ToolFees {
+            web_search: Some(SearchFees {
+                low: d("0.025"),
+                medium: d("0.0275"),
+                high: d("0.03"),
+            }),
+            web_search_per_prompt: false,
+        };
+        let cfg = cfg();
+        let read = |body: &str, format| {
+            let s = summarize(body.as_bytes(), format, None, &cfg).unwrap();
+            (s.service_tier, s.web_search)
+        };
+        let chat = ApiFormat::OpenAiChat;
+        let base = r#""model":"m","messages":[],"max_tokens":1000"#;
+        let cost = |body: &str, format| {
+            let s = summarize(body.as_bytes(), format, None, &cfg).unwrap();
+            worst_case(&s, &price, &cfg).unwrap().cost
+        };
+
+        assert_eq!(
+            read(&format!("{{{base}}}"), chat).0,
+            TierAsk::Auto,
+            "absent is auto"
+        );
+        let priority = cost(&format!("{{{base},\"service_tier\":\"priority\"}}"), chat);
+        assert_eq!(
+            cost(&format!("{{{base}}}"), chat),
+            priority,
+            "auto: the dearest"
+        );
+        let default = cost(&format!("{{{base},\"service_tier\":\"default\"}}"), chat);
+        let flex = cost(&format!("{{{base},\"service_tier\":\"flex\"}}"), chat);
+        assert!(
+            flex < default && default < priority,
+            "{flex} {default} {priority}"
+        );
+        let anthropic = ApiFormat::AnthropicMessages;
+        let only = read(
+            &format!("{{{base},\"service_tier\":\"standard_only\"}}"),
+            anthropic,
+        );
+        assert_eq!(only.0, TierAsk::Only(ServiceTier::Standard));
+        assert!(summarize(br#"{"model":"m","service_tier":5}"#, chat, None, &cfg).is_err());
+
+        // web search: chat options, Responses and Anthropic tools, Gemini grounding
+        let with = format!(
+            "{{{base},\"service_tier\":\"default\",\"web_search_options\":{{\"search_context_size\":\"low\"}}}}"
+        );
+        let ask = read(&with, chat).1.unwrap();
+        assert_eq!((ask.context, ask.max_uses), (SearchContext::Low, None));
+        assert_eq!(
+            cost(&with, chat),
+            default + d("0.03"),
+            "one search at the dearest fee"
+        );
+        let tools = r#"{"model":"m","input":"q","tools":[{"type":"function","name":"f"},
+            {"type":"web_search_preview","search_context_size":"high"}]}"#;
+        let ask = read(tools, ApiFormat::OpenAiResponses).1.unwrap();
+        assert_eq!(ask.context, SearchContext::High);
+        let claude = r#"{"model":"m","max_tokens":10,"messages":[],
+            "tools":[{"type":"web_search_20250305","name":"web_search","max_uses":5}]}"#;
+        let ask = read(claude, anthropic).1.unwrap();
+        assert_eq!(ask.max_uses, Some(5));
+        let gemini = r#"{"contents":[],"tools":[{"googleSearch":{}}]}"#;
+        let s = summarize(
+            gemini.as_bytes(),
+            ApiFormat::GeminiGenerateContent,
+            Some("g"),
+            &cfg,
+        );
+        assert!(s.unwrap().web_search.is_some());
+        let plain =
+            r#"{"model":"m","input":"q","tools":[{"type":"function","name":"web_search"}]}"#;
+        assert_eq!(read(plain, ApiFormat::OpenAiResponses).1, None);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! bills the whole request at that row.
 //!
 //! Beyond tokens of text: a [`ServiceTier`] other than standard replaces the rates its entry in
-//! [`ModelPrice::service_tiers`] names ([`ModelPrice::for_service_tier`]); audio and image
+//! [`ModelPrice::service_tiers`] names ([`ModelPrice::rates_at`]); audio and image
 //! tokens have [`ModalityRates`]; provider-run tools bill per call ([`ToolFees`]).
 //!
 //! A token kind the provider bills is never priced at zero because the book lacks its rate:
@@ -457,14 +457,42 @@ impl ModelPrice {
     /// The rates that bill a request whose prompt (cached tokens included) has
     /// `prompt_tokens` tokens, missing cache rates resolved to their fallbacks.
     pub fn rates_for(&self, prompt_tokens: u64) -> EffectiveRates {
-        self.resolve(prompt_tokens).0
+        self.resolve(prompt_tokens, None).0
+    }
+
+    /// [`ModelPrice::rates_for`] as `tier` bills it.
+    pub fn rates_at(&self, prompt_tokens: u64, tier: ServiceTier) -> EffectiveRates {
+        self.resolve(prompt_tokens, self.service_tiers.get(&tier)).0
+    }
+
+    /// The base (untiered) input rate as `tier` bills it: what images and unpriced input
+    /// audio bill at.
+    pub fn base_input_at(&self, tier: ServiceTier) -> Decimal {
+        let overlay = self.service_tiers.get(&tier);
+        overlay.and_then(|t| t.input).unwrap_or(self.rates.input)
+    }
+
+    /// The input audio rate as `tier` bills it, if the book has one.
+    pub fn input_audio_at(&self, tier: ServiceTier) -> Option<Decimal> {
+        let overlay = self.service_tiers.get(&tier);
+        overlay
+            .and_then(|t| t.input_audio)
+            .or(self.modality.input_audio)
     }
 
     /// The rates for `prompt_tokens`, and which cache rates were missing (and so resolved to
     /// a fallback: reads and 5-minute writes to the input rate, 1-hour writes to 5-minute).
-    fn resolve(&self, prompt_tokens: u64) -> (EffectiveRates, Fallbacks) {
+    /// With `service`, the service tier's rates over the standard ones: its base rates over
+    /// the base, its per-threshold rates over that threshold's (no clone of the price: this
+    /// runs for every request).
+    fn resolve(
+        &self,
+        prompt_tokens: u64,
+        service: Option<&TierRates>,
+    ) -> (EffectiveRates, Fallbacks) {
         if let Some(row) = self.range_for(prompt_tokens) {
-            // Range rows are stored resolved (the importer fills them as LiteLLM does).
+            // Range rows are stored resolved (the importer fills them as LiteLLM does), and
+            // LiteLLM prices range tables the same in every service tier.
             return (row.rates, Fallbacks::default());
         }
         let base = &self.rates;
@@ -476,11 +504,25 @@ impl ModelPrice {
         let (mut input, mut output) = (base.input, base.output);
         let (mut read, mut w5, mut w1) =
             (base.cache_read, base.cache_write_5m, base.cache_write_1h);
+        let mut reasoning = base.reasoning;
+        if let Some(s) = service {
+            input = s.input.unwrap_or(input);
+            output = s.output.unwrap_or(output);
+            read = s.cache_read.or(read);
+            w5 = s.cache_write_5m.or(w5);
+            // A tier with its own output rate bills reasoning at it (LiteLLM's
+            // `_resolve_reasoning_token_cost`; no tier in the map has a reasoning rate).
+            if s.output.is_some() {
+                reasoning = None;
+            }
+        }
         if let Some(t) = tier {
-            input = t.input;
-            output = t.output.unwrap_or(output);
-            read = t.cache_read.or(read);
-            w5 = t.cache_write_5m.or(w5);
+            let over = service.and_then(|s| s.above.get(&t.above_prompt_tokens));
+            let over = over.cloned().unwrap_or_default();
+            input = over.input.unwrap_or(t.input);
+            output = over.output.or(t.output).unwrap_or(output);
+            read = over.cache_read.or(t.cache_read).or(read);
+            w5 = over.cache_write_5m.or(t.cache_write_5m).or(w5);
             w1 = t.cache_write_1h.or(w1);
         }
         let fallbacks = Fallbacks {
@@ -498,19 +540,20 @@ impl ModelPrice {
             cache_write_1h: w1.unwrap_or(cache_write_5m),
             // A reasoning rate is not tiered: LiteLLM bills reasoning at the model's own
             // reasoning rate when it has one and at the (tiered) output rate otherwise.
-            reasoning: base.reasoning.unwrap_or(output),
+            reasoning: reasoning.unwrap_or(output),
         };
         (rates, fallbacks)
     }
 
     /// The fallbacks pricing `usage` leans on: a missing rate for a kind of token it has.
     pub fn fallbacks(&self, usage: &crate::usage::Usage) -> Fallbacks {
-        let (_, missing) = self.resolve(usage.prompt_total());
+        let service = self.service_tiers.get(&usage.service_tier);
+        let (_, missing) = self.resolve(usage.prompt_total(), service);
         Fallbacks {
             cache_read: missing.cache_read && usage.cache_read > 0,
             cache_write_5m: missing.cache_write_5m && usage.cache_write_5m > 0,
             cache_write_1h: missing.cache_write_1h && usage.cache_write_1h > 0,
-            input_audio: self.modality.input_audio.is_none() && usage.input_audio > 0,
+            input_audio: self.input_audio_at(usage.service_tier).is_none() && usage.input_audio > 0,
         }
     }
 
@@ -548,7 +591,7 @@ impl ModelPrice {
     /// one whose input and output rates sum highest (standard when no tier is dearer).
     pub fn dearest_service_tier(&self) -> ServiceTier {
         let cost = |tier: ServiceTier| {
-            let r = self.for_service_tier(tier).max_rates();
+            let r = self.max_rates_at(tier);
             r.input.saturating_add(r.output)
         };
         self.service_tiers
@@ -625,12 +668,17 @@ impl ModelPrice {
     /// The highest rate of any kind this model can bill at: the rate a worst-case estimate
     /// uses for tokens whose kind is not known in advance.
     pub fn max_rates(&self) -> EffectiveRates {
+        self.max_rates_at(ServiceTier::Standard)
+    }
+
+    /// [`ModelPrice::max_rates`] as `tier` bills it.
+    pub fn max_rates_at(&self, tier: ServiceTier) -> EffectiveRates {
         let tiered = self
             .tiers
             .iter()
-            .map(|t| self.rates_for(t.above_prompt_tokens.saturating_add(1)));
+            .map(|t| self.rates_at(t.above_prompt_tokens.saturating_add(1), tier));
         let ranged = self.ranges.iter().map(|r| r.rates);
-        std::iter::once(self.rates_for(0))
+        std::iter::once(self.rates_at(0, tier))
             .chain(tiered)
             .chain(ranged)
             .fold(EffectiveRates::default(), |m, r| EffectiveRates {

@@ -26,7 +26,7 @@ use crate::pricing::{SearchContext, ServiceTier};
 mod error;
 mod json;
 mod provider;
-mod scan;
+pub(crate) mod scan;
 mod sse;
 
 pub use error::{UsageError, MAX_TOKENS};
