@@ -9,9 +9,9 @@ use std::sync::OnceLock;
 use anyhow::{Context as _, Result};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use tollgate_core::pricing::{litellm, PriceBook};
+use tollgate_core::pricing::{litellm, PriceBook, SearchContext, ServiceTier};
 use tollgate_upstream::envoy::workspace_root;
-use tollgate_upstream::{usage_for, Api, Controls, Usage};
+use tollgate_upstream::{usage_for, Api, Controls, Tier, Usage};
 
 /// litellm's bundled price map in the workspace's `.venv`.
 pub fn litellm_map_path() -> Result<PathBuf> {
@@ -61,7 +61,39 @@ pub fn core_usage(u: &Usage) -> tollgate_core::usage::Usage {
         cache_write_1h: u.cache_write_1h,
         output: u.output,
         reasoning: u.reasoning,
+        input_audio: u.input_audio,
+        output_audio: u.output_audio,
+        web_searches: u.web_searches,
+        service_tier: match u.tier {
+            Tier::Default => ServiceTier::Standard,
+            Tier::Priority => ServiceTier::Priority,
+            Tier::Flex => ServiceTier::Flex,
+        },
         ..Default::default()
+    }
+}
+
+/// The web-search context size `request` asks for, as the filter reads it.
+fn search_context(api: Api, request: &Value) -> Result<SearchContext> {
+    let body = serde_json::to_vec(request)?;
+    let summary = tollgate_core::estimate::summarize(
+        &body,
+        format(api),
+        Some("model"),
+        &tollgate_core::estimate::EstimateConfig::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("the filter would refuse this request: {e}"))?;
+    Ok(summary.web_search.map(|w| w.context).unwrap_or_default())
+}
+
+fn format(api: Api) -> tollgate_core::usage::ApiFormat {
+    use tollgate_core::usage::ApiFormat;
+    match api {
+        Api::OpenAiChat => ApiFormat::OpenAiChat,
+        Api::OpenAiResponses => ApiFormat::OpenAiResponses,
+        Api::OpenAiEmbeddings => ApiFormat::OpenAiEmbeddings,
+        Api::AnthropicMessages => ApiFormat::AnthropicMessages,
+        Api::Gemini => ApiFormat::GeminiGenerateContent,
     }
 }
 
@@ -82,7 +114,9 @@ pub fn expected(
     let (_, price) = book
         .lookup(model, Some(provider(api)))
         .with_context(|| format!("no price for {model:?}"))?;
-    let cost = tollgate_core::cost::cost(price, &core_usage(&usage))
+    let mut priced = core_usage(&usage);
+    priced.search_context = search_context(api, request)?;
+    let cost = tollgate_core::cost::cost(price, &priced)
         .map_err(|e| anyhow::anyhow!("pricing {model}: {e}"))?;
     Ok((usage, cost.total))
 }
@@ -92,17 +126,9 @@ pub fn expected(
 /// limits. What a request charged by the `charge_estimate` policy costs.
 pub fn worst_case(book: &PriceBook, api: Api, request: &Value) -> Result<Decimal> {
     use tollgate_core::estimate::{summarize, worst_case, EstimateConfig};
-    use tollgate_core::usage::ApiFormat;
-    let format = match api {
-        Api::OpenAiChat => ApiFormat::OpenAiChat,
-        Api::OpenAiResponses => ApiFormat::OpenAiResponses,
-        Api::OpenAiEmbeddings => ApiFormat::OpenAiEmbeddings,
-        Api::AnthropicMessages => ApiFormat::AnthropicMessages,
-        Api::Gemini => ApiFormat::GeminiGenerateContent,
-    };
     let body = serde_json::to_vec(request)?;
     let cfg = EstimateConfig::default();
-    let summary = summarize(&body, format, None, &cfg)
+    let summary = summarize(&body, format(api), None, &cfg)
         .map_err(|e| anyhow::anyhow!("the filter would refuse this request: {e}"))?;
     let (_, price) = book
         .lookup(&summary.model, Some(provider(api)))

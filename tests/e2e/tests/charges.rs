@@ -8,6 +8,11 @@
 //! - The model the provider says served the request is the one priced (JSON and streams, each
 //!   provider), and Gemini is priced by the model in its path, not a `model` in the body.
 //! - A request's own output cap bounds its reservation even above the price book's.
+//! - What providers bill beyond tokens of text (issue "Meter what the providers actually
+//!   bill"): the service tier that served (OpenAI `service_tier`, Anthropic
+//!   `usage.service_tier`), web searches (Responses `web_search_call` items, Anthropic
+//!   `server_tool_use`, Gemini grounding), audio tokens; and the reservation at the dearest
+//!   tier a request lets the provider choose.
 //!
 //! `cargo test -p tollgate-tests --test charges -- --nocapture`
 
@@ -22,7 +27,7 @@ use tollgate_tests::pricing::{expected, litellm_book, worst_case};
 use tollgate_tests::{Chain, Stack};
 use tollgate_upstream::{Api, Controls};
 
-use common::{client, ledger_reaches, ledger_rows};
+use common::{client, ledger_details, ledger_reaches, ledger_rows};
 
 /// Sends `body` to `path` with `chain`'s key in `key_header` and extra headers; the status
 /// and the whole body.
@@ -341,4 +346,192 @@ fn a_request_cap_above_the_book_bounds_the_reservation() {
         &body(60_000),
     );
     assert_eq!(status, 200, "{text}");
+}
+
+#[test]
+fn tiers_searches_and_audio_are_billed_as_the_provider_reports_them() {
+    let Some(stack) = common::stack() else { return };
+    let book = litellm_book().unwrap();
+    let chain = funded(&stack, "beyond-text", "5");
+    stack.wait_for_sync().unwrap();
+    let url = stack.url();
+    let say = |extra: Value| {
+        let mut body = json!({"model": "gpt-4o-mini", "max_tokens": 20,
+                              "messages": [{"role": "user", "content": "bill me right"}]});
+        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+            b.extend(e);
+        }
+        body
+    };
+    let responses = json!({"model": "gpt-4.1", "input": "search the web", "max_output_tokens": 30,
+                           "tools": [{"type": "web_search", "search_context_size": "high"}]});
+    let claude = json!({"model": "claude-sonnet-4-5", "max_tokens": 30,
+                        "messages": [{"role": "user", "content": "search"}],
+                        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]});
+    let gemini = json!({"contents": [{"role": "user", "parts": [{"text": "who won"}]}],
+                        "tools": [{"googleSearch": {}}],
+                        "generationConfig": {"maxOutputTokens": 20}});
+    // (api, path, key header, mock headers, body, what the ledger detail must say)
+    type Case<'a> = (Api, &'a str, &'a str, Vec<(&'a str, &'a str)>, Value, Value);
+    let cases: Vec<Case> = vec![
+        // The project serves `auto` at priority: priced at gpt-4o-mini's priority rates.
+        (
+            Api::OpenAiChat,
+            "/v1/chat/completions",
+            "authorization",
+            vec![("x-mock-service-tier", "priority")],
+            say(json!({})),
+            json!({"service_tier": "priority"}),
+        ),
+        (
+            Api::OpenAiChat,
+            "/v1/chat/completions",
+            "authorization",
+            vec![("x-mock-service-tier", "priority")],
+            say(json!({"stream": true, "stream_options": {"include_usage": true}})),
+            json!({"service_tier": "priority"}),
+        ),
+        // Asked for flex, served flex: gpt-5-mini's flex rates.
+        (
+            Api::OpenAiChat,
+            "/v1/chat/completions",
+            "authorization",
+            vec![],
+            say(json!({"model": "gpt-5-mini", "service_tier": "flex"})),
+            json!({"service_tier": "flex"}),
+        ),
+        // Audio in and out: gpt-4o-audio-preview's audio rates.
+        (
+            Api::OpenAiChat,
+            "/v1/chat/completions",
+            "authorization",
+            vec![
+                ("x-mock-input-audio-tokens", "600"),
+                ("x-mock-output-audio-tokens", "240"),
+            ],
+            say(json!({"model": "gpt-4o-audio-preview"})),
+            json!({"usage": {"input_audio": 600, "output_audio": 240}}),
+        ),
+        // Two searches at the high context size the request asked for.
+        (
+            Api::OpenAiResponses,
+            "/v1/responses",
+            "authorization",
+            vec![("x-mock-web-searches", "2")],
+            responses,
+            json!({"usage": {"web_searches": 2}, "search_context": "high"}),
+        ),
+        (
+            Api::AnthropicMessages,
+            "/v1/messages",
+            "x-api-key",
+            vec![
+                ("x-mock-web-searches", "3"),
+                ("x-mock-service-tier", "priority"),
+            ],
+            claude,
+            json!({"usage": {"web_searches": 3}, "service_tier": "priority"}),
+        ),
+        // Gemini 2.5 bills one grounded prompt however many queries it ran.
+        (
+            Api::Gemini,
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            "x-goog-api-key",
+            vec![("x-mock-web-searches", "4")],
+            gemini,
+            json!({"usage": {"web_searches": 4}}),
+        ),
+    ];
+    let mut total = Decimal::ZERO;
+    for (i, (api, path, key_header, headers, body, want)) in cases.iter().enumerate() {
+        let (status, text) = post(&url, &chain, path, key_header, headers, body);
+        assert_eq!(status, 200, "case {i}: {text}");
+        let mut priced = body.clone();
+        if *api == Api::Gemini {
+            priced["model"] = json!("gemini-2.5-flash");
+        }
+        let controls = Controls::from_headers(&header_map(headers)).unwrap();
+        let (_, cost) = expected(book, *api, &priced, &controls).unwrap();
+        total += cost;
+        ledger_reaches(
+            &stack,
+            "key",
+            &chain.key_id,
+            Spend {
+                requests: i as u64 + 1,
+                total_usd: total,
+            },
+        );
+        let detail = ledger_details(&stack, &chain.key_id).pop().unwrap();
+        for (k, v) in want.as_object().unwrap() {
+            match v {
+                Value::Object(inner) => {
+                    for (ik, iv) in inner {
+                        assert_eq!(&detail[k][ik], iv, "case {i} {k}.{ik}: {detail}");
+                    }
+                }
+                v => assert_eq!(&detail[k], v, "case {i} {k}: {detail}"),
+            }
+        }
+        // What a search or the tier adds is a cost bucket of its own.
+        if want["usage"]["web_searches"].is_u64() {
+            assert!(
+                detail["cost"]["web_search"].is_string(),
+                "case {i}: {detail}"
+            );
+        }
+    }
+}
+
+/// A request that lets the provider choose its tier reserves at the dearest tier the model
+/// has: a budget between the standard and the priority worst case admits the request that
+/// asks for `default` and refuses the one that says nothing (OpenAI's `auto`).
+#[test]
+fn auto_tier_reserves_the_dearest_tier() {
+    let Some(stack) = common::stack() else { return };
+    let book = litellm_book().unwrap();
+    let body = |tier: Option<&str>| {
+        let mut b = json!({"model": "gpt-4o-mini", "max_tokens": 100_000,
+                           "messages": [{"role": "user", "content": "how dear"}]});
+        if let Some(t) = tier {
+            b["service_tier"] = json!(t);
+        }
+        b
+    };
+    let standard = worst_case(book, Api::OpenAiChat, &body(Some("default"))).unwrap();
+    let auto = worst_case(book, Api::OpenAiChat, &body(None)).unwrap();
+    assert!(auto > standard, "{auto} vs {standard}");
+    let limit = (standard + auto) / Decimal::TWO;
+    let chain = funded(&stack, "auto-tier", &limit.round_dp(6).to_string());
+    stack.wait_for_sync().unwrap();
+    let url = stack.url();
+    let (status, text) = post(
+        &url,
+        &chain,
+        "/v1/chat/completions",
+        "authorization",
+        &[],
+        &body(None),
+    );
+    assert_eq!(status, 429, "auto reserves at priority: {text}");
+    let (status, text) = post(
+        &url,
+        &chain,
+        "/v1/chat/completions",
+        "authorization",
+        &[],
+        &body(Some("default")),
+    );
+    assert_eq!(status, 200, "default reserves at standard rates: {text}");
+}
+
+fn header_map(headers: &[(&str, &str)]) -> reqwest::header::HeaderMap {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    map
 }

@@ -25,7 +25,8 @@ fn usage(u: &Usage, output_tokens: u64) -> Value {
             "ephemeral_1h_input_tokens": u.cache_write_1h,
         },
         "output_tokens": output_tokens,
-        "service_tier": "standard",
+        "server_tool_use": {"web_search_requests": u.web_searches, "web_fetch_requests": 0},
+        "service_tier": u.tier.anthropic(),
     })
 }
 

@@ -52,6 +52,16 @@ fn response(plan: &Plan, response_id: &str, text: &str, final_: bool) -> Value {
     if final_ {
         if let Value::Object(c) = &mut candidate {
             c.insert("finishReason".into(), finish_reason(plan).into());
+            // Grounding with Google Search: the queries it ran, on the final candidate.
+            if plan.usage.web_searches > 0 {
+                let queries: Vec<String> = (0..plan.usage.web_searches)
+                    .map(|i| format!("mock query {i}"))
+                    .collect();
+                c.insert(
+                    "groundingMetadata".into(),
+                    json!({"webSearchQueries": queries, "groundingChunks": []}),
+                );
+            }
         }
     }
     json!({

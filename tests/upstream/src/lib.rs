@@ -86,7 +86,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use server::router;
-pub use usage::{usage_for, Api, Controls, Usage};
+pub use usage::{usage_for, Api, Controls, Tier, Usage};
 
 /// Server options.
 #[derive(Debug, Clone, Default)]

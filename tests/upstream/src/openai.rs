@@ -47,11 +47,11 @@ fn chat_usage(u: &Usage) -> ChatUsage {
         total_tokens: prompt + u.output,
         prompt_tokens_details: PromptDetails {
             cached_tokens: u.cache_read,
-            audio_tokens: 0,
+            audio_tokens: u.input_audio,
         },
         completion_tokens_details: CompletionDetails {
             reasoning_tokens: u.reasoning,
-            audio_tokens: 0,
+            audio_tokens: u.output_audio,
             accepted_prediction_tokens: 0,
             rejected_prediction_tokens: 0,
         },
@@ -114,7 +114,7 @@ pub fn chat_json(plan: &Plan, ids: &Ids) -> Vec<u8> {
             finish_reason: finish_reason(plan),
         }],
         usage: chat_usage(&plan.usage),
-        service_tier: "default",
+        service_tier: plan.usage.tier.openai(),
         system_fingerprint: None,
     };
     serde_json::to_vec(&body).unwrap_or_default()
@@ -164,7 +164,7 @@ pub fn chat_events(plan: &Plan, ids: &Ids) -> Vec<Bytes> {
             object: "chat.completion.chunk",
             created: ids.created,
             model: &plan.model,
-            service_tier: "default",
+            service_tier: plan.usage.tier.openai(),
             system_fingerprint: None,
             choices,
             usage,
@@ -249,7 +249,16 @@ fn response_object(plan: &Plan, resp_id: &str, item_id: &str, created: u64, done
             .hit_limit
             .then(|| json!({"reason": "max_output_tokens"}));
         let item = message_item(item_id, status, vec![output_text_part(&text)]);
-        (status, incomplete, vec![item], responses_usage(&plan.usage))
+        // Each search the model ran is a `web_search_call` item before the message.
+        let mut output: Vec<Value> = (0..plan.usage.web_searches)
+            .map(|i| {
+                json!({"type": "web_search_call", "id": format!("ws_{item_id}_{i}"),
+                       "status": "completed",
+                       "action": {"type": "search", "query": format!("mock query {i}")}})
+            })
+            .collect();
+        output.push(item);
+        (status, incomplete, output, responses_usage(&plan.usage))
     } else {
         ("in_progress", None, vec![], Value::Null)
     };
@@ -269,7 +278,7 @@ fn response_object(plan: &Plan, resp_id: &str, item_id: &str, created: u64, done
         "parallel_tool_calls": true,
         "previous_response_id": null,
         "reasoning": {"effort": null, "summary": null},
-        "service_tier": "default",
+        "service_tier": plan.usage.tier.openai(),
         "store": false,
         "temperature": 1.0,
         "text": {"format": {"type": "text"}},

@@ -87,6 +87,58 @@ pub struct Controls {
     /// OpenAI and Anthropic answers, Gemini's `modelVersion`), as a provider does when it
     /// resolves an alias to a dated snapshot or routes to another model.
     pub served_model: Option<String>,
+    /// `x-mock-service-tier: T` (`default`, `priority`, `flex`): the tier the mock's "project"
+    /// serves a request at when the request lets the provider choose (OpenAI and Anthropic
+    /// `auto`, their default). A request naming a tier is served at it, as OpenAI does.
+    pub service_tier: Option<Tier>,
+    /// `x-mock-web-searches: N`: searches run for a request that enables a web-search tool
+    /// (1 when unsaid); a request without one runs none, whatever the header says.
+    pub web_searches: Option<u64>,
+    /// `x-mock-input-audio-tokens` / `x-mock-output-audio-tokens`: audio tokens inside the
+    /// prompt and the output (OpenAI chat's `*_tokens_details.audio_tokens`).
+    pub input_audio: u64,
+    /// See `input_audio`.
+    pub output_audio: u64,
+}
+
+/// A service tier as the providers name it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Tier {
+    /// OpenAI `default`, Anthropic `standard`.
+    #[default]
+    Default,
+    /// `priority` at both.
+    Priority,
+    /// OpenAI `flex` (Anthropic has none: `standard`).
+    Flex,
+}
+
+impl Tier {
+    fn named(name: &str) -> Option<Tier> {
+        match name {
+            "default" | "standard" | "standard_only" => Some(Tier::Default),
+            "priority" => Some(Tier::Priority),
+            "flex" => Some(Tier::Flex),
+            _ => None,
+        }
+    }
+
+    /// OpenAI's name of the tier.
+    pub fn openai(self) -> &'static str {
+        match self {
+            Tier::Default => "default",
+            Tier::Priority => "priority",
+            Tier::Flex => "flex",
+        }
+    }
+
+    /// Anthropic's name of the tier.
+    pub fn anthropic(self) -> &'static str {
+        match self {
+            Tier::Priority => "priority",
+            Tier::Default | Tier::Flex => "standard",
+        }
+    }
 }
 
 /// Largest `x-mock-pad-bytes`.
@@ -119,6 +171,16 @@ impl Controls {
             output_tokens: num("x-mock-output-tokens")?,
             status,
             truncate_after: num("x-mock-truncate-after")?,
+            service_tier: match headers.get("x-mock-service-tier").map(|v| v.to_str()) {
+                None => None,
+                Some(Ok(t)) => Some(Tier::named(t.trim()).ok_or_else(|| {
+                    "x-mock-service-tier: expected default, priority or flex".to_string()
+                })?),
+                Some(Err(_)) => return Err("x-mock-service-tier: not text".into()),
+            },
+            web_searches: num("x-mock-web-searches")?,
+            input_audio: num("x-mock-input-audio-tokens")?.unwrap_or(0),
+            output_audio: num("x-mock-output-audio-tokens")?.unwrap_or(0),
             served_model: match headers.get("x-mock-served-model").map(|v| v.to_str()) {
                 None => None,
                 Some(Ok(m)) if !m.trim().is_empty() => Some(m.trim().to_owned()),
@@ -156,12 +218,23 @@ pub struct Usage {
     pub output: u64,
     /// The part of `output` spent on reasoning (`x-mock-reasoning-tokens`).
     pub reasoning: u64,
+    /// The part of `input_uncached` that was audio (OpenAI chat only).
+    pub input_audio: u64,
+    /// The part of `output` that was audio (OpenAI chat only).
+    pub output_audio: u64,
+    /// Web searches run (requests that enable a web-search tool).
+    pub web_searches: u64,
+    /// The tier that served the request.
+    pub tier: Tier,
 }
 
 impl Usage {
-    /// Visible output tokens: the filler words in the reply.
+    /// Visible output tokens: the filler words in the reply (audio output is the reply's
+    /// spoken form, reported apart).
     pub fn text_tokens(&self) -> u64 {
-        self.output.saturating_sub(self.reasoning)
+        self.output
+            .saturating_sub(self.reasoning)
+            .saturating_sub(self.output_audio)
     }
 
     /// All prompt tokens, cached ones included (OpenAI `prompt_tokens`, Gemini
@@ -307,6 +380,12 @@ pub fn plan(
         (_, Some(cap)) => (cap.min(natural), cap < natural),
         (_, None) => (DEFAULT_MAX_OUTPUT_TOKENS.min(natural), false),
     };
+    let web_searches = if enables_web_search(api, request) {
+        controls.web_searches.unwrap_or(1)
+    } else {
+        0
+    };
+    let tier = served_tier(api, request, controls);
     let usage = match api {
         Api::OpenAiEmbeddings => Usage {
             input_uncached: input,
@@ -319,16 +398,27 @@ pub fn plan(
             cache_write_1h: controls.cache_write_1h,
             output: text + controls.reasoning_tokens,
             reasoning: controls.reasoning_tokens,
+            web_searches,
+            tier,
+            ..Usage::default()
         },
-        // OpenAI and Gemini report no cache writes.
-        Api::OpenAiChat | Api::OpenAiResponses | Api::Gemini => Usage {
-            input_uncached: input,
-            cache_read: controls.cached_tokens,
-            cache_write_5m: 0,
-            cache_write_1h: 0,
-            output: text + controls.reasoning_tokens,
-            reasoning: controls.reasoning_tokens,
-        },
+        // OpenAI and Gemini report no cache writes; audio is OpenAI chat's.
+        Api::OpenAiChat | Api::OpenAiResponses | Api::Gemini => {
+            let chat = api == Api::OpenAiChat;
+            let input_audio = if chat { controls.input_audio } else { 0 };
+            let output_audio = if chat { controls.output_audio } else { 0 };
+            Usage {
+                input_uncached: input + input_audio,
+                cache_read: controls.cached_tokens,
+                output: text + controls.reasoning_tokens + output_audio,
+                reasoning: controls.reasoning_tokens,
+                input_audio,
+                output_audio,
+                web_searches,
+                tier,
+                ..Usage::default()
+            }
+        }
     };
     let inputs = match request.get("input") {
         Some(Value::Array(items)) if items.iter().all(|i| i.is_string() || i.is_array()) => {
@@ -346,6 +436,42 @@ pub fn plan(
         usage,
         inputs,
     })
+}
+
+/// Whether the request enables the provider's web search: OpenAI chat `web_search_options`,
+/// a `web_search*` tool (OpenAI Responses, Anthropic `web_search_20250305`), Gemini's
+/// `googleSearch` tool.
+fn enables_web_search(api: Api, request: &Value) -> bool {
+    if api == Api::OpenAiChat
+        && request
+            .get("web_search_options")
+            .is_some_and(Value::is_object)
+    {
+        return true;
+    }
+    let tools = request.get("tools").and_then(Value::as_array);
+    tools.into_iter().flatten().any(|t| {
+        let typed = t.get("type").and_then(Value::as_str);
+        typed.is_some_and(|ty| ty.starts_with("web_search"))
+            || ["googleSearch", "google_search"]
+                .iter()
+                .any(|k| t.get(k).is_some())
+    })
+}
+
+/// The tier that serves a request: the one it names, else the project's (`x-mock-service-tier`,
+/// standard by default). Gemini answers name no tier.
+fn served_tier(api: Api, request: &Value, controls: &Controls) -> Tier {
+    if api == Api::Gemini || api == Api::OpenAiEmbeddings {
+        return Tier::Default;
+    }
+    let asked = request.get("service_tier").and_then(Value::as_str);
+    match asked.and_then(Tier::named) {
+        // Anthropic's `standard_only` only keeps a request off priority.
+        Some(t) if api != Api::AnthropicMessages => t,
+        Some(_) => Tier::Default,
+        None => controls.service_tier.unwrap_or_default(),
+    }
 }
 
 /// The usage the mock reports for `request` (a JSON body) sent to `api` with `controls`.

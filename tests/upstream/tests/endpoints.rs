@@ -174,6 +174,10 @@ fn from_anthropic_usage(u: &Value) -> Usage {
         output: u["output_tokens"].as_u64().unwrap(),
         // Anthropic does not report reasoning apart; the test compares it separately.
         reasoning: 0,
+        web_searches: u["server_tool_use"]["web_search_requests"]
+            .as_u64()
+            .unwrap(),
+        ..Usage::default()
     }
 }
 

@@ -289,3 +289,16 @@ pub fn ledger_rows(stack: &Stack, key_id: &str) -> Vec<LedgerRow> {
         key_id,
     )
 }
+
+/// Every ledger row's `detail` (its token counts, service tier, search context and cost
+/// buckets as JSON) of one key, oldest first.
+pub fn ledger_details(stack: &Stack, key_id: &str) -> Vec<serde_json::Value> {
+    let rows: Vec<(String,)> = ledger_query(
+        stack,
+        "SELECT detail FROM usage_events WHERE key_id = ?1 ORDER BY seq",
+        key_id,
+    );
+    rows.iter()
+        .map(|(d,)| serde_json::from_str(d).unwrap())
+        .collect()
+}
