@@ -123,16 +123,61 @@ pub struct CostArgs {
     /// A LiteLLM price map or a Tollgate price book (`{"version":…,"models":{…}}`).
     #[arg(long, env = "TOLLGATE_PRICES_FILE")]
     pub prices_file: PathBuf,
-    /// The model, as the request named it.
-    #[arg(long, env = "TOLLGATE_MODEL")]
-    pub model: String,
+    /// The model, as the request named it (with `--response`: only when neither the answer
+    /// nor `--request` names one).
+    #[arg(long, env = "TOLLGATE_MODEL", required_unless_present = "response")]
+    pub model: Option<String>,
     /// The provider's usage object as JSON (OpenAI Chat / Responses, Anthropic Messages,
     /// Gemini), or Tollgate's normalised usage.
-    #[arg(long, env = "TOLLGATE_USAGE")]
-    pub usage: String,
+    #[arg(
+        long,
+        env = "TOLLGATE_USAGE",
+        conflicts_with = "response",
+        required_unless_present = "response"
+    )]
+    pub usage: Option<String>,
+    /// A whole provider answer: a JSON body or a recorded stream (SSE), priced as the filter
+    /// settles it (the served model when the book prices it, the tier that served, searches).
+    #[arg(long, env = "TOLLGATE_RESPONSE", requires = "api")]
+    pub response: Option<PathBuf>,
+    /// The provider API the answer speaks.
+    #[arg(long, value_enum)]
+    pub api: Option<ApiArg>,
+    /// The request the answer is for (JSON): its model, and the web-search context size it
+    /// asked for (the answer does not repeat it); also prints what the filter reserved.
+    #[arg(long, requires = "response")]
+    pub request: Option<PathBuf>,
     /// Provider hint for the price lookup (`gemini`, `anthropic`, ...).
     #[arg(long, env = "TOLLGATE_PROVIDER")]
     pub provider: Option<String>,
+}
+
+/// A provider API, for `tollgate cost --api`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ApiArg {
+    /// `POST /v1/chat/completions`.
+    OpenaiChat,
+    /// `POST /v1/responses`.
+    OpenaiResponses,
+    /// `POST /v1/embeddings`.
+    OpenaiEmbeddings,
+    /// `POST /v1/messages`.
+    AnthropicMessages,
+    /// `models/*:generateContent` and `:streamGenerateContent`.
+    Gemini,
+}
+
+impl From<ApiArg> for tollgate_core::usage::ApiFormat {
+    fn from(a: ApiArg) -> Self {
+        use tollgate_core::usage::ApiFormat;
+        match a {
+            ApiArg::OpenaiChat => ApiFormat::OpenAiChat,
+            ApiArg::OpenaiResponses => ApiFormat::OpenAiResponses,
+            ApiArg::OpenaiEmbeddings => ApiFormat::OpenAiEmbeddings,
+            ApiArg::AnthropicMessages => ApiFormat::AnthropicMessages,
+            ApiArg::Gemini => ApiFormat::GeminiGenerateContent,
+        }
+    }
 }
 
 /// Where the API is and the admin token.
@@ -402,8 +447,26 @@ fn cost(args: CostArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&args.prices_file)
         .with_context(|| format!("cannot read {}", args.prices_file.display()))?;
     let book = read_price_file(&bytes)?;
-    let usage: Value = serde_json::from_str(&args.usage).context("--usage is not JSON")?;
-    let q = crate::quote::quote(&book, &args.model, args.provider.as_deref(), &usage)?;
+    if let (Some(path), Some(api)) = (&args.response, args.api) {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        let answer = read(path)?;
+        let request = args.request.as_ref().map(read).transpose()?;
+        let q = crate::quote::quote_answer(
+            &book,
+            api.into(),
+            &answer,
+            request.as_deref(),
+            args.model.as_deref(),
+        )?;
+        println!("{}", serde_json::to_string(&q)?);
+        return Ok(());
+    }
+    let (Some(model), Some(usage)) = (&args.model, &args.usage) else {
+        anyhow::bail!("give --model and --usage, or --response with --api");
+    };
+    let usage: Value = serde_json::from_str(usage).context("--usage is not JSON")?;
+    let q = crate::quote::quote(&book, model, args.provider.as_deref(), &usage)?;
     println!("{}", serde_json::to_string(&q)?);
     Ok(())
 }

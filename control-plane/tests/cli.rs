@@ -472,3 +472,104 @@ fn serve_and_admin_verbs() {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
 }
+
+/// `tollgate cost --response` prices a whole provider answer as the filter settles it: the
+/// served model, the tier that served, the searches it ran at the context the request asked
+/// for; JSON bodies and recorded streams (the golden fixtures of core's usage tests).
+#[test]
+fn cost_prices_a_whole_answer_as_the_filter_settles_it() {
+    let dir = TempDir::new("cost-answer");
+    let prices = dir.file(
+        "prices.json",
+        &json!({
+            "gpt-5": {"litellm_provider": "openai", "mode": "chat",
+                      "input_cost_per_token": 1.25e-06, "output_cost_per_token": 1e-05,
+                      "input_cost_per_token_flex": 6.25e-07, "output_cost_per_token_flex": 5e-06,
+                      "search_context_cost_per_query": {"search_context_size_low": 0.025,
+                          "search_context_size_medium": 0.0275, "search_context_size_high": 0.03}},
+            "gpt-4o": {"litellm_provider": "openai", "mode": "chat",
+                       "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
+                       "cache_read_input_token_cost": 1.25e-06,
+                       "input_cost_per_token_priority": 4.25e-06, "output_cost_per_token_priority": 1.7e-05,
+                       "cache_read_input_token_cost_priority": 2.125e-06},
+            "claude-sonnet-4-5": {"litellm_provider": "anthropic", "mode": "chat",
+                                  "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05}
+        })
+        .to_string(),
+    );
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../filter/core/tests/fixtures/usage");
+    let request = dir.file(
+        "request.json",
+        r#"{"model": "gpt-5", "input": "q",
+            "tools": [{"type": "web_search", "search_context_size": "low"}]}"#,
+    );
+    let answer = |file: &str, api: &str, extra: &[&str]| -> Value {
+        let path = fixtures.join(file);
+        let mut args = vec![
+            "cost",
+            "--prices-file",
+            prices.to_str().unwrap(),
+            "--api",
+            api,
+            "--response",
+            path.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let o = run(&mut tollgate(&args));
+        assert!(o.status.success(), "{file}: {}", stderr(&o));
+        serde_json::from_str(stdout(&o).trim()).unwrap()
+    };
+    // Flex (input 8412 × 0.625/M, output 486 × 5/M, reasoning 448 × 5/M) and two searches at
+    // the low context the request asked for (2 × 0.025).
+    let v = answer(
+        "openai_responses_web_search.json",
+        "openai-responses",
+        &["--request", request.to_str().unwrap()],
+    );
+    assert_eq!(v["priced_as"], "gpt-5", "{v}");
+    assert_eq!(v["served_model"], "gpt-5-2025-08-07");
+    assert_eq!(v["usage"]["service_tier"], "flex");
+    assert_eq!(v["usage"]["web_searches"], 2);
+    assert_eq!(v["cost"]["web_search"], "0.05");
+    assert_eq!(v["total_usd"], "0.0599275", "{v}");
+    assert!(v["reserved_usd"].is_string(), "{v}");
+    // Without the request the context is the default, medium.
+    let v = answer("openai_responses_web_search.json", "openai-responses", &[]);
+    assert_eq!(v["cost"]["web_search"], "0.055");
+    // A recorded stream served at priority: 141 × 4.25/M + 1792 cached × 2.125/M + 12 × 17/M.
+    let v = answer("openai_chat_priority.sse", "openai-chat", &[]);
+    assert_eq!(v["complete"], true);
+    assert_eq!(v["usage"]["service_tier"], "priority");
+    assert_eq!(v["total_usd"], "0.00461125", "{v}");
+    // A stream cut short (no `message_stop`) says so: the filter charges it by policy.
+    let recorded = std::fs::read_to_string(fixtures.join("anthropic_messages.sse")).unwrap();
+    let stop = recorded.find("event: message_stop").unwrap();
+    let cut = dir.file("cut.sse", &recorded[..stop]);
+    let o = run(&mut tollgate(&[
+        "cost",
+        "--prices-file",
+        prices.to_str().unwrap(),
+        "--api",
+        "anthropic-messages",
+        "--response",
+        cut.to_str().unwrap(),
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["complete"], false, "{v}");
+    assert_eq!(v["priced_as"], "claude-sonnet-4-5", "{v}");
+    // No answer at all is an error naming it.
+    let empty = dir.file("empty.json", "{}");
+    let o = run(&mut tollgate(&[
+        "cost",
+        "--prices-file",
+        prices.to_str().unwrap(),
+        "--api",
+        "openai-chat",
+        "--response",
+        empty.to_str().unwrap(),
+    ]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("response"), "{}", stderr(&o));
+}
