@@ -35,6 +35,18 @@ struct Golden {
 
 const JSON_GOLDEN: &[Golden] = &[
     Golden {
+        file: "gemini_audio_image.json",
+        format: ApiFormat::GeminiGenerateContent,
+        usage: Usage {
+            input_uncached: 1580,
+            output: 1310,
+            input_audio: 1560,  // promptTokensDetails AUDIO
+            output_image: 1290, // candidatesTokensDetails IMAGE
+            ..Usage::ZERO
+        },
+        end_mark: "",
+    },
+    Golden {
         file: "openai_chat_audio_priority.json",
         format: ApiFormat::OpenAiChat,
         usage: Usage {
@@ -728,6 +740,7 @@ fn served_model_is_read_from_every_fixture() {
             "openai_responses_web_search.json" => "gpt-5-2025-08-07",
             "anthropic_messages_web_search_priority.json" => "claude-sonnet-4-5-20250929",
             "gemini_grounding.json" => "gemini-2.5-flash",
+            "gemini_audio_image.json" => "gemini-2.5-flash-image",
             other => panic!("no served model written down for {other}"),
         }
     };

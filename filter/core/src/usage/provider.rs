@@ -359,6 +359,73 @@ pub(crate) struct ReasoningDetails {
     audio_tokens: Count,
 }
 
+/// Gemini's per-modality token counts (`promptTokensDetails`, `candidatesTokensDetails`: a
+/// list of `{"modality": "AUDIO", "tokenCount": N}`): the audio and image parts. Anything
+/// else in the list (other modalities, entries that are not objects, a value that is not a
+/// list) is not a count of these and is skipped, by both readers alike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Modalities {
+    audio: Count,
+    image: Count,
+}
+
+impl Modalities {
+    fn set(&mut self, modality: &[u8], count: Count) {
+        match modality {
+            b"AUDIO" => self.audio = count,
+            b"IMAGE" => self.image = count,
+            _ => {}
+        }
+    }
+
+    /// Reads the value at `s[i]`; returns the index just past it.
+    fn read(&mut self, s: &[u8], i: usize) -> Result<usize, UsageError> {
+        if s.get(i) != Some(&b'[') {
+            return skip(s, i);
+        }
+        scan::walk_array(s, i, |j| {
+            if s.get(j) != Some(&b'{') {
+                return skip(s, j);
+            }
+            let (mut modality, mut count) = (None, Count::default());
+            let end = scan::walk_object(s, j, |key, v| {
+                let end = skip(s, v)?;
+                let token = s.get(v..end).unwrap_or_default();
+                if scan::key_is(key, "modality") {
+                    modality = scan::unquote(token).map(|m| m.into_owned());
+                } else if scan::key_is(key, "tokenCount") {
+                    count = Count::from_token(token)?;
+                }
+                Ok::<_, UsageError>(end)
+            })?;
+            if let Some(m) = modality {
+                self.set(&m, count);
+            }
+            Ok(end)
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Modalities {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let mut m = Modalities::default();
+        for entry in v.as_array().into_iter().flatten() {
+            let Some(obj) = entry.as_object() else {
+                continue;
+            };
+            if let Some(modality) = obj.get("modality").and_then(serde_json::Value::as_str) {
+                let count = match obj.get("tokenCount") {
+                    Some(c) => Count::deserialize(c).map_err(serde::de::Error::custom)?,
+                    None => Count::default(),
+                };
+                m.set(modality.as_bytes(), count);
+            }
+        }
+        Ok(m)
+    }
+}
+
 /// Anthropic's `usage.server_tool_use`: calls of tools Anthropic runs and bills per call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
@@ -518,6 +585,10 @@ pub(crate) struct RawUsage {
     tool_use_prompt_token_count: Count,
     #[serde(rename = "totalTokenCount")]
     total_token_count: Count,
+    #[serde(rename = "promptTokensDetails")]
+    prompt_tokens_details_by_modality: Modalities,
+    #[serde(rename = "candidatesTokensDetails")]
+    candidates_tokens_details: Modalities,
 }
 
 impl RawUsage {
@@ -566,6 +637,12 @@ impl RawUsage {
                 let (split, end) = Nested::read(s, i, CacheCreation::read)?;
                 self.cache_creation = split;
                 return Ok(Some(end));
+            }
+            b"promptTokensDetails" => {
+                return self.prompt_tokens_details_by_modality.read(s, i).map(Some);
+            }
+            b"candidatesTokensDetails" => {
+                return self.candidates_tokens_details.read(s, i).map(Some);
             }
             b"server_tool_use" => {
                 let (tools, end) = Nested::read(s, i, ServerToolUse::read)?;
@@ -793,11 +870,30 @@ fn gemini(raw: &RawUsage) -> Result<Usage, UsageError> {
     let tool_use = raw
         .tool_use_prompt_token_count
         .or_zero("usageMetadata.toolUsePromptTokenCount")?;
+    let by_modality = |m: &Modalities, part: &'static str| -> Result<(u64, u64), UsageError> {
+        Ok((m.audio.or_zero(part)?, m.image.or_zero(part)?))
+    };
+    let (audio_in, image_in) = by_modality(
+        &raw.prompt_tokens_details_by_modality,
+        "usageMetadata.promptTokensDetails",
+    )?;
+    let (audio_out, image_out) = by_modality(
+        &raw.candidates_tokens_details,
+        "usageMetadata.candidatesTokensDetails",
+    )?;
+    let input_uncached = uncached(prompt, cached, PROMPT, CACHED)?.saturating_add(tool_use);
+    // The per-modality counts are parts of the prompt (cached tokens included) and of the
+    // candidates: each token is billed once, so they are clamped to what is uncached.
+    let input_audio = audio_in.min(input_uncached);
     Ok(Usage {
-        input_uncached: uncached(prompt, cached, PROMPT, CACHED)?.saturating_add(tool_use),
+        input_uncached,
         cache_read: cached,
         output: candidates.saturating_add(thoughts),
         reasoning: thoughts,
+        input_audio,
+        input_image: image_in.min(input_uncached - input_audio),
+        output_audio: audio_out.min(candidates),
+        output_image: image_out.min(candidates - audio_out.min(candidates)),
         ..Usage::default()
     })
 }
@@ -1066,6 +1162,11 @@ mod tests {
         "audio_tokens",
         "server_tool_use",
         "web_search_requests",
+        "promptTokensDetails",
+        "candidatesTokensDetails",
+        "modality",
+        "tokenCount",
+        "AUDIO",
     ];
 
     fn arb_value() -> impl Strategy<Value = serde_json::Value> {
@@ -1078,6 +1179,7 @@ mod tests {
             any::<i64>().prop_map(Value::from),
             (-40i32..40).prop_map(|q| json!(f64::from(q) / 4.0)),
             "[a-z0-9\"]{0,4}".prop_map(Value::String),
+            prop::sample::select(vec!["AUDIO", "IMAGE", "TEXT"]).prop_map(|m| json!(m)),
         ];
         leaf.prop_recursive(3, 32, 6, |inner| {
             prop_oneof![
