@@ -798,6 +798,13 @@ impl HttpContext for Stream {
         Action::Continue
     }
 
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        // Trailers end a complete answer and the body callbacks never see `end_of_stream`:
+        // Envoy's decompressor adds its byte counts as trailers, an HTTP/2 upstream may too.
+        self.settle(true);
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         // The stream ended without a complete response (client gone, upstream reset).
         self.settle(false);

@@ -929,6 +929,25 @@ fn metered_requests_ask_the_provider_for_identity_and_free_ones_keep_accept_enco
     assert_eq!(o.upstream_header("accept-encoding"), Some("gzip, deflate"));
 }
 
+/// Envoy's decompressor ends an inflated answer with trailers (its byte counts): the body
+/// callbacks then never see `end_of_stream`, and the answer is still complete.
+#[test]
+fn an_answer_ended_by_trailers_is_metered_exactly() {
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    let o = t.send(
+        &chat(100)
+            .response_status(200)
+            .response_header("content-type", "application/json")
+            .response_body(chat_response(10, 20))
+            .response_trailer("x-envoy-decompressor-gzip-compressed-bytes", "120"),
+    );
+    assert_eq!(o.filter_state("tollgate.cost"), Some(&b"0.00005"[..]));
+    t.advance(1);
+    let cp = t.cp.lock().unwrap();
+    assert_eq!(cp.events[0]["charge"], "actual");
+    assert_eq!(cp.events[0]["usage"]["output"], 20);
+}
+
 #[test]
 fn an_answer_the_filter_cannot_read_is_charged_by_policy_as_encoded_answer() {
     let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
