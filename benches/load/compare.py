@@ -23,6 +23,14 @@ What it does:
 - writes the markdown report (medians over rounds, every round, the ratios, the machine, the
   command). Text below the "notes" marker of an existing report is kept.
 
+With --compression it measures instead what Tollgate's compression handling costs (issue 14):
+`envoy/tollgate.yaml` as shipped (compressors before Tollgate, decompressors after it) against
+the same file with those filters removed ("plain"), for a client that sends no Accept-Encoding,
+one that accepts gzip (the shipped Envoy then gzips each JSON answer), and, on the shipped
+Envoy, a provider edge that gzips despite the `identity` Tollgate asks for (the decompressor
+inflates every answer); rounds interleaved, the same checks, and prints a markdown table with
+the ratios (it writes no file: BENCHMARKS.md keeps the figures below its notes marker).
+
 Standard library only. Nothing it prints or writes contains a token or the virtual key.
 """
 import argparse
@@ -49,7 +57,20 @@ BASE = ["none", "noop", "tollgate"]
 # --breakdown: the same Tollgate Envoy with keys whose chains carry no budget / four budgets,
 # to separate the metered path's fixed cost from the per-budget cost.
 BREAKDOWN = ["tollgate-0", "tollgate-4"]
+# --compression: (Envoy, client environment for chat.lua) per variant.
+COMPRESSION = {
+    "plain": ("plain", {}),
+    "plain-gzip": ("plain", {"ACCEPT_ENCODING": "gzip"}),
+    "shipped": ("tollgate", {}),
+    "shipped-gzip": ("tollgate", {"ACCEPT_ENCODING": "gzip"}),
+    "shipped-forced": ("tollgate", {"FORCE_ENCODING": "gzip"}),
+}
 LABELS = {
+    "plain": "tollgate.yaml without the compression filters, client without Accept-Encoding",
+    "plain-gzip": "tollgate.yaml without the compression filters, client accepts gzip",
+    "shipped": "tollgate.yaml as shipped, client without Accept-Encoding",
+    "shipped-gzip": "tollgate.yaml as shipped, client accepts gzip (answers gzipped by Envoy)",
+    "shipped-forced": "tollgate.yaml as shipped, the provider gzips anyway (inflated by Envoy)",
     "none": "Envoy, no filter",
     "noop": "Envoy + no-op wasm filter",
     "tollgate": "Envoy + Tollgate (1 budget on the chain)",
@@ -224,11 +245,58 @@ def cpu_seconds(pid):
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def run_wrk(stack, url, seconds, connections, key):
+def without_compression(yaml_bytes):
+    """The rendered tollgate.yaml without its compressor and decompressor HTTP filters."""
+    out, skip = [], None
+    for line in yaml_bytes.decode().splitlines(keepends=True):
+        m = re.match(r"^(\s*)- name: envoy\.filters\.http\.(de)?compressor\s*$", line)
+        if m:
+            skip = len(m.group(1))
+            continue
+        if skip is not None:
+            indent = len(line) - len(line.lstrip())
+            body = line.strip()
+            ends = indent < skip and body and not body.startswith("#") or \
+                indent == skip and body.startswith("- ")
+            if not ends:
+                continue
+            skip = None
+        out.append(line)
+    text = "".join(out)
+    if "envoy.filters.http.compressor" in text or "envoy.filters.http.decompressor" in text \
+            or "envoy.filters.http.wasm" not in text:
+        raise Fail("could not remove the compression filters from tollgate.yaml")
+    return text.encode()
+
+
+def write_compression(results, args, command):
+    med = {v: {k: median(results[v], k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us", "worker_us")}
+           for v in results}
+    lines = [f"Rerun: `{command}`", "",
+             "| Envoy and client | req/s | p50 ms | p99 ms | Envoy CPU µs / request | worker thread |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for v, m in med.items():
+        lines.append(f"| {LABELS[v]} | {m['rps']:,.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
+                     f"{m['cpu_us']:.1f} | {m['worker_us']:.1f} |")
+    pairs = [("shipped", "plain", "client without Accept-Encoding: the filters present, idle"),
+             ("shipped-gzip", "plain-gzip", "client accepts gzip: Envoy gzips each JSON answer"),
+             ("shipped-forced", "plain", "provider gzips anyway: Envoy inflates each answer")]
+    lines += ["", "Ratios (same run):", ""]
+    for a, b, what in pairs:
+        lines.append(f"- {what}: {med[a]['rps'] / med[b]['rps']:.2f}× the throughput, "
+                     f"{med[a]['cpu_us'] - med[b]['cpu_us']:+.1f} µs Envoy CPU per request")
+    lines += ["", "Every round:", "", "| round | variant | req/s | CPU µs / request |", "|---:|---|---:|---:|"]
+    for r in range(args.rounds):
+        for v in results:
+            lines.append(f"| {r + 1} | {v} | {results[v][r]['rps']:,.0f} | {results[v][r]['cpu_us']:.1f} |")
+    print("\n".join(lines), flush=True)
+
+
+def run_wrk(stack, url, seconds, connections, key, client_env=None):
     lua = os.path.join(ROOT, "benches/load/chat.lua")
     cmd = stack.pinned(1, ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s",
                            "--timeout", "10s", "--latency", "-s", lua, url])
-    env = dict(os.environ, TOLLGATE_KEY=key)
+    env = dict(os.environ, TOLLGATE_KEY=key, **(client_env or {}))
     out = subprocess.run(cmd, capture_output=True, env=env, timeout=seconds + 60, check=False)
     text = out.stdout.decode(errors="replace")
     if out.returncode != 0:
@@ -368,6 +436,8 @@ def main():
                     help="also measure Tollgate with keys carrying no budget and four budgets")
     ap.add_argument("--also", action="append", default=[], metavar="NAME=WASM",
                     help="also measure Tollgate built differently (an experiment's .wasm), as NAME")
+    ap.add_argument("--compression", action="store_true",
+                    help="measure the compression filters instead (prints a table, writes no file)")
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
     ap.add_argument("--command", default="bash benches/load/compare.sh", help="the rerun command to print")
@@ -403,8 +473,11 @@ def main():
         if any(n in BASE + BREAKDOWN for n in also):
             raise Fail("--also: pick a NAME that is not a built-in variant")
         variants = BASE + (BREAKDOWN if args.breakdown else []) + list(also)
+        if args.compression:
+            variants = list(COMPRESSION)
         keys = {}
-        seeded = [("tollgate", 1), ("tollgate-0", 0), ("tollgate-4", 4)] + [(n, 1) for n in also]
+        seeded = [("tollgate", 1), ("tollgate-0", 0), ("tollgate-4", 4)] + [(n, 1) for n in also] \
+            + [(v, 1) for v in COMPRESSION]
         for n, (v, budgets) in enumerate(seeded):
             if v not in variants:
                 continue
@@ -419,7 +492,7 @@ def main():
                 api("POST", f"{cp}/v1/budgets", admin_token,
                     {"scope": scope, "scope_id": scope_id, "period": "total", "limit_usd": "1000000"})
             keys[v] = k
-        key = keys["tollgate"]
+        key = keys.get("tollgate")
         # The baselines get the same request, virtual key included.
         for v in ("none", "noop"):
             keys[v] = key
@@ -438,14 +511,19 @@ def main():
                 SECRETS_DIR=secrets_dir)),
         }
         envoys = {}
-        for i, v in enumerate(BASE):
+        if args.compression:
+            configs = {"tollgate": configs["tollgate"], "plain": without_compression(configs["tollgate"])}
+        for i, v in enumerate(configs):
             envoys[v] = start_envoy(stack, v, configs[v], os.getpid() % 50000 * 10 + i)
+        for v, (envoy, _) in COMPRESSION.items():
+            if args.compression:
+                envoys[v] = envoys[envoy]
         for v in BREAKDOWN:
-            envoys[v] = envoys["tollgate"]
+            envoys[v] = envoys.get("tollgate")
         for i, (v, path) in enumerate(also.items()):
             yaml = render(os.path.join(ROOT, "envoy/tollgate.yaml"), dict(
                 common, CP_PORT=cp_port, WASM_PATH=os.path.abspath(path), SECRETS_DIR=secrets_dir))
-            envoys[v] = start_envoy(stack, v, yaml, os.getpid() % 50000 * 10 + len(BASE) + i)
+            envoys[v] = start_envoy(stack, v, yaml, os.getpid() % 50000 * 10 + len(configs) + i)
         time.sleep(3)  # Tollgate's first snapshot (sync interval 1 s), then the workers' tick
         served = {}
         for v in variants:
@@ -468,9 +546,10 @@ def main():
             for v in order:
                 p, _, listener = envoys[v]
                 url = f"http://{listener}"
-                warm = run_wrk(stack, url, 2, args.connections, keys[v]["secret"])
+                client = COMPRESSION[v][1] if args.compression else {}
+                warm = run_wrk(stack, url, 2, args.connections, keys[v]["secret"], client)
                 before = cpu_seconds(p.pid)
-                m = run_wrk(stack, url, args.duration, args.connections, keys[v]["secret"])
+                m = run_wrk(stack, url, args.duration, args.connections, keys[v]["secret"], client)
                 after = cpu_seconds(p.pid)
                 for run in (warm, m):
                     if run["non2xx"] or run["errors"]:
@@ -509,6 +588,12 @@ def main():
         checks = (f"every run answered 2xx only with no socket errors; the control plane's ledger holds "
                   f"{total_held:,} usage events for the {total_served:,} requests Tollgate completed "
                   f"(requests cut off at the end of a run are metered too)")
+        if args.compression:
+            log(checks)
+            write_compression(results, args, args.command + " --compression"
+                              + (f" --rounds {args.rounds}" if args.rounds != 5 else "")
+                              + (f" --duration {args.duration}" if args.duration != 10 else ""))
+            return
         info = machine()
         info.update({
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

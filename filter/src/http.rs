@@ -24,10 +24,10 @@ use tollgate_core::gate::{self, Reply};
 use tollgate_core::local::{BudgetCharge, ALL_TIME};
 use tollgate_core::pricing::{ModelPrice, SearchContext};
 use tollgate_core::principal::Principal;
-use tollgate_core::route::{classify, provider, Endpoint};
+use tollgate_core::route::{classify, provider, Endpoint, METERED_ACCEPT_ENCODING};
 use tollgate_core::snapshot::{SnapshotBudget, SnapshotIndex};
 use tollgate_core::sync::QueuedUsage;
-use tollgate_core::usage::{served_json, ApiFormat, SseUsage, Usage};
+use tollgate_core::usage::{readable_encoding, served_json, ApiFormat, SseUsage, Usage};
 
 use crate::host::{self, Headers};
 use crate::root::Shared;
@@ -69,8 +69,14 @@ struct Admitted {
 
 /// How the response body is being metered.
 enum Meter {
-    Json { body: Vec<u8>, overflow: bool },
+    Json {
+        body: Vec<u8>,
+        overflow: bool,
+    },
     Sse(Box<SseUsage>),
+    /// A `content-encoding` the filter cannot read: nothing is buffered, the request is
+    /// charged by policy under its own reason.
+    Encoded,
 }
 
 /// One stream's state.
@@ -186,6 +192,12 @@ impl Stream {
             // The body may grow when usage is requested; Envoy recomputes the framing.
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length");
         }
+        // Usage is read from the answer's bytes: ask the provider not to compress them.
+        let _ = hostcalls::set_map_value(
+            MapType::HttpRequestHeaders,
+            "accept-encoding",
+            Some(METERED_ACCEPT_ENCODING),
+        );
         Ok(Some(Identified {
             format: r.format,
             path_model: r.path_model.map(str::to_string),
@@ -570,6 +582,7 @@ impl Stream {
         let format = self.request.as_ref().map(|r| r.format);
         match (self.meter.take(), format) {
             (Some(Meter::Json { overflow: true, .. }), _) => Err(UnchargedReason::TooLarge),
+            (Some(Meter::Encoded), _) => Err(UnchargedReason::EncodedAnswer),
             (Some(Meter::Json { body, .. }), Some(f)) if ended => {
                 served_json(f, &body).map_err(|_| UnchargedReason::NoUsage)
             }
@@ -740,7 +753,9 @@ impl HttpContext for Stream {
             .as_ref()
             .map_or(ApiFormat::OpenAiChat, |r| r.format);
         let max = self.shared.config.limits.max_response_event_bytes;
-        self.meter = Some(if sse {
+        self.meter = Some(if !readable_encoding(headers.get("content-encoding")) {
+            Meter::Encoded
+        } else if sse {
             Meter::Sse(Box::new(SseUsage::new(format, max)))
         } else {
             Meter::Json {
@@ -774,12 +789,19 @@ impl HttpContext for Stream {
                         body.extend_from_slice(&chunk);
                     }
                 }
-                None => {}
+                Some(Meter::Encoded) | None => {}
             }
         }
         if end_of_stream {
             self.settle(true);
         }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        // Trailers end a complete answer and the body callbacks never see `end_of_stream`:
+        // Envoy's decompressor adds its byte counts as trailers, an HTTP/2 upstream may too.
+        self.settle(true);
         Action::Continue
     }
 

@@ -55,12 +55,16 @@ pub enum UnchargedReason {
     /// with a `5xx`.
     #[serde(rename = "upstream_5xx")]
     ServerError,
+    /// The answer reached the filter with a `content-encoding` it cannot read (the filter asks
+    /// for `identity` and Envoy's decompressors inflate gzip, br and zstd; anything else, or a
+    /// deployment without the decompressors, leaves the usage unreadable).
+    EncodedAnswer,
 }
 
 impl UnchargedReason {
     /// Every reason, in a fixed order (metric names and the queue codec's tags follow it).
     /// New reasons go at the end: the queue codec's tags are positions in this list.
-    pub const ALL: [UnchargedReason; 9] = [
+    pub const ALL: [UnchargedReason; 10] = [
         UnchargedReason::ClientDisconnect,
         UnchargedReason::UpstreamError,
         UnchargedReason::Truncated,
@@ -70,6 +74,7 @@ impl UnchargedReason {
         UnchargedReason::RateLimited,
         UnchargedReason::ClientError,
         UnchargedReason::ServerError,
+        UnchargedReason::EncodedAnswer,
     ];
 
     /// The snake_case name, as in JSON and metric names.
@@ -84,6 +89,7 @@ impl UnchargedReason {
             UnchargedReason::RateLimited => "upstream_429",
             UnchargedReason::ClientError => "upstream_4xx",
             UnchargedReason::ServerError => "upstream_5xx",
+            UnchargedReason::EncodedAnswer => "encoded_answer",
         }
     }
 
@@ -419,6 +425,7 @@ mod tests {
             R::NoUsage,
             R::TooLarge,
             R::Unpriced,
+            R::EncodedAnswer,
         ] {
             assert!(!r.is_provider_refusal(), "{r:?} may hide billed work");
         }

@@ -21,6 +21,12 @@
 
 use crate::usage::ApiFormat;
 
+/// The `accept-encoding` a metered request is forwarded with, whatever the client accepts
+/// (the official SDKs send `gzip, deflate`): the filter reads usage from the answer's bytes,
+/// so it asks the provider not to compress them. Envoy's `compressor` filter, first in the
+/// shipped chains, still compresses the answer toward a client that accepts it.
+pub const METERED_ACCEPT_ENCODING: &str = "identity";
+
 /// A metered route: the API format and, for Gemini, the model from the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route<'a> {

@@ -86,7 +86,7 @@ const FORMATS: [ApiFormat; 5] = [
     ApiFormat::GeminiGenerateContent,
 ];
 const CHARGES: [Charge; 3] = [Charge::Actual, Charge::Estimate, Charge::Zero];
-const REASONS: [UnchargedReason; 9] = UnchargedReason::ALL;
+const REASONS: [UnchargedReason; 10] = UnchargedReason::ALL;
 
 /// Index of `v` in `all` as a tag byte.
 fn tag<T: PartialEq>(all: &[T], v: &T) -> u8 {

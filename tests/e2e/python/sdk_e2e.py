@@ -44,10 +44,15 @@ def emit(**fields):
     print(json.dumps(dict(fields, done_at=time.time())), flush=True)
 
 
-def tollgate_headers(headers):
+def tollgate_headers(headers, raw=None):
+    # accept_encoding: what the SDK sent by default (httpx: gzip, deflate...); content_encoding:
+    # how the answer reached it (Envoy's compressor gzips JSON for such a client).
+    sent = raw.http_response.request.headers.get("accept-encoding") if raw is not None else None
     return {
         "remaining": headers.get("x-tollgate-budget-remaining"),
         "budget": headers.get("x-tollgate-budget"),
+        "accept_encoding": sent,
+        "content_encoding": headers.get("content-encoding"),
     }
 
 
@@ -63,7 +68,7 @@ def openai_chat(client, text, stream=False, http_version=None):
     if not stream:
         r = raw.parse()
         return dict(api="openai_chat", request=req, usage=r.usage.model_dump(),
-                    text=r.choices[0].message.content, **tollgate_headers(raw.headers))
+                    text=r.choices[0].message.content, **tollgate_headers(raw.headers, raw))
     usage, usage_chunks, out = None, 0, ""
     for chunk in raw.parse():
         if chunk.usage is not None:
@@ -72,7 +77,7 @@ def openai_chat(client, text, stream=False, http_version=None):
             out += c.delta.content or ""
     assert usage_chunks == 1, f"expected exactly one usage chunk, got {usage_chunks}"
     return dict(api="openai_chat", request=req, usage=usage, text=out,
-                **tollgate_headers(raw.headers))
+                **tollgate_headers(raw.headers, raw))
 
 
 def openai_responses(client, text, stream=False):
@@ -83,7 +88,7 @@ def openai_responses(client, text, stream=False):
     if not stream:
         r = raw.parse()
         return dict(api="openai_responses", request=req, usage=r.usage.model_dump(),
-                    text=r.output_text, **tollgate_headers(raw.headers))
+                    text=r.output_text, **tollgate_headers(raw.headers, raw))
     usage, out = None, ""
     for ev in raw.parse():
         if ev.type == "response.output_text.delta":
@@ -92,7 +97,7 @@ def openai_responses(client, text, stream=False):
             usage = ev.response.usage.model_dump()
     assert usage is not None, "no response.completed event"
     return dict(api="openai_responses", request=req, usage=usage, text=out,
-                **tollgate_headers(raw.headers))
+                **tollgate_headers(raw.headers, raw))
 
 
 def openai_embeddings(client, text):
@@ -100,7 +105,7 @@ def openai_embeddings(client, text):
     raw = client.embeddings.with_raw_response.create(**req)
     r = raw.parse()
     return dict(api="openai_embeddings", request=req, usage=r.usage.model_dump(),
-                text=f"{len(r.data[0].embedding)} dimensions", **tollgate_headers(raw.headers))
+                text=f"{len(r.data[0].embedding)} dimensions", **tollgate_headers(raw.headers, raw))
 
 
 def anthropic_messages(client, text, stream=False):
@@ -113,7 +118,7 @@ def anthropic_messages(client, text, stream=False):
         r = raw.parse()
         return dict(api="anthropic_messages", request=req, usage=r.usage.model_dump(),
                     text="".join(b.text for b in r.content if b.type == "text"),
-                    **tollgate_headers(raw.headers))
+                    **tollgate_headers(raw.headers, raw))
     usage, out = {}, ""
     for ev in raw.parse():
         if ev.type == "message_start":
@@ -123,7 +128,7 @@ def anthropic_messages(client, text, stream=False):
         elif ev.type == "content_block_delta" and ev.delta.type == "text_delta":
             out += ev.delta.text
     return dict(api="anthropic_messages", request=req, usage=usage, text=out,
-                **tollgate_headers(raw.headers))
+                **tollgate_headers(raw.headers, raw))
 
 
 def gemini_generate(client, text, stream=False):

@@ -8,6 +8,9 @@
 //!   ask for it (the filter injects `stream_options.include_usage`), and each request's cost
 //!   reaches the ledger (and the access log) exactly equal to the price computed
 //!   independently, within two sync intervals;
+//! - the SDKs send their default `Accept-Encoding: gzip, deflate` and the mock compresses what
+//!   is allowed, yet usage is exact: the filter asks the provider for `identity`, and Envoy's
+//!   compressor gzips the JSON answers toward the SDK after metering (streams stay plain);
 //! - `x-tollgate-budget-remaining` is the limit minus everything spent before the request;
 //! - an exhausted budget is a 429 that each SDK raises as its own `RateLimitError`, carrying
 //!   Tollgate's message.
@@ -103,6 +106,14 @@ fn metered_exactly(prefix: &str, api: Api, cases: &[&str]) {
             }
         }
         assert!(!r["text"].as_str().unwrap().is_empty(), "{case}: {r}");
+        // The SDK's default headers allow compression and the mock compresses whatever is
+        // allowed: the exact usage above proves the filter read it anyway (it asks for
+        // identity). JSON answers reach the SDK gzipped by Envoy's compressor, streams plain.
+        if let Some(sent) = r["accept_encoding"].as_str() {
+            assert!(sent.contains("gzip"), "{case}: {r}");
+        }
+        let want_coding = (!case.contains("stream")).then_some("gzip");
+        assert_eq!(r["content_encoding"].as_str(), want_coding, "{case}: {r}");
         // Known when the request was admitted: the limit minus everything settled before.
         assert_eq!(
             dec(r["remaining"]

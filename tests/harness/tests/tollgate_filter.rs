@@ -897,5 +897,122 @@ fn a_complete_provider_error_is_charged_zero_under_its_status_class() {
     assert!(cp.events.iter().all(|e| e["charge"] == "zero"));
 }
 
+#[test]
+fn metered_requests_ask_the_provider_for_identity_and_free_ones_keep_accept_encoding() {
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    // What the official SDKs (httpx) send, and a client that sends nothing.
+    for accepted in [Some("gzip, deflate"), Some("br;q=1.0, zstd"), None] {
+        let mut r = chat(100);
+        if let Some(a) = accepted {
+            r = r.header("accept-encoding", a);
+        }
+        let o = t.send(
+            &r.response_status(200)
+                .response_header("content-type", "application/json")
+                .response_body(chat_response(10, 20)),
+        );
+        assert!(o.allowed(), "{o:?}");
+        assert_eq!(
+            o.upstream_header("accept-encoding"),
+            Some("identity"),
+            "usage is read from the answer's bytes: {accepted:?}"
+        );
+    }
+    // A model list is forwarded, not metered: the client's codings reach the provider.
+    let o = t.send(
+        &Request::get("/v1/models")
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("accept-encoding", "gzip, deflate")
+            .response_status(200),
+    );
+    assert_eq!(o.filter_state("tollgate.decision"), Some(&b"free"[..]));
+    assert_eq!(o.upstream_header("accept-encoding"), Some("gzip, deflate"));
+}
+
+/// Envoy's decompressor ends an inflated answer with trailers (its byte counts): the body
+/// callbacks then never see `end_of_stream`, and the answer is still complete.
+#[test]
+fn an_answer_ended_by_trailers_is_metered_exactly() {
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    let o = t.send(
+        &chat(100)
+            .response_status(200)
+            .response_header("content-type", "application/json")
+            .response_body(chat_response(10, 20))
+            .response_trailer("x-envoy-decompressor-gzip-compressed-bytes", "120"),
+    );
+    assert_eq!(o.filter_state("tollgate.cost"), Some(&b"0.00005"[..]));
+    t.advance(1);
+    let cp = t.cp.lock().unwrap();
+    assert_eq!(cp.events[0]["charge"], "actual");
+    assert_eq!(cp.events[0]["usage"]["output"], 20);
+}
+
+#[test]
+fn an_answer_the_filter_cannot_read_is_charged_by_policy_as_encoded_answer() {
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    // The same request with an answer that has no usage: the estimate, by policy.
+    let unread = t.send(&chat(100).response_status(200).response_body("not json"));
+    let estimate = unread.filter_state("tollgate.cost").unwrap().to_vec();
+    assert_ne!(
+        estimate, b"0",
+        "the default missing_usage policy charges the estimate"
+    );
+    // An edge that compressed despite `identity`, with no decompressor in front of the filter:
+    // the usage inside is unreadable, whatever the bytes (gzip magic, then anything).
+    for (coding, ctype) in [("gzip", "application/json"), ("br", "text/event-stream")] {
+        let o = t.send(
+            &chat(100)
+                .response_status(200)
+                .response_header("content-type", ctype)
+                .response_header("content-encoding", coding)
+                .response_body(&b"\x1f\x8b\x08\x00compressed usage"[..]),
+        );
+        assert!(o.allowed());
+        assert_eq!(
+            o.filter_state("tollgate.cost"),
+            Some(&estimate[..]),
+            "{coding}"
+        );
+    }
+    assert_eq!(
+        t.host
+            .metric("tollgate_uncharged_encoded_answer")
+            .map(|m| m.value()),
+        Some(2)
+    );
+    assert_eq!(
+        t.host
+            .metric("tollgate_uncharged_no_usage")
+            .map(|m| m.value()),
+        Some(1),
+        "never counted as an answer without usage"
+    );
+    // `identity` is no coding: read as usual.
+    let o = t.send(
+        &chat(100)
+            .response_status(200)
+            .response_header("content-type", "application/json")
+            .response_header("content-encoding", "identity")
+            .response_body(chat_response(10, 20)),
+    );
+    assert_eq!(o.filter_state("tollgate.cost"), Some(&b"0.00005"[..]));
+    t.advance(1);
+    let cp = t.cp.lock().unwrap();
+    let reasons: Vec<Option<&str>> = cp.events.iter().map(|e| e["uncharged"].as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            Some("no_usage"),
+            Some("encoded_answer"),
+            Some("encoded_answer"),
+            None
+        ]
+    );
+    let encoded = &cp.events[1];
+    assert_eq!(encoded["charge"], "estimate");
+    assert_eq!(encoded["usage"]["input_uncached"], 0);
+}
+
 /// The secret the mock control plane mints at enrollment.
 const MOCK_REPORTER_SECRET: &str = "tgr-harness-secret";

@@ -68,12 +68,21 @@
 //!   usage object; a stream of one unparsable event and `data: [DONE]`), ending normally.
 //! - `x-mock-pad-bytes: N` (≤ 64 MiB): N filler bytes, as a `"padding"` string first in a JSON
 //!   body or an SSE comment before the first event (huge responses).
+//! - `x-mock-force-encoding: gzip|br|zstd|deflate`: the answer is compressed with that coding
+//!   whatever `Accept-Encoding` says (an edge that ignores the `identity` Tollgate asks for).
+//!
+//! # Compression
+//! Like providers' edges, the mock compresses every answer (JSON, errors and streams) with the
+//! best coding the request's `Accept-Encoding` allows: gzip, br, zstd or deflate
+//! (`tower-http`'s `CompressionLayer`); `identity` or no header gets plain bytes.
+//! [`encoding::decode`] reads a compressed answer back.
 //!
 //! The server holds no state and records nothing. [`envoy`] holds the helpers the Envoy config
 //! tests use (template rendering, finding the Envoy binary and the wasm modules).
 
 pub mod anthropic;
 pub mod cli;
+pub mod encoding;
 pub mod envoy;
 pub mod gemini;
 pub mod openai;

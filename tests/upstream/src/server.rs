@@ -18,6 +18,7 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::stream;
 use serde_json::Value;
+use tower_http::compression::CompressionLayer;
 
 use crate::usage::{plan, Api, Controls, Plan};
 use crate::{anthropic, gemini, openai, Ids, Options};
@@ -48,7 +49,26 @@ pub fn router(options: Options) -> Router {
         .fallback(not_found)
         // Long-context prompts run to megabytes; axum's default limit (2 MB) is no provider's.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        // Providers' edges compress whatever the client accepts (the official SDKs send
+        // `Accept-Encoding: gzip, deflate`): JSON, errors and streams alike, of any size.
+        // `identity` (what Tollgate asks for on metered routes) gets plain bytes.
+        .layer(CompressionLayer::new().compress_when(
+            |_: StatusCode, _: axum::http::Version, _: &HeaderMap, _: &axum::http::Extensions| true,
+        ))
+        // Outside the compression layer: an edge that ignores what the client accepts.
+        .layer(axum::middleware::map_request(force_encoding))
         .with_state(Arc::new(options))
+}
+
+/// `x-mock-force-encoding: gzip|br|zstd|deflate` compresses the answer with that coding
+/// whatever the request's `Accept-Encoding` says (an edge that ignores `identity`): the
+/// header stands in for `Accept-Encoding` before the compression layer reads it. Another
+/// value answers uncompressed.
+async fn force_encoding(mut req: axum::extract::Request) -> axum::extract::Request {
+    if let Some(v) = req.headers().get("x-mock-force-encoding").cloned() {
+        req.headers_mut().insert(header::ACCEPT_ENCODING, v);
+    }
+    req
 }
 
 /// Largest request body the mock reads (what passes Envoy's buffer limit in

@@ -924,3 +924,70 @@ fn binary_prints_its_address_and_serves() {
     assert_eq!(health, "ok");
     drop(guard);
 }
+
+/// A reply read whole with its `content-encoding`, the client's codings accepted as given.
+async fn post_encoded(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (Option<String>, Vec<u8>) {
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let coding = resp
+        .headers()
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap().to_string());
+    (coding, resp.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn answers_are_compressed_as_the_client_allows_or_as_forced() {
+    use tollgate_upstream::encoding::{decode, CODINGS};
+    let addr = server().await;
+    let mut stream = chat_request();
+    stream["stream"] = json!(true);
+    stream["stream_options"] = json!({"include_usage": true});
+    for req in [chat_request(), stream] {
+        let want = usage_for(Api::OpenAiChat, &req, &Controls::default()).unwrap();
+        let plain = post_encoded(addr, "/v1/chat/completions", &[], &req).await;
+        assert_eq!(plain.0, None, "no Accept-Encoding, no compression");
+        // What the official SDKs send (httpx): gzip is preferred over deflate.
+        let sdk = [("accept-encoding", "gzip, deflate")];
+        let (coding, bytes) = post_encoded(addr, "/v1/chat/completions", &sdk, &req).await;
+        assert_eq!(coding.as_deref(), Some("gzip"));
+        let text = String::from_utf8(decode(coding.as_deref(), &bytes).unwrap()).unwrap();
+        assert!(
+            text.contains(&format!("\"prompt_tokens\":{}", want.input_uncached)),
+            "{text}"
+        );
+        let identity = [("accept-encoding", "identity")];
+        let (coding, _) = post_encoded(addr, "/v1/chat/completions", &identity, &req).await;
+        assert_eq!(coding, None, "identity asked, identity served");
+        for c in CODINGS {
+            let allowed = [("accept-encoding", c)];
+            let (coding, bytes) = post_encoded(addr, "/v1/chat/completions", &allowed, &req).await;
+            assert_eq!(coding.as_deref(), Some(c));
+            assert!(String::from_utf8(decode(Some(c), &bytes).unwrap())
+                .unwrap()
+                .contains("\"usage\":{"));
+            // An edge that ignores the client's `identity`.
+            let forced = [
+                ("accept-encoding", "identity"),
+                ("x-mock-force-encoding", c),
+            ];
+            let (coding, bytes) = post_encoded(addr, "/v1/chat/completions", &forced, &req).await;
+            assert_eq!(coding.as_deref(), Some(c));
+            assert!(String::from_utf8(decode(Some(c), &bytes).unwrap())
+                .unwrap()
+                .contains("\"usage\":{"));
+        }
+    }
+}

@@ -627,7 +627,13 @@ fn istio_example_parses_and_embeds_a_valid_config() {
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["WasmPlugin", "EnvoyFilter", "EnvoyFilter", "EnvoyFilter"]
+        [
+            "WasmPlugin",
+            "EnvoyFilter",
+            "EnvoyFilter",
+            "EnvoyFilter",
+            "EnvoyFilter"
+        ]
     );
     // The buffer filter holds requests until Tollgate admitted them, just before the router.
     let hold = &docs[3]["spec"]["configPatches"][0];
@@ -680,4 +686,111 @@ fn istio_example_parses_and_embeds_a_valid_config() {
             p.cluster
         );
     }
+}
+
+/// `envoy/tollgate.yaml`'s HTTP filters, in order, from the rendered file.
+fn tollgate_http_filters() -> Vec<Value> {
+    let scratch = Scratch::new("filters");
+    let vars = vars(&scratch, 9, 9);
+    let path = rendered(&scratch, "tollgate.yaml", &vars, |t| t);
+    let doc = yaml_docs(&path).remove(0);
+    doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Issue 14 item 1: compressors first (toward the client, after metering on the response),
+/// Tollgate, the buffer, decompressors (gzip, br, zstd: inflate what an edge compresses despite
+/// the `identity` Tollgate asks for), the router; and the Istio example ships the same filters
+/// in the same places. Envoy itself validates tollgate.yaml in
+/// `every_envoy_config_passes_validate`.
+#[test]
+fn compression_filters_surround_tollgate_in_every_shipped_config() {
+    if skip() {
+        return;
+    }
+    let filters = tollgate_http_filters();
+    let names: Vec<&str> = filters
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    let (c, d) = (
+        "envoy.filters.http.compressor",
+        "envoy.filters.http.decompressor",
+    );
+    assert_eq!(
+        names,
+        [
+            c,
+            c,
+            c,
+            "envoy.filters.http.wasm",
+            "envoy.filters.http.buffer",
+            d,
+            d,
+            d,
+            "envoy.filters.http.router"
+        ]
+    );
+    let library = |f: &Value, which: &str| {
+        f["typed_config"][which]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let compressors = &filters[..3];
+    let decompressors = &filters[5..8];
+    for f in compressors {
+        let types =
+            &f["typed_config"]["response_direction_config"]["common_config"]["content_type"];
+        assert_eq!(
+            types,
+            &serde_json::json!(["application/json"]),
+            "streams stay event by event"
+        );
+    }
+    for f in decompressors {
+        let req = &f["typed_config"]["request_direction_config"];
+        assert_eq!(req["common_config"]["enabled"]["default_value"], false);
+        assert_eq!(
+            req["advertise_accept_encoding"], false,
+            "never undo identity"
+        );
+    }
+    let libs: Vec<String> = compressors
+        .iter()
+        .map(|f| library(f, "compressor_library"))
+        .collect();
+    assert_eq!(libs, ["gzip", "br", "zstd"]);
+    let libs: Vec<String> = decompressors
+        .iter()
+        .map(|f| library(f, "decompressor_library"))
+        .collect();
+    assert_eq!(libs, ["gzip", "br", "zstd"]);
+
+    // Istio: the decompressors follow the buffer before the router, the compressors go first;
+    // each filter exactly as in tollgate.yaml.
+    let docs = yaml_docs(&workspace_root().join("envoy/istio-wasmplugin.yaml"));
+    let hold = docs[3]["spec"]["configPatches"].as_array().unwrap();
+    let inserted: Vec<&Value> = hold[1..].iter().map(|p| &p["patch"]["value"]).collect();
+    assert_eq!(inserted, decompressors.iter().collect::<Vec<_>>());
+    assert!(hold[1..]
+        .iter()
+        .all(|p| p["patch"]["operation"] == "INSERT_BEFORE"
+            && p["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"]
+                == "envoy.filters.http.router"));
+    let first = docs[4]["spec"]["configPatches"].as_array().unwrap();
+    let inserted: Vec<&Value> = first.iter().map(|p| &p["patch"]["value"]).collect();
+    assert_eq!(inserted, compressors.iter().collect::<Vec<_>>());
+    assert!(first
+        .iter()
+        .all(|p| p["patch"]["operation"] == "INSERT_FIRST"));
+    // Envoy Gateway cannot place a decompressor through its API: the example says how.
+    let eg =
+        std::fs::read_to_string(workspace_root().join("envoy/envoy-gateway-extension-policy.yaml"))
+            .unwrap();
+    assert!(eg.contains("envoy.extensions.filters.http.decompressor.v3.Decompressor"));
+    assert!(eg.contains("advertise_accept_encoding: false"));
 }

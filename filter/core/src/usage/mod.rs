@@ -146,10 +146,43 @@ pub enum ApiFormat {
     GeminiGenerateContent,
 }
 
+/// Whether an answer whose `content-encoding` header is `header` can be metered. Usage is read
+/// from the bytes as they pass, so only an answer without a coding (header absent, empty or
+/// `identity`) is readable; the filter asks the provider for `identity` and Envoy's
+/// decompressor filters (between Tollgate and the router in the shipped configs) inflate
+/// gzip, br and zstd, so any other coding left here is counted as its own reason.
+pub fn readable_encoding(header: Option<&str>) -> bool {
+    // A list of codings ("identity, gzip") is as unreadable as its last one: not split.
+    header.is_none_or(|v| v.is_empty() || v.eq_ignore_ascii_case("identity"))
+}
+
 /// Reads a whole SSE stream held in memory (tests, the CLI, replayed traffic); the filter feeds
 /// [`SseUsage`] chunk by chunk instead.
 pub fn from_sse(format: ApiFormat, stream: &[u8], max_event_bytes: usize) -> StreamOutcome {
     let mut sse = SseUsage::new(format, max_event_bytes);
     sse.push(stream);
     sse.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable_encoding;
+
+    #[test]
+    fn only_an_answer_without_coding_is_readable() {
+        for h in [None, Some(""), Some("identity"), Some("Identity")] {
+            assert!(readable_encoding(h), "{h:?}");
+        }
+        for h in [
+            "gzip",
+            "br",
+            "zstd",
+            "deflate",
+            "x-gzip",
+            "identity, gzip",
+            "gzip, identity",
+        ] {
+            assert!(!readable_encoding(Some(h)), "{h}");
+        }
+    }
 }

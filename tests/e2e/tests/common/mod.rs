@@ -302,3 +302,17 @@ pub fn ledger_details(stack: &Stack, key_id: &str) -> Vec<serde_json::Value> {
         .map(|(d,)| serde_json::from_str(d).unwrap())
         .collect()
 }
+
+/// One ledger row's charge and tokens: `(charge, uncharged, input_tokens, output_tokens,
+/// cost_usd)`; input counts every prompt token, cached ones included.
+pub type TokenRow = (String, Option<String>, i64, i64, String);
+
+/// Every ledger row of one key with its token counts, oldest first.
+pub fn ledger_tokens(stack: &Stack, key_id: &str) -> Vec<TokenRow> {
+    ledger_query(
+        stack,
+        "SELECT charge, uncharged, input_tokens, output_tokens, cost_usd FROM usage_events \
+         WHERE key_id = ?1 ORDER BY seq",
+        key_id,
+    )
+}
