@@ -140,14 +140,19 @@ def s(text):
 
 
 def codec_seeds():
-    # Queue item (sync.rs QueuedUsage::encode): version, ts, principal, model, api, 6 token
-    # counts, 7 cost buckets, price version, charge, uncharged, status, stream, charges.
-    item = b"\x01" + struct.pack("<q", 1735689600) + s("o") + b"\x01" + s("p") + b"\x00" + b"\x01" + s("k")
-    item += s("gpt-4o") + b"\x00" + struct.pack("<6Q", 86, 1920, 0, 0, 300, 192)
-    item += dec(215, 6) + dec(24, 4) + dec(0, 0) + dec(0, 0) + dec(108, 5) + dec(192, 5) + dec(6095, 6)
+    # Queue item (sync.rs QueuedUsage::encode, format 3): version, ts, principal, model, api,
+    # 11 counts (Usage::named_counts), service tier and search context tags, 11 cost buckets
+    # (CostBreakdown::named_buckets) and the total, price version, charge, uncharged, status,
+    # stream, requested model, charges.
+    item = b"\x03" + struct.pack("<q", 1735689600) + s("o") + b"\x01" + s("p") + b"\x00" + b"\x01" + s("k")
+    item += s("gpt-4o") + b"\x00" + struct.pack("<11Q", 86, 1920, 0, 0, 300, 192, 40, 0, 20, 0, 2)
+    item += b"\x01" + b"\x02"
+    item += dec(215, 6) + dec(24, 4) + dec(0, 0) + dec(0, 0) + dec(108, 5) + dec(192, 5)
+    item += dec(16, 4) + dec(0, 0) + dec(16, 4) + dec(0, 0) + dec(6, 2) + dec(6927, 6)
     item += struct.pack("<Q", 3) + b"\x00" + b"\x00" + struct.pack("<Q", 200) + b"\x01"
-    item += struct.pack("<Q", 2) + s("bk") + struct.pack("<q", 1735689600) + dec(6095, 6)
-    item += s("bo") + struct.pack("<q", -(1 << 63)) + dec(6095, 6)
+    item += b"\x01" + s("gpt-4o-2024-08-06")
+    item += struct.pack("<Q", 2) + s("bk") + struct.pack("<q", 1735689600) + dec(6927, 6)
+    item += s("bo") + struct.pack("<q", -(1 << 63)) + dec(6927, 6)
     write("codec", "queue-item", b"\x00" + item)
     # Local budget (local.rs LocalBudget::encode): reserved, count, (window, amount) pairs.
     local = dec(125, 2) + b"\x02" + struct.pack("<q", 1735689600) + dec(5, 1) + struct.pack("<q", 1735776000) + dec(7, 0)

@@ -289,7 +289,8 @@ mod tests {
     #[test]
     fn modalities_searches_and_tiers() {
         use crate::pricing::{
-            ModalityRates, SearchContext, SearchFees, ServiceTier, TierRates, ToolFees,
+            ModalityRates, SearchContext, SearchFees, ServiceTier, TierOverride, TierRates,
+            ToolFees,
         };
         let mut p = ModelPrice::flat(d("0.000001"), d("0.000004"));
         p.modality = ModalityRates {
@@ -308,7 +309,10 @@ mod tests {
         p.service_tiers.insert(
             ServiceTier::Priority,
             TierRates {
-                input: Some(d("0.000002")),
+                base: TierOverride {
+                    input: Some(d("0.000002")),
+                    ..TierOverride::default()
+                },
                 ..TierRates::default()
             },
         );

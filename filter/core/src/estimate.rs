@@ -1708,21 +1708,27 @@ mod tests {
     /// provider choose, and the dearest search fee for every search it allows.
     #[test]
     fn tiers_and_web_search_in_the_reservation() {
-        use crate::pricing::{SearchFees, TierRates, ToolFees};
+        use crate::pricing::{SearchFees, TierOverride, TierRates, ToolFees};
         let d = |s: &str| s.parse::<Decimal>().unwrap();
         let mut price = ModelPrice::flat(d("0.000001"), d("0.000002"));
         price.service_tiers.insert(
             ServiceTier::Priority,
             TierRates {
-                input: Some(d("0.000002")),
-                output: Some(d("0.000004")),
+                base: TierOverride {
+                    input: Some(d("0.000002")),
+                    output: Some(d("0.000004")),
+                    ..TierOverride::default()
+                },
                 ..TierRates::default()
             },
         );
         price.service_tiers.insert(
             ServiceTier::Flex,
             TierRates {
-                input: Some(d("0.0000005")),
+                base: TierOverride {
+                    input: Some(d("0.0000005")),
+                    ..TierOverride::default()
+                },
                 ..TierRates::default()
             },
         );

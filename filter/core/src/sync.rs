@@ -640,6 +640,25 @@ mod tests {
     use crate::principal::Principal;
     use crate::usage::{ApiFormat, Usage};
 
+    /// The codec fuzz target's committed seed (`fuzz/make_seeds.py`, after its selector byte)
+    /// is a queue record of the current format, so the fuzzer starts from valid input.
+    #[test]
+    fn the_committed_fuzz_seed_is_a_current_queue_record() {
+        let seed = include_bytes!("../../../fuzz/seeds/codec/queue-item");
+        let item = QueuedUsage::decode(seed.get(1..).unwrap_or_default()).unwrap();
+        let u = item.event.usage;
+        assert_eq!((u.input_audio, u.output_audio, u.web_searches), (40, 20, 2));
+        assert_eq!(u.service_tier, ServiceTier::Priority);
+        assert_eq!(u.search_context, SearchContext::High);
+        assert_eq!(item.event.cost.web_search, Decimal::new(6, 2));
+        assert_eq!(
+            item.event.requested_model.as_deref(),
+            Some("gpt-4o-2024-08-06")
+        );
+        assert_eq!(item.charges.len(), 2);
+        assert_eq!(QueuedUsage::decode(&item.encode()).unwrap(), item);
+    }
+
     fn item(cost: i64) -> QueuedUsage {
         let amount = Decimal::new(cost, 2);
         QueuedUsage {

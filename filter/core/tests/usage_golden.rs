@@ -35,7 +35,7 @@ struct Golden {
 
 const JSON_GOLDEN: &[Golden] = &[
     Golden {
-        file: "gemini_audio_image.json",
+        file: "gemini_generate_content_audio_image.json",
         format: ApiFormat::GeminiGenerateContent,
         usage: Usage {
             input_uncached: 1580,
@@ -87,7 +87,7 @@ const JSON_GOLDEN: &[Golden] = &[
         end_mark: "",
     },
     Golden {
-        file: "gemini_grounding.json",
+        file: "gemini_generate_content_grounding.json",
         format: ApiFormat::GeminiGenerateContent,
         usage: Usage {
             input_uncached: 319, // promptTokenCount 12 + toolUsePromptTokenCount 307
@@ -739,8 +739,8 @@ fn served_model_is_read_from_every_fixture() {
             "openai_chat_priority.sse" => "gpt-4o-2024-08-06",
             "openai_responses_web_search.json" => "gpt-5-2025-08-07",
             "anthropic_messages_web_search_priority.json" => "claude-sonnet-4-5-20250929",
-            "gemini_grounding.json" => "gemini-2.5-flash",
-            "gemini_audio_image.json" => "gemini-2.5-flash-image",
+            "gemini_generate_content_grounding.json" => "gemini-2.5-flash",
+            "gemini_generate_content_audio_image.json" => "gemini-2.5-flash-image",
             other => panic!("no served model written down for {other}"),
         }
     };

@@ -191,10 +191,7 @@ fn service_tiers(
                 }
             }
             let rates = TierRates {
-                input: base.input,
-                output: base.output,
-                cache_read: base.cache_read,
-                cache_write_5m: base.cache_write_5m,
+                base,
                 input_audio: at("input_cost_per_audio_token")?,
                 above,
             };

@@ -206,6 +206,11 @@ pub struct TierOverride {
 }
 
 impl TierOverride {
+    /// Replaces nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == TierOverride::default()
+    }
+
     fn rates(&self) -> impl Iterator<Item = Decimal> {
         [
             self.input,
@@ -223,18 +228,9 @@ impl TierOverride {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierRates {
-    /// Input rate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input: Option<Decimal>,
-    /// Output rate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<Decimal>,
-    /// Cache-read rate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_read: Option<Decimal>,
-    /// 5-minute cache-write rate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_write_5m: Option<Decimal>,
+    /// Replaces the standard base rates it names.
+    #[serde(default, skip_serializing_if = "TierOverride::is_empty")]
+    pub base: TierOverride,
     /// Input audio rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_audio: Option<Decimal>,
@@ -469,7 +465,9 @@ impl ModelPrice {
     /// audio bill at.
     pub fn base_input_at(&self, tier: ServiceTier) -> Decimal {
         let overlay = self.service_tiers.get(&tier);
-        overlay.and_then(|t| t.input).unwrap_or(self.rates.input)
+        overlay
+            .and_then(|t| t.base.input)
+            .unwrap_or(self.rates.input)
     }
 
     /// The input audio rate as `tier` bills it, if the book has one.
@@ -506,13 +504,13 @@ impl ModelPrice {
             (base.cache_read, base.cache_write_5m, base.cache_write_1h);
         let mut reasoning = base.reasoning;
         if let Some(s) = service {
-            input = s.input.unwrap_or(input);
-            output = s.output.unwrap_or(output);
-            read = s.cache_read.or(read);
-            w5 = s.cache_write_5m.or(w5);
+            input = s.base.input.unwrap_or(input);
+            output = s.base.output.unwrap_or(output);
+            read = s.base.cache_read.or(read);
+            w5 = s.base.cache_write_5m.or(w5);
             // A tier with its own output rate bills reasoning at it (LiteLLM's
             // `_resolve_reasoning_token_cost`; no tier in the map has a reasoning rate).
-            if s.output.is_some() {
+            if s.base.output.is_some() {
                 reasoning = None;
             }
         }
@@ -566,13 +564,13 @@ impl ModelPrice {
         };
         let mut p = self.clone();
         let r = &mut p.rates;
-        r.input = t.input.unwrap_or(r.input);
-        r.output = t.output.unwrap_or(r.output);
-        r.cache_read = t.cache_read.or(r.cache_read);
-        r.cache_write_5m = t.cache_write_5m.or(r.cache_write_5m);
+        r.input = t.base.input.unwrap_or(r.input);
+        r.output = t.base.output.unwrap_or(r.output);
+        r.cache_read = t.base.cache_read.or(r.cache_read);
+        r.cache_write_5m = t.base.cache_write_5m.or(r.cache_write_5m);
         // A tier with its own output rate bills reasoning at it (LiteLLM's
         // `_resolve_reasoning_token_cost`; no tier in the map has a reasoning rate of its own).
-        if t.output.is_some() {
+        if t.base.output.is_some() {
             r.reasoning = None;
         }
         p.modality.input_audio = t.input_audio.or(p.modality.input_audio);
@@ -641,16 +639,10 @@ impl ModelPrice {
         });
         let ranges = self.ranges.iter().flat_map(|row| row.rates.all());
         let service = self.service_tiers.values().flat_map(|t| {
-            [
-                t.input,
-                t.output,
-                t.cache_read,
-                t.cache_write_5m,
-                t.input_audio,
-            ]
-            .into_iter()
-            .flatten()
-            .chain(t.above.values().flat_map(TierOverride::rates))
+            t.base
+                .rates()
+                .chain(t.input_audio)
+                .chain(t.above.values().flat_map(TierOverride::rates))
         });
         let fees = self
             .tools
