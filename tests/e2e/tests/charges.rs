@@ -27,7 +27,7 @@ use tollgate_tests::pricing::{expected, litellm_book, worst_case};
 use tollgate_tests::{Chain, Stack};
 use tollgate_upstream::{Api, Controls};
 
-use common::{client, ledger_details, ledger_reaches, ledger_rows};
+use common::{key_spend_reaches, keyed_post, ledger_details, ledger_reaches, ledger_rows};
 
 /// Sends `body` to `path` with `chain`'s key in `key_header` and extra headers; the status
 /// and the whole body.
@@ -39,19 +39,7 @@ fn post(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> (u16, String) {
-    let key = if key_header == "authorization" {
-        format!("Bearer {}", chain.secret)
-    } else {
-        chain.secret.clone()
-    };
-    let mut req = client()
-        .post(format!("{url}{path}"))
-        .header(key_header, key)
-        .json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().unwrap();
+    let resp = keyed_post(url, chain, (path, key_header), headers, body);
     let status = resp.status().as_u16();
     (status, resp.text().unwrap_or_default())
 }
@@ -250,15 +238,7 @@ fn the_model_that_served_is_the_one_priced() {
         as_served["model"] = json!(priced);
         let (_, cost) = expected(book, *api, &as_served, &Controls::default()).unwrap();
         total += cost;
-        ledger_reaches(
-            &stack,
-            "key",
-            &chain.key_id,
-            Spend {
-                requests: i as u64 + 1,
-                total_usd: total,
-            },
-        );
+        key_spend_reaches(&stack, &chain.key_id, i + 1, total);
         let rows = ledger_rows(&stack, &chain.key_id);
         let row = rows.last().unwrap();
         assert_eq!(
@@ -453,15 +433,7 @@ fn tiers_searches_and_audio_are_billed_as_the_provider_reports_them() {
         let controls = Controls::from_headers(&header_map(headers)).unwrap();
         let (_, cost) = expected(book, *api, &priced, &controls).unwrap();
         total += cost;
-        ledger_reaches(
-            &stack,
-            "key",
-            &chain.key_id,
-            Spend {
-                requests: i as u64 + 1,
-                total_usd: total,
-            },
-        );
+        key_spend_reaches(&stack, &chain.key_id, i + 1, total);
         let detail = ledger_details(&stack, &chain.key_id).pop().unwrap();
         for (k, v) in want.as_object().unwrap() {
             match v {

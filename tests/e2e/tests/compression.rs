@@ -25,7 +25,7 @@ use tollgate_tests::{Chain, Stack};
 use tollgate_upstream::encoding::decode;
 use tollgate_upstream::{Api, Controls};
 
-use common::{client, dec, ledger_reaches, ledger_tokens};
+use common::{dec, keyed_post, ledger_reaches, ledger_tokens};
 
 /// One request of each metered API shape the SDKs send: (API, path, key header, body).
 fn requests(text: &str) -> Vec<(Api, &'static str, &'static str, Value)> {
@@ -96,19 +96,7 @@ fn send(
     (path, key_header, body): (&str, &str, &Value),
     headers: &[(&str, &str)],
 ) -> Answer {
-    let key = if key_header == "authorization" {
-        format!("Bearer {}", chain.secret)
-    } else {
-        chain.secret.clone()
-    };
-    let mut req = client()
-        .post(format!("{url}{path}"))
-        .header(key_header, key)
-        .json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().unwrap();
+    let resp = keyed_post(url, chain, (path, key_header), headers, body);
     let header = |n: &str| {
         resp.headers()
             .get(n)

@@ -29,7 +29,7 @@ use tollgate_tests::pricing::{expected, litellm_book};
 use tollgate_tests::{eventually, python, Chain, Stack};
 use tollgate_upstream::{Api, Controls};
 
-use common::{dec, ledger_reaches, two_intervals};
+use common::{dec, key_spend_reaches, ledger_reaches, two_intervals};
 
 /// Runs one SDK case with `chain`'s key; returns its JSON lines.
 fn sdk(
@@ -124,15 +124,7 @@ fn metered_exactly(prefix: &str, api: Api, cases: &[&str]) {
         );
         assert_eq!(r["budget"], format!("key:{budget}"), "{case}: {r}");
         spent += cost;
-        ledger_reaches(
-            &stack,
-            "key",
-            &chain.key_id,
-            Spend {
-                requests: i as u64 + 1,
-                total_usd: spent,
-            },
-        );
+        key_spend_reaches(&stack, &chain.key_id, i + 1, spent);
         // From the moment the SDK had the whole response (the script's clock is this machine's)
         // to the first ledger read (every 20 ms) that showed its event.
         let done = UNIX_EPOCH + Duration::from_secs_f64(r["done_at"].as_f64().unwrap());

@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tollgate_tests::control_plane::Spend;
 use tollgate_tests::pricing::{expected, litellm_book};
-use tollgate_tests::{eventually, pricing, Binaries, Stack, StackOptions};
+use tollgate_tests::{eventually, pricing, Binaries, Chain, Stack, StackOptions};
 use tollgate_upstream::{Api, Controls};
 
 /// The sync interval the tests run Envoy with.
@@ -315,4 +315,41 @@ pub fn ledger_tokens(stack: &Stack, key_id: &str) -> Vec<TokenRow> {
          WHERE key_id = ?1 ORDER BY seq",
         key_id,
     )
+}
+
+/// A POST of `body` to `url` + `path` with `chain`'s key in `key_header` (as a bearer token
+/// in `authorization`) and extra `headers`.
+pub fn keyed_post(
+    url: &str,
+    chain: &Chain,
+    (path, key_header): (&str, &str),
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> reqwest::blocking::Response {
+    let key = if key_header == "authorization" {
+        format!("Bearer {}", chain.secret)
+    } else {
+        chain.secret.clone()
+    };
+    let mut req = client()
+        .post(format!("{url}{path}"))
+        .header(key_header, key)
+        .json(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().unwrap()
+}
+
+/// Waits until the ledger holds `requests` requests of `key_id` costing `total` USD.
+pub fn key_spend_reaches(stack: &Stack, key_id: &str, requests: usize, total: Decimal) {
+    ledger_reaches(
+        stack,
+        "key",
+        key_id,
+        Spend {
+            requests: requests as u64,
+            total_usd: total,
+        },
+    );
 }
