@@ -545,6 +545,14 @@ impl ModelPrice {
 
     /// The fallbacks pricing `usage` leans on: a missing rate for a kind of token it has.
     pub fn fallbacks(&self, usage: &crate::usage::Usage) -> Fallbacks {
+        // Most requests have no token of a kind that can lack a rate: no second tier lookup.
+        if usage.cache_read == 0
+            && usage.cache_write_5m == 0
+            && usage.cache_write_1h == 0
+            && usage.input_audio == 0
+        {
+            return Fallbacks::default();
+        }
         let service = self.service_tiers.get(&usage.service_tier);
         let (_, missing) = self.resolve(usage.prompt_total(), service);
         Fallbacks {
