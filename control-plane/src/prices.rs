@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_core::pricing::{
-    self, litellm, EffectiveRates, ModelKind, ModelPrice, RangeTier, Rates, ThresholdTier,
+    self, litellm, EffectiveRates, ModalityRates, ModelKind, ModelPrice, RangeTier, Rates,
+    SearchFees, ServiceTier, ThresholdTier, TierOverride, TierRates, ToolFees,
 };
 
 use crate::store::prices::{NewRevision, PriceRevision};
@@ -53,6 +54,142 @@ pub struct PriceInput {
     /// From when (Unix seconds); now when absent.
     #[serde(default)]
     pub effective_from: Option<i64>,
+    /// Input audio tokens, when priced apart (else the input rate).
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    pub input_audio_per_million: Option<Decimal>,
+    /// Output audio tokens, when priced apart (else the output rate).
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    pub output_audio_per_million: Option<Decimal>,
+    /// Rates of the service tiers that bill differently (`priority`, `flex`); each rate given
+    /// replaces the standard one.
+    #[serde(default, deserialize_with = "objects")]
+    pub service_tiers: BTreeMap<ServiceTier, TierRatesInput>,
+    /// The provider's fee per web search, USD per call, by context size (a provider's
+    /// published rate where the LiteLLM map has none).
+    #[serde(default, deserialize_with = "object")]
+    pub web_search_per_call: Option<SearchFeesInput>,
+}
+
+/// Reads a JSON object (or `null`) as `T`. serde's derive would also take a struct written as
+/// an array of its fields, which the published schema refuses.
+fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(D::Error::custom),
+        other => Err(D::Error::custom(format!("expected an object, got {other}"))),
+    }
+}
+
+/// A map whose every value is read by [`object`].
+fn objects<'de, D, K, T>(d: D) -> Result<BTreeMap<K, T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    K: serde::de::DeserializeOwned + Ord,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    let map = BTreeMap::<K, serde_json::Value>::deserialize(d)?;
+    map.into_iter()
+        .map(|(k, v)| match v {
+            v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+                .map(|t| (k, t))
+                .map_err(D::Error::custom),
+            other => Err(D::Error::custom(format!("expected an object, got {other}"))),
+        })
+        .collect()
+}
+
+/// A service tier's rates, per 1M tokens.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierRatesInput {
+    /// Input rate.
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    pub input_per_million: Option<Decimal>,
+    /// Output rate.
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    pub output_per_million: Option<Decimal>,
+    /// Cache-read rate.
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    pub cache_read_per_million: Option<Decimal>,
+    /// 5-minute cache-write rate.
+    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    pub cache_write_5m_per_million: Option<Decimal>,
+}
+
+/// Web-search fees, USD per call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchFeesInput {
+    /// At `low` context.
+    #[serde(deserialize_with = "crate::http::money::strict")]
+    pub low: Decimal,
+    /// At `medium` context (Anthropic's and Gemini's searches bill at it).
+    #[serde(deserialize_with = "crate::http::money::strict")]
+    pub medium: Decimal,
+    /// At `high` context.
+    #[serde(deserialize_with = "crate::http::money::strict")]
+    pub high: Decimal,
+}
+
+/// The dearest fee per web search accepted: providers charge cents ($0.01–$0.05); a fee in
+/// dollars is a unit mistake (per 1,000 calls given per call).
+const MAX_SEARCH_FEE: Decimal = Decimal::from_parts(1, 0, 0, false, 0);
+
+impl SearchFeesInput {
+    fn to_fees(&self) -> Result<SearchFees, PriceInputError> {
+        for (size, fee) in [
+            ("low", self.low),
+            ("medium", self.medium),
+            ("high", self.high),
+        ] {
+            if fee.is_sign_negative() && !fee.is_zero() || fee > MAX_SEARCH_FEE {
+                return Err(PriceInputError {
+                    field: format!("web_search_per_call.{size}"),
+                    detail: format!(
+                        "{fee} USD per search is outside [0, {MAX_SEARCH_FEE}]: is it per 1,000 searches?"
+                    ),
+                });
+            }
+        }
+        Ok(SearchFees {
+            low: self.low,
+            medium: self.medium,
+            high: self.high,
+        })
+    }
+}
+
+impl TierRatesInput {
+    fn to_rates(&self, tier: ServiceTier) -> Result<TierRates, PriceInputError> {
+        if tier.is_standard() {
+            return Err(PriceInputError {
+                field: "service_tiers.standard".into(),
+                detail: "the standard tier's rates are the price's own".into(),
+            });
+        }
+        let p = format!("service_tiers.{}.", tier.name());
+        Ok(TierRates {
+            base: TierOverride {
+                input: opt_rate(&p, "input_per_million", self.input_per_million)?,
+                output: opt_rate(&p, "output_per_million", self.output_per_million)?,
+                cache_read: opt_rate(&p, "cache_read_per_million", self.cache_read_per_million)?,
+                cache_write_5m: opt_rate(
+                    &p,
+                    "cache_write_5m_per_million",
+                    self.cache_write_5m_per_million,
+                )?,
+            },
+            ..TierRates::default()
+        })
+    }
 }
 
 /// A long-context tier, per 1M tokens.
@@ -166,8 +303,28 @@ impl PriceInput {
             tiers,
             ranges: Vec::new(),
             max_output_tokens: self.max_output_tokens,
-            // Service-tier, modality and tool rates come from LiteLLM imports for now.
-            ..ModelPrice::default()
+            service_tiers: self
+                .service_tiers
+                .iter()
+                .map(|(tier, r)| Ok((*tier, r.to_rates(*tier)?)))
+                .collect::<Result<_, PriceInputError>>()?,
+            modality: ModalityRates {
+                input_audio: opt_rate("", "input_audio_per_million", self.input_audio_per_million)?,
+                output_audio: opt_rate(
+                    "",
+                    "output_audio_per_million",
+                    self.output_audio_per_million,
+                )?,
+                ..ModalityRates::default()
+            },
+            tools: ToolFees {
+                web_search: self
+                    .web_search_per_call
+                    .as_ref()
+                    .map(SearchFeesInput::to_fees)
+                    .transpose()?,
+                web_search_per_prompt: false,
+            },
         };
         check_price(&price)?;
         Ok(price)
@@ -193,6 +350,36 @@ pub struct RatesView {
     /// Reasoning tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_per_million: Option<Decimal>,
+    /// Input audio tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_audio_per_million: Option<Decimal>,
+    /// Output audio tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_audio_per_million: Option<Decimal>,
+    /// Input image tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_image_per_million: Option<Decimal>,
+    /// Output image tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_image_per_million: Option<Decimal>,
+}
+
+/// A service tier's base rates per 1M tokens (rates above long-context thresholds come from
+/// LiteLLM imports and are not shown).
+#[derive(Debug, Clone, Serialize)]
+pub struct TierRatesView {
+    /// Input rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_per_million: Option<Decimal>,
+    /// Output rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_per_million: Option<Decimal>,
+    /// Cache-read rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_million: Option<Decimal>,
+    /// 5-minute cache-write rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_5m_per_million: Option<Decimal>,
 }
 
 /// A tier per 1M tokens.
@@ -263,6 +450,12 @@ pub struct PriceView {
     /// Output cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u64>,
+    /// Service tiers that bill differently.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_tiers: BTreeMap<ServiceTier, TierRatesView>,
+    /// Fee per web search, USD, by context size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_search_per_call: Option<SearchFees>,
 }
 
 fn pm(d: Decimal) -> Decimal {
@@ -302,7 +495,28 @@ impl From<&PriceRevision> for PriceView {
                 cache_write_5m_per_million: p.rates.cache_write_5m.map(pm),
                 cache_write_1h_per_million: p.rates.cache_write_1h.map(pm),
                 reasoning_per_million: p.rates.reasoning.map(pm),
+                input_audio_per_million: p.modality.input_audio.map(pm),
+                output_audio_per_million: p.modality.output_audio.map(pm),
+                input_image_per_million: p.modality.input_image.map(pm),
+                output_image_per_million: p.modality.output_image.map(pm),
             }),
+            service_tiers: p
+                .map(|p| {
+                    p.service_tiers
+                        .iter()
+                        .map(|(tier, t)| {
+                            let view = TierRatesView {
+                                input_per_million: t.base.input.map(pm),
+                                output_per_million: t.base.output.map(pm),
+                                cache_read_per_million: t.base.cache_read.map(pm),
+                                cache_write_5m_per_million: t.base.cache_write_5m.map(pm),
+                            };
+                            (*tier, view)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            web_search_per_call: p.and_then(|p| p.tools.web_search),
             tiers: p
                 .map(|p| {
                     p.tiers

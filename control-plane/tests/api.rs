@@ -1380,3 +1380,67 @@ async fn usage_is_posted_only_as_oneself_and_conflicts_are_counted() {
         .json();
     assert_eq!(sb["reporters"], json!({}));
 }
+
+/// Service-tier, audio and web-search rates set through `POST /v1/prices` (a provider's
+/// published rates where the LiteLLM map has none), shown back, and priced by the quote.
+#[tokio::test]
+async fn prices_take_tier_audio_and_search_rates() {
+    let api = api().await;
+    let price = json!({"model": "gpt-x", "input_per_million": "2", "output_per_million": "8",
+        "effective_from": 0, "input_audio_per_million": "40", "output_audio_per_million": "80",
+        "service_tiers": {"priority": {"input_per_million": "4", "output_per_million": "16"},
+                          "flex": {"input_per_million": "1"}},
+        "web_search_per_call": {"low": "0.025", "medium": "0.0275", "high": "0.03"}});
+    let r = api.admin("POST", "/v1/prices", Some(price.clone())).await;
+    assert!(r.status == 200 || r.status == 201, "{}", r.text);
+    let shown = api.admin("GET", "/v1/prices/gpt-x", None).await;
+    assert_eq!(shown.status, 200, "{}", shown.text);
+    let v = shown.json();
+    let p = &v["current"];
+    assert_eq!(
+        p["service_tiers"]["priority"]["output_per_million"], "16",
+        "{v}"
+    );
+    assert_eq!(p["rates"]["input_audio_per_million"], "40", "{v}");
+    assert_eq!(p["web_search_per_call"]["high"], "0.03", "{v}");
+    // 1000 in × 4/M + 100 out × 16/M at priority, two searches at the high context.
+    let q = api
+        .admin(
+            "POST",
+            "/v1/cost/quote",
+            Some(
+                json!({"model": "gpt-x", "usage": {"input_uncached": 1000, "output": 100,
+                "service_tier": "priority", "web_searches": 2, "search_context": "high"}}),
+            ),
+        )
+        .await;
+    assert_eq!(q.status, 200, "{}", q.text);
+    let q = q.json();
+    assert_eq!(q["total_usd"], "0.0656", "{q}");
+    assert_eq!(q["cost"]["web_search"], "0.06", "{q}");
+    // Refused, naming the field: a fee per 1,000 searches given per search, the standard
+    // tier as an override, a tier rate off by 10^6.
+    for (bad, field) in [
+        (
+            json!({"web_search_per_call": {"low": "10", "medium": "10", "high": "10"}}),
+            "web_search_per_call.low",
+        ),
+        (
+            json!({"service_tiers": {"standard": {"input_per_million": "3"}}}),
+            "service_tiers.standard",
+        ),
+        (
+            json!({"service_tiers": {"priority": {"input_per_million": "0.0000004"}}}),
+            "service_tiers.priority.input_per_million",
+        ),
+    ] {
+        let mut body = price.clone();
+        body["model"] = json!(format!("gpt-bad-{field}"));
+        for (k, v) in bad.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = api.admin("POST", "/v1/prices", Some(body)).await;
+        assert_eq!(r.status, 422, "{field}: {}", r.text);
+        assert!(r.text.contains(field), "{field}: {}", r.text);
+    }
+}

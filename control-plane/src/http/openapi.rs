@@ -555,6 +555,11 @@ fn schemas() -> Value {
     let opt_id = nullable(&id);
     let opt_str = nullable(&json!({"type": "string"}));
     let opt_rate = nullable(&rate);
+    let tier_rates = json!({"type": "object", "additionalProperties": false,
+        "properties": {"input_per_million": opt_rate, "output_per_million": opt_rate,
+            "cache_read_per_million": opt_rate, "cache_write_5m_per_million": opt_rate}});
+    let fee =
+        json!({"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$", "description": "USD per call"});
     json!({
         "Problem": {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
             "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
@@ -596,11 +601,19 @@ fn schemas() -> Value {
                     "properties": {"above_prompt_tokens": {"type": "integer", "minimum": 0}, "inclusive": {"type": "boolean"},
                         "input_per_million": rate, "output_per_million": opt_rate, "cache_read_per_million": opt_rate,
                         "cache_write_5m_per_million": opt_rate, "cache_write_1h_per_million": opt_rate}}},
-                "max_output_tokens": nullable(&json!({"type": "integer", "minimum": 0})), "effective_from": nullable(&ts)}},
+                "max_output_tokens": nullable(&json!({"type": "integer", "minimum": 0})), "effective_from": nullable(&ts),
+                "input_audio_per_million": opt_rate, "output_audio_per_million": opt_rate,
+                "service_tiers": {"type": "object", "additionalProperties": false,
+                    "description": "rates of the tiers that bill differently; each given rate replaces the standard one",
+                    "properties": {"priority": tier_rates, "flex": tier_rates}},
+                "web_search_per_call": nullable(&json!({"type": "object", "required": ["low", "medium", "high"],
+                    "additionalProperties": false, "description": "USD per web search by context size, at most 1",
+                    "properties": {"low": fee, "medium": fee, "high": fee}}))}},
         "Price": {"type": "object", "properties": {"model": {"type": "string"}, "revision": {"type": "integer"},
             "effective_from": ts, "source": {"type": "string"}, "created_at": ts, "deleted": {"type": "boolean"},
             "provider": {"type": "string"}, "kind": {"type": "string"}, "rates": {"type": "object"},
-            "tiers": {"type": "array"}, "ranges": {"type": "array"}, "max_output_tokens": {"type": "integer"}}},
+            "tiers": {"type": "array"}, "ranges": {"type": "array"}, "max_output_tokens": {"type": "integer"},
+            "service_tiers": {"type": "object"}, "web_search_per_call": {"type": "object"}}},
         "LiteLlmMap": {"type": "object", "description": "LiteLLM's model_prices_and_context_window.json"},
         "ImportReport": {"type": "object", "properties": {"imported": {"type": "integer"}, "unchanged": {"type": "integer"},
             "skipped": {"type": "array", "items": {"type": "object", "properties": {"model": {"type": "string"}, "reason": {"type": "string"}}}}}},
