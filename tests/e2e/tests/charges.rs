@@ -49,13 +49,16 @@ fn chat(stream: bool) -> Value {
            "messages": [{"role": "user", "content": "what is charged"}]})
 }
 
-/// A chain with a budget of `limit` USD on its key, known to Envoy.
+/// A chain with a budget of `limit` USD on its key, known to Envoy (every worker: a loaded
+/// machine may take a tick longer than the snapshot version says).
 fn funded(stack: &Stack, prefix: &str, limit: &str) -> Chain {
     let admin = stack.api().unwrap();
     let chain = admin.create_chain(prefix).unwrap();
     admin
         .create_budget("key", &chain.key_id, "total", limit)
         .unwrap();
+    stack.wait_for_sync().unwrap();
+    common::wait_key_known(&stack.url(), &chain.secret);
     chain
 }
 
