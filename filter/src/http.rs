@@ -17,7 +17,7 @@ use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use tollgate_core::budget::{decide, window_at, BudgetState, Decision, Mode, Period, Scope};
 use tollgate_core::config::{MissingUsage, UnknownModel};
-use tollgate_core::cost::{cost, CostBreakdown};
+use tollgate_core::cost::{priced, CostBreakdown};
 use tollgate_core::estimate::{include_usage_rewrite, summarize, worst_case, EstimateError};
 use tollgate_core::event::{Charge, UnchargedReason, UsageEvent};
 use tollgate_core::gate::{self, Reply};
@@ -511,9 +511,11 @@ impl Stream {
         let (usage, cost_breakdown, charge, uncharged) = match (usage, &adm.price) {
             (Ok(mut u), Some(p)) => {
                 u.search_context = adm.search_context;
-                metrics.fallbacks(p.fallbacks(&u));
-                match cost(p, &u) {
-                    Ok(c) => (u, c, Charge::Actual, None),
+                match priced(p, &u) {
+                    Ok((c, fallbacks)) => {
+                        metrics.fallbacks(fallbacks);
+                        (u, c, Charge::Actual, None)
+                    }
                     Err(_) => self.by_policy(&adm, u, UnchargedReason::NoUsage),
                 }
             }

@@ -12,7 +12,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::pricing::ModelPrice;
+use crate::pricing::{Fallbacks, ModelPrice};
 use crate::usage::Usage;
 
 /// USD cost of one request, per bucket. `total` is the sum of the buckets.
@@ -110,9 +110,14 @@ pub enum CostError {
 
 /// Prices `usage` with `price`, at the service tier that served it.
 pub fn cost(price: &ModelPrice, usage: &Usage) -> Result<CostBreakdown, CostError> {
+    priced(price, usage).map(|(c, _)| c)
+}
+
+/// [`cost`], and the rates the book lacked that pricing `usage` fell back on (the filter
+/// counts them), found in the same pass that picks the rates.
+pub fn priced(price: &ModelPrice, usage: &Usage) -> Result<(CostBreakdown, Fallbacks), CostError> {
     let tier = usage.service_tier;
-    let rates = price.rates_at(usage.prompt_total(), tier);
-    let times = bill;
+    let (rates, missing) = price.rates_and_fallbacks_at(usage.prompt_total(), tier);
     // Each token is billed once: audio and images are parts of the uncached prompt and of the
     // output (after reasoning), clamped to what is left of them.
     let input_audio = usage.input_audio.min(usage.input_uncached);
@@ -132,51 +137,56 @@ pub fn cost(price: &ModelPrice, usage: &Usage) -> Result<CostBreakdown, CostErro
     } else {
         (price.base_input_at(tier), price.input_audio_at(tier))
     };
+    let fallbacks = Fallbacks {
+        cache_read: missing.cache_read && usage.cache_read > 0,
+        cache_write_5m: missing.cache_write_5m && usage.cache_write_5m > 0,
+        cache_write_1h: missing.cache_write_1h && usage.cache_write_1h > 0,
+        input_audio: price.input_audio_at(tier).is_none() && usage.input_audio > 0,
+    };
     let searches = price.tools.web_searches_billed(usage.web_searches);
     let search_fee = price
         .tools
         .web_search
         .map_or(Decimal::ZERO, |f| f.at(usage.search_context));
     let mut c = CostBreakdown {
-        input: times(
+        input: bill(
             "input",
             usage.input_uncached - input_audio - input_image,
             rates.input,
         )?,
-        cache_read: times("cache_read", usage.cache_read, rates.cache_read)?,
-        cache_write_5m: times("cache_write_5m", usage.cache_write_5m, rates.cache_write_5m)?,
-        cache_write_1h: times("cache_write_1h", usage.cache_write_1h, rates.cache_write_1h)?,
-        output: times(
+        cache_read: bill("cache_read", usage.cache_read, rates.cache_read)?,
+        cache_write_5m: bill("cache_write_5m", usage.cache_write_5m, rates.cache_write_5m)?,
+        cache_write_1h: bill("cache_write_1h", usage.cache_write_1h, rates.cache_write_1h)?,
+        output: bill(
             "output",
             usage.output - reasoning - output_audio - output_image,
             rates.output,
         )?,
-        reasoning: times("reasoning", reasoning, rates.reasoning)?,
-        // Without a rate of their own, input audio (a fallback, counted by
-        // `ModelPrice::fallbacks`) and images bill at the base input rate, output audio and
+        reasoning: bill("reasoning", reasoning, rates.reasoning)?,
+        // Without a rate of their own, input audio (a fallback, counted in `fallbacks`) and images bill at the base input rate, output audio and
         // images at the output rate (LiteLLM's resolutions; its cost path bills input audio
         // without a rate at zero).
-        input_audio: times(
+        input_audio: bill(
             "input_audio",
             input_audio,
             input_audio_rate.unwrap_or(base_input),
         )?,
-        input_image: times(
+        input_image: bill(
             "input_image",
             input_image,
             m.input_image.unwrap_or(base_input),
         )?,
-        output_audio: times(
+        output_audio: bill(
             "output_audio",
             output_audio,
             m.output_audio.unwrap_or(rates.output),
         )?,
-        output_image: times(
+        output_image: bill(
             "output_image",
             output_image,
             m.output_image.unwrap_or(rates.output),
         )?,
-        web_search: times("web_search", searches, search_fee)?,
+        web_search: bill("web_search", searches, search_fee)?,
         total: Decimal::ZERO,
     };
     c.total = c
@@ -185,7 +195,7 @@ pub fn cost(price: &ModelPrice, usage: &Usage) -> Result<CostBreakdown, CostErro
         .try_fold(Decimal::ZERO, Decimal::checked_add)
         .ok_or(CostError::Overflow { bucket: "total" })?
         .normalize();
-    Ok(c)
+    Ok((c, fallbacks))
 }
 
 /// `tokens × rate` in its shortest spelling (`0.00005`, not `0.000050`, in events and logs).

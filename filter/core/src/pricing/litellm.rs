@@ -549,9 +549,10 @@ mod tests {
             cache_read: 7,
             ..Default::default()
         };
-        let f = openai.fallbacks(&u);
+        let f = crate::cost::priced(openai, &u).unwrap().1;
         assert!(f.cache_read && !f.cache_write_5m && !f.input_audio, "{f:?}");
-        assert!(!imp.book.models["dashscope/qwen"].fallbacks(&u).any());
+        let qwen = &imp.book.models["dashscope/qwen"];
+        assert!(!crate::cost::priced(qwen, &u).unwrap().1.any());
         assert_eq!(imp.skipped["peaky"], SkipReason::OffPeak);
         // xAI bills the long-context tier from exactly the threshold on.
         assert_eq!(imp.book.models["grok"].rates_for(128_000).input, d("2e-6"));
@@ -582,26 +583,18 @@ mod tests {
         )
         .unwrap();
         let gpt = &imp.book.models["gpt-5"];
-        let pri = gpt.for_service_tier(ServiceTier::Priority);
-        assert_eq!(pri.rates_for(10).input, d("2.5e-6"));
-        assert_eq!(pri.rates_for(10).output, d("2e-5"));
+        let pri = |prompt| gpt.rates_at(prompt, ServiceTier::Priority);
+        assert_eq!(pri(10).input, d("2.5e-6"));
+        assert_eq!(pri(10).output, d("2e-5"));
         // a tier with its own output rate bills reasoning at it
-        assert_eq!(pri.rates_for(10).reasoning, d("2e-5"));
-        assert_eq!(
-            pri.rates_for(10).cache_read,
-            d("1.25e-7"),
-            "no tier key: standard"
-        );
-        assert_eq!(pri.rates_for(272_001).input, d("5e-6"));
-        let flex = gpt.for_service_tier(ServiceTier::Flex);
-        assert_eq!(flex.rates_for(10).input, d("6.25e-7"));
-        assert_eq!(
-            flex.rates_for(10).output,
-            d("1e-5"),
-            "no flex output: standard"
-        );
-        assert_eq!(flex.rates_for(10).reasoning, d("1.2e-5"));
-        assert_eq!(flex.rates_for(272_001).input, d("2.5e-6"));
+        assert_eq!(pri(10).reasoning, d("2e-5"));
+        assert_eq!(pri(10).cache_read, d("1.25e-7"), "no tier key: standard");
+        assert_eq!(pri(272_001).input, d("5e-6"));
+        let flex = |prompt| gpt.rates_at(prompt, ServiceTier::Flex);
+        assert_eq!(flex(10).input, d("6.25e-7"));
+        assert_eq!(flex(10).output, d("1e-5"), "no flex output: standard");
+        assert_eq!(flex(10).reasoning, d("1.2e-5"));
+        assert_eq!(flex(272_001).input, d("2.5e-6"));
         assert_eq!(gpt.dearest_service_tier(), ServiceTier::Priority);
         assert_eq!(gpt.modality.input_audio, Some(d("4e-5")));
         assert_eq!(gpt.modality.output_audio, Some(d("8e-5")));

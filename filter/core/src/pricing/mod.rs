@@ -18,7 +18,7 @@
 //! a missing cache-read or 5-minute cache-write rate falls back to the input rate, a missing
 //! 1-hour write rate to the 5-minute one, a missing input audio rate to the input rate (the
 //! resolutions LiteLLM's `calculate_prompt_caching_savings` uses; its cost path bills them
-//! zero). [`ModelPrice::fallbacks`] says which fallbacks a usage leaned on.
+//! zero). [`crate::cost::priced`] says which fallbacks a usage leaned on.
 
 pub mod litellm;
 mod lookup;
@@ -188,7 +188,7 @@ impl ServiceTier {
 }
 
 /// Rates a service tier bills instead of the standard ones; `None` keeps the standard rate.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierOverride {
     /// Input rate.
@@ -458,7 +458,18 @@ impl ModelPrice {
 
     /// [`ModelPrice::rates_for`] as `tier` bills it.
     pub fn rates_at(&self, prompt_tokens: u64, tier: ServiceTier) -> EffectiveRates {
-        self.resolve(prompt_tokens, self.service_tiers.get(&tier)).0
+        self.rates_and_fallbacks_at(prompt_tokens, tier).0
+    }
+
+    /// [`ModelPrice::rates_at`], and which cache rates the book lacked at that size and tier
+    /// (resolved to their fallbacks: reads and 5-minute writes to the input rate, 1-hour
+    /// writes to 5-minute).
+    pub(crate) fn rates_and_fallbacks_at(
+        &self,
+        prompt_tokens: u64,
+        tier: ServiceTier,
+    ) -> (EffectiveRates, Fallbacks) {
+        self.resolve(prompt_tokens, self.service_tiers.get(&tier))
     }
 
     /// The base (untiered) input rate as `tier` bills it: what images and unpriced input
@@ -478,11 +489,10 @@ impl ModelPrice {
             .or(self.modality.input_audio)
     }
 
-    /// The rates for `prompt_tokens`, and which cache rates were missing (and so resolved to
-    /// a fallback: reads and 5-minute writes to the input rate, 1-hour writes to 5-minute).
-    /// With `service`, the service tier's rates over the standard ones: its base rates over
-    /// the base, its per-threshold rates over that threshold's (no clone of the price: this
-    /// runs for every request).
+    /// The rates for `prompt_tokens`, and which cache rates were missing. With `service`, the
+    /// service tier's rates over the standard ones: its base rates over the base, its
+    /// per-threshold rates over that threshold's (no clone of the price: this runs for every
+    /// request).
     fn resolve(
         &self,
         prompt_tokens: u64,
@@ -516,7 +526,7 @@ impl ModelPrice {
         }
         if let Some(t) = tier {
             let over = service.and_then(|s| s.above.get(&t.above_prompt_tokens));
-            let over = over.cloned().unwrap_or_default();
+            let over = over.copied().unwrap_or_default();
             input = over.input.unwrap_or(t.input);
             output = over.output.or(t.output).unwrap_or(output);
             read = over.cache_read.or(t.cache_read).or(read);
@@ -541,56 +551,6 @@ impl ModelPrice {
             reasoning: reasoning.unwrap_or(output),
         };
         (rates, fallbacks)
-    }
-
-    /// The fallbacks pricing `usage` leans on: a missing rate for a kind of token it has.
-    pub fn fallbacks(&self, usage: &crate::usage::Usage) -> Fallbacks {
-        // Most requests have no token of a kind that can lack a rate: no second tier lookup.
-        if usage.cache_read == 0
-            && usage.cache_write_5m == 0
-            && usage.cache_write_1h == 0
-            && usage.input_audio == 0
-        {
-            return Fallbacks::default();
-        }
-        let service = self.service_tiers.get(&usage.service_tier);
-        let (_, missing) = self.resolve(usage.prompt_total(), service);
-        Fallbacks {
-            cache_read: missing.cache_read && usage.cache_read > 0,
-            cache_write_5m: missing.cache_write_5m && usage.cache_write_5m > 0,
-            cache_write_1h: missing.cache_write_1h && usage.cache_write_1h > 0,
-            input_audio: self.input_audio_at(usage.service_tier).is_none() && usage.input_audio > 0,
-        }
-    }
-
-    /// This price as `tier` bills it: the tier's rates in place of the standard ones it
-    /// names, threshold tiers included. Borrowed when the tier has no rates of its own.
-    pub fn for_service_tier(&self, tier: ServiceTier) -> std::borrow::Cow<'_, ModelPrice> {
-        use std::borrow::Cow;
-        let Some(t) = self.service_tiers.get(&tier) else {
-            return Cow::Borrowed(self);
-        };
-        let mut p = self.clone();
-        let r = &mut p.rates;
-        r.input = t.base.input.unwrap_or(r.input);
-        r.output = t.base.output.unwrap_or(r.output);
-        r.cache_read = t.base.cache_read.or(r.cache_read);
-        r.cache_write_5m = t.base.cache_write_5m.or(r.cache_write_5m);
-        // A tier with its own output rate bills reasoning at it (LiteLLM's
-        // `_resolve_reasoning_token_cost`; no tier in the map has a reasoning rate of its own).
-        if t.base.output.is_some() {
-            r.reasoning = None;
-        }
-        p.modality.input_audio = t.input_audio.or(p.modality.input_audio);
-        for th in &mut p.tiers {
-            if let Some(o) = t.above.get(&th.above_prompt_tokens) {
-                th.input = o.input.unwrap_or(th.input);
-                th.output = o.output.or(th.output);
-                th.cache_read = o.cache_read.or(th.cache_read);
-                th.cache_write_5m = o.cache_write_5m.or(th.cache_write_5m);
-            }
-        }
-        Cow::Owned(p)
     }
 
     /// The dearest tier a request may be served at when it lets the provider choose: the
