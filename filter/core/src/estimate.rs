@@ -334,8 +334,8 @@ pub fn summarize<'a>(
         Field::WrongType => return Err(wrong_type("stream_options", "an object")),
     };
 
-    let service_tier = match (format, &raw.service_tier) {
-        (ApiFormat::OpenAiChat | ApiFormat::OpenAiResponses | ApiFormat::AnthropicMessages, _) => {
+    let service_tier = match format {
+        ApiFormat::OpenAiChat | ApiFormat::OpenAiResponses | ApiFormat::AnthropicMessages => {
             match &raw.service_tier {
                 Field::Absent | Field::Null => TierAsk::Auto,
                 Field::Value(name) if name == "auto" => TierAsk::Auto,
@@ -713,8 +713,8 @@ impl<'de> Visitor<'de> for TopVisitor {
 /// The search context size a `search_context_size` value token names.
 fn search_context(token: Option<&[u8]>) -> SearchContext {
     token
-        .and_then(scan::unquote)
-        .and_then(|name| std::str::from_utf8(&name).ok().map(SearchContext::named))
+        .and_then(scan::unquote_str)
+        .map(|name| SearchContext::named(&name))
         .unwrap_or_default()
 }
 

@@ -71,8 +71,8 @@ pub(crate) struct Served {
 }
 
 impl Served {
-    /// Reads the member `key` (value token `value`) of a response or stream event of
-    /// `format`, if it is one that says how the request was served.
+    /// Reads the member `key` (value token `value`) of a response of `format`, if it is one
+    /// that says how the request was served.
     pub(crate) fn note(
         &mut self,
         format: ApiFormat,
@@ -80,17 +80,43 @@ impl Served {
         value: &[u8],
     ) -> Result<(), UsageError> {
         if scan::key_is(key, model_key(format)) {
-            if let Some(name) = model_name(value) {
-                self.model = Some(name);
-            }
+            self.note_model(Some(value));
         } else if scan::key_is(key, "service_tier") {
-            if let Some(tier) = TierName::from_token(value).0 {
-                self.service_tier = Some(tier);
-            }
+            self.note_tier(Some(value));
         } else if format == ApiFormat::OpenAiResponses && scan::key_is(key, "output") {
-            self.web_searches = self.web_searches.max(web_search_calls(value)?);
+            self.note_output(Some(value))?;
         } else if format == ApiFormat::GeminiGenerateContent && scan::key_is(key, "candidates") {
-            self.web_searches = self.web_searches.max(grounding_queries(value)?);
+            self.note_candidates(Some(value))?;
+        }
+        Ok(())
+    }
+
+    /// The model a `model` / `modelVersion` value names (the last one named wins).
+    pub(crate) fn note_model(&mut self, value: Option<&[u8]>) {
+        if let Some(name) = value.and_then(model_name) {
+            self.model = Some(name);
+        }
+    }
+
+    /// The tier a `service_tier` value names.
+    pub(crate) fn note_tier(&mut self, value: Option<&[u8]>) {
+        if let Some(tier) = value.and_then(|v| TierName::from_token(v).0) {
+            self.service_tier = Some(tier);
+        }
+    }
+
+    /// The web searches of a Responses `output` array.
+    pub(crate) fn note_output(&mut self, value: Option<&[u8]>) -> Result<(), UsageError> {
+        if let Some(v) = value {
+            self.web_searches = self.web_searches.max(web_search_calls(v)?);
+        }
+        Ok(())
+    }
+
+    /// The grounding queries of a Gemini `candidates` array.
+    pub(crate) fn note_candidates(&mut self, value: Option<&[u8]>) -> Result<(), UsageError> {
+        if let Some(v) = value {
+            self.web_searches = self.web_searches.max(grounding_queries(v)?);
         }
         Ok(())
     }
@@ -161,11 +187,11 @@ const MAX_MODEL_BYTES: usize = 256;
 
 /// The model name in a JSON value token: a string of at most [`MAX_MODEL_BYTES`].
 pub(crate) fn model_name(token: &[u8]) -> Option<String> {
-    let name = scan::unquote(token)?;
+    let name = scan::unquote_str(token)?;
     if name.is_empty() || name.len() > MAX_MODEL_BYTES {
         return None;
     }
-    String::from_utf8(name.into_owned()).ok()
+    Some(name.into_owned())
 }
 
 /// Walks `doc` once and reads the value of its last top-level member named `key` (with

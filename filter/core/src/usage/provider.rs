@@ -441,10 +441,7 @@ pub(crate) struct TierName(pub(crate) Option<ServiceTier>);
 impl TierName {
     /// The tier a JSON value token names.
     pub(crate) fn from_token(token: &[u8]) -> TierName {
-        TierName(
-            scan::unquote(token)
-                .and_then(|name| std::str::from_utf8(&name).ok().map(ServiceTier::named)),
-        )
+        TierName(scan::unquote_str(token).map(|name| ServiceTier::named(&name)))
     }
 }
 

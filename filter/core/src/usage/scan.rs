@@ -302,6 +302,14 @@ pub(crate) fn unquote(token: &[u8]) -> Option<Cow<'_, [u8]>> {
         .map(|s| Cow::Owned(s.into_bytes()))
 }
 
+/// [`unquote`] as UTF-8 text.
+pub(crate) fn unquote_str(token: &[u8]) -> Option<Cow<'_, str>> {
+    match unquote(token)? {
+        Cow::Borrowed(b) => std::str::from_utf8(b).ok().map(Cow::Borrowed),
+        Cow::Owned(v) => String::from_utf8(v).ok().map(Cow::Owned),
+    }
+}
+
 /// Whether a key token (quotes included) names `want`; providers never escape their keys, so
 /// the decode is a rare slow path kept for correctness.
 #[inline]

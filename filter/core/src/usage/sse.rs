@@ -37,7 +37,7 @@
 //! Run the tests with `cargo test -p tollgate-core --lib usage::sse` and the split-anywhere
 //! golden tests with `cargo test -p tollgate-core --test usage_golden`.
 
-use super::json::{find_usage, model_key, model_name, usage_in, usage_key, usage_value, Served};
+use super::json::{find_usage, model_key, usage_in, usage_key, usage_value, Served};
 use super::provider::AnthropicParts;
 use super::scan::{self, find_line_end};
 use super::{ApiFormat, Usage, UsageError};
@@ -205,8 +205,7 @@ pub struct SseUsage {
     oversized_events: u32,
     failed_events: u32,
     first_error: Option<UsageError>,
-    model: Option<String>,
-    /// Service tier and web searches the events named outside their usage.
+    /// The model, service tier and web searches the events named outside their usage.
     served: Served,
 }
 
@@ -238,7 +237,6 @@ impl SseUsage {
             oversized_events: 0,
             failed_events: 0,
             first_error: None,
-            model: None,
             served: Served::default(),
         }
     }
@@ -304,7 +302,7 @@ impl SseUsage {
             oversized_events: self.oversized_events,
             failed_events: self.failed_events,
             first_error: self.first_error,
-            model: self.model,
+            model: self.served.model,
         }
     }
 
@@ -551,13 +549,11 @@ impl SseUsage {
         }
         let [usage, choices, model, tier] =
             scan::find_members(data, ["usage", "choices", "model", "service_tier"])?;
-        if let Some(tier) = tier {
-            self.served.note(self.format, b"\"service_tier\"", tier)?;
-        }
+        self.served.note_tier(tier);
         let Some(usage) = usage else {
             return Ok(());
         };
-        self.note_model(model);
+        self.served.note_model(model);
         self.usage = Some(usage_value(self.format, usage, "usage")?);
         // OpenAI's final usage chunk has `"choices": []`. Servers that report running usage on
         // every chunk (`continuous_usage_stats`) send choices with it: not the end yet.
@@ -578,12 +574,9 @@ impl SseUsage {
         let response = response.ok_or(UsageError::MissingField("response"))?;
         let [model, tier, output] =
             scan::find_members(response, ["model", "service_tier", "output"])?;
-        self.note_model(model);
-        for (key, value) in [(&b"\"service_tier\""[..], tier), (b"\"output\"", output)] {
-            if let Some(value) = value {
-                self.served.note(self.format, key, value)?;
-            }
-        }
+        self.served.note_model(model);
+        self.served.note_tier(tier);
+        self.served.note_output(output)?;
         let usage = usage_in(self.format, response, "usage")?.ok_or(UsageError::NoUsage)?;
         self.usage = Some(usage);
         Ok(())
@@ -595,7 +588,7 @@ impl SseUsage {
             Kind::AnthropicStart => {
                 let message = message.ok_or(UsageError::MissingField("message"))?;
                 let [model] = scan::find_members(message, ["model"])?;
-                self.note_model(model);
+                self.served.note_model(model);
                 (message, "message.usage")
             }
             Kind::AnthropicDelta => (data, "usage"),
@@ -619,11 +612,8 @@ impl SseUsage {
         let key = usage_key(self.format);
         let [usage, candidates, model] =
             scan::find_members(data, [key, "candidates", model_key(self.format)])?;
-        self.note_model(model);
-        if let Some(candidates) = candidates {
-            self.served
-                .note(self.format, b"\"candidates\"", candidates)?;
-        }
+        self.served.note_model(model);
+        self.served.note_candidates(candidates)?;
         let Some(usage) = usage else {
             return Ok(());
         };
@@ -642,13 +632,6 @@ impl SseUsage {
         match ty.and_then(scan::unquote) {
             Some(name) => Kind::of(self.format, &name),
             None => Kind::Unnamed,
-        }
-    }
-
-    /// Keeps the model an event names (the last one named wins, as for usage).
-    fn note_model(&mut self, token: Option<&[u8]>) {
-        if let Some(name) = token.and_then(model_name) {
-            self.model = Some(name);
         }
     }
 
