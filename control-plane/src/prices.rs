@@ -63,7 +63,7 @@ pub struct PriceInput {
     /// Rates of the service tiers that bill differently (`priority`, `flex`); each rate given
     /// replaces the standard one.
     #[serde(default, deserialize_with = "objects")]
-    pub service_tiers: BTreeMap<ServiceTier, TierRatesInput>,
+    pub service_tiers: BTreeMap<ServiceTier, TierRatesPerMillion>,
     /// The provider's fee per web search, USD per call, by context size (a provider's
     /// published rate where the LiteLLM map has none).
     #[serde(default, deserialize_with = "object")]
@@ -106,21 +106,38 @@ where
         .collect()
 }
 
-/// A service tier's rates, per 1M tokens.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A service tier's base rates, per 1M tokens, as the API takes and shows them (rates above
+/// long-context thresholds come from LiteLLM imports and are not shown).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct TierRatesInput {
+pub struct TierRatesPerMillion {
     /// Input rate.
-    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[serde(
+        default,
+        deserialize_with = "crate::http::money::strict_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub input_per_million: Option<Decimal>,
     /// Output rate.
-    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[serde(
+        default,
+        deserialize_with = "crate::http::money::strict_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output_per_million: Option<Decimal>,
     /// Cache-read rate.
-    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[serde(
+        default,
+        deserialize_with = "crate::http::money::strict_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cache_read_per_million: Option<Decimal>,
     /// 5-minute cache-write rate.
-    #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[serde(
+        default,
+        deserialize_with = "crate::http::money::strict_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cache_write_5m_per_million: Option<Decimal>,
 }
 
@@ -167,7 +184,7 @@ impl SearchFeesInput {
     }
 }
 
-impl TierRatesInput {
+impl TierRatesPerMillion {
     fn to_rates(&self, tier: ServiceTier) -> Result<TierRates, PriceInputError> {
         if tier.is_standard() {
             return Err(PriceInputError {
@@ -364,24 +381,6 @@ pub struct RatesView {
     pub output_image_per_million: Option<Decimal>,
 }
 
-/// A service tier's base rates per 1M tokens (rates above long-context thresholds come from
-/// LiteLLM imports and are not shown).
-#[derive(Debug, Clone, Serialize)]
-pub struct TierRatesView {
-    /// Input rate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub input_per_million: Option<Decimal>,
-    /// Output rate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub output_per_million: Option<Decimal>,
-    /// Cache-read rate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache_read_per_million: Option<Decimal>,
-    /// 5-minute cache-write rate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache_write_5m_per_million: Option<Decimal>,
-}
-
 /// A tier per 1M tokens.
 #[derive(Debug, Clone, Serialize)]
 pub struct TierView {
@@ -452,7 +451,7 @@ pub struct PriceView {
     pub max_output_tokens: Option<u64>,
     /// Service tiers that bill differently.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub service_tiers: BTreeMap<ServiceTier, TierRatesView>,
+    pub service_tiers: BTreeMap<ServiceTier, TierRatesPerMillion>,
     /// Fee per web search, USD, by context size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub web_search_per_call: Option<SearchFees>,
@@ -505,7 +504,7 @@ impl From<&PriceRevision> for PriceView {
                     p.service_tiers
                         .iter()
                         .map(|(tier, t)| {
-                            let view = TierRatesView {
+                            let view = TierRatesPerMillion {
                                 input_per_million: t.base.input.map(pm),
                                 output_per_million: t.base.output.map(pm),
                                 cache_read_per_million: t.base.cache_read.map(pm),
