@@ -73,7 +73,6 @@ fn provider_error_answers_are_charged_zero() {
         .start_envoy(0, Some(&json!({"provider_errors": "charge_estimate"})))
         .unwrap();
     let strict_chain = funded(&stack, "errors-strict", "1");
-    stack.wait_for_sync().unwrap();
     stack.wait_for_sync_of(&strict).unwrap();
     let url = stack.url();
     let statuses = [
@@ -163,7 +162,6 @@ fn the_model_that_served_is_the_one_priced() {
     let Some(stack) = common::stack() else { return };
     let book = litellm_book().unwrap();
     let chain = funded(&stack, "served", "5");
-    stack.wait_for_sync().unwrap();
     let url = stack.url();
     let anthropic = |stream: bool| {
         json!({"model": "claude-haiku-4-5", "max_tokens": 20, "stream": stream,
@@ -261,7 +259,6 @@ fn gemini_is_priced_by_the_model_in_its_path() {
     let Some(stack) = common::stack() else { return };
     let book = litellm_book().unwrap();
     let chain = funded(&stack, "gemini-path", "5");
-    stack.wait_for_sync().unwrap();
     // The body names a model 32× cheaper; Google ignores it and runs the path's.
     let body = json!({"model": "gemini-2.0-flash-lite",
         "contents": [{"role": "user", "parts": [{"text": "priced by the path"}]}],
@@ -302,7 +299,6 @@ fn gemini_is_priced_by_the_model_in_its_path() {
 fn a_request_cap_above_the_book_bounds_the_reservation() {
     let Some(stack) = common::stack() else { return };
     let chain = funded(&stack, "cap", "1");
-    stack.wait_for_sync().unwrap();
     // claude-3-7-sonnet's book says 64,000 output tokens; with Anthropic's output-128k beta
     // it serves 128,000: 128,000 × 15 USD/M = 1.92 USD, more than the budget.
     let body = |max_tokens: u64| {
@@ -336,7 +332,6 @@ fn tiers_searches_and_audio_are_billed_as_the_provider_reports_them() {
     let Some(stack) = common::stack() else { return };
     let book = litellm_book().unwrap();
     let chain = funded(&stack, "beyond-text", "5");
-    stack.wait_for_sync().unwrap();
     let url = stack.url();
     let say = |extra: Value| {
         let mut body = json!({"model": "gpt-4o-mini", "max_tokens": 20,
@@ -478,7 +473,6 @@ fn auto_tier_reserves_the_dearest_tier() {
     assert!(auto > standard, "{auto} vs {standard}");
     let limit = (standard + auto) / Decimal::TWO;
     let chain = funded(&stack, "auto-tier", &limit.round_dp(6).to_string());
-    stack.wait_for_sync().unwrap();
     let url = stack.url();
     let (status, text) = post(
         &url,
