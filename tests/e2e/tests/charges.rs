@@ -24,10 +24,10 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tollgate_tests::control_plane::Spend;
 use tollgate_tests::pricing::{expected, litellm_book, worst_case};
-use tollgate_tests::{Chain, Stack};
+use tollgate_tests::Chain;
 use tollgate_upstream::{Api, Controls};
 
-use common::{key_spend_reaches, keyed_post, ledger_details, ledger_reaches, ledger_rows};
+use common::{funded, key_spend_reaches, keyed_post, ledger_details, ledger_reaches, ledger_rows};
 
 /// Sends `body` to `path` with `chain`'s key in `key_header` and extra headers; the status
 /// and the whole body.
@@ -47,19 +47,6 @@ fn post(
 fn chat(stream: bool) -> Value {
     json!({"model": "gpt-4o-mini", "max_tokens": 20, "stream": stream,
            "messages": [{"role": "user", "content": "what is charged"}]})
-}
-
-/// A chain with a budget of `limit` USD on its key, known to Envoy (every worker: a loaded
-/// machine may take a tick longer than the snapshot version says).
-fn funded(stack: &Stack, prefix: &str, limit: &str) -> Chain {
-    let admin = stack.api().unwrap();
-    let chain = admin.create_chain(prefix).unwrap();
-    admin
-        .create_budget("key", &chain.key_id, "total", limit)
-        .unwrap();
-    stack.wait_for_sync().unwrap();
-    common::wait_key_known(&stack.url(), &chain.secret);
-    chain
 }
 
 #[test]

@@ -25,7 +25,7 @@ use tollgate_tests::{Chain, Stack};
 use tollgate_upstream::encoding::decode;
 use tollgate_upstream::{Api, Controls};
 
-use common::{dec, keyed_post, ledger_reaches, ledger_tokens};
+use common::{dec, funded, keyed_post, ledger_reaches, ledger_tokens};
 
 /// One request of each metered API shape the SDKs send: (API, path, key header, body).
 fn requests(text: &str) -> Vec<(Api, &'static str, &'static str, Value)> {
@@ -119,21 +119,11 @@ fn rows_of(stack: &Stack, chain: &Chain, n: usize) -> Vec<common::TokenRow> {
     .unwrap_or_else(|| panic!("fewer than {n} ledger rows\n{}", stack.logs()))
 }
 
-fn funded(stack: &Stack, prefix: &str) -> Chain {
-    let admin = stack.api().unwrap();
-    let chain = admin.create_chain(prefix).unwrap();
-    admin
-        .create_budget("key", &chain.key_id, "total", "5")
-        .unwrap();
-    chain
-}
-
 #[test]
 fn answers_compressed_despite_identity_are_inflated_and_metered_exactly() {
     let Some(stack) = common::stack() else { return };
     let book = litellm_book().unwrap();
-    let chain = funded(&stack, "forced");
-    stack.wait_for_sync().unwrap();
+    let chain = funded(&stack, "forced", "5");
     let url = stack.url();
     let mut want_rows = Vec::new();
     let mut total = Decimal::ZERO;
@@ -208,8 +198,7 @@ fn answers_compressed_despite_identity_are_inflated_and_metered_exactly() {
 fn a_client_that_accepts_gzip_gets_gzip_json_after_metering() {
     let Some(stack) = common::stack() else { return };
     let book = litellm_book().unwrap();
-    let chain = funded(&stack, "toward-client");
-    stack.wait_for_sync().unwrap();
+    let chain = funded(&stack, "toward-client", "5");
     let url = stack.url();
     let mut total = Decimal::ZERO;
     let mut sent = 0;
@@ -280,8 +269,7 @@ fn a_client_that_accepts_gzip_gets_gzip_json_after_metering() {
 fn an_unreadable_coding_is_charged_by_policy_and_counted_as_encoded_answer() {
     let Some(stack) = common::stack() else { return };
     let book = litellm_book().unwrap();
-    let chain = funded(&stack, "unreadable");
-    stack.wait_for_sync().unwrap();
+    let chain = funded(&stack, "unreadable", "5");
     let url = stack.url();
     // No decompressor reads deflate: the usage inside is unreadable.
     let cases = requests("deflated by the edge");

@@ -353,3 +353,16 @@ pub fn key_spend_reaches(stack: &Stack, key_id: &str, requests: usize, total: De
         },
     );
 }
+
+/// A chain with a budget of `limit` USD on its key, known to Envoy (every worker: a loaded
+/// machine may take a tick longer than the snapshot version says).
+pub fn funded(stack: &Stack, prefix: &str, limit: &str) -> Chain {
+    let admin = stack.api().unwrap();
+    let chain = admin.create_chain(prefix).unwrap();
+    admin
+        .create_budget("key", &chain.key_id, "total", limit)
+        .unwrap();
+    stack.wait_for_sync().unwrap();
+    wait_key_known(&stack.url(), &chain.secret);
+    chain
+}
