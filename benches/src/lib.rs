@@ -12,7 +12,8 @@ use tollgate_control_plane::testkit;
 use tollgate_core::cost::CostBreakdown;
 use tollgate_core::event::{Charge, UsageBatch, UsageEvent};
 use tollgate_core::principal::Principal;
-use tollgate_core::usage::{ApiFormat, Usage};
+use tollgate_core::provider::ApiFormat;
+use tollgate_core::usage::Usage;
 
 /// Admin token of the bench apps.
 pub const ADMIN: &str = "bench-admin-token-0123456789";

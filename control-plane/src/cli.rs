@@ -167,9 +167,9 @@ pub enum ApiArg {
     Gemini,
 }
 
-impl From<ApiArg> for tollgate_core::usage::ApiFormat {
+impl From<ApiArg> for tollgate_core::provider::ApiFormat {
     fn from(a: ApiArg) -> Self {
-        use tollgate_core::usage::ApiFormat;
+        use tollgate_core::provider::ApiFormat;
         match a {
             ApiArg::OpenaiChat => ApiFormat::OpenAiChat,
             ApiArg::OpenaiResponses => ApiFormat::OpenAiResponses,

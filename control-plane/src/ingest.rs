@@ -317,7 +317,8 @@ mod tests {
     use tollgate_core::cost::CostBreakdown;
     use tollgate_core::event::Charge;
     use tollgate_core::principal::Principal;
-    use tollgate_core::usage::{ApiFormat, Usage};
+    use tollgate_core::provider::ApiFormat;
+    use tollgate_core::usage::Usage;
 
     pub(crate) fn event(id: &str, seq: u64, ts: i64, cents: i64) -> UsageEvent {
         let total = Decimal::new(cents, 2);

@@ -9,7 +9,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use tollgate_core::cost::{cost, CostBreakdown};
 use tollgate_core::pricing::PriceBook;
-use tollgate_core::usage::{from_sse, from_usage_object, served_json, ApiFormat, Usage};
+use tollgate_core::provider::ApiFormat;
+use tollgate_core::usage::{from_sse, from_usage_object, served_json, Usage};
 
 /// A priced usage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -142,7 +143,7 @@ pub fn quote_answer(
     let requested = model
         .map(str::to_string)
         .or_else(|| summary.as_ref().map(|s| s.model.to_string()));
-    let hint = Some(tollgate_core::route::provider(api));
+    let hint = Some(api.provider());
     let priced = served
         .as_deref()
         .and_then(|m| book.lookup(m, hint))

@@ -18,16 +18,17 @@ use sha2::{Digest, Sha256};
 use tollgate_core::budget::{decide, window_at, BudgetState, Decision, Mode, Period, Scope};
 use tollgate_core::config::{MissingUsage, UnknownModel};
 use tollgate_core::cost::{priced, CostBreakdown};
-use tollgate_core::estimate::{include_usage_rewrite, summarize, worst_case, EstimateError};
+use tollgate_core::endpoint::{classify, Endpoint, METERED_ACCEPT_ENCODING};
+use tollgate_core::estimate::{summarize, worst_case, EstimateError};
 use tollgate_core::event::{Charge, UnchargedReason, UsageEvent};
 use tollgate_core::gate::{self, Reply};
 use tollgate_core::local::{BudgetCharge, ALL_TIME};
 use tollgate_core::pricing::{ModelPrice, SearchContext};
 use tollgate_core::principal::Principal;
-use tollgate_core::route::{classify, provider, Endpoint, METERED_ACCEPT_ENCODING};
+use tollgate_core::provider::ApiFormat;
 use tollgate_core::snapshot::{SnapshotBudget, SnapshotIndex};
 use tollgate_core::sync::QueuedUsage;
-use tollgate_core::usage::{readable_encoding, served_json, ApiFormat, SseUsage, Usage};
+use tollgate_core::usage::{readable_encoding, served_json, SseUsage, Usage};
 
 use crate::host::{self, Headers};
 use crate::root::Shared;
@@ -143,7 +144,7 @@ impl Stream {
             // The provider key is injected by the cluster Envoy routes to; a metered request
             // must go to its own provider's cluster, or another provider's key would carry it.
             let providers = &cfg.identity.providers;
-            let name = provider(r.format);
+            let name = r.format.provider();
             if !providers.is_empty() {
                 let want = providers.get(name).map(|p| p.cluster.as_bytes());
                 let got = host::property(&["xds", "cluster_name"]);
@@ -185,7 +186,7 @@ impl Stream {
             host::set_filter_state("tollgate.principal", &principal_label(&principal));
             return Ok(None);
         };
-        if r.format == ApiFormat::OpenAiChat
+        if r.format.api().needs_include_usage()
             && cfg.inject_include_usage
             && headers.has("content-length")
         {
@@ -276,7 +277,7 @@ impl Stream {
             ))
         })?;
         let book = &req.snapshot.snapshot.prices;
-        let found = book.lookup(&summary.model, Some(provider(req.format)));
+        let found = book.lookup(&summary.model, Some(req.format.provider()));
         let (model, price) = match (found, &cfg.unknown_model) {
             (Some((key, p)), _) => (key.to_string(), Some(p.clone())),
             (None, UnknownModel::Deny) => {
@@ -306,15 +307,14 @@ impl Stream {
             None => Decimal::ZERO,
         };
         let stream = summary.stream || req.path_stream;
-        let wants_usage = req.format == ApiFormat::OpenAiChat && stream && !summary.include_usage;
         let mut admitted = self.reserve(req, estimate, now)?;
         admitted.model = model;
         admitted.price = price;
         admitted.price_version = book.version;
         admitted.stream = stream;
         admitted.search_context = summary.web_search.map(|w| w.context).unwrap_or_default();
-        if wants_usage && cfg.inject_include_usage {
-            if let Ok(Some(new_body)) = include_usage_rewrite(body) {
+        if cfg.inject_include_usage {
+            if let Some(new_body) = summary.usage_rewrite(body) {
                 let _ =
                     hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &new_body);
             }
@@ -608,7 +608,7 @@ impl Stream {
             return;
         }
         let book = &req.snapshot.snapshot.prices;
-        let Some((key, price)) = book.lookup(served, Some(provider(req.format))) else {
+        let Some((key, price)) = book.lookup(served, Some(req.format.provider())) else {
             return;
         };
         if key == adm.model {

@@ -1,6 +1,7 @@
 //! The request path, as the filter runs it on a buffered request body (`http.rs::admit`):
 //! `summarize` (model, output cap, choices, stream, prompt size), the worst-case estimate at a
-//! price, and for streaming OpenAI chat the `stream_options.include_usage` body rewrite.
+//! price, and for streaming OpenAI chat the `stream_options.include_usage` body rewrite
+//! spliced from what that one read recorded.
 //!
 //! Input: a format selector byte, then the body; for Gemini the path names a model too.
 //! Checks: no panic; the estimate is non-negative; the rewrite happens exactly when the
@@ -10,8 +11,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use rust_decimal::Decimal;
-use tollgate_core::estimate::{include_usage_rewrite, summarize, worst_case, EstimateConfig};
-use tollgate_core::usage::ApiFormat;
+use tollgate_core::estimate::{summarize, worst_case, EstimateConfig};
+use tollgate_core::provider::ApiFormat;
 use tollgate_fuzz::{format_of, sample_price, split_selector};
 
 fuzz_target!(|data: &[u8]| {
@@ -32,21 +33,15 @@ fuzz_target!(|data: &[u8]| {
     if format != ApiFormat::OpenAiChat {
         return;
     }
-    let rewrite = include_usage_rewrite(body);
     let Ok(s) = &summary else {
         return;
     };
-    let new_body = match rewrite {
-        Ok(Some(b)) => b,
-        Ok(None) => {
-            assert!(
-                !s.stream || s.include_usage,
-                "a stream without usage was not rewritten"
-            );
-            return;
-        }
-        // The rewrite refuses what summarize refused too; both accepted the body here.
-        Err(e) => panic!("summarize accepted the body, the rewrite refused it: {e}"),
+    let Some(new_body) = s.usage_rewrite(body) else {
+        assert!(
+            !s.stream || s.include_usage,
+            "a stream without usage was not rewritten"
+        );
+        return;
     };
     assert!(
         s.stream && !s.include_usage,
@@ -64,5 +59,6 @@ fuzz_target!(|data: &[u8]| {
     );
     let mut want = s.clone();
     want.include_usage = true;
+    want.usage_splice = None;
     assert_eq!(after, want, "the rewrite changed more than include_usage");
 });

@@ -10,7 +10,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use tollgate_core::pricing::ServiceTier;
-use tollgate_core::usage::{from_json, from_usage_object, ApiFormat};
+use tollgate_core::provider::ApiFormat;
+use tollgate_core::usage::{from_json, from_usage_object};
 use tollgate_fuzz::{check_cost, check_usage, format_of, sample_price, split_selector};
 
 fuzz_target!(|data: &[u8]| {

@@ -13,7 +13,8 @@ use tollgate_core::cost::{cost, CostBreakdown};
 use tollgate_core::pricing::{
     EffectiveRates, ModelPrice, Rates, SearchContext, ServiceTier, ThresholdTier,
 };
-use tollgate_core::usage::{ApiFormat, Usage, MAX_TOKENS};
+use tollgate_core::provider::ApiFormat;
+use tollgate_core::usage::{Usage, MAX_TOKENS};
 
 /// Every format the filter meters, indexed by a selector byte (`byte % 5`).
 pub const FORMATS: [ApiFormat; 5] = [

@@ -14,7 +14,8 @@ use tollgate_control_plane::store::Store;
 use tollgate_core::cost::CostBreakdown;
 use tollgate_core::event::{Charge, UsageEvent};
 use tollgate_core::principal::Principal;
-use tollgate_core::usage::{ApiFormat, Usage};
+use tollgate_core::provider::ApiFormat;
+use tollgate_core::usage::Usage;
 
 /// 2024-03-15 12:00:00 UTC, a Friday.
 pub const NOW: i64 = 1_710_504_000;

@@ -17,9 +17,9 @@ use serde::de::IgnoredAny;
 use tollgate_core::budget::{
     decide, window_at, BudgetState, FixedOffset, Mode, Period, Scope, WindowBounds,
 };
-use tollgate_core::estimate::{include_usage_rewrite, summarize, worst_case, EstimateConfig};
+use tollgate_core::estimate::{summarize, worst_case, EstimateConfig};
 use tollgate_core::pricing::ModelPrice;
-use tollgate_core::usage::ApiFormat;
+use tollgate_core::provider::ApiFormat;
 use tollgate_core::Decimal;
 
 fn d(s: &str) -> Decimal {
@@ -119,8 +119,12 @@ fn bench_estimate(c: &mut Criterion) {
             black_box(worst_case(&s, black_box(&price), &cfg).unwrap())
         })
     });
-    g.bench_function("include_usage_rewrite", |b| {
-        b.iter(|| black_box(include_usage_rewrite(black_box(bytes)).unwrap()))
+    // What the filter does for this streaming chat request: one read, then the splice.
+    g.bench_function("summarize_and_include_usage_rewrite", |b| {
+        b.iter(|| {
+            let s = summarize(black_box(bytes), ApiFormat::OpenAiChat, None, &cfg).unwrap();
+            black_box(s.usage_rewrite(bytes).unwrap())
+        })
     });
     g.finish();
 }

@@ -13,7 +13,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tollgate_core::usage::{from_json, ApiFormat, SseUsage};
+use tollgate_core::provider::ApiFormat;
+use tollgate_core::usage::{from_json, SseUsage};
 
 const CHAT_JSON: &[u8] = include_bytes!("../tests/fixtures/usage/openai_chat.json");
 

@@ -1,13 +1,16 @@
 //! Request estimates: what a request body says about its cost before it goes upstream, and
 //! the worst case that the budget decision reserves.
 //!
-//! [`summarize`] reads only what the decision needs from a request body: `model`, the output
-//! cap (`max_tokens` / `max_completion_tokens` for OpenAI chat, `max_output_tokens` for
-//! Responses, `max_tokens` for Anthropic, `generationConfig.maxOutputTokens` for Gemini),
-//! the number of choices (`n`, `best_of`, `candidateCount`), `stream`,
-//! `stream_options.include_usage`, and the size of the prompt-bearing fields. It is one serde
-//! pass with borrowed strings and `IgnoredAny` for everything else: no `serde_json::Value` of a
-//! possibly multi-megabyte body.
+//! [`summarize`] reads only what the decision needs from a request body, asking the API's
+//! module ([`ProviderApi::request_field`]) what each member means: the model, the output caps
+//! (`max_tokens` / `max_completion_tokens` for OpenAI chat, `max_output_tokens` for Responses,
+//! `max_tokens` for Anthropic, `generationConfig.maxOutputTokens` for Gemini), the number of
+//! choices (`n`, `best_of`, `candidateCount`), `stream`, `stream_options.include_usage`, the
+//! service tier, the tools, and the size of the prompt-bearing fields. It is the only pass over
+//! the body: one serde pass with borrowed strings and `IgnoredAny` for everything else (no
+//! `serde_json::Value` of a possibly multi-megabyte body), which also records where
+//! `stream_options` sits so the include_usage rewrite splices bytes without reading the body
+//! again.
 //!
 //! ## The prompt estimate
 //!
@@ -50,8 +53,9 @@
 //! `max_uses` (Anthropic), else one search: the provider decides how many it runs, and
 //! settlement charges what it reports.
 //!
-//! [`include_usage_rewrite`] adds `stream_options.include_usage = true` to streaming OpenAI
-//! chat requests so usage always arrives, splicing bytes so everything else is kept verbatim.
+//! [`RequestSummary::usage_rewrite`] adds `stream_options.include_usage = true` to a streaming
+//! request of an API that needs it (OpenAI chat) so usage always arrives, splicing bytes so
+//! everything else is kept verbatim.
 //!
 //! Tests: `cargo test -p tollgate-core --lib estimate`; bench:
 //! `cargo bench -p tollgate-core --bench decision`.
@@ -63,8 +67,8 @@ use rust_decimal::Decimal;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::pricing::{EffectiveRates, ModelKind, ModelPrice, SearchContext, ServiceTier};
+use crate::provider::{ApiFormat, ProviderApi, RequestField};
 use crate::usage::scan;
-use crate::usage::ApiFormat;
 
 /// An output cap above this is refused as absurd: no model produces 10⁸ tokens in one
 /// response (the largest caps are around 10⁶), so it is a typo or a hostile body.
@@ -194,6 +198,37 @@ pub struct RequestSummary<'a> {
     pub service_tier: TierAsk,
     /// The provider-run web search the request enables, if any.
     pub web_search: Option<WebSearchAsk>,
+    /// The splice that asks for usage, when the API needs one and the request lacks it
+    /// (applied by [`RequestSummary::usage_rewrite`]).
+    pub usage_splice: Option<Splice>,
+}
+
+/// `body[start..end]` replaced by `text`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Splice {
+    /// First byte replaced.
+    pub start: usize,
+    /// First byte kept after the replaced ones (`start` for an insertion).
+    pub end: usize,
+    /// What goes in their place.
+    pub text: &'static [u8],
+}
+
+impl RequestSummary<'_> {
+    /// The body rewritten to ask for usage in its stream (`stream_options.include_usage =
+    /// true`, OpenAI chat), or `None` when nothing changes: the API reports usage anyway, the
+    /// request does not stream (OpenAI refuses `stream_options` on a non-streaming request),
+    /// or it already asks. `body` is the one [`summarize`] read. Only the inserted or replaced
+    /// bytes differ: key order, whitespace, number spellings and escapes stay exactly as the
+    /// client sent them.
+    pub fn usage_rewrite(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let Splice { start, end, text } = self.usage_splice?;
+        let mut out = Vec::with_capacity(body.len().saturating_add(text.len()));
+        out.extend_from_slice(body.get(..start)?);
+        out.extend_from_slice(text);
+        out.extend_from_slice(body.get(end..)?);
+        Some(out)
+    }
 }
 
 /// The service tier a request asks for.
@@ -268,9 +303,10 @@ pub fn summarize<'a>(
         }
         None => return Err(EstimateError::MalformedJson("empty body".into())),
     }
+    let api = format.api();
     let mut de = serde_json::Deserializer::from_slice(body);
     let raw = (&mut de)
-        .deserialize_map(TopVisitor)
+        .deserialize_map(TopVisitor { api, body })
         .and_then(|raw| de.end().map(|()| raw))
         .map_err(|e| EstimateError::MalformedJson(e.to_string()))?;
     if let Some(field) = raw.duplicate {
@@ -285,66 +321,9 @@ pub fn summarize<'a>(
     }
     .filter(|m| !m.is_empty())
     .ok_or(EstimateError::MissingModel)?;
-
-    let generation = match raw.generation_config {
-        Field::Value(g) if format == ApiFormat::GeminiGenerateContent => g,
-        Field::WrongType if format == ApiFormat::GeminiGenerateContent => {
-            return Err(wrong_type("generationConfig", "an object"))
-        }
-        _ => GenConfig::default(),
-    };
-    let max_output_tokens = match format {
-        ApiFormat::OpenAiChat => {
-            let a = raw.max_tokens.check("max_tokens", MAX_OUTPUT_TOKENS)?;
-            let b = raw
-                .max_completion_tokens
-                .check("max_completion_tokens", MAX_OUTPUT_TOKENS)?;
-            // Both set is unusual (`max_tokens` is the deprecated name); the larger one is
-            // the worst case.
-            a.max(b)
-        }
-        ApiFormat::OpenAiResponses => raw
-            .max_output_tokens
-            .check("max_output_tokens", MAX_OUTPUT_TOKENS)?,
-        ApiFormat::AnthropicMessages => raw.max_tokens.check("max_tokens", MAX_OUTPUT_TOKENS)?,
-        ApiFormat::GeminiGenerateContent => generation
-            .max_output_tokens
-            .check("generationConfig.maxOutputTokens", MAX_OUTPUT_TOKENS)?,
-        ApiFormat::OpenAiEmbeddings => None,
-    };
-    let choices = match format {
-        ApiFormat::OpenAiChat => {
-            // Legacy completions generate `best_of` candidates server-side and bill them all.
-            let n = raw.n.check("n", MAX_CHOICES)?;
-            let best_of = raw.best_of.check("best_of", MAX_CHOICES)?;
-            n.max(best_of)
-        }
-        ApiFormat::GeminiGenerateContent => generation
-            .candidate_count
-            .check("generationConfig.candidateCount", MAX_CHOICES)?,
-        _ => None,
+    if let Some(e) = raw.invalid {
+        return Err(e);
     }
-    .unwrap_or(1)
-    .max(1);
-
-    let stream = raw.stream.check_bool("stream")?;
-    let include_usage = match &raw.stream_options {
-        Field::Absent | Field::Null => false,
-        Field::Value(flag) => flag.check_bool("stream_options.include_usage")?,
-        Field::WrongType => return Err(wrong_type("stream_options", "an object")),
-    };
-
-    let service_tier = match format {
-        ApiFormat::OpenAiChat | ApiFormat::OpenAiResponses | ApiFormat::AnthropicMessages => {
-            match &raw.service_tier {
-                Field::Absent | Field::Null => TierAsk::Auto,
-                Field::Value(name) if name == "auto" => TierAsk::Auto,
-                Field::Value(name) => TierAsk::Only(ServiceTier::named(name)),
-                Field::WrongType => return Err(wrong_type("service_tier", "a string")),
-            }
-        }
-        _ => TierAsk::Only(ServiceTier::Standard),
-    };
 
     let prompt_tokens = raw
         .prompt
@@ -353,19 +332,26 @@ pub fn summarize<'a>(
         .saturating_add(raw.prompt.media.saturating_mul(cfg.media_part_tokens))
         .saturating_add(if raw.has_tools { TOOL_PROMPT_TOKENS } else { 0 });
 
+    let usage_splice = if api.needs_include_usage() && raw.stream && !raw.options.include_usage {
+        Some(raw.options.splice(body))
+    } else {
+        None
+    };
+
     Ok(RequestSummary {
         format,
         model,
-        max_output_tokens,
-        choices,
-        stream,
-        include_usage,
+        max_output_tokens: raw.output_cap,
+        choices: raw.choices.unwrap_or(1).max(1),
+        stream: raw.stream,
+        include_usage: raw.options.include_usage,
         prompt_bytes: raw.prompt.bytes,
         media_parts: raw.prompt.media,
         has_tools: raw.has_tools,
         prompt_tokens,
-        service_tier,
+        service_tier: raw.service_tier.unwrap_or_else(|| api.default_tier()),
         web_search: raw.web_search,
+        usage_splice,
     })
 }
 
@@ -387,7 +373,7 @@ pub fn worst_case(
         .max(rates.cache_write_1h);
     let output_rate = rates.output.max(rates.reasoning);
 
-    let embeds = req.format == ApiFormat::OpenAiEmbeddings || price.kind == ModelKind::Embedding;
+    let embeds = !req.format.api().generates() || price.kind == ModelKind::Embedding;
     let per_choice = if embeds {
         0
     } else {
@@ -530,83 +516,110 @@ impl Field<bool> {
 #[derive(Default)]
 struct Raw<'a> {
     model: Field<Cow<'a, str>>,
-    max_tokens: Field<Count>,
-    max_completion_tokens: Field<Count>,
-    max_output_tokens: Field<Count>,
-    n: Field<Count>,
-    best_of: Field<Count>,
-    stream: Field<bool>,
-    /// `Value(include_usage)` for an object.
-    stream_options: Field<Field<bool>>,
-    generation_config: Field<GenConfig>,
+    /// The largest output cap named.
+    output_cap: Option<u64>,
+    /// The largest choice count named.
+    choices: Option<u64>,
+    stream: bool,
+    options: StreamOptions,
     prompt: PromptSize,
     has_tools: bool,
-    service_tier: Field<Cow<'a, str>>,
+    service_tier: Option<TierAsk>,
     web_search: Option<WebSearchAsk>,
-    /// Bit per [`TopKey`] already read, to refuse duplicates.
-    seen: u16,
+    /// Members that may appear once, already read (no API has more than a few).
+    seen: [&'static str; 16],
+    seen_len: usize,
     duplicate: Option<&'static str>,
+    /// The first member with a value the estimate refuses.
+    invalid: Option<EstimateError>,
 }
 
-/// The top-level keys the reader cares about.
-#[derive(Clone, Copy)]
-enum TopKey {
-    Model,
-    MaxTokens,
-    MaxCompletionTokens,
-    MaxOutputTokens,
-    N,
-    BestOf,
-    Stream,
-    StreamOptions,
-    GenerationConfig,
-    Prompt,
-    Tools,
-    ServiceTier,
-    WebSearchOptions,
-    Other,
-}
-
-impl TopKey {
-    fn parse(k: &str) -> TopKey {
-        match k {
-            "model" => TopKey::Model,
-            "max_tokens" => TopKey::MaxTokens,
-            "max_completion_tokens" => TopKey::MaxCompletionTokens,
-            "max_output_tokens" => TopKey::MaxOutputTokens,
-            "n" => TopKey::N,
-            "best_of" => TopKey::BestOf,
-            "stream" => TopKey::Stream,
-            "stream_options" => TopKey::StreamOptions,
-            // Google's JSON mapping accepts lowerCamelCase and the proto's snake_case.
-            "generationConfig" | "generation_config" => TopKey::GenerationConfig,
-            "messages" | "prompt" | "input" | "instructions" | "system" | "contents"
-            | "systemInstruction" | "system_instruction" | "response_format" | "text" => {
-                TopKey::Prompt
-            }
-            "tools" | "functions" => TopKey::Tools,
-            "service_tier" => TopKey::ServiceTier,
-            "web_search_options" => TopKey::WebSearchOptions,
-            _ => TopKey::Other,
-        }
+impl Raw<'_> {
+    fn refuse(&mut self, e: EstimateError) {
+        self.invalid.get_or_insert(e);
     }
 
-    /// The field name for a duplicate error, for the keys that must appear once.
-    fn once(self) -> Option<&'static str> {
-        Some(match self {
-            TopKey::Model => "model",
-            TopKey::MaxTokens => "max_tokens",
-            TopKey::MaxCompletionTokens => "max_completion_tokens",
-            TopKey::MaxOutputTokens => "max_output_tokens",
-            TopKey::N => "n",
-            TopKey::BestOf => "best_of",
-            TopKey::Stream => "stream",
-            TopKey::StreamOptions => "stream_options",
-            TopKey::GenerationConfig => "generationConfig",
-            TopKey::ServiceTier => "service_tier",
-            TopKey::WebSearchOptions => "web_search_options",
-            TopKey::Prompt | TopKey::Tools | TopKey::Other => return None,
-        })
+    /// Records a checked output cap or choice count: the largest stands.
+    fn take_max(&mut self, count: &Field<Count>, name: &'static str, limit: u64, cap: bool) {
+        match count.check(name, limit) {
+            Ok(None) => {}
+            Ok(Some(v)) => {
+                let slot = if cap {
+                    &mut self.output_cap
+                } else {
+                    &mut self.choices
+                };
+                *slot = Some(slot.map_or(v, |old| old.max(v)));
+            }
+            Err(e) => self.refuse(e),
+        }
+    }
+}
+
+/// Where `stream_options` sits in the body, for the include_usage rewrite.
+#[derive(Default)]
+struct StreamOptions {
+    /// `include_usage: true` is set.
+    include_usage: bool,
+    /// The value's bytes (`null` or an object), when the member is there.
+    value: Option<Span>,
+    /// The last `include_usage` value inside it.
+    flag: Option<Span>,
+    /// The object has members.
+    has_members: bool,
+}
+
+/// A byte range `[start, end)` of the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    /// Where `part`, a slice of `whole` handed over by serde, sits in it.
+    fn of(whole: &[u8], part: &[u8]) -> Option<Span> {
+        let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+        let end = start.checked_add(part.len())?;
+        (end <= whole.len()).then_some(Span { start, end })
+    }
+}
+
+impl StreamOptions {
+    /// The splice that sets `include_usage` to `true` in `body` (valid JSON, an object with at
+    /// least the `stream` member).
+    fn splice(&self, body: &[u8]) -> Splice {
+        let insert = |at: usize, text| Splice {
+            start: at,
+            end: at,
+            text,
+        };
+        match (self.value, self.flag) {
+            // Absent: a first member, before the others.
+            (None, _) => insert(
+                body.iter().position(|&b| b == b'{').unwrap_or(0) + 1,
+                br#""stream_options":{"include_usage":true},"#,
+            ),
+            (Some(_), Some(flag)) => Splice {
+                start: flag.start,
+                end: flag.end,
+                text: b"true",
+            },
+            (Some(v), None) if body.get(v.start) == Some(&b'{') => insert(
+                v.start + 1,
+                if self.has_members {
+                    br#""include_usage":true,"#
+                } else {
+                    br#""include_usage":true"#
+                },
+            ),
+            // `null`.
+            (Some(v), None) => Splice {
+                start: v.start,
+                end: v.end,
+                text: br#"{"include_usage":true}"#,
+            },
+        }
     }
 }
 
@@ -635,9 +648,12 @@ impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for KeyVisitor<F> {
     }
 }
 
-struct TopVisitor;
+struct TopVisitor<'a> {
+    api: &'static dyn ProviderApi,
+    body: &'a [u8],
+}
 
-impl<'de> Visitor<'de> for TopVisitor {
+impl<'de> Visitor<'de> for TopVisitor<'de> {
     type Value = Raw<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -645,35 +661,46 @@ impl<'de> Visitor<'de> for TopVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
+        let api = self.api;
         let mut raw = Raw::default();
-        while let Some(key) = map.next_key_seed(KeySeed(TopKey::parse))? {
-            if let Some(name) = key.once() {
-                let bit = 1u16 << (key as u16);
-                if raw.seen & bit != 0 {
+        while let Some(field) = map.next_key_seed(KeySeed(|k: &str| api.request_field(k)))? {
+            if let Some(name) = field.once() {
+                let seen = raw.seen.get(..raw.seen_len).unwrap_or_default();
+                if seen.contains(&name) {
                     raw.duplicate.get_or_insert(name);
+                } else if let Some(slot) = raw.seen.get_mut(raw.seen_len) {
+                    *slot = name;
+                    raw.seen_len += 1;
                 }
-                raw.seen |= bit;
             }
-            match key {
-                TopKey::Model => raw.model = map.next_value_seed(ModelSeed)?,
-                TopKey::MaxTokens => raw.max_tokens = map.next_value_seed(CountSeed)?,
-                TopKey::MaxCompletionTokens => {
-                    raw.max_completion_tokens = map.next_value_seed(CountSeed)?;
+            match field {
+                RequestField::Model => raw.model = map.next_value_seed(ModelSeed)?,
+                RequestField::OutputCap(name) => {
+                    let count = map.next_value_seed(CountSeed)?;
+                    raw.take_max(&count, name, MAX_OUTPUT_TOKENS, true);
                 }
-                TopKey::MaxOutputTokens => {
-                    raw.max_output_tokens = map.next_value_seed(CountSeed)?;
+                RequestField::Choices(name) => {
+                    let count = map.next_value_seed(CountSeed)?;
+                    raw.take_max(&count, name, MAX_CHOICES, false);
                 }
-                TopKey::N => raw.n = map.next_value_seed(CountSeed)?,
-                TopKey::BestOf => raw.best_of = map.next_value_seed(CountSeed)?,
-                TopKey::Stream => raw.stream = map.next_value_seed(BoolSeed)?,
-                TopKey::StreamOptions => {
-                    raw.stream_options = map.next_value_seed(StreamOptionsSeed)?;
+                RequestField::Stream => match map.next_value_seed(BoolSeed)?.check_bool("stream") {
+                    Ok(v) => raw.stream = v,
+                    Err(e) => raw.refuse(e),
+                },
+                RequestField::StreamOptions => {
+                    let value: &'de serde_json::value::RawValue = map.next_value()?;
+                    read_stream_options(&mut raw, self.body, value.get().as_bytes())
+                        .map_err(de::Error::custom)?;
                 }
-                TopKey::GenerationConfig => {
-                    raw.generation_config = map.next_value_seed(GenConfigSeed)?;
+                RequestField::Config(name) => {
+                    map.next_value_seed(ConfigSeed {
+                        api,
+                        name,
+                        raw: &mut raw,
+                    })?;
                 }
-                TopKey::Prompt => map.next_value_seed(SizeSeed(&mut raw.prompt))?,
-                TopKey::Tools => {
+                RequestField::Prompt => map.next_value_seed(SizeSeed(&mut raw.prompt))?,
+                RequestField::Tools => {
                     // Kept as its bytes: sized like the prompt, and searched for web search.
                     let tools: &'de serde_json::value::RawValue = map.next_value()?;
                     let before = raw.prompt.bytes;
@@ -687,8 +714,15 @@ impl<'de> Visitor<'de> for TopVisitor {
                         raw.web_search = Some(ask);
                     }
                 }
-                TopKey::ServiceTier => raw.service_tier = map.next_value_seed(ModelSeed)?,
-                TopKey::WebSearchOptions => {
+                RequestField::ServiceTier => match map.next_value_seed(ModelSeed)? {
+                    Field::Absent | Field::Null => {}
+                    Field::Value(name) if name == "auto" => raw.service_tier = Some(TierAsk::Auto),
+                    Field::Value(name) => {
+                        raw.service_tier = Some(TierAsk::Only(ServiceTier::named(&name)));
+                    }
+                    Field::WrongType => raw.refuse(wrong_type("service_tier", "a string")),
+                },
+                RequestField::WebSearchOptions => {
                     let options: &'de serde_json::value::RawValue = map.next_value()?;
                     let o = options.get().as_bytes();
                     if o.first() == Some(&b'{') {
@@ -701,13 +735,42 @@ impl<'de> Visitor<'de> for TopVisitor {
                         });
                     }
                 }
-                TopKey::Other => {
+                RequestField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         Ok(raw)
     }
+}
+
+/// Reads `stream_options` (the bytes `value`, a slice of `body`): its `include_usage` flag
+/// and where both sit, for the rewrite.
+fn read_stream_options(raw: &mut Raw<'_>, body: &[u8], value: &[u8]) -> serde_json::Result<()> {
+    let options = &mut raw.options;
+    *options = StreamOptions {
+        value: Span::of(body, value),
+        ..StreamOptions::default()
+    };
+    match value.first() {
+        Some(b'n') => return Ok(()),
+        Some(b'{') => {}
+        _ => {
+            raw.refuse(wrong_type("stream_options", "an object"));
+            return Ok(());
+        }
+    }
+    let mut members = serde_json::Deserializer::from_slice(value);
+    let (count, flag) = members.deserialize_map(OptionsVisitor)?;
+    options.has_members = count > 0;
+    if let Some(text) = flag {
+        options.flag = Span::of(body, text);
+        match serde_json::from_slice::<Option<bool>>(text) {
+            Ok(v) => options.include_usage = v.unwrap_or(false),
+            Err(_) => raw.refuse(wrong_type("stream_options.include_usage", "a boolean")),
+        }
+    }
+    Ok(())
 }
 
 /// The search context size a `search_context_size` value token names.
@@ -871,100 +934,114 @@ impl<'de> Visitor<'de> for BoolVisitor {
     wrong_type_for!(u64, i64, f64, str, seq, map);
 }
 
-/// Reads `stream_options`: `Value(include_usage)` for an object, `Null` for null.
-struct StreamOptionsSeed;
+/// Counts the members of `stream_options` and keeps the bytes of its last `include_usage`
+/// (the one a provider keeps).
+struct OptionsVisitor;
 
-impl<'de> DeserializeSeed<'de> for StreamOptionsSeed {
-    type Value = Field<Field<bool>>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(StreamOptionsVisitor)
-    }
-}
-
-struct StreamOptionsVisitor;
-
-impl<'de> Visitor<'de> for StreamOptionsVisitor {
-    type Value = Field<Field<bool>>;
+impl<'de> Visitor<'de> for OptionsVisitor {
+    type Value = (usize, Option<&'de [u8]>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("stream options")
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Field::Null)
-    }
-
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut include_usage = Field::Absent;
+        let (mut count, mut flag) = (0, None);
         while let Some(is_flag) = map.next_key_seed(KeySeed(|k: &str| k == "include_usage"))? {
+            count += 1;
             if is_flag {
-                include_usage = map.next_value_seed(BoolSeed)?;
+                let v: &'de serde_json::value::RawValue = map.next_value()?;
+                flag = Some(v.get().as_bytes());
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        Ok(Field::Value(include_usage))
-    }
-
-    wrong_type_for!(bool, u64, i64, f64, str, seq);
-}
-
-/// Gemini's `generationConfig`: the output cap and the candidate count.
-#[derive(Debug, Default)]
-struct GenConfig {
-    max_output_tokens: Field<Count>,
-    candidate_count: Field<Count>,
-}
-
-struct GenConfigSeed;
-
-impl<'de> DeserializeSeed<'de> for GenConfigSeed {
-    type Value = Field<GenConfig>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(GenConfigVisitor)
+        Ok((count, flag))
     }
 }
 
-struct GenConfigVisitor;
+/// Reads a config object (Gemini's `generationConfig`), whose members the API names.
+struct ConfigSeed<'r, 'a> {
+    api: &'static dyn ProviderApi,
+    name: &'static str,
+    raw: &'r mut Raw<'a>,
+}
 
-impl<'de> Visitor<'de> for GenConfigVisitor {
-    type Value = Field<GenConfig>;
+impl<'de> DeserializeSeed<'de> for ConfigSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ConfigSeed<'_, '_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a generation config")
+        f.write_str("a config object")
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Field::Null)
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        enum K {
-            MaxOut,
-            Candidates,
-            Other,
-        }
-        let key = |k: &str| match k {
-            "maxOutputTokens" | "max_output_tokens" => K::MaxOut,
-            "candidateCount" | "candidate_count" => K::Candidates,
-            _ => K::Other,
-        };
-        let mut g = GenConfig::default();
-        while let Some(k) = map.next_key_seed(KeySeed(key))? {
-            match k {
-                K::MaxOut => g.max_output_tokens = map.next_value_seed(CountSeed)?,
-                K::Candidates => g.candidate_count = map.next_value_seed(CountSeed)?,
-                K::Other => {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let api = self.api;
+        while let Some(field) = map.next_key_seed(KeySeed(|k: &str| api.config_field(k)))? {
+            match field {
+                RequestField::OutputCap(name) => {
+                    let count = map.next_value_seed(CountSeed)?;
+                    self.raw.take_max(&count, name, MAX_OUTPUT_TOKENS, true);
+                }
+                RequestField::Choices(name) => {
+                    let count = map.next_value_seed(CountSeed)?;
+                    self.raw.take_max(&count, name, MAX_CHOICES, false);
+                }
+                _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(Field::Value(g))
+        Ok(())
     }
 
-    wrong_type_for!(bool, u64, i64, f64, str, seq);
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.wrong();
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.wrong();
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.wrong();
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.wrong();
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.wrong();
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.wrong();
+        Ok(())
+    }
+}
+
+impl ConfigSeed<'_, '_> {
+    fn wrong(self) {
+        self.raw.refuse(wrong_type(self.name, "an object"));
+    }
 }
 
 /// The size of the prompt-bearing fields, summed over every such field of the body.
@@ -1107,286 +1184,6 @@ impl<'de> Visitor<'de> for SizeVisitor<'_> {
             self.0.media = self.0.media.saturating_add(1);
         }
         Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The include_usage rewrite.
-
-/// The body rewrite for a streaming OpenAI chat (or legacy completions) request that did not
-/// ask for usage: `stream_options.include_usage = true`, so the final chunk carries usage
-/// (OpenAI sends none in a stream otherwise).
-///
-/// Returns `Ok(None)` when nothing changes: `stream` is not `true` (OpenAI refuses
-/// `stream_options` on a non-streaming request), or `include_usage` is already `true`. The
-/// new body is spliced from the old one: only the inserted or replaced bytes differ, so key
-/// order, whitespace, number spellings and escapes stay exactly as the client sent them.
-/// Call it for [`ApiFormat::OpenAiChat`] only; Responses, Anthropic and Gemini streams always
-/// report usage.
-pub fn include_usage_rewrite(body: &[u8]) -> Result<Option<Vec<u8>>, EstimateError> {
-    // Validate once with serde so the scanner below only ever walks well-formed JSON.
-    serde_json::from_slice::<IgnoredAny>(body)
-        .map_err(|e| EstimateError::MalformedJson(e.to_string()))?;
-    let mut scan = Scan {
-        b: body,
-        i: 0,
-        depth: 0,
-    };
-    scan.ws();
-    if scan.peek() != Some(b'{') {
-        return Err(EstimateError::NotAnObject);
-    }
-    let mut stream: Option<Span> = None;
-    let mut options: Option<Span> = None;
-    let mut duplicate = None;
-    let mut last_value_end = None;
-    scan.object(&mut |key, value| {
-        if key_is(body, key, "stream") {
-            if stream.replace(value).is_some() {
-                duplicate.get_or_insert("stream");
-            }
-        } else if key_is(body, key, "stream_options") && options.replace(value).is_some() {
-            duplicate.get_or_insert("stream_options");
-        }
-        last_value_end = Some(value.end);
-    })?;
-    if let Some(field) = duplicate {
-        return Err(EstimateError::DuplicateField(field));
-    }
-    if stream.and_then(|s| s.of(body)) != Some(b"true".as_slice()) {
-        return Ok(None);
-    }
-    let Some(options) = options else {
-        // Append a member after the last one (there is one: `stream`).
-        let at = last_value_end.ok_or(EstimateError::NotAnObject)?;
-        return Ok(Some(splice(
-            body,
-            at,
-            at,
-            br#","stream_options":{"include_usage":true}"#,
-        )));
-    };
-    match body.get(options.start) {
-        Some(b'n') => Ok(Some(splice(
-            body,
-            options.start,
-            options.end,
-            br#"{"include_usage":true}"#,
-        ))),
-        Some(b'{') => {
-            let mut flag: Option<Span> = None;
-            let mut any = false;
-            let mut inner = Scan {
-                b: body,
-                i: options.start,
-                depth: 0,
-            };
-            inner.object(&mut |key, value| {
-                any = true;
-                if key_is(body, key, "include_usage") {
-                    // The last of duplicates is the one a provider keeps.
-                    flag = Some(value);
-                }
-            })?;
-            match flag {
-                Some(v) if v.of(body) == Some(b"true".as_slice()) => Ok(None),
-                Some(v) => Ok(Some(splice(body, v.start, v.end, b"true"))),
-                None => {
-                    let at = options.start.saturating_add(1);
-                    let text: &[u8] = if any {
-                        br#""include_usage":true,"#
-                    } else {
-                        br#""include_usage":true"#
-                    };
-                    Ok(Some(splice(body, at, at, text)))
-                }
-            }
-        }
-        _ => Err(wrong_type("stream_options", "an object")),
-    }
-}
-
-/// `body` with `body[start..end]` replaced by `text`.
-fn splice(body: &[u8], start: usize, end: usize, text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len().saturating_add(text.len()));
-    out.extend_from_slice(body.get(..start).unwrap_or_default());
-    out.extend_from_slice(text);
-    out.extend_from_slice(body.get(end..).unwrap_or_default());
-    out
-}
-
-/// A byte range `[start, end)` of the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    start: usize,
-    end: usize,
-}
-
-impl Span {
-    fn of<'b>(&self, body: &'b [u8]) -> Option<&'b [u8]> {
-        body.get(self.start..self.end)
-    }
-}
-
-/// Whether the quoted key at `key` decodes to `want` (escapes decoded, as a provider would).
-fn key_is(body: &[u8], key: Span, want: &str) -> bool {
-    let Some(quoted) = key.of(body) else {
-        return false;
-    };
-    let inner = quoted
-        .get(1..quoted.len().saturating_sub(1))
-        .unwrap_or_default();
-    if !inner.contains(&b'\\') {
-        return inner == want.as_bytes();
-    }
-    serde_json::from_slice::<Cow<'_, str>>(quoted).is_ok_and(|k| k == want)
-}
-
-/// A minimal scanner over JSON that serde has already validated: it finds the byte spans of
-/// an object's members so a rewrite can splice them. Every access is bounds-checked; anything
-/// unexpected is an error, never a panic.
-struct Scan<'b> {
-    b: &'b [u8],
-    i: usize,
-    /// Containers open around the cursor. serde's validation with `IgnoredAny` does not limit
-    /// nesting, so the scanner does, like serde_json's own parser.
-    depth: u32,
-}
-
-/// The deepest nesting the scanner follows, serde_json's own recursion limit.
-const MAX_DEPTH: u32 = 128;
-
-impl Scan<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
-    }
-
-    fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
-    }
-
-    fn broken(&self) -> EstimateError {
-        EstimateError::MalformedJson(format!("unexpected byte at offset {}", self.i))
-    }
-
-    fn expect(&mut self, c: u8) -> Result<(), EstimateError> {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(self.broken())
-        }
-    }
-
-    /// A string starting at the cursor, quotes included.
-    fn string(&mut self) -> Result<Span, EstimateError> {
-        let start = self.i;
-        self.expect(b'"')?;
-        loop {
-            // Jump to the next quote or backslash: string bodies are most of a request.
-            let rest = self.b.get(self.i..).unwrap_or_default();
-            let Some(at) = rest.iter().position(|&c| c == b'"' || c == b'\\') else {
-                self.i = self.b.len();
-                return Err(self.broken());
-            };
-            self.i = self.i.saturating_add(at);
-            if self.peek() == Some(b'"') {
-                self.i += 1;
-                return Ok(Span { start, end: self.i });
-            }
-            // A backslash: skip the escaped byte too, `\"` does not end the string.
-            self.i = self.i.saturating_add(2);
-        }
-    }
-
-    /// Any value starting after optional whitespace.
-    fn value(&mut self) -> Result<Span, EstimateError> {
-        self.ws();
-        let start = self.i;
-        match self.peek() {
-            Some(c @ (b'{' | b'[')) => {
-                if self.depth >= MAX_DEPTH {
-                    return Err(EstimateError::MalformedJson(format!(
-                        "nested deeper than {MAX_DEPTH} levels at offset {}",
-                        self.i
-                    )));
-                }
-                self.depth += 1;
-                let r = if c == b'{' {
-                    self.object(&mut |_, _| {})
-                } else {
-                    self.array()
-                };
-                self.depth -= 1;
-                r?;
-            }
-            Some(b'"') => {
-                self.string()?;
-            }
-            Some(_) => {
-                // A number or a literal: runs to the next delimiter.
-                while !matches!(
-                    self.peek(),
-                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
-                ) {
-                    self.i += 1;
-                }
-            }
-            None => return Err(self.broken()),
-        }
-        Ok(Span { start, end: self.i })
-    }
-
-    /// The array at the cursor; leaves the cursor after its closing bracket.
-    fn array(&mut self) -> Result<(), EstimateError> {
-        self.expect(b'[')?;
-        self.ws();
-        if self.peek() == Some(b']') {
-            self.i += 1;
-            return Ok(());
-        }
-        loop {
-            self.value()?;
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.broken()),
-            }
-        }
-    }
-
-    /// The object at the cursor: calls `member(key, value)` for each member, leaves the
-    /// cursor after its closing brace.
-    fn object(&mut self, member: &mut dyn FnMut(Span, Span)) -> Result<(), EstimateError> {
-        self.expect(b'{')?;
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.i += 1;
-            return Ok(());
-        }
-        loop {
-            self.ws();
-            let key = self.string()?;
-            self.ws();
-            self.expect(b':')?;
-            let value = self.value()?;
-            member(key, value);
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.broken()),
-            }
-        }
     }
 }
 
@@ -1701,6 +1498,7 @@ mod tests {
             prompt_tokens,
             service_tier: TierAsk::Auto,
             web_search: None,
+            usage_splice: None,
         }
     }
 
@@ -1935,6 +1733,11 @@ mod tests {
         assert_eq!(worst_case(&req, &p, &cfg()), Err(EstimateError::Overflow));
     }
 
+    /// The rewrite of a chat body, read once as the filter does.
+    fn include_usage_rewrite(body: &[u8]) -> Result<Option<Vec<u8>>, EstimateError> {
+        Ok(summarize(body, ApiFormat::OpenAiChat, Some("m"), &cfg())?.usage_rewrite(body))
+    }
+
     fn rewrite(body: &str) -> Option<String> {
         include_usage_rewrite(body.as_bytes())
             .unwrap()
@@ -1950,14 +1753,14 @@ mod tests {
             (r#"{"model":"m","stream":null}"#, None),
             // Already asked for.
             (r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#, None),
-            // Appended after the last member, whitespace kept.
+            // Inserted as the first member, whitespace kept.
             (
-                "{\"model\": \"m\", \"stream\": true }\n",
-                Some("{\"model\": \"m\", \"stream\": true,\"stream_options\":{\"include_usage\":true} }\n"),
+                " {\"model\": \"m\", \"stream\": true }\n",
+                Some(" {\"stream_options\":{\"include_usage\":true},\"model\": \"m\", \"stream\": true }\n"),
             ),
             (
                 r#"{"stream":true,"model":"m","seed":123456789012345678901234,"t":1.50}"#,
-                Some(r#"{"stream":true,"model":"m","seed":123456789012345678901234,"t":1.50,"stream_options":{"include_usage":true}}"#),
+                Some(r#"{"stream_options":{"include_usage":true},"stream":true,"model":"m","seed":123456789012345678901234,"t":1.50}"#),
             ),
             // null options replaced.
             (
@@ -1981,7 +1784,7 @@ mod tests {
             // Escaped keys are recognised; strings containing braces and quotes are skipped.
             (
                 r#"{"messages":[{"content":"a \"}\" {"}],"str\u0065am":true}"#,
-                Some(r#"{"messages":[{"content":"a \"}\" {"}],"str\u0065am":true,"stream_options":{"include_usage":true}}"#),
+                Some(r#"{"stream_options":{"include_usage":true},"messages":[{"content":"a \"}\" {"}],"str\u0065am":true}"#),
             ),
         ];
         for (body, want) in cases {

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost::CostBreakdown;
 use crate::principal::Principal;
-use crate::usage::{ApiFormat, Usage};
+use crate::provider::ApiFormat;
+use crate::usage::Usage;
 
 /// Largest batch the control plane accepts.
 pub const MAX_BATCH_EVENTS: usize = 10_000;

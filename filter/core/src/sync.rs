@@ -34,7 +34,8 @@ use crate::event::{Charge, UnchargedReason, UsageBatch, UsageEvent};
 use crate::local::BudgetCharge;
 use crate::pricing::{SearchContext, ServiceTier};
 use crate::principal::Principal;
-use crate::usage::{ApiFormat, Usage};
+use crate::provider::ApiFormat;
+use crate::usage::Usage;
 
 /// What a worker enqueues for one metered request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -638,7 +639,8 @@ mod tests {
     use crate::cost::CostBreakdown;
     use crate::event::Charge;
     use crate::principal::Principal;
-    use crate::usage::{ApiFormat, Usage};
+    use crate::provider::ApiFormat;
+    use crate::usage::Usage;
 
     /// The codec fuzz target's committed seed (`fuzz/make_seeds.py`, after its selector byte)
     /// is a queue record of the current format, so the fuzzer starts from valid input.

@@ -15,9 +15,9 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use tollgate_core::pricing::ServiceTier;
+use tollgate_core::provider::ApiFormat;
 use tollgate_core::usage::{
-    from_json, from_sse, from_usage_object, served_json, ApiFormat, SseUsage, StreamOutcome, Usage,
-    UsageError,
+    from_json, from_sse, from_usage_object, served_json, SseUsage, StreamOutcome, Usage, UsageError,
 };
 
 /// Generous for the fixtures (the largest event is ~1.7 KB).

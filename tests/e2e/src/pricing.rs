@@ -43,7 +43,7 @@ pub fn litellm_book() -> Result<&'static PriceBook> {
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The provider hint of an API (the filter's `route::provider`).
+/// The provider hint of an API (the filter's `ApiFormat::provider`).
 pub fn provider(api: Api) -> &'static str {
     match api {
         Api::AnthropicMessages => "anthropic",
@@ -86,8 +86,8 @@ fn search_context(api: Api, request: &Value) -> Result<SearchContext> {
     Ok(summary.web_search.map(|w| w.context).unwrap_or_default())
 }
 
-fn format(api: Api) -> tollgate_core::usage::ApiFormat {
-    use tollgate_core::usage::ApiFormat;
+fn format(api: Api) -> tollgate_core::provider::ApiFormat {
+    use tollgate_core::provider::ApiFormat;
     match api {
         Api::OpenAiChat => ApiFormat::OpenAiChat,
         Api::OpenAiResponses => ApiFormat::OpenAiResponses,

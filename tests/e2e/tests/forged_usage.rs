@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 use tollgate_core::cost::CostBreakdown;
 use tollgate_core::event::{Charge, UsageEvent};
 use tollgate_core::principal::Principal;
-use tollgate_core::usage::{ApiFormat, Usage};
+use tollgate_core::provider::ApiFormat;
+use tollgate_core::usage::Usage;
 
 use common::{chat, client, dec, ledger_has_chats};
 

@@ -78,9 +78,4 @@ impl UsageError {
             UsageError::EventTooLarge(_) => "event_too_large",
         }
     }
-
-    /// Wraps a serde_json error; only its message is kept so the error stays `Clone + Eq`.
-    pub(crate) fn json(err: &serde_json::Error) -> Self {
-        UsageError::MalformedJson(err.to_string())
-    }
 }

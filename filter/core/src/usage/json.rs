@@ -1,36 +1,27 @@
-//! Usage from a whole (non-streaming) JSON response body, and from a bare usage object.
+//! Usage from a whole (non-streaming) JSON answer, and from a bare usage object.
 //!
-//! The body is not decoded: [`super::scan`] walks its top-level structure to the `usage` (or
-//! Gemini's `usageMetadata`) member, and only that object is read, field by field, in the
-//! same pass (`provider::read_usage_at`). A bare usage object from the CLI arrives as a
-//! `serde_json::Value` and goes through serde's derive instead; a property test keeps the two
-//! readers equal. Run the tests with `cargo test -p tollgate-core --lib usage`.
+//! The body is not decoded: [`super::scan`] walks its top-level structure to the member the
+//! API names for usage (`usage`, Gemini's `usageMetadata`), and only that object is read,
+//! field by field, in the same pass by the API's own reader ([`ProviderApi::read_usage`]).
+//! The other top-level members are offered to the API to say how the request was served
+//! ([`Served`]). Run the tests with `cargo test -p tollgate-core --lib usage`.
 
-use serde::Deserialize;
-
-use super::provider::{self, RawUsage, TierName, UsageValue};
-use super::{scan, ApiFormat, Usage, UsageError};
+use super::{scan, Usage, UsageError};
 use crate::pricing::ServiceTier;
+use crate::provider::{self, ApiFormat, ProviderApi};
 
-/// The member of a response body that holds its usage.
-pub(crate) fn usage_key(format: ApiFormat) -> &'static str {
-    match format {
-        ApiFormat::GeminiGenerateContent => "usageMetadata",
-        _ => "usage",
-    }
-}
-
-/// Reads the usage of a whole JSON response body in `format`.
+/// Reads the usage of a whole JSON answer in `format`.
 ///
-/// The top-level `usage` member is used (`usageMetadata` for Gemini; for Gemini a JSON array
-/// of responses — `streamGenerateContent` without `alt=sse` — gives the last element's, the
-/// counts being cumulative). A `usage` anywhere else (in message text, in a nested object) is
-/// ignored. Errors: [`UsageError::MalformedJson`] when the body's structure is broken,
+/// The top-level usage member is used (for Gemini a JSON array of answers —
+/// `streamGenerateContent` without `alt=sse` — gives the last element's, the counts being
+/// cumulative). A `usage` anywhere else (in message text, in a nested object) is ignored.
+/// Errors: [`UsageError::MalformedJson`] when the body's structure is broken,
 /// [`UsageError::NoUsage`] when there is no usage or it is `null`, and a field-naming error
 /// when the usage object itself is wrong.
 ///
 /// ```
-/// use tollgate_core::usage::{from_json, ApiFormat};
+/// use tollgate_core::provider::ApiFormat;
+/// use tollgate_core::usage::from_json;
 /// let body = br#"{"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":12,
 ///     "completion_tokens":3,"prompt_tokens_details":{"cached_tokens":8}}}"#;
 /// let usage = from_json(ApiFormat::OpenAiChat, body).unwrap();
@@ -40,57 +31,45 @@ pub fn from_json(format: ApiFormat, body: &[u8]) -> Result<Usage, UsageError> {
     served_json(format, body).map(|(usage, _)| usage)
 }
 
-/// Like [`from_json`], and the model the provider says served the request: the top-level
-/// `model` (OpenAI, Anthropic) or `modelVersion` (Gemini), read in the same pass. `None` when
-/// the body names none (or names it with something other than a short string).
+/// Like [`from_json`], and the model the provider says served the request (`model`, Gemini's
+/// `modelVersion`), read in the same pass. `None` when the body names none (or names it with
+/// something other than a short string).
 ///
 /// ```
-/// use tollgate_core::usage::{served_json, ApiFormat};
+/// use tollgate_core::provider::ApiFormat;
+/// use tollgate_core::usage::served_json;
 /// let body = br#"{"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
 /// let (usage, model) = served_json(ApiFormat::OpenAiChat, body).unwrap();
 /// assert_eq!((usage.output, model.as_deref()), (2, Some("gpt-4o-2024-08-06")));
 /// ```
 pub fn served_json(format: ApiFormat, body: &[u8]) -> Result<(Usage, Option<String>), UsageError> {
-    let key = usage_key(format);
-    let through_array = format == ApiFormat::GeminiGenerateContent;
-    let (usage, served) = find_usage_and_served(body, key, Some(format), through_array)?;
-    let raw = usage.ok_or(UsageError::NoUsage)?.into_raw(key)?;
-    let mut usage = provider::to_usage(format, &raw)?;
+    let api = format.api();
+    let mut served = Served::default();
+    let usage = walk_answer(
+        body,
+        api.usage_key(),
+        api.answer_may_be_array(),
+        |s, i| api.read_usage(s, i),
+        |key, value| api.note_answer_member(&mut served, key, value),
+    )?;
+    let mut usage = usage
+        .ok_or(UsageError::NoUsage)?
+        .into_usage(api.usage_key())?;
     served.apply(&mut usage);
     Ok((usage, served.model))
 }
 
-/// What a response says about how it was served, outside its usage object: the model, the
+/// What an answer says about how it was served, outside its usage object: the model, the
 /// service tier (OpenAI's top-level `service_tier`) and the web searches run (OpenAI Responses'
 /// `web_search_call` output items, Gemini's `groundingMetadata.webSearchQueries`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Served {
+pub struct Served {
     pub(crate) model: Option<String>,
     pub(crate) service_tier: Option<ServiceTier>,
     pub(crate) web_searches: u64,
 }
 
 impl Served {
-    /// Reads the member `key` (value token `value`) of a response of `format`, if it is one
-    /// that says how the request was served.
-    pub(crate) fn note(
-        &mut self,
-        format: ApiFormat,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), UsageError> {
-        if scan::key_is(key, model_key(format)) {
-            self.note_model(Some(value));
-        } else if scan::key_is(key, "service_tier") {
-            self.note_tier(Some(value));
-        } else if format == ApiFormat::OpenAiResponses && scan::key_is(key, "output") {
-            self.note_output(Some(value))?;
-        } else if format == ApiFormat::GeminiGenerateContent && scan::key_is(key, "candidates") {
-            self.note_candidates(Some(value))?;
-        }
-        Ok(())
-    }
-
     /// The model a `model` / `modelVersion` value names (the last one named wins).
     pub(crate) fn note_model(&mut self, value: Option<&[u8]>) {
         if let Some(name) = value.and_then(model_name) {
@@ -100,25 +79,15 @@ impl Served {
 
     /// The tier a `service_tier` value names.
     pub(crate) fn note_tier(&mut self, value: Option<&[u8]>) {
-        if let Some(tier) = value.and_then(|v| TierName::from_token(v).0) {
+        if let Some(tier) = value.and_then(super::fields::tier_of) {
             self.service_tier = Some(tier);
         }
     }
 
-    /// The web searches of a Responses `output` array.
-    pub(crate) fn note_output(&mut self, value: Option<&[u8]>) -> Result<(), UsageError> {
-        if let Some(v) = value {
-            self.web_searches = self.web_searches.max(web_search_calls(v)?);
-        }
-        Ok(())
-    }
-
-    /// The grounding queries of a Gemini `candidates` array.
-    pub(crate) fn note_candidates(&mut self, value: Option<&[u8]>) -> Result<(), UsageError> {
-        if let Some(v) = value {
-            self.web_searches = self.web_searches.max(grounding_queries(v)?);
-        }
-        Ok(())
+    /// Searches an answer (or one event of a stream) reports; the largest count stands, as
+    /// streams repeat them.
+    pub(crate) fn note_searches(&mut self, n: u64) {
+        self.web_searches = self.web_searches.max(n);
     }
 
     /// Lays these facts over a usage read from the usage object.
@@ -130,63 +99,12 @@ impl Served {
     }
 }
 
-/// The `web_search_call` items of a Responses `output` array.
-fn web_search_calls(output: &[u8]) -> Result<u64, UsageError> {
-    let mut calls = 0u64;
-    if output.first() == Some(&b'[') {
-        scan::walk_array(output, 0, |i| {
-            let end = scan::skip_value(output, i)?;
-            let item = output.get(i..end).unwrap_or_default();
-            let [ty] = scan::find_members(item, ["type"])?;
-            if ty.is_some_and(|t| t == b"\"web_search_call\"") {
-                calls = calls.saturating_add(1);
-            }
-            Ok::<_, UsageError>(end)
-        })?;
-    }
-    Ok(calls)
-}
-
-/// The search queries Gemini's grounding ran: `webSearchQueries` of each candidate's
-/// `groundingMetadata`, the largest count (candidates search alike).
-fn grounding_queries(candidates: &[u8]) -> Result<u64, UsageError> {
-    let mut most = 0u64;
-    if candidates.first() == Some(&b'[') {
-        scan::walk_array(candidates, 0, |i| {
-            let end = scan::skip_value(candidates, i)?;
-            let candidate = candidates.get(i..end).unwrap_or_default();
-            let [grounding] = scan::find_members(candidate, ["groundingMetadata"])?;
-            if let Some(g) = grounding {
-                let [queries] = scan::find_members(g, ["webSearchQueries"])?;
-                if let Some(q) = queries.filter(|q| q.first() == Some(&b'[')) {
-                    let mut n = 0u64;
-                    scan::walk_array(q, 0, |j| {
-                        n = n.saturating_add(1);
-                        Ok::<_, UsageError>(scan::skip_value(q, j)?)
-                    })?;
-                    most = most.max(n);
-                }
-            }
-            Ok::<_, UsageError>(end)
-        })?;
-    }
-    Ok(most)
-}
-
-/// The member of a response (or of a stream's event) naming the model that served it.
-pub(crate) fn model_key(format: ApiFormat) -> &'static str {
-    match format {
-        ApiFormat::GeminiGenerateContent => "modelVersion",
-        _ => "model",
-    }
-}
-
 /// Longest model name kept from a response: real ones are under 100 bytes; a longer value is
 /// not a model name worth pricing by.
 const MAX_MODEL_BYTES: usize = 256;
 
 /// The model name in a JSON value token: a string of at most [`MAX_MODEL_BYTES`].
-pub(crate) fn model_name(token: &[u8]) -> Option<String> {
+fn model_name(token: &[u8]) -> Option<String> {
     let name = scan::unquote_str(token)?;
     if name.is_empty() || name.len() > MAX_MODEL_BYTES {
         return None;
@@ -194,39 +112,27 @@ pub(crate) fn model_name(token: &[u8]) -> Option<String> {
     Some(name.into_owned())
 }
 
-/// Walks `doc` once and reads the value of its last top-level member named `key` (with
-/// `through_array`, of the objects in a top-level array too) as a usage object, in the same
-/// pass. `None` when there is no such member.
-pub(crate) fn find_usage(
+/// Walks `doc` once: `read` reads the value of each top-level member named `key` (the last
+/// one wins), `other` sees every other member's key and value tokens. With `through_array`,
+/// the objects of a top-level array are walked too. `None` when there is no such member.
+pub(crate) fn walk_answer<T>(
     doc: &[u8],
     key: &str,
     through_array: bool,
-) -> Result<Option<UsageValue>, UsageError> {
-    find_usage_and_served(doc, key, None, through_array).map(|(usage, _)| usage)
-}
-
-/// [`find_usage`], also reading (when `served_as` names the format) the top-level members
-/// that say how the request was served ([`Served`]).
-pub(crate) fn find_usage_and_served(
-    doc: &[u8],
-    key: &str,
-    served_as: Option<ApiFormat>,
-    through_array: bool,
-) -> Result<(Option<UsageValue>, Served), UsageError> {
+    mut read: impl FnMut(&[u8], usize) -> Result<(T, usize), UsageError>,
+    mut other: impl FnMut(&[u8], &[u8]) -> Result<(), UsageError>,
+) -> Result<Option<T>, UsageError> {
     let mut found = None;
-    let mut served = Served::default();
     let mut object = |open: usize| -> Result<usize, UsageError> {
         scan::walk_object(doc, open, |k, i| {
             if scan::key_is(k, key) {
-                let (value, end) = provider::read_usage_at(doc, i)?;
+                let (value, end) = read(doc, i)?;
                 found = Some(value);
                 Ok(end)
-            } else if let Some(format) = served_as {
-                let end = scan::skip_value(doc, i)?;
-                served.note(format, k, doc.get(i..end).unwrap_or_default())?;
-                Ok(end)
             } else {
-                Ok(scan::skip_value(doc, i)?)
+                let end = scan::skip_value(doc, i)?;
+                other(k, doc.get(i..end).unwrap_or_default())?;
+                Ok(end)
             }
         })
     };
@@ -243,29 +149,33 @@ pub(crate) fn find_usage_and_served(
         _ => scan::skip_value(doc, start)?,
     };
     scan::expect_end(doc, end)?;
-    Ok((found, served))
+    Ok(found)
 }
 
-/// Reads the bytes of one usage value (an object, or `null`) as `format`'s usage.
-pub(crate) fn usage_value(
-    format: ApiFormat,
-    value: &[u8],
-    field: &'static str,
-) -> Result<Usage, UsageError> {
-    provider::to_usage(format, &provider::parse_raw(value, field)?)
-}
-
-/// Reads the usage member `key` of the object `doc` (an SSE event, or an object inside one) as
-/// `format`'s usage; `Ok(None)` when the member is absent.
-pub(crate) fn usage_in(
-    format: ApiFormat,
+/// Reads the member `key` of the object `doc` (an event, or an object inside one) with
+/// `read`; `Ok(None)` when the member is absent.
+pub(crate) fn find_member<T>(
     doc: &[u8],
-    key: &'static str,
-) -> Result<Option<Usage>, UsageError> {
-    match find_usage(doc, key, false)? {
-        None => Ok(None),
-        Some(value) => provider::to_usage(format, &value.into_raw(key)?).map(Some),
-    }
+    key: &str,
+    read: impl FnMut(&[u8], usize) -> Result<(T, usize), UsageError>,
+) -> Result<Option<T>, UsageError> {
+    walk_answer(doc, key, false, read, |_, _| Ok(()))
+}
+
+/// Reads the usage member of the object `doc` (an event, or an object inside one) as `api`'s
+/// usage; `Ok(None)` when the member is absent.
+pub(crate) fn usage_in(api: &dyn ProviderApi, doc: &[u8]) -> Result<Option<Usage>, UsageError> {
+    find_member(doc, api.usage_key(), |s, i| api.read_usage(s, i))?
+        .map(|value| value.into_usage(api.usage_key()))
+        .transpose()
+}
+
+/// Reads `value`, the bytes of exactly one usage value (an object, or `null`), as `api`'s
+/// usage.
+pub(crate) fn usage_of(api: &dyn ProviderApi, value: &[u8]) -> Result<Usage, UsageError> {
+    let (usage, end) = api.read_usage(value, scan::skip_ws(value, 0))?;
+    scan::expect_end(value, end)?;
+    usage.into_usage(api.usage_key())
 }
 
 /// Recognises a provider's usage object by its keys and reads it: what `tollgate cost --usage`
@@ -274,7 +184,8 @@ pub(crate) fn usage_in(
 /// too.
 ///
 /// ```
-/// use tollgate_core::usage::{from_usage_object, ApiFormat};
+/// use tollgate_core::provider::ApiFormat;
+/// use tollgate_core::usage::from_usage_object;
 /// let v = serde_json::json!({"input_tokens": 10, "output_tokens": 5,
 ///                            "cache_read_input_tokens": 100});
 /// let (format, usage) = from_usage_object(&v).unwrap();
@@ -294,14 +205,16 @@ pub fn from_usage_object(value: &serde_json::Value) -> Result<(ApiFormat, Usage)
             }
         }
     }
-    let raw = RawUsage::deserialize(value).map_err(|e| UsageError::json(&e))?;
-    let format = provider::detect(&raw).ok_or(UsageError::UnknownFormat)?;
-    Ok((format, provider::to_usage(format, &raw)?))
+    let format = provider::detect(|k| object.contains_key(k)).ok_or(UsageError::UnknownFormat)?;
+    // One reader for every source: the object goes back to bytes, read as an answer's is.
+    let bytes = serde_json::to_vec(value).map_err(|e| UsageError::MalformedJson(e.to_string()))?;
+    Ok((format, usage_of(format.api(), &bytes)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::UsageValue;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -350,16 +263,21 @@ mod tests {
 
     #[test]
     fn usage_key_is_found_through_nesting_and_arrays_correctly() {
-        let find = |doc: &str, arr| find_usage(doc.as_bytes(), "usageMetadata", arr).unwrap();
+        let gemini = ApiFormat::GeminiGenerateContent.api();
+        let find = |doc: &str, arr| {
+            walk_answer(
+                doc.as_bytes(),
+                "usageMetadata",
+                arr,
+                |s, i| gemini.read_usage(s, i),
+                |_, _| Ok(()),
+            )
+            .unwrap()
+        };
         let doc = r#"[{"usageMetadata":{"promptTokenCount":1}}, 5, {"x":{"usageMetadata":{"promptTokenCount":9}}},
                       {"usageMetadata":{"promptTokenCount":2}}]"#;
-        let last = find(doc, true).unwrap().into_raw("u").unwrap();
-        assert_eq!(
-            provider::to_usage(ApiFormat::GeminiGenerateContent, &last)
-                .unwrap()
-                .input_uncached,
-            2
-        );
+        let last = find(doc, true).unwrap().into_usage("u").unwrap();
+        assert_eq!(last.input_uncached, 2);
         assert!(find(doc, false).is_none());
         assert_eq!(
             find(r#"{"usageMetadata":null}"#, false),

@@ -4,7 +4,8 @@
 //! Conventions follow the providers' own docs and LiteLLM's `cost_per_token`: `output` includes
 //! reasoning tokens; the cache buckets are disjoint from `input_uncached`. Reasoning above
 //! output is clamped to output; cached above prompt is an error ([`UsageError::Inconsistent`]).
-//! The field mapping per provider, with links to each provider's docs, is in `provider.rs`.
+//! The field mapping per provider API, with links to each provider's docs, is in its module
+//! under [`crate::provider`]; this module holds the engines they share.
 //!
 //! - [`from_json`]: a whole response body. Only the usage object is parsed; the rest of the
 //!   body is walked, not decoded (`scan.rs`), so a 1 KB chat completion costs well under 1 µs.
@@ -22,16 +23,19 @@
 use serde::{Deserialize, Serialize};
 
 use crate::pricing::{SearchContext, ServiceTier};
+use crate::provider::ApiFormat;
 
 mod error;
+pub(crate) mod fields;
 mod json;
-mod provider;
 pub(crate) mod scan;
 mod sse;
 
 pub use error::{UsageError, MAX_TOKENS};
-pub use json::{from_json, from_usage_object, served_json};
-pub use sse::{SseUsage, StreamOutcome};
+pub use fields::UsageValue;
+pub(crate) use json::{find_member, usage_in, usage_of};
+pub use json::{from_json, from_usage_object, served_json, Served};
+pub use sse::{SseUsage, StreamOutcome, StreamRead};
 
 /// Token counts of one request, normalised across providers. Every bucket is disjoint except
 /// `reasoning`, which is the part of `output` spent on reasoning.
@@ -127,23 +131,6 @@ impl Usage {
             .saturating_add(self.cache_write_5m)
             .saturating_add(self.cache_write_1h)
     }
-}
-
-/// The provider API a request or response speaks, recognised from the request path or the
-/// shape of a usage object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApiFormat {
-    /// OpenAI `POST /v1/chat/completions` (and `/v1/completions`).
-    OpenAiChat,
-    /// OpenAI `POST /v1/responses`.
-    OpenAiResponses,
-    /// OpenAI `POST /v1/embeddings`.
-    OpenAiEmbeddings,
-    /// Anthropic `POST /v1/messages`.
-    AnthropicMessages,
-    /// Gemini `models/*:generateContent` and `:streamGenerateContent`.
-    GeminiGenerateContent,
 }
 
 /// Whether an answer whose `content-encoding` header is `header` can be metered. Usage is read

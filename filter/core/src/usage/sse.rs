@@ -15,32 +15,18 @@
 //! the event is skipped and counted, the buffer stops growing). The buffer is reused, so a
 //! stream allocates once, not per event.
 //!
-//! Per provider (what marks usage and what marks the end):
-//! - OpenAI Chat (<https://platform.openai.com/docs/api-reference/chat-streaming>): with
-//!   `stream_options.include_usage` every chunk ends in `"usage":null` and the last chunk
-//!   before `data: [DONE]` holds the usage. The `null` ending is recognised from the last few
-//!   bytes without parsing the chunk (see [`ends_with_null_usage`]), so only the usage chunk is
-//!   parsed. Complete when `[DONE]` or the final usage chunk (`"choices": []`) arrived.
-//! - OpenAI Responses (<https://platform.openai.com/docs/api-reference/responses-streaming>):
-//!   `response.completed`, `response.incomplete` and `response.failed` carry the final
-//!   `response.usage`; all other events are skipped unbuffered. Complete when one of those
-//!   three arrived (each ends the stream).
-//! - Anthropic (<https://docs.anthropic.com/en/docs/build-with-claude/streaming>):
-//!   `message_start` has `message.usage`; each `message_delta` has cumulative `usage` whose
-//!   fields replace earlier ones. Complete on `message_stop`.
-//! - Gemini (`streamGenerateContent?alt=sse`,
-//!   <https://ai.google.dev/api/generate-content#method:-models.streamgeneratecontent>): every
-//!   `data:` is a `GenerateContentResponse` with cumulative `usageMetadata`; the last wins.
-//!   Complete when the last chunk carried usage and a candidate with a `finishReason`.
-//! - OpenAI Embeddings never stream; a stream in that format is read like a chat stream.
+//! What each event means is the API's ([`ProviderApi::keeps_event`],
+//! [`ProviderApi::read_event`]; see each module under `crate::provider` for what marks usage
+//! and what marks the end of its streams); this module only frames them.
 //!
 //! Run the tests with `cargo test -p tollgate-core --lib usage::sse` and the split-anywhere
 //! golden tests with `cargo test -p tollgate-core --test usage_golden`.
 
-use super::json::{find_usage, model_key, usage_in, usage_key, usage_value, Served};
-use super::provider::AnthropicParts;
-use super::scan::{self, find_line_end};
-use super::{ApiFormat, Usage, UsageError};
+use super::json::Served;
+use super::scan::find_line_end;
+use super::{Usage, UsageError};
+use crate::provider::anthropic_messages::AnthropicParts;
+use crate::provider::{ApiFormat, ProviderApi};
 
 /// Longest `event:` name kept; every name that matters is shorter, longer ones are "other".
 const EVENT_NAME_MAX: usize = 24;
@@ -108,55 +94,12 @@ enum Field {
     Other,
 }
 
-/// What the `event:` name says about an event, per format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// No `event:` field: the data's own `type` (or the format) decides.
-    Unnamed,
-    /// A named event that never carries usage.
-    Other,
-    /// `response.completed` / `response.incomplete` / `response.failed`.
-    ResponsesFinal,
-    /// `message_start`.
-    AnthropicStart,
-    /// `message_delta`.
-    AnthropicDelta,
-    /// `message_stop`.
-    AnthropicStop,
-}
-
-impl Kind {
-    fn of(format: ApiFormat, name: &[u8]) -> Kind {
-        match (format, name) {
-            (_, b"") => Kind::Unnamed,
-            (
-                ApiFormat::OpenAiResponses,
-                b"response.completed" | b"response.incomplete" | b"response.failed",
-            ) => Kind::ResponsesFinal,
-            (ApiFormat::AnthropicMessages, b"message_start") => Kind::AnthropicStart,
-            (ApiFormat::AnthropicMessages, b"message_delta") => Kind::AnthropicDelta,
-            (ApiFormat::AnthropicMessages, b"message_stop") => Kind::AnthropicStop,
-            (ApiFormat::OpenAiResponses | ApiFormat::AnthropicMessages, _) => Kind::Other,
-            // Chat and Gemini streams are data-only; a stray `event:` changes nothing.
-            _ => Kind::Unnamed,
-        }
-    }
-
-    /// Whether the event's data has to be kept to read it.
-    fn wants_data(self) -> bool {
-        matches!(
-            self,
-            Kind::Unnamed | Kind::ResponsesFinal | Kind::AnthropicStart | Kind::AnthropicDelta
-        )
-    }
-}
-
 /// What happens to the current event's data bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DataMode {
     /// Appended to the buffer.
     Keep,
-    /// Dropped: the event cannot carry usage.
+    /// Dropped: the API says the event cannot carry usage.
     Skip,
     /// Dropped: the event outgrew `max_event_bytes`; only a short tail is kept.
     Oversized,
@@ -165,7 +108,8 @@ enum DataMode {
 /// Incremental usage reader for one SSE response stream.
 ///
 /// ```
-/// use tollgate_core::usage::{ApiFormat, SseUsage};
+/// use tollgate_core::provider::ApiFormat;
+/// use tollgate_core::usage::SseUsage;
 /// let mut sse = SseUsage::new(ApiFormat::OpenAiChat, 64 * 1024);
 /// sse.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\nda");
 /// sse.push(b"ta: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\r\n\r\n");
@@ -176,7 +120,7 @@ enum DataMode {
 /// ```
 #[derive(Debug, Clone)]
 pub struct SseUsage {
-    format: ApiFormat,
+    api: &'static dyn ProviderApi,
     max_event_bytes: usize,
 
     // Line parser.
@@ -190,7 +134,6 @@ pub struct SseUsage {
     // Current event.
     event_name: [u8; EVENT_NAME_MAX],
     event_name_len: usize,
-    kind: Kind,
     data: Vec<u8>,
     /// `data` lines in the current event (the spec dispatches only events that had one).
     data_lines: u32,
@@ -198,15 +141,24 @@ pub struct SseUsage {
     tail: Vec<u8>,
 
     // What the stream has said so far.
-    usage: Option<Usage>,
-    anthropic: Option<AnthropicParts>,
-    complete: bool,
+    read: StreamRead,
     events: u64,
     oversized_events: u32,
     failed_events: u32,
     first_error: Option<UsageError>,
+}
+
+/// What a stream has said so far, as the API's event reader records it.
+#[derive(Debug, Clone, Default)]
+pub struct StreamRead {
+    /// The last usage an event reported whole.
+    pub(crate) usage: Option<Usage>,
+    /// Usage reported in pieces (Anthropic's `message_start` and `message_delta`s).
+    pub(crate) parts: Option<AnthropicParts>,
+    /// The provider's end-of-stream mark arrived.
+    pub(crate) complete: bool,
     /// The model, service tier and web searches the events named outside their usage.
-    served: Served,
+    pub(crate) served: Served,
 }
 
 impl SseUsage {
@@ -217,7 +169,7 @@ impl SseUsage {
     /// whole response (all output text) and Gemini chunks carry their text or image data.
     pub fn new(format: ApiFormat, max_event_bytes: usize) -> Self {
         SseUsage {
-            format,
+            api: format.api(),
             max_event_bytes,
             line: LineState::Name,
             after_cr: false,
@@ -225,19 +177,15 @@ impl SseUsage {
             name_len: 0,
             event_name: [0; EVENT_NAME_MAX],
             event_name_len: 0,
-            kind: Kind::Unnamed,
             data: Vec::new(),
             data_lines: 0,
             mode: DataMode::Keep,
             tail: Vec::new(),
-            usage: None,
-            anthropic: None,
-            complete: false,
+            read: StreamRead::default(),
             events: 0,
             oversized_events: 0,
             failed_events: 0,
             first_error: None,
-            served: Served::default(),
         }
     }
 
@@ -265,10 +213,7 @@ impl SseUsage {
 
     /// The usage seen so far (for a client that goes away mid-stream).
     pub fn usage(&self) -> Option<Usage> {
-        match self.anthropic {
-            Some(parts) => Some(parts.to_usage_partial().0),
-            None => self.usage,
-        }
+        self.api.stream_usage(&self.read).0
     }
 
     /// Ends the stream and reports what it said. An event left without its closing blank line
@@ -281,28 +226,22 @@ impl SseUsage {
         if self.data_lines > 0 {
             self.dispatch(true);
         }
-        let usage = match self.anthropic {
-            Some(parts) => {
-                let (usage, missing) = parts.to_usage_partial();
-                if let Some(e) = missing {
-                    self.note_error(e);
-                }
-                Some(usage)
-            }
-            None => self.usage,
-        };
+        let (usage, missing) = self.api.stream_usage(&self.read);
+        if let Some(e) = missing {
+            self.note_error(e);
+        }
         let usage = usage.map(|mut u| {
-            self.served.apply(&mut u);
+            self.read.served.apply(&mut u);
             u
         });
         StreamOutcome {
             usage,
-            complete: self.complete,
+            complete: self.read.complete,
             events: self.events,
             oversized_events: self.oversized_events,
             failed_events: self.failed_events,
             first_error: self.first_error,
-            model: self.served.model,
+            model: self.read.served.model,
         }
     }
 
@@ -424,8 +363,7 @@ impl SseUsage {
                 .event_name
                 .get(..self.event_name_len)
                 .unwrap_or(b"\xff");
-            self.kind = Kind::of(self.format, name);
-            if self.kind.wants_data() {
+            if self.api.keeps_event(name) {
                 if self.mode == DataMode::Skip {
                     self.mode = DataMode::Keep;
                 }
@@ -479,32 +417,28 @@ impl SseUsage {
     fn dispatch(&mut self, at_eof: bool) {
         if self.data_lines > 0 {
             self.events = self.events.saturating_add(1);
-            if self.format == ApiFormat::GeminiGenerateContent {
-                // Complete only if the *last* chunk finished the generation.
-                self.complete = false;
-            }
+            // A name longer than the buffer matches no name that matters.
+            let name = self
+                .event_name
+                .get(..self.event_name_len)
+                .unwrap_or(b"\xff");
             match self.mode {
                 DataMode::Keep => {
-                    let data = std::mem::take(&mut self.data);
-                    self.read_event(&data, at_eof);
-                    self.data = data;
-                }
-                DataMode::Skip => {
-                    if self.kind == Kind::AnthropicStop {
-                        self.complete = true;
+                    let read = self.api.read_event(&mut self.read, name, &self.data);
+                    match read {
+                        Ok(()) | Err(UsageError::NoUsage) => {}
+                        // The stream ended inside this event: its JSON is cut short because
+                        // the stream is, which `complete == false` already reports.
+                        Err(UsageError::MalformedJson(_)) if at_eof => {}
+                        Err(e) => {
+                            self.failed_events = self.failed_events.saturating_add(1);
+                            self.note_error(e);
+                        }
                     }
                 }
+                DataMode::Skip => self.api.skipped_event(&mut self.read, name),
                 DataMode::Oversized => {
-                    // Named by its `event:` line as the last event: the stream did end,
-                    // though its usage could not be read.
-                    if self.kind == Kind::ResponsesFinal {
-                        self.complete = true;
-                    }
-                    let harmless = matches!(
-                        self.format,
-                        ApiFormat::OpenAiChat | ApiFormat::OpenAiEmbeddings
-                    ) && ends_with_null_usage(&self.tail);
-                    if !harmless {
+                    if !self.api.oversized_event(&mut self.read, name, &self.tail) {
                         self.oversized_events = self.oversized_events.saturating_add(1);
                         self.note_error(UsageError::EventTooLarge(self.max_event_bytes));
                     }
@@ -515,124 +449,7 @@ impl SseUsage {
         self.tail.clear();
         self.data_lines = 0;
         self.event_name_len = 0;
-        self.kind = Kind::Unnamed;
         self.mode = DataMode::Keep;
-    }
-
-    fn read_event(&mut self, data: &[u8], at_eof: bool) {
-        let read = match self.format {
-            ApiFormat::OpenAiChat | ApiFormat::OpenAiEmbeddings => self.read_chat(data),
-            ApiFormat::OpenAiResponses => self.read_responses(data),
-            ApiFormat::AnthropicMessages => self.read_anthropic(data),
-            ApiFormat::GeminiGenerateContent => self.read_gemini(data),
-        };
-        match read {
-            Ok(()) | Err(UsageError::NoUsage) => {}
-            // The stream ended inside this event: its JSON is cut short because the stream
-            // is, which `complete == false` already reports.
-            Err(UsageError::MalformedJson(_)) if at_eof => {}
-            Err(e) => {
-                self.failed_events = self.failed_events.saturating_add(1);
-                self.note_error(e);
-            }
-        }
-    }
-
-    fn read_chat(&mut self, data: &[u8]) -> Result<(), UsageError> {
-        let data = data.trim_ascii();
-        if data == b"[DONE]" {
-            self.complete = true;
-            return Ok(());
-        }
-        if ends_with_null_usage(data) {
-            return Ok(());
-        }
-        let [usage, choices, model, tier] =
-            scan::find_members(data, ["usage", "choices", "model", "service_tier"])?;
-        self.served.note_tier(tier);
-        let Some(usage) = usage else {
-            return Ok(());
-        };
-        self.served.note_model(model);
-        self.usage = Some(usage_value(self.format, usage, "usage")?);
-        // OpenAI's final usage chunk has `"choices": []`. Servers that report running usage on
-        // every chunk (`continuous_usage_stats`) send choices with it: not the end yet.
-        if choices.is_none_or(is_empty_array) {
-            self.complete = true;
-        }
-        Ok(())
-    }
-
-    fn read_responses(&mut self, data: &[u8]) -> Result<(), UsageError> {
-        let [ty, response] = scan::find_members(data, ["type", "response"])?;
-        let kind = self.resolve_kind(ty);
-        if kind != Kind::ResponsesFinal {
-            return Ok(());
-        }
-        // The stream's last event: complete whether or not its usage reads.
-        self.complete = true;
-        let response = response.ok_or(UsageError::MissingField("response"))?;
-        let [model, tier, output] =
-            scan::find_members(response, ["model", "service_tier", "output"])?;
-        self.served.note_model(model);
-        self.served.note_tier(tier);
-        self.served.note_output(output)?;
-        let usage = usage_in(self.format, response, "usage")?.ok_or(UsageError::NoUsage)?;
-        self.usage = Some(usage);
-        Ok(())
-    }
-
-    fn read_anthropic(&mut self, data: &[u8]) -> Result<(), UsageError> {
-        let [ty, message] = scan::find_members(data, ["type", "message"])?;
-        let (doc, missing) = match self.resolve_kind(ty) {
-            Kind::AnthropicStart => {
-                let message = message.ok_or(UsageError::MissingField("message"))?;
-                let [model] = scan::find_members(message, ["model"])?;
-                self.served.note_model(model);
-                (message, "message.usage")
-            }
-            Kind::AnthropicDelta => (data, "usage"),
-            Kind::AnthropicStop => {
-                self.complete = true;
-                return Ok(());
-            }
-            _ => return Ok(()),
-        };
-        let raw = find_usage(doc, "usage", false)?
-            .ok_or(UsageError::MissingField(missing))?
-            .into_raw("usage")?;
-        let parts = AnthropicParts::from_raw(&raw)?;
-        self.anthropic
-            .get_or_insert_with(AnthropicParts::default)
-            .merge(parts);
-        Ok(())
-    }
-
-    fn read_gemini(&mut self, data: &[u8]) -> Result<(), UsageError> {
-        let key = usage_key(self.format);
-        let [usage, candidates, model] =
-            scan::find_members(data, [key, "candidates", model_key(self.format)])?;
-        self.served.note_model(model);
-        self.served.note_candidates(candidates)?;
-        let Some(usage) = usage else {
-            return Ok(());
-        };
-        self.usage = Some(usage_value(self.format, usage, key)?);
-        if let Some(candidates) = candidates {
-            self.complete = scan::any_has_string_member(candidates, "finishReason")?;
-        }
-        Ok(())
-    }
-
-    /// The event's kind: from its `event:` name, else from the data's `type` member.
-    fn resolve_kind(&self, ty: Option<&[u8]>) -> Kind {
-        if self.kind != Kind::Unnamed {
-            return self.kind;
-        }
-        match ty.and_then(scan::unquote) {
-            Some(name) => Kind::of(self.format, &name),
-            None => Kind::Unnamed,
-        }
     }
 
     fn note_error(&mut self, e: UsageError) {
@@ -642,41 +459,10 @@ impl SseUsage {
     }
 }
 
-/// Whether a JSON value token is `[]` (whitespace allowed inside).
-fn is_empty_array(token: &[u8]) -> bool {
-    token
-        .strip_prefix(b"[")
-        .and_then(|t| t.strip_suffix(b"]"))
-        .is_some_and(|inner| inner.trim_ascii().is_empty())
-}
-
-/// Whether a chat chunk ends with a top-level `"usage":null` (whitespace allowed), read from
-/// its last bytes only — the fast path that spares parsing every chunk of a stream.
-///
-/// Why the last bytes are enough, for any valid JSON object: its final `}` closes the
-/// top-level object, so the `null` just before it is the value of the top-level object's last
-/// member, and the string before the `:` is that member's key. The key is exactly `usage`
-/// because the byte before its opening quote is `,` or `{` — an escaped quote (`\"usage"`)
-/// would be preceded by a backslash. With repeated keys the last one wins (as in
-/// `serde_json::Value`), so the top-level usage is `null`. Malformed JSON can slip through,
-/// but a malformed chunk has no readable usage to lose.
-pub(crate) fn ends_with_null_usage(data: &[u8]) -> bool {
-    fn strip<'a>(d: &'a [u8], suffix: &[u8]) -> Option<&'a [u8]> {
-        d.trim_ascii_end().strip_suffix(suffix)
-    }
-    let rest = strip(data, b"}")
-        .and_then(|d| strip(d, b"null"))
-        .and_then(|d| strip(d, b":"))
-        .and_then(|d| strip(d, b"\"usage\""));
-    matches!(
-        rest.map(|d| d.trim_ascii_end().last()),
-        Some(Some(b',' | b'{'))
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::openai_chat::ends_with_null_usage;
     use proptest::prelude::*;
 
     fn run(format: ApiFormat, chunks: &[&[u8]]) -> StreamOutcome {

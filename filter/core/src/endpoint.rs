@@ -1,11 +1,8 @@
-//! Which provider API a request speaks, decided from its method and path, and the model named
-//! in the path (Gemini).
+//! What the filter does with a request, decided from its method and path.
 //!
 //! Every request falls in one of three classes ([`classify`]):
-//! - **metered**: `POST` on an exact provider path (OpenAI `/v1/chat/completions`,
-//!   `/v1/completions`, `/v1/responses`, `/v1/embeddings`; Anthropic `/v1/messages`; Gemini
-//!   `/v1beta/models/{model}:generateContent` and `:streamGenerateContent`, and the same under
-//!   `/v1/` as the `google-genai` client sends with `api_version="v1"`);
+//! - **metered**: `POST` on an exact path of one of the provider APIs
+//!   ([`crate::provider::APIS`], each module lists its paths);
 //! - **free**: the model lists, `GET /v1/models`, `GET /v1/models/{id}`,
 //!   `GET /v1beta/models`, `GET /v1beta/models/{model}`: forwarded for a valid virtual key,
 //!   counted, never charged;
@@ -19,24 +16,13 @@
 //! Matching is exact and case-sensitive: when unsure what a provider does with a variant,
 //! Tollgate refuses it rather than guess.
 
-use crate::usage::ApiFormat;
+use crate::provider::{model_in_path, route, Route};
 
 /// The `accept-encoding` a metered request is forwarded with, whatever the client accepts
 /// (the official SDKs send `gzip, deflate`): the filter reads usage from the answer's bytes,
 /// so it asks the provider not to compress them. Envoy's `compressor` filter, first in the
 /// shipped chains, still compresses the answer toward a client that accepts it.
 pub const METERED_ACCEPT_ENCODING: &str = "identity";
-
-/// A metered route: the API format and, for Gemini, the model from the path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route<'a> {
-    /// The API the request speaks.
-    pub format: ApiFormat,
-    /// Model named by the path (Gemini), else `None` (the body names it).
-    pub path_model: Option<&'a str>,
-    /// Gemini's `:streamGenerateContent`: streaming is chosen by the path, not the body.
-    pub path_stream: bool,
-}
 
 /// Why a request is refused before it reaches a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,25 +92,6 @@ pub enum Endpoint<'a> {
     Refused(Refusal),
 }
 
-/// The provider whose upstream key a route needs (`openai`, `anthropic`, `gemini`).
-pub fn provider(format: ApiFormat) -> &'static str {
-    match format {
-        ApiFormat::OpenAiChat | ApiFormat::OpenAiResponses | ApiFormat::OpenAiEmbeddings => {
-            "openai"
-        }
-        ApiFormat::AnthropicMessages => "anthropic",
-        ApiFormat::GeminiGenerateContent => "gemini",
-    }
-}
-
-/// A model name or id as the providers spell them in paths.
-fn is_model(s: &str, colon: bool) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') || (colon && b == b':')
-        })
-}
-
 /// Classifies a request by method and path (query string ignored).
 pub fn classify<'a>(method: &str, path: &'a str) -> Endpoint<'a> {
     let (bare, query) = path.split_once('?').unwrap_or((path, ""));
@@ -162,49 +129,16 @@ fn is_free(path: &str) -> bool {
         return true;
     }
     if let Some(id) = path.strip_prefix("/v1/models/") {
-        return is_model(id, true);
+        return model_in_path(id, true);
     }
     path.strip_prefix("/v1beta/models/")
-        .is_some_and(|m| is_model(m, false))
-}
-
-/// Recognises a metered route from a request path (query string ignored), exactly as the
-/// providers spell it. `None` for anything else.
-pub fn route(path: &str) -> Option<Route<'_>> {
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let simple = |format| {
-        Some(Route {
-            format,
-            path_model: None,
-            path_stream: false,
-        })
-    };
-    match path {
-        "/v1/chat/completions" | "/v1/completions" => return simple(ApiFormat::OpenAiChat),
-        "/v1/responses" => return simple(ApiFormat::OpenAiResponses),
-        "/v1/embeddings" => return simple(ApiFormat::OpenAiEmbeddings),
-        "/v1/messages" => return simple(ApiFormat::AnthropicMessages),
-        _ => {}
-    }
-    let rest = path
-        .strip_prefix("/v1beta/models/")
-        .or_else(|| path.strip_prefix("/v1/models/"))?;
-    let (model, method) = rest.split_once(':')?;
-    let path_stream = match method {
-        "generateContent" => false,
-        "streamGenerateContent" => true,
-        _ => return None,
-    };
-    is_model(model, false).then_some(Route {
-        format: ApiFormat::GeminiGenerateContent,
-        path_model: Some(model),
-        path_stream,
-    })
+        .is_some_and(|m| model_in_path(m, false))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::ApiFormat;
 
     #[test]
     fn routes() {
@@ -252,7 +186,7 @@ mod tests {
         assert_eq!(f("/v1beta/models/a:b:generateContent"), None);
         // No gateway prefix: the shipped routes send nothing but these exact paths.
         assert_eq!(f("/openai/v1/chat/completions"), None);
-        assert_eq!(provider(ApiFormat::AnthropicMessages), "anthropic");
+        assert_eq!(ApiFormat::AnthropicMessages.provider(), "anthropic");
     }
 
     #[test]
