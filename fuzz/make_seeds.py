@@ -140,7 +140,7 @@ def s(text):
 
 
 def codec_seeds():
-    # Queue item (sync.rs QueuedUsage::encode, format 3): version, ts, principal, model, api,
+    # Queue item (sync_protocol.rs QueuedUsage::encode, format 3): version, ts, principal, model, api,
     # 11 counts (Usage::named_counts), service tier and search context tags, 11 cost buckets
     # (CostBreakdown::named_buckets) and the total, price version, charge, uncharged, status,
     # stream, requested model, charges.
@@ -154,7 +154,7 @@ def codec_seeds():
     item += struct.pack("<Q", 2) + s("bk") + struct.pack("<q", 1735689600) + dec(6927, 6)
     item += s("bo") + struct.pack("<q", -(1 << 63)) + dec(6927, 6)
     write("codec", "queue-item", b"\x00" + item)
-    # Local budget (local.rs LocalBudget::encode): reserved, count, (window, amount) pairs.
+    # Local budget (local_spend.rs LocalBudget::encode): reserved, count, (window, amount) pairs.
     local = dec(125, 2) + b"\x02" + struct.pack("<q", 1735689600) + dec(5, 1) + struct.pack("<q", 1735776000) + dec(7, 0)
     write("codec", "local-budget", b"\x01" + local)
     batch = {"events": [{"id": "r-1", "reporter": "r", "seq": 1, "ts": 1735689600,

@@ -11,7 +11,7 @@ use tollgate_control_plane::store::Store;
 use tollgate_control_plane::testkit;
 use tollgate_core::cost::CostBreakdown;
 use tollgate_core::event::{Charge, UsageBatch, UsageEvent};
-use tollgate_core::principal::Principal;
+use tollgate_core::identity::Principal;
 use tollgate_core::provider::ApiFormat;
 use tollgate_core::usage::Usage;
 

@@ -316,7 +316,7 @@ mod tests {
     use tollgate_core::budget::{Mode, Scope};
     use tollgate_core::cost::CostBreakdown;
     use tollgate_core::event::Charge;
-    use tollgate_core::principal::Principal;
+    use tollgate_core::identity::Principal;
     use tollgate_core::provider::ApiFormat;
     use tollgate_core::usage::Usage;
 

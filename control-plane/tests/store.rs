@@ -404,7 +404,7 @@ async fn shared_monthly_budget(
 ) -> (
     Arc<BudgetCache>,
     tollgate_control_plane::store::budgets::Budget,
-    tollgate_core::principal::Principal,
+    tollgate_core::identity::Principal,
 ) {
     let b = store
         .create_budget(

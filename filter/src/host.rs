@@ -5,7 +5,7 @@ use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
-use tollgate_core::local::{budget_key, LocalBudget};
+use tollgate_core::local_spend::{budget_key, LocalBudget};
 
 /// Logs, ignoring a refused log call (there is nowhere to report it).
 pub fn log(level: LogLevel, message: &str) {

@@ -14,21 +14,17 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use rust_decimal::Decimal;
-use sha2::{Digest, Sha256};
+use tollgate_core::admission::{self, Priced};
 use tollgate_core::budget::{decide, window_at, BudgetState, Decision, Mode, Period, Scope};
-use tollgate_core::config::{MissingUsage, UnknownModel};
-use tollgate_core::cost::{priced, CostBreakdown};
 use tollgate_core::endpoint::{classify, Endpoint, METERED_ACCEPT_ENCODING};
-use tollgate_core::estimate::{summarize, worst_case, EstimateError};
-use tollgate_core::event::{Charge, UnchargedReason, UsageEvent};
-use tollgate_core::gate::{self, Reply};
-use tollgate_core::local::{BudgetCharge, ALL_TIME};
-use tollgate_core::pricing::{ModelPrice, SearchContext};
-use tollgate_core::principal::Principal;
-use tollgate_core::provider::ApiFormat;
+use tollgate_core::event::UsageEvent;
+use tollgate_core::identity::{self, Principal, CREDENTIAL_HEADERS};
+use tollgate_core::local_spend::{BudgetCharge, ALL_TIME};
+use tollgate_core::provider::{ApiFormat, Route};
+use tollgate_core::reply::{self, Reply};
+use tollgate_core::settlement::{self, Meter};
 use tollgate_core::snapshot::{SnapshotBudget, SnapshotIndex};
-use tollgate_core::sync::QueuedUsage;
-use tollgate_core::usage::{readable_encoding, served_json, SseUsage, Usage};
+use tollgate_core::sync_protocol::QueuedUsage;
 
 use crate::host::{self, Headers};
 use crate::root::Shared;
@@ -45,6 +41,16 @@ struct Identified {
     snapshot: Rc<SnapshotIndex>,
 }
 
+impl Identified {
+    fn route(&self) -> Route<'_> {
+        Route {
+            format: self.format,
+            path_model: self.path_model.as_deref(),
+            path_stream: self.path_stream,
+        }
+    }
+}
+
 /// One budget reserved on, and the window its spend goes to.
 struct Reserved {
     id: String,
@@ -53,31 +59,11 @@ struct Reserved {
 
 /// A request let through, with what settling it needs.
 struct Admitted {
-    model: String,
-    /// The model the request named, when the provider said another one served it.
-    requested_model: Option<String>,
-    price: Option<ModelPrice>,
-    price_version: u64,
-    estimate: Decimal,
+    priced: Priced,
     reserved: Vec<Reserved>,
     remaining: Option<(Scope, String, Decimal)>,
     soft: Vec<String>,
     shadow_denied: bool,
-    stream: bool,
-    /// The web-search context size the request asked for: the answer does not repeat it.
-    search_context: SearchContext,
-}
-
-/// How the response body is being metered.
-enum Meter {
-    Json {
-        body: Vec<u8>,
-        overflow: bool,
-    },
-    Sse(Box<SseUsage>),
-    /// A `content-encoding` the filter cannot read: nothing is buffered, the request is
-    /// charged by policy under its own reason.
-    Encoded,
 }
 
 /// One stream's state.
@@ -130,7 +116,7 @@ impl Stream {
         let path = headers.get(":path").unwrap_or("");
         let r = match classify(method, path) {
             Endpoint::Refused(why) => {
-                return Err(gate::error(
+                return Err(reply::error(
                     why.status(),
                     why.as_str(),
                     &why.message(method, path),
@@ -141,46 +127,30 @@ impl Stream {
         };
         let cfg = &self.shared.config;
         if let Some(r) = &r {
-            // The provider key is injected by the cluster Envoy routes to; a metered request
-            // must go to its own provider's cluster, or another provider's key would carry it.
-            let providers = &cfg.identity.providers;
-            let name = r.format.provider();
-            if !providers.is_empty() {
-                let want = providers.get(name).map(|p| p.cluster.as_bytes());
-                let got = host::property(&["xds", "cluster_name"]);
-                if want.is_none() || want != got.as_deref() {
-                    return Err(gate::error(
-                        404,
-                        "provider_route_mismatch",
-                        &format!(
-                            "Tollgate: {method} {} speaks the {name} API but is not routed to \
-                             the {name} cluster; refused",
-                            path.split_once('?').map_or(path, |(p, _)| p)
-                        ),
-                    ));
-                }
-            }
+            let cluster = host::property(&["xds", "cluster_name"]);
+            admission::check_cluster(r, &cfg.identity.providers, cluster.as_deref(), method, path)?;
         }
         let snapshot = self.shared.snapshot.borrow().clone();
+        admission::check_snapshot(
+            snapshot
+                .as_ref()
+                .map(|s| now.saturating_sub(self.shared.fresh_at(s))),
+            cfg,
+        )?;
         let Some(snapshot) = snapshot else {
-            return Err(gate::error(
-                503,
-                "budget_snapshot_unavailable",
-                "Tollgate has no budget snapshot yet; retry shortly",
-            ));
+            return Err(reply::error(500, "internal_error", "no snapshot"));
         };
-        let age = now.saturating_sub(self.shared.fresh_at(&snapshot));
-        if age > i64::try_from(cfg.max_staleness_s).unwrap_or(i64::MAX)
-            && cfg.stale_policy == tollgate_core::config::StalePolicy::Deny
-        {
-            return Err(gate::error(
-                503,
-                "budget_snapshot_stale",
-                "Tollgate's budget snapshot is stale and policy denies; retry later",
-            ));
+        let principal = identity::identify(
+            cfg.identity.trusted_principal_header.as_deref(),
+            |name| headers.get(name).map(str::to_string),
+            &snapshot,
+        )?;
+        // The caller's credentials stay here; each provider cluster injects its own key.
+        for h in CREDENTIAL_HEADERS {
+            if headers.has(h) {
+                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, h);
+            }
         }
-        let principal = self.principal(&headers, &snapshot)?;
-        self.swap_keys(&headers);
         let Some(r) = r else {
             host::set_filter_state("tollgate.decision", "free");
             host::set_filter_state("tollgate.principal", &principal_label(&principal));
@@ -208,116 +178,27 @@ impl Stream {
         }))
     }
 
-    fn principal(&self, headers: &Headers, snapshot: &SnapshotIndex) -> Result<Principal, Reply> {
-        if let Some(name) = &self.shared.config.identity.trusted_principal_header {
-            if let Some(value) = headers.get(name) {
-                return Principal::from_header(value).ok_or_else(|| {
-                    gate::error(
-                        401,
-                        "invalid_principal",
-                        "the principal header set by the trusted filter is malformed",
-                    )
-                });
-            }
-        }
-        let Some(key) = gate::find_virtual_key(|name| headers.get(name).map(str::to_string)) else {
-            return Err(gate::error(
-                401,
-                "missing_api_key",
-                "a Tollgate virtual key (tg-...) is required",
-            ));
-        };
-        let hash = hex(&Sha256::digest(key.as_bytes()));
-        snapshot.principal_for_key(&hash).cloned().ok_or_else(|| {
-            gate::error(
-                401,
-                "invalid_api_key",
-                "unknown or revoked Tollgate virtual key",
-            )
-        })
-    }
-
-    /// Removes the caller's credentials (the virtual key), so none leaves Envoy. The provider
-    /// key is added upstream by the route's cluster (`credential_injector`), never here.
-    fn swap_keys(&self, headers: &Headers) {
-        for h in gate::CREDENTIAL_HEADERS {
-            if headers.has(h) {
-                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, h);
-            }
-        }
-    }
-
-    /// Request body complete: estimate, decide, reserve, rewrite.
+    /// Request body complete: judge, decide, reserve, rewrite.
     fn admit(&mut self, body: &[u8], now: i64) -> Result<Admitted, (Reply, &'static str)> {
         let refuse = |r: Reply| (r, "refused");
         let Some(req) = &self.request else {
-            return Err(refuse(gate::error(
+            return Err(refuse(reply::error(
                 500,
                 "internal_error",
                 "no request state",
             )));
         };
-        let cfg = &self.shared.config;
-        let summary = summarize(
+        let judged = admission::judge(
             body,
-            req.format,
-            req.path_model.as_deref(),
+            &req.route(),
+            &req.snapshot.snapshot.prices,
+            &self.shared.config,
             &self.shared.estimate,
         )
-        .map_err(|e| {
-            let status = if matches!(e, EstimateError::BodyTooLarge { .. }) {
-                413
-            } else {
-                400
-            };
-            refuse(gate::error(
-                status,
-                "invalid_request_error",
-                &format!("Tollgate: {e}"),
-            ))
-        })?;
-        let book = &req.snapshot.snapshot.prices;
-        let found = book.lookup(&summary.model, Some(req.format.provider()));
-        let (model, price) = match (found, &cfg.unknown_model) {
-            (Some((key, p)), _) => (key.to_string(), Some(p.clone())),
-            (None, UnknownModel::Deny) => {
-                return Err(refuse(gate::error(
-                    400,
-                    "model_not_priced",
-                    &format!("Tollgate has no price for model {:?}", summary.model),
-                )))
-            }
-            (None, UnknownModel::AllowUnpriced) => (summary.model.to_string(), None),
-            (None, UnknownModel::DefaultPrice(p)) => {
-                (summary.model.to_string(), Some((**p).clone()))
-            }
-        };
-        let estimate = match &price {
-            Some(p) => {
-                worst_case(&summary, p, &self.shared.estimate)
-                    .map_err(|e| {
-                        refuse(gate::error(
-                            400,
-                            "invalid_request_error",
-                            &format!("Tollgate: {e}"),
-                        ))
-                    })?
-                    .cost
-            }
-            None => Decimal::ZERO,
-        };
-        let stream = summary.stream || req.path_stream;
-        let mut admitted = self.reserve(req, estimate, now)?;
-        admitted.model = model;
-        admitted.price = price;
-        admitted.price_version = book.version;
-        admitted.stream = stream;
-        admitted.search_context = summary.web_search.map(|w| w.context).unwrap_or_default();
-        if cfg.inject_include_usage {
-            if let Some(new_body) = summary.usage_rewrite(body) {
-                let _ =
-                    hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &new_body);
-            }
+        .map_err(refuse)?;
+        let admitted = self.reserve(req, judged.priced, now)?;
+        if let Some(new_body) = judged.new_body {
+            let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &new_body);
         }
         Ok(admitted)
     }
@@ -355,7 +236,7 @@ impl Stream {
     fn refuse_too_large(&mut self) -> Action {
         self.request = None;
         let limit = self.shared.config.limits.max_request_body_bytes;
-        let r = gate::error(
+        let r = reply::error(
             413,
             "request_too_large",
             &format!("Tollgate: request body over {limit} bytes"),
@@ -368,9 +249,10 @@ impl Stream {
     fn reserve(
         &self,
         req: &Identified,
-        estimate: Decimal,
+        priced: Priced,
         now: i64,
     ) -> Result<Admitted, (Reply, &'static str)> {
+        let estimate = priced.estimate;
         let cfg = &self.shared.config;
         let global = if cfg.shadow {
             Mode::Shadow
@@ -398,7 +280,7 @@ impl Stream {
                     Some((spent, resets)) => (spent, resets, window_key(b, now)),
                     None if cfg.stale_policy == tollgate_core::config::StalePolicy::Deny => {
                         return Err((
-                            gate::error(
+                            reply::error(
                                 503,
                                 "budget_snapshot_stale",
                                 "budget windows unknown: snapshot too old",
@@ -433,7 +315,7 @@ impl Stream {
             let allow = match decide(&states, estimate, global) {
                 Decision::Deny(d) => {
                     self.shared.metrics.denied(d.binding.scope);
-                    return Err((gate::budget_exceeded(&d, now), "deny"));
+                    return Err((reply::budget_exceeded(&d, now), "deny"));
                 }
                 Decision::Allow(a) => a,
             };
@@ -456,11 +338,7 @@ impl Stream {
                 .metrics
                 .allowed(allow.would_deny_count, allow.soft_count);
             return Ok(Admitted {
-                model: String::new(),
-                requested_model: None,
-                price: None,
-                price_version: 0,
-                estimate,
+                priced,
                 reserved: budgets
                     .iter()
                     .zip(reads.iter())
@@ -474,13 +352,11 @@ impl Stream {
                     .map(|r| (r.scope, r.id.to_string(), r.remaining)),
                 soft: allow.soft_warnings().map(|b| b.id.to_string()).collect(),
                 shadow_denied: allow.would_deny_count > 0,
-                stream: false,
-                search_context: SearchContext::default(),
             });
         }
         self.shared.metrics.contention();
         Err((
-            gate::error(
+            reply::error(
                 503,
                 "budget_contention",
                 "Tollgate could not reserve budget under contention; retry",
@@ -496,45 +372,27 @@ impl Stream {
             return;
         }
         self.settled = true;
-        let measured = self.measured(ended);
         let (Some(mut adm), Some(req)) = (self.admitted.take(), self.request.take()) else {
             return;
         };
-        let shared = Rc::clone(&self.shared);
-        let metrics = &shared.metrics;
-        let usage = measured.map(|(usage, served)| {
-            if let Some(served) = served {
-                self.price_served(&mut adm, &req, &served);
-            }
-            usage
-        });
-        let (usage, cost_breakdown, charge, uncharged) = match (usage, &adm.price) {
-            (Ok(mut u), Some(p)) => {
-                u.search_context = adm.search_context;
-                match priced(p, &u) {
-                    Ok((c, fallbacks)) => {
-                        metrics.fallbacks(fallbacks);
-                        (u, c, Charge::Actual, None)
-                    }
-                    Err(_) => self.by_policy(&adm, u, UnchargedReason::NoUsage),
-                }
-            }
-            (Ok(u), None) => (
-                u,
-                CostBreakdown::default(),
-                Charge::Zero,
-                Some(UnchargedReason::Unpriced),
-            ),
-            (Err(reason), _) => self.by_policy(&adm, Usage::default(), reason),
-        };
-        if let Some(r) = uncharged {
+        let measured = settlement::measure(req.format, self.status, self.meter.take(), ended);
+        let settled = settlement::settle(
+            req.format,
+            &mut adm.priced,
+            measured,
+            &req.snapshot.snapshot.prices,
+            &self.shared.config,
+        );
+        let metrics = &self.shared.metrics;
+        metrics.fallbacks(settled.fallbacks);
+        if let Some(r) = settled.uncharged {
             metrics.uncharged(r);
         }
-        let total = cost_breakdown.total;
+        let total = settled.cost.total;
         let mut charges = Vec::with_capacity(adm.reserved.len());
         for r in &adm.reserved {
             host::update_budget(&r.id, |s| {
-                s.release(adm.estimate);
+                s.release(adm.priced.estimate);
                 s.add_unsynced(r.window, total);
             });
             charges.push(BudgetCharge {
@@ -552,98 +410,31 @@ impl Stream {
                 .unwrap_or(0),
         );
         host::set_filter_state("tollgate.cost", &total.normalize().to_string());
+        let Priced {
+            model,
+            requested_model,
+            price_version,
+            stream,
+            ..
+        } = adm.priced;
         let event = UsageEvent {
             id: String::new(),
             reporter: String::new(),
             seq: 0,
             ts: host::now_s(),
             principal: req.principal,
-            model: adm.model,
+            model,
             api: req.format,
-            usage,
-            cost: cost_breakdown,
-            price_version: adm.price_version,
-            charge,
-            uncharged,
+            usage: settled.usage,
+            cost: settled.cost,
+            price_version,
+            charge: settled.charge,
+            uncharged: settled.uncharged,
             status: u16::try_from(self.status.unwrap_or(0)).unwrap_or(0),
-            stream: adm.stream,
-            requested_model: adm.requested_model,
+            stream,
+            requested_model,
         };
         self.shared.send_usage(&QueuedUsage { event, charges });
-    }
-
-    /// Usage from the response and the model it says served the request, or why there is
-    /// no usage.
-    fn measured(&mut self, ended: bool) -> Result<(Usage, Option<String>), UnchargedReason> {
-        let Some(status) = self.status else {
-            return Err(UnchargedReason::ClientDisconnect);
-        };
-        if let Some(reason) = UnchargedReason::for_status(status) {
-            return Err(reason);
-        }
-        let format = self.request.as_ref().map(|r| r.format);
-        match (self.meter.take(), format) {
-            (Some(Meter::Json { overflow: true, .. }), _) => Err(UnchargedReason::TooLarge),
-            (Some(Meter::Encoded), _) => Err(UnchargedReason::EncodedAnswer),
-            (Some(Meter::Json { body, .. }), Some(f)) if ended => {
-                served_json(f, &body).map_err(|_| UnchargedReason::NoUsage)
-            }
-            (Some(Meter::Sse(p)), _) => {
-                let out = p.finish();
-                match (out.usage, out.complete || ended && out.usage.is_some()) {
-                    (Some(u), true) => Ok((u, out.model)),
-                    (Some(_), false) | (None, _) if !ended => Err(UnchargedReason::Truncated),
-                    _ => Err(UnchargedReason::NoUsage),
-                }
-            }
-            _ => Err(UnchargedReason::Truncated),
-        }
-    }
-
-    /// The provider names the model that served the request: when it differs from the one
-    /// priced at admission and the book prices it, settle on it (OpenAI answers `gpt-4o` with
-    /// `gpt-4o-2024-08-06`, a router or an alias may serve another model altogether).
-    fn price_served(&self, adm: &mut Admitted, req: &Identified, served: &str) {
-        if served == adm.model {
-            return;
-        }
-        let book = &req.snapshot.snapshot.prices;
-        let Some((key, price)) = book.lookup(served, Some(req.format.provider())) else {
-            return;
-        };
-        if key == adm.model {
-            return;
-        }
-        adm.requested_model = Some(std::mem::replace(&mut adm.model, key.to_string()));
-        adm.price = Some(price.clone());
-    }
-
-    fn by_policy(
-        &self,
-        adm: &Admitted,
-        usage: Usage,
-        reason: UnchargedReason,
-    ) -> (Usage, CostBreakdown, Charge, Option<UnchargedReason>) {
-        let cfg = &self.shared.config;
-        let policy = if reason.is_provider_refusal() {
-            cfg.provider_errors
-        } else {
-            cfg.missing_usage
-        };
-        match policy {
-            MissingUsage::ChargeEstimate => (
-                usage,
-                CostBreakdown {
-                    total: adm.estimate,
-                    ..CostBreakdown::default()
-                },
-                Charge::Estimate,
-                Some(reason),
-            ),
-            MissingUsage::ChargeZero => {
-                (usage, CostBreakdown::default(), Charge::Zero, Some(reason))
-            }
-        }
     }
 }
 
@@ -653,19 +444,6 @@ fn window_key(b: &SnapshotBudget, now: i64) -> i64 {
         return ALL_TIME;
     }
     window_at(&b.window, now).map_or(ALL_TIME, |w| w.start)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        for nibble in [b >> 4, b & 0xf] {
-            s.push(char::from(
-                DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'),
-            ));
-        }
-    }
-    s
 }
 
 impl Context for Stream {}
@@ -732,12 +510,12 @@ impl HttpContext for Stream {
             let _ = hostcalls::add_map_value(
                 MapType::HttpResponseHeaders,
                 "x-tollgate-budget-remaining",
-                &gate::remaining_header(*remaining),
+                &reply::remaining_header(*remaining),
             );
             let _ = hostcalls::add_map_value(
                 MapType::HttpResponseHeaders,
                 "x-tollgate-budget",
-                &gate::budget_header(*scope, id),
+                &reply::budget_header(*scope, id),
             );
         }
         if !adm.soft.is_empty() {
@@ -747,23 +525,14 @@ impl HttpContext for Stream {
                 &adm.soft.join(","),
             );
         }
-        let sse = headers
-            .get("content-type")
-            .is_some_and(|c| c.contains("text/event-stream"));
-        let format = self
-            .request
-            .as_ref()
-            .map_or(ApiFormat::OpenAiChat, |r| r.format);
-        let max = self.shared.config.limits.max_response_event_bytes;
-        self.meter = Some(if !readable_encoding(headers.get("content-encoding")) {
-            Meter::Encoded
-        } else if sse {
-            Meter::Sse(Box::new(SseUsage::new(format, max)))
-        } else {
-            Meter::Json {
-                body: Vec::new(),
-                overflow: false,
-            }
+        let format = self.request.as_ref().map(|r| r.format);
+        self.meter = format.map(|f| {
+            Meter::start(
+                f,
+                headers.get("content-type"),
+                headers.get("content-encoding"),
+                self.shared.config.limits.max_response_event_bytes,
+            )
         });
         if end_of_stream {
             self.settle(true);
@@ -776,22 +545,12 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         if body_size > 0 {
-            let max = self.shared.config.limits.max_response_event_bytes;
-            let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            match &mut self.meter {
-                Some(Meter::Sse(p)) => p.push(&chunk),
-                Some(Meter::Json { body, overflow }) => {
-                    if body.len().saturating_add(chunk.len()) > max {
-                        *overflow = true;
-                        body.clear();
-                    } else if !*overflow {
-                        body.extend_from_slice(&chunk);
-                    }
-                }
-                Some(Meter::Encoded) | None => {}
+            if let Some(meter) = &mut self.meter {
+                let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                meter.push(&chunk);
             }
         }
         if end_of_stream {

@@ -180,7 +180,7 @@ impl SyncGauges {
         version: u64,
         age_s: u64,
         enrolled: bool,
-        stats: tollgate_core::sync::SyncStats,
+        stats: tollgate_core::sync_protocol::SyncStats,
     ) {
         set(self.enrolled, u64::from(enrolled));
         set(self.reenrolled, stats.reenrolled);

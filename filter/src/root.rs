@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
-use tollgate_core::codec::Writer;
 use tollgate_core::config::Config;
 use tollgate_core::estimate::EstimateConfig;
+use tollgate_core::shared_codec::Writer;
 use tollgate_core::snapshot::SnapshotIndex;
-use tollgate_core::sync::QueuedUsage;
+use tollgate_core::sync_protocol::QueuedUsage;
 
 use crate::host;
 use crate::metrics::Metrics;

@@ -6,8 +6,8 @@
 //! next usage batch. Before its first post it enrolls as a reporter (`POST /v1/reporters`, the
 //! path next to `usage_path`), and then puts the reporter secret it got in each usage batch's
 //! body and names its reporter on snapshot polls; the data-plane token on every call is the
-//! control-plane cluster's to inject (see `tollgate_core::sync` on reporter identity). The decisions live in
-//! `tollgate_core::sync`; this is the I/O around them.
+//! control-plane cluster's to inject (see `tollgate_core::sync_protocol` on reporter identity). The decisions live in
+//! `tollgate_core::sync_protocol`; this is the I/O around them.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,9 +15,9 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType};
 use tollgate_core::config::Config;
-use tollgate_core::local::budget_key;
+use tollgate_core::local_spend::budget_key;
 use tollgate_core::snapshot::SnapshotIndex;
-use tollgate_core::sync::{QueuedUsage, SyncCall, SyncState};
+use tollgate_core::sync_protocol::{QueuedUsage, SyncCall, SyncState};
 
 use crate::host;
 use crate::metrics::SyncGauges;

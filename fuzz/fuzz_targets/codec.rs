@@ -15,8 +15,8 @@
 use libfuzzer_sys::fuzz_target;
 use rust_decimal::Decimal;
 use tollgate_core::event::UsageBatch;
-use tollgate_core::local::LocalBudget;
-use tollgate_core::sync::{QueuedUsage, SyncCall, SyncState};
+use tollgate_core::local_spend::LocalBudget;
+use tollgate_core::sync_protocol::{QueuedUsage, SyncCall, SyncState};
 use tollgate_fuzz::split_selector;
 
 fn queue_item(bytes: &[u8]) {

@@ -11,7 +11,7 @@
 use libfuzzer_sys::fuzz_target;
 use rust_decimal::Decimal;
 use tollgate_core::budget::{decide, window_at, BudgetState, Decision, Mode};
-use tollgate_core::gate::budget_exceeded;
+use tollgate_core::reply::budget_exceeded;
 use tollgate_core::snapshot::SnapshotIndex;
 use tollgate_fuzz::{check_cost, check_price, sample_usages};
 

@@ -13,7 +13,7 @@ use tollgate_control_plane::http::AppState;
 use tollgate_control_plane::store::Store;
 use tollgate_core::cost::CostBreakdown;
 use tollgate_core::event::{Charge, UsageEvent};
-use tollgate_core::principal::Principal;
+use tollgate_core::identity::Principal;
 use tollgate_core::provider::ApiFormat;
 use tollgate_core::usage::Usage;
 

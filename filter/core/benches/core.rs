@@ -9,7 +9,7 @@ use std::str::FromStr;
 use criterion::{criterion_group, criterion_main, Criterion};
 use rust_decimal::Decimal;
 use tollgate_core::cost::cost;
-use tollgate_core::local::LocalBudget;
+use tollgate_core::local_spend::LocalBudget;
 use tollgate_core::pricing::{ModelPrice, PriceBook, Rates, ThresholdTier};
 use tollgate_core::usage::Usage;
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use rust_decimal::Decimal;
 use tollgate_core::budget::{Mode, Scope, WindowBounds};
-use tollgate_core::principal::Principal;
+use tollgate_core::identity::Principal;
 use tollgate_core::snapshot::{KeyEntry, Snapshot, SnapshotBudget, SnapshotIndex};
 
 fn litellm_map() -> Vec<u8> {

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::cost::CostBreakdown;
-use crate::principal::Principal;
+use crate::identity::Principal;
 use crate::provider::ApiFormat;
 use crate::usage::Usage;
 

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::budget::{window_at, Mode, Scope, WindowBounds};
+use crate::identity::Principal;
 use crate::pricing::PriceBook;
-use crate::principal::Principal;
 
 /// One budget as the filter needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

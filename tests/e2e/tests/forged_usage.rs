@@ -18,7 +18,7 @@ use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use tollgate_core::cost::CostBreakdown;
 use tollgate_core::event::{Charge, UsageEvent};
-use tollgate_core::principal::Principal;
+use tollgate_core::identity::Principal;
 use tollgate_core::provider::ApiFormat;
 use tollgate_core::usage::Usage;
 

@@ -1,5 +1,6 @@
-//! What the filter answers a client with: virtual-key extraction from request headers and the
-//! local replies (OpenAI-shaped JSON errors) for denied or refused requests.
+//! What the filter answers a client with when it answers itself: the local replies
+//! (OpenAI-shaped JSON errors) for denied or refused requests, and the budget headers of an
+//! admitted one.
 //!
 //! The 429 body follows OpenAI's error object (`error.message`, `error.type`, `error.code`) so
 //! every OpenAI-compatible SDK raises its own rate-limit error carrying our message, plus a
@@ -9,57 +10,6 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 use crate::budget::{Deny, Scope};
-
-/// Prefix of Tollgate virtual keys.
-pub const KEY_PREFIX: &str = "tg-";
-
-/// The virtual key a client sent: `Authorization: Bearer tg-…` (OpenAI SDKs), `x-api-key:
-/// tg-…` (Anthropic SDKs) or `x-goog-api-key: tg-…` (Gemini). `None` when none is a Tollgate key.
-pub fn virtual_key<'a>(
-    authorization: Option<&'a str>,
-    x_api_key: Option<&'a str>,
-    x_goog_api_key: Option<&'a str>,
-) -> Option<&'a str> {
-    let bearer = authorization.and_then(|v| {
-        let (scheme, token) = v.trim().split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then_some(token.trim())
-    });
-    [
-        bearer,
-        x_api_key.map(str::trim),
-        x_goog_api_key.map(str::trim),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|k| k.starts_with(KEY_PREFIX) && k.len() > KEY_PREFIX.len())
-}
-
-/// Headers clients put API keys in, in the order [`find_virtual_key`] reads them.
-pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-goog-api-key"];
-
-/// Like [`virtual_key`], reading headers lazily through `get` and stopping at the first that
-/// carries a Tollgate key (each header read is a host call in the filter).
-pub fn find_virtual_key(mut get: impl FnMut(&'static str) -> Option<String>) -> Option<String> {
-    let [auth, x_api, x_goog] = CREDENTIAL_HEADERS;
-    if let Some(k) = get(auth)
-        .as_deref()
-        .and_then(|v| virtual_key(Some(v), None, None))
-    {
-        return Some(k.to_string());
-    }
-    if let Some(k) = get(x_api)
-        .as_deref()
-        .and_then(|v| virtual_key(None, Some(v), None))
-    {
-        return Some(k.to_string());
-    }
-    get(x_goog)
-        .as_deref()
-        .and_then(|v| virtual_key(None, None, Some(v)))
-        .map(str::to_string)
-}
 
 /// A local reply: status, headers, body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,38 +99,6 @@ pub fn budget_header(scope: Scope, id: &str) -> String {
 mod tests {
     use super::*;
     use crate::budget::{decide, BudgetState, Decision, Mode};
-
-    #[test]
-    fn virtual_keys() {
-        assert_eq!(
-            virtual_key(Some("Bearer tg-abc"), None, None),
-            Some("tg-abc")
-        );
-        assert_eq!(
-            virtual_key(Some("bearer  tg-abc "), None, None),
-            Some("tg-abc")
-        );
-        assert_eq!(virtual_key(None, Some("tg-k"), None), Some("tg-k"));
-        assert_eq!(
-            virtual_key(Some("Bearer sk-real"), Some("tg-k"), None),
-            Some("tg-k")
-        );
-        assert_eq!(virtual_key(None, None, Some("tg-g")), Some("tg-g"));
-        assert_eq!(virtual_key(Some("Bearer sk-real"), None, None), None);
-        assert_eq!(virtual_key(Some("Basic tg-x"), None, None), None);
-        assert_eq!(virtual_key(Some("Bearer tg-"), None, None), None);
-        let mut read = Vec::new();
-        let found = find_virtual_key(|h| {
-            read.push(h);
-            (h == "authorization").then(|| "Bearer tg-first".to_string())
-        });
-        assert_eq!(found.as_deref(), Some("tg-first"));
-        assert_eq!(read, ["authorization"], "stops at the first key");
-        assert_eq!(
-            find_virtual_key(|h| (h == "x-goog-api-key").then(|| "tg-g".into())).as_deref(),
-            Some("tg-g")
-        );
-    }
 
     #[test]
     fn deny_reply_names_the_budget() {

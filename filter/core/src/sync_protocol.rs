@@ -28,13 +28,13 @@ use std::collections::{BTreeMap, VecDeque};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{CodecError, Reader, Writer};
 use crate::cost::CostBreakdown;
 use crate::event::{Charge, UnchargedReason, UsageBatch, UsageEvent};
-use crate::local::BudgetCharge;
+use crate::identity::Principal;
+use crate::local_spend::BudgetCharge;
 use crate::pricing::{SearchContext, ServiceTier};
-use crate::principal::Principal;
-use crate::provider::ApiFormat;
+use crate::provider::{ApiFormat, APIS};
+use crate::shared_codec::{CodecError, Reader, Writer};
 use crate::usage::Usage;
 
 /// What a worker enqueues for one metered request.
@@ -79,15 +79,25 @@ const CONTEXTS: [SearchContext; 3] = [
     SearchContext::High,
 ];
 
-const FORMATS: [ApiFormat; 5] = [
-    ApiFormat::OpenAiChat,
-    ApiFormat::OpenAiResponses,
-    ApiFormat::OpenAiEmbeddings,
-    ApiFormat::AnthropicMessages,
-    ApiFormat::GeminiGenerateContent,
-];
 const CHARGES: [Charge; 3] = [Charge::Actual, Charge::Estimate, Charge::Zero];
 const REASONS: [UnchargedReason; 10] = UnchargedReason::ALL;
+
+/// An API's tag byte: its position in the provider table ([`APIS`], which only grows at
+/// its end).
+fn api_tag(api: ApiFormat) -> u8 {
+    APIS.iter()
+        .position(|a| a.format() == api)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(u8::MAX)
+}
+
+/// The API a tag byte names.
+fn api_untag(r: &mut Reader<'_>) -> Result<ApiFormat, CodecError> {
+    let at_tag = r.u8()?;
+    APIS.get(usize::from(at_tag))
+        .map(|a| a.format())
+        .ok_or(CodecError::Invalid(0))
+}
 
 /// Index of `v` in `all` as a tag byte.
 fn tag<T: PartialEq>(all: &[T], v: &T) -> u8 {
@@ -125,7 +135,7 @@ impl QueuedUsage {
         w.opt_str(e.principal.user.as_deref());
         w.opt_str(e.principal.key.as_deref());
         w.str(&e.model);
-        w.u8(tag(&FORMATS, &e.api));
+        w.u8(api_tag(e.api));
         let u = &e.usage;
         for (_, v) in u.named_counts() {
             w.u64(v);
@@ -185,7 +195,7 @@ impl QueuedUsage {
         let user = r.opt_str()?.map(str::to_string);
         let key = r.opt_str()?.map(str::to_string);
         let model = r.str()?.to_string();
-        let api = untag(&FORMATS, r)?;
+        let api = api_untag(r)?;
         // In the order of `Usage::named_counts` and `CostBreakdown::named_buckets`.
         let usage = Usage {
             input_uncached: r.u64()?,
@@ -638,7 +648,7 @@ mod tests {
     use super::*;
     use crate::cost::CostBreakdown;
     use crate::event::Charge;
-    use crate::principal::Principal;
+    use crate::identity::Principal;
     use crate::provider::ApiFormat;
     use crate::usage::Usage;
 

@@ -5,15 +5,15 @@
 //! cost of finished requests the control plane has not acknowledged yet, per window). A
 //! decision counts `snapshot spend + unsynced + reserved + estimate`. Workers change these
 //! with get-modify-set loops on the shared-data CAS; the sync service removes unsynced spend
-//! once a snapshot acknowledges the batch that carried it ([`crate::sync`]).
+//! once a snapshot acknowledges the batch that carried it ([`crate::sync_protocol`]).
 //!
-//! The encoding is binary ([`crate::codec`]: reserved, then `(window, amount)` pairs) because
+//! The encoding is binary ([`crate::shared_codec`]: reserved, then `(window, amount)` pairs) because
 //! it is read and written twice per budget on every metered request.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{CodecError, Reader, Writer};
+use crate::shared_codec::{CodecError, Reader, Writer};
 
 /// Window key of a `total` budget (it has one window over all time).
 pub const ALL_TIME: i64 = i64::MIN;
