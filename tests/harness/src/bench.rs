@@ -133,21 +133,22 @@ pub fn run(
     request: &Request,
     requests: usize,
 ) -> Result<Report> {
-    run_with(filter, baseline, request, requests, |_| Ok(()))
+    run_with(filter, baseline, request, requests, |_, _| Ok(()))
 }
 
-/// [`run`], with `setup` applied to the filter's host before the warm-up: extra service VMs,
-/// preloaded shared data, a clock advance so their ticks run.
+/// [`run`], with `setup(host, is_filter)` applied to each module's host before the warm-up:
+/// extra service VMs, preloaded shared data, a clock advance so their ticks run.
 pub fn run_with(
     filter: &Plugin,
     baseline: &Plugin,
     request: &Request,
     requests: usize,
-    setup: impl FnOnce(&mut Host) -> Result<()>,
+    mut setup: impl FnMut(&mut Host, bool) -> Result<()>,
 ) -> Result<Report> {
     let mut filter_host = filter.start()?;
-    setup(&mut filter_host)?;
+    setup(&mut filter_host, true)?;
     let mut baseline_host = baseline.start()?;
+    setup(&mut baseline_host, false)?;
     let warmup = (requests / 10).clamp(10, 1_000);
     for _ in 0..warmup {
         one(&mut filter_host, request)?;

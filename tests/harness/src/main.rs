@@ -52,6 +52,10 @@ enum Command {
         /// Repeatable.
         #[arg(long)]
         shared_data: Vec<String>,
+        /// The baseline is another build of the measured filter (a before/after comparison):
+        /// it gets the same configuration, service VMs and shared data.
+        #[arg(long)]
+        baseline_is_filter: bool,
     },
     /// Replays a JSON scenario and checks the expected decisions.
     Run {
@@ -102,13 +106,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             vm_id,
             service_config,
             shared_data,
+            baseline_is_filter,
         } => {
             let filter = builder(&wasm, config.as_deref())?.vm_id(&vm_id).build()?;
-            let baseline_plugin = Plugin::builder(read(&baseline)?).vm_id(&vm_id).build()?;
+            let baseline_plugin = if baseline_is_filter {
+                builder(&baseline, config.as_deref())?
+            } else {
+                Plugin::builder(read(&baseline)?)
+            }
+            .vm_id(&vm_id)
+            .build()?;
             let request = bench::chat_completion_request();
             let mut services = Vec::new();
+            let mut baseline_services = Vec::new();
             for path in &service_config {
                 services.push(filter.with_configuration(read(path)?));
+                baseline_services.push(baseline_plugin.with_configuration(read(path)?));
             }
             let mut preload = Vec::new();
             for item in &shared_data {
@@ -117,12 +130,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .with_context(|| format!("--shared-data {item:?}: expected KEY=FILE"))?;
                 preload.push((key.to_string(), read(Path::new(file))?));
             }
-            let setup = |host: &mut tollgate_harness::Host| -> Result<()> {
-                for service in &services {
+            let setup = |host: &mut tollgate_harness::Host, is_filter: bool| -> Result<()> {
+                if !is_filter && !baseline_is_filter {
+                    return Ok(());
+                }
+                let vms = if is_filter {
+                    &services
+                } else {
+                    &baseline_services
+                };
+                for service in vms {
                     host.add_vm(service)?;
                 }
-                for (key, value) in preload {
-                    host.set_shared_data(&vm_id, &key, value);
+                for (key, value) in &preload {
+                    host.set_shared_data(&vm_id, key, value.clone());
                 }
                 host.advance(std::time::Duration::from_secs(1))
             };
