@@ -1444,3 +1444,79 @@ async fn prices_take_tier_audio_and_search_rates() {
         assert!(r.text.contains(field), "{field}: {}", r.text);
     }
 }
+
+/// The snapshot is marked dirty by the store when a write commits, so a write that does not
+/// come through a handler (ingestion, the CLI in process, a store call) is in the next poll;
+/// a write that changes nothing the snapshot shows does not bump its version.
+#[tokio::test]
+async fn writes_through_the_store_are_in_the_next_snapshot() {
+    use tollgate_control_plane::store::budgets::NewBudget;
+    use tollgate_control_plane::store::keys::NewKey;
+    use tollgate_control_plane::timezone::Zone;
+    use tollgate_core::budget::{Mode, Period, Scope};
+
+    let api = api().await;
+    let snapshot = || async {
+        let a = api.call("GET", "/v1/snapshot", Some(DATAPLANE), None).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        serde_json::from_str::<Snapshot>(&a.text).unwrap()
+    };
+    let store = &api.state.store;
+    store.create_org("acme", "Acme", NOW).await.unwrap();
+    let v0 = snapshot().await.version;
+
+    let key = store
+        .create_key(
+            &NewKey {
+                name: "ci".into(),
+                org_id: "acme".into(),
+                project_id: None,
+                user_id: None,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    let s = snapshot().await;
+    assert!(s.version > v0);
+    assert_eq!(s.keys.len(), 1);
+
+    let budget = store
+        .create_budget(
+            &NewBudget {
+                scope: Scope::Org,
+                scope_id: "acme".into(),
+                period: Period::Daily,
+                timezone: Zone::parse("UTC").unwrap(),
+                limit_usd: d("10"),
+                soft_limit_usd: None,
+                mode: Mode::Enforce,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    let s = snapshot().await;
+    assert_eq!(s.budgets.len(), 1);
+    assert_eq!(s.budgets[0].id, budget.id);
+
+    store.revoke_key(&key.key.id, NOW).await.unwrap();
+    let s = snapshot().await;
+    assert!(s.keys.is_empty());
+    let v1 = s.version;
+
+    store.delete_budget(&budget.id).await.unwrap();
+    let s = snapshot().await;
+    assert!(s.budgets.is_empty());
+    assert!(s.version > v1);
+
+    // A tenant write is not in the snapshot: same version.
+    let v2 = s.version;
+    api.admin(
+        "POST",
+        "/v1/orgs",
+        Some(json!({"id": "globex", "name": "Globex"})),
+    )
+    .await;
+    assert_eq!(snapshot().await.version, v2);
+}
