@@ -1086,6 +1086,84 @@ async fn health_readiness_and_metrics() {
         .problem(503, None);
 }
 
+/// `/metrics` in the Prometheus text format 0.0.4: every sample belongs to a family that has
+/// a `# HELP` and a `# TYPE` (a counter's family named with its `_total`, a histogram's
+/// samples its `_bucket`, `_sum` and `_count`), and API latency is a histogram by method and
+/// route template, never by raw path or an arbitrary method.
+#[tokio::test]
+async fn metrics_are_typed_families_with_latency_by_route() {
+    let api = api().await;
+    api.admin("GET", "/v1/keys/key_nope_1", None)
+        .await
+        .problem(404, None);
+    api.admin("GET", "/v1/keys/key_nope_2", None)
+        .await
+        .problem(404, None);
+    api.call("BREW", "/nowhere-raw", None, None).await;
+    let m = api.call("GET", "/metrics", None, None).await.text;
+    assert!(
+        m.contains(
+            r#"tollgate_http_request_duration_seconds_count{method="GET",route="/v1/keys/{id}"} 2"#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"tollgate_http_request_duration_seconds_bucket{method="GET",route="/v1/keys/{id}",le="+Inf"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            r#"tollgate_http_request_duration_seconds_count{method="other",route="unmatched"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"tollgate_http_requests_total{route="/v1/keys/{id}",status="404"} 2"#),
+        "{m}"
+    );
+    for raw in ["key_nope", "nowhere-raw", "BREW"] {
+        assert!(!m.contains(raw), "{raw} in a label:\n{m}");
+    }
+    assert!(m.contains("# TYPE tollgate_http_request_duration_seconds histogram"));
+    assert!(m.contains("# TYPE tollgate_http_requests_total counter"));
+    assert!(m.contains("# TYPE tollgate_snapshot_version gauge"));
+
+    let mut helped = BTreeSet::new();
+    let mut typed = std::collections::BTreeMap::new();
+    for line in m.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap();
+            assert!(!help.is_empty() && !help.ends_with(".."), "{line}");
+            assert!(helped.insert(name.to_string()), "{name} helped twice");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(helped.contains(name), "no HELP before {line}");
+            assert!(
+                typed.insert(name.to_string(), kind.to_string()).is_none(),
+                "{name} typed twice"
+            );
+        } else if !line.is_empty() {
+            assert!(!line.starts_with('#'), "{line}");
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| typed.get(*f).is_some_and(|k| k == "histogram"))
+                })
+                .unwrap_or(name);
+            let kind = typed
+                .get(family)
+                .unwrap_or_else(|| panic!("{name} has no # TYPE before it:\n{m}"));
+            if kind == "counter" {
+                assert!(family.ends_with("_total"), "{line}");
+            }
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}
+
 /// The same app over a real socket, as Envoy's sync service and the CLI reach it.
 #[tokio::test]
 async fn serves_over_a_real_listener() {

@@ -8,9 +8,10 @@
 //! import. Router tests: `cargo test -p tollgate-control-plane --test api`.
 //!
 //! Every answer is logged by tower-http's `TraceLayer` at `debug` (method, route template,
-//! status, latency: never the URI, whose query may carry ids, nor a header, so never a token)
-//! and counted by route and status. The snapshot is marked dirty by the store itself when a
-//! write commits (`store::Changes`), not here.
+//! status, latency: never the URI, whose query may carry ids, nor a header, so never a token),
+//! counted by route and status, and its latency observed by method and route (`metrics.rs`).
+//! The snapshot is marked dirty by the store itself when a write commits (`store::Changes`),
+//! not here.
 
 pub mod auth;
 mod budgets;
@@ -28,7 +29,7 @@ mod usage;
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -283,12 +284,17 @@ fn route_of(resp: &Response) -> &str {
         .map_or("unmatched", |r| r.0.as_str())
 }
 
-/// Counts every answer by route template and status.
+/// Counts every answer by route template and status, and its latency by method and route.
 async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let started = Instant::now();
     let resp = next.run(req).await;
-    state
-        .metrics
-        .request(route_of(&resp), resp.status().as_u16());
+    state.metrics.request(
+        &method,
+        route_of(&resp),
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
     resp
 }
 
