@@ -1598,3 +1598,95 @@ async fn writes_through_the_store_are_in_the_next_snapshot() {
     .await;
     assert_eq!(snapshot().await.version, v2);
 }
+
+/// The OpenAPI document's operations and their security, frozen as the hand-written document
+/// (issue 19) had them: a document generated from the types must keep exactly this set, each
+/// operation's security alternatives (order aside) and the three bearer schemes.
+#[tokio::test]
+async fn openapi_operations_and_security_are_the_frozen_set() {
+    const FROZEN: &[(&str, &str, &[&str])] = &[
+        ("GET", "/healthz", &[]),
+        ("GET", "/metrics", &[]),
+        ("GET", "/openapi.json", &[]),
+        ("GET", "/readyz", &[]),
+        ("GET", "/v1/budgets", &["admin"]),
+        ("POST", "/v1/budgets", &["admin"]),
+        ("DELETE", "/v1/budgets/{id}", &["admin"]),
+        ("GET", "/v1/budgets/{id}", &["admin"]),
+        ("PATCH", "/v1/budgets/{id}", &["admin"]),
+        ("POST", "/v1/cost/quote", &["admin"]),
+        ("GET", "/v1/keys", &["admin"]),
+        ("POST", "/v1/keys", &["admin"]),
+        ("GET", "/v1/keys/{id}", &["admin"]),
+        ("POST", "/v1/keys/{id}/revoke", &["admin"]),
+        ("GET", "/v1/orgs", &["admin"]),
+        ("POST", "/v1/orgs", &["admin"]),
+        ("DELETE", "/v1/orgs/{id}", &["admin"]),
+        ("GET", "/v1/orgs/{id}", &["admin"]),
+        ("PATCH", "/v1/orgs/{id}", &["admin"]),
+        ("GET", "/v1/prices", &["admin"]),
+        ("POST", "/v1/prices", &["admin"]),
+        ("POST", "/v1/prices/import", &["admin"]),
+        ("DELETE", "/v1/prices/{model}", &["admin"]),
+        ("GET", "/v1/prices/{model}", &["admin"]),
+        ("PUT", "/v1/prices/{model}", &["admin"]),
+        ("GET", "/v1/projects", &["admin"]),
+        ("POST", "/v1/projects", &["admin"]),
+        ("DELETE", "/v1/projects/{id}", &["admin"]),
+        ("GET", "/v1/projects/{id}", &["admin"]),
+        ("POST", "/v1/reporters", &["admin", "dataplane", "reporter"]),
+        ("GET", "/v1/snapshot", &["admin", "dataplane", "reporter"]),
+        ("GET", "/v1/spend", &["admin"]),
+        ("POST", "/v1/usage", &["admin", "dataplane", "reporter"]),
+        ("GET", "/v1/usage/events", &["admin"]),
+        ("GET", "/v1/users", &["admin"]),
+        ("POST", "/v1/users", &["admin"]),
+        ("DELETE", "/v1/users/{id}", &["admin"]),
+        ("GET", "/v1/users/{id}", &["admin"]),
+    ];
+    let api = api().await;
+    let d = api.call("GET", "/openapi.json", None, None).await.json();
+    let mut served = BTreeSet::new();
+    for (path, item) in d["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let mut security: Vec<String> = op["security"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{method} {path} has no security"))
+                .iter()
+                .map(|alt| {
+                    let alt = alt.as_object().unwrap();
+                    assert!(alt.len() <= 1, "{method} {path}: {alt:?}");
+                    alt.keys().next().cloned().unwrap_or_default()
+                })
+                .collect();
+            security.sort();
+            served.insert((method.to_uppercase(), path.clone(), security));
+        }
+    }
+    let frozen: BTreeSet<_> = FROZEN
+        .iter()
+        .map(|(m, p, s)| {
+            (
+                m.to_string(),
+                p.to_string(),
+                s.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    assert_eq!(served, frozen);
+    for scheme in ["admin", "dataplane", "reporter"] {
+        let s = &d["components"]["securitySchemes"][scheme];
+        assert_eq!(
+            (s["type"].as_str(), s["scheme"].as_str()),
+            (Some("http"), Some("bearer")),
+            "{scheme}"
+        );
+    }
+    assert_eq!(
+        d["components"]["securitySchemes"]
+            .as_object()
+            .unwrap()
+            .len(),
+        3
+    );
+}
