@@ -14,8 +14,9 @@
 //!   changes, see `store/key_buckets.rs`).
 //! - **Serving**: `GET /v1/snapshot` takes the built bytes from memory. A request whose
 //!   `If-None-Match` matches the current version gets `304` without touching the database.
-//!   A write through this process marks the snapshot dirty, and the next poll rebuilds before
-//!   answering; writes by other replicas are noticed by [`Snapshots::run_refresher`], which
+//!   A write through this process's [`Store`] marks the snapshot dirty (the store counts each
+//!   commit that bumps the version, [`crate::store::Changes`]), and the next poll rebuilds
+//!   before answering; writes by other replicas are noticed by [`Snapshots::run_refresher`], which
 //!   polls `meta.version`.
 //!
 //! Bench: `cargo bench -p tollgate-benches --bench snapshot`.
@@ -63,7 +64,7 @@ pub struct Built {
     /// The earliest instant the content changes by itself (a window end, a price coming into
     /// effect): the refresher bumps the version then.
     pub next_boundary: Option<i64>,
-    /// The local write counter this build has seen (see [`Snapshots::changed`]).
+    /// The local write counter this build has seen (see [`crate::store::Changes`]).
     pub writes_seen: u64,
     /// The price book in it, for `POST /v1/cost/quote`.
     pub prices: Arc<PriceBook>,
@@ -146,15 +147,14 @@ fn bounds_for(
     fresh
 }
 
-/// The snapshot service: the current build, the builder, and the dirty counter.
+/// The snapshot service: the current build and the builder (the dirty counter is the store's
+/// [`crate::store::Changes`]).
 pub struct Snapshots {
     store: Store,
     clock: Clock,
     metrics: Arc<Metrics>,
     current: RwLock<Arc<Built>>,
     builder: tokio::sync::Mutex<Builder>,
-    writes: AtomicU64,
-    wake: tokio::sync::Notify,
     min_interval_ms: AtomicU64,
 }
 
@@ -175,8 +175,6 @@ impl Snapshots {
             metrics,
             current: RwLock::new(Arc::new(Built::empty())),
             builder: tokio::sync::Mutex::new(Builder::default()),
-            writes: AtomicU64::new(1),
-            wake: tokio::sync::Notify::new(),
             min_interval_ms: AtomicU64::new(0),
         }
     }
@@ -189,19 +187,12 @@ impl Snapshots {
             .clone()
     }
 
-    /// Says that this process changed the database: the next poll rebuilds first, and the
-    /// refresher wakes up.
-    pub fn changed(&self) {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.wake.notify_one();
-    }
-
     /// The build to serve: the current one, or a fresh one when this process wrote since.
     ///
     /// At most one rebuild per [`Snapshots::set_min_interval`]: under a steady stream of usage
     /// batches the pollers get a snapshot at most that old instead of a rebuild per poll.
     pub async fn fresh(&self) -> Result<Arc<Built>, StoreError> {
-        let want = self.writes.load(Ordering::SeqCst);
+        let want = self.store.changes().count();
         let cur = self.current();
         if cur.writes_seen >= want || cur.built_at.elapsed() < self.min_interval() {
             return Ok(cur);
@@ -231,7 +222,7 @@ impl Snapshots {
     /// Builds, unless a build that saw the local write counter at `seen` or later finished
     /// while this call waited for the builder.
     async fn build(&self, seen: Option<u64>) -> Result<Arc<Built>, StoreError> {
-        let writes_seen = self.writes.load(Ordering::SeqCst);
+        let writes_seen = self.store.changes().count();
         let mut builder = self.builder.lock().await;
         let cur = self.current();
         if seen.is_some_and(|w| cur.writes_seen >= w) {
@@ -372,7 +363,7 @@ impl Snapshots {
         }
         let meta = self.store.meta().await?;
         if u64::try_from(meta.version).unwrap_or(0) != cur.version
-            || cur.writes_seen < self.writes.load(Ordering::SeqCst)
+            || cur.writes_seen < self.store.changes().count()
         {
             return self.rebuild().await;
         }
@@ -385,7 +376,7 @@ impl Snapshots {
     pub async fn run_refresher(self: Arc<Self>, every: Duration) {
         loop {
             tokio::select! {
-                () = self.wake.notified() => {}
+                () = self.store.changes().notified() => {}
                 () = tokio::time::sleep(every) => {}
             }
             // Coalesce a burst of writes into one build per minimum interval.

@@ -538,6 +538,7 @@ pub async fn seed_fleet(
         .await?;
         refill_key_buckets_in!(tx, pg);
         tx.commit().await?;
+        store.committed_change();
         if pg {
             // Planner statistics, as autovacuum gathers within a minute of a bulk load on a
             // live server: without them PostgreSQL plans for tables a few pages long.

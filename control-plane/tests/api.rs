@@ -1086,6 +1086,84 @@ async fn health_readiness_and_metrics() {
         .problem(503, None);
 }
 
+/// `/metrics` in the Prometheus text format 0.0.4: every sample belongs to a family that has
+/// a `# HELP` and a `# TYPE` (a counter's family named with its `_total`, a histogram's
+/// samples its `_bucket`, `_sum` and `_count`), and API latency is a histogram by method and
+/// route template, never by raw path or an arbitrary method.
+#[tokio::test]
+async fn metrics_are_typed_families_with_latency_by_route() {
+    let api = api().await;
+    api.admin("GET", "/v1/keys/key_nope_1", None)
+        .await
+        .problem(404, None);
+    api.admin("GET", "/v1/keys/key_nope_2", None)
+        .await
+        .problem(404, None);
+    api.call("BREW", "/nowhere-raw", None, None).await;
+    let m = api.call("GET", "/metrics", None, None).await.text;
+    assert!(
+        m.contains(
+            r#"tollgate_http_request_duration_seconds_count{method="GET",route="/v1/keys/{id}"} 2"#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"tollgate_http_request_duration_seconds_bucket{method="GET",route="/v1/keys/{id}",le="+Inf"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            r#"tollgate_http_request_duration_seconds_count{method="other",route="unmatched"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"tollgate_http_requests_total{route="/v1/keys/{id}",status="404"} 2"#),
+        "{m}"
+    );
+    for raw in ["key_nope", "nowhere-raw", "BREW"] {
+        assert!(!m.contains(raw), "{raw} in a label:\n{m}");
+    }
+    assert!(m.contains("# TYPE tollgate_http_request_duration_seconds histogram"));
+    assert!(m.contains("# TYPE tollgate_http_requests_total counter"));
+    assert!(m.contains("# TYPE tollgate_snapshot_version gauge"));
+
+    let mut helped = BTreeSet::new();
+    let mut typed = std::collections::BTreeMap::new();
+    for line in m.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap();
+            assert!(!help.is_empty() && !help.ends_with(".."), "{line}");
+            assert!(helped.insert(name.to_string()), "{name} helped twice");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(helped.contains(name), "no HELP before {line}");
+            assert!(
+                typed.insert(name.to_string(), kind.to_string()).is_none(),
+                "{name} typed twice"
+            );
+        } else if !line.is_empty() {
+            assert!(!line.starts_with('#'), "{line}");
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| typed.get(*f).is_some_and(|k| k == "histogram"))
+                })
+                .unwrap_or(name);
+            let kind = typed
+                .get(family)
+                .unwrap_or_else(|| panic!("{name} has no # TYPE before it:\n{m}"));
+            if kind == "counter" {
+                assert!(family.ends_with("_total"), "{line}");
+            }
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}
+
 /// The same app over a real socket, as Envoy's sync service and the CLI reach it.
 #[tokio::test]
 async fn serves_over_a_real_listener() {
@@ -1443,4 +1521,172 @@ async fn prices_take_tier_audio_and_search_rates() {
         assert_eq!(r.status, 422, "{field}: {}", r.text);
         assert!(r.text.contains(field), "{field}: {}", r.text);
     }
+}
+
+/// The snapshot is marked dirty by the store when a write commits, so a write that does not
+/// come through a handler (ingestion, the CLI in process, a store call) is in the next poll;
+/// a write that changes nothing the snapshot shows does not bump its version.
+#[tokio::test]
+async fn writes_through_the_store_are_in_the_next_snapshot() {
+    use tollgate_control_plane::store::budgets::NewBudget;
+    use tollgate_control_plane::store::keys::NewKey;
+    use tollgate_control_plane::timezone::Zone;
+    use tollgate_core::budget::{Mode, Period, Scope};
+
+    let api = api().await;
+    let snapshot = || async {
+        let a = api.call("GET", "/v1/snapshot", Some(DATAPLANE), None).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        serde_json::from_str::<Snapshot>(&a.text).unwrap()
+    };
+    let store = &api.state.store;
+    store.create_org("acme", "Acme", NOW).await.unwrap();
+    let v0 = snapshot().await.version;
+
+    let key = store
+        .create_key(
+            &NewKey {
+                name: "ci".into(),
+                org_id: "acme".into(),
+                project_id: None,
+                user_id: None,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    let s = snapshot().await;
+    assert!(s.version > v0);
+    assert_eq!(s.keys.len(), 1);
+
+    let budget = store
+        .create_budget(
+            &NewBudget {
+                scope: Scope::Org,
+                scope_id: "acme".into(),
+                period: Period::Daily,
+                timezone: Zone::parse("UTC").unwrap(),
+                limit_usd: d("10"),
+                soft_limit_usd: None,
+                mode: Mode::Enforce,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    let s = snapshot().await;
+    assert_eq!(s.budgets.len(), 1);
+    assert_eq!(s.budgets[0].id, budget.id);
+
+    store.revoke_key(&key.key.id, NOW).await.unwrap();
+    let s = snapshot().await;
+    assert!(s.keys.is_empty());
+    let v1 = s.version;
+
+    store.delete_budget(&budget.id).await.unwrap();
+    let s = snapshot().await;
+    assert!(s.budgets.is_empty());
+    assert!(s.version > v1);
+
+    // A tenant write is not in the snapshot: same version.
+    let v2 = s.version;
+    api.admin(
+        "POST",
+        "/v1/orgs",
+        Some(json!({"id": "globex", "name": "Globex"})),
+    )
+    .await;
+    assert_eq!(snapshot().await.version, v2);
+}
+
+/// The OpenAPI document's operations and their security, frozen as the hand-written document
+/// (issue 19) had them: a document generated from the types must keep exactly this set, each
+/// operation's security alternatives (order aside) and the three bearer schemes.
+#[tokio::test]
+async fn openapi_operations_and_security_are_the_frozen_set() {
+    const FROZEN: &[(&str, &str, &[&str])] = &[
+        ("GET", "/healthz", &[]),
+        ("GET", "/metrics", &[]),
+        ("GET", "/openapi.json", &[]),
+        ("GET", "/readyz", &[]),
+        ("GET", "/v1/budgets", &["admin"]),
+        ("POST", "/v1/budgets", &["admin"]),
+        ("DELETE", "/v1/budgets/{id}", &["admin"]),
+        ("GET", "/v1/budgets/{id}", &["admin"]),
+        ("PATCH", "/v1/budgets/{id}", &["admin"]),
+        ("POST", "/v1/cost/quote", &["admin"]),
+        ("GET", "/v1/keys", &["admin"]),
+        ("POST", "/v1/keys", &["admin"]),
+        ("GET", "/v1/keys/{id}", &["admin"]),
+        ("POST", "/v1/keys/{id}/revoke", &["admin"]),
+        ("GET", "/v1/orgs", &["admin"]),
+        ("POST", "/v1/orgs", &["admin"]),
+        ("DELETE", "/v1/orgs/{id}", &["admin"]),
+        ("GET", "/v1/orgs/{id}", &["admin"]),
+        ("PATCH", "/v1/orgs/{id}", &["admin"]),
+        ("GET", "/v1/prices", &["admin"]),
+        ("POST", "/v1/prices", &["admin"]),
+        ("POST", "/v1/prices/import", &["admin"]),
+        ("DELETE", "/v1/prices/{model}", &["admin"]),
+        ("GET", "/v1/prices/{model}", &["admin"]),
+        ("PUT", "/v1/prices/{model}", &["admin"]),
+        ("GET", "/v1/projects", &["admin"]),
+        ("POST", "/v1/projects", &["admin"]),
+        ("DELETE", "/v1/projects/{id}", &["admin"]),
+        ("GET", "/v1/projects/{id}", &["admin"]),
+        ("POST", "/v1/reporters", &["admin", "dataplane", "reporter"]),
+        ("GET", "/v1/snapshot", &["admin", "dataplane", "reporter"]),
+        ("GET", "/v1/spend", &["admin"]),
+        ("POST", "/v1/usage", &["admin", "dataplane", "reporter"]),
+        ("GET", "/v1/usage/events", &["admin"]),
+        ("GET", "/v1/users", &["admin"]),
+        ("POST", "/v1/users", &["admin"]),
+        ("DELETE", "/v1/users/{id}", &["admin"]),
+        ("GET", "/v1/users/{id}", &["admin"]),
+    ];
+    let api = api().await;
+    let d = api.call("GET", "/openapi.json", None, None).await.json();
+    let mut served = BTreeSet::new();
+    for (path, item) in d["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let mut security: Vec<String> = op["security"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{method} {path} has no security"))
+                .iter()
+                .map(|alt| {
+                    let alt = alt.as_object().unwrap();
+                    assert!(alt.len() <= 1, "{method} {path}: {alt:?}");
+                    alt.keys().next().cloned().unwrap_or_default()
+                })
+                .collect();
+            security.sort();
+            served.insert((method.to_uppercase(), path.clone(), security));
+        }
+    }
+    let frozen: BTreeSet<_> = FROZEN
+        .iter()
+        .map(|(m, p, s)| {
+            (
+                m.to_string(),
+                p.to_string(),
+                s.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    assert_eq!(served, frozen);
+    for scheme in ["admin", "dataplane", "reporter"] {
+        let s = &d["components"]["securitySchemes"][scheme];
+        assert_eq!(
+            (s["type"].as_str(), s["scheme"].as_str()),
+            (Some("http"), Some("bearer")),
+            "{scheme}"
+        );
+    }
+    assert_eq!(
+        d["components"]["securitySchemes"]
+            .as_object()
+            .unwrap()
+            .len(),
+        3
+    );
 }

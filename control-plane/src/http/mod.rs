@@ -6,6 +6,12 @@
 //! `Reporter` (usage: a reporter secret or the admin token), `Admin` (everything else). Body limits: 1 MiB by
 //! default, 16 MiB for `POST /v1/usage` (10,000 events) and 32 MiB for a LiteLLM price-map
 //! import. Router tests: `cargo test -p tollgate-control-plane --test api`.
+//!
+//! Every answer is logged by tower-http's `TraceLayer` at `debug` (method, route template,
+//! status, latency: never the URI, whose query may carry ids, nor a header, so never a token),
+//! counted by route and status, and its latency observed by method and route (`metrics.rs`).
+//! The snapshot is marked dirty by the store itself when a write commits (`store::Changes`),
+//! not here.
 
 pub mod auth;
 mod budgets;
@@ -23,14 +29,15 @@ mod usage;
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Extension, Router};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 use crate::clock::Clock;
 use crate::ingest::BudgetCache;
@@ -219,17 +226,50 @@ pub fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn(label))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(log_response)
+                .on_eos(())
+                // A 500 is logged with its cause where it is made (`error.rs`).
+                .on_failure(()),
+        )
         .with_state(state)
 }
 
-/// The matched route template, handed from the inner layer to [`observe`] (a clone of
+/// The span of one request: the method, and the route template once routing matched it
+/// ([`label`] records it). Never the URI or a header.
+fn request_span(req: &Request) -> Span {
+    tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        route = tracing::field::Empty
+    )
+}
+
+/// Logs an answer inside its request span: route template, status and latency.
+fn log_response(resp: &Response, latency: Duration, _span: &Span) {
+    tracing::debug!(
+        route = route_of(resp),
+        status = resp.status().as_u16(),
+        micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+}
+
+/// The matched route template, handed from the inner layer to [`count`] (a clone of
 /// axum's `MatchedPath` is a reference count, not a copy: this runs on every snapshot poll).
 #[derive(Debug, Clone)]
 struct RouteLabel(MatchedPath);
 
+/// Runs inside the matched route: names the route in the request span and hands it out.
 async fn label(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
+    if let Some(route) = &route {
+        Span::current().record("route", tracing::field::display(route.as_str()));
+    }
     let mut resp = next.run(req).await;
     if let Some(route) = route {
         resp.extensions_mut().insert(RouteLabel(route));
@@ -237,27 +277,23 @@ async fn label(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Counts every answer by route and status, logs it (method, route, status, time: never
-/// headers, so never a token), and marks the snapshot dirty after a successful write.
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The route template that answered, `unmatched` outside every route.
+fn route_of(resp: &Response) -> &str {
+    resp.extensions()
+        .get::<RouteLabel>()
+        .map_or("unmatched", |r| r.0.as_str())
+}
+
+/// Counts every answer by route template and status, and its latency by method and route.
+async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let started = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status();
-    let route = resp
-        .extensions()
-        .get::<RouteLabel>()
-        .map_or("unmatched", |r| r.0.as_str());
-    state.metrics.request(route, status.as_u16());
-    if method != Method::GET && method != Method::HEAD && status.is_success() {
-        state.snapshots.changed();
-    }
-    tracing::debug!(
-        method = %method,
-        route,
-        status = status.as_u16(),
-        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        "request"
+    state.metrics.request(
+        &method,
+        route_of(&resp),
+        resp.status().as_u16(),
+        started.elapsed(),
     );
     resp
 }

@@ -25,6 +25,7 @@ use super::error::{ApiError, ApiJson, Params};
 use super::spend::time_param;
 use super::AppState;
 use crate::ingest;
+use crate::metrics::Refused;
 use crate::store::ledger::{LedgerEvent, LedgerQuery};
 use crate::store::reporters::Enrolled;
 
@@ -75,7 +76,7 @@ pub async fn post(
         (_, Some(secret)) => match super::auth::caller(&s, secret).await? {
             Some(Caller::Reporter(me)) => Some(me),
             _ => {
-                s.metrics.usage_refused("not_enrolled", 1);
+                s.metrics.usage_refused(Refused::NotEnrolled, 1);
                 return Err(ApiError::Forbidden(
                     "unknown reporter secret: enroll again with POST /v1/reporters",
                 ));
@@ -83,7 +84,7 @@ pub async fn post(
         },
         (Caller::Admin, None) => None,
         (Caller::DataPlane, None) => {
-            s.metrics.usage_refused("not_enrolled", 1);
+            s.metrics.usage_refused(Refused::NotEnrolled, 1);
             return Err(ApiError::Forbidden(
                 "usage is posted with a reporter secret: enroll with POST /v1/reporters",
             ));
@@ -92,7 +93,8 @@ pub async fn post(
     if let Some(me) = &me {
         let foreign = batch.events.iter().filter(|e| e.reporter != *me).count();
         if foreign > 0 {
-            s.metrics.usage_refused("foreign_reporter", foreign as u64);
+            s.metrics
+                .usage_refused(Refused::ForeignReporter, foreign as u64);
             tracing::warn!(
                 reporter = %me,
                 events = foreign,

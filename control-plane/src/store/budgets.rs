@@ -307,6 +307,7 @@ impl Store {
             bump_budgets!(tx);
             tx.commit().await?;
         });
+        self.committed_change();
         Ok(b)
     }
 
@@ -418,6 +419,7 @@ impl Store {
             }
             bump_budgets!(tx);
             tx.commit().await?;
+            self.committed_change();
             Ok(b)
         })
     }
@@ -446,6 +448,7 @@ impl Store {
         if n == 0 {
             return Err(not_found("budget", id));
         }
+        self.committed_change();
         Ok(())
     }
 

@@ -130,6 +130,7 @@ impl Store {
                 .await?;
             tx.commit().await?;
         });
+        self.committed_change();
         Ok(CreatedKey { key, secret })
     }
 
@@ -166,7 +167,7 @@ impl Store {
 
     /// Revokes a key (idempotent: revoking again changes nothing).
     pub async fn revoke_key(&self, id: &str, now: i64) -> Result<VirtualKey, StoreError> {
-        with_pool!(self, write, |pool, pg| {
+        let revoked = with_pool!(self, write, |pool, pg| {
             let mut tx = pool.begin_with(begin_write(pg)).await?;
             let revoked: Option<String> = sqlx::query_scalar(
                 "UPDATE virtual_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
@@ -176,7 +177,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-            if let Some(sha) = revoked {
+            if let Some(sha) = &revoked {
                 sqlx::query(
                     "UPDATE meta SET version = version + 1, keys_version = keys_version + 1 \
                      WHERE id = 1",
@@ -184,12 +185,16 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(&key_buckets::refresh_sql(pg))
-                    .bind(key_buckets::bucket_of(&sha))
+                    .bind(key_buckets::bucket_of(sha))
                     .execute(&mut *tx)
                     .await?;
             }
             tx.commit().await?;
+            revoked.is_some()
         });
+        if revoked {
+            self.committed_change();
+        }
         self.get_key(id).await
     }
 }

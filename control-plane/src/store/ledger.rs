@@ -450,6 +450,9 @@ impl Store {
                     )
                 };
                 tx.commit().await?;
+                if version.is_some() {
+                    self.committed_change();
+                }
                 let accepted = new_events.len() as u64;
                 break Ok(IngestOutcome {
                     accepted,

@@ -27,6 +27,8 @@ pub mod spend;
 pub mod tenants;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -58,10 +60,48 @@ impl Backend {
     }
 }
 
-/// Handle to the database; cheap to clone.
+/// Handle to the database; cheap to clone (clones share one [`Changes`]).
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) db: Db,
+    changes: Arc<Changes>,
+}
+
+/// The commits through one [`Store`] (and its clones) that bumped `meta.version`: every store
+/// method that changes what the snapshot shows (keys, budgets, prices, usage) counts its
+/// commit here, after it commits, so the snapshot service rebuilds before its next answer
+/// whichever caller wrote (an API handler, ingestion, the CLI in process). Writes by other
+/// processes are seen by the snapshot refresher polling `meta.version` instead.
+#[derive(Debug)]
+pub struct Changes {
+    count: AtomicU64,
+    wake: tokio::sync::Notify,
+}
+
+impl Changes {
+    fn new() -> Changes {
+        // Starts at 1, so a snapshot built by nobody yet (seen 0) counts as stale.
+        Changes {
+            count: AtomicU64::new(1),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// How many changes were committed (plus one).
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Waits for the next committed change (or one committed since the last wait).
+    pub async fn notified(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Counts a committed change and wakes a waiter.
+    fn committed(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -252,6 +292,7 @@ impl Store {
                 .await?;
             return Ok(Store {
                 db: Db::Postgres(pool),
+                changes: Arc::new(Changes::new()),
             });
         }
         let opts = if url.starts_with("sqlite:") {
@@ -287,6 +328,7 @@ impl Store {
             .await?;
         Ok(Store {
             db: Db::Sqlite { read, write },
+            changes: Arc::new(Changes::new()),
         })
     }
 
@@ -298,6 +340,17 @@ impl Store {
             Db::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
         }
         Ok(())
+    }
+
+    /// The changes committed through this store (see [`Changes`]).
+    pub fn changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    /// Records that a transaction that bumped `meta.version` committed. Call it after the
+    /// commit, never before: a snapshot built in between would count the change as seen.
+    pub(crate) fn committed_change(&self) {
+        self.changes.committed();
     }
 
     /// Which backend this is.
@@ -328,6 +381,7 @@ impl Store {
     /// Records that the time boundary `at` (a budget window end or a price's effective date)
     /// has passed: bumps the version once, whichever replica gets there first, so every
     /// replica serves the new windows under one new version. Returns whether this call bumped.
+    /// Not counted in [`Changes`]: the snapshot refresher calls it and rebuilds right after.
     pub async fn advance_clock(&self, at: i64) -> Result<bool, StoreError> {
         let done = with_pool!(self, write, |pool, pg| {
             sqlx::query(

@@ -179,6 +179,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            self.committed_change();
             Ok(ids)
         })
     }

@@ -1,0 +1,84 @@
+//! What the control plane logs about requests: the method, the route template and the status,
+//! never the raw path, its query or a header. Its own test binary, because a scoped tracing
+//! subscriber is not reliable while other tests run in parallel threads of the same process
+//! (callsite interest is cached process-wide).
+//!
+//! Run: `cargo test -p tollgate-control-plane --test logs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use common::*;
+use tollgate_control_plane::http::app;
+use tollgate_control_plane::testkit::sqlite_store;
+use tower::ServiceExt;
+
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A token or key in the query or the `Authorization` header stays out of the log.
+#[tokio::test]
+async fn request_logs_name_the_route_never_the_query_or_a_token() {
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (store, _db) = sqlite_store().await;
+    let (state, _clock) = state(store).await;
+    let app = app(state);
+    let call = |uri: &str, token: &str| {
+        let req = Request::get(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let app = app.clone();
+        async move { app.oneshot(req).await.unwrap().status() }
+    };
+    let ok = call(
+        "/v1/usage/events?reporter=tg-query-secret-0123456789",
+        ADMIN,
+    )
+    .await;
+    assert_eq!(ok, StatusCode::OK);
+    let refused = call("/v1/keys", "tg-wrong-secret-0123456789").await;
+    assert_eq!(refused, StatusCode::FORBIDDEN);
+    let unknown = call("/nowhere?token=tg-lost-0123", ADMIN).await;
+    assert_eq!(unknown, StatusCode::NOT_FOUND);
+
+    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("request{method=GET route=/v1/usage/events}")
+            && log.contains("route=\"/v1/usage/events\" status=200"),
+        "{log}"
+    );
+    assert!(log.contains("route=\"/v1/keys\" status=403"), "{log}");
+    assert!(log.contains("route=\"unmatched\" status=404"), "{log}");
+    for secret in [
+        ADMIN,
+        "tg-query-secret",
+        "tg-wrong-secret",
+        "tg-lost",
+        "/nowhere",
+    ] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
