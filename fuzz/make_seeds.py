@@ -13,7 +13,7 @@ import struct
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "fuzz" / "seeds"
 FIXTURES = ROOT / "filter" / "core" / "tests" / "fixtures" / "usage"
-# Selector bytes: the order of tollgate_fuzz::FORMATS.
+# Selector bytes: the order of tollgate_core::provider::APIS (tollgate_fuzz::format_of).
 FORMAT = {"openai_chat": 0, "openai_responses": 1, "openai_embeddings": 2,
           "anthropic_messages": 3, "gemini_generate_content": 4}
 

@@ -13,26 +13,18 @@ use tollgate_core::cost::{cost, CostBreakdown};
 use tollgate_core::pricing::{
     EffectiveRates, ModelPrice, Rates, SearchContext, ServiceTier, ThresholdTier,
 };
-use tollgate_core::provider::ApiFormat;
+use tollgate_core::provider::{ApiFormat, APIS};
 use tollgate_core::usage::{Usage, MAX_TOKENS};
 
-/// Every format the filter meters, indexed by a selector byte (`byte % 5`).
-pub const FORMATS: [ApiFormat; 5] = [
-    ApiFormat::OpenAiChat,
-    ApiFormat::OpenAiResponses,
-    ApiFormat::OpenAiEmbeddings,
-    ApiFormat::AnthropicMessages,
-    ApiFormat::GeminiGenerateContent,
-];
-
-/// The format a selector byte names.
+/// The format a selector byte names: every API the filter meters (`provider::APIS`), by
+/// `byte % APIS.len()`.
 pub fn format_of(selector: u8) -> ApiFormat {
-    FORMATS[usize::from(selector) % FORMATS.len()]
+    APIS[usize::from(selector) % APIS.len()].format()
 }
 
 /// The selector byte of `format` (for writing seeds).
 pub fn selector_of(format: ApiFormat) -> u8 {
-    FORMATS.iter().position(|f| *f == format).unwrap_or(0) as u8
+    APIS.iter().position(|a| a.format() == format).unwrap_or(0) as u8
 }
 
 /// Splits an input into its first byte (a selector) and the rest.

@@ -114,18 +114,35 @@ pub fn judge(
         reply::error(status, "invalid_request_error", &format!("Tollgate: {e}"))
     };
     let summary = summarize(body, route.format, route.path_model, estimate).map_err(invalid)?;
-    let found = book.lookup(&summary.model, Some(route.format.provider()));
+    let provider = route.format.provider();
+    let asked: &str = if route.format.api().model_is_deployment() {
+        let deployments = cfg.identity.providers.get(provider).map(|p| &p.deployments);
+        match deployments.and_then(|d| d.get(summary.model.as_ref())) {
+            Some(model) => model,
+            None => return Err(reply::error(
+                400,
+                "unknown_deployment",
+                &format!(
+                    "Tollgate: deployment {:?} is not in identity.providers.{provider}.deployments",
+                    summary.model
+                ),
+            )),
+        }
+    } else {
+        &summary.model
+    };
+    let found = book.lookup(asked, Some(provider));
     let (model, price) = match (found, &cfg.unknown_model) {
         (Some((key, p)), _) => (key.to_string(), Some(p.clone())),
         (None, UnknownModel::Deny) => {
             return Err(reply::error(
                 400,
                 "model_not_priced",
-                &format!("Tollgate has no price for model {:?}", summary.model),
+                &format!("Tollgate has no price for model {asked:?}"),
             ))
         }
-        (None, UnknownModel::AllowUnpriced) => (summary.model.to_string(), None),
-        (None, UnknownModel::DefaultPrice(p)) => (summary.model.to_string(), Some((**p).clone())),
+        (None, UnknownModel::AllowUnpriced) => (asked.to_string(), None),
+        (None, UnknownModel::DefaultPrice(p)) => (asked.to_string(), Some((**p).clone())),
     };
     let estimate = match &price {
         Some(p) => worst_case(&summary, p, estimate).map_err(invalid)?.cost,
@@ -264,6 +281,49 @@ mod tests {
         .unwrap();
         assert_eq!(j.priced.model, "gpt-4o-mini");
         assert!(j.priced.stream, "streaming chosen by the path");
+    }
+
+    #[test]
+    fn azure_deployments_are_priced_by_their_map() {
+        let mut book = book();
+        book.models.insert(
+            "azure/eu/gpt-4o-mini".into(),
+            ModelPrice::flat(d("0.0000011"), d("0.0000022")),
+        );
+        let cfg = config(
+            r#", "identity": {"providers": {"azure": {"cluster": "azure",
+                "deployments": {"prod-mini": "azure/eu/gpt-4o-mini"}}}}"#,
+        );
+        let est = EstimateConfig::default();
+        let on_path = Route {
+            format: ApiFormat::AzureOpenAiChat,
+            path_model: Some("prod-mini"),
+            path_stream: false,
+        };
+        let j = judge(br#"{"messages":[]}"#, &on_path, &book, &cfg, &est).unwrap();
+        assert_eq!(j.priced.model, "azure/eu/gpt-4o-mini");
+        // The v1 surface names the deployment in the body.
+        let v1 = Route::plain(ApiFormat::AzureOpenAiChat);
+        let j = judge(
+            br#"{"model":"prod-mini","messages":[]}"#,
+            &v1,
+            &book,
+            &cfg,
+            &est,
+        )
+        .unwrap();
+        assert_eq!(j.priced.model, "azure/eu/gpt-4o-mini");
+        // A deployment nobody mapped never reaches Azure, whatever the body says.
+        let r = judge(
+            br#"{"model":"gpt-4o-mini","messages":[]}"#,
+            &v1,
+            &book,
+            &cfg,
+            &est,
+        )
+        .unwrap_err();
+        assert_eq!(r.status, 400);
+        assert!(r.body.contains("unknown_deployment"), "{}", r.body);
     }
 
     #[test]

@@ -137,6 +137,10 @@ pub struct ProviderRoute {
     /// The Envoy cluster whose upstream filters inject this provider's key: a metered request
     /// of this provider routed to any other cluster is refused (Envoy's `xds.cluster_name`).
     pub cluster: String,
+    /// For a provider whose requests name a deployment instead of a model (Azure OpenAI):
+    /// each deployment's model, as the price book names it (`azure/gpt-4o`,
+    /// `azure/eu/gpt-4o-2024-08-06`). A request to a deployment not listed is refused.
+    pub deployments: BTreeMap<String, String>,
 }
 
 /// How requests are attributed.
@@ -482,13 +486,49 @@ fn identity(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> Iden
             }
         };
         // The unknown field is not named: a key pasted as a field name would land in the log.
-        if entry.keys().any(|k| k.as_str() != "cluster") {
+        if entry
+            .keys()
+            .any(|k| k.as_str() != "cluster" && k.as_str() != "deployments")
+        {
             f.problem(
                 "providers",
-                format!("{name}: unknown field (a provider takes only \"cluster\")"),
+                format!(
+                    "{name}: unknown field (a provider takes only \"cluster\" and \
+                     \"deployments\")"
+                ),
             );
         }
-        providers.insert(name, ProviderRoute { cluster });
+        let mut deployments = BTreeMap::new();
+        match entry.get("deployments") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (deployment, model) in m {
+                    match model {
+                        Value::String(model) if !model.trim().is_empty() => {
+                            deployments.insert(deployment.clone(), model.trim().to_string());
+                        }
+                        _ => f.problem(
+                            "providers",
+                            format!(
+                                "{name}.deployments.{deployment}: expected the model's \
+                                 price-book name (a non-empty string)"
+                            ),
+                        ),
+                    }
+                }
+            }
+            Some(_) => f.problem(
+                "providers",
+                format!("{name}.deployments: expected an object of deployment → model"),
+            ),
+        }
+        providers.insert(
+            name,
+            ProviderRoute {
+                cluster,
+                deployments,
+            },
+        );
     }
     let trusted: Option<String> = f.opt("trusted_principal_header");
     if trusted.as_deref().is_some_and(|h| h.trim().is_empty()) {
@@ -841,12 +881,25 @@ mod tests {
         assert!(!shown.contains("sk-live-123"), "{shown}");
         for want in [
             "openai: provider keys are no longer read from the plugin config",
-            "gemini: unknown field (a provider takes only \"cluster\")",
+            "gemini: unknown field (a provider takes only \"cluster\" and \"deployments\")",
             "anthropic.cluster: required",
         ] {
             assert!(shown.contains(want), "{want} missing from {shown}");
         }
         let mut v = base();
+        v["identity"] = json!({"providers": {"azure": {"cluster": "azure",
+            "deployments": {"prod": "azure/gpt-4o", "bad": 5, "empty": " "}}}});
+        let shown = parse(v.clone()).unwrap_err().to_string();
+        assert!(shown.contains("azure.deployments.bad: expected"), "{shown}");
+        assert!(
+            shown.contains("azure.deployments.empty: expected"),
+            "{shown}"
+        );
+        v["identity"] = json!({"providers": {"azure": {"cluster": "azure", "deployments": {"prod": "azure/gpt-4o"}}}});
+        assert_eq!(
+            parse(v.clone()).unwrap().identity.providers["azure"].deployments["prod"],
+            "azure/gpt-4o"
+        );
         v["identity"] = json!({"providers": {"openai": {"cluster": "openai"}, "gemini": {"cluster": "gemini"}}});
         let c = parse(v).unwrap();
         assert_eq!(c.identity.providers["gemini"].cluster, "gemini");

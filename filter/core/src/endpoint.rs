@@ -184,8 +184,13 @@ mod tests {
         assert_eq!(f("/v1beta/models/x:countTokens"), None);
         assert_eq!(f("/v1beta/models/:generateContent"), None);
         assert_eq!(f("/v1beta/models/a:b:generateContent"), None);
-        // No gateway prefix: the shipped routes send nothing but these exact paths.
-        assert_eq!(f("/openai/v1/chat/completions"), None);
+        // No gateway prefix: the shipped routes send nothing but these exact paths (and
+        // `/openai/…` is Azure's own surface, not a prefix).
+        assert_eq!(f("/gateway/v1/chat/completions"), None);
+        assert_eq!(
+            f("/openai/v1/chat/completions"),
+            Some((ApiFormat::AzureOpenAiChat, None, false))
+        );
         assert_eq!(ApiFormat::AnthropicMessages.provider(), "anthropic");
     }
 

@@ -76,52 +76,32 @@ impl Principal {
 /// Prefix of Tollgate virtual keys.
 pub const KEY_PREFIX: &str = "tg-";
 
-/// The virtual key a client sent: `Authorization: Bearer tg-…` (OpenAI SDKs), `x-api-key:
-/// tg-…` (Anthropic SDKs) or `x-goog-api-key: tg-…` (Gemini). `None` when none is a Tollgate key.
-pub fn virtual_key<'a>(
-    authorization: Option<&'a str>,
-    x_api_key: Option<&'a str>,
-    x_goog_api_key: Option<&'a str>,
-) -> Option<&'a str> {
-    let bearer = authorization.and_then(|v| {
-        let (scheme, token) = v.trim().split_once(' ')?;
+/// Headers clients put API keys in, in the order [`find_virtual_key`] reads them:
+/// `Authorization: Bearer` (OpenAI SDKs, Azure with Entra tokens), `x-api-key` (Anthropic),
+/// `x-goog-api-key` (Gemini), `api-key` (Azure OpenAI).
+pub const CREDENTIAL_HEADERS: [&str; 4] =
+    ["authorization", "x-api-key", "x-goog-api-key", "api-key"];
+
+/// The Tollgate virtual key (`tg-…`) in the value of the credential header `name`, if it
+/// holds one (`Bearer tg-…` for `authorization`).
+pub fn key_in<'a>(name: &str, value: &'a str) -> Option<&'a str> {
+    let key = if name == "authorization" {
+        let (scheme, token) = value.trim().split_once(' ')?;
         scheme
             .eq_ignore_ascii_case("bearer")
-            .then_some(token.trim())
-    });
-    [
-        bearer,
-        x_api_key.map(str::trim),
-        x_goog_api_key.map(str::trim),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|k| k.starts_with(KEY_PREFIX) && k.len() > KEY_PREFIX.len())
+            .then_some(token.trim())?
+    } else {
+        value.trim()
+    };
+    (key.starts_with(KEY_PREFIX) && key.len() > KEY_PREFIX.len()).then_some(key)
 }
 
-/// Headers clients put API keys in, in the order [`find_virtual_key`] reads them.
-pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-goog-api-key"];
-
-/// Like [`virtual_key`], reading headers lazily through `get` and stopping at the first that
-/// carries a Tollgate key (each header read is a host call in the filter).
+/// The first virtual key in the [`CREDENTIAL_HEADERS`], reading headers lazily through `get`
+/// (each header read is a host call in the filter).
 pub fn find_virtual_key(mut get: impl FnMut(&'static str) -> Option<String>) -> Option<String> {
-    let [auth, x_api, x_goog] = CREDENTIAL_HEADERS;
-    if let Some(k) = get(auth)
-        .as_deref()
-        .and_then(|v| virtual_key(Some(v), None, None))
-    {
-        return Some(k.to_string());
-    }
-    if let Some(k) = get(x_api)
-        .as_deref()
-        .and_then(|v| virtual_key(None, Some(v), None))
-    {
-        return Some(k.to_string());
-    }
-    get(x_goog)
-        .as_deref()
-        .and_then(|v| virtual_key(None, None, Some(v)))
-        .map(str::to_string)
+    CREDENTIAL_HEADERS
+        .into_iter()
+        .find_map(|h| get(h).and_then(|v| key_in(h, &v).map(str::to_string)))
 }
 
 /// The hash a virtual key is stored and looked up by: SHA-256, lowercase hex. The control
@@ -191,23 +171,28 @@ mod tests {
 
     #[test]
     fn virtual_keys() {
+        assert_eq!(key_in("authorization", "Bearer tg-abc"), Some("tg-abc"));
+        assert_eq!(key_in("authorization", "bearer  tg-abc "), Some("tg-abc"));
+        assert_eq!(key_in("x-api-key", "tg-k"), Some("tg-k"));
+        assert_eq!(key_in("api-key", " tg-azure"), Some("tg-azure"));
+        assert_eq!(key_in("x-goog-api-key", "tg-g"), Some("tg-g"));
+        assert_eq!(key_in("authorization", "Bearer sk-real"), None);
+        assert_eq!(key_in("authorization", "Basic tg-x"), None);
+        assert_eq!(key_in("authorization", "Bearer tg-"), None);
+        assert_eq!(key_in("x-api-key", "Bearer tg-k"), None);
         assert_eq!(
-            virtual_key(Some("Bearer tg-abc"), None, None),
-            Some("tg-abc")
-        );
-        assert_eq!(
-            virtual_key(Some("bearer  tg-abc "), None, None),
-            Some("tg-abc")
-        );
-        assert_eq!(virtual_key(None, Some("tg-k"), None), Some("tg-k"));
-        assert_eq!(
-            virtual_key(Some("Bearer sk-real"), Some("tg-k"), None),
+            find_virtual_key(|h| match h {
+                "authorization" => Some("Bearer sk-real".into()),
+                "x-api-key" => Some("tg-k".into()),
+                _ => None,
+            })
+            .as_deref(),
             Some("tg-k")
         );
-        assert_eq!(virtual_key(None, None, Some("tg-g")), Some("tg-g"));
-        assert_eq!(virtual_key(Some("Bearer sk-real"), None, None), None);
-        assert_eq!(virtual_key(Some("Basic tg-x"), None, None), None);
-        assert_eq!(virtual_key(Some("Bearer tg-"), None, None), None);
+        assert_eq!(
+            find_virtual_key(|h| (h == "api-key").then(|| "tg-azure".into())).as_deref(),
+            Some("tg-azure")
+        );
         let mut read = Vec::new();
         let found = find_virtual_key(|h| {
             read.push(h);

@@ -9,7 +9,7 @@ use crate::admission::Priced;
 use crate::config::{Config, MissingUsage};
 use crate::cost::{priced, CostBreakdown};
 use crate::event::{Charge, UnchargedReason};
-use crate::pricing::{Fallbacks, PriceBook};
+use crate::pricing::{strip_snapshot_date, Fallbacks, PriceBook};
 use crate::provider::ApiFormat;
 use crate::usage::{readable_encoding, served_json, SseUsage, Usage};
 
@@ -192,11 +192,26 @@ pub fn settle(
 /// The provider names the model that served the request: when it differs from the one priced
 /// at admission and the book prices it, settle on it (OpenAI answers `gpt-4o` with
 /// `gpt-4o-2024-08-06`, a router or an alias may serve another model altogether).
+///
+/// A deployment (Azure) is priced by the model its map names, which carries what the answer
+/// cannot (a regional or data-zone rate): the answer's model only checks it, and an answer naming
+/// another model altogether (a deployment moved to a new model, a stale map) is priced as that
+/// model at the provider's rate.
 fn price_served(format: ApiFormat, priced_as: &mut Priced, book: &PriceBook, served: &str) {
     if served == priced_as.model {
         return;
     }
-    let Some((key, price)) = book.lookup(served, Some(format.provider())) else {
+    let provider = format.provider();
+    let found = if format.api().model_is_deployment() {
+        if same_model(&priced_as.model, served) {
+            return;
+        }
+        book.lookup(&format!("{provider}/{served}"), None)
+            .or_else(|| book.lookup(served, Some(provider)))
+    } else {
+        book.lookup(served, Some(provider))
+    };
+    let Some((key, price)) = found else {
         return;
     };
     if key == priced_as.model {
@@ -204,6 +219,15 @@ fn price_served(format: ApiFormat, priced_as: &mut Priced, book: &PriceBook, ser
     }
     priced_as.requested_model = Some(std::mem::replace(&mut priced_as.model, key.to_string()));
     priced_as.price = Some(price.clone());
+}
+
+/// Whether the price-book key `mapped` (`azure/eu/gpt-4o`) and the model an answer names
+/// (`gpt-4o-2024-08-06`) are the same model: the key's last segment and the name agree once a
+/// snapshot date is dropped from either.
+fn same_model(mapped: &str, served: &str) -> bool {
+    let name = mapped.rsplit('/').next().unwrap_or(mapped);
+    let base = |m: &str| strip_snapshot_date(m).unwrap_or(m).to_string();
+    name == served || base(name) == base(served)
 }
 
 #[cfg(test)]
@@ -312,6 +336,51 @@ mod tests {
         assert_eq!(s.cost.total, d("0.004"));
         assert_eq!(p.model, "gpt-4o-2024-08-06");
         assert_eq!(p.requested_model.as_deref(), Some("gpt-4o"));
+    }
+
+    #[test]
+    fn a_deployment_keeps_its_mapped_price_unless_another_model_served() {
+        let azure = ApiFormat::AzureOpenAiChat;
+        let mut book = book();
+        book.models.insert(
+            "azure/gpt-4o-mini".into(),
+            ModelPrice::flat(d("0.0000002"), d("0.0000008")),
+        );
+        let mapped = || Priced {
+            model: "azure/eu/gpt-4o".into(),
+            ..priced()
+        };
+        let answer = |model: &str| -> Result<(Usage, Option<String>), UnchargedReason> {
+            Ok((
+                Usage {
+                    input_uncached: 1000,
+                    ..Usage::default()
+                },
+                Some(model.to_string()),
+            ))
+        };
+        // The dated name of the mapped model: the map's (regional) price stands.
+        let mut p = mapped();
+        let s = settle(
+            azure,
+            &mut p,
+            answer("gpt-4o-2024-08-06"),
+            &book,
+            &config(""),
+        );
+        assert_eq!(
+            (p.model.as_str(), s.cost.total),
+            ("azure/eu/gpt-4o", d("0.002"))
+        );
+        assert_eq!(p.requested_model, None);
+        // Another model served: priced as that model at Azure's rate.
+        let mut p = mapped();
+        let s = settle(azure, &mut p, answer("gpt-4o-mini"), &book, &config(""));
+        assert_eq!(p.model, "azure/gpt-4o-mini");
+        assert_eq!(p.requested_model.as_deref(), Some("azure/eu/gpt-4o"));
+        assert_eq!(s.cost.total, d("0.0002"));
+        assert!(same_model("azure/gpt-4o-2024-08-06", "gpt-4o"));
+        assert!(!same_model("azure/gpt-4o", "gpt-4o-mini"));
     }
 
     #[test]

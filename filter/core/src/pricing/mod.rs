@@ -23,6 +23,8 @@
 pub mod litellm;
 mod lookup;
 
+pub use lookup::strip_snapshot_date;
+
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;

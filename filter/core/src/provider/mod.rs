@@ -14,6 +14,7 @@
 //! | [`openai_embeddings`] | OpenAI Embeddings | `/v1/embeddings` |
 //! | [`anthropic_messages`] | Anthropic Messages | `/v1/messages` |
 //! | [`gemini`] | Gemini `generateContent` | `/v1beta/models/{m}:generateContent`, `:streamGenerateContent` (and under `/v1/`) |
+//! | [`azure_openai`] | Azure OpenAI: the three OpenAI APIs | `/openai/deployments/{d}/chat/completions`, `/completions`, `/embeddings`; `/openai/v1/chat/completions`, `/responses`, `/embeddings` |
 //!
 //! Adding an API is one module implementing [`ProviderApi`], a variant of [`ApiFormat`] and a
 //! row of [`APIS`], plus its fixtures under `tests/fixtures/usage/`.
@@ -25,6 +26,7 @@ use crate::pricing::ServiceTier;
 use crate::usage::{Served, StreamRead, Usage, UsageError, UsageValue};
 
 pub mod anthropic_messages;
+pub mod azure_openai;
 pub mod gemini;
 pub mod openai_chat;
 pub mod openai_embeddings;
@@ -45,16 +47,25 @@ pub enum ApiFormat {
     AnthropicMessages,
     /// Gemini `models/*:generateContent` and `:streamGenerateContent`.
     GeminiGenerateContent,
+    /// Azure OpenAI Chat Completions (deployments and v1).
+    AzureOpenAiChat,
+    /// Azure OpenAI Responses (v1).
+    AzureOpenAiResponses,
+    /// Azure OpenAI Embeddings (deployments and v1).
+    AzureOpenAiEmbeddings,
 }
 
 /// Every metered API, in the order routes are tried. The queue record stores an API by its
 /// position here, so new APIs go at the end.
-pub const APIS: [&dyn ProviderApi; 5] = [
+pub const APIS: [&dyn ProviderApi; 8] = [
     &openai_chat::OpenAiChat,
     &openai_responses::OpenAiResponses,
     &openai_embeddings::OpenAiEmbeddings,
     &anthropic_messages::AnthropicMessages,
     &gemini::Gemini,
+    &azure_openai::CHAT,
+    &azure_openai::RESPONSES,
+    &azure_openai::EMBEDDINGS,
 ];
 
 impl ApiFormat {
@@ -66,10 +77,14 @@ impl ApiFormat {
             ApiFormat::OpenAiEmbeddings => &openai_embeddings::OpenAiEmbeddings,
             ApiFormat::AnthropicMessages => &anthropic_messages::AnthropicMessages,
             ApiFormat::GeminiGenerateContent => &gemini::Gemini,
+            ApiFormat::AzureOpenAiChat => &azure_openai::CHAT,
+            ApiFormat::AzureOpenAiResponses => &azure_openai::RESPONSES,
+            ApiFormat::AzureOpenAiEmbeddings => &azure_openai::EMBEDDINGS,
         }
     }
 
-    /// The provider whose cluster and key serve this API (`openai`, `anthropic`, `gemini`).
+    /// The provider whose cluster and key serve this API (`openai`, `anthropic`, `gemini`,
+    /// `azure`).
     pub fn provider(self) -> &'static str {
         self.api().provider()
     }
@@ -155,6 +170,12 @@ pub trait ProviderApi: Sync {
     /// The metered route `path` names (exact and case-sensitive, query string removed), if
     /// it is one of this API's.
     fn route<'p>(&self, path: &'p str) -> Option<Route<'p>>;
+
+    /// Whether the request names a deployment (in its path or its `model`) that the
+    /// provider's `deployments` map turns into a price-book model (Azure).
+    fn model_is_deployment(&self) -> bool {
+        false
+    }
 
     /// What the top-level request member `key` means.
     fn request_field(&self, key: &str) -> RequestField;
