@@ -168,7 +168,8 @@ def write_secrets(parent, dp_token, provider_key):
     for file, name, value in [("dataplane", "dataplane_token", dp_token),
                               ("openai", "openai_key", provider_key),
                               ("anthropic", "anthropic_key", provider_key),
-                              ("gemini", "gemini_key", provider_key)]:
+                              ("gemini", "gemini_key", provider_key),
+                              ("azure", "azure_key", provider_key)]:
         key = os.path.join(d, file + ".key")
         with open(key, "w") as f:
             f.write(value)

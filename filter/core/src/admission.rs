@@ -119,14 +119,16 @@ pub fn judge(
         let deployments = cfg.identity.providers.get(provider).map(|p| &p.deployments);
         match deployments.and_then(|d| d.get(summary.model.as_ref())) {
             Some(model) => model,
-            None => return Err(reply::error(
-                400,
-                "unknown_deployment",
-                &format!(
+            None => {
+                return Err(reply::error(
+                    400,
+                    "unknown_deployment",
+                    &format!(
                     "Tollgate: deployment {:?} is not in identity.providers.{provider}.deployments",
                     summary.model
                 ),
-            )),
+                ))
+            }
         }
     } else {
         &summary.model

@@ -21,7 +21,7 @@ use tollgate_core::usage::Usage;
 type Feature = fn(&ModelPrice) -> bool;
 
 /// Providers whose `cost_per_token` LiteLLM computes with its generic or range-table code.
-const PROVIDERS: [&str; 4] = ["openai", "anthropic", "gemini", "dashscope"];
+const PROVIDERS: [&str; 5] = ["openai", "anthropic", "gemini", "dashscope", "azure"];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -232,7 +232,9 @@ fn costs_equal_litellm_exactly() {
     }
 
     // Pick models so every pricing feature is covered several times, spread over the map.
-    let features: [(&str, Feature); 12] = [
+    let features: [(&str, Feature); 13] = [
+        // Azure OpenAI (issue 15): regional and data-zone entries price like the others.
+        ("azure", |p| p.provider.as_deref() == Some("azure")),
         ("flat", |p| {
             p.rates.cache_read.is_none() && p.tiers.is_empty() && p.ranges.is_empty()
         }),

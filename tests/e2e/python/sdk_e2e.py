@@ -21,7 +21,12 @@ Cases:
   gemini-generate, gemini-stream         the same with google-genai's generate_content and
                     generate_content_stream (default api_version, v1beta)
   gemini-v1-generate, gemini-v1-stream   the same with api_version="v1"
-  openai-exhaust, anthropic-exhaust      requests until the budget refuses one (at most N):
+  azure-chat, azure-stream, azure-embeddings   openai.AzureOpenAI (azure_endpoint = BASE_URL,
+                    api_version AZURE_API_VERSION): the deployment surface, the virtual key in
+                    `api-key`; the deployments are named after their models (envoy/tollgate.yaml)
+  azure-v1-chat, azure-v1-responses      openai.OpenAI on Azure's v1 surface
+                    (base_url BASE_URL/openai/v1/), the deployment in `model`
+  openai-exhaust, anthropic-exhaust, azure-exhaust   requests until the budget refuses one (at most N):
                     the last line is the SDK's RateLimitError, with our message
 """
 import json
@@ -37,6 +42,7 @@ from google.genai import types as genai_types
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-haiku-4-5"
 GEMINI_MODEL = "gemini-2.5-flash"
+AZURE_API_VERSION = "2024-10-21"
 
 
 def emit(**fields):
@@ -202,6 +208,26 @@ def main():
             emit(case=case, **gemini_generate(gm, text))
         elif case in ("gemini-stream", "gemini-v1-stream"):
             emit(case=case, **gemini_generate(gm, text, stream=True))
+        else:
+            sys.exit(f"unknown case {case!r}")
+    elif case.startswith("azure-v1-"):
+        v1 = openai.OpenAI(base_url=f"{base}/openai/v1/", api_key=key)
+        if case == "azure-v1-chat":
+            emit(case=case, **openai_chat(v1, text))
+        elif case == "azure-v1-responses":
+            emit(case=case, **openai_responses(v1, text))
+        else:
+            sys.exit(f"unknown case {case!r}")
+    elif case.startswith("azure-"):
+        az = openai.AzureOpenAI(azure_endpoint=base, api_key=key, api_version=AZURE_API_VERSION)
+        if case == "azure-exhaust":
+            exhaust(lambda t: openai_chat(az, t), openai.RateLimitError, text, limit)
+        elif case == "azure-chat":
+            emit(case=case, **openai_chat(az, text))
+        elif case == "azure-stream":
+            emit(case=case, **openai_chat(az, text, stream=True))
+        elif case == "azure-embeddings":
+            emit(case=case, **openai_embeddings(az, text))
         else:
             sys.exit(f"unknown case {case!r}")
     elif case == "openai-exhaust":

@@ -85,6 +85,8 @@ pub struct ProviderKeys {
     pub anthropic: String,
     /// Gemini's (`x-goog-api-key`).
     pub gemini: String,
+    /// Azure OpenAI's (`api-key`).
+    pub azure: String,
 }
 
 impl ProviderKeys {
@@ -94,15 +96,17 @@ impl ProviderKeys {
             openai: key.into(),
             anthropic: key.into(),
             gemini: key.into(),
+            azure: key.into(),
         }
     }
 
     /// `(provider, key)` pairs.
-    pub fn all(&self) -> [(&'static str, &str); 3] {
+    pub fn all(&self) -> [(&'static str, &str); 4] {
         [
             ("openai", &self.openai),
             ("anthropic", &self.anthropic),
             ("gemini", &self.gemini),
+            ("azure", &self.azure),
         ]
     }
 
@@ -151,6 +155,7 @@ fn secret_name(provider: &str) -> &'static str {
     match provider {
         "openai" => "openai_key",
         "anthropic" => "anthropic_key",
+        "azure" => "azure_key",
         _ => "gemini_key",
     }
 }

@@ -105,15 +105,32 @@ pub fn expected(
     request: &Value,
     controls: &Controls,
 ) -> Result<(Usage, Decimal)> {
+    expected_with_prefix(book, api, request, controls, "")
+}
+
+/// [`expected`], priced at the book's entry `{prefix}{model}` (`azure/` for an Azure
+/// deployment the shipped config maps to the Azure entry of the model of its name).
+pub fn expected_with_prefix(
+    book: &PriceBook,
+    api: Api,
+    request: &Value,
+    controls: &Controls,
+    prefix: &str,
+) -> Result<(Usage, Decimal)> {
     let usage = usage_for(api, request, controls)
         .map_err(|e| anyhow::anyhow!("the mock would refuse this request: {e}"))?;
     let model = request
         .get("model")
         .and_then(Value::as_str)
         .context("request has no model")?;
-    let (_, price) = book
-        .lookup(model, Some(provider(api)))
-        .with_context(|| format!("no price for {model:?}"))?;
+    let (_, price) = if prefix.is_empty() {
+        book.lookup(model, Some(provider(api)))
+    } else {
+        book.models
+            .get_key_value(&format!("{prefix}{model}"))
+            .map(|(k, v)| (k.as_str(), v))
+    }
+    .with_context(|| format!("no price for {prefix}{model}"))?;
     let mut priced = core_usage(&usage);
     priced.search_context = search_context(api, request)?;
     let cost = tollgate_core::cost::cost(price, &priced)

@@ -215,6 +215,7 @@ impl Stack {
             openai: random_token("sk-mock-openai-")?,
             anthropic: random_token("sk-mock-anthropic-")?,
             gemini: random_token("sk-mock-gemini-")?,
+            azure: random_token("sk-mock-azure-")?,
         };
         for (_, k) in provider_keys.all() {
             secrets.add(k);

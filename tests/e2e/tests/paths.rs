@@ -351,3 +351,52 @@ fn a_forged_original_path_never_reaches_the_access_log() {
     let text = std::fs::read_to_string(stack.dir.join("access.log")).unwrap();
     assert!(!text.contains("forged-by-the-client"), "{text}");
 }
+
+/// Issue 15 (Azure OpenAI): a deployment the filter config does not map is refused before it
+/// reaches Azure, on both surfaces, whatever model the body names; a mapped one goes through
+/// with Azure's key (the mock demands it in `api-key`) and never the virtual key.
+#[test]
+fn an_unmapped_azure_deployment_never_reaches_azure() {
+    let Some(stack) = common::stack() else { return };
+    let api = stack.api().unwrap();
+    let chain = api.create_chain("azure-paths").unwrap();
+    stack.wait_for_sync().unwrap();
+    let key = [("api-key", chain.secret.as_str())];
+    for path in [
+        "/openai/deployments/not-mapped/chat/completions?api-version=2024-10-21",
+        "/openai/v1/chat/completions",
+    ] {
+        let body = json!({"model": "not-mapped", "max_tokens": 8,
+                          "messages": [{"role": "user", "content": "hi"}]})
+        .to_string();
+        let (status, headers, text) = raw(stack.envoy.listener, "POST", path, &key, &body);
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains("unknown_deployment"), "{text}");
+        assert_eq!(header(&headers, "x-tollgate-decision"), Some("refused"));
+    }
+    let (status, _, text) = raw(
+        stack.envoy.listener,
+        "POST",
+        "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21",
+        &key,
+        &chat(),
+    );
+    assert_eq!(status, 200, "{text}");
+    let lines: Vec<Value> = eventually(Duration::from_secs(10), || {
+        let azure: Vec<Value> = stack
+            .access_log()
+            .into_iter()
+            .filter(|l| {
+                l["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/openai/"))
+            })
+            .collect();
+        (azure.len() >= 3).then_some(azure)
+    })
+    .expect("three Azure lines in the access log");
+    for l in &lines {
+        let reached = !l["upstream_host"].is_null();
+        assert_eq!(reached, l["status"] == 200, "{l}");
+    }
+}

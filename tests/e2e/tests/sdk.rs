@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tollgate_tests::control_plane::Spend;
-use tollgate_tests::pricing::{expected, litellm_book};
+use tollgate_tests::pricing::{expected_with_prefix, litellm_book};
 use tollgate_tests::{eventually, python, Chain, Stack};
 use tollgate_upstream::{Api, Controls};
 
@@ -52,6 +52,11 @@ fn sdk(
 /// Sends `cases` one by one and checks each against the mock's usage, the independent price,
 /// the remaining-budget header, the access log and the ledger.
 fn metered_exactly(prefix: &str, api: Api, cases: &[&str]) {
+    metered_exactly_at(prefix, api, cases, "");
+}
+
+/// [`metered_exactly`], each request priced at the book's `{price_prefix}{model}`.
+fn metered_exactly_at(prefix: &str, api: Api, cases: &[&str], price_prefix: &str) {
     let Some(stack) = common::stack() else { return };
     let Some(py) = common::python() else { return };
     let admin = stack.api().unwrap();
@@ -81,7 +86,9 @@ fn metered_exactly(prefix: &str, api: Api, cases: &[&str]) {
         let lines = python::finish(script).unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
         let landed = landed.unwrap_or_else(|| panic!("request {i} never reached the ledger"));
         let r = &lines[0];
-        let (usage, cost) = expected(book, api, &r["request"], &Controls::default()).unwrap();
+        let (usage, cost) =
+            expected_with_prefix(book, api, &r["request"], &Controls::default(), price_prefix)
+                .unwrap();
         match api {
             Api::OpenAiChat => {
                 assert_eq!(
@@ -207,6 +214,36 @@ fn openai_sdk_responses_json_and_streamed_are_metered_exactly() {
     );
 }
 
+/// Issue 15: `openai.AzureOpenAI` on the deployment surface (the virtual key in `api-key`,
+/// Azure's own key injected by the azure cluster) and `openai.OpenAI` on Azure's v1 surface:
+/// each deployment priced at the Azure entry its map names (`azure/gpt-4o-mini` bills 10 %
+/// above OpenAI's own `gpt-4o-mini`, so a request priced as OpenAI's would not match).
+#[test]
+fn azure_openai_sdk_requests_are_metered_at_azure_prices() {
+    metered_exactly_at(
+        "azure",
+        Api::OpenAiChat,
+        &["azure-chat", "azure-stream", "azure-v1-chat"],
+        "azure/",
+    );
+}
+
+#[test]
+fn azure_openai_sdk_embeddings_and_responses_are_metered_at_azure_prices() {
+    metered_exactly_at(
+        "azure-emb",
+        Api::OpenAiEmbeddings,
+        &["azure-embeddings"],
+        "azure/",
+    );
+    metered_exactly_at(
+        "azure-resp",
+        Api::OpenAiResponses,
+        &["azure-v1-responses"],
+        "azure/",
+    );
+}
+
 #[test]
 fn openai_sdk_embeddings_are_metered_exactly() {
     metered_exactly("embeddings", Api::OpenAiEmbeddings, &["openai-embeddings"]);
@@ -227,18 +264,31 @@ fn anthropic_sdk_json_and_streamed_requests_are_metered_exactly() {
 
 /// Spends a small budget until Tollgate refuses, in one SDK; checks the error and the ledger.
 fn exhaust(stack: &Stack, py: &std::path::PathBuf, prefix: &str, api: Api, limit: &str) {
+    exhaust_with(stack, py, prefix, prefix, api, limit, "");
+}
+
+/// [`exhaust`] with the case `{prefix}-exhaust` of the SDK module `sdk_name`, each request
+/// priced at `{price_prefix}{model}`.
+fn exhaust_with(
+    stack: &Stack,
+    py: &std::path::PathBuf,
+    prefix: &str,
+    sdk_name: &str,
+    api: Api,
+    limit: &str,
+    price_prefix: &str,
+) {
     let admin = stack.api().unwrap();
     let chain = admin.create_chain(prefix).unwrap();
     let budget = admin
         .create_budget("key", &chain.key_id, "total", limit)
         .unwrap();
     stack.wait_for_sync().unwrap();
-    let sdk_name = prefix;
     let lines = sdk(
         stack,
         py,
         &chain,
-        &format!("{sdk_name}-exhaust"),
+        &format!("{prefix}-exhaust"),
         "spend it all",
     );
     let (refusal, allowed) = lines.split_last().unwrap();
@@ -251,8 +301,12 @@ fn exhaust(stack: &Stack, py: &std::path::PathBuf, prefix: &str, api: Api, limit
     let mut spent = Decimal::ZERO;
     for r in allowed {
         assert_eq!(r["case"], "allowed");
-        assert_eq!(dec(r["remaining"].as_str().unwrap()), limit - spent, "{r}");
-        spent += expected(book, api, &r["request"], &Controls::default())
+        assert_eq!(
+            dec(r["remaining"].as_str().unwrap()),
+            limit - spent,
+            "{prefix}: {r}"
+        );
+        spent += expected_with_prefix(book, api, &r["request"], &Controls::default(), price_prefix)
             .unwrap()
             .1;
     }
@@ -301,4 +355,14 @@ fn exhausted_budget_is_each_sdks_rate_limit_error_with_our_message() {
     // claude-haiku-4-5 about $0.00007.
     exhaust(&stack, &py, "openai", Api::OpenAiChat, "0.00005");
     exhaust(&stack, &py, "anthropic", Api::AnthropicMessages, "0.0004");
+    // Azure OpenAI through openai.AzureOpenAI: the same 429, raised as the openai SDK's.
+    exhaust_with(
+        &stack,
+        &py,
+        "azure",
+        "openai",
+        Api::OpenAiChat,
+        "0.00005",
+        "azure/",
+    );
 }

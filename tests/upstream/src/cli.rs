@@ -2,7 +2,7 @@
 //! crate's copy of it (Cargo hands a test only its own package's binaries).
 //!
 //! ```text
-//! tollgate-upstream --listen 127.0.0.1:0 [--expect-key sk-mock] [--threads 2]
+//! tollgate-upstream --listen 127.0.0.1:0 [--expect-key sk-mock] [--azure-deployment prod=gpt-4o] [--threads 2]
 //! ```
 //! The first stdout line is `listening on 127.0.0.1:NNNN` (the bound address, so port 0
 //! works). SIGINT or SIGTERM stops it.
@@ -26,6 +26,9 @@ struct Args {
     /// repeatable.
     #[arg(long)]
     expect_key: Vec<String>,
+    /// An Azure deployment and the model it serves, `NAME=MODEL`; repeatable.
+    #[arg(long)]
+    azure_deployment: Vec<String>,
     /// Worker threads (default: one per core). Benches pin the mock to fewer cores than Envoy.
     #[arg(long)]
     threads: Option<usize>,
@@ -53,11 +56,19 @@ pub fn main() -> anyhow::Result<()> {
         let mut options = Options::default();
         for k in args.expect_key {
             match k.split_once('=') {
-                Some((p, key)) if matches!(p, "openai" | "anthropic" | "gemini") => {
+                Some((p, key)) if matches!(p, "openai" | "anthropic" | "gemini" | "azure") => {
                     options.provider_keys.push((p.to_owned(), key.to_owned()));
                 }
                 _ => options.expect_key = Some(k),
             }
+        }
+        for d in args.azure_deployment {
+            let (name, model) = d
+                .split_once('=')
+                .with_context(|| format!("--azure-deployment {d:?}: expected NAME=MODEL"))?;
+            options
+                .azure_deployments
+                .push((name.to_owned(), model.to_owned()));
         }
         tokio::select! {
             r = serve(listener, options) => r.context("serving"),

@@ -110,6 +110,9 @@ pub struct Options {
     /// `x-goog-api-key` or `?key=`), else 401. With distinct keys this proves each key reaches
     /// only its own provider (`--expect-key openai=sk-1`).
     pub provider_keys: Vec<(String, String)>,
+    /// Azure deployments and the model each serves (`--azure-deployment NAME=MODEL`); a
+    /// deployment not listed serves the model of its own name.
+    pub azure_deployments: Vec<(String, String)>,
 }
 
 /// Per-request ids and timestamp. Ids are unique within a process (a counter) and carry the

@@ -44,6 +44,17 @@ pub fn router(options: Options) -> Router {
             "/v1/models/{model_action}",
             post(gemini_route).get(openai_model),
         )
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(azure_deployment_chat),
+        )
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            post(azure_deployment_embeddings),
+        )
+        .route("/openai/v1/chat/completions", post(azure_v1_chat))
+        .route("/openai/v1/responses", post(azure_v1_responses))
+        .route("/openai/v1/embeddings", post(azure_v1_embeddings))
         .route("/v1/models", get(openai_models))
         .route("/v1beta/models", get(gemini_models))
         .fallback(not_found)
@@ -142,8 +153,111 @@ async fn gemini_route(
         .rsplit_once(':')
         .map(|(m, _)| m.to_owned())
         .unwrap_or_default();
-    let path = GeminiPath { model, query_key };
+    let path = PathFacts {
+        model,
+        query_key,
+        provider: "gemini",
+    };
     handle(&o, Api::Gemini, &headers, Some(&path), &body, target).await
+}
+
+async fn azure_deployment_chat(
+    State(o): State<Arc<Options>>,
+    Path(deployment): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    azure(
+        &o,
+        Api::OpenAiChat,
+        Some(deployment),
+        query,
+        &headers,
+        &body,
+    )
+    .await
+}
+
+async fn azure_deployment_embeddings(
+    State(o): State<Arc<Options>>,
+    Path(deployment): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    azure(
+        &o,
+        Api::OpenAiEmbeddings,
+        Some(deployment),
+        query,
+        &headers,
+        &body,
+    )
+    .await
+}
+
+async fn azure_v1_chat(State(o): State<Arc<Options>>, headers: HeaderMap, body: Bytes) -> Response {
+    azure(&o, Api::OpenAiChat, None, None, &headers, &body).await
+}
+
+async fn azure_v1_responses(
+    State(o): State<Arc<Options>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    azure(&o, Api::OpenAiResponses, None, None, &headers, &body).await
+}
+
+async fn azure_v1_embeddings(
+    State(o): State<Arc<Options>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    azure(&o, Api::OpenAiEmbeddings, None, None, &headers, &body).await
+}
+
+/// Azure OpenAI: OpenAI's bodies, a deployment (in the path, or v1's body `model`) instead of
+/// a model. The answer names the model behind the deployment (`--azure-deployment NAME=MODEL`;
+/// a deployment not listed serves the model of its own name), as Azure does. The deployment
+/// surface requires `api-version` and answers a missing one with Azure's 404.
+async fn azure(
+    o: &Options,
+    api: Api,
+    deployment: Option<String>,
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let on_path = deployment.is_some();
+    let has_version = query
+        .unwrap_or_default()
+        .split('&')
+        .any(|p| p.starts_with("api-version="));
+    if on_path && !has_version {
+        return error(api, StatusCode::NOT_FOUND, "Resource not found");
+    }
+    let deployment = deployment.or_else(|| {
+        serde_json::from_slice::<Value>(body)
+            .ok()?
+            .get("model")?
+            .as_str()
+            .map(str::to_owned)
+    });
+    let Some(deployment) = deployment else {
+        return error(api, StatusCode::BAD_REQUEST, "missing deployment (model)");
+    };
+    let model = o
+        .azure_deployments
+        .iter()
+        .find(|(d, _)| *d == deployment)
+        .map_or(deployment.clone(), |(_, m)| m.clone());
+    let path = PathFacts {
+        model,
+        query_key: None,
+        provider: "azure",
+    };
+    handle(o, api, headers, Some(&path), body, Target::Body).await
 }
 
 /// Models the lists name.
@@ -163,7 +277,7 @@ fn models_reply(
             .find(|(k, _)| *k == "key")
             .map(|(_, v)| v.to_owned())
     });
-    if let Err(r) = check_key(o, api, headers, query_key.as_deref()) {
+    if let Err(r) = check_key(o, api, provider_of(api), headers, query_key.as_deref()) {
         return *r;
     }
     (StatusCode::OK, axum::Json(body)).into_response()
@@ -252,10 +366,12 @@ enum Target {
     GeminiArray,
 }
 
-/// What a Gemini path carries besides the method.
-struct GeminiPath {
+/// What a path says besides the API: the model (Gemini's, or the one behind an Azure
+/// deployment), a key in the query (Gemini), and the provider whose key it needs.
+struct PathFacts {
     model: String,
     query_key: Option<String>,
+    provider: &'static str,
 }
 
 /// The provider whose key `api` needs.
@@ -273,6 +389,7 @@ fn provider_of(api: Api) -> &'static str {
 fn check_key(
     options: &Options,
     api: Api,
+    provider: &str,
     headers: &HeaderMap,
     query_key: Option<&str>,
 ) -> Result<(), Box<Response>> {
@@ -288,12 +405,16 @@ fn check_key(
             return refuse("the mock upstream did not receive the expected provider key");
         }
     }
-    let provider = provider_of(api);
     if let Some((_, expected)) = options.provider_keys.iter().find(|(p, _)| p == provider) {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let ok = match provider {
             "openai" => get("authorization") == Some(format!("Bearer {expected}").as_str()),
             "anthropic" => get("x-api-key") == Some(expected.as_str()),
+            // Azure takes its key in `api-key`, or an Entra token as a bearer.
+            "azure" => {
+                get("api-key") == Some(expected.as_str())
+                    || get("authorization") == Some(format!("Bearer {expected}").as_str())
+            }
             _ => {
                 get("x-goog-api-key") == Some(expected.as_str())
                     || query_key == Some(expected.as_str())
@@ -317,6 +438,7 @@ fn presented_key(headers: &HeaderMap, query_key: Option<&str>) -> Vec<String> {
     }
     keys.extend(get("x-api-key").map(str::to_owned));
     keys.extend(get("x-goog-api-key").map(str::to_owned));
+    keys.extend(get("api-key").map(str::to_owned));
     keys.extend(query_key.map(str::to_owned));
     keys
 }
@@ -325,7 +447,7 @@ async fn handle(
     options: &Options,
     api: Api,
     headers: &HeaderMap,
-    gemini_path: Option<&GeminiPath>,
+    path: Option<&PathFacts>,
     body: &[u8],
     target: Target,
 ) -> Response {
@@ -336,8 +458,9 @@ async fn handle(
     if let Err(r) = check_key(
         options,
         api,
+        path.map_or(provider_of(api), |p| p.provider),
         headers,
-        gemini_path.and_then(|g| g.query_key.as_deref()),
+        path.and_then(|g| g.query_key.as_deref()),
     ) {
         return *r;
     }
@@ -356,7 +479,7 @@ async fn handle(
         api,
         &request,
         &controls,
-        gemini_path.map(|g| g.model.as_str()),
+        path.map(|g| g.model.as_str()),
         path_stream,
     ) {
         Ok(p) => p,

@@ -991,3 +991,62 @@ async fn answers_are_compressed_as_the_client_allows_or_as_forced() {
         }
     }
 }
+
+/// Azure OpenAI: a deployment (path or v1 body) answers as the model behind it, its key only in
+/// `api-key` (or an Entra bearer), `api-version` required on the deployment surface.
+#[tokio::test]
+async fn azure_deployments_answer_as_their_model_with_the_azure_key() {
+    let addr = server_with(Options {
+        provider_keys: vec![("azure".into(), "az-key".into())],
+        azure_deployments: vec![("prod-mini".into(), "gpt-4o-mini-2024-07-18".into())],
+        ..Options::default()
+    })
+    .await;
+    let path = "/openai/deployments/prod-mini/chat/completions?api-version=2024-10-21";
+    let r = post(addr, path, &[("api-key", "az-key")], &chat_request()).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["model"], "gpt-4o-mini-2024-07-18");
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    let bearer = post(
+        addr,
+        path,
+        &[("authorization", "Bearer az-key")],
+        &chat_request(),
+    )
+    .await;
+    assert_eq!(bearer.status, 200);
+    for headers in [
+        vec![("authorization", "Bearer sk-o")],
+        vec![("api-key", "tg-virtual")],
+        vec![],
+    ] {
+        let r = post(addr, path, &headers, &chat_request()).await;
+        assert_eq!(r.status, 401, "{headers:?}");
+    }
+    let unversioned = "/openai/deployments/prod-mini/chat/completions";
+    let r = post(addr, unversioned, &[("api-key", "az-key")], &chat_request()).await;
+    assert_eq!(r.status, 404);
+    let mut v1 = chat_request();
+    v1["model"] = "prod-mini".into();
+    let r = post(
+        addr,
+        "/openai/v1/chat/completions",
+        &[("api-key", "az-key")],
+        &v1,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["model"].clone()),
+        (200, "gpt-4o-mini-2024-07-18".into())
+    );
+    let emb = serde_json::json!({"model": "text-embedding-3-small", "input": "hello"});
+    let r = post(
+        addr,
+        "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21",
+        &[("api-key", "az-key")],
+        &emb,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}

@@ -118,6 +118,7 @@ fn secrets_dir(scratch: &Scratch) -> PathBuf {
         ("openai", "openai_key", "sk-openai-test"),
         ("anthropic", "anthropic_key", "sk-ant-test"),
         ("gemini", "gemini_key", "gemini-test"),
+        ("azure", "azure_key", "azure-test"),
     ] {
         let key = dir.join(format!("{file}.key"));
         std::fs::write(&key, value).unwrap();
