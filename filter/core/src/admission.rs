@@ -173,18 +173,7 @@ pub fn judge(
 mod tests {
     use super::*;
     use crate::provider::ApiFormat;
-    use std::str::FromStr;
-
-    fn d(s: &str) -> Decimal {
-        Decimal::from_str(s).unwrap()
-    }
-
-    fn config(extra: &str) -> Config {
-        let text = format!(
-            r#"{{"control_plane": {{"cluster": "cp", "authority": "127.0.0.1:8080", "token": "t"}}{extra}}}"#
-        );
-        Config::parse(text.as_bytes()).unwrap()
-    }
+    use crate::test_support::{config, d};
 
     fn book() -> PriceBook {
         let mut book = PriceBook {

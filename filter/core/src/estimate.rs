@@ -786,13 +786,8 @@ fn search_context(token: Option<&[u8]>) -> SearchContext {
 /// entry with `googleSearch` / `google_search` / `googleSearchRetrieval`. Malformed entries
 /// enable nothing (the body was already checked to be JSON).
 fn web_search_tool(tools: &[u8]) -> Option<WebSearchAsk> {
-    if tools.first() != Some(&b'[') {
-        return None;
-    }
     let mut found = None;
-    let walked = scan::walk_array(tools, 0, |i| {
-        let end = scan::skip_value(tools, i)?;
-        let entry = tools.get(i..end).unwrap_or_default();
+    let walked = scan::for_each_element(tools, |entry| {
         let [ty, size, max_uses, g1, g2, g3] = scan::find_members(
             entry,
             [
@@ -813,7 +808,7 @@ fn web_search_tool(tools: &[u8]) -> Option<WebSearchAsk> {
                 max_uses: max_uses.and_then(|m| std::str::from_utf8(m).ok()?.parse().ok()),
             });
         }
-        Ok::<_, scan::ScanError>(end)
+        Ok::<_, scan::ScanError>(())
     });
     walked.ok().and(found)
 }

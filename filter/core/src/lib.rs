@@ -38,6 +38,8 @@ pub mod settlement;
 pub mod shared_codec;
 pub mod snapshot;
 pub mod sync_protocol;
+#[cfg(test)]
+mod test_support;
 pub mod usage;
 
 pub use rust_decimal::Decimal;

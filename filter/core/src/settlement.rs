@@ -234,19 +234,8 @@ fn same_model(mapped: &str, served: &str) -> bool {
 mod tests {
     use super::*;
     use crate::pricing::ModelPrice;
+    use crate::test_support::{config, d};
     use rust_decimal::Decimal;
-    use std::str::FromStr;
-
-    fn d(s: &str) -> Decimal {
-        Decimal::from_str(s).unwrap()
-    }
-
-    fn config(extra: &str) -> Config {
-        let text = format!(
-            r#"{{"control_plane": {{"cluster": "cp", "authority": "127.0.0.1:8080", "token": "t"}}{extra}}}"#
-        );
-        Config::parse(text.as_bytes()).unwrap()
-    }
 
     fn book() -> PriceBook {
         let mut book = PriceBook::default();

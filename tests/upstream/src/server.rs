@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use bytes::Bytes;
 use futures_util::stream;
@@ -46,15 +46,15 @@ pub fn router(options: Options) -> Router {
         )
         .route(
             "/openai/deployments/{deployment}/chat/completions",
-            post(azure_deployment_chat),
+            azure_deployment(Api::OpenAiChat),
         )
         .route(
             "/openai/deployments/{deployment}/embeddings",
-            post(azure_deployment_embeddings),
+            azure_deployment(Api::OpenAiEmbeddings),
         )
-        .route("/openai/v1/chat/completions", post(azure_v1_chat))
-        .route("/openai/v1/responses", post(azure_v1_responses))
-        .route("/openai/v1/embeddings", post(azure_v1_embeddings))
+        .route("/openai/v1/chat/completions", azure_v1(Api::OpenAiChat))
+        .route("/openai/v1/responses", azure_v1(Api::OpenAiResponses))
+        .route("/openai/v1/embeddings", azure_v1(Api::OpenAiEmbeddings))
         .route("/v1/models", get(openai_models))
         .route("/v1beta/models", get(gemini_models))
         .fallback(not_found)
@@ -161,60 +161,26 @@ async fn gemini_route(
     handle(&o, Api::Gemini, &headers, Some(&path), &body, target).await
 }
 
-async fn azure_deployment_chat(
-    State(o): State<Arc<Options>>,
-    Path(deployment): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    azure(
-        &o,
-        Api::OpenAiChat,
-        Some(deployment),
-        query,
-        &headers,
-        &body,
+/// An Azure deployment route of `api` (`/openai/deployments/{deployment}/…`).
+fn azure_deployment(api: Api) -> MethodRouter<Arc<Options>> {
+    post(
+        move |State(o): State<Arc<Options>>,
+              Path(deployment): Path<String>,
+              RawQuery(query): RawQuery,
+              headers: HeaderMap,
+              body: Bytes| async move {
+            azure(&o, api, Some(deployment), query, &headers, &body).await
+        },
     )
-    .await
 }
 
-async fn azure_deployment_embeddings(
-    State(o): State<Arc<Options>>,
-    Path(deployment): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    azure(
-        &o,
-        Api::OpenAiEmbeddings,
-        Some(deployment),
-        query,
-        &headers,
-        &body,
+/// An Azure v1 route of `api` (`/openai/v1/…`, the deployment in the body's `model`).
+fn azure_v1(api: Api) -> MethodRouter<Arc<Options>> {
+    post(
+        move |State(o): State<Arc<Options>>, headers: HeaderMap, body: Bytes| async move {
+            azure(&o, api, None, None, &headers, &body).await
+        },
     )
-    .await
-}
-
-async fn azure_v1_chat(State(o): State<Arc<Options>>, headers: HeaderMap, body: Bytes) -> Response {
-    azure(&o, Api::OpenAiChat, None, None, &headers, &body).await
-}
-
-async fn azure_v1_responses(
-    State(o): State<Arc<Options>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    azure(&o, Api::OpenAiResponses, None, None, &headers, &body).await
-}
-
-async fn azure_v1_embeddings(
-    State(o): State<Arc<Options>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    azure(&o, Api::OpenAiEmbeddings, None, None, &headers, &body).await
 }
 
 /// Azure OpenAI: OpenAI's bodies, a deployment (in the path, or v1's body `model`) instead of

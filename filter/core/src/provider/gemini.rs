@@ -134,25 +134,19 @@ impl ProviderApi for Gemini {
 /// `groundingMetadata`, the largest count (candidates search alike).
 fn grounding_queries(candidates: &[u8]) -> Result<u64, UsageError> {
     let mut most = 0u64;
-    if candidates.first() == Some(&b'[') {
-        scan::walk_array(candidates, 0, |i| {
-            let end = scan::skip_value(candidates, i)?;
-            let candidate = candidates.get(i..end).unwrap_or_default();
-            let [grounding] = scan::find_members(candidate, ["groundingMetadata"])?;
-            if let Some(g) = grounding {
-                let [queries] = scan::find_members(g, ["webSearchQueries"])?;
-                if let Some(q) = queries.filter(|q| q.first() == Some(&b'[')) {
-                    let mut n = 0u64;
-                    scan::walk_array(q, 0, |j| {
-                        n = n.saturating_add(1);
-                        Ok::<_, UsageError>(scan::skip_value(q, j)?)
-                    })?;
-                    most = most.max(n);
-                }
-            }
-            Ok::<_, UsageError>(end)
-        })?;
-    }
+    scan::for_each_element(candidates, |candidate| {
+        let [grounding] = scan::find_members(candidate, ["groundingMetadata"])?;
+        if let Some(g) = grounding {
+            let [queries] = scan::find_members(g, ["webSearchQueries"])?;
+            let mut n = 0u64;
+            scan::for_each_element(queries.unwrap_or_default(), |_| {
+                n = n.saturating_add(1);
+                Ok::<_, UsageError>(())
+            })?;
+            most = most.max(n);
+        }
+        Ok::<_, UsageError>(())
+    })?;
     Ok(most)
 }
 

@@ -114,17 +114,13 @@ impl ProviderApi for OpenAiResponses {
 /// The `web_search_call` items of a Responses `output` array.
 fn web_search_calls(output: &[u8]) -> Result<u64, UsageError> {
     let mut calls = 0u64;
-    if output.first() == Some(&b'[') {
-        scan::walk_array(output, 0, |i| {
-            let end = scan::skip_value(output, i)?;
-            let item = output.get(i..end).unwrap_or_default();
-            let [ty] = scan::find_members(item, ["type"])?;
-            if ty.is_some_and(|t| t == b"\"web_search_call\"") {
-                calls = calls.saturating_add(1);
-            }
-            Ok::<_, UsageError>(end)
-        })?;
-    }
+    scan::for_each_element(output, |item| {
+        let [ty] = scan::find_members(item, ["type"])?;
+        if ty.is_some_and(|t| t == b"\"web_search_call\"") {
+            calls = calls.saturating_add(1);
+        }
+        Ok::<_, UsageError>(())
+    })?;
     Ok(calls)
 }
 

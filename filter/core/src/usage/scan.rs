@@ -291,6 +291,23 @@ pub(crate) fn walk_array<E: From<ScanError>>(
     }
 }
 
+/// Calls `f` with the bytes of each element of `array` (a value token); a token that is not an
+/// array has no elements.
+pub(crate) fn for_each_element<E: From<ScanError>>(
+    array: &[u8],
+    mut f: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    if array.first() != Some(&b'[') {
+        return Ok(());
+    }
+    walk_array(array, 0, |i| {
+        let end = skip_value(array, i)?;
+        f(array.get(i..end).unwrap_or_default())?;
+        Ok(end)
+    })
+    .map(|_| ())
+}
+
 /// The text of a JSON string token (quotes included), unescaped only when it has escapes.
 pub(crate) fn unquote(token: &[u8]) -> Option<Cow<'_, [u8]>> {
     let inner = token.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
