@@ -156,16 +156,15 @@ impl IntoResponse for ApiError {
             // The cause goes to the log only; it may name tables or constraint internals.
             tracing::error!(error = %cause, "internal error");
         }
-        let mut doc = serde_json::json!({
-            "type": format!("urn:tollgate:problem:{}", self.slug()),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": self.to_string(),
-        });
-        if let (Some(field), Some(obj)) = (self.field(), doc.as_object_mut()) {
-            obj.insert("field".into(), field.into());
-        }
-        let mut resp = (status, doc.to_string()).into_response();
+        let doc = super::openapi::Problem {
+            kind: format!("urn:tollgate:problem:{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            field: self.field().map(str::to_string),
+        };
+        let body = serde_json::to_string(&doc).unwrap_or_default();
+        let mut resp = (status, body).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if status == StatusCode::UNAUTHORIZED {
