@@ -217,8 +217,9 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-/// A JSON body, rejected as an [`ApiError`] (415 without a JSON content type, 413 over the
-/// route's body limit, 400 malformed, 422 wrong shape naming the field).
+/// A JSON object body, rejected as an [`ApiError`] (415 without a JSON content type, 413 over
+/// the route's body limit, 400 malformed, 422 wrong shape naming the field, or `body` when
+/// it is not an object).
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -252,6 +253,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 }
             }
         })?;
+        // serde's derive also reads a struct from an array of its fields (`[]` is a patch
+        // with every field absent); every body of the API is an object, and documented so.
+        if bytes.trim_ascii_start().first() == Some(&b'[')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok()
+        {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
         parse_json(&bytes).map(ApiJson)
     }
 }
