@@ -11,7 +11,7 @@ use tollgate_core::budget::{Mode, Period, Scope};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, Params};
-use super::formats::{Money, ScopeId};
+use super::formats::{IdPath, Money, ScopeId};
 use super::AppState;
 use crate::store::budgets::{Budget, BudgetPatch, NewBudget};
 use crate::timezone::Zone;
@@ -241,9 +241,7 @@ pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<Bu
 }
 
 /// Get a budget.
-#[utoipa::path(get, path = "/v1/budgets/{id}", params(
-    ("id" = String, Path, description = "Id"),
-), responses(
+#[utoipa::path(get, path = "/v1/budgets/{id}", params(IdPath), responses(
     (status = 200, description = "OK", body = BudgetView),
     (status = 404, description = "No such budget"),
 ))]
@@ -256,9 +254,7 @@ pub async fn get(
 }
 
 /// Change a budget.
-#[utoipa::path(patch, path = "/v1/budgets/{id}", request_body = BudgetPatchBody, params(
-    ("id" = String, Path, description = "Id"),
-), responses(
+#[utoipa::path(patch, path = "/v1/budgets/{id}", request_body = BudgetPatchBody, params(IdPath), responses(
     (status = 200, description = "OK", body = BudgetView),
     (status = 404, description = "No such budget"),
     (status = 409, description = "Such a budget exists"),
@@ -287,9 +283,7 @@ pub async fn update(
 }
 
 /// Delete a budget.
-#[utoipa::path(delete, path = "/v1/budgets/{id}", params(
-    ("id" = String, Path, description = "Id"),
-), responses(
+#[utoipa::path(delete, path = "/v1/budgets/{id}", params(IdPath), responses(
     (status = 204, description = "Deleted"),
     (status = 404, description = "No such budget"),
 ))]

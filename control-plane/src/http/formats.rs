@@ -1,9 +1,10 @@
-//! The string formats the API checks, as schemas for the OpenAPI document: request fields
-//! name them with `#[schema(value_type = …)]`, so the published pattern is written once and
-//! is the one the handler enforces (`check_id`, `check_name`, `money::parse`, …). These types
-//! are never built; they only describe.
+//! The string formats and parameters the API checks, for the OpenAPI document: request
+//! fields name a format with `#[schema(value_type = …)]` and handlers their parameters with
+//! `params(…)`, so each published pattern and description is written once, next to the
+//! checks that enforce it (`check_id`, `check_name`, `money::parse`, …). These types are never
+//! built; they only describe.
 
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// A registered id (`acme`, `team.web`, `alice@example.com`), as `check_id` accepts it.
 #[derive(ToSchema)]
@@ -62,3 +63,27 @@ pub struct Node(pub String);
 /// LiteLLM's `model_prices_and_context_window.json`: model names to their entries.
 #[derive(ToSchema)]
 pub struct LiteLlmMap(pub std::collections::BTreeMap<String, serde_json::Value>);
+
+/// The `{id}` of an org, project, user, key or budget path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct IdPath {
+    /// Id.
+    pub id: String,
+}
+
+/// The `{model}` of a price path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ModelPath {
+    /// Model name; may contain `/` (e.g. `gemini/gemini-2.5-pro`).
+    pub model: String,
+}
+
+/// The filter of project, user and key lists.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrgFilter {
+    /// Only this organisation's.
+    pub org_id: Option<String>,
+}

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, Params};
-use super::formats::{Id, Name};
+use super::formats::{Id, IdPath, Name, OrgFilter};
 use super::{check_id, check_name, AppState};
 use crate::store::keys::{CreatedKey, NewKey, VirtualKey};
 
@@ -61,7 +61,7 @@ pub async fn create(
 
 /// List virtual keys (by prefix; never the secret).
 #[utoipa::path(get, path = "/v1/keys", params(
-    ("org_id" = Option<String>, Query, nullable = false, description = "Only this organisation's"),
+    OrgFilter,
     ("include_revoked" = Option<bool>, Query, nullable = false, description = "Also revoked keys"),
 ), responses(
     (status = 200, description = "OK", body = Vec<VirtualKey>),
@@ -84,7 +84,7 @@ pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<Vi
 }
 
 /// Get a virtual key.
-#[utoipa::path(get, path = "/v1/keys/{id}", params(("id" = String, Path, description = "Id")), responses(
+#[utoipa::path(get, path = "/v1/keys/{id}", params(IdPath), responses(
     (status = 200, description = "OK", body = VirtualKey),
     (status = 404, description = "No such key"),
 ))]
@@ -96,7 +96,7 @@ pub async fn get(
 }
 
 /// Revoke a virtual key (it leaves the next snapshot).
-#[utoipa::path(post, path = "/v1/keys/{id}/revoke", params(("id" = String, Path, description = "Id")), responses(
+#[utoipa::path(post, path = "/v1/keys/{id}/revoke", params(IdPath), responses(
     (status = 200, description = "OK", body = VirtualKey),
     (status = 404, description = "No such key"),
 ))]

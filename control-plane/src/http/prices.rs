@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{parse_json, ApiBytes, ApiError, ApiJson, ApiPath, Params};
+use super::formats::{LiteLlmMap, ModelPath};
 use super::AppState;
 use crate::prices::{import_litellm, ImportError, ImportReport, PriceInput, PriceView};
 use crate::store::prices::NewRevision;
@@ -74,7 +75,7 @@ pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<PriceL
 
 /// A model's current price and revision history.
 #[utoipa::path(get, path = "/v1/prices/{*model}", params(
-    ("model" = String, Path, description = "Model name; may contain `/` (e.g. `gemini/gemini-2.5-pro`)"),
+    ModelPath,
 ), responses(
     (status = 200, description = "OK", body = PriceDetail),
     (status = 404, description = "No price for the model"),
@@ -152,7 +153,7 @@ pub async fn create(
 
 /// Add a price revision.
 #[utoipa::path(put, path = "/v1/prices/{*model}", request_body = PriceInput, params(
-    ("model" = String, Path, description = "Model name; may contain `/` (e.g. `gemini/gemini-2.5-pro`)"),
+    ModelPath,
 ), responses(
     (status = 200, description = "OK", body = PriceView),
 ))]
@@ -172,7 +173,7 @@ pub async fn put(
 
 /// Remove a model's price from a date on (history is kept).
 #[utoipa::path(delete, path = "/v1/prices/{*model}", params(
-    ("model" = String, Path, description = "Model name; may contain `/` (e.g. `gemini/gemini-2.5-pro`)"),
+    ModelPath,
     ("effective_from" = Option<String>, Query, nullable = false, description = "From when; default now"),
 ), responses(
     (status = 204, description = "Deleted"),
@@ -208,7 +209,7 @@ pub async fn delete(
 }
 
 /// Import a LiteLLM price map (body: the map); reports what it skipped.
-#[utoipa::path(post, path = "/v1/prices/import", request_body = super::formats::LiteLlmMap, params(
+#[utoipa::path(post, path = "/v1/prices/import", request_body = LiteLlmMap, params(
     ("format" = Option<String>, Query, nullable = false, description = "litellm"),
     ("effective_from" = Option<String>, Query, nullable = false, description = "From when; default now"),
 ), responses(

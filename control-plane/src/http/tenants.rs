@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, Params};
-use super::formats::{Email, Id, Name};
+use super::formats::{Email, Id, IdPath, Name, OrgFilter};
 use super::{check_id, check_name, AppState};
 use crate::keys::generate_id;
 use crate::store::tenants::{Org, Project, User};
@@ -108,7 +108,7 @@ pub async fn create_org(
 }
 
 /// Get an organisation.
-#[utoipa::path(get, path = "/v1/orgs/{id}", params(("id" = String, Path, description = "Id")), responses(
+#[utoipa::path(get, path = "/v1/orgs/{id}", params(IdPath), responses(
     (status = 200, description = "OK", body = Org),
     (status = 404, description = "No such organisation"),
 ))]
@@ -120,7 +120,7 @@ pub async fn get_org(
 }
 
 /// Rename an organisation.
-#[utoipa::path(patch, path = "/v1/orgs/{id}", request_body = OrgPatch, params(("id" = String, Path, description = "Id")), responses(
+#[utoipa::path(patch, path = "/v1/orgs/{id}", request_body = OrgPatch, params(IdPath), responses(
     (status = 200, description = "OK", body = Org),
     (status = 404, description = "No such organisation"),
 ))]
@@ -134,7 +134,7 @@ pub async fn update_org(
 }
 
 /// Delete an organisation nothing references.
-#[utoipa::path(delete, path = "/v1/orgs/{id}", params(("id" = String, Path, description = "Id")), responses(
+#[utoipa::path(delete, path = "/v1/orgs/{id}", params(IdPath), responses(
     (status = 204, description = "Deleted"),
     (status = 404, description = "No such organisation"),
     (status = 409, description = "Something references it"),
@@ -148,7 +148,7 @@ pub async fn delete_org(
 }
 
 /// List projects.
-#[utoipa::path(get, path = "/v1/projects", params(("org_id" = Option<String>, Query, nullable = false, description = "Only this organisation's")), responses(
+#[utoipa::path(get, path = "/v1/projects", params(OrgFilter), responses(
     (status = 200, description = "OK", body = Vec<Project>),
     (status = 422, description = "A parameter is not valid"),
 ))]
@@ -176,7 +176,7 @@ pub async fn create_project(
 }
 
 /// Get a project.
-#[utoipa::path(get, path = "/v1/projects/{id}", params(("id" = String, Path, description = "Id")), responses(
+#[utoipa::path(get, path = "/v1/projects/{id}", params(IdPath), responses(
     (status = 200, description = "OK", body = Project),
     (status = 404, description = "No such project"),
 ))]
@@ -188,7 +188,7 @@ pub async fn get_project(
 }
 
 /// Delete a project no key references.
-#[utoipa::path(delete, path = "/v1/projects/{id}", params(("id" = String, Path, description = "Id")), responses(
+#[utoipa::path(delete, path = "/v1/projects/{id}", params(IdPath), responses(
     (status = 204, description = "Deleted"),
     (status = 404, description = "No such project"),
     (status = 409, description = "A key references it"),
@@ -202,7 +202,7 @@ pub async fn delete_project(
 }
 
 /// List users.
-#[utoipa::path(get, path = "/v1/users", params(("org_id" = Option<String>, Query, nullable = false, description = "Only this organisation's")), responses(
+#[utoipa::path(get, path = "/v1/users", params(OrgFilter), responses(
     (status = 200, description = "OK", body = Vec<User>),
     (status = 422, description = "A parameter is not valid"),
 ))]
@@ -241,7 +241,7 @@ pub async fn create_user(
 }
 
 /// Get a user.
-#[utoipa::path(get, path = "/v1/users/{id}", params(("id" = String, Path, description = "Id")), responses(
+#[utoipa::path(get, path = "/v1/users/{id}", params(IdPath), responses(
     (status = 200, description = "OK", body = User),
     (status = 404, description = "No such user"),
 ))]
@@ -253,7 +253,7 @@ pub async fn get_user(
 }
 
 /// Delete a user no key references.
-#[utoipa::path(delete, path = "/v1/users/{id}", params(("id" = String, Path, description = "Id")), responses(
+#[utoipa::path(delete, path = "/v1/users/{id}", params(IdPath), responses(
     (status = 204, description = "Deleted"),
     (status = 404, description = "No such user"),
     (status = 409, description = "A key references it"),
