@@ -140,7 +140,6 @@ pub struct UsageEvent {
     /// Model as priced (the price book key that matched), or as requested when unpriced.
     pub model: String,
     /// API the request spoke.
-    // `ApiFormat` lives with the providers; its wire form is a snake_case name.
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "open_ai_chat"))]
     pub api: ApiFormat,
     /// Token counts (zero when no usage arrived).

@@ -244,7 +244,6 @@ pub struct TierRates {
     pub input_audio: Option<Decimal>,
     /// Replaces the rates of the threshold tier with this `above_prompt_tokens`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    // JSON object keys are strings: the token count is written as one.
     #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, TierOverride>))]
     pub above: BTreeMap<u64, TierOverride>,
 }
