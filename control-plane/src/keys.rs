@@ -49,7 +49,8 @@ pub fn generate_id(kind: &str) -> Result<String, RandomError> {
     Ok(format!("{kind}_{}", random_base62(16)?))
 }
 
-/// Lowercase hex SHA-256: how keys are stored and looked up.
+/// Lowercase hex SHA-256 of API tokens, reporter secrets and ledger rows (a virtual key's
+/// hash is core's `identity::key_hash`, shared with the filter).
 pub fn sha256_hex(data: &[u8]) -> String {
     let digest = Sha256::digest(data);
     let mut s = String::with_capacity(64);

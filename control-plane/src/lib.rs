@@ -11,8 +11,6 @@
 //!
 //! Tests: `cargo test -p tollgate-control-plane` (they start their own PostgreSQL; see
 //! [`testkit`]). Benches: `cargo bench -p tollgate-benches`.
-// The OpenAPI document is one large `json!` literal.
-#![recursion_limit = "512"]
 #![cfg_attr(
     test,
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)

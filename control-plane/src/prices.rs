@@ -15,7 +15,7 @@ use crate::store::prices::{NewRevision, PriceRevision};
 use crate::store::{Store, StoreError};
 
 /// A price as the API accepts it: USD per 1M tokens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceInput {
     /// Model name (required by `POST /v1/prices`; `PUT` takes it from the path).
@@ -29,21 +29,27 @@ pub struct PriceInput {
     pub kind: ModelKind,
     /// Uncached prompt tokens.
     #[serde(deserialize_with = "crate::http::money::strict")]
+    #[schema(value_type = crate::http::formats::Rate)]
     pub input_per_million: Decimal,
     /// Output tokens.
     #[serde(deserialize_with = "crate::http::money::strict")]
+    #[schema(value_type = crate::http::formats::Rate)]
     pub output_per_million: Decimal,
     /// Cache reads.
     #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub cache_read_per_million: Option<Decimal>,
     /// 5-minute cache writes.
     #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub cache_write_5m_per_million: Option<Decimal>,
     /// 1-hour cache writes.
     #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub cache_write_1h_per_million: Option<Decimal>,
     /// Reasoning tokens, when priced apart.
     #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub reasoning_per_million: Option<Decimal>,
     /// Long-context tiers.
     #[serde(default)]
@@ -56,9 +62,11 @@ pub struct PriceInput {
     pub effective_from: Option<i64>,
     /// Input audio tokens, when priced apart (else the input rate).
     #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub input_audio_per_million: Option<Decimal>,
     /// Output audio tokens, when priced apart (else the output rate).
     #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub output_audio_per_million: Option<Decimal>,
     /// Rates of the service tiers that bill differently (`priority`, `flex`); each rate given
     /// replaces the standard one.
@@ -67,6 +75,7 @@ pub struct PriceInput {
     /// The provider's fee per web search, USD per call, by context size (a provider's
     /// published rate where the LiteLLM map has none).
     #[serde(default, deserialize_with = "object")]
+    #[schema(value_type = Option<SearchFeesInput>)]
     pub web_search_per_call: Option<SearchFeesInput>,
 }
 
@@ -108,7 +117,7 @@ where
 
 /// A service tier's base rates, per 1M tokens, as the API takes and shows them (rates above
 /// long-context thresholds come from LiteLLM imports and are not shown).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TierRatesPerMillion {
     /// Input rate.
@@ -117,6 +126,7 @@ pub struct TierRatesPerMillion {
         deserialize_with = "crate::http::money::strict_opt",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub input_per_million: Option<Decimal>,
     /// Output rate.
     #[serde(
@@ -124,6 +134,7 @@ pub struct TierRatesPerMillion {
         deserialize_with = "crate::http::money::strict_opt",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub output_per_million: Option<Decimal>,
     /// Cache-read rate.
     #[serde(
@@ -131,6 +142,7 @@ pub struct TierRatesPerMillion {
         deserialize_with = "crate::http::money::strict_opt",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub cache_read_per_million: Option<Decimal>,
     /// 5-minute cache-write rate.
     #[serde(
@@ -138,21 +150,25 @@ pub struct TierRatesPerMillion {
         deserialize_with = "crate::http::money::strict_opt",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub cache_write_5m_per_million: Option<Decimal>,
 }
 
 /// Web-search fees, USD per call.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchFeesInput {
     /// At `low` context.
     #[serde(deserialize_with = "crate::http::money::strict")]
+    #[schema(value_type = crate::http::formats::Fee)]
     pub low: Decimal,
     /// At `medium` context (Anthropic's and Gemini's searches bill at it).
     #[serde(deserialize_with = "crate::http::money::strict")]
+    #[schema(value_type = crate::http::formats::Fee)]
     pub medium: Decimal,
     /// At `high` context.
     #[serde(deserialize_with = "crate::http::money::strict")]
+    #[schema(value_type = crate::http::formats::Fee)]
     pub high: Decimal,
 }
 
@@ -210,7 +226,7 @@ impl TierRatesPerMillion {
 }
 
 /// A long-context tier, per 1M tokens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TierInput {
     /// Applies above this many prompt tokens.
@@ -220,18 +236,23 @@ pub struct TierInput {
     pub inclusive: bool,
     /// Input rate.
     #[serde(deserialize_with = "crate::http::money::strict")]
+    #[schema(value_type = crate::http::formats::Rate)]
     pub input_per_million: Decimal,
     /// Output rate.
     #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub output_per_million: Option<Decimal>,
     /// Cache read rate.
     #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub cache_read_per_million: Option<Decimal>,
     /// 5-minute cache write rate.
     #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub cache_write_5m_per_million: Option<Decimal>,
     /// 1-hour cache write rate.
     #[serde(default, deserialize_with = "crate::http::money::strict_opt")]
+    #[schema(value_type = Option<crate::http::formats::Rate>)]
     pub cache_write_1h_per_million: Option<Decimal>,
 }
 
@@ -349,7 +370,7 @@ impl PriceInput {
 }
 
 /// Rates per 1M tokens, for display.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RatesView {
     /// Uncached prompt tokens.
     pub input_per_million: Decimal,
@@ -382,7 +403,7 @@ pub struct RatesView {
 }
 
 /// A tier per 1M tokens.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TierView {
     /// Applies above this many prompt tokens.
     pub above_prompt_tokens: u64,
@@ -405,7 +426,7 @@ pub struct TierView {
 }
 
 /// A range-table row per 1M tokens (range tables come from LiteLLM imports).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RangeView {
     /// Exclusive lower bound of prompt tokens.
     pub from: u64,
@@ -416,7 +437,7 @@ pub struct RangeView {
 }
 
 /// A revision as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PriceView {
     /// Model.
     pub model: String,
@@ -550,7 +571,7 @@ impl From<&PriceRevision> for PriceView {
 }
 
 /// What an import did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     /// Models whose price changed or is new: a revision was added for each.
     pub imported: usize,
@@ -561,7 +582,7 @@ pub struct ImportReport {
 }
 
 /// One entry left out of an import.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Skipped {
     /// The entry's key.
     pub model: String,

@@ -13,7 +13,7 @@ use tollgate_core::provider::ApiFormat;
 use tollgate_core::usage::{from_sse, from_usage_object, served_json, Usage};
 
 /// A priced usage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Quote {
     /// The model as asked.
     pub model: String,
@@ -23,6 +23,7 @@ pub struct Quote {
     pub price_version: u64,
     /// The provider format the usage was recognised as (absent for normalised usage).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "open_ai_chat")]
     pub usage_format: Option<ApiFormat>,
     /// Normalised usage.
     pub usage: Usage,

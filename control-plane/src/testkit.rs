@@ -492,7 +492,7 @@ pub async fn seed_fleet(
             qb.push_values(chunk, |mut b, i| {
                 let g = i / 10;
                 b.push_bind(format!("key-{i}"))
-                    .push_bind(crate::keys::sha256_hex(format!("tg-bench-{i}").as_bytes()))
+                    .push_bind(tollgate_core::identity::key_hash(&format!("tg-bench-{i}")))
                     .push_bind("tg-bench")
                     .push_bind("bench")
                     .push_bind(format!("org-{}", g % orgs))

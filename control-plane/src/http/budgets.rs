@@ -8,8 +8,10 @@ use axum::Json;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 use tollgate_core::budget::{Mode, Period, Scope};
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, Params};
+use super::formats::{IdPath, Money, ScopeId};
 use super::AppState;
 use crate::store::budgets::{Budget, BudgetPatch, NewBudget};
 use crate::timezone::Zone;
@@ -20,18 +22,29 @@ type ApiResult<T> = Result<T, ApiError>;
 pub const MAX_LIMIT_USD: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
 
 /// `POST /v1/budgets` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewBudget)]
 pub struct NewBudgetBody {
+    /// Which link of the chain it applies to.
     scope: Scope,
+    /// The id of that org / project / user / key.
+    #[schema(value_type = ScopeId)]
     scope_id: String,
+    /// How often it resets.
     period: Period,
+    /// IANA zone its calendar periods follow, default UTC.
     #[serde(default = "utc")]
     timezone: String,
+    /// Hard limit per window, USD.
     #[serde(deserialize_with = "super::money::strict")]
+    #[schema(value_type = Money)]
     limit_usd: Decimal,
+    /// Soft limit per window (warns), USD; below `limit_usd`.
     #[serde(default, deserialize_with = "super::money::strict_opt")]
+    #[schema(value_type = Option<Money>)]
     soft_limit_usd: Option<Decimal>,
+    /// Enforce (default) or shadow.
     #[serde(default)]
     mode: Mode,
     /// Set to create a budget for a principal the control plane has not registered: one a
@@ -48,18 +61,29 @@ fn utc() -> String {
 /// `PATCH /v1/budgets/{id}` body: absent fields stay; `"soft_limit_usd": null` removes it.
 /// `null` for any other field is refused (422): it cannot be removed, and reading it as
 /// "unchanged" would silently ignore what the caller asked for.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = BudgetPatch)]
 pub struct BudgetPatchBody {
+    /// How often it resets.
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = Period)]
     period: Option<Period>,
+    /// IANA zone.
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = String)]
     timezone: Option<String>,
+    /// Hard limit per window, USD.
     #[serde(default, deserialize_with = "not_null_money")]
+    #[schema(value_type = Money)]
     limit_usd: Option<Decimal>,
+    /// Soft limit per window, USD; `null` removes it.
     #[serde(default, deserialize_with = "present_money")]
+    #[schema(value_type = Option<Money>)]
     soft_limit_usd: Option<Option<Decimal>>,
+    /// Enforce or shadow.
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = Mode)]
     mode: Option<Mode>,
 }
 
@@ -80,7 +104,7 @@ fn present_money<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Decima
 }
 
 /// A budget with its current window and the spend in it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BudgetView {
     #[serde(flatten)]
     budget: Budget,
@@ -152,6 +176,11 @@ async fn view(s: &AppState, b: Budget) -> ApiResult<BudgetView> {
         .ok_or_else(|| ApiError::Internal("budget view vanished".into()))
 }
 
+/// Create a budget (back-filled from the ledger for the current window).
+#[utoipa::path(post, path = "/v1/budgets", request_body = NewBudgetBody, responses(
+    (status = 201, description = "Created", body = BudgetView),
+    (status = 409, description = "Such a budget exists"),
+))]
 pub async fn create(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<NewBudgetBody>,
@@ -190,6 +219,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&s, b).await?)))
 }
 
+/// List budgets with their current window and spend.
+#[utoipa::path(get, path = "/v1/budgets", params(
+    ("scope" = Option<String>, Query, nullable = false, description = "org, project, user or key"),
+    ("scope_id" = Option<String>, Query, nullable = false, description = "Id of the scope"),
+), responses(
+    (status = 200, description = "OK", body = Vec<BudgetView>),
+    (status = 422, description = "A parameter is not valid"),
+))]
 pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<BudgetView>>> {
     q.only(&["scope", "scope_id"])?;
     let scope = q
@@ -203,6 +240,11 @@ pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<Bu
     Ok(Json(views(&s, budgets).await?))
 }
 
+/// Get a budget.
+#[utoipa::path(get, path = "/v1/budgets/{id}", params(IdPath), responses(
+    (status = 200, description = "OK", body = BudgetView),
+    (status = 404, description = "No such budget"),
+))]
 pub async fn get(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -211,6 +253,12 @@ pub async fn get(
     Ok(Json(view(&s, b).await?))
 }
 
+/// Change a budget.
+#[utoipa::path(patch, path = "/v1/budgets/{id}", request_body = BudgetPatchBody, params(IdPath), responses(
+    (status = 200, description = "OK", body = BudgetView),
+    (status = 404, description = "No such budget"),
+    (status = 409, description = "Such a budget exists"),
+))]
 pub async fn update(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -234,6 +282,11 @@ pub async fn update(
     Ok(Json(view(&s, b).await?))
 }
 
+/// Delete a budget.
+#[utoipa::path(delete, path = "/v1/budgets/{id}", params(IdPath), responses(
+    (status = 204, description = "Deleted"),
+    (status = 404, description = "No such budget"),
+))]
 pub async fn delete(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,

@@ -10,15 +10,24 @@ use super::AppState;
 use crate::quote::{quote as price_usage, Quote};
 
 /// Request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuoteRequest {
+    /// The model, looked up as the filter does.
     model: String,
+    /// Tollgate's usage or a provider's usage object (OpenAI Chat / Responses, Anthropic
+    /// Messages, Gemini).
+    #[schema(value_type = Object)]
     usage: serde_json::Value,
+    /// The provider, a lookup hint.
     #[serde(default)]
     provider: Option<String>,
 }
 
+/// Cost of a usage at the prices in effect.
+#[utoipa::path(post, path = "/v1/cost/quote", request_body = QuoteRequest, responses(
+    (status = 200, description = "OK", body = Quote),
+))]
 pub async fn quote(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<QuoteRequest>,

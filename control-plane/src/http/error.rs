@@ -156,16 +156,15 @@ impl IntoResponse for ApiError {
             // The cause goes to the log only; it may name tables or constraint internals.
             tracing::error!(error = %cause, "internal error");
         }
-        let mut doc = serde_json::json!({
-            "type": format!("urn:tollgate:problem:{}", self.slug()),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": self.to_string(),
-        });
-        if let (Some(field), Some(obj)) = (self.field(), doc.as_object_mut()) {
-            obj.insert("field".into(), field.into());
-        }
-        let mut resp = (status, doc.to_string()).into_response();
+        let doc = super::openapi::Problem {
+            kind: format!("urn:tollgate:problem:{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            field: self.field().map(str::to_string),
+        };
+        let body = serde_json::to_string(&doc).unwrap_or_default();
+        let mut resp = (status, body).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if status == StatusCode::UNAUTHORIZED {
@@ -218,8 +217,9 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-/// A JSON body, rejected as an [`ApiError`] (415 without a JSON content type, 413 over the
-/// route's body limit, 400 malformed, 422 wrong shape naming the field).
+/// A JSON object body, rejected as an [`ApiError`] (415 without a JSON content type, 413 over
+/// the route's body limit, 400 malformed, 422 wrong shape naming the field, or `body` when
+/// it is not an object).
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -253,6 +253,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 }
             }
         })?;
+        // serde's derive also reads a struct from an array of its fields (`[]` is a patch
+        // with every field absent); every body of the API is an object, and documented so.
+        if bytes.trim_ascii_start().first() == Some(&b'[')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok()
+        {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
         parse_json(&bytes).map(ApiJson)
     }
 }

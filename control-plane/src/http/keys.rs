@@ -5,23 +5,38 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, Params};
+use super::formats::{Id, IdPath, Name, OrgFilter};
 use super::{check_id, check_name, AppState};
 use crate::store::keys::{CreatedKey, NewKey, VirtualKey};
 
 type ApiResult<T> = Result<T, ApiError>;
 
 /// `POST /v1/keys` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewKey)]
 pub struct NewKeyBody {
+    /// Display name.
+    #[schema(value_type = Name)]
     name: String,
+    /// Organisation charged.
+    #[schema(value_type = Id)]
     org_id: String,
+    /// Project charged.
+    #[schema(value_type = Option<Id>)]
     project_id: Option<String>,
+    /// User charged.
+    #[schema(value_type = Option<Id>)]
     user_id: Option<String>,
 }
 
+/// Create a virtual key; the secret is in this answer only.
+#[utoipa::path(post, path = "/v1/keys", request_body = NewKeyBody, responses(
+    (status = 201, description = "Created", body = CreatedKey),
+))]
 pub async fn create(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<NewKeyBody>,
@@ -44,6 +59,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// List virtual keys (by prefix; never the secret).
+#[utoipa::path(get, path = "/v1/keys", params(
+    OrgFilter,
+    ("include_revoked" = Option<bool>, Query, nullable = false, description = "Also revoked keys"),
+), responses(
+    (status = 200, description = "OK", body = Vec<VirtualKey>),
+    (status = 422, description = "A parameter is not valid"),
+))]
 pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<VirtualKey>>> {
     q.only(&["org_id", "include_revoked"])?;
     let include_revoked = match q.get("include_revoked") {
@@ -60,6 +83,11 @@ pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<Vi
     Ok(Json(keys))
 }
 
+/// Get a virtual key.
+#[utoipa::path(get, path = "/v1/keys/{id}", params(IdPath), responses(
+    (status = 200, description = "OK", body = VirtualKey),
+    (status = 404, description = "No such key"),
+))]
 pub async fn get(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -67,6 +95,11 @@ pub async fn get(
     Ok(Json(s.store.get_key(&id).await?))
 }
 
+/// Revoke a virtual key (it leaves the next snapshot).
+#[utoipa::path(post, path = "/v1/keys/{id}/revoke", params(IdPath), responses(
+    (status = 200, description = "OK", body = VirtualKey),
+    (status = 404, description = "No such key"),
+))]
 pub async fn revoke(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,

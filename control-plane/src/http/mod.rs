@@ -1,5 +1,5 @@
-//! The REST API v1: [`app`] builds the router from one route table ([`routes`]), which the
-//! OpenAPI document (`openapi.rs`) is checked against by a test, route by route.
+//! The REST API v1: [`app`] builds the router from one route table (`table`), which the
+//! OpenAPI document (`openapi.rs`) is generated from.
 //!
 //! Access: `Public` (health, metrics, the OpenAPI document), `DataPlane` (snapshot and
 //! reporter enrollment: the data-plane token, a reporter secret or the admin token),
@@ -17,6 +17,7 @@ pub mod auth;
 mod budgets;
 mod cost;
 pub mod error;
+pub mod formats;
 mod keys;
 pub mod money;
 pub mod openapi;
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::routing::MethodRouter;
 use axum::{Extension, Router};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -119,81 +120,93 @@ pub enum Access {
 }
 
 /// One route of the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// HTTP method.
+    /// HTTP method, upper case.
     pub method: &'static str,
     /// Path template as axum spells it (`{id}`, `{*model}` for a rest-of-path).
-    pub path: &'static str,
+    pub path: String,
     /// Who may call it.
     pub access: Access,
 }
 
-/// The route table: every route the router serves, and nothing else.
-fn table() -> Vec<(Route, MethodRouter<AppState>)> {
+/// A handler with its OpenAPI operation and the schemas it uses (utoipa-axum's `routes!`).
+pub(crate) type Routed = utoipa_axum::router::UtoipaMethodRouter<AppState>;
+
+/// The route table: every route the router serves, and nothing else. Each handler's
+/// `#[utoipa::path]` names its method and path; the access level here guards it (`app`) and
+/// is its `security` in the OpenAPI document (`openapi.rs`).
+pub(crate) fn table() -> Vec<(Access, Routed)> {
+    use utoipa_axum::routes;
     use Access::{Admin, DataPlane, Public, Reporter};
-    macro_rules! r {
-        ($m:ident, $path:literal, $access:expr, $h:expr) => {
-            (
-                Route {
-                    method: stringify!($m),
-                    path: $path,
-                    access: $access,
-                },
-                on(MethodFilter::$m, $h),
-            )
-        };
-    }
     vec![
-        r!(GET, "/healthz", Public, ops::healthz),
-        r!(GET, "/readyz", Public, ops::readyz),
-        r!(GET, "/metrics", Public, ops::metrics),
-        r!(GET, "/openapi.json", Public, ops::openapi),
-        r!(GET, "/v1/snapshot", DataPlane, snapshot::get),
-        r!(POST, "/v1/usage", Reporter, usage::post),
-        r!(POST, "/v1/reporters", DataPlane, usage::enroll),
-        r!(GET, "/v1/usage/events", Admin, usage::events),
-        r!(GET, "/v1/orgs", Admin, tenants::list_orgs),
-        r!(POST, "/v1/orgs", Admin, tenants::create_org),
-        r!(GET, "/v1/orgs/{id}", Admin, tenants::get_org),
-        r!(PATCH, "/v1/orgs/{id}", Admin, tenants::update_org),
-        r!(DELETE, "/v1/orgs/{id}", Admin, tenants::delete_org),
-        r!(GET, "/v1/projects", Admin, tenants::list_projects),
-        r!(POST, "/v1/projects", Admin, tenants::create_project),
-        r!(GET, "/v1/projects/{id}", Admin, tenants::get_project),
-        r!(DELETE, "/v1/projects/{id}", Admin, tenants::delete_project),
-        r!(GET, "/v1/users", Admin, tenants::list_users),
-        r!(POST, "/v1/users", Admin, tenants::create_user),
-        r!(GET, "/v1/users/{id}", Admin, tenants::get_user),
-        r!(DELETE, "/v1/users/{id}", Admin, tenants::delete_user),
-        r!(GET, "/v1/keys", Admin, keys::list),
-        r!(POST, "/v1/keys", Admin, keys::create),
-        r!(GET, "/v1/keys/{id}", Admin, keys::get),
-        r!(POST, "/v1/keys/{id}/revoke", Admin, keys::revoke),
-        r!(GET, "/v1/budgets", Admin, budgets::list),
-        r!(POST, "/v1/budgets", Admin, budgets::create),
-        r!(GET, "/v1/budgets/{id}", Admin, budgets::get),
-        r!(PATCH, "/v1/budgets/{id}", Admin, budgets::update),
-        r!(DELETE, "/v1/budgets/{id}", Admin, budgets::delete),
-        r!(GET, "/v1/prices", Admin, prices::list),
-        r!(POST, "/v1/prices", Admin, prices::create),
-        r!(POST, "/v1/prices/import", Admin, prices::import),
-        r!(GET, "/v1/prices/{*model}", Admin, prices::get),
-        r!(PUT, "/v1/prices/{*model}", Admin, prices::put),
-        r!(DELETE, "/v1/prices/{*model}", Admin, prices::delete),
-        r!(GET, "/v1/spend", Admin, spend::get),
-        r!(POST, "/v1/cost/quote", Admin, cost::quote),
+        (Public, routes!(ops::healthz)),
+        (Public, routes!(ops::readyz)),
+        (Public, routes!(ops::metrics)),
+        (Public, routes!(ops::openapi)),
+        (DataPlane, routes!(snapshot::get)),
+        (Reporter, routes!(usage::post)),
+        (DataPlane, routes!(usage::enroll)),
+        (Admin, routes!(usage::events)),
+        (Admin, routes!(tenants::list_orgs)),
+        (Admin, routes!(tenants::create_org)),
+        (Admin, routes!(tenants::get_org)),
+        (Admin, routes!(tenants::update_org)),
+        (Admin, routes!(tenants::delete_org)),
+        (Admin, routes!(tenants::list_projects)),
+        (Admin, routes!(tenants::create_project)),
+        (Admin, routes!(tenants::get_project)),
+        (Admin, routes!(tenants::delete_project)),
+        (Admin, routes!(tenants::list_users)),
+        (Admin, routes!(tenants::create_user)),
+        (Admin, routes!(tenants::get_user)),
+        (Admin, routes!(tenants::delete_user)),
+        (Admin, routes!(keys::list)),
+        (Admin, routes!(keys::create)),
+        (Admin, routes!(keys::get)),
+        (Admin, routes!(keys::revoke)),
+        (Admin, routes!(budgets::list)),
+        (Admin, routes!(budgets::create)),
+        (Admin, routes!(budgets::get)),
+        (Admin, routes!(budgets::update)),
+        (Admin, routes!(budgets::delete)),
+        (Admin, routes!(prices::list)),
+        (Admin, routes!(prices::create)),
+        (Admin, routes!(prices::import)),
+        (Admin, routes!(prices::get)),
+        (Admin, routes!(prices::put)),
+        (Admin, routes!(prices::delete)),
+        (Admin, routes!(spend::get)),
+        (Admin, routes!(cost::quote)),
     ]
+}
+
+/// The routes of one table entry (one handler: one method on one path).
+fn routes_of(access: Access, routed: &mut Routed) -> Vec<Route> {
+    let mut out = Vec::new();
+    for (path, item) in routed.1.paths.iter_mut() {
+        for (method, _) in openapi::operations(item) {
+            out.push(Route {
+                method,
+                path: path.clone(),
+                access,
+            });
+        }
+    }
+    out
 }
 
 /// Every route, for documentation and its test.
 pub fn routes() -> Vec<Route> {
-    table().into_iter().map(|(r, _)| r).collect()
+    table()
+        .into_iter()
+        .flat_map(|(access, mut routed)| routes_of(access, &mut routed))
+        .collect()
 }
 
 /// The body limit of a route, bytes.
 pub fn body_limit(route: &Route) -> usize {
-    match (route.method, route.path) {
+    match (route.method, route.path.as_str()) {
         ("POST", "/v1/usage") => USAGE_BODY_LIMIT,
         ("POST", "/v1/prices/import") => IMPORT_BODY_LIMIT,
         _ => DEFAULT_BODY_LIMIT,
@@ -203,7 +216,11 @@ pub fn body_limit(route: &Route) -> usize {
 /// The router. Tests call it with `tower::ServiceExt::oneshot`; `serve` binds it.
 pub fn app(state: AppState) -> Router {
     let mut router: Router<AppState> = Router::new();
-    for (route, mr) in table() {
+    for (access, mut routed) in table() {
+        let Some(route) = routes_of(access, &mut routed).pop() else {
+            continue;
+        };
+        let mr = routed.2;
         let limit = body_limit(&route);
         let mr: MethodRouter<AppState> = mr
             .layer::<_, std::convert::Infallible>(Extension(BodyLimit(limit)))
@@ -220,7 +237,7 @@ pub fn app(state: AppState) -> Router {
                 mr.route_layer(middleware::from_fn_with_state(state.clone(), auth::admin))
             }
         };
-        router = router.route(route.path, mr);
+        router = router.route(&route.path, mr);
     }
     router
         .route_layer(middleware::from_fn(label))

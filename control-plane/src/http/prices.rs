@@ -6,8 +6,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::{parse_json, ApiBytes, ApiError, ApiJson, ApiPath, Params};
+use super::formats::{LiteLlmMap, ModelPath};
 use super::AppState;
 use crate::prices::{import_litellm, ImportError, ImportReport, PriceInput, PriceView};
 use crate::store::prices::NewRevision;
@@ -15,7 +17,7 @@ use crate::store::prices::NewRevision;
 type ApiResult<T> = Result<T, ApiError>;
 
 /// `GET /v1/prices` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PriceList {
     /// The instant the prices are in effect at.
     at: i64,
@@ -26,7 +28,7 @@ pub struct PriceList {
 }
 
 /// `GET /v1/prices/{model}` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PriceDetail {
     /// The revision in effect now, if the model has a price now.
     current: Option<PriceView>,
@@ -53,6 +55,13 @@ fn time_param(q: &Params, name: &str) -> ApiResult<Option<i64>> {
         .transpose()
 }
 
+/// Prices in effect (per 1M tokens).
+#[utoipa::path(get, path = "/v1/prices", params(
+    ("at" = Option<String>, Query, nullable = false, description = "Instant (Unix seconds, RFC 3339 or date); default now"),
+), responses(
+    (status = 200, description = "OK", body = PriceList),
+    (status = 422, description = "A parameter is not valid"),
+))]
 pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<PriceList>> {
     q.only(&["at"])?;
     let at = time_param(&q, "at")?.unwrap_or_else(|| s.clock.now());
@@ -64,6 +73,13 @@ pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<PriceL
     }))
 }
 
+/// A model's current price and revision history.
+#[utoipa::path(get, path = "/v1/prices/{*model}", params(
+    ModelPath,
+), responses(
+    (status = 200, description = "OK", body = PriceDetail),
+    (status = 404, description = "No price for the model"),
+))]
 pub async fn get(
     State(s): State<AppState>,
     ApiPath(model): ApiPath<String>,
@@ -111,6 +127,11 @@ async fn add(s: &AppState, model: String, input: &PriceInput) -> ApiResult<Price
         .ok_or_else(|| ApiError::Internal("price revision vanished".into()))
 }
 
+/// Price a model that has no price.
+#[utoipa::path(post, path = "/v1/prices", request_body = PriceInput, responses(
+    (status = 201, description = "Created", body = PriceView),
+    (status = 409, description = "The model has a price"),
+))]
 pub async fn create(
     State(s): State<AppState>,
     ApiJson(input): ApiJson<PriceInput>,
@@ -130,6 +151,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(add(&s, model, &input).await?)))
 }
 
+/// Add a price revision.
+#[utoipa::path(put, path = "/v1/prices/{*model}", request_body = PriceInput, params(
+    ModelPath,
+), responses(
+    (status = 200, description = "OK", body = PriceView),
+))]
 pub async fn put(
     State(s): State<AppState>,
     ApiPath(model): ApiPath<String>,
@@ -144,6 +171,15 @@ pub async fn put(
     Ok(Json(add(&s, model, &input).await?))
 }
 
+/// Remove a model's price from a date on (history is kept).
+#[utoipa::path(delete, path = "/v1/prices/{*model}", params(
+    ModelPath,
+    ("effective_from" = Option<String>, Query, nullable = false, description = "From when; default now"),
+), responses(
+    (status = 204, description = "Deleted"),
+    (status = 404, description = "No price for the model"),
+    (status = 422, description = "A parameter is not valid"),
+))]
 pub async fn delete(
     State(s): State<AppState>,
     ApiPath(model): ApiPath<String>,
@@ -172,6 +208,13 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Import a LiteLLM price map (body: the map); reports what it skipped.
+#[utoipa::path(post, path = "/v1/prices/import", request_body = LiteLlmMap, params(
+    ("format" = Option<String>, Query, nullable = false, description = "litellm"),
+    ("effective_from" = Option<String>, Query, nullable = false, description = "From when; default now"),
+), responses(
+    (status = 200, description = "OK", body = ImportReport),
+))]
 pub async fn import(
     State(s): State<AppState>,
     q: Params,

@@ -14,6 +14,14 @@ use super::error::ApiError;
 use super::AppState;
 use crate::snapshot::if_none_match;
 
+/// The filter's snapshot; ETag is the version, If-None-Match gives 304; with a reporter
+/// secret, or the data-plane token and an `x-tollgate-reporter` header naming a reporter,
+/// `reporters` holds that reporter's acknowledged sequence (and no other).
+#[utoipa::path(get, path = "/v1/snapshot", responses(
+    (status = 200, description = "OK", body = tollgate_core::snapshot::Snapshot),
+    (status = 304, description = "Not Modified: If-None-Match matches the current version"),
+    (status = 503, description = "No snapshot built yet"),
+))]
 pub async fn get(
     State(s): State<AppState>,
     caller: Option<Extension<Caller>>,

@@ -148,6 +148,19 @@ pub fn to_csv(group_by: &[GroupBy], report: &SpendReport) -> String {
     out
 }
 
+/// Spend from the ledger; CSV with Accept: text/csv.
+#[utoipa::path(get, path = "/v1/spend", params(
+    ("scope" = Option<String>, Query, nullable = false, description = "org, project, user or key"),
+    ("scope_id" = Option<String>, Query, nullable = false, description = "Id of the scope"),
+    ("model" = Option<String>, Query, nullable = false, description = "Only this model"),
+    ("from" = Option<String>, Query, nullable = false, description = "Start (Unix seconds, RFC 3339 or date)"),
+    ("to" = Option<String>, Query, nullable = false, description = "End, exclusive"),
+    ("group_by" = Option<String>, Query, nullable = false, description = "Comma-separated: day, model, org, project, user, key, scope"),
+    ("tz" = Option<String>, Query, nullable = false, description = "IANA zone days are counted in; default UTC"),
+), responses(
+    (status = 200, description = "OK", content((SpendReport = "application/json"), (String = "text/csv"))),
+    (status = 422, description = "A parameter is not valid"),
+))]
 pub async fn get(
     State(s): State<AppState>,
     headers: HeaderMap,

@@ -5,8 +5,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ApiPath, Params};
+use super::formats::{Email, Id, IdPath, Name, OrgFilter};
 use super::{check_id, check_name, AppState};
 use crate::keys::generate_id;
 use crate::store::tenants::{Org, Project, User};
@@ -14,36 +16,56 @@ use crate::store::tenants::{Org, Project, User};
 type ApiResult<T> = Result<T, ApiError>;
 
 /// `POST /v1/orgs` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrg {
+    /// Id, as principal chains carry it; generated when absent.
+    #[schema(value_type = Option<Id>)]
     id: Option<String>,
+    /// Display name.
+    #[schema(value_type = Name)]
     name: String,
 }
 
 /// `PATCH /v1/orgs/{id}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgPatch {
+    /// Display name.
+    #[schema(value_type = Name)]
     name: String,
 }
 
 /// `POST /v1/projects` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProject {
+    /// Id; generated when absent.
+    #[schema(value_type = Option<Id>)]
     id: Option<String>,
+    /// Owning organisation.
+    #[schema(value_type = Id)]
     org_id: String,
+    /// Display name.
+    #[schema(value_type = Name)]
     name: String,
 }
 
 /// `POST /v1/users` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// Id; generated when absent.
+    #[schema(value_type = Option<Id>)]
     id: Option<String>,
+    /// Organisation.
+    #[schema(value_type = Id)]
     org_id: String,
+    /// Display name.
+    #[schema(value_type = Name)]
     name: String,
+    /// Contact address.
+    #[schema(value_type = Option<Email>)]
     email: Option<String>,
 }
 
@@ -62,10 +84,19 @@ fn org_filter(q: &Params) -> ApiResult<Option<&str>> {
     Ok(q.get("org_id"))
 }
 
+/// List organisations.
+#[utoipa::path(get, path = "/v1/orgs", responses(
+    (status = 200, description = "OK", body = Vec<Org>),
+))]
 pub async fn list_orgs(State(s): State<AppState>) -> ApiResult<Json<Vec<Org>>> {
     Ok(Json(s.store.list_orgs().await?))
 }
 
+/// Create an organisation.
+#[utoipa::path(post, path = "/v1/orgs", request_body = NewOrg, responses(
+    (status = 201, description = "Created", body = Org),
+    (status = 409, description = "The id is taken"),
+))]
 pub async fn create_org(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<NewOrg>,
@@ -76,6 +107,11 @@ pub async fn create_org(
     Ok((StatusCode::CREATED, Json(org)))
 }
 
+/// Get an organisation.
+#[utoipa::path(get, path = "/v1/orgs/{id}", params(IdPath), responses(
+    (status = 200, description = "OK", body = Org),
+    (status = 404, description = "No such organisation"),
+))]
 pub async fn get_org(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -83,6 +119,11 @@ pub async fn get_org(
     Ok(Json(s.store.get_org(&id).await?))
 }
 
+/// Rename an organisation.
+#[utoipa::path(patch, path = "/v1/orgs/{id}", request_body = OrgPatch, params(IdPath), responses(
+    (status = 200, description = "OK", body = Org),
+    (status = 404, description = "No such organisation"),
+))]
 pub async fn update_org(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -92,6 +133,12 @@ pub async fn update_org(
     Ok(Json(s.store.rename_org(&id, &body.name).await?))
 }
 
+/// Delete an organisation nothing references.
+#[utoipa::path(delete, path = "/v1/orgs/{id}", params(IdPath), responses(
+    (status = 204, description = "Deleted"),
+    (status = 404, description = "No such organisation"),
+    (status = 409, description = "Something references it"),
+))]
 pub async fn delete_org(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -100,10 +147,20 @@ pub async fn delete_org(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// List projects.
+#[utoipa::path(get, path = "/v1/projects", params(OrgFilter), responses(
+    (status = 200, description = "OK", body = Vec<Project>),
+    (status = 422, description = "A parameter is not valid"),
+))]
 pub async fn list_projects(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<Project>>> {
     Ok(Json(s.store.list_projects(org_filter(&q)?).await?))
 }
 
+/// Create a project.
+#[utoipa::path(post, path = "/v1/projects", request_body = NewProject, responses(
+    (status = 201, description = "Created", body = Project),
+    (status = 409, description = "The id is taken"),
+))]
 pub async fn create_project(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<NewProject>,
@@ -118,6 +175,11 @@ pub async fn create_project(
     Ok((StatusCode::CREATED, Json(p)))
 }
 
+/// Get a project.
+#[utoipa::path(get, path = "/v1/projects/{id}", params(IdPath), responses(
+    (status = 200, description = "OK", body = Project),
+    (status = 404, description = "No such project"),
+))]
 pub async fn get_project(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -125,6 +187,12 @@ pub async fn get_project(
     Ok(Json(s.store.get_project(&id).await?))
 }
 
+/// Delete a project no key references.
+#[utoipa::path(delete, path = "/v1/projects/{id}", params(IdPath), responses(
+    (status = 204, description = "Deleted"),
+    (status = 404, description = "No such project"),
+    (status = 409, description = "A key references it"),
+))]
 pub async fn delete_project(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -133,10 +201,20 @@ pub async fn delete_project(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// List users.
+#[utoipa::path(get, path = "/v1/users", params(OrgFilter), responses(
+    (status = 200, description = "OK", body = Vec<User>),
+    (status = 422, description = "A parameter is not valid"),
+))]
 pub async fn list_users(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<User>>> {
     Ok(Json(s.store.list_users(org_filter(&q)?).await?))
 }
 
+/// Create a user.
+#[utoipa::path(post, path = "/v1/users", request_body = NewUser, responses(
+    (status = 201, description = "Created", body = User),
+    (status = 409, description = "The id is taken"),
+))]
 pub async fn create_user(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<NewUser>,
@@ -162,6 +240,11 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(u)))
 }
 
+/// Get a user.
+#[utoipa::path(get, path = "/v1/users/{id}", params(IdPath), responses(
+    (status = 200, description = "OK", body = User),
+    (status = 404, description = "No such user"),
+))]
 pub async fn get_user(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -169,6 +252,12 @@ pub async fn get_user(
     Ok(Json(s.store.get_user(&id).await?))
 }
 
+/// Delete a user no key references.
+#[utoipa::path(delete, path = "/v1/users/{id}", params(IdPath), responses(
+    (status = 204, description = "Deleted"),
+    (status = 404, description = "No such user"),
+    (status = 409, description = "A key references it"),
+))]
 pub async fn delete_user(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,

@@ -30,15 +30,20 @@ use crate::store::ledger::{LedgerEvent, LedgerQuery};
 use crate::store::reporters::Enrolled;
 
 /// Body of `POST /v1/reporters`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     /// The Envoy's node id, which starts the minted reporter id (1 to 64 characters of
     /// letters, digits and `._:-`).
     #[serde(default)]
+    #[schema(value_type = Option<super::formats::Node>)]
     pub node: Option<String>,
 }
 
+/// Enroll a reporter (one Envoy's sync service): mints its id and secret, shown once.
+#[utoipa::path(post, path = "/v1/reporters", request_body = EnrollRequest, responses(
+    (status = 201, description = "Created", body = Enrolled),
+))]
 pub async fn enroll(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<EnrollRequest>,
@@ -65,6 +70,11 @@ pub async fn enroll(
     Ok((StatusCode::CREATED, Json(enrolled)))
 }
 
+/// Store a batch of up to 10,000 usage events of the authenticated reporter (idempotent by
+/// event id; an id stored with different content is a conflict, refused and counted).
+#[utoipa::path(post, path = "/v1/usage", request_body = UsageBatch, responses(
+    (status = 200, description = "OK", body = UsageAck),
+))]
 pub async fn post(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -128,6 +138,16 @@ pub async fn post(
 
 /// Query parameters of `GET /v1/usage/events`: `from` / `to` (as `GET /v1/spend` takes them;
 /// default all time), `reporter`, `limit` (1 to 10,000, default 1,000).
+/// Ledger rows, newest first.
+#[utoipa::path(get, path = "/v1/usage/events", params(
+    ("from" = Option<String>, Query, nullable = false, description = "Unix seconds, RFC 3339 or YYYY-MM-DD (inclusive)"),
+    ("to" = Option<String>, Query, nullable = false, description = "Unix seconds, RFC 3339 or YYYY-MM-DD (exclusive)"),
+    ("reporter" = Option<String>, Query, nullable = false, description = "Only this reporter's events"),
+    ("limit" = Option<String>, Query, nullable = false, description = "At most this many rows, 1 to 10000 (default 1000)"),
+), responses(
+    (status = 200, description = "OK", body = Vec<LedgerEvent>),
+    (status = 422, description = "A parameter is not valid"),
+))]
 pub async fn events(
     State(s): State<AppState>,
     q: Params,

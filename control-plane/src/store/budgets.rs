@@ -71,7 +71,7 @@ macro_rules! counters_at {
 pub(crate) use counters_at;
 
 /// A budget.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Budget {
     /// Id (`bud_…`).
     pub id: String,

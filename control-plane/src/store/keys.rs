@@ -9,10 +9,10 @@ use serde::Serialize;
 use super::key_buckets;
 use super::tenants::{invalid_ref_if_missing, not_found};
 use super::{begin_write, with_pool, Store, StoreError};
-use crate::keys::{generate_id, generate_secret, listed_prefix, sha256_hex};
+use crate::keys::{generate_id, generate_secret, listed_prefix};
 
 /// A virtual key as listed (never the secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct VirtualKey {
     /// Key id: the `key` link of its principal chain.
     pub id: String,
@@ -46,7 +46,7 @@ pub struct NewKey {
 }
 
 /// A key just created, with its secret: the only time the secret exists outside the caller.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     /// The key.
     #[serde(flatten)]
@@ -99,7 +99,8 @@ impl Store {
             created_at: now,
             revoked_at: None,
         };
-        let sha = sha256_hex(secret.as_bytes());
+        // The hash the filter looks the key up by: one definition, in core.
+        let sha = tollgate_core::identity::key_hash(&secret);
         with_pool!(self, write, |pool, pg| {
             let mut tx = pool.begin_with(begin_write(pg)).await?;
             sqlx::query(

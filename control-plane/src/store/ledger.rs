@@ -142,7 +142,7 @@ pub struct LedgerQuery {
 }
 
 /// One ledger row as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct LedgerEvent {
     /// Event id.
     pub id: String,
@@ -180,6 +180,7 @@ pub struct LedgerEvent {
     pub output_tokens: i64,
     /// Cost charged, USD.
     #[serde(serialize_with = "money_string")]
+    #[schema(value_type = String)]
     pub cost_usd: Money,
     /// The control plane's check of the cost: `match`, `mismatch`, `unchecked`, or absent
     /// (charged without usage, or stored before the check existed).

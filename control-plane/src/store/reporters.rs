@@ -15,7 +15,7 @@ pub const REPORTER_SECRET_PREFIX: &str = "tgr-";
 
 /// A reporter just enrolled, with its secret: the only time the secret exists outside the
 /// sync service that asked for it.
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct Enrolled {
     /// The reporter id: every event of this reporter carries it, and its ids start with it.
     pub reporter: String,

@@ -73,7 +73,7 @@ impl GroupBy {
 }
 
 /// One group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SpendRow {
     /// The group's values, by column name (absent link: `null`).
     pub group: BTreeMap<&'static str, Option<String>>,
@@ -88,7 +88,7 @@ pub struct SpendRow {
 }
 
 /// A report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SpendReport {
     /// Groups, sorted by their values.
     pub rows: Vec<SpendRow>,

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{with_pool, Store, StoreError};
 
 /// An organisation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Org {
     /// Id, as it appears in principal chains.
     pub id: String,
@@ -18,7 +18,7 @@ pub struct Org {
 }
 
 /// A project inside an organisation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Project {
     /// Id.
     pub id: String,
@@ -31,7 +31,7 @@ pub struct Project {
 }
 
 /// A user of an organisation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
     /// Id.
     pub id: String,

@@ -17,6 +17,7 @@ use crate::usage::Usage;
 
 /// USD cost of one request, per bucket. `total` is the sum of the buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CostBreakdown {
     /// Uncached prompt tokens.

@@ -19,6 +19,7 @@ pub const MAX_BATCH_EVENTS: usize = 10_000;
 
 /// How the cost of an event was determined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Charge {
     /// From the usage the provider reported.
@@ -31,6 +32,7 @@ pub enum Charge {
 
 /// Why a request has no usage from the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UnchargedReason {
     /// The downstream client went away before the response finished.
@@ -122,6 +124,7 @@ impl UnchargedReason {
 
 /// One metered request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UsageEvent {
     /// Globally unique id: the idempotency key.
@@ -137,6 +140,7 @@ pub struct UsageEvent {
     /// Model as priced (the price book key that matched), or as requested when unpriced.
     pub model: String,
     /// API the request spoke.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "open_ai_chat"))]
     pub api: ApiFormat,
     /// Token counts (zero when no usage arrived).
     #[serde(default)]
@@ -164,9 +168,11 @@ pub struct UsageEvent {
 
 /// The body of `POST /v1/usage`. Its `Debug` never prints the reporter secret.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UsageBatch {
     /// Events in reporting order.
+    #[cfg_attr(feature = "openapi", schema(max_items = 10000))]
     pub events: Vec<UsageEvent>,
     /// The posting reporter's secret. It travels in the body, not in a header: Envoy's router
     /// prints every header of the sync service's calls in its debug log, never a body, and
@@ -177,6 +183,7 @@ pub struct UsageBatch {
 
 /// The answer to `POST /v1/usage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UsageAck {
     /// Events stored now.

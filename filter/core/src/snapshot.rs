@@ -22,6 +22,7 @@ use crate::pricing::PriceBook;
 
 /// One budget as the filter needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotBudget {
     /// Budget id.
@@ -62,6 +63,7 @@ impl SnapshotBudget {
 
 /// A virtual key: SHA-256 of the secret (lowercase hex) and who it charges.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     /// Lowercase hex SHA-256 of the full secret.
@@ -72,6 +74,7 @@ pub struct KeyEntry {
 
 /// The snapshot document.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
     /// Increases whenever anything in it changes; also the `ETag`.

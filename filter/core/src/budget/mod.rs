@@ -27,6 +27,7 @@ pub use window::{
 /// Who a budget applies to. A request is checked against every scope of its principal's
 /// chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// An organisation: every project in it.
@@ -70,6 +71,7 @@ impl fmt::Display for Scope {
 
 /// How often a budget resets: calendar periods in the budget's timezone, or never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     /// Local midnight to the next local midnight.
@@ -102,6 +104,7 @@ impl fmt::Display for Period {
 
 /// Whether a budget denies requests or only reports that it would have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Deny requests that would exceed the limit.

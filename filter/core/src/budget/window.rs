@@ -247,6 +247,7 @@ pub const MAX_BOUNDARIES: usize = 64;
 /// {"period": "monthly", "boundaries": [1735689600, 1738368000, 1740787200, 1743465600]}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "WindowBoundsWire")]
 pub struct WindowBounds {
     period: Period,

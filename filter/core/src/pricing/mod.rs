@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 /// What kind of endpoint a model is priced for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
     /// Chat Completions / Messages / generateContent.
@@ -48,6 +49,7 @@ pub enum ModelKind {
 /// The base per-token rates of a model. Optional rates are absent when the book has none for
 /// that kind of token; see the module doc for what an absent rate bills at.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rates {
     /// Uncached prompt tokens.
@@ -71,6 +73,7 @@ pub struct Rates {
 /// A long-context tier: above `above_prompt_tokens` prompt tokens the rates it names replace
 /// the base rates for the whole request. Rates it leaves out keep their base value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ThresholdTier {
     /// The tier applies when the prompt has more tokens than this.
@@ -104,6 +107,7 @@ impl ThresholdTier {
 /// One row of a range table: a request whose prompt has `from < tokens <= to` tokens is billed
 /// entirely at `rates`. Rates are stored fully resolved (the importer fills the fallbacks).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RangeTier {
     /// Exclusive lower bound of prompt tokens.
@@ -116,6 +120,7 @@ pub struct RangeTier {
 
 /// Everything Tollgate knows about one model's price.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ModelPrice {
     /// Provider name as LiteLLM spells it (`openai`, `anthropic`, `gemini`, ...).
@@ -152,6 +157,7 @@ pub struct ModelPrice {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceTier {
     /// The standard rates (OpenAI `default`/`scale`, Anthropic `standard`).
@@ -191,6 +197,7 @@ impl ServiceTier {
 
 /// Rates a service tier bills instead of the standard ones; `None` keeps the standard rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TierOverride {
     /// Input rate.
@@ -228,6 +235,7 @@ impl TierOverride {
 /// A service tier's rates: its base rates, and per long-context threshold (the
 /// `above_prompt_tokens` of a [`ThresholdTier`] of the model) the rates of that tier.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TierRates {
     /// Replaces the standard base rates it names.
@@ -238,6 +246,7 @@ pub struct TierRates {
     pub input_audio: Option<Decimal>,
     /// Replaces the rates of the threshold tier with this `above_prompt_tokens`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, TierOverride>))]
     pub above: BTreeMap<u64, TierOverride>,
 }
 
@@ -245,6 +254,7 @@ pub struct TierRates {
 /// rate (a fallback, counted), input images at the base input rate, output audio and images
 /// at the output rate (LiteLLM's resolutions).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ModalityRates {
     /// Input audio tokens.
@@ -284,6 +294,7 @@ impl ModalityRates {
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SearchContext {
     /// `low`.
@@ -322,6 +333,7 @@ impl SearchContext {
 
 /// USD per web search, by context size (LiteLLM's `search_context_cost_per_query`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SearchFees {
     /// Fee at `low` context.
@@ -350,6 +362,7 @@ impl SearchFees {
 
 /// Fees of tools the provider runs on its side and bills per call.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ToolFees {
     /// Web search (OpenAI `web_search`, Anthropic `web_search`, Gemini grounding).
@@ -409,6 +422,7 @@ impl Fallbacks {
 
 /// The rates that bill one request, after tier selection. All zero-defaulted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EffectiveRates {
     /// Uncached prompt tokens.
@@ -656,6 +670,7 @@ impl ModelPrice {
 
 /// Per-model prices under a version number. Model names are looked up with [`PriceBook::lookup`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PriceBook {
     /// Monotonic version, recorded with every usage event priced from this book.

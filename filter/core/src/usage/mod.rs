@@ -40,6 +40,7 @@ pub use sse::{SseUsage, StreamOutcome, StreamRead};
 /// Token counts of one request, normalised across providers. Every bucket is disjoint except
 /// `reasoning`, which is the part of `output` spent on reasoning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Usage {
     /// Prompt tokens neither read from nor written to the cache.
