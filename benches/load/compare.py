@@ -169,7 +169,8 @@ def write_secrets(parent, dp_token, provider_key):
                               ("openai", "openai_key", provider_key),
                               ("anthropic", "anthropic_key", provider_key),
                               ("gemini", "gemini_key", provider_key),
-                              ("azure", "azure_key", provider_key)]:
+                              ("azure", "azure_key", provider_key),
+                              ("vertex", "vertex_token", provider_key)]:
         key = os.path.join(d, file + ".key")
         with open(key, "w") as f:
             f.write(value)

@@ -21,7 +21,15 @@ use tollgate_core::usage::Usage;
 type Feature = fn(&ModelPrice) -> bool;
 
 /// Providers whose `cost_per_token` LiteLLM computes with its generic or range-table code.
-const PROVIDERS: [&str; 5] = ["openai", "anthropic", "gemini", "dashscope", "azure"];
+const PROVIDERS: [&str; 7] = [
+    "openai",
+    "anthropic",
+    "gemini",
+    "dashscope",
+    "azure",
+    "vertex_ai-language-models",
+    "vertex_ai-anthropic_models",
+];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -181,7 +189,10 @@ fn usages_for(price: &ModelPrice, rng: &mut Rng) -> Vec<Usage> {
             });
         }
     }
-    // Web searches at each context size.
+    // Web searches at each context size. LiteLLM charges Claude on Vertex one search fee per
+    // request however many searches ran; Anthropic and Google bill each search ($10 per 1,000),
+    // as Tollgate does. So for those entries the oracle is only asked about one search.
+    let per_request_fee = price.provider.as_deref() == Some("vertex_ai-anthropic_models");
     if price.tools.web_search.is_some() {
         for context in [
             SearchContext::Low,
@@ -189,7 +200,7 @@ fn usages_for(price: &ModelPrice, rng: &mut Rng) -> Vec<Usage> {
             SearchContext::High,
         ] {
             v.push(Usage {
-                web_searches: 1 + rng.below(4),
+                web_searches: if per_request_fee { 1 } else { 1 + rng.below(4) },
                 search_context: context,
                 ..usage(2000 + rng.below(9000), 0, 0, 0, out(300), 0)
             });
@@ -232,7 +243,13 @@ fn costs_equal_litellm_exactly() {
     }
 
     // Pick models so every pricing feature is covered several times, spread over the map.
-    let features: [(&str, Feature); 13] = [
+    let features: [(&str, Feature); 14] = [
+        // Vertex AI (issue 15): Claude's `vertex_ai/` entries and Gemini's Vertex ones.
+        ("vertex", |p| {
+            p.provider
+                .as_deref()
+                .is_some_and(|v| v.starts_with("vertex_ai"))
+        }),
         // Azure OpenAI (issue 15): regional and data-zone entries price like the others.
         ("azure", |p| p.provider.as_deref() == Some("azure")),
         ("flat", |p| {

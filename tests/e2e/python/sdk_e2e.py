@@ -26,6 +26,11 @@ Cases:
                     `api-key`; the deployments are named after their models (envoy/tollgate.yaml)
   azure-v1-chat, azure-v1-responses      openai.OpenAI on Azure's v1 surface
                     (base_url BASE_URL/openai/v1/), the deployment in `model`
+  vertex-gemini-generate, vertex-gemini-stream   google-genai with vertexai=True (project
+                    VERTEX_PROJECT, location VERTEX_LOCATION, base_url BASE_URL), the virtual key
+                    as its OAuth access token (a bearer)
+  vertex-anthropic-messages, vertex-anthropic-stream   anthropic.AnthropicVertex (base_url
+                    BASE_URL/v1, access_token the virtual key), model VERTEX_ANTHROPIC_MODEL
   openai-exhaust, anthropic-exhaust, azure-exhaust   requests until the budget refuses one (at most N):
                     the last line is the SDK's RateLimitError, with our message
 """
@@ -43,6 +48,9 @@ OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-haiku-4-5"
 GEMINI_MODEL = "gemini-2.5-flash"
 AZURE_API_VERSION = "2024-10-21"
+VERTEX_PROJECT = "acme-prod"
+VERTEX_LOCATION = "us-east5"
+VERTEX_ANTHROPIC_MODEL = "claude-haiku-4-5@20251001"
 
 
 def emit(**fields):
@@ -114,8 +122,8 @@ def openai_embeddings(client, text):
                 text=f"{len(r.data[0].embedding)} dimensions", **tollgate_headers(raw.headers, raw))
 
 
-def anthropic_messages(client, text, stream=False):
-    req = {"model": ANTHROPIC_MODEL, "max_tokens": 24,
+def anthropic_messages(client, text, stream=False, model=ANTHROPIC_MODEL):
+    req = {"model": model, "max_tokens": 24,
            "messages": [{"role": "user", "content": text}]}
     if stream:
         req["stream"] = True
@@ -210,6 +218,17 @@ def main():
             emit(case=case, **gemini_generate(gm, text, stream=True))
         else:
             sys.exit(f"unknown case {case!r}")
+    elif case.startswith("vertex-gemini-"):
+        from google.oauth2.credentials import Credentials
+        gm = genai.Client(vertexai=True, project=VERTEX_PROJECT, location=VERTEX_LOCATION,
+                          credentials=Credentials(token=key),
+                          http_options=genai_types.HttpOptions(base_url=base))
+        emit(case=case, **gemini_generate(gm, text, stream=case == "vertex-gemini-stream"))
+    elif case.startswith("vertex-anthropic-"):
+        av = anthropic.AnthropicVertex(region=VERTEX_LOCATION, project_id=VERTEX_PROJECT,
+                                       access_token=key, base_url=f"{base}/v1")
+        emit(case=case, **anthropic_messages(av, text, stream=case == "vertex-anthropic-stream",
+                                             model=VERTEX_ANTHROPIC_MODEL))
     elif case.startswith("azure-v1-"):
         v1 = openai.OpenAI(base_url=f"{base}/openai/v1/", api_key=key)
         if case == "azure-v1-chat":

@@ -87,6 +87,8 @@ pub struct ProviderKeys {
     pub gemini: String,
     /// Azure OpenAI's (`api-key`).
     pub azure: String,
+    /// Vertex AI's OAuth access token (`authorization: Bearer`).
+    pub vertex_ai: String,
 }
 
 impl ProviderKeys {
@@ -97,16 +99,18 @@ impl ProviderKeys {
             anthropic: key.into(),
             gemini: key.into(),
             azure: key.into(),
+            vertex_ai: key.into(),
         }
     }
 
     /// `(provider, key)` pairs.
-    pub fn all(&self) -> [(&'static str, &str); 4] {
+    pub fn all(&self) -> [(&'static str, &str); 5] {
         [
             ("openai", &self.openai),
             ("anthropic", &self.anthropic),
             ("gemini", &self.gemini),
             ("azure", &self.azure),
+            ("vertex_ai", &self.vertex_ai),
         ]
     }
 
@@ -136,7 +140,8 @@ pub fn write_secrets(v: &TollgateVars) -> Result<()> {
     };
     let mut all = vec![("dataplane", "dataplane_token", v.dataplane_token.clone())];
     for (p, k) in v.provider_keys.all() {
-        all.push((p, secret_name(p), key(p, k)));
+        let file = if p == "vertex_ai" { "vertex" } else { p };
+        all.push((file, secret_name(p), key(p, k)));
     }
     for (file, name, value) in all {
         let key_file = v.secrets_dir.join(format!("{file}.key"));
@@ -156,6 +161,7 @@ fn secret_name(provider: &str) -> &'static str {
         "openai" => "openai_key",
         "anthropic" => "anthropic_key",
         "azure" => "azure_key",
+        "vertex_ai" => "vertex_token",
         _ => "gemini_key",
     }
 }

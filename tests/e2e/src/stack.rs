@@ -216,6 +216,7 @@ impl Stack {
             anthropic: random_token("sk-mock-anthropic-")?,
             gemini: random_token("sk-mock-gemini-")?,
             azure: random_token("sk-mock-azure-")?,
+            vertex_ai: random_token("ya29.mock-vertex-")?,
         };
         for (_, k) in provider_keys.all() {
             secrets.add(k);

@@ -244,6 +244,25 @@ fn azure_openai_sdk_embeddings_and_responses_are_metered_at_azure_prices() {
     );
 }
 
+/// Issue 15: Vertex AI through `google-genai` (`vertexai=True`) and `anthropic.AnthropicVertex`,
+/// the virtual key as the OAuth access token: the vertex_ai cluster injects the platform's token
+/// (the mock demands it as the bearer and refuses a virtual key); Claude priced at its
+/// `vertex_ai/` entry, Gemini at LiteLLM's Vertex entry.
+#[test]
+fn vertex_ai_sdk_requests_are_metered_exactly() {
+    metered_exactly(
+        "vertex-gemini",
+        Api::Gemini,
+        &["vertex-gemini-generate", "vertex-gemini-stream"],
+    );
+    metered_exactly_at(
+        "vertex-claude",
+        Api::AnthropicMessages,
+        &["vertex-anthropic-messages", "vertex-anthropic-stream"],
+        "vertex_ai/",
+    );
+}
+
 #[test]
 fn openai_sdk_embeddings_are_metered_exactly() {
     metered_exactly("embeddings", Api::OpenAiEmbeddings, &["openai-embeddings"]);

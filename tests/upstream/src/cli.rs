@@ -56,7 +56,9 @@ pub fn main() -> anyhow::Result<()> {
         let mut options = Options::default();
         for k in args.expect_key {
             match k.split_once('=') {
-                Some((p, key)) if matches!(p, "openai" | "anthropic" | "gemini" | "azure") => {
+                Some((p, key))
+                    if matches!(p, "openai" | "anthropic" | "gemini" | "azure" | "vertex_ai") =>
+                {
                     options.provider_keys.push((p.to_owned(), key.to_owned()));
                 }
                 _ => options.expect_key = Some(k),

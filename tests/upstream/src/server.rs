@@ -55,6 +55,14 @@ pub fn router(options: Options) -> Router {
         .route("/openai/v1/chat/completions", azure_v1(Api::OpenAiChat))
         .route("/openai/v1/responses", azure_v1(Api::OpenAiResponses))
         .route("/openai/v1/embeddings", azure_v1(Api::OpenAiEmbeddings))
+        .route(
+            "/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model_action}",
+            post(vertex_route),
+        )
+        .route(
+            "/v1beta1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model_action}",
+            post(vertex_route),
+        )
         .route("/v1/models", get(openai_models))
         .route("/v1beta/models", get(gemini_models))
         .fallback(not_found)
@@ -159,6 +167,54 @@ async fn gemini_route(
         provider: "gemini",
     };
     handle(&o, Api::Gemini, &headers, Some(&path), &body, target).await
+}
+
+/// Vertex AI: `/{v1|v1beta1}/projects/{p}/locations/{l}/publishers/{google|anthropic}/models/
+/// {model}:{method}`. Gemini's methods answer as Gemini; Anthropic's `rawPredict` and
+/// `streamRawPredict` as Messages (the body has no `model`, and must name the
+/// `anthropic_version`, as Vertex demands). The key is an OAuth access token, a bearer.
+async fn vertex_route(
+    State(o): State<Arc<Options>>,
+    Path((_project, _location, publisher, model_action)): Path<(String, String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let sse = query.unwrap_or_default().split('&').any(|p| p == "alt=sse");
+    let (model, method) = model_action
+        .rsplit_once(':')
+        .map_or((model_action.as_str(), ""), |(m, a)| (m, a));
+    let (api, target) = match (publisher.as_str(), method) {
+        ("google", "generateContent") => (Api::Gemini, Target::Body),
+        ("google", "streamGenerateContent") if sse => (Api::Gemini, Target::GeminiSse),
+        ("google", "streamGenerateContent") => (Api::Gemini, Target::GeminiArray),
+        ("anthropic", "rawPredict" | "streamRawPredict") => {
+            let versioned = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("anthropic_version")?.as_str().map(str::to_owned));
+            if versioned.is_none() {
+                return error(
+                    Api::AnthropicMessages,
+                    StatusCode::BAD_REQUEST,
+                    "anthropic_version: Field required",
+                );
+            }
+            (Api::AnthropicMessages, Target::Body)
+        }
+        _ => {
+            return error(
+                Api::Gemini,
+                StatusCode::NOT_FOUND,
+                &format!("unknown method in {model_action:?}"),
+            )
+        }
+    };
+    let path = PathFacts {
+        model: model.to_owned(),
+        query_key: None,
+        provider: "vertex_ai",
+    };
+    handle(&o, api, &headers, Some(&path), &body, target).await
 }
 
 /// An Azure deployment route of `api` (`/openai/deployments/{deployment}/…`).
@@ -376,6 +432,8 @@ fn check_key(
         let ok = match provider {
             "openai" => get("authorization") == Some(format!("Bearer {expected}").as_str()),
             "anthropic" => get("x-api-key") == Some(expected.as_str()),
+            // Vertex AI takes an OAuth access token as a bearer.
+            "vertex_ai" => get("authorization") == Some(format!("Bearer {expected}").as_str()),
             // Azure takes its key in `api-key`, or an Entra token as a bearer.
             "azure" => {
                 get("api-key") == Some(expected.as_str())

@@ -1050,3 +1050,48 @@ async fn azure_deployments_answer_as_their_model_with_the_azure_key() {
     .await;
     assert_eq!(r.status, 200);
 }
+
+/// Vertex AI: Gemini and Anthropic on the publishers' paths, the OAuth token only as a bearer,
+/// Anthropic's body without `model` but with the `anthropic_version` Vertex demands.
+#[tokio::test]
+async fn vertex_publishers_answer_with_the_vertex_token_only() {
+    let addr = server_with(Options {
+        provider_keys: vec![("vertex_ai".into(), "ya29.token".into())],
+        ..Options::default()
+    })
+    .await;
+    let base = "/v1/projects/acme/locations/us-east5/publishers";
+    let bearer = [("authorization", "Bearer ya29.token")];
+    let gemini = format!("{base}/google/models/gemini-2.5-flash:generateContent");
+    let r = post(addr, &gemini, &bearer, &gemini_request()).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.json()["usageMetadata"]["promptTokenCount"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    for headers in [
+        vec![("x-goog-api-key", "ya29.token")],
+        vec![("authorization", "Bearer tg-v")],
+    ] {
+        assert_eq!(
+            post(addr, &gemini, &headers, &gemini_request())
+                .await
+                .status,
+            401
+        );
+    }
+    let claude = format!("{base}/anthropic/models/claude-haiku-4-5@20251001:rawPredict");
+    let mut body = anthropic_request();
+    body.as_object_mut().unwrap().remove("model");
+    assert_eq!(
+        post(addr, &claude, &bearer, &body).await.status,
+        400,
+        "no anthropic_version"
+    );
+    body["anthropic_version"] = "vertex-2023-10-16".into();
+    let r = post(addr, &claude, &bearer, &body).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["model"], "claude-haiku-4-5@20251001");
+}

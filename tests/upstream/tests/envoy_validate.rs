@@ -119,6 +119,7 @@ fn secrets_dir(scratch: &Scratch) -> PathBuf {
         ("anthropic", "anthropic_key", "sk-ant-test"),
         ("gemini", "gemini_key", "gemini-test"),
         ("azure", "azure_key", "azure-test"),
+        ("vertex", "vertex_token", "ya29.vertex-test"),
     ] {
         let key = dir.join(format!("{file}.key"));
         std::fs::write(&key, value).unwrap();

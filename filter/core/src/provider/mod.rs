@@ -14,10 +14,12 @@
 //! | [`openai_embeddings`] | OpenAI Embeddings | `/v1/embeddings` |
 //! | [`anthropic_messages`] | Anthropic Messages | `/v1/messages` |
 //! | [`gemini`] | Gemini `generateContent` | `/v1beta/models/{m}:generateContent`, `:streamGenerateContent` (and under `/v1/`) |
+//! | [`vertex`] | Vertex AI: Gemini, Anthropic's Messages | `/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`, `:streamGenerateContent`; `…/publishers/anthropic/models/{m}:rawPredict`, `:streamRawPredict` |
 //! | [`azure_openai`] | Azure OpenAI: the three OpenAI APIs | `/openai/deployments/{d}/chat/completions`, `/completions`, `/embeddings`; `/openai/v1/chat/completions`, `/responses`, `/embeddings` |
 //!
-//! Adding an API is one module implementing [`ProviderApi`], a variant of [`ApiFormat`] and a
-//! row of [`APIS`], plus its fixtures under `tests/fixtures/usage/`.
+//! Adding an API is one module implementing [`ProviderApi`] (or, for an API another provider
+//! serves with the same bodies, a `Surface` over it: Azure, Vertex), a variant of [`ApiFormat`]
+//! and a row of [`APIS`], plus its fixtures under `tests/fixtures/usage/`.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,8 @@ pub mod gemini;
 pub mod openai_chat;
 pub mod openai_embeddings;
 pub mod openai_responses;
+mod surface;
+pub mod vertex;
 
 /// The provider API a request or response speaks. Its serialized name is what usage events
 /// and the ledger record.
@@ -53,11 +57,15 @@ pub enum ApiFormat {
     AzureOpenAiResponses,
     /// Azure OpenAI Embeddings (deployments and v1).
     AzureOpenAiEmbeddings,
+    /// Gemini on Vertex AI (`publishers/google`).
+    VertexGemini,
+    /// Anthropic's Messages on Vertex AI (`publishers/anthropic`, `rawPredict`).
+    VertexAnthropic,
 }
 
 /// Every metered API, in the order routes are tried. The queue record stores an API by its
 /// position here, so new APIs go at the end.
-pub const APIS: [&dyn ProviderApi; 8] = [
+pub const APIS: [&dyn ProviderApi; 10] = [
     &openai_chat::OpenAiChat,
     &openai_responses::OpenAiResponses,
     &openai_embeddings::OpenAiEmbeddings,
@@ -66,6 +74,8 @@ pub const APIS: [&dyn ProviderApi; 8] = [
     &azure_openai::CHAT,
     &azure_openai::RESPONSES,
     &azure_openai::EMBEDDINGS,
+    &vertex::GEMINI,
+    &vertex::ANTHROPIC,
 ];
 
 impl ApiFormat {
@@ -80,11 +90,13 @@ impl ApiFormat {
             ApiFormat::AzureOpenAiChat => &azure_openai::CHAT,
             ApiFormat::AzureOpenAiResponses => &azure_openai::RESPONSES,
             ApiFormat::AzureOpenAiEmbeddings => &azure_openai::EMBEDDINGS,
+            ApiFormat::VertexGemini => &vertex::GEMINI,
+            ApiFormat::VertexAnthropic => &vertex::ANTHROPIC,
         }
     }
 
     /// The provider whose cluster and key serve this API (`openai`, `anthropic`, `gemini`,
-    /// `azure`).
+    /// `azure`, `vertex_ai`).
     pub fn provider(self) -> &'static str {
         self.api().provider()
     }
