@@ -53,7 +53,7 @@ import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 NOTES_MARKER = "<!-- notes below this line are kept when compare.sh rewrites the file -->"
-BASE = ["none", "noop", "tollgate"]
+BASE = ["none", "noop", "floor", "tollgate"]
 # --breakdown: the same Tollgate Envoy with keys whose chains carry no budget / four budgets,
 # to separate the metered path's fixed cost from the per-budget cost.
 BREAKDOWN = ["tollgate-0", "tollgate-4"]
@@ -73,6 +73,7 @@ LABELS = {
     "shipped-forced": "tollgate.yaml as shipped, the provider gzips anyway (inflated by Envoy)",
     "none": "Envoy, no filter",
     "noop": "Envoy + no-op wasm filter",
+    "floor": "Envoy + body-reading floor wasm filter (reads both bodies, nothing else)",
     "tollgate": "Envoy + Tollgate (1 budget on the chain)",
     "tollgate-0": "Envoy + Tollgate, key without budgets (`--breakdown`)",
     "tollgate-4": "Envoy + Tollgate, 4 budgets: key, user, project, org (`--breakdown`)",
@@ -402,6 +403,10 @@ def write_report(path, args, info, results, checks, command):
         f"- **Tollgate / no-op filter throughput: {ratio_tn:.2f}** (goal ≥ 0.90: {goal})",
         f"- No-op filter / no filter throughput: {ratio_nn:.2f} (the price of the V8 wasm host itself)",
         f"- Tollgate / no filter throughput: {med['tollgate']['rps'] / med['none']['rps']:.2f}",
+        *([f"- **Tollgate / body-reading floor throughput: {med['tollgate']['rps'] / med['floor']['rps']:.2f}** "
+           f"(floor / no-op {med['floor']['rps'] / med['noop']['rps']:.2f}: what reading both bodies through "
+           f"proxy-wasm costs; Tollgate {med['tollgate']['cpu_us'] - med['floor']['cpu_us']:+.1f} µs Envoy CPU "
+           "per request over the floor)"] if "floor" in med else []),
         f"- Envoy CPU per request: the no-op filter {med['noop']['cpu_us'] - med['none']['cpu_us']:+.1f} µs "
         f"over no filter; Tollgate {med['tollgate']['cpu_us'] - med['noop']['cpu_us']:+.1f} µs "
         "over the no-op filter (worker thread: "
@@ -496,7 +501,7 @@ def main():
             keys[v] = k
         key = keys.get("tollgate")
         # The baselines get the same request, virtual key included.
-        for v in ("none", "noop"):
+        for v in ("none", "noop", "floor"):
             keys[v] = key
         cp_port = cp.rsplit(":", 1)[1]
         up_port = upstream.rsplit(":", 1)[1]
@@ -508,6 +513,9 @@ def main():
             "none": render(os.path.join(ROOT, "envoy/baseline-none.yaml"), common),
             "noop": render(os.path.join(ROOT, "envoy/baseline-noop.yaml"),
                            dict(common, NOOP_WASM_PATH=os.path.join(wasm, "tollgate_noop.wasm"))),
+            # The same Envoy as the no-op one, with the floor module in its place.
+            "floor": render(os.path.join(ROOT, "envoy/baseline-noop.yaml"),
+                            dict(common, NOOP_WASM_PATH=os.path.join(wasm, "tollgate_floor.wasm"))),
             "tollgate": render(os.path.join(ROOT, "envoy/tollgate.yaml"), dict(
                 common, CP_PORT=cp_port, WASM_PATH=os.path.join(wasm, "tollgate_filter.wasm"),
                 SECRETS_DIR=secrets_dir)),
@@ -529,7 +537,7 @@ def main():
         time.sleep(3)  # Tollgate's first snapshot (sync interval 1 s), then the workers' tick
         served = {}
         for v in variants:
-            if v in ("none", "noop"):
+            if v in ("none", "noop", "floor"):
                 continue
             status, body = http("POST", f"http://{envoys[v][2]}/v1/chat/completions", keys[v]["secret"],
                                 json.dumps({"model": "gpt-4o-mini", "max_tokens": 16,

@@ -1,4 +1,5 @@
-//! Per-request overhead of a filter against a baseline module, in the same run.
+//! Per-request overhead of a filter against a baseline module (and optionally a second one,
+//! the body-reading floor), in the same run.
 //!
 //! Both modules serve the same representative request (an OpenAI chat completion with a
 //! `tg-` virtual key and a ~1 KB JSON response carrying `usage`), each on one VM reused
@@ -64,6 +65,8 @@ pub struct Report {
     pub filter: Stats,
     /// The baseline (the no-op filter).
     pub baseline: Stats,
+    /// A second baseline measured in the same rounds, when given (the body-reading floor).
+    pub floor: Option<Stats>,
     /// Interleaved rounds run.
     pub rounds: usize,
 }
@@ -133,53 +136,59 @@ pub fn run(
     request: &Request,
     requests: usize,
 ) -> Result<Report> {
-    run_with(filter, baseline, request, requests, |_, _| Ok(()))
+    run_with(filter, baseline, None, request, requests, |_, _| Ok(()))
 }
 
-/// [`run`], with `setup(host, is_filter)` applied to each module's host before the warm-up:
-/// extra service VMs, preloaded shared data, a clock advance so their ticks run.
+/// [`run`], with a second baseline `floor` measured in the same rounds when given, and
+/// `setup(host, is_filter)` applied to each module's host before the warm-up: extra service
+/// VMs, preloaded shared data, a clock advance so their ticks run.
 pub fn run_with(
     filter: &Plugin,
     baseline: &Plugin,
+    floor: Option<&Plugin>,
     request: &Request,
     requests: usize,
     mut setup: impl FnMut(&mut Host, bool) -> Result<()>,
 ) -> Result<Report> {
-    let mut filter_host = filter.start()?;
-    setup(&mut filter_host, true)?;
-    let mut baseline_host = baseline.start()?;
-    setup(&mut baseline_host, false)?;
+    let mut hosts = vec![filter.start()?, baseline.start()?];
+    if let Some(floor) = floor {
+        hosts.push(floor.start()?);
+    }
+    for (i, host) in hosts.iter_mut().enumerate() {
+        setup(host, i == 0)?;
+    }
     let warmup = (requests / 10).clamp(10, 1_000);
     for _ in 0..warmup {
-        one(&mut filter_host, request)?;
-        one(&mut baseline_host, request)?;
+        for host in &mut hosts {
+            one(host, request)?;
+        }
     }
     let rounds = (requests / 500).clamp(1, 50);
     let per_round = requests.div_ceil(rounds);
-    let mut filter_times = Vec::with_capacity(requests);
-    let mut baseline_times = Vec::with_capacity(requests);
+    let mut times: Vec<Vec<Duration>> = hosts.iter().map(|_| Vec::with_capacity(requests)).collect();
+    let n = hosts.len();
     for round in 0..rounds {
-        let take = per_round.min(requests - filter_times.len());
-        let order: [bool; 2] = if round % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for is_filter in order {
-            let (host, times) = if is_filter {
-                (&mut filter_host, &mut filter_times)
-            } else {
-                (&mut baseline_host, &mut baseline_times)
+        let take = per_round.min(requests - times.first().map_or(0, Vec::len));
+        // Each round starts with the next module, so drift hits every module alike.
+        for k in 0..n {
+            let m = (round + k) % n;
+            let (Some(host), Some(t)) = (hosts.get_mut(m), times.get_mut(m)) else {
+                continue;
             };
             for _ in 0..take {
-                times.push(one(host, request)?);
+                t.push(one(host, request)?);
             }
             host.take_logs();
         }
     }
+    let mut stats = times.iter_mut().map(|t| Stats::from_durations(t));
+    let (Some(filter), Some(baseline)) = (stats.next(), stats.next()) else {
+        bail!("no modules measured");
+    };
     Ok(Report {
-        filter: Stats::from_durations(&mut filter_times),
-        baseline: Stats::from_durations(&mut baseline_times),
+        filter,
+        baseline,
+        floor: stats.next(),
         rounds,
     })
 }

@@ -52,6 +52,10 @@ enum Command {
         /// Repeatable.
         #[arg(long)]
         shared_data: Vec<String>,
+        /// A second baseline measured in the same rounds: the body-reading floor
+        /// (tests/floor-filter), which reads what a metering filter must and nothing else.
+        #[arg(long)]
+        floor: Option<PathBuf>,
         /// The baseline is another build of the measured filter (a before/after comparison):
         /// it gets the same configuration, service VMs and shared data.
         #[arg(long)]
@@ -107,6 +111,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             service_config,
             shared_data,
             baseline_is_filter,
+            floor,
         } => {
             let filter = builder(&wasm, config.as_deref())?.vm_id(&vm_id).build()?;
             let baseline_plugin = if baseline_is_filter {
@@ -116,6 +121,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             .vm_id(&vm_id)
             .build()?;
+            if baseline_is_filter && floor.is_some() {
+                anyhow::bail!("--floor measures against the no-op baseline; drop --baseline-is-filter");
+            }
+            let floor_plugin = match &floor {
+                Some(path) => Some(Plugin::builder(read(path)?).vm_id(&vm_id).build()?),
+                None => None,
+            };
             let request = bench::chat_completion_request();
             let mut services = Vec::new();
             let mut baseline_services = Vec::new();
@@ -147,8 +159,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 host.advance(std::time::Duration::from_secs(1))
             };
-            let report =
-                bench::run_with(&filter, &baseline_plugin, &request, requests.max(1), setup)?;
+            let report = bench::run_with(
+                &filter,
+                &baseline_plugin,
+                floor_plugin.as_ref(),
+                &request,
+                requests.max(1),
+                setup,
+            )?;
             println!(
                 "tollgate-harness bench: {} requests per module in {} interleaved rounds",
                 report.filter.samples, report.rounds
@@ -157,13 +175,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "{:<10} {:>10} {:>10} {:>10}",
                 "module", "p50_us", "p99_us", "mean_us"
             );
-            for (name, stats) in [("filter", report.filter), ("baseline", report.baseline)] {
+            let modules = [
+                Some(("filter", report.filter)),
+                Some(("baseline", report.baseline)),
+                report.floor.map(|f| ("floor", f)),
+            ];
+            for (name, stats) in modules.into_iter().flatten() {
                 println!(
                     "{:<10} {:>10.2} {:>10.2} {:>10.2}",
                     name, stats.p50_us, stats.p99_us, stats.mean_us
                 );
             }
             println!("ratio={:.2}", report.ratio());
+            if let Some(floor) = report.floor.filter(|f| f.p50_us > 0.0) {
+                println!("ratio_to_floor={:.2}", report.filter.p50_us / floor.p50_us);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
