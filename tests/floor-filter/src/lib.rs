@@ -80,7 +80,9 @@ impl HttpContext for FloorHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
-        let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+        let chunk = self
+            .get_http_response_body(0, body_size)
+            .unwrap_or_default();
         self.read = self.read.wrapping_add(chunk.len());
         Action::Continue
     }

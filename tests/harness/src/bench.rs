@@ -165,7 +165,8 @@ pub fn run_with(
     }
     let rounds = (requests / 500).clamp(1, 50);
     let per_round = requests.div_ceil(rounds);
-    let mut times: Vec<Vec<Duration>> = hosts.iter().map(|_| Vec::with_capacity(requests)).collect();
+    let mut times: Vec<Vec<Duration>> =
+        hosts.iter().map(|_| Vec::with_capacity(requests)).collect();
     let n = hosts.len();
     for round in 0..rounds {
         let take = per_round.min(requests - times.first().map_or(0, Vec::len));

@@ -122,7 +122,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             .vm_id(&vm_id)
             .build()?;
             if baseline_is_filter && floor.is_some() {
-                anyhow::bail!("--floor measures against the no-op baseline; drop --baseline-is-filter");
+                anyhow::bail!(
+                    "--floor measures against the no-op baseline; drop --baseline-is-filter"
+                );
             }
             let floor_plugin = match &floor {
                 Some(path) => Some(Plugin::builder(read(path)?).vm_id(&vm_id).build()?),
