@@ -29,10 +29,7 @@ const FILTER_BODY_LIMIT: usize = 4 << 20;
 const ENVOY_413: &str = "Payload Too Large";
 
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
+    common::client_with(Duration::from_secs(60))
 }
 
 /// What the client saw.

@@ -43,20 +43,13 @@ fn flips_to(
     got.unwrap_or_else(|| panic!("never got {want} within 15 s\n{}", stack.logs()))
 }
 
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn a_revoked_key_is_refused_within_two_sync_intervals() {
     let Some(stack) = common::stack() else { return };
     let api = stack.api().unwrap();
     let chain = api.create_chain("revoke").unwrap();
     stack.wait_for_sync().unwrap();
-    let http = client();
+    let http = common::client();
     assert_eq!(chat(&http, &stack, &chain).0, 200);
 
     api.revoke_key(&chain.key_id).unwrap();
@@ -81,7 +74,7 @@ fn a_new_budget_takes_effect_within_two_sync_intervals_and_so_does_raising_it() 
     let api = stack.api().unwrap();
     let chain = api.create_chain("budget").unwrap();
     stack.wait_for_sync().unwrap();
-    let http = client();
+    let http = common::client();
     assert_eq!(chat(&http, &stack, &chain).0, 200, "no budget yet: allowed");
 
     // A zero budget on the project denies every priced request.

@@ -30,10 +30,7 @@ use common::{ledger_reaches, two_intervals, SYNC_INTERVAL_MS};
 const ENVOY_LOG: [&str; 4] = ["--log-level", "debug", "--component-log-level", "http:info"];
 
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    common::client_with(Duration::from_secs(30))
 }
 
 /// One chat completion through Envoy with these extra headers: status and JSON body.

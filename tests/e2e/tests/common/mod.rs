@@ -94,8 +94,13 @@ pub fn dec(s: &str) -> Decimal {
 
 /// A blocking HTTP client for LLM calls (10 s timeout).
 pub fn client() -> reqwest::blocking::Client {
+    client_with(Duration::from_secs(10))
+}
+
+/// A blocking HTTP client whose every request gives up after `timeout`.
+pub fn client_with(timeout: Duration) -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .build()
         .unwrap()
 }
