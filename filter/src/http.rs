@@ -130,16 +130,11 @@ impl Stream {
             let cluster = host::property(&["xds", "cluster_name"]);
             admission::check_cluster(r, &cfg.identity.providers, cluster.as_deref(), method, path)?;
         }
-        let snapshot = self.shared.snapshot.borrow().clone();
-        admission::check_snapshot(
-            snapshot
-                .as_ref()
-                .map(|s| now.saturating_sub(self.shared.fresh_at(s))),
+        let snapshot = admission::usable_snapshot(
+            self.shared.snapshot.borrow().clone(),
+            |s| now.saturating_sub(self.shared.fresh_at(s)),
             cfg,
         )?;
-        let Some(snapshot) = snapshot else {
-            return Err(reply::error(500, "internal_error", "no snapshot"));
-        };
         let principal = identity::identify(
             cfg.identity.trusted_principal_header.as_deref(),
             |name| headers.get(name).map(str::to_string),

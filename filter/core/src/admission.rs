@@ -46,9 +46,14 @@ pub fn check_cluster(
     ))
 }
 
-/// Whether a snapshot `age_s` seconds old (`None`: none yet) may judge requests.
-pub fn check_snapshot(age_s: Option<i64>, cfg: &Config) -> Result<(), Reply> {
-    let Some(age) = age_s else {
+/// The snapshot to judge requests by: the one loaded (`None`: none yet), unless it is older
+/// (`age_s` of it, in seconds) than the configuration lets a stale snapshot judge.
+pub fn usable_snapshot<S>(
+    snapshot: Option<S>,
+    age_s: impl FnOnce(&S) -> i64,
+    cfg: &Config,
+) -> Result<S, Reply> {
+    let Some(snapshot) = snapshot else {
         return Err(reply::error(
             503,
             "budget_snapshot_unavailable",
@@ -56,14 +61,14 @@ pub fn check_snapshot(age_s: Option<i64>, cfg: &Config) -> Result<(), Reply> {
         ));
     };
     let max = i64::try_from(cfg.max_staleness_s).unwrap_or(i64::MAX);
-    if age > max && cfg.stale_policy == StalePolicy::Deny {
+    if age_s(&snapshot) > max && cfg.stale_policy == StalePolicy::Deny {
         return Err(reply::error(
             503,
             "budget_snapshot_stale",
             "Tollgate's budget snapshot is stale and policy denies; retry later",
         ));
     }
-    Ok(())
+    Ok(snapshot)
 }
 
 /// The price side of an admitted request: what settlement needs to charge it.
@@ -330,13 +335,23 @@ mod tests {
         assert!(check_cluster(&anthropic, providers, Some(b"openai"), "POST", "/").is_err());
         assert!(check_cluster(&anthropic, &BTreeMap::new(), None, "POST", "/").is_ok());
 
-        assert_eq!(check_snapshot(None, &cfg).unwrap_err().status, 503);
+        let aged = |age: i64| move |_: &()| age;
+        let none: Option<()> = None;
+        assert_eq!(
+            usable_snapshot(none, aged(0), &cfg).unwrap_err().status,
+            503
+        );
         assert!(
-            check_snapshot(Some(1_000_000), &cfg).is_ok(),
+            usable_snapshot(Some(()), aged(1_000_000), &cfg).is_ok(),
             "stale allowed by default"
         );
         let strict = config(r#", "stale_policy": "deny", "max_staleness_s": 10"#);
-        assert!(check_snapshot(Some(10), &strict).is_ok());
-        assert_eq!(check_snapshot(Some(11), &strict).unwrap_err().status, 503);
+        assert!(usable_snapshot(Some(()), aged(10), &strict).is_ok());
+        assert_eq!(
+            usable_snapshot(Some(()), aged(11), &strict)
+                .unwrap_err()
+                .status,
+            503
+        );
     }
 }

@@ -225,8 +225,10 @@ fn price_served(format: ApiFormat, priced_as: &mut Priced, book: &PriceBook, ser
 /// (`gpt-4o-2024-08-06`) are the same model: the key's last segment and the name agree once a
 /// snapshot date is dropped from either.
 fn same_model(mapped: &str, served: &str) -> bool {
+    fn base(m: &str) -> &str {
+        strip_snapshot_date(m).unwrap_or(m)
+    }
     let name = mapped.rsplit('/').next().unwrap_or(mapped);
-    let base = |m: &str| strip_snapshot_date(m).unwrap_or(m).to_string();
     name == served || base(name) == base(served)
 }
 

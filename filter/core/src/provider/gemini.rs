@@ -22,7 +22,7 @@
 
 use super::{model_in_path, ApiFormat, ProviderApi, RequestField, Route};
 use crate::usage::fields::{read_count, skip, uncached, Count, Fields};
-use crate::usage::{scan, usage_of, Served, StreamRead, Usage, UsageError, UsageValue};
+use crate::usage::{scan, usage_of, StreamRead, Usage, UsageError, UsageValue};
 
 /// Gemini `generateContent`.
 pub struct Gemini;
@@ -87,18 +87,15 @@ impl ProviderApi for Gemini {
         UsageValue::read(s, i, GeminiUsage::meaning)
     }
 
-    fn note_answer_member(
-        &self,
-        served: &mut Served,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), UsageError> {
-        if scan::key_is(key, "modelVersion") {
-            served.note_model(Some(value));
-        } else if scan::key_is(key, "candidates") {
-            served.note_searches(grounding_queries(value)?);
+    fn model_key(&self) -> &'static str {
+        "modelVersion"
+    }
+
+    fn searches_in(&self, key: &[u8], value: &[u8]) -> Result<Option<u64>, UsageError> {
+        if scan::key_is(key, "candidates") {
+            return grounding_queries(value).map(Some);
         }
-        Ok(())
+        Ok(None)
     }
 
     fn read_event(&self, st: &mut StreamRead, _name: &[u8], data: &[u8]) -> Result<(), UsageError> {

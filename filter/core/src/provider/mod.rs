@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::estimate::TierAsk;
 use crate::pricing::ServiceTier;
-use crate::usage::{Served, StreamRead, Usage, UsageError, UsageValue};
+use crate::usage::{StreamRead, Usage, UsageError, UsageValue};
 
 pub mod anthropic_messages;
 pub mod azure_openai;
@@ -230,20 +230,15 @@ pub trait ProviderApi: Sync {
     /// judged in [`UsageValue::Object`].
     fn read_usage(&self, s: &[u8], i: usize) -> Result<(UsageValue, usize), UsageError>;
 
-    /// Notes a top-level member of a whole answer (other than its usage) that says how the
-    /// request was served: by default the `model` and the `service_tier`.
-    fn note_answer_member(
-        &self,
-        served: &mut Served,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), UsageError> {
-        if crate::usage::scan::key_is(key, "model") {
-            served.note_model(Some(value));
-        } else if crate::usage::scan::key_is(key, "service_tier") {
-            served.note_tier(Some(value));
-        }
-        Ok(())
+    /// The top-level member of an answer naming the model that served it.
+    fn model_key(&self) -> &'static str {
+        "model"
+    }
+
+    /// The provider-run searches a top-level member `key` (value token `value`) of an answer
+    /// reports, if it is the member that reports them.
+    fn searches_in(&self, _key: &[u8], _value: &[u8]) -> Result<Option<u64>, UsageError> {
+        Ok(None)
     }
 
     /// Whether the data of a stream event named `name` (by its `event:` line; empty when it

@@ -16,7 +16,7 @@ use super::openai_chat::{InputDetails, OutputDetails};
 use super::{event_name, ApiFormat, ProviderApi, RequestField, Route};
 use crate::estimate::TierAsk;
 use crate::usage::fields::{read_count, read_nested, uncached, Count, Fields, Nested};
-use crate::usage::{scan, usage_in, Served, StreamRead, Usage, UsageError, UsageValue};
+use crate::usage::{scan, usage_in, StreamRead, Usage, UsageError, UsageValue};
 
 /// OpenAI Responses.
 pub struct OpenAiResponses;
@@ -62,20 +62,11 @@ impl ProviderApi for OpenAiResponses {
         UsageValue::read(s, i, ResponsesUsage::meaning)
     }
 
-    fn note_answer_member(
-        &self,
-        served: &mut Served,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), UsageError> {
-        if scan::key_is(key, "model") {
-            served.note_model(Some(value));
-        } else if scan::key_is(key, "service_tier") {
-            served.note_tier(Some(value));
-        } else if scan::key_is(key, "output") {
-            served.note_searches(web_search_calls(value)?);
+    fn searches_in(&self, key: &[u8], value: &[u8]) -> Result<Option<u64>, UsageError> {
+        if scan::key_is(key, "output") {
+            return web_search_calls(value).map(Some);
         }
-        Ok(())
+        Ok(None)
     }
 
     fn keeps_event(&self, name: &[u8]) -> bool {

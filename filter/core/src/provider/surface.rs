@@ -5,7 +5,7 @@
 
 use super::{ApiFormat, ProviderApi, RequestField, Route};
 use crate::estimate::TierAsk;
-use crate::usage::{Served, StreamRead, Usage, UsageError, UsageValue};
+use crate::usage::{StreamRead, Usage, UsageError, UsageValue};
 
 /// One API on another provider's surface.
 pub struct Surface {
@@ -70,13 +70,12 @@ impl ProviderApi for Surface {
         self.inner.read_usage(s, i)
     }
 
-    fn note_answer_member(
-        &self,
-        served: &mut Served,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), UsageError> {
-        self.inner.note_answer_member(served, key, value)
+    fn model_key(&self) -> &'static str {
+        self.inner.model_key()
+    }
+
+    fn searches_in(&self, key: &[u8], value: &[u8]) -> Result<Option<u64>, UsageError> {
+        self.inner.searches_in(key, value)
     }
 
     fn keeps_event(&self, name: &[u8]) -> bool {

@@ -50,7 +50,7 @@ pub fn served_json(format: ApiFormat, body: &[u8]) -> Result<(Usage, Option<Stri
         api.usage_key(),
         api.answer_may_be_array(),
         |s, i| api.read_usage(s, i),
-        |key, value| api.note_answer_member(&mut served, key, value),
+        |key, value| served.note_member(api, key, value),
     )?;
     let mut usage = usage
         .ok_or(UsageError::NoUsage)?
@@ -70,6 +70,24 @@ pub struct Served {
 }
 
 impl Served {
+    /// Reads the top-level member `key` (value token `value`) of an answer of `api`, if it is
+    /// one that says how the request was served: the model, the tier, the searches.
+    pub(crate) fn note_member(
+        &mut self,
+        api: &dyn ProviderApi,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), UsageError> {
+        if scan::key_is(key, api.model_key()) {
+            self.note_model(Some(value));
+        } else if scan::key_is(key, "service_tier") {
+            self.note_tier(Some(value));
+        } else if let Some(n) = api.searches_in(key, value)? {
+            self.note_searches(n);
+        }
+        Ok(())
+    }
+
     /// The model a `model` / `modelVersion` value names (the last one named wins).
     pub(crate) fn note_model(&mut self, value: Option<&[u8]>) {
         if let Some(name) = value.and_then(model_name) {
