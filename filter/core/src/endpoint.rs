@@ -11,7 +11,9 @@
 //!   an unknown path (`/v1/files`, `/v1/batches`), a variant of a metered path (trailing
 //!   slash, other case, `//`, `/./`) or a path with a percent escape left in it
 //!   (`%3A`, `%2F`: Envoy's `normalize_path` decodes only unreserved characters, and a
-//!   provider may decode the rest and serve the metered method) is answered by the filter.
+//!   provider may decode the rest and serve the metered method) is answered by the filter;
+//!   the one escape let through is the `%3A` boto3 writes for every `:` of a Bedrock model
+//!   id, in the model segment of a Bedrock path only.
 //!
 //! Matching is exact and case-sensitive: when unsure what a provider does with a variant,
 //! Tollgate refuses it rather than guess.
@@ -95,7 +97,7 @@ pub enum Endpoint<'a> {
 /// Classifies a request by method and path (query string ignored).
 pub fn classify<'a>(method: &str, path: &'a str) -> Endpoint<'a> {
     let (bare, query) = path.split_once('?').unwrap_or((path, ""));
-    if bare.contains('%') {
+    if bare.contains('%') && !crate::provider::bedrock::escapes_allowed(bare) {
         return Endpoint::Refused(Refusal::Escaped);
     }
     // A parameter name with an escape could decode to `key` at the provider.

@@ -314,7 +314,7 @@ pub fn summarize<'a>(
     }
 
     let model = match (path_model, raw.model) {
-        (Some(m), _) => Some(Cow::Borrowed(m)),
+        (Some(m), _) => Some(crate::provider::path_model_name(m)),
         (None, Field::Absent | Field::Null) => None,
         (None, Field::Value(m)) => Some(m),
         (None, Field::WrongType) => return Err(wrong_type("model", "a string")),

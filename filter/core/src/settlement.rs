@@ -11,7 +11,7 @@ use crate::cost::{priced, CostBreakdown};
 use crate::event::{Charge, UnchargedReason};
 use crate::pricing::{strip_snapshot_date, Fallbacks, PriceBook};
 use crate::provider::ApiFormat;
-use crate::usage::{readable_encoding, served_json, SseUsage, Usage};
+use crate::usage::{readable_encoding, served_json, EventStreamUsage, SseUsage, StreamOutcome, Usage};
 
 /// How an answer's body is being metered, chosen from its headers.
 #[derive(Debug)]
@@ -27,6 +27,8 @@ pub enum Meter {
     },
     /// A stream, read event by event as it passes.
     Sse(Box<SseUsage>),
+    /// An AWS event stream (Bedrock), read message by message as it passes.
+    EventStream(Box<EventStreamUsage>),
     /// A `content-encoding` the filter cannot read: nothing is kept, the request is charged
     /// by policy under its own reason.
     Encoded,
@@ -45,6 +47,8 @@ impl Meter {
             Meter::Encoded
         } else if content_type.is_some_and(|c| c.contains("text/event-stream")) {
             Meter::Sse(Box::new(SseUsage::new(format, max)))
+        } else if content_type.is_some_and(|c| c.contains("application/vnd.amazon.eventstream")) {
+            Meter::EventStream(Box::new(EventStreamUsage::new(format, max)))
         } else {
             Meter::Json {
                 body: Vec::new(),
@@ -58,6 +62,7 @@ impl Meter {
     pub fn push(&mut self, chunk: &[u8]) {
         match self {
             Meter::Sse(p) => p.push(chunk),
+            Meter::EventStream(p) => p.push(chunk),
             Meter::Json {
                 body,
                 overflow,
@@ -97,15 +102,22 @@ pub fn measure(
         Some(Meter::Json { body, .. }) if ended => {
             served_json(format, &body).map_err(|_| UnchargedReason::NoUsage)
         }
-        Some(Meter::Sse(p)) => {
-            let out = p.finish();
-            match (out.usage, out.complete || ended && out.usage.is_some()) {
-                (Some(u), true) => Ok((u, out.model)),
-                (Some(_), false) | (None, _) if !ended => Err(UnchargedReason::Truncated),
-                _ => Err(UnchargedReason::NoUsage),
-            }
-        }
+        Some(Meter::Sse(p)) => stream_measured(p.finish(), ended),
+        Some(Meter::EventStream(p)) => stream_measured(p.finish(), ended),
         _ => Err(UnchargedReason::Truncated),
+    }
+}
+
+/// What a stream's outcome charges: its usage once it completed (or ended normally with
+/// usage), else why not.
+fn stream_measured(
+    out: StreamOutcome,
+    ended: bool,
+) -> Result<(Usage, Option<String>), UnchargedReason> {
+    match (out.usage, out.complete || ended && out.usage.is_some()) {
+        (Some(u), true) => Ok((u, out.model)),
+        (Some(_), false) | (None, _) if !ended => Err(UnchargedReason::Truncated),
+        _ => Err(UnchargedReason::NoUsage),
     }
 }
 
@@ -135,7 +147,7 @@ pub fn settle(
     cfg: &Config,
 ) -> Settled {
     let usage = measured.map(|(usage, served)| {
-        if let Some(served) = served {
+        if let Some(served) = served.filter(|_| format.api().prices_answer_model()) {
             price_served(format, priced_as, book, &served);
         }
         usage

@@ -15,6 +15,7 @@
 //! | [`anthropic_messages`] | Anthropic Messages | `/v1/messages` |
 //! | [`gemini`] | Gemini `generateContent` | `/v1beta/models/{m}:generateContent`, `:streamGenerateContent` (and under `/v1/`) |
 //! | [`vertex`] | Vertex AI: Gemini, Anthropic's Messages | `/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`, `:streamGenerateContent`; `…/publishers/anthropic/models/{m}:rawPredict`, `:streamRawPredict` |
+//! | [`bedrock`] | Amazon Bedrock: Converse; InvokeModel for Anthropic's models | `/model/{id}/converse`, `/converse-stream`, `/invoke`, `/invoke-with-response-stream` |
 //! | [`azure_openai`] | Azure OpenAI: the three OpenAI APIs | `/openai/deployments/{d}/chat/completions`, `/completions`, `/embeddings`; `/openai/v1/chat/completions`, `/responses`, `/embeddings` |
 //!
 //! Adding an API is one module implementing [`ProviderApi`] (or, for an API another provider
@@ -29,6 +30,7 @@ use crate::usage::{StreamRead, Usage, UsageError, UsageValue};
 
 pub mod anthropic_messages;
 pub mod azure_openai;
+pub mod bedrock;
 pub mod gemini;
 pub mod openai_chat;
 pub mod openai_embeddings;
@@ -61,11 +63,15 @@ pub enum ApiFormat {
     VertexGemini,
     /// Anthropic's Messages on Vertex AI (`publishers/anthropic`, `rawPredict`).
     VertexAnthropic,
+    /// Amazon Bedrock Converse and ConverseStream.
+    BedrockConverse,
+    /// Amazon Bedrock InvokeModel (and its response stream) for Anthropic's models.
+    BedrockInvoke,
 }
 
 /// Every metered API, in the order routes are tried. The queue record stores an API by its
 /// position here, so new APIs go at the end.
-pub const APIS: [&dyn ProviderApi; 10] = [
+pub const APIS: [&dyn ProviderApi; 12] = [
     &openai_chat::OpenAiChat,
     &openai_responses::OpenAiResponses,
     &openai_embeddings::OpenAiEmbeddings,
@@ -76,6 +82,8 @@ pub const APIS: [&dyn ProviderApi; 10] = [
     &azure_openai::EMBEDDINGS,
     &vertex::GEMINI,
     &vertex::ANTHROPIC,
+    &bedrock::BedrockConverse,
+    &bedrock::BedrockInvoke,
 ];
 
 impl ApiFormat {
@@ -92,11 +100,13 @@ impl ApiFormat {
             ApiFormat::AzureOpenAiEmbeddings => &azure_openai::EMBEDDINGS,
             ApiFormat::VertexGemini => &vertex::GEMINI,
             ApiFormat::VertexAnthropic => &vertex::ANTHROPIC,
+            ApiFormat::BedrockConverse => &bedrock::BedrockConverse,
+            ApiFormat::BedrockInvoke => &bedrock::BedrockInvoke,
         }
     }
 
     /// The provider whose cluster and key serve this API (`openai`, `anthropic`, `gemini`,
-    /// `azure`, `vertex_ai`).
+    /// `azure`, `vertex_ai`, `bedrock`).
     pub fn provider(self) -> &'static str {
         self.api().provider()
     }
@@ -235,6 +245,13 @@ pub trait ProviderApi: Sync {
         "model"
     }
 
+    /// Whether the model an answer names is priced when it differs from the requested one.
+    /// Not where the path's model id carries the rate and the answer only the vendor's name
+    /// for the same model (Bedrock: `us.anthropic.…-v1:0` answers `claude-…`).
+    fn prices_answer_model(&self) -> bool {
+        true
+    }
+
     /// The provider-run searches a top-level member `key` (value token `value`) of an answer
     /// reports, if it is the member that reports them.
     fn searches_in(&self, _key: &[u8], _value: &[u8]) -> Result<Option<u64>, UsageError> {
@@ -264,6 +281,11 @@ pub trait ProviderApi: Sync {
     fn stream_usage(&self, st: &StreamRead) -> (Option<Usage>, Option<UsageError>) {
         (st.usage, None)
     }
+}
+
+/// The model a route's path names, as the provider reads it: Bedrock's `%3A` decoded.
+pub fn path_model_name(raw: &str) -> std::borrow::Cow<'_, str> {
+    bedrock::model_id(raw)
 }
 
 /// A model name or id as the providers spell them in paths (`colon`: OpenAI ids may hold

@@ -74,6 +74,10 @@ impl ProviderApi for Surface {
         self.inner.model_key()
     }
 
+    fn prices_answer_model(&self) -> bool {
+        self.inner.prices_answer_model()
+    }
+
     fn searches_in(&self, key: &[u8], value: &[u8]) -> Result<Option<u64>, UsageError> {
         self.inner.searches_in(key, value)
     }

@@ -59,6 +59,13 @@ pub enum UsageError {
     /// without being buffered.
     #[error("stream event over {0} bytes skipped")]
     EventTooLarge(usize),
+    /// A binary event stream's framing is broken (a length out of bounds, a checksum that
+    /// does not match): what follows cannot be framed, so the stream is read no further.
+    #[error("event stream framing: {0}")]
+    BadFrame(&'static str),
+    /// The provider ended the stream with an exception message instead of its last event.
+    #[error("the stream carried an exception")]
+    StreamException,
 }
 
 impl UsageError {
@@ -76,6 +83,8 @@ impl UsageError {
             UsageError::Inconsistent { .. } => "inconsistent",
             UsageError::UnknownFormat => "unknown_format",
             UsageError::EventTooLarge(_) => "event_too_large",
+            UsageError::BadFrame(_) => "bad_frame",
+            UsageError::StreamException => "stream_exception",
         }
     }
 }

@@ -26,16 +26,20 @@ use crate::pricing::{SearchContext, ServiceTier};
 use crate::provider::ApiFormat;
 
 mod error;
+pub mod eventstream;
 pub(crate) mod fields;
 mod json;
 pub(crate) mod scan;
 mod sse;
+mod stream;
 
 pub use error::{UsageError, MAX_TOKENS};
 pub use fields::UsageValue;
 pub(crate) use json::{find_member, usage_in, usage_of};
 pub use json::{from_json, from_usage_object, served_json, Served};
-pub use sse::{SseUsage, StreamOutcome, StreamRead};
+pub use eventstream::EventStreamUsage;
+pub use sse::SseUsage;
+pub use stream::{StreamOutcome, StreamRead};
 
 /// Token counts of one request, normalised across providers. Every bucket is disjoint except
 /// `reasoning`, which is the part of `output` spent on reasoning.

@@ -22,11 +22,10 @@
 //! Run the tests with `cargo test -p tollgate-core --lib usage::sse` and the split-anywhere
 //! golden tests with `cargo test -p tollgate-core --test usage_golden`.
 
-use super::json::Served;
 use super::scan::find_line_end;
-use super::{Usage, UsageError};
-use crate::provider::anthropic_messages::AnthropicParts;
-use crate::provider::{ApiFormat, ProviderApi};
+use super::stream::{Events, StreamOutcome};
+use super::Usage;
+use crate::provider::ApiFormat;
 
 /// Longest `event:` name kept; every name that matters is shorter, longer ones are "other".
 const EVENT_NAME_MAX: usize = 24;
@@ -34,46 +33,6 @@ const EVENT_NAME_MAX: usize = 24;
 const FIELD_NAME_MAX: usize = 8;
 /// Bytes of an oversized OpenAI chat chunk kept to recognise its `"usage":null}` ending.
 const TAIL_MAX: usize = 32;
-
-/// What an SSE stream reported once it ended (see [`SseUsage::finish`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamOutcome {
-    /// The usage the stream reported: the last readable one, or for Anthropic the merge of
-    /// `message_start` and the `message_delta`s. `None` when no event carried readable usage.
-    pub usage: Option<Usage>,
-    /// The provider's end-of-stream mark arrived (see the module docs per provider). When
-    /// `false` the stream was cut short and `usage`, if any, is what had been seen by then.
-    pub complete: bool,
-    /// Events dispatched (blank-line terminated, or left open when the stream ended).
-    pub events: u64,
-    /// Events skipped because their data exceeded `max_event_bytes`.
-    pub oversized_events: u32,
-    /// Events that could carry usage but could not be read (malformed JSON, bad usage).
-    pub failed_events: u32,
-    /// The first problem met, for logs: what made an event fail or be skipped, or a required
-    /// field that never arrived.
-    pub first_error: Option<UsageError>,
-    /// The model the provider says served the stream (OpenAI chat's usage chunk `model`,
-    /// Responses' final `response.model`, Anthropic's `message_start` `message.model`, Gemini's
-    /// `modelVersion`), when it named one.
-    pub model: Option<String>,
-}
-
-impl StreamOutcome {
-    /// The stream ended without the provider's end-of-stream mark.
-    pub fn truncated(&self) -> bool {
-        !self.complete
-    }
-
-    /// The usage, or why there is none: the first error, else [`UsageError::NoUsage`].
-    pub fn into_result(self) -> Result<Usage, UsageError> {
-        match (self.usage, self.first_error) {
-            (Some(u), _) => Ok(u),
-            (None, Some(e)) => Err(e),
-            (None, None) => Err(UsageError::NoUsage),
-        }
-    }
-}
 
 /// Where the parser is within the current line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,8 +79,8 @@ enum DataMode {
 /// ```
 #[derive(Debug, Clone)]
 pub struct SseUsage {
-    api: &'static dyn ProviderApi,
-    max_event_bytes: usize,
+    /// What the events say.
+    events: Events,
 
     // Line parser.
     line: LineState,
@@ -139,26 +98,6 @@ pub struct SseUsage {
     data_lines: u32,
     mode: DataMode,
     tail: Vec<u8>,
-
-    // What the stream has said so far.
-    read: StreamRead,
-    events: u64,
-    oversized_events: u32,
-    failed_events: u32,
-    first_error: Option<UsageError>,
-}
-
-/// What a stream has said so far, as the API's event reader records it.
-#[derive(Debug, Clone, Default)]
-pub struct StreamRead {
-    /// The last usage an event reported whole.
-    pub(crate) usage: Option<Usage>,
-    /// Usage reported in pieces (Anthropic's `message_start` and `message_delta`s).
-    pub(crate) parts: Option<AnthropicParts>,
-    /// The provider's end-of-stream mark arrived.
-    pub(crate) complete: bool,
-    /// The model, service tier and web searches the events named outside their usage.
-    pub(crate) served: Served,
 }
 
 impl SseUsage {
@@ -169,8 +108,7 @@ impl SseUsage {
     /// whole response (all output text) and Gemini chunks carry their text or image data.
     pub fn new(format: ApiFormat, max_event_bytes: usize) -> Self {
         SseUsage {
-            api: format.api(),
-            max_event_bytes,
+            events: Events::new(format, max_event_bytes),
             line: LineState::Name,
             after_cr: false,
             name: [0; FIELD_NAME_MAX],
@@ -181,11 +119,6 @@ impl SseUsage {
             data_lines: 0,
             mode: DataMode::Keep,
             tail: Vec::new(),
-            read: StreamRead::default(),
-            events: 0,
-            oversized_events: 0,
-            failed_events: 0,
-            first_error: None,
         }
     }
 
@@ -213,7 +146,7 @@ impl SseUsage {
 
     /// The usage seen so far (for a client that goes away mid-stream).
     pub fn usage(&self) -> Option<Usage> {
-        self.api.stream_usage(&self.read).0
+        self.events.usage()
     }
 
     /// Ends the stream and reports what it said. An event left without its closing blank line
@@ -226,23 +159,7 @@ impl SseUsage {
         if self.data_lines > 0 {
             self.dispatch(true);
         }
-        let (usage, missing) = self.api.stream_usage(&self.read);
-        if let Some(e) = missing {
-            self.note_error(e);
-        }
-        let usage = usage.map(|mut u| {
-            self.read.served.apply(&mut u);
-            u
-        });
-        StreamOutcome {
-            usage,
-            complete: self.read.complete,
-            events: self.events,
-            oversized_events: self.oversized_events,
-            failed_events: self.failed_events,
-            first_error: self.first_error,
-            model: self.read.served.model,
-        }
+        self.events.finish()
     }
 
     /// Reads field-name bytes up to the `:` or the end of the line.
@@ -363,7 +280,7 @@ impl SseUsage {
                 .event_name
                 .get(..self.event_name_len)
                 .unwrap_or(b"\xff");
-            if self.api.keeps_event(name) {
+            if self.events.keeps(name) {
                 if self.mode == DataMode::Skip {
                     self.mode = DataMode::Keep;
                 }
@@ -379,7 +296,7 @@ impl SseUsage {
             DataMode::Skip => {}
             DataMode::Keep => {
                 let needed = self.data.len().saturating_add(bytes.len());
-                if needed > self.max_event_bytes {
+                if needed > self.events.max_event_bytes {
                     self.mode = DataMode::Oversized;
                     self.tail.clear();
                     let keep_from = self.data.len().saturating_sub(TAIL_MAX);
@@ -393,7 +310,7 @@ impl SseUsage {
                         // cannot leave twice the limit allocated.
                         let target = needed
                             .max(self.data.capacity().saturating_mul(2))
-                            .min(self.max_event_bytes);
+                            .min(self.events.max_event_bytes);
                         self.data.reserve_exact(target - self.data.len());
                     }
                     self.data.extend_from_slice(bytes);
@@ -416,33 +333,15 @@ impl SseUsage {
     /// The blank line (or the end of the stream, `at_eof`): reads the event and resets.
     fn dispatch(&mut self, at_eof: bool) {
         if self.data_lines > 0 {
-            self.events = self.events.saturating_add(1);
             // A name longer than the buffer matches no name that matters.
             let name = self
                 .event_name
                 .get(..self.event_name_len)
                 .unwrap_or(b"\xff");
             match self.mode {
-                DataMode::Keep => {
-                    let read = self.api.read_event(&mut self.read, name, &self.data);
-                    match read {
-                        Ok(()) | Err(UsageError::NoUsage) => {}
-                        // The stream ended inside this event: its JSON is cut short because
-                        // the stream is, which `complete == false` already reports.
-                        Err(UsageError::MalformedJson(_)) if at_eof => {}
-                        Err(e) => {
-                            self.failed_events = self.failed_events.saturating_add(1);
-                            self.note_error(e);
-                        }
-                    }
-                }
-                DataMode::Skip => self.api.skipped_event(&mut self.read, name),
-                DataMode::Oversized => {
-                    if !self.api.oversized_event(&mut self.read, name, &self.tail) {
-                        self.oversized_events = self.oversized_events.saturating_add(1);
-                        self.note_error(UsageError::EventTooLarge(self.max_event_bytes));
-                    }
-                }
+                DataMode::Keep => self.events.kept(name, &self.data, at_eof),
+                DataMode::Skip => self.events.skipped(name),
+                DataMode::Oversized => self.events.oversized(name, &self.tail),
             }
         }
         self.data.clear();
@@ -451,18 +350,13 @@ impl SseUsage {
         self.event_name_len = 0;
         self.mode = DataMode::Keep;
     }
-
-    fn note_error(&mut self, e: UsageError) {
-        if self.first_error.is_none() {
-            self.first_error = Some(e);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::provider::openai_chat::ends_with_null_usage;
+    use crate::usage::UsageError;
     use proptest::prelude::*;
 
     fn run(format: ApiFormat, chunks: &[&[u8]]) -> StreamOutcome {
