@@ -179,6 +179,9 @@ def write_secrets(parent, dp_token, provider_key):
             f.write('resources:\n- "@type": type.googleapis.com/envoy.extensions.transport_sockets'
                     '.tls.v3.Secret\n  name: %s\n  generic_secret: { secret: { filename: "%s" } }\n'
                     % (name, key))
+    with open(os.path.join(d, "bedrock.credentials"), "w") as f:
+        f.write("[default]\naws_access_key_id = AKIABENCH\naws_secret_access_key = %s\n"
+                % provider_key)
     return d
 
 

@@ -94,6 +94,21 @@ impl Stream {
             self.shared.metrics.refused();
         }
         host::set_filter_state("tollgate.decision", decision);
+        // Bedrock's SDKs read errors the AWS way. Past the header phase Envoy no longer lends
+        // the request headers: the route judged then says which API it was.
+        let bedrock = match &self.request {
+            Some(req) => req.format.provider() == "bedrock",
+            None => Headers::request()
+                .get(":path")
+                .is_some_and(|p| p.starts_with("/model/")),
+        };
+        let aws;
+        let r = if bedrock {
+            aws = reply::for_aws(r.clone());
+            &aws
+        } else {
+            r
+        };
         let mut headers: Vec<(&str, &str)> =
             r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         headers.push(("x-tollgate-decision", decision));
@@ -222,21 +237,23 @@ impl Stream {
                 Action::Continue
             }
             Err((reply, decision)) => {
+                let action = self.reply(&reply, decision);
                 self.request = None;
-                self.reply(&reply, decision)
+                action
             }
         }
     }
 
     fn refuse_too_large(&mut self) -> Action {
-        self.request = None;
         let limit = self.shared.config.limits.max_request_body_bytes;
         let r = reply::error(
             413,
             "request_too_large",
             &format!("Tollgate: request body over {limit} bytes"),
         );
-        self.reply(&r, "refused")
+        let action = self.reply(&r, "refused");
+        self.request = None;
+        action
     }
 
     /// Decides against every budget on the chain and reserves the estimate on each, retrying

@@ -80,17 +80,31 @@ pub const KEY_PREFIX: &str = "tg-";
 /// Headers clients put API keys in, in the order [`find_virtual_key`] reads them:
 /// `Authorization: Bearer` (OpenAI SDKs, Azure with Entra tokens), `x-api-key` (Anthropic),
 /// `x-goog-api-key` (Gemini), `api-key` (Azure OpenAI).
-pub const CREDENTIAL_HEADERS: [&str; 4] =
-    ["authorization", "x-api-key", "x-goog-api-key", "api-key"];
+pub const CREDENTIAL_HEADERS: [&str; 5] = [
+    "authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    "x-amz-security-token",
+];
 
 /// The Tollgate virtual key (`tg-…`) in the value of the credential header `name`, if it
-/// holds one (`Bearer tg-…` for `authorization`).
+/// holds one: `Bearer tg-…` for `authorization`, or an AWS SDK's SigV4 signature whose access
+/// key id is the virtual key (`AWS4-HMAC-SHA256 Credential=tg-…/date/region/bedrock/…`: every
+/// AWS SDK signs, over plain HTTP too, where boto3 refuses to send a bearer; the signature
+/// itself, made with whatever secret the client holds, is not what identifies it, and the
+/// bedrock cluster signs anew).
 pub fn key_in<'a>(name: &str, value: &'a str) -> Option<&'a str> {
     let key = if name == "authorization" {
         let (scheme, token) = value.trim().split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then_some(token.trim())?
+        if scheme.eq_ignore_ascii_case("bearer") {
+            token.trim()
+        } else if scheme == "AWS4-HMAC-SHA256" {
+            let credential = token.trim().strip_prefix("Credential=")?;
+            credential.split_once('/')?.0
+        } else {
+            return None;
+        }
     } else {
         value.trim()
     };
@@ -180,6 +194,15 @@ mod tests {
         assert_eq!(key_in("authorization", "Bearer sk-real"), None);
         assert_eq!(key_in("authorization", "Basic tg-x"), None);
         assert_eq!(key_in("authorization", "Bearer tg-"), None);
+        let sigv4 = "AWS4-HMAC-SHA256 Credential=tg-aws/20261203/us-east-1/bedrock/aws4_request, \
+                     SignedHeaders=host;x-amz-date, Signature=abcd";
+        assert_eq!(key_in("authorization", sigv4), Some("tg-aws"));
+        let real = sigv4.replace("tg-aws", "AKIAREAL");
+        assert_eq!(key_in("authorization", &real), None);
+        assert_eq!(
+            key_in("authorization", "AWS4-HMAC-SHA256 Credential=tg-x"),
+            None
+        );
         assert_eq!(key_in("x-api-key", "Bearer tg-k"), None);
         assert_eq!(
             find_virtual_key(|h| match h {

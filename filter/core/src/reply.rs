@@ -95,8 +95,48 @@ pub fn budget_header(scope: Scope, id: &str) -> String {
     format!("{}:{id}", scope.as_str())
 }
 
+/// The same reply as AWS's JSON APIs answer (Bedrock, for its SDKs: boto3 names the error
+/// by `x-amzn-errortype` and reads its text from a top-level `message`): `ThrottlingException`
+/// for a 429, so boto3 raises its own throttling error carrying our message.
+pub fn for_aws(mut r: Reply) -> Reply {
+    let kind = match r.status {
+        429 => "ThrottlingException",
+        400 | 413 => "ValidationException",
+        401 | 403 => "AccessDeniedException",
+        404 => "ResourceNotFoundException",
+        503 => "ServiceUnavailableException",
+        _ => "InternalServerException",
+    };
+    if let Ok(serde_json::Value::Object(mut body)) = serde_json::from_str(&r.body) {
+        let message = body
+            .get("error")
+            .and_then(|e| e.get("message"))
+            .cloned()
+            .unwrap_or_default();
+        body.insert("message".into(), message);
+        r.body = serde_json::Value::Object(body).to_string();
+    }
+    r.headers.push(("x-amzn-errortype", kind.to_string()));
+    r
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn aws_replies_name_the_error_and_carry_the_message() {
+        let r = super::for_aws(super::error(429, "budget_exceeded", "no money"));
+        assert!(r
+            .headers
+            .contains(&("x-amzn-errortype", "ThrottlingException".into())));
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["message"], "no money");
+        assert_eq!(v["error"]["code"], "budget_exceeded");
+        let r = super::for_aws(super::error(404, "unknown_endpoint", "x"));
+        assert!(r
+            .headers
+            .contains(&("x-amzn-errortype", "ResourceNotFoundException".into())));
+    }
+
     use super::*;
     use crate::budget::{decide, BudgetState, Decision, Mode};
 

@@ -11,7 +11,9 @@ use crate::cost::{priced, CostBreakdown};
 use crate::event::{Charge, UnchargedReason};
 use crate::pricing::{strip_snapshot_date, Fallbacks, PriceBook};
 use crate::provider::ApiFormat;
-use crate::usage::{readable_encoding, served_json, EventStreamUsage, SseUsage, StreamOutcome, Usage};
+use crate::usage::{
+    readable_encoding, served_json, EventStreamUsage, SseUsage, StreamOutcome, Usage,
+};
 
 /// How an answer's body is being metered, chosen from its headers.
 #[derive(Debug)]

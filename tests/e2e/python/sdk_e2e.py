@@ -31,6 +31,14 @@ Cases:
                     as its OAuth access token (a bearer)
   vertex-anthropic-messages, vertex-anthropic-stream   anthropic.AnthropicVertex (base_url
                     BASE_URL/v1, access_token the virtual key), model VERTEX_ANTHROPIC_MODEL
+  bedrock-converse, bedrock-converse-stream   boto3's bedrock-runtime converse and
+                    converse_stream (endpoint_url BASE_URL), the virtual key as the client's AWS
+                    access key id (its SigV4 Credential); Envoy signs anew with the platform's
+  bedrock-invoke, bedrock-invoke-stream   boto3's invoke_model and
+                    invoke_model_with_response_stream with an Anthropic Messages body
+  bedrock-anthropic-messages, bedrock-anthropic-stream   anthropic.AnthropicBedrock
+                    (api_key the virtual key: a Bedrock API key, a bearer; base_url BASE_URL)
+  bedrock-exhaust   boto3 converse until the budget refuses one: its ThrottlingException
   openai-exhaust, anthropic-exhaust, azure-exhaust   requests until the budget refuses one (at most N):
                     the last line is the SDK's RateLimitError, with our message
 """
@@ -51,6 +59,11 @@ AZURE_API_VERSION = "2024-10-21"
 VERTEX_PROJECT = "acme-prod"
 VERTEX_LOCATION = "us-east5"
 VERTEX_ANTHROPIC_MODEL = "claude-haiku-4-5@20251001"
+BEDROCK_REGION = "us-east-1"
+# Converse serves every vendor's models; a region profile (us.) bills 10 % over the base model.
+BEDROCK_NOVA_MODEL = "amazon.nova-pro-v1:0"
+BEDROCK_HAIKU_PROFILE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+BEDROCK_INVOKE_MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
 
 
 def emit(**fields):
@@ -166,6 +179,92 @@ def gemini_generate(client, text, stream=False):
                 text=out, **tollgate_headers(headers))
 
 
+def bedrock_client(base, key):
+    """boto3's bedrock-runtime client with the virtual key as its access key id (it signs with
+    SigV4 as every AWS SDK does; a Bedrock API key, AWS_BEARER_TOKEN_BEDROCK, works too but
+    boto3 sends one over HTTPS only), and what it sent as Accept-Encoding."""
+    import boto3
+    client = boto3.client("bedrock-runtime", region_name=BEDROCK_REGION, endpoint_url=base,
+                          aws_access_key_id=key, aws_secret_access_key="any-secret")
+    sent = {}
+    client.meta.events.register(
+        "before-send", lambda request, **_: sent.update(
+            accept_encoding=request.headers.get("Accept-Encoding"),
+            authorization=(request.headers.get("Authorization") or b"")[:7]))
+    return client, sent
+
+
+def bedrock_headers(response, sent):
+    headers = response["ResponseMetadata"]["HTTPHeaders"]
+    accept = sent.get("accept_encoding")
+    return {
+        "remaining": headers.get("x-tollgate-budget-remaining"),
+        "budget": headers.get("x-tollgate-budget"),
+        "accept_encoding": accept.decode() if isinstance(accept, bytes) else accept,
+        "content_encoding": headers.get("content-encoding"),
+    }
+
+
+def bedrock_converse(client, sent, text, stream=False, model=BEDROCK_NOVA_MODEL):
+    req = {"messages": [{"role": "user", "content": [{"text": text}]}],
+           "inferenceConfig": {"maxTokens": 24}}
+    if not stream:
+        r = client.converse(modelId=model, **req)
+        usage = r["usage"]
+        out = "".join(c.get("text", "") for c in r["output"]["message"]["content"])
+    else:
+        r = client.converse_stream(modelId=model, **req)
+        usage, out = None, ""
+        for ev in r["stream"]:
+            if "contentBlockDelta" in ev:
+                out += ev["contentBlockDelta"]["delta"].get("text", "")
+            elif "metadata" in ev:
+                usage = ev["metadata"]["usage"]
+    # The body the mock reads, with the path's model for the price.
+    return dict(api="bedrock_converse", request=dict(req, model=model),
+                usage={"input_tokens": usage["inputTokens"], "output_tokens": usage["outputTokens"]},
+                text=out, **bedrock_headers(r, sent))
+
+
+def bedrock_invoke(client, sent, text, stream=False, model=BEDROCK_INVOKE_MODEL):
+    req = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 24,
+           "messages": [{"role": "user", "content": text}]}
+    usage, out = {}, ""
+    if not stream:
+        r = client.invoke_model(modelId=model, body=json.dumps(req))
+        answer = json.loads(r["body"].read())
+        usage = answer["usage"]
+        out = "".join(b["text"] for b in answer["content"] if b["type"] == "text")
+    else:
+        r = client.invoke_model_with_response_stream(modelId=model, body=json.dumps(req))
+        for ev in r["body"]:
+            e = json.loads(ev["chunk"]["bytes"])
+            if e["type"] == "message_start":
+                usage.update(e["message"]["usage"])
+            elif e["type"] == "message_delta":
+                usage["output_tokens"] = e["usage"]["output_tokens"]
+            elif e["type"] == "content_block_delta" and e["delta"]["type"] == "text_delta":
+                out += e["delta"]["text"]
+    return dict(api="bedrock_invoke", request=dict(req, model=model), usage=usage, text=out,
+                **bedrock_headers(r, sent))
+
+
+def bedrock_exhaust(client, sent, text, limit):
+    from botocore.exceptions import ClientError
+    for i in range(limit):
+        try:
+            emit(case="allowed", **bedrock_converse(client, sent, f"{text} #{i}"))
+        except ClientError as e:
+            meta = e.response["ResponseMetadata"]
+            emit(case="rate_limited",
+                 error_class=f"{type(e).__module__}.{type(e).__qualname__}",
+                 code=e.response["Error"]["Code"], status=meta["HTTPStatusCode"],
+                 message=str(e), attempts=meta.get("RetryAttempts"),
+                 budget=meta["HTTPHeaders"].get("x-tollgate-budget"))
+            return
+    sys.exit(f"no throttling error after {limit} requests")
+
+
 def exhaust(send, rate_limit_error, text, limit):
     for i in range(limit):
         try:
@@ -229,6 +328,25 @@ def main():
                                        access_token=key, base_url=f"{base}/v1")
         emit(case=case, **anthropic_messages(av, text, stream=case == "vertex-anthropic-stream",
                                              model=VERTEX_ANTHROPIC_MODEL))
+    elif case.startswith("bedrock-anthropic-"):
+        ab = anthropic.AnthropicBedrock(api_key=key, aws_region=BEDROCK_REGION, base_url=base)
+        emit(case=case, **anthropic_messages(ab, text, stream=case == "bedrock-anthropic-stream",
+                                             model=BEDROCK_HAIKU_PROFILE))
+    elif case.startswith("bedrock-"):
+        br, sent = bedrock_client(base, key)
+        if case == "bedrock-converse":
+            emit(case=case, **bedrock_converse(br, sent, text))
+        elif case == "bedrock-converse-stream":
+            emit(case=case, **bedrock_converse(br, sent, text, stream=True,
+                                               model=BEDROCK_HAIKU_PROFILE))
+        elif case == "bedrock-invoke":
+            emit(case=case, **bedrock_invoke(br, sent, text))
+        elif case == "bedrock-invoke-stream":
+            emit(case=case, **bedrock_invoke(br, sent, text, stream=True))
+        elif case == "bedrock-exhaust":
+            bedrock_exhaust(br, sent, text, limit)
+        else:
+            sys.exit(f"unknown case {case!r}")
     elif case.startswith("azure-v1-"):
         v1 = openai.OpenAI(base_url=f"{base}/openai/v1/", api_key=key)
         if case == "azure-v1-chat":

@@ -89,6 +89,10 @@ pub struct ProviderKeys {
     pub azure: String,
     /// Vertex AI's OAuth access token (`authorization: Bearer`).
     pub vertex_ai: String,
+    /// Bedrock's IAM access key id (SigV4 `Credential=`); its secret is `bedrock_secret`.
+    pub bedrock: String,
+    /// The IAM secret access key Envoy signs Bedrock requests with.
+    pub bedrock_secret: String,
 }
 
 impl ProviderKeys {
@@ -100,17 +104,20 @@ impl ProviderKeys {
             gemini: key.into(),
             azure: key.into(),
             vertex_ai: key.into(),
+            bedrock: key.into(),
+            bedrock_secret: key.into(),
         }
     }
 
-    /// `(provider, key)` pairs.
-    pub fn all(&self) -> [(&'static str, &str); 5] {
+    /// `(provider, key)` pairs (Bedrock's: the access key id the mock expects).
+    pub fn all(&self) -> [(&'static str, &str); 6] {
         [
             ("openai", &self.openai),
             ("anthropic", &self.anthropic),
             ("gemini", &self.gemini),
             ("azure", &self.azure),
             ("vertex_ai", &self.vertex_ai),
+            ("bedrock", &self.bedrock),
         ]
     }
 
@@ -139,7 +146,12 @@ pub fn write_secrets(v: &TollgateVars) -> Result<()> {
         _ => k.to_string(),
     };
     let mut all = vec![("dataplane", "dataplane_token", v.dataplane_token.clone())];
-    for (p, k) in v.provider_keys.all() {
+    let keys = &v.provider_keys;
+    write_secret_file(
+        &v.secrets_dir.join("bedrock.credentials"),
+        aws_credentials(&keys.bedrock, &keys.bedrock_secret).as_bytes(),
+    )?;
+    for (p, k) in keys.all().into_iter().filter(|(p, _)| *p != "bedrock") {
         let file = if p == "vertex_ai" { "vertex" } else { p };
         all.push((file, secret_name(p), key(p, k)));
     }
@@ -153,6 +165,11 @@ pub fn write_secrets(v: &TollgateVars) -> Result<()> {
         write_secret_file(&v.secrets_dir.join(format!("{file}.yaml")), sds.as_bytes())?;
     }
     Ok(())
+}
+
+/// An AWS credentials file (what Envoy's `credentials_file_provider` reads) for one key.
+pub fn aws_credentials(access_key_id: &str, secret: &str) -> String {
+    format!("[default]\naws_access_key_id = {access_key_id}\naws_secret_access_key = {secret}\n")
 }
 
 /// The SDS secret name of a provider's key in `envoy/tollgate.yaml`.

@@ -49,6 +49,7 @@ pub fn provider(api: Api) -> &'static str {
         Api::AnthropicMessages => "anthropic",
         Api::Gemini => "gemini",
         Api::OpenAiChat | Api::OpenAiResponses | Api::OpenAiEmbeddings => "openai",
+        Api::BedrockConverse | Api::BedrockInvoke => "bedrock",
     }
 }
 
@@ -94,6 +95,8 @@ fn format(api: Api) -> tollgate_core::provider::ApiFormat {
         Api::OpenAiEmbeddings => ApiFormat::OpenAiEmbeddings,
         Api::AnthropicMessages => ApiFormat::AnthropicMessages,
         Api::Gemini => ApiFormat::GeminiGenerateContent,
+        Api::BedrockConverse => ApiFormat::BedrockConverse,
+        Api::BedrockInvoke => ApiFormat::BedrockInvoke,
     }
 }
 

@@ -217,7 +217,10 @@ impl Stack {
             gemini: random_token("sk-mock-gemini-")?,
             azure: random_token("sk-mock-azure-")?,
             vertex_ai: random_token("ya29.mock-vertex-")?,
+            bedrock: random_token("AKIAMOCK")?,
+            bedrock_secret: random_token("mock-aws-secret-")?,
         };
+        secrets.add(&provider_keys.bedrock_secret);
         for (_, k) in provider_keys.all() {
             secrets.add(k);
         }

@@ -116,10 +116,18 @@ fn metered_exactly_at(prefix: &str, api: Api, cases: &[&str], price_prefix: &str
         // The SDK's default headers allow compression and the mock compresses whatever is
         // allowed: the exact usage above proves the filter read it anyway (it asks for
         // identity). JSON answers reach the SDK gzipped by Envoy's compressor, streams plain.
-        if let Some(sent) = r["accept_encoding"].as_str() {
+        // boto3 asks for no compression (botocore sets no Accept-Encoding; urllib3 sends
+        // `identity`): nothing to compress toward it.
+        let sent = r["accept_encoding"].as_str();
+        let boto3 = r["api"].as_str().is_some_and(|a| a.starts_with("bedrock"));
+        if let (Some(sent), false) = (sent, boto3) {
             assert!(sent.contains("gzip"), "{case}: {r}");
         }
-        let want_coding = (!case.contains("stream")).then_some("gzip");
+        let accepts_gzip = match sent {
+            Some(s) => s.contains("gzip"),
+            None => !boto3,
+        };
+        let want_coding = (!case.contains("stream") && accepts_gzip).then_some("gzip");
         assert_eq!(r["content_encoding"].as_str(), want_coding, "{case}: {r}");
         // Known when the request was admitted: the limit minus everything settled before.
         assert_eq!(
@@ -260,6 +268,89 @@ fn vertex_ai_sdk_requests_are_metered_exactly() {
         Api::AnthropicMessages,
         &["vertex-anthropic-messages", "vertex-anthropic-stream"],
         "vertex_ai/",
+    );
+}
+
+/// Issue 15: Amazon Bedrock through boto3 (Converse on a non-Anthropic model, ConverseStream
+/// on a `us.` region profile, InvokeModel and its response stream with Anthropic bodies) and
+/// `anthropic.AnthropicBedrock`, the virtual key as a Bedrock API key (a bearer): the mock
+/// refuses any request without a SigV4 signature by the platform's access key (Envoy's
+/// aws_request_signing on the bedrock cluster) or with a virtual key, reads the AWS event
+/// streams through botocore, and each request is priced at the path's model id (the region
+/// profile's rate, not the name the answer gives the model).
+#[test]
+fn bedrock_sdk_requests_are_signed_and_metered_exactly() {
+    metered_exactly(
+        "bedrock-converse",
+        Api::BedrockConverse,
+        &["bedrock-converse", "bedrock-converse-stream"],
+    );
+    metered_exactly(
+        "bedrock-invoke",
+        Api::BedrockInvoke,
+        &[
+            "bedrock-invoke",
+            "bedrock-invoke-stream",
+            "bedrock-anthropic-messages",
+            "bedrock-anthropic-stream",
+        ],
+    );
+}
+
+/// A Bedrock request over its budget is boto3's own `ThrottlingException` (the AWS error
+/// shape: `x-amzn-errortype` and a top-level `message`) carrying Tollgate's message; boto3's
+/// retries of it are refused again and never charged.
+#[test]
+fn bedrock_budget_refusal_is_boto3s_throttling_exception() {
+    let Some(stack) = common::stack() else { return };
+    let Some(py) = common::python() else { return };
+    let admin = stack.api().unwrap();
+    let chain = admin.create_chain("bedrock-x").unwrap();
+    let budget = admin
+        .create_budget("key", &chain.key_id, "total", "0.0001")
+        .unwrap();
+    stack.wait_for_sync().unwrap();
+    let lines = sdk(&stack, &py, &chain, "bedrock-exhaust", "spend it all");
+    let (refusal, allowed) = lines.split_last().unwrap();
+    assert!(!allowed.is_empty(), "{lines:?}");
+    assert_eq!(refusal["case"], "rate_limited", "{refusal}");
+    assert_eq!(
+        refusal["error_class"], "botocore.errorfactory.ThrottlingException",
+        "{refusal}"
+    );
+    assert_eq!(refusal["code"], "ThrottlingException");
+    assert_eq!(refusal["status"], 429);
+    let message = refusal["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "Tollgate: budget \"{budget}\" for this key is exhausted"
+        )),
+        "{message}"
+    );
+    assert_eq!(refusal["budget"], format!("key:{budget}"));
+    let book = litellm_book().unwrap();
+    let spent: Decimal = allowed
+        .iter()
+        .map(|r| {
+            expected_with_prefix(
+                book,
+                Api::BedrockConverse,
+                &r["request"],
+                &Controls::default(),
+                "",
+            )
+            .unwrap()
+            .1
+        })
+        .sum();
+    ledger_reaches(
+        &stack,
+        "key",
+        &chain.key_id,
+        Spend {
+            requests: allowed.len() as u64,
+            total_usd: spent,
+        },
     );
 }
 

@@ -386,6 +386,69 @@ fn allows_swaps_the_key_and_settles_the_exact_cost() {
     );
 }
 
+/// A Bedrock ConverseStream request: the SigV4 access key id is the virtual key, the answer
+/// an AWS event stream (split mid-message), metered from its `metadata` event at the path's
+/// model.
+#[test]
+fn bedrock_converse_stream_is_metered_from_the_event_stream() {
+    let mut t = Tollgate::start(snapshot("1", "0.25", None), json!({}));
+    let frames: Vec<u8> = [
+        tollgate_upstream::bedrock::frame(
+            &[(":event-type", "contentBlockDelta"), (":message-type", "event")],
+            br#"{"contentBlockIndex":0,"delta":{"text":"usage"}}"#,
+        ),
+        tollgate_upstream::bedrock::frame(
+            &[(":event-type", "metadata"), (":message-type", "event")],
+            br#"{"usage":{"inputTokens":10,"outputTokens":20,"totalTokens":30},"metrics":{"latencyMs":5}}"#,
+        ),
+    ]
+    .concat();
+    let (a, b) = frames.split_at(frames.len() - 7);
+    let o = t.send(
+        &Request::post("/model/m/converse-stream")
+            .header(
+                "authorization",
+                format!("AWS4-HMAC-SHA256 Credential={KEY}/20261203/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=00"),
+            )
+            .header("content-type", "application/json")
+            .body(json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}],
+                         "inferenceConfig": {"maxTokens": 100}}).to_string())
+            .response_status(200)
+            .response_header("content-type", "application/vnd.amazon.eventstream")
+            .response_chunk(a.to_vec())
+            .response_chunk(b.to_vec()),
+    );
+    assert!(o.allowed(), "{o:?}");
+    assert_eq!(
+        o.upstream_header("authorization"),
+        None,
+        "the client's signature is removed"
+    );
+    assert_eq!(o.filter_state("tollgate.cost"), Some(&b"0.00005"[..]));
+}
+
+/// A Bedrock request over its budget gets the AWS error shape its SDKs read.
+#[test]
+fn bedrock_refusal_names_the_aws_error() {
+    let mut t = Tollgate::start(snapshot("1", "0.9999", None), json!({}));
+    let o = t.send(
+        &Request::post("/model/m/converse")
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("content-type", "application/json")
+            .body(json!({"messages": [], "inferenceConfig": {"maxTokens": 1000}}).to_string()),
+    );
+    assert_eq!(o.status(), Some(429));
+    assert_eq!(
+        o.response_header("x-amzn-errortype"),
+        Some("ThrottlingException")
+    );
+    let body: Value = serde_json::from_str(&o.body_text()).unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("exhausted"),
+        "{body}"
+    );
+}
+
 #[test]
 fn denies_at_the_limit_with_an_openai_shaped_429() {
     let mut t = Tollgate::start(snapshot("1", "0.9999", None), json!({}));

@@ -57,7 +57,10 @@ pub fn main() -> anyhow::Result<()> {
         for k in args.expect_key {
             match k.split_once('=') {
                 Some((p, key))
-                    if matches!(p, "openai" | "anthropic" | "gemini" | "azure" | "vertex_ai") =>
+                    if matches!(
+                        p,
+                        "openai" | "anthropic" | "gemini" | "azure" | "vertex_ai" | "bedrock"
+                    ) =>
                 {
                     options.provider_keys.push((p.to_owned(), key.to_owned()));
                 }

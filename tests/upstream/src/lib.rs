@@ -81,6 +81,7 @@
 //! tests use (template rendering, finding the Envoy binary and the wasm modules).
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod cli;
 pub mod encoding;
 pub mod envoy;

@@ -21,7 +21,7 @@ use serde_json::Value;
 use tower_http::compression::CompressionLayer;
 
 use crate::usage::{plan, Api, Controls, Plan};
-use crate::{anthropic, gemini, openai, Ids, Options};
+use crate::{anthropic, bedrock, gemini, openai, Ids, Options};
 
 /// How long a cut stream waits after its last event before failing, so the events already
 /// handed to hyper are flushed to the socket rather than dropped with the connection.
@@ -63,6 +63,7 @@ pub fn router(options: Options) -> Router {
             "/v1beta1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model_action}",
             post(vertex_route),
         )
+        .route("/model/{model_id}/{operation}", post(bedrock_route))
         .route("/v1/models", get(openai_models))
         .route("/v1beta/models", get(gemini_models))
         .fallback(not_found)
@@ -213,6 +214,55 @@ async fn vertex_route(
         model: model.to_owned(),
         query_key: None,
         provider: "vertex_ai",
+    };
+    handle(&o, api, &headers, Some(&path), &body, target).await
+}
+
+/// Amazon Bedrock runtime: `/model/{modelId}/{operation}` (axum decodes boto3's `%3A`).
+/// Converse serves any model; InvokeModel only Anthropic's, whose body must name an
+/// `anthropic_version`. The request must be SigV4-signed (see [`check_key`]).
+async fn bedrock_route(
+    State(o): State<Arc<Options>>,
+    Path((model_id, operation)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (api, target) = match operation.as_str() {
+        "converse" => (Api::BedrockConverse, Target::Body),
+        "converse-stream" => (Api::BedrockConverse, Target::EventStream),
+        "invoke" => (Api::BedrockInvoke, Target::Body),
+        "invoke-with-response-stream" => (Api::BedrockInvoke, Target::EventStream),
+        _ => {
+            return error(
+                Api::BedrockConverse,
+                StatusCode::NOT_FOUND,
+                &format!("unknown operation {operation:?}"),
+            )
+        }
+    };
+    if api == Api::BedrockInvoke {
+        if !model_id.contains("anthropic.") {
+            return error(
+                api,
+                StatusCode::BAD_REQUEST,
+                "the mock serves InvokeModel for Anthropic's models only",
+            );
+        }
+        let version = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("anthropic_version")?.as_str().map(str::to_owned));
+        if version.is_none() {
+            return error(
+                api,
+                StatusCode::BAD_REQUEST,
+                "Malformed input request: #: required key [anthropic_version] not found",
+            );
+        }
+    }
+    let path = PathFacts {
+        model: model_id,
+        query_key: None,
+        provider: "bedrock",
     };
     handle(&o, api, &headers, Some(&path), &body, target).await
 }
@@ -386,6 +436,8 @@ enum Target {
     GeminiSse,
     /// Gemini `:streamGenerateContent` without `alt=sse`: a streamed JSON array.
     GeminiArray,
+    /// Bedrock's `converse-stream` and `invoke-with-response-stream`: an AWS event stream.
+    EventStream,
 }
 
 /// What a path says besides the API: the model (Gemini's, or the one behind an Azure
@@ -402,7 +454,29 @@ fn provider_of(api: Api) -> &'static str {
         Api::OpenAiChat | Api::OpenAiResponses | Api::OpenAiEmbeddings => "openai",
         Api::AnthropicMessages => "anthropic",
         Api::Gemini => "gemini",
+        Api::BedrockConverse | Api::BedrockInvoke => "bedrock",
     }
+}
+
+/// Whether `authorization` is a SigV4 signature by the access key `key_id` for Bedrock:
+/// `AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/bedrock/aws4_request, SignedHeaders=…,
+/// Signature=<64 hex>` (Envoy's `aws_request_signing` writes it; the mock has no secret to
+/// recompute it, so it checks the shape, the key and the scope).
+fn sigv4_by(authorization: &str, key_id: &str) -> bool {
+    let Some(rest) = authorization.strip_prefix("AWS4-HMAC-SHA256 Credential=") else {
+        return false;
+    };
+    let mut parts = rest.split(", ");
+    let credential = parts.next().unwrap_or_default();
+    let signed = parts.next().and_then(|p| p.strip_prefix("SignedHeaders="));
+    let signature = parts.next().and_then(|p| p.strip_prefix("Signature="));
+    let scope: Vec<&str> = credential.split('/').collect();
+    scope.len() == 5
+        && scope.first() == Some(&key_id)
+        && scope.get(3) == Some(&"bedrock")
+        && scope.get(4) == Some(&"aws4_request")
+        && signed.is_some_and(|h| h.split(';').any(|h| h == "host") && h.contains("x-amz-date"))
+        && signature.is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The credential checks of [`Options`]: a Tollgate virtual key (`tg-…`) never reaches the
@@ -432,6 +506,11 @@ fn check_key(
         let ok = match provider {
             "openai" => get("authorization") == Some(format!("Bearer {expected}").as_str()),
             "anthropic" => get("x-api-key") == Some(expected.as_str()),
+            // Bedrock: a SigV4 signature by this access key, never a bearer.
+            "bedrock" => {
+                get("authorization").is_some_and(|a| sigv4_by(a, expected))
+                    && get("x-amz-date").is_some()
+            }
             // Vertex AI takes an OAuth access token as a bearer.
             "vertex_ai" => get("authorization") == Some(format!("Bearer {expected}").as_str()),
             // Azure takes its key in `api-key`, or an Entra token as a bearer.
@@ -459,6 +538,13 @@ fn presented_key(headers: &HeaderMap, query_key: Option<&str>) -> Vec<String> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(bearer) = get("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
         keys.push(bearer.to_owned());
+    }
+    // A SigV4 signature's access key id.
+    if let Some(id) = get("authorization")
+        .and_then(|v| v.strip_prefix("AWS4-HMAC-SHA256 Credential="))
+        .and_then(|c| c.split_once('/'))
+    {
+        keys.push(id.0.to_owned());
     }
     keys.extend(get("x-api-key").map(str::to_owned));
     keys.extend(get("x-goog-api-key").map(str::to_owned));
@@ -509,6 +595,15 @@ async fn handle(
         Ok(p) => p,
         Err(e) => return error(api, StatusCode::BAD_REQUEST, &e.0),
     };
+    // Bedrock's InvokeModel answers as Anthropic, naming the model Anthropic's way.
+    let plan = if api == Api::BedrockInvoke {
+        Plan {
+            model: bedrock::vendor_model(&plan.model),
+            ..plan
+        }
+    } else {
+        plan
+    };
     let streaming = plan.stream && api != Api::OpenAiEmbeddings;
     // A stream is delayed per event; everything else once, before the response.
     if controls.delay_ms > 0 && (!streaming || controls.status.is_some()) {
@@ -547,6 +642,8 @@ async fn handle(
         Api::OpenAiEmbeddings => openai::embeddings_json(&plan, &request),
         Api::AnthropicMessages => anthropic::message_json(&plan, &ids),
         Api::Gemini => gemini::generate_json(&plan, &ids),
+        Api::BedrockConverse => bedrock::converse_json(&plan),
+        Api::BedrockInvoke => anthropic::message_json(&plan, &ids),
     };
     let json = match (pad(&controls), json.strip_prefix(b"{")) {
         (Some(n), Some(rest)) => {
@@ -584,6 +681,11 @@ fn stream_events(plan: &Plan, ids: &Ids, target: Target) -> (Vec<Bytes>, &'stati
         }
         (Api::OpenAiResponses, _) => (openai::responses_events(plan, ids), "text/event-stream"),
         (Api::AnthropicMessages, _) => (anthropic::message_events(plan, ids), "text/event-stream"),
+        (Api::BedrockConverse, _) => (bedrock::converse_events(plan), EVENT_STREAM),
+        (Api::BedrockInvoke, _) => (
+            bedrock::invoke_events(&anthropic::message_events(plan, ids), &plan.usage),
+            EVENT_STREAM,
+        ),
     }
 }
 
@@ -642,6 +744,9 @@ fn cut_stream(events: Vec<Bytes>, delay: Duration) -> Body {
     ))
 }
 
+/// Bedrock's stream content type.
+const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
+
 fn with_type(status: StatusCode, content_type: &'static str, body: Body) -> Response {
     let mut r = Response::new(body);
     *r.status_mut() = status;
@@ -663,6 +768,18 @@ fn error(api: Api, status: StatusCode, message: &str) -> Response {
         }
         Api::AnthropicMessages => anthropic::error_json(code, message, &Ids::new().id("req_")),
         Api::Gemini => gemini::error_json(code, message),
+        Api::BedrockConverse | Api::BedrockInvoke => {
+            let kind = bedrock::error_type(code);
+            return (
+                status,
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (header::HeaderName::from_static("x-amzn-errortype"), kind),
+                ],
+                bedrock::error_json(message),
+            )
+                .into_response();
+        }
     };
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

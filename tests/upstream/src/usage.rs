@@ -22,6 +22,11 @@ pub enum Api {
     AnthropicMessages,
     /// Gemini `POST /v1beta/models/{model}:generateContent` / `:streamGenerateContent`.
     Gemini,
+    /// Bedrock `POST /model/{modelId}/converse` / `converse-stream`.
+    BedrockConverse,
+    /// Bedrock `POST /model/{modelId}/invoke` / `invoke-with-response-stream` (an Anthropic
+    /// Messages body).
+    BedrockInvoke,
 }
 
 impl Api {
@@ -31,7 +36,9 @@ impl Api {
             Api::OpenAiChat => &["messages"],
             Api::OpenAiResponses => &["instructions", "input"],
             Api::OpenAiEmbeddings => &["input"],
-            Api::AnthropicMessages => &["system", "messages"],
+            Api::AnthropicMessages | Api::BedrockConverse | Api::BedrockInvoke => {
+                &["system", "messages"]
+            }
             Api::Gemini => &["systemInstruction", "system_instruction", "contents"],
         }
     }
@@ -42,9 +49,9 @@ impl Api {
             Api::OpenAiChat => &["max_completion_tokens", "max_tokens"],
             Api::OpenAiResponses => &["max_output_tokens"],
             Api::OpenAiEmbeddings => &[],
-            Api::AnthropicMessages => &["max_tokens"],
-            // Gemini nests it; looked up separately in `output_cap`.
-            Api::Gemini => &[],
+            Api::AnthropicMessages | Api::BedrockInvoke => &["max_tokens"],
+            // Gemini and Converse nest it; looked up separately in `output_cap`.
+            Api::Gemini | Api::BedrockConverse => &[],
         }
     }
 }
@@ -319,6 +326,14 @@ fn cap_value(name: &str, v: &Value) -> Result<Option<u64>, RequestError> {
 }
 
 fn output_cap(api: Api, request: &Value) -> Result<Option<u64>, RequestError> {
+    if api == Api::BedrockConverse {
+        if let Some(v) = request
+            .get("inferenceConfig")
+            .and_then(|c| c.get("maxTokens"))
+        {
+            return cap_value("maxTokens", v);
+        }
+    }
     if api == Api::Gemini {
         for (cfg, field) in [
             ("generationConfig", "maxOutputTokens"),
@@ -391,7 +406,8 @@ pub fn plan(
             input_uncached: input,
             ..Usage::default()
         },
-        Api::AnthropicMessages => Usage {
+        // Bedrock serves Anthropic's models with Anthropic's caching (and no server tools).
+        Api::AnthropicMessages | Api::BedrockConverse | Api::BedrockInvoke => Usage {
             input_uncached: input,
             cache_read: controls.cached_tokens,
             cache_write_5m: controls.cache_write_5m,
@@ -462,7 +478,10 @@ fn enables_web_search(api: Api, request: &Value) -> bool {
 /// The tier that serves a request: the one it names, else the project's (`x-mock-service-tier`,
 /// standard by default). Gemini answers name no tier.
 fn served_tier(api: Api, request: &Value, controls: &Controls) -> Tier {
-    if api == Api::Gemini || api == Api::OpenAiEmbeddings {
+    if matches!(
+        api,
+        Api::Gemini | Api::OpenAiEmbeddings | Api::BedrockConverse | Api::BedrockInvoke
+    ) {
         return Tier::Default;
     }
     let asked = request.get("service_tier").and_then(Value::as_str);

@@ -132,6 +132,11 @@ fn secrets_dir(scratch: &Scratch) -> PathBuf {
         )
         .unwrap();
     }
+    std::fs::write(
+        dir.join("bedrock.credentials"),
+        "[default]\naws_access_key_id = AKIATEST\naws_secret_access_key = aws-test-secret\n",
+    )
+    .unwrap();
     dir
 }
 

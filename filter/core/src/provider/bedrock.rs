@@ -317,13 +317,22 @@ mod tests {
     #[test]
     fn routes() {
         let r = |p: &str| {
-            super::super::route(p)
-                .map(|r| (r.format, r.path_model.map(|m| model_id(m).into_owned()), r.path_stream))
+            super::super::route(p).map(|r| {
+                (
+                    r.format,
+                    r.path_model.map(|m| model_id(m).into_owned()),
+                    r.path_stream,
+                )
+            })
         };
         let some = |m: &str| Some(m.to_string());
         assert_eq!(
             r("/model/amazon.nova-pro-v1:0/converse"),
-            Some((ApiFormat::BedrockConverse, some("amazon.nova-pro-v1:0"), false))
+            Some((
+                ApiFormat::BedrockConverse,
+                some("amazon.nova-pro-v1:0"),
+                false
+            ))
         );
         assert_eq!(
             r("/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/converse-stream"),
@@ -377,7 +386,13 @@ mod tests {
             "metrics":{"latencyMs":310}}"#;
         let u = from_json(ApiFormat::BedrockConverse, body).unwrap();
         assert_eq!(
-            (u.input_uncached, u.cache_read, u.cache_write_5m, u.cache_write_1h, u.output),
+            (
+                u.input_uncached,
+                u.cache_read,
+                u.cache_write_5m,
+                u.cache_write_1h,
+                u.output
+            ),
             (30, 1000, 300, 200, 12)
         );
         let bad = br#"{"usage":{"inputTokens":1,"outputTokens":1,"cacheDetails":[{"ttl":"1h","inputTokens":"x"}]}}"#;
@@ -391,7 +406,10 @@ mod tests {
 
     fn chunk(event: &str) -> Vec<u8> {
         let b64 = base64::engine::general_purpose::STANDARD.encode(event);
-        eventstream::encode_event("chunk", format!(r#"{{"bytes":"{b64}","p":"abc"}}"#).as_bytes())
+        eventstream::encode_event(
+            "chunk",
+            format!(r#"{{"bytes":"{b64}","p":"abc"}}"#).as_bytes(),
+        )
     }
 
     #[test]

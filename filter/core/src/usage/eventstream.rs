@@ -213,27 +213,27 @@ impl EventStreamUsage {
 
     fn end_message(&mut self) {
         self.part = Part::Prelude;
+        // A copy of the name, so `events` can be borrowed mutably beside it; one too long to
+        // keep matches no name that matters.
+        let (buf, len) = match self.name.get(..self.name_len) {
+            Some(_) => (self.name, self.name_len),
+            None => ([0xff; EVENT_NAME_MAX], 1),
+        };
+        let name = buf.get(..len).unwrap_or_default();
         match self.payload {
             Payload::Read => {
                 let mut digest = CRC32.digest();
                 digest.update(&self.prelude);
                 digest.update(&self.headers);
                 digest.update(&self.data);
-                if digest.finalize() != u32::from_be_bytes(self.trailer) {
-                    self.events.failed(UsageError::BadFrame("message checksum"));
+                if digest.finalize() == u32::from_be_bytes(self.trailer) {
+                    self.events.kept(name, &self.data, false);
                 } else {
-                    let name = self.name_buf();
-                    self.events.kept(&name.0[..name.1], &self.data, false);
+                    self.events.failed(UsageError::BadFrame("message checksum"));
                 }
             }
-            Payload::Skip => {
-                let name = self.name_buf();
-                self.events.skipped(&name.0[..name.1]);
-            }
-            Payload::Oversized => {
-                let name = self.name_buf();
-                self.events.oversized(&name.0[..name.1], &[]);
-            }
+            Payload::Skip => self.events.skipped(name),
+            Payload::Oversized => self.events.oversized(name, &[]),
             Payload::Exception => self.events.failed(UsageError::StreamException),
             Payload::Unreadable => self.events.failed(UsageError::BadFrame("headers")),
         }
@@ -243,18 +243,6 @@ impl EventStreamUsage {
     /// The current event's name; one too long to keep matches no name that matters.
     fn name(&self) -> &[u8] {
         self.name.get(..self.name_len).unwrap_or(b"\xff")
-    }
-
-    /// A copy of the name, so `events` can be borrowed mutably beside it.
-    fn name_buf(&self) -> ([u8; EVENT_NAME_MAX], usize) {
-        match self.name.get(..self.name_len) {
-            Some(_) => (self.name, self.name_len),
-            None => {
-                let mut b = [0; EVENT_NAME_MAX];
-                b[0] = 0xff;
-                (b, 1)
-            }
-        }
     }
 
     fn broken(&mut self, why: &'static str) {
@@ -293,12 +281,12 @@ fn read_headers(mut h: &[u8]) -> Result<Headers<'_>, ()> {
         let name = take(&mut h, usize::from(name_len))?;
         let ty = *take(&mut h, 1)?.first().ok_or(())?;
         let len = match ty {
-            0 | 1 => 0,      // true, false
-            2 => 1,          // byte
-            3 => 2,          // short
-            4 => 4,          // integer
-            5 | 8 => 8,      // long, timestamp
-            9 => 16,         // uuid
+            0 | 1 => 0, // true, false
+            2 => 1,     // byte
+            3 => 2,     // short
+            4 => 4,     // integer
+            5 | 8 => 8, // long, timestamp
+            9 => 16,    // uuid
             6 | 7 => {
                 // byte array, string: a u16 length first
                 let l = take(&mut h, 2)?;
@@ -323,7 +311,11 @@ fn read_headers(mut h: &[u8]) -> Result<Headers<'_>, ()> {
 
 /// Reads a whole event stream held in memory (tests, replayed traffic); the filter feeds
 /// [`EventStreamUsage`] chunk by chunk instead.
-pub fn from_event_stream(format: ApiFormat, stream: &[u8], max_event_bytes: usize) -> StreamOutcome {
+pub fn from_event_stream(
+    format: ApiFormat,
+    stream: &[u8],
+    max_event_bytes: usize,
+) -> StreamOutcome {
     let mut es = EventStreamUsage::new(format, max_event_bytes);
     es.push(stream);
     es.finish()
@@ -459,7 +451,10 @@ mod tests {
             4096,
         );
         assert_eq!(o.failed_events, 1);
-        assert_eq!(o.first_error, Some(UsageError::BadFrame("message checksum")));
+        assert_eq!(
+            o.first_error,
+            Some(UsageError::BadFrame("message checksum"))
+        );
         assert_eq!(o.usage.map(|u| u.output), Some(4));
     }
 
@@ -472,7 +467,10 @@ mod tests {
             &[bad, metadata(3, 4)].concat(),
             4096,
         );
-        assert_eq!(o.first_error, Some(UsageError::BadFrame("prelude checksum")));
+        assert_eq!(
+            o.first_error,
+            Some(UsageError::BadFrame("prelude checksum"))
+        );
         assert!(o.usage.is_none() && o.truncated());
     }
 
