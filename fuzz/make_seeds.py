@@ -15,7 +15,8 @@ SEEDS = ROOT / "fuzz" / "seeds"
 FIXTURES = ROOT / "filter" / "core" / "tests" / "fixtures" / "usage"
 # Selector bytes: the order of tollgate_core::provider::APIS (tollgate_fuzz::format_of).
 FORMAT = {"openai_chat": 0, "openai_responses": 1, "openai_embeddings": 2,
-          "anthropic_messages": 3, "gemini_generate_content": 4}
+          "anthropic_messages": 3, "gemini_generate_content": 4,
+          "bedrock_converse": 10, "bedrock_invoke": 11}
 
 
 def write(target, name, data):
@@ -33,6 +34,7 @@ def selector(fixture):
 def usage_seeds():
     for f in sorted(FIXTURES.iterdir()):
         sel = bytes([selector(f.name)])
+        target = "usage_eventstream" if f.suffix == ".eventstream" else "usage_sse"
         if f.suffix == ".json":
             write("usage_json", f.stem, sel + f.read_bytes())
         else:
@@ -40,9 +42,9 @@ def usage_seeds():
             cuts = [len(body) // 3, len(body) // 2, 2 * len(body) // 3]
             header = sel + struct.pack("<HB", 8000, len(cuts)) + b"".join(
                 struct.pack("<H", c) for c in cuts)
-            write("usage_sse", f.stem, header + body)
+            write(target, f.stem, header + body)
             # A small limit: most events are oversized and must be reported, not kept.
-            write("usage_sse", f.stem + "-small", sel + struct.pack("<HB", 48, 0) + body)
+            write(target, f.stem + "-small", sel + struct.pack("<HB", 48, 0) + body)
     write("usage_json", "error_body", b"\x00" + b'{"error":{"message":"x","type":"server_error"}}')
 
 

@@ -210,3 +210,84 @@ pub fn start_measure() -> usize {
 pub fn peak_above(baseline: usize) -> usize {
     PEAK.load(Ordering::Relaxed).saturating_sub(baseline)
 }
+
+/// A reader of a streamed answer as the filter feeds it: chunk by chunk, then `finish`.
+pub trait StreamReader {
+    fn start(format: ApiFormat, max_event_bytes: usize) -> Self;
+    fn feed(&mut self, chunk: &[u8]);
+    fn end(self) -> tollgate_core::usage::StreamOutcome;
+}
+
+impl StreamReader for tollgate_core::usage::SseUsage {
+    fn start(format: ApiFormat, max_event_bytes: usize) -> Self {
+        Self::new(format, max_event_bytes)
+    }
+    fn feed(&mut self, chunk: &[u8]) {
+        self.push(chunk);
+    }
+    fn end(self) -> tollgate_core::usage::StreamOutcome {
+        self.finish()
+    }
+}
+
+impl StreamReader for tollgate_core::usage::EventStreamUsage {
+    fn start(format: ApiFormat, max_event_bytes: usize) -> Self {
+        Self::new(format, max_event_bytes)
+    }
+    fn feed(&mut self, chunk: &[u8]) {
+        self.push(chunk);
+    }
+    fn end(self) -> tollgate_core::usage::StreamOutcome {
+        self.finish()
+    }
+}
+
+/// Heap a stream reader may use beyond one event's data: its small buffers (the 32-byte tail
+/// of an oversized SSE event, an event stream's headers, at most 1 KiB), an error message,
+/// serde scratch space.
+const STREAM_SLACK: usize = 4096;
+
+/// The stream targets' input: `[format selector][max_event_bytes: u16 LE][split count]
+/// [split offsets: u16 LE each]` then the stream. Fed whole, and cut at the offsets: every
+/// split must give exactly the outcome of one chunk (usage, completeness, event and error
+/// counts), and the heap must never grow past one event (`max_event_bytes`) plus a small
+/// constant however long the stream, because an oversized event is reported
+/// (`oversized_events`, `EventTooLarge`) instead of buffered.
+pub fn check_stream<R: StreamReader>(data: &[u8]) {
+    let Some((&[selector, lo, hi, count], rest)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let count = usize::from(count % 16);
+    let Some((offsets, stream)) = rest.split_at_checked(2 * count) else {
+        return;
+    };
+    let mut splits: Vec<usize> = offsets
+        .chunks_exact(2)
+        .map(|p| usize::from(u16::from_le_bytes([p[0], p[1]])) % (stream.len() + 1))
+        .collect();
+    splits.sort_unstable();
+    // At least 16 bytes, so tiny limits (every event oversized) are reachable too.
+    let max_event_bytes = 16 + usize::from(u16::from_le_bytes([lo, hi]));
+    let format = format_of(selector);
+    let mut one = R::start(format, max_event_bytes);
+    one.feed(stream);
+    let whole = one.end();
+    if let Some(u) = &whole.usage {
+        check_usage(u);
+    }
+    let baseline = start_measure();
+    let mut reader = R::start(format, max_event_bytes);
+    let mut at = 0;
+    for &cut in splits.iter().chain([&stream.len()]) {
+        reader.feed(&stream[at..cut]);
+        at = cut;
+    }
+    let chunked = reader.end();
+    let peak = peak_above(baseline);
+    assert_eq!(chunked, whole, "chunk splits {splits:?} change the outcome");
+    assert!(
+        peak <= max_event_bytes + STREAM_SLACK,
+        "reader held {peak} bytes for max_event_bytes {max_event_bytes} (stream {} bytes)",
+        stream.len()
+    );
+}

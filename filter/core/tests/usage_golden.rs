@@ -16,8 +16,10 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use tollgate_core::pricing::ServiceTier;
 use tollgate_core::provider::ApiFormat;
+use tollgate_core::usage::eventstream::from_event_stream;
 use tollgate_core::usage::{
-    from_json, from_sse, from_usage_object, served_json, SseUsage, StreamOutcome, Usage, UsageError,
+    from_json, from_sse, from_usage_object, served_json, EventStreamUsage, SseUsage, StreamOutcome,
+    Usage, UsageError,
 };
 
 /// Generous for the fixtures (the largest event is ~1.7 KB).
@@ -34,6 +36,28 @@ struct Golden {
 }
 
 const JSON_GOLDEN: &[Golden] = &[
+    Golden {
+        file: "bedrock_converse.json",
+        format: ApiFormat::BedrockConverse,
+        usage: Usage {
+            input_uncached: 125, // inputTokens: the uncached part
+            cache_read: 3200,    // cacheReadInputTokens
+            cache_write_5m: 800, // cacheWriteInputTokens, no cacheDetails: the default TTL
+            output: 60,
+            ..Usage::ZERO
+        },
+        end_mark: "",
+    },
+    Golden {
+        file: "bedrock_invoke.json",
+        format: ApiFormat::BedrockInvoke,
+        usage: Usage {
+            input_uncached: 12, // Anthropic's answer, as InvokeModel returns it
+            output: 14,
+            ..Usage::ZERO
+        },
+        end_mark: "",
+    },
     Golden {
         file: "gemini_generate_content_audio_image.json",
         format: ApiFormat::GeminiGenerateContent,
@@ -200,6 +224,35 @@ const JSON_GOLDEN: &[Golden] = &[
     },
 ];
 
+/// AWS event streams (Bedrock), written by `fixtures/make_eventstream.py` with zlib's CRC.
+const EVENTSTREAM_GOLDEN: &[Golden] = &[
+    Golden {
+        file: "bedrock_converse_stream.eventstream",
+        format: ApiFormat::BedrockConverse,
+        usage: Usage {
+            input_uncached: 21,
+            cache_read: 2500,
+            cache_write_5m: 400, // cacheWriteInputTokens 1000, cacheDetails 5m 400 / 1h 600
+            cache_write_1h: 600,
+            output: 87,
+            ..Usage::ZERO
+        },
+        // Complete only once the last message is whole (checked by position below).
+        end_mark: "",
+    },
+    Golden {
+        file: "bedrock_invoke_stream.eventstream",
+        format: ApiFormat::BedrockInvoke,
+        usage: Usage {
+            input_uncached: 35, // message_start's usage, inside a base64 chunk
+            cache_read: 1800,
+            output: 42, // message_delta's
+            ..Usage::ZERO
+        },
+        end_mark: "",
+    },
+];
+
 const SSE_GOLDEN: &[Golden] = &[
     Golden {
         file: "openai_chat.sse",
@@ -333,7 +386,11 @@ fn every_fixture_has_an_expectation() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         assert!(
-            JSON_GOLDEN.iter().chain(SSE_GOLDEN).any(|g| g.file == name),
+            JSON_GOLDEN
+                .iter()
+                .chain(SSE_GOLDEN)
+                .chain(EVENTSTREAM_GOLDEN)
+                .any(|g| g.file == name),
             "fixture {name} has no expected usage"
         );
     }
@@ -360,15 +417,20 @@ fn usage_objects_are_recognised_from_their_keys() {
         } else {
             "usage"
         };
+        // InvokeModel's usage object is Anthropic's own.
+        let format = match g.format {
+            ApiFormat::BedrockInvoke => ApiFormat::AnthropicMessages,
+            f => f,
+        };
         // The tier and web searches of OpenAI and Gemini answers are outside the usage object.
         let mut want = g.usage;
-        if g.format != ApiFormat::AnthropicMessages {
+        if format != ApiFormat::AnthropicMessages {
             want.service_tier = ServiceTier::Standard;
             want.web_searches = 0;
         }
         assert_eq!(
             from_usage_object(&body[key]),
-            Ok((g.format, want)),
+            Ok((format, want)),
             "{}",
             g.file
         );
@@ -450,6 +512,40 @@ fn sse_cut_short_reports_what_it_saw() {
                 assert_eq!(o.usage, Some(g.usage), "{} cut at {cut}", g.file);
             }
         }
+    }
+}
+
+/// Each event stream whole, split at every byte, byte by byte, and cut short at every byte:
+/// the same outcome, and never complete before its last message.
+#[test]
+fn event_streams_split_and_cut_anywhere() {
+    for g in EVENTSTREAM_GOLDEN {
+        let bytes = fixture(g.file);
+        let read = |chunks: &[&[u8]]| {
+            let mut es = EventStreamUsage::new(g.format, MAX_EVENT);
+            for c in chunks {
+                es.push(c);
+            }
+            es.finish()
+        };
+        let want = read(&[&bytes]);
+        assert_eq!(want.usage, Some(g.usage), "{}", g.file);
+        assert!(want.complete, "{}", g.file);
+        assert_eq!(
+            (want.failed_events, want.first_error.clone()),
+            (0, None),
+            "{}",
+            g.file
+        );
+        for cut in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(cut);
+            assert_eq!(read(&[a, b]), want, "{} split at {cut}", g.file);
+            let o = read(&[a]);
+            assert_eq!(o.failed_events, 0, "{} cut at {cut}", g.file);
+            assert_eq!(o.complete, cut == bytes.len(), "{} cut at {cut}", g.file);
+        }
+        let bytes_one_by_one: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(read(&bytes_one_by_one), want, "{} byte by byte", g.file);
     }
 }
 
@@ -723,8 +819,13 @@ fn bad_sse_streams() {
 /// Responses streams: the final event's `response.model`), `modelVersion` for Gemini.
 #[test]
 fn served_model_is_read_from_every_fixture() {
-    let want = |file: &str| -> &'static str {
-        match file {
+    let want = |file: &str| -> Option<&'static str> {
+        Some(match file {
+            // Converse answers name no model; InvokeModel names Anthropic's.
+            "bedrock_converse.json" | "bedrock_converse_stream.eventstream" => return None,
+            "bedrock_invoke.json" | "bedrock_invoke_stream.eventstream" => {
+                "claude-3-5-haiku-20241022"
+            }
             "anthropic_messages.json" | "anthropic_messages.sse" => "claude-sonnet-4-5-20250929",
             "anthropic_messages_delta_usage.sse" => "claude-sonnet-4-5-20250929",
             "anthropic_messages_no_split.json" => "claude-3-5-haiku-20241022",
@@ -742,15 +843,19 @@ fn served_model_is_read_from_every_fixture() {
             "gemini_generate_content_grounding.json" => "gemini-2.5-flash",
             "gemini_generate_content_audio_image.json" => "gemini-2.5-flash-image",
             other => panic!("no served model written down for {other}"),
-        }
+        })
     };
     for g in JSON_GOLDEN {
         let (usage, model) = served_json(g.format, &fixture(g.file)).unwrap();
         assert_eq!(usage, g.usage, "{}", g.file);
-        assert_eq!(model.as_deref(), Some(want(g.file)), "{}", g.file);
+        assert_eq!(model.as_deref(), want(g.file), "{}", g.file);
     }
     for g in SSE_GOLDEN {
-        assert_eq!(whole(g).model.as_deref(), Some(want(g.file)), "{}", g.file);
+        assert_eq!(whole(g).model.as_deref(), want(g.file), "{}", g.file);
+    }
+    for g in EVENTSTREAM_GOLDEN {
+        let o = from_event_stream(g.format, &fixture(g.file), MAX_EVENT);
+        assert_eq!(o.model.as_deref(), want(g.file), "{}", g.file);
     }
     // A model in message text or a nested object is not the answer's model.
     let body = br#"{"choices":[{"message":{"content":"\"model\":\"gpt-5\"","model":"x"}}],

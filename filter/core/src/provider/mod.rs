@@ -310,12 +310,16 @@ pub fn route(path: &str) -> Option<Route<'_>> {
 }
 
 /// Which provider a bare usage object comes from, judged by its top-level keys (each
-/// provider has a key no other sends): camelCase counts are Gemini; `cache_*` keys are
+/// provider has a key no other sends): `inputTokens` / `outputTokens` are Bedrock Converse;
+/// Gemini's camelCase counts end in `TokenCount`; `cache_*` keys are
 /// Anthropic; `input_tokens` with `total_tokens` or `*_details` is OpenAI Responses, without
 /// them Anthropic; `prompt_tokens` with `completion_tokens` is OpenAI Chat, without it OpenAI
 /// Embeddings.
 pub fn detect(has: impl Fn(&str) -> bool) -> Option<ApiFormat> {
     let any = |keys: &[&str]| keys.iter().any(|k| has(k));
+    if any(&["inputTokens", "outputTokens", "cacheReadInputTokens"]) {
+        return Some(ApiFormat::BedrockConverse);
+    }
     if any(&[
         "promptTokenCount",
         "candidatesTokenCount",

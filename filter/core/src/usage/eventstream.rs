@@ -35,6 +35,9 @@ const TRAILER: usize = 4;
 /// The format's limits: 128 KiB of headers, 16 MiB of payload.
 const MAX_HEADERS: usize = 128 * 1024;
 const MAX_MESSAGE: usize = PRELUDE + MAX_HEADERS + 16 * 1024 * 1024 + TRAILER;
+/// Most header bytes kept: Bedrock's are ~100 bytes; a message with more is stepped over
+/// unread, so one message can never hold more than this plus one payload.
+const MAX_KEPT_HEADERS: usize = 1024;
 /// Longest event name kept; every name that matters is shorter, longer ones are "other".
 const EVENT_NAME_MAX: usize = 24;
 
@@ -121,12 +124,14 @@ impl EventStreamUsage {
             chunk = rest;
             match part {
                 Part::Prelude => copy_into(&mut self.prelude, self.have, bytes),
-                Part::Headers => self.headers.extend_from_slice(bytes),
+                Part::Headers if self.headers_len <= MAX_KEPT_HEADERS => {
+                    self.headers.extend_from_slice(bytes);
+                }
                 Part::Payload if self.payload == Payload::Read => {
                     self.data.extend_from_slice(bytes);
                 }
                 Part::Trailer => copy_into(&mut self.trailer, self.have, bytes),
-                Part::Payload | Part::Broken => {}
+                Part::Headers | Part::Payload | Part::Broken => {}
             }
             self.have += n;
             if self.have == want {
@@ -189,8 +194,10 @@ impl EventStreamUsage {
     fn end_headers(&mut self) {
         self.name_len = 0;
         self.data.clear();
+        let kept = self.headers_len <= MAX_KEPT_HEADERS;
         self.payload = match read_headers(&self.headers) {
-            Err(_) => Payload::Unreadable,
+            Err(()) => Payload::Unreadable,
+            Ok(_) if !kept => Payload::Unreadable,
             Ok(h) if h.message_type.is_some_and(|t| t != b"event") => Payload::Exception,
             Ok(h) => {
                 let name = h.event_type.unwrap_or_default();
