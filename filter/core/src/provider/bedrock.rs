@@ -192,32 +192,24 @@ impl ProviderApi for BedrockInvoke {
         name == b"chunk"
     }
 
+    fn event_matters(&self, name: &[u8], data: &[u8]) -> bool {
+        !matches!(chunk_type(name, data), Ok(Some((_, false))))
+    }
+
     fn read_event(&self, st: &mut StreamRead, name: &[u8], data: &[u8]) -> Result<(), UsageError> {
-        if name != b"chunk" {
-            return Ok(());
-        }
-        let [bytes] = scan::find_members(data, ["bytes"])?;
-        let b64 = bytes
-            .and_then(scan::unquote)
-            .ok_or(UsageError::MissingField("chunk.bytes"))?;
-        // The type is the first member of every Anthropic event: decoding 64 characters (48
-        // bytes) names it, and most events (text deltas) are then stepped over.
-        let mut head = [0u8; 48];
-        if let Some(prefix) = b64.get(..64) {
-            let n = base64::engine::general_purpose::STANDARD
-                .decode_slice(prefix, &mut head)
-                .map_err(not_base64)?;
-            if let Some(ty) = event_type(head.get(..n).unwrap_or_default()) {
-                if !AnthropicMessages.keeps_event(ty) {
-                    AnthropicMessages.skipped_event(st, ty);
-                    return Ok(());
-                }
+        match chunk_type(name, data)? {
+            None => Ok(()),
+            Some((Head::Skip(ty), _)) => {
+                AnthropicMessages.skipped_event(st, ty.as_bytes());
+                Ok(())
+            }
+            Some((Head::Read(b64), _)) => {
+                let event = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(not_base64)?;
+                AnthropicMessages.read_event(st, b"", &event)
             }
         }
-        let event = base64::engine::general_purpose::STANDARD
-            .decode(&*b64)
-            .map_err(not_base64)?;
-        AnthropicMessages.read_event(st, b"", &event)
     }
 
     fn stream_usage(&self, st: &StreamRead) -> (Option<Usage>, Option<UsageError>) {
@@ -227,6 +219,62 @@ impl ProviderApi for BedrockInvoke {
 
 fn not_base64<E>(_: E) -> UsageError {
     UsageError::MalformedJson("chunk.bytes is not base64".into())
+}
+
+/// What the start of a `chunk` says about the Anthropic event inside.
+enum Head<'a> {
+    /// An event Anthropic's reader steps over (its type, e.g. a text delta).
+    Skip(&'static str),
+    /// An event to decode whole and read (its base64).
+    Read(Cow<'a, [u8]>),
+}
+
+/// The Anthropic event types a `chunk` may carry that its reader steps over, or that end
+/// the stream.
+const SKIPPED: [&str; 5] = [
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "ping",
+    "message_stop",
+];
+
+/// Reads a `chunk` event's head: `None` for another event; else whether its event is read or
+/// stepped over, and whether it can change what the stream reports. The type is the first
+/// member of every Anthropic event: decoding 64 characters (48 bytes) names it.
+fn chunk_type<'a>(name: &[u8], data: &'a [u8]) -> Result<Option<(Head<'a>, bool)>, UsageError> {
+    if name != b"chunk" {
+        return Ok(None);
+    }
+    // Bedrock writes `bytes` first: its first 64 characters are read in place, without
+    // scanning the rest (most chunks are text deltas, stepped over on this alone).
+    let in_place = data
+        .strip_prefix(br#"{"bytes":""#)
+        .and_then(|rest| rest.get(..64))
+        .filter(|p| !p.iter().any(|&b| b == b'"' || b == b'\\'));
+    if let Some(skipped) = in_place.map(skipped_type).transpose()?.flatten() {
+        return Ok(Some((Head::Skip(skipped), skipped == "message_stop")));
+    }
+    let [bytes] = scan::find_members(data, ["bytes"])?;
+    let b64 = bytes
+        .and_then(scan::unquote)
+        .ok_or(UsageError::MissingField("chunk.bytes"))?;
+    if in_place.is_none() {
+        if let Some(skipped) = b64.get(..64).map(skipped_type).transpose()?.flatten() {
+            return Ok(Some((Head::Skip(skipped), skipped == "message_stop")));
+        }
+    }
+    Ok(Some((Head::Read(b64), true)))
+}
+
+/// The stepped-over type the first 64 base64 characters of a chunk name, if they name one.
+fn skipped_type(prefix: &[u8]) -> Result<Option<&'static str>, UsageError> {
+    let mut head = [0u8; 48];
+    let n = base64::engine::general_purpose::STANDARD
+        .decode_slice(prefix, &mut head)
+        .map_err(not_base64)?;
+    let ty = event_type(head.get(..n).unwrap_or_default());
+    Ok(SKIPPED.iter().copied().find(|s| ty == Some(s.as_bytes())))
 }
 
 /// The name in `{"type":"NAME"` at the start of an event, if it is whole there.

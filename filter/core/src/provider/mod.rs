@@ -265,6 +265,13 @@ pub trait ProviderApi: Sync {
         true
     }
 
+    /// Whether a kept event can change what the stream reports. A binary event stream checks
+    /// the checksum of those only (Bedrock's InvokeModel streams keep every `chunk`, most of
+    /// them text, whose checksum is the client's to check).
+    fn event_matters(&self, _name: &[u8], _data: &[u8]) -> bool {
+        true
+    }
+
     /// Reads one whole stream event (`name` as for [`Self::keeps_event`]).
     fn read_event(&self, st: &mut StreamRead, name: &[u8], data: &[u8]) -> Result<(), UsageError>;
 

@@ -92,6 +92,11 @@ impl Events {
         self.api.keeps_event(name)
     }
 
+    /// Whether the kept event `name` can change what the stream reports.
+    pub(crate) fn matters(&self, name: &[u8], data: &[u8]) -> bool {
+        self.api.event_matters(name, data)
+    }
+
     /// A whole event the API reads. `at_eof`: the stream ended inside it, so JSON cut short
     /// is truncation (which `complete == false` already reports), not a failed event.
     pub(crate) fn kept(&mut self, name: &[u8], data: &[u8], at_eof: bool) {
