@@ -87,6 +87,16 @@ fn gemini() -> String {
 }
 
 /// The access log's lines once it holds at least `n`.
+fn converse() -> String {
+    r#"{"messages":[{"role":"user","content":[{"text":"hi"}]}],"inferenceConfig":{"maxTokens":8}}"#
+        .into()
+}
+
+fn invoke() -> String {
+    r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#
+        .into()
+}
+
 fn log_lines(stack: &Stack, n: usize) -> Vec<Value> {
     eventually(Duration::from_secs(10), || {
         let l = stack.access_log();
@@ -108,8 +118,29 @@ fn variants_of_metered_paths_are_refused_or_metered_never_forwarded_unjudged() {
     let openai: &[(&str, &str)] = &[("authorization", &bearer)];
     let anthropic: &[(&str, &str)] = &[("x-api-key", &chain.secret)];
     let google: &[(&str, &str)] = &[("x-goog-api-key", &chain.secret)];
+    // Bedrock: the virtual key as a Bedrock API key (the bedrock cluster signs with SigV4).
+    let aws: &[(&str, &str)] = &[("authorization", &bearer)];
     // (path, credentials, body, expected status, metered?)
     let cases: Vec<Case<'_>> = vec![
+        // Bedrock model ids hold `:`, which boto3 escapes: `%3A` is let through there only.
+        ("/model/amazon.nova-pro-v1%3A0/converse", aws, converse(), 200, true),
+        ("/model/amazon.nova-pro-v1:0/converse", aws, converse(), 200, true),
+        ("/model/amazon.nova-pro-v1%3a0/conv%65rse", aws, converse(), 200, true),
+        (
+            "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke",
+            aws,
+            invoke(),
+            200,
+            true,
+        ),
+        // Any other escape, an escaped `:` elsewhere, a double escape: refused by the filter.
+        ("/model/amazon.nova-pro-v1%3A0/converse%3A", aws, converse(), 400, false),
+        ("/model/amazon.nova-pro-v1%253A0/converse", aws, converse(), 400, false),
+        // An ARN's escaped slash: refused by Envoy.
+        ("/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.anthropic.m/converse", aws, converse(), 400, false),
+        // Other vendors' InvokeModel bodies are not metered: refused, never forwarded.
+        ("/model/meta.llama3-70b-instruct-v1%3A0/invoke", aws, converse(), 404, false),
+        ("/model/amazon.nova-pro-v1%3A0/count-tokens", aws, converse(), 404, false),
         // Escapes Envoy keeps: refused by the filter.
         (
             "/v1beta/models/gemini-2.5-pro%3AgenerateContent",
@@ -206,7 +237,10 @@ fn variants_of_metered_paths_are_refused_or_metered_never_forwarded_unjudged() {
                 header(&headers, "x-tollgate-budget-remaining").is_some() || status == 200,
                 "{path}"
             );
-        } else if status == 404 || (status == 400 && (path.contains("%3") || path.contains("key=")))
+        } else if status == 404
+            || (status == 400
+                && (path.contains("%3") || path.contains("key="))
+                && !path.contains("%2F"))
         {
             // The filter's own answer, OpenAI-shaped.
             let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: {text}"));
