@@ -21,7 +21,7 @@ use tollgate_core::usage::Usage;
 type Feature = fn(&ModelPrice) -> bool;
 
 /// Providers whose `cost_per_token` LiteLLM computes with its generic or range-table code.
-const PROVIDERS: [&str; 7] = [
+const PROVIDERS: [&str; 9] = [
     "openai",
     "anthropic",
     "gemini",
@@ -29,6 +29,8 @@ const PROVIDERS: [&str; 7] = [
     "azure",
     "vertex_ai-language-models",
     "vertex_ai-anthropic_models",
+    "bedrock",
+    "bedrock_converse",
 ];
 
 fn repo_root() -> PathBuf {
@@ -243,7 +245,14 @@ fn costs_equal_litellm_exactly() {
     }
 
     // Pick models so every pricing feature is covered several times, spread over the map.
-    let features: [(&str, Feature); 14] = [
+    let features: [(&str, Feature); 15] = [
+        // Amazon Bedrock (issue 15): base model ids, region profiles (`us.`, `eu.`, `global.`)
+        // and the regional `bedrock/<region>/` entries.
+        ("bedrock", |p| {
+            p.provider
+                .as_deref()
+                .is_some_and(|v| v.starts_with("bedrock"))
+        }),
         // Vertex AI (issue 15): Claude's `vertex_ai/` entries and Gemini's Vertex ones.
         ("vertex", |p| {
             p.provider
