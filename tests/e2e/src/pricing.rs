@@ -148,7 +148,11 @@ pub fn worst_case(book: &PriceBook, api: Api, request: &Value) -> Result<Decimal
     use tollgate_core::estimate::{summarize, worst_case, EstimateConfig};
     let body = serde_json::to_vec(request)?;
     let cfg = EstimateConfig::default();
-    let summary = summarize(&body, format(api), None, &cfg)
+    // Bedrock's model is the path's: the request's `model` stands for it.
+    let path_model = matches!(api, Api::BedrockConverse | Api::BedrockInvoke)
+        .then(|| request.get("model").and_then(Value::as_str))
+        .flatten();
+    let summary = summarize(&body, format(api), path_model, &cfg)
         .map_err(|e| anyhow::anyhow!("the filter would refuse this request: {e}"))?;
     let (_, price) = book
         .lookup(&summary.model, Some(provider(api)))

@@ -144,6 +144,62 @@ fn provider_error_answers_are_charged_zero() {
     eprintln!("provider errors: {rows:?}");
 }
 
+/// Bedrock's event streams, through Envoy and the bedrock cluster's SigV4 signing: a whole
+/// ConverseStream is charged exactly; one the provider cut (`x-mock-truncate-after`) or ended
+/// with a `modelStreamErrorException` message may have been billed, so it is charged the
+/// estimate (`truncated`, `no_usage`); a throttled one (429 with Bedrock's error) nothing.
+#[test]
+fn bedrock_streams_are_charged_as_they_ended() {
+    let Some(stack) = common::stack() else {
+        return;
+    };
+    let chain = funded(&stack, "bedrock-charges", "1");
+    let url = stack.url();
+    let body = json!({"messages": [{"role": "user", "content": [{"text": "stream it"}]}],
+                      "inferenceConfig": {"maxTokens": 20}});
+    let path = "/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/converse-stream";
+    for headers in [
+        &[][..],
+        &[("x-mock-truncate-after", "2")][..],
+        &[("x-mock-garbage", "1")][..],
+        &[("x-mock-status", "429")][..],
+    ] {
+        let (status, text) = post(&url, &chain, path, "authorization", headers, &body);
+        let want = if headers.is_empty() || headers[0].0 != "x-mock-status" {
+            200
+        } else {
+            429
+        };
+        assert_eq!(status, want, "{headers:?}: {text}");
+    }
+    let book = litellm_book().unwrap();
+    let mut request = body.clone();
+    request["model"] = json!("us.anthropic.claude-haiku-4-5-20251001-v1:0");
+    let (_, exact) = expected(book, Api::BedrockConverse, &request, &Controls::default()).unwrap();
+    let estimate = worst_case(book, Api::BedrockConverse, &request).unwrap();
+    ledger_reaches(
+        &stack,
+        "key",
+        &chain.key_id,
+        Spend {
+            requests: 4,
+            total_usd: exact + estimate + estimate,
+        },
+    );
+    let rows = ledger_rows(&stack, &chain.key_id);
+    let reasons: Vec<Option<&str>> = rows.iter().map(|r| r.2.as_deref()).collect();
+    assert_eq!(
+        reasons,
+        [
+            None,
+            Some("truncated"),
+            Some("no_usage"),
+            Some("upstream_429")
+        ],
+        "{rows:?}"
+    );
+}
+
 #[test]
 fn the_model_that_served_is_the_one_priced() {
     let Some(stack) = common::stack() else { return };

@@ -616,7 +616,14 @@ async fn handle(
     let ids = Ids::new();
     if streaming {
         let (mut events, content_type) = stream_events(&plan, &ids, target);
-        if controls.garbage {
+        if controls.garbage && content_type == EVENT_STREAM {
+            // Bedrock's way to fail mid-stream: an exception message after some text.
+            events.truncate(2);
+            events.push(bedrock::exception(
+                "modelStreamErrorException",
+                "The model failed to continue the stream",
+            ));
+        } else if controls.garbage {
             events = vec![
                 Bytes::from_static(b"data: {\"usage\": {\"prompt_tokens\": nope\n\n"),
                 Bytes::from_static(b"data: [DONE]\n\n"),

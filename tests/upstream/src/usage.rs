@@ -85,7 +85,8 @@ pub struct Controls {
     /// `x-mock-delay-ms`: sleep this long before a JSON response, or before each streamed event.
     pub delay_ms: u64,
     /// `x-mock-garbage: 1`: a 200 whose body is not what the provider sends (a JSON body that
-    /// does not parse; a stream whose events do not parse), ending normally.
+    /// does not parse; a stream whose events do not parse; an AWS event stream that ends in a
+    /// `modelStreamErrorException` message after two events), ending normally.
     pub garbage: bool,
     /// `x-mock-pad-bytes: N` (at most [`MAX_PAD_BYTES`]): N filler bytes in the response, a
     /// `"padding"` string first in a JSON body, an SSE comment before the first event.
