@@ -266,8 +266,9 @@ pub trait ProviderApi: Sync {
     }
 
     /// Whether a kept event can change what the stream reports. A binary event stream checks
-    /// the checksum of those only (Bedrock's InvokeModel streams keep every `chunk`, most of
-    /// them text, whose checksum is the client's to check).
+    /// the checksum of, and reads, those only; the others are counted as skipped (Bedrock's
+    /// InvokeModel streams keep every `chunk`, most of them text, whose checksum is the
+    /// client's to check).
     fn event_matters(&self, _name: &[u8], _data: &[u8]) -> bool {
         true
     }
