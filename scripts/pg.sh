@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL 15 on 127.0.0.1 for the control plane's tests and benches, when you
 # want one server for many runs. The tests do NOT need it: each test binary starts its own
-# server (control-plane/src/testkit.rs) unless TOLLGATE_TEST_PG_URL names one.
+# server (tests/testkit/src/postgres.rs) unless TOLLGATE_TEST_PG_URL names one.
 #
 #   eval "$(bash scripts/pg.sh start)"   # starts it, prints: export TOLLGATE_TEST_PG_URL=...
 #   cargo test -p tollgate-control-plane # uses it (one database per test, cloned from a template)

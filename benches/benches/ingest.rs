@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, Request};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tollgate_benches::{batch, now, state, store, Backend};
+use tollgate_benches::{batch, now, seed_fleet, selected_backends, state, store};
 use tollgate_control_plane::http::app;
-use tollgate_control_plane::testkit::seed_fleet;
+use tollgate_testkit::TestDb;
 use tower::ServiceExt;
 
 const BATCH: u64 = 1_000;
@@ -52,10 +52,20 @@ fn ingest(c: &mut Criterion) {
                 .count()
         })
     });
-    for backend in Backend::selected() {
-        let (s, _guard) = rt.block_on(store(backend));
-        rt.block_on(seed_fleet(&s, ORGS as usize, 10_000, KEYS as usize, now()))
-            .unwrap();
+    for backend in selected_backends() {
+        let TestDb {
+            store: s,
+            url,
+            file: _guard,
+        } = rt.block_on(store(backend));
+        rt.block_on(seed_fleet(
+            &url,
+            ORGS as usize,
+            10_000,
+            KEYS as usize,
+            now(),
+        ))
+        .unwrap();
         // Each poster is an enrolled reporter posting with its secret (the path Envoys take).
         let enroll = |r: usize| {
             rt.block_on(s.enroll_reporter(Some(&format!("bench{r}")), now()))
@@ -66,7 +76,7 @@ fn ingest(c: &mut Criterion) {
         let state = rt.block_on(state(s));
         let router = app(state);
         let n = AtomicU64::new(0);
-        group.bench_function(format!("{}/batch_1000", backend.name()), |b| {
+        group.bench_function(format!("{}/batch_1000", backend.as_str()), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let mut total = Duration::ZERO;
@@ -98,7 +108,7 @@ fn ingest(c: &mut Criterion) {
         // Several Envoys report at once: 4 batches in flight from 4 reporters.
         group.throughput(Throughput::Elements(BATCH * 4));
         group.bench_function(
-            format!("{}/4_concurrent_batches_1000", backend.name()),
+            format!("{}/4_concurrent_batches_1000", backend.as_str()),
             |b| {
                 b.iter_custom(|iters| {
                     rt.block_on(async {

@@ -20,9 +20,9 @@
 
 use std::time::{Duration, Instant};
 
-use tollgate_benches::{now, state, store, Backend, DATAPLANE};
+use tollgate_benches::{now, seed_fleet, state, store, Backend, DATAPLANE};
 use tollgate_control_plane::http::app;
-use tollgate_control_plane::testkit::seed_fleet;
+use tollgate_testkit::TestDb;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -131,8 +131,12 @@ fn main() {
         .build()
         .unwrap();
     let (addr, _guard) = server_rt.block_on(async {
-        let (s, guard) = store(Backend::Sqlite).await;
-        seed_fleet(&s, 100, 10_000, 100_000, now()).await.unwrap();
+        let TestDb {
+            store: s,
+            url,
+            file: guard,
+        } = store(Backend::Sqlite).await;
+        seed_fleet(&url, 100, 10_000, 100_000, now()).await.unwrap();
         let st = state(s).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

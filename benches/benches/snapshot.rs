@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tollgate_benches::{batch, now, store, Backend};
+use tollgate_benches::{batch, now, seed_fleet, selected_backends, store};
 use tollgate_control_plane::clock::Clock;
 use tollgate_control_plane::ingest::BudgetCache;
 use tollgate_control_plane::metrics::Metrics;
 use tollgate_control_plane::snapshot::Snapshots;
-use tollgate_control_plane::testkit::seed_fleet;
+use tollgate_testkit::TestDb;
 
 const BUDGETS: usize = 10_000;
 const KEYS: usize = 100_000;
@@ -31,9 +31,13 @@ fn snapshot(c: &mut Criterion) {
     let mut group = c.benchmark_group("snapshot");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
-    for backend in Backend::selected() {
-        let (s, _guard) = rt.block_on(store(backend));
-        rt.block_on(seed_fleet(&s, ORGS, BUDGETS, KEYS, now()))
+    for backend in selected_backends() {
+        let TestDb {
+            store: s,
+            url,
+            file: _guard,
+        } = rt.block_on(store(backend));
+        rt.block_on(seed_fleet(&url, ORGS, BUDGETS, KEYS, now()))
             .unwrap();
         let cache = BudgetCache::default();
         rt.block_on(s.ingest(
@@ -49,13 +53,13 @@ fn snapshot(c: &mut Criterion) {
             .unwrap();
         println!(
             "{}: snapshot of {} budgets and {} keys is {} bytes",
-            backend.name(),
+            backend.as_str(),
             built.counts.0,
             built.counts.1,
             built.bytes.len()
         );
         group.bench_function(
-            format!("{}/cold_10k_budgets_100k_keys", backend.name()),
+            format!("{}/cold_10k_budgets_100k_keys", backend.as_str()),
             |b| {
                 b.iter_custom(|iters| {
                     rt.block_on(async {
@@ -79,7 +83,7 @@ fn snapshot(c: &mut Criterion) {
         rt.block_on(snaps.rebuild()).unwrap();
         let n = AtomicU64::new(1);
         group.bench_function(
-            format!("{}/after_batch_10k_budgets_100k_keys", backend.name()),
+            format!("{}/after_batch_10k_budgets_100k_keys", backend.as_str()),
             |b| {
                 b.iter_custom(|iters| {
                     rt.block_on(async {

@@ -1,75 +1,52 @@
 //! `tollgate-benches`: shared set-up for the control-plane benches in `benches/benches/`:
-//! stores on both backends, a seeded fleet, usage batches, and the app to drive.
+//! stores on both backends (`tollgate-testkit`), a seeded fleet ([`fleet`]), usage batches,
+//! and the app to drive.
 //!
 //! Run them with `cargo bench -p tollgate-benches` (see `README.md` beside this crate).
 #![allow(clippy::print_stdout)] // benches report on stdout
 
+pub mod fleet;
+
+pub use fleet::seed_fleet;
+
 use tollgate_control_plane::clock::Clock;
 use tollgate_control_plane::http::auth::Tokens;
 use tollgate_control_plane::http::AppState;
+pub use tollgate_control_plane::store::Backend;
 use tollgate_control_plane::store::Store;
-use tollgate_control_plane::testkit;
 use tollgate_core::cost::CostBreakdown;
 use tollgate_core::event::{Charge, UsageBatch, UsageEvent};
 use tollgate_core::identity::Principal;
 use tollgate_core::provider::ApiFormat;
 use tollgate_core::usage::Usage;
+use tollgate_testkit::TestDb;
 
 /// Admin token of the bench apps.
 pub const ADMIN: &str = "bench-admin-token-0123456789";
 /// Data-plane token of the bench apps.
 pub const DATAPLANE: &str = "bench-dataplane-token-0123456789";
 
-/// Which database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// A SQLite file in the temp directory (WAL, synchronous=FULL).
-    Sqlite,
-    /// PostgreSQL: `TOLLGATE_TEST_PG_URL`, else a throwaway server with default durability.
-    Postgres,
+/// The databases to bench: both, or only those named in `TOLLGATE_BENCH_BACKENDS`
+/// (`sqlite,postgres`). SQLite is a file in the temp directory (WAL, synchronous=FULL);
+/// PostgreSQL `TOLLGATE_TEST_PG_URL`, else a throwaway server with default durability.
+pub fn selected_backends() -> Vec<Backend> {
+    let want =
+        std::env::var("TOLLGATE_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    [Backend::Sqlite, Backend::Postgres]
+        .into_iter()
+        .filter(|b| want.contains(b.as_str()))
+        .collect()
 }
 
-impl Backend {
-    /// Both, or only those named in `TOLLGATE_BENCH_BACKENDS` (`sqlite,postgres`).
-    pub fn selected() -> Vec<Backend> {
-        let want =
-            std::env::var("TOLLGATE_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
-        let mut out = Vec::new();
-        if want.contains("sqlite") {
-            out.push(Backend::Sqlite);
-        }
-        if want.contains("postgres") {
-            out.push(Backend::Postgres);
-        }
-        out
+/// A migrated empty database (a SQLite file is removed when it drops).
+pub async fn store(backend: Backend) -> TestDb {
+    if backend == Backend::Postgres {
+        // Honest numbers: the bench server keeps PostgreSQL's default durability.
+        std::env::set_var("TOLLGATE_PG_DURABLE", "1");
     }
-
-    /// Lowercase name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
-}
-
-/// A migrated empty store (the SQLite file is removed when the guard drops).
-pub async fn store(backend: Backend) -> (Store, Option<testkit::TempDb>) {
-    match backend {
-        Backend::Sqlite => {
-            let (s, g) = testkit::sqlite_store().await;
-            (s, Some(g))
-        }
-        Backend::Postgres => {
-            // Honest numbers: the bench server keeps PostgreSQL's default durability.
-            std::env::set_var("TOLLGATE_PG_DURABLE", "1");
-            match testkit::postgres_store().await {
-                Some(s) => (s, None),
-                None => {
-                    panic!("PostgreSQL unavailable (set TOLLGATE_BENCH_BACKENDS=sqlite to skip)")
-                }
-            }
-        }
+    match tollgate_testkit::test_db(backend).await {
+        Some(db) => db,
+        None => panic!("PostgreSQL unavailable (set TOLLGATE_BENCH_BACKENDS=sqlite to skip)"),
     }
 }
 
@@ -92,7 +69,7 @@ pub fn now() -> i64 {
 }
 
 /// Batch number `n` of `size` events from reporter `reporter`, charged to keys of a fleet
-/// seeded with [`testkit::seed_fleet`] (`keys` keys, `orgs` orgs): each event's chain has
+/// seeded with [`seed_fleet`] (`keys` keys, `orgs` orgs): each event's chain has
 /// key, user, project and org, so it hits every budget on those four links.
 pub fn batch(reporter: &str, n: u64, size: u64, keys: u64, orgs: u64, ts: i64) -> UsageBatch {
     let events = (0..size)

@@ -7,10 +7,9 @@
 //! - [`snapshot`]: building, caching and serving the snapshot by version.
 //! - [`http`]: the REST API v1 ([`http::app`]), its auth, errors and OpenAPI document.
 //! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
-//! - [`testkit`]: fixtures for tests and benches (a throwaway PostgreSQL server).
 //!
-//! Tests: `cargo test -p tollgate-control-plane` (they start their own PostgreSQL; see
-//! [`testkit`]). Benches: `cargo bench -p tollgate-benches`.
+//! Tests: `cargo test -p tollgate-control-plane` (they start their own PostgreSQL; see the
+//! `tollgate-testkit` crate, `tests/testkit/`). Benches: `cargo bench -p tollgate-benches`.
 #![cfg_attr(
     test,
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
@@ -27,5 +26,4 @@ pub mod prices;
 pub mod quote;
 pub mod snapshot;
 pub mod store;
-pub mod testkit;
 pub mod timezone;

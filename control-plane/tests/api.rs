@@ -17,14 +17,14 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tollgate_control_plane::http::openapi::{document, documented, openapi_path};
 use tollgate_control_plane::http::{app, routes, Access, AppState};
-use tollgate_control_plane::testkit::{sqlite_store, TempDb};
 use tollgate_core::snapshot::Snapshot;
+use tollgate_testkit::{sqlite_store, TempSqlite};
 use tower::ServiceExt;
 
 struct Api {
     app: Router,
     state: AppState,
-    _db: TempDb,
+    _db: TempSqlite,
 }
 
 struct Answer {

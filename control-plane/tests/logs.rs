@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::*;
 use tollgate_control_plane::http::app;
-use tollgate_control_plane::testkit::sqlite_store;
+use tollgate_testkit::sqlite_store;
 use tower::ServiceExt;
 
 #[derive(Clone, Default)]

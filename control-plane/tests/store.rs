@@ -1,6 +1,6 @@
 //! Store tests: every body runs twice, on SQLite and on PostgreSQL (`store_test!` makes
 //! `<name>::sqlite` and `<name>::postgres`). PostgreSQL is a throwaway server this binary
-//! starts itself (see `tollgate_control_plane::testkit`).
+//! starts itself (see `tollgate_testkit::postgres`).
 //!
 //! Run: `cargo test -p tollgate-control-plane --test store`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -22,10 +22,10 @@ use tollgate_control_plane::store::prices::NewRevision;
 use tollgate_control_plane::store::spend::{GroupBy, SpendQuery};
 use tollgate_control_plane::store::{Store, StoreError};
 use tollgate_control_plane::timezone::Zone;
-use tollgate_control_plane::{store_test, testkit};
 use tollgate_core::budget::{Mode, Period, Scope};
 use tollgate_core::pricing::ModelPrice;
 use tollgate_core::snapshot::{Snapshot, SnapshotIndex};
+use tollgate_testkit::{store_test, with_connection};
 
 fn budget(scope: Scope, id: &str, period: Period, tz: &str, limit: &str) -> NewBudget {
     NewBudget {
@@ -634,7 +634,25 @@ store_test!(snapshot_carries_windows_spend_keys_and_versions, |store| {
     );
 });
 
-store_test!(snapshot_keys_are_serdes_key_entries, |store| {
+/// Rebuilds the snapshot's key buckets from scratch with migration 0003's back-fill statement,
+/// on a connection of its own, in one write transaction. Bumps nothing: the content must not
+/// change.
+async fn refill_key_buckets(url: &str) -> Result<(), sqlx::Error> {
+    with_connection!(url, |conn, pg| {
+        let mut tx = conn
+            .begin_with(if pg { "BEGIN" } else { "BEGIN IMMEDIATE" })
+            .await?;
+        sqlx::query("DELETE FROM key_buckets")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&tollgate_control_plane::store::key_buckets::refresh_all_sql(pg))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    })
+}
+
+store_test!(snapshot_keys_are_serdes_key_entries, |store, url| {
     // The keys section is JSON written by the database: it must decode to the active keys in
     // `sha256` order and be byte for byte what serde writes for them, also for ids the API
     // would refuse (the store does not check them) and for keys on both sides of the split.
@@ -690,7 +708,7 @@ store_test!(snapshot_keys_are_serdes_key_entries, |store| {
         String::from_utf8_lossy(&built.bytes)
     );
     // Migration 0003's back-fill writes the buckets the key-by-key changes kept.
-    testkit::refill_key_buckets(&store).await.unwrap();
+    refill_key_buckets(&url).await.unwrap();
     let cold = Snapshots::new(
         store.clone(),
         Clock::fixed(NOW),
@@ -861,12 +879,12 @@ fn assert_only_hashes_at_rest(raw: &[u8], secrets: &[String], what: &str) {
 /// Virtual keys at rest on SQLite: the raw database file and its WAL, byte by byte.
 #[tokio::test]
 async fn keys_are_only_hashes_in_the_sqlite_file() {
-    let (store, db) = tollgate_control_plane::testkit::sqlite_store().await;
+    let (store, db) = tollgate_testkit::sqlite_store().await;
     let secrets = keys_for_the_at_rest_scan(&store).await;
     let raw = || {
         let mut raw = Vec::new();
         for suffix in ["", "-wal"] {
-            let mut p = db.0.clone().into_os_string();
+            let mut p = db.path().to_owned().into_os_string();
             p.push(suffix);
             raw.extend(std::fs::read(&p).unwrap_or_default());
         }
@@ -882,11 +900,9 @@ async fn keys_are_only_hashes_in_the_sqlite_file() {
 #[tokio::test]
 async fn keys_are_only_hashes_in_a_postgres_dump() {
     use sqlx::{Connection as _, Row as _};
-    let url = match tollgate_control_plane::testkit::postgres_url().await {
+    let url = match tollgate_testkit::postgres_url().await {
         Ok(url) => url,
-        Err(e)
-            if std::env::var(tollgate_control_plane::testkit::SKIP_ENV).as_deref() == Ok("1") =>
-        {
+        Err(e) if tollgate_testkit::postgres::skip() => {
             eprintln!("SKIPPING PostgreSQL: {e}");
             return;
         }

@@ -35,8 +35,9 @@ fn entry_sql(pg: bool) -> String {
 }
 
 /// Fills `key_buckets` from every active key (it must be empty): the back-fill of migration
-/// 0003, which holds this very text, and the seeding of benches.
-pub(crate) fn refresh_all_sql(pg: bool) -> String {
+/// 0003, which holds this very text; public for the benches' bulk loader and the test that
+/// compares the back-fill with the buckets kept key by key.
+pub fn refresh_all_sql(pg: bool) -> String {
     format!(
         "INSERT INTO key_buckets (bucket, keys, entries)\n\
          SELECT substr(sha256, 1, 3), count(*), string_agg({}, ',' ORDER BY sha256)\n\

@@ -16,7 +16,7 @@
 //! (`cargo test -p tollgate-control-plane --test store`).
 
 pub mod budgets;
-pub(crate) mod key_buckets;
+pub mod key_buckets;
 pub mod keys;
 pub mod ledger;
 mod money;

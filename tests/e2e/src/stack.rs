@@ -46,7 +46,7 @@ pub enum Database {
     #[default]
     Sqlite,
     /// A fresh migrated database on the test PostgreSQL server of this process
-    /// (`tollgate_control_plane::testkit`: started on first use, stopped when the process
+    /// (`tollgate_testkit::postgres`: started on first use, stopped when the process
     /// exits; `TOLLGATE_TEST_PG_URL` names an existing one instead).
     Postgres,
     /// This database URL (`postgres://…` or `sqlite://…`), e.g. on a server a test started
@@ -510,7 +510,7 @@ fn postgres_database() -> Result<String> {
         .enable_all()
         .build()
         .context("a runtime for the PostgreSQL setup")?;
-    rt.block_on(tollgate_control_plane::testkit::postgres_url())
+    rt.block_on(tollgate_testkit::postgres_url())
         .map_err(|e| anyhow::anyhow!("PostgreSQL test server unavailable: {e}"))
 }
 

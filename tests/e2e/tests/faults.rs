@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use tollgate_control_plane::testkit::start_server_with;
+use tollgate_testkit::postgres::start_server_with;
 use tollgate_tests::control_plane::Spend;
 use tollgate_tests::pricing::{expected, litellm_book, worst_case};
 use tollgate_tests::{eventually, Database, StackOptions};

@@ -221,11 +221,11 @@ pub fn ledger_has_chats(stack: &Stack, key_id: &str, served: &[Value]) -> Durati
 /// Whether PostgreSQL tests were explicitly skipped (`TOLLGATE_SKIP_POSTGRES=1`, as for the
 /// control plane's store tests); says so when they are.
 pub fn skip_postgres() -> bool {
-    let skip = std::env::var(tollgate_control_plane::testkit::SKIP_ENV).as_deref() == Ok("1");
+    let skip = tollgate_testkit::postgres::skip();
     if skip {
         eprintln!(
             "SKIPPING a PostgreSQL test ({}=1)",
-            tollgate_control_plane::testkit::SKIP_ENV
+            tollgate_testkit::postgres::SKIP_ENV
         );
     }
     skip
