@@ -4,11 +4,9 @@
 //! binaries next to itself (`scripts/run.sh` builds them).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use anyhow::{bail, Context as _, Result};
-use tollgate_upstream::envoy::{envoy_binary, target_dir, wasm_path, workspace_root};
+use tollgate_upstream::envoy::envoy_binary;
 
 /// The programs a [`crate::Stack`] runs.
 #[derive(Debug, Clone)]
@@ -34,29 +32,12 @@ pub fn envoy() -> Result<PathBuf> {
 }
 
 /// Builds both wasm modules (release, wasm32-wasip1) into the target directory once per
-/// process and returns their paths. Running cargo every time keeps a stale module from being
-/// tested; when nothing changed it takes about a second.
+/// process (`tollgate_testkit::wasm`, as the harness's tests do) and returns their paths.
+/// Running cargo every time keeps a stale module from being tested; when nothing changed it
+/// takes about a second.
 pub fn build_wasm() -> Result<(PathBuf, PathBuf)> {
-    static WASM: OnceLock<std::result::Result<(PathBuf, PathBuf), String>> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(workspace_root())
-            .env("CARGO_TARGET_DIR", target_dir())
-            .args(["build", "--release", "--target", "wasm32-wasip1"])
-            .args(["-p", "tollgate-filter", "-p", "tollgate-noop"])
-            .output()
-            .map_err(|e| format!("running cargo: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "building the wasm modules failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok((wasm_path("tollgate_filter"), wasm_path("tollgate_noop")))
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
+    let module = |package| tollgate_testkit::wasm::module(package).map_err(anyhow::Error::msg);
+    Ok((module("tollgate-filter")?, module("tollgate-noop")?))
 }
 
 impl Binaries {

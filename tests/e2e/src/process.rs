@@ -190,18 +190,10 @@ impl Proc {
 
     /// Waits at most `timeout` for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exited() {
-                // Let the reader threads drain what is left in the pipes.
-                thread::sleep(Duration::from_millis(100));
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        let status = crate::eventually(timeout, || self.exited())?;
+        // Let the reader threads drain what is left in the pipes.
+        thread::sleep(Duration::from_millis(100));
+        Some(status)
     }
 
     /// Sends a signal by name (`TERM`, `INT`) with kill(1): std has no portable way without

@@ -20,7 +20,7 @@ use tollgate_tests::pricing::{expected, litellm_book};
 use tollgate_tests::{eventually, Chain, Stack};
 use tollgate_upstream::{Api, Controls};
 
-use common::ledger_reaches;
+use common::{client_with, ledger_reaches};
 
 /// The filter's default `limits.max_request_body_bytes` (4 MiB), which the shipped config
 /// keeps.
@@ -28,9 +28,9 @@ const FILTER_BODY_LIMIT: usize = 4 << 20;
 /// Envoy's own answer to a request body over the listener's buffer limit.
 const ENVOY_413: &str = "Payload Too Large";
 
-fn client() -> reqwest::blocking::Client {
-    common::client_with(Duration::from_secs(60))
-}
+/// How long one request may take here (longer than `common::client`'s 10 s: some bodies and
+/// answers here are huge).
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the client saw.
 #[derive(Debug)]
@@ -61,7 +61,7 @@ fn send(
     headers: &[(&str, &str)],
     body: reqwest::blocking::Body,
 ) -> Seen {
-    let mut req = client()
+    let mut req = client_with(TIMEOUT)
         .post(format!("{}{path}", stack.url()))
         .bearer_auth(&chain.secret)
         .header("content-type", "application/json")

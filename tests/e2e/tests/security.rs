@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tollgate_tests::control_plane::Spend;
 use tollgate_tests::{eventually, python, Chain, Stack, StackOptions};
 
-use common::{ledger_reaches, two_intervals, SYNC_INTERVAL_MS};
+use common::{client_with, ledger_reaches, two_intervals, SYNC_INTERVAL_MS};
 
 /// Envoy's log levels for the log scan: everything at `debug`, except `http`, whose
 /// "request headers complete" line prints every header the client sent, its own virtual key
@@ -29,13 +29,12 @@ use common::{ledger_reaches, two_intervals, SYNC_INTERVAL_MS};
 /// key) and `config` (no secret is in the configuration any more) run at debug.
 const ENVOY_LOG: [&str; 4] = ["--log-level", "debug", "--component-log-level", "http:info"];
 
-fn client() -> reqwest::blocking::Client {
-    common::client_with(Duration::from_secs(30))
-}
+/// How long one request may take here (longer than `common::client`'s 10 s).
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One chat completion through Envoy with these extra headers: status and JSON body.
 fn chat(stack: &Stack, headers: &[(&str, &str)]) -> (u16, Value) {
-    let mut req = client()
+    let mut req = client_with(TIMEOUT)
         .post(format!("{}/v1/chat/completions", stack.url()))
         .json(&json!({"model": "gpt-4o-mini", "max_tokens": 16,
                       "messages": [{"role": "user", "content": "security"}]}));
@@ -122,7 +121,7 @@ fn no_token_or_key_reaches_any_log() {
     });
     assert!(refused.is_some(), "the revoked key still works");
     // The control plane refusing tokens.
-    let http = client();
+    let http = client_with(TIMEOUT);
     let cp = stack.cp.url();
     for (token, want) in [
         (None, 401),

@@ -1,51 +1,23 @@
 //! Shared helpers of the harness tests: the guest modules they drive.
 //!
-//! Each module is built once per test binary with
-//! `cargo build -p <package> --target wasm32-wasip1 --release` (a no-op when fresh), in the
-//! same `CARGO_TARGET_DIR` the tests run under, and read from
-//! `$CARGO_TARGET_DIR/wasm32-wasip1/release/<file>.wasm`. Set `TOLLGATE_NOOP_WASM` or
-//! `TOLLGATE_PROBE_WASM` to use a prebuilt module instead.
+//! Each module is built once per test binary by `tollgate_testkit::wasm` (`cargo build -p
+//! <package> --target wasm32-wasip1 --release`, a no-op when fresh, into the target directory
+//! the tests run from), as the end-to-end tests build theirs. Set `TOLLGATE_NOOP_WASM`,
+//! `TOLLGATE_PROBE_WASM` or `TOLLGATE_FILTER_WASM` to use a prebuilt module instead.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::PathBuf;
 
-use std::process::Command;
 use std::sync::OnceLock;
 use tollgate_harness::Plugin;
 
-/// The target directory cargo builds into.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-    }
-}
-
-/// Builds `package` for wasm32-wasip1 (release) and returns the module's path.
-fn build(package: &str, file: &str, override_var: &str) -> PathBuf {
+/// The module `$override_var` names, else `package` built for wasm32-wasip1 (release).
+fn build(package: &str, override_var: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(override_var) {
         return PathBuf::from(path);
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            package,
-            "--target",
-            "wasm32-wasip1",
-            "--release",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap_or_else(|e| panic!("running cargo build -p {package}: {e}"));
-    assert!(
-        status.success(),
-        "cargo build -p {package} --target wasm32-wasip1 --release failed"
-    );
-    target_dir().join("wasm32-wasip1/release").join(file)
+    tollgate_testkit::wasm::module(package).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Reads a module.
@@ -56,19 +28,13 @@ fn read(path: &PathBuf) -> Vec<u8> {
 /// Where the no-op filter module is (built on first use).
 pub fn noop_wasm_path() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| build("tollgate-noop", "tollgate_noop.wasm", "TOLLGATE_NOOP_WASM"))
+    PATH.get_or_init(|| build("tollgate-noop", "TOLLGATE_NOOP_WASM"))
 }
 
 /// Where the probe module is (built on first use).
 pub fn probe_wasm_path() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        build(
-            "tollgate-harness-probe",
-            "tollgate_harness_probe.wasm",
-            "TOLLGATE_PROBE_WASM",
-        )
-    })
+    PATH.get_or_init(|| build("tollgate-harness-probe", "TOLLGATE_PROBE_WASM"))
 }
 
 /// The no-op filter (`tests/noop-filter`).
@@ -106,13 +72,7 @@ pub fn probe_plugin() -> &'static Plugin {
 /// Where Tollgate's filter module is (built on first use).
 pub fn tollgate_wasm_path() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        build(
-            "tollgate-filter",
-            "tollgate_filter.wasm",
-            "TOLLGATE_FILTER_WASM",
-        )
-    })
+    PATH.get_or_init(|| build("tollgate-filter", "TOLLGATE_FILTER_WASM"))
 }
 
 /// Tollgate's filter module.
