@@ -32,6 +32,10 @@ if (( filter_bytes > 600000 )); then
     exit 1
 fi
 echo "== tests"
+# Includes the tests that drive the venv's Python tools (scripts/setup.sh installs them):
+# schemathesis over the API and the client generated from its OpenAPI document
+# (control-plane/tests/schemathesis.rs, openapi_client.rs), the official SDKs and raw HTTP/2
+# shapes through Envoy (tests/e2e).
 cargo test --workspace --locked
 fuzz_seconds="${FUZZ_SECONDS:-20}"
 if [[ "$fuzz_seconds" -gt 0 ]]; then

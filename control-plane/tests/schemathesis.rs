@@ -15,14 +15,14 @@
 //! `TOLLGATE_SKIP_PYTHON=1` skips it where no `.venv` exists.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{serve, venv_tool, Killed};
 use tollgate_control_plane::http::openapi::documented;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 const ADMIN: &str = "schemathesis-admin-token-0123456789";
 const DATAPLANE: &str = "schemathesis-dataplane-token-0123456789";
 /// The checks run on every answer (see the module doc for the one left out).
@@ -33,71 +33,11 @@ ensure_resource_availability";
 /// Bound on the whole schemathesis run; the default run takes about 30 s.
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Kills and reaps a child on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn schemathesis() -> Option<PathBuf> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/schemathesis");
-    if bin.exists() {
-        return Some(bin);
-    }
-    if std::env::var("TOLLGATE_SKIP_PYTHON").as_deref() == Ok("1") {
-        eprintln!("SKIPPING: no {} (TOLLGATE_SKIP_PYTHON=1)", bin.display());
-        return None;
-    }
-    panic!(
-        "no {}: run `bash scripts/setup.sh` (or set TOLLGATE_SKIP_PYTHON=1)",
-        bin.display()
-    );
-}
-
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// `tollgate serve` on a fresh SQLite file in `dir`; returns it and its base URL.
-fn serve(dir: &Path) -> (Killed, String) {
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
-        .arg(dir.join("t.db"))
-        .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
-        .env("TOLLGATE_DATAPLANE_TOKEN", DATAPLANE)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let server = Killed(child);
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("tollgate serve printed {line:?}"))
-        .to_string();
-    (server, url)
 }
 
 /// The number before `label` in schemathesis's summary (`4181 generated`, the last one: the summary line comes last).
@@ -108,17 +48,19 @@ fn count_before(text: &str, label: &str) -> Option<u64> {
 
 #[test]
 fn schemathesis_finds_no_5xx_and_no_mismatch() {
-    let Some(st) = schemathesis() else { return };
-    let dir = std::env::temp_dir().join(format!("tollgate-schemathesis-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir = Scratch(dir);
-    let (_server, url) = serve(&dir.0);
+    let Some(st) = venv_tool("schemathesis") else {
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("tollgate-schemathesis-")
+        .tempdir()
+        .unwrap();
+    let (_server, url) = serve(dir.path(), ADMIN, DATAPLANE);
     let examples = env_or("TOLLGATE_SCHEMATHESIS_EXAMPLES", 40);
     let seed = env_or("TOLLGATE_SCHEMATHESIS_SEED", 1);
-    let report = dir.0.join("report.txt");
+    let report = dir.path().join("report.txt");
     let mut run = Command::new(st);
-    run.current_dir(&dir.0)
+    run.current_dir(dir.path())
         .arg("run")
         .arg(format!("{url}/openapi.json"))
         .args(["--header", &format!("Authorization: Bearer {ADMIN}")])
@@ -143,7 +85,7 @@ fn schemathesis_finds_no_5xx_and_no_mismatch() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let text = std::fs::read_to_string(&report).unwrap();
-    let serve_log = std::fs::read_to_string(dir.0.join("serve.log")).unwrap_or_default();
+    let serve_log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
     assert!(
         status.success(),
         "schemathesis failed ({status}):\n{text}\n--- tollgate serve\n{serve_log}"

@@ -1,10 +1,15 @@
-//! Helpers shared by the integration tests: usage events, a fixed instant, app state.
+//! Helpers shared by the integration tests: usage events, a fixed instant, app state; a real
+//! `tollgate serve` and the venv's Python tools for the tests that drive it from outside.
 #![allow(
     dead_code,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing
 )]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use rust_decimal::Decimal;
 use tollgate_control_plane::clock::Clock;
@@ -84,4 +89,63 @@ pub async fn state(store: Store) -> (AppState, Clock) {
     let state = AppState::new(store, tokens(), clock.clone());
     state.snapshots.rebuild().await.unwrap();
     (state, clock)
+}
+
+/// Kills and reaps a child on drop.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `tollgate serve` on a fresh SQLite file in `dir` with these API tokens, its log in
+/// `dir/serve.log`; returns it and its base URL.
+pub fn serve(dir: &Path, admin: &str, dataplane: &str) -> (Killed, String) {
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+        .arg(dir.join("t.db"))
+        .env("TOLLGATE_ADMIN_TOKEN", admin)
+        .env("TOLLGATE_DATAPLANE_TOKEN", dataplane)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let server = Killed(child);
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("tollgate serve printed {line:?}"))
+        .to_string();
+    (server, url)
+}
+
+/// The project venv's bin directory (`bash scripts/setup.sh` makes it).
+pub fn venv_bin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin")
+}
+
+/// The venv's `name` (pinned in `scripts/requirements.txt`); `None` when there is none and
+/// `TOLLGATE_SKIP_PYTHON=1`, a panic saying how to get one otherwise.
+pub fn venv_tool(name: &str) -> Option<PathBuf> {
+    let bin = venv_bin().join(name);
+    if bin.exists() {
+        return Some(bin);
+    }
+    if std::env::var("TOLLGATE_SKIP_PYTHON").as_deref() == Ok("1") {
+        eprintln!("SKIPPING: no {} (TOLLGATE_SKIP_PYTHON=1)", bin.display());
+        return None;
+    }
+    panic!(
+        "no {}: run `bash scripts/setup.sh` (or set TOLLGATE_SKIP_PYTHON=1)",
+        bin.display()
+    );
 }
