@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, Request};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tollgate_benches::{batch, now, seed_fleet, selected_backends, state, store};
+use tollgate_benches::{batch, now, runtime, seeded_store, selected_backends, state};
 use tollgate_control_plane::http::app;
 use tollgate_testkit::TestDb;
 use tower::ServiceExt;
@@ -27,11 +27,7 @@ const KEYS: u64 = 10_000;
 const ORGS: u64 = 100;
 
 fn ingest(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Elements(BATCH));
     group.sample_size(10);
@@ -55,17 +51,9 @@ fn ingest(c: &mut Criterion) {
     for backend in selected_backends() {
         let TestDb {
             store: s,
-            url,
             file: _guard,
-        } = rt.block_on(store(backend));
-        rt.block_on(seed_fleet(
-            &url,
-            ORGS as usize,
-            10_000,
-            KEYS as usize,
-            now(),
-        ))
-        .unwrap();
+            ..
+        } = rt.block_on(seeded_store(backend, ORGS as usize, 10_000, KEYS as usize));
         // Each poster is an enrolled reporter posting with its secret (the path Envoys take).
         let enroll = |r: usize| {
             rt.block_on(s.enroll_reporter(Some(&format!("bench{r}")), now()))

@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use tollgate_benches::{now, seed_fleet, state, store, Backend, DATAPLANE};
+use tollgate_benches::{runtime, seeded_store, state, Backend, DATAPLANE};
 use tollgate_control_plane::http::app;
 use tollgate_testkit::TestDb;
 
@@ -125,18 +125,13 @@ fn main() {
         .map(Duration::from_millis)
         .collect();
     let seconds = Duration::from_secs(env("TOLLGATE_POLL_SECONDS", 10));
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let server_rt = runtime();
     let (addr, _guard) = server_rt.block_on(async {
         let TestDb {
             store: s,
-            url,
             file: guard,
-        } = store(Backend::Sqlite).await;
-        seed_fleet(&url, 100, 10_000, 100_000, now()).await.unwrap();
+            ..
+        } = seeded_store(Backend::Sqlite, 100, 10_000, 100_000).await;
         let st = state(s).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tollgate_benches::{batch, now, seed_fleet, selected_backends, store};
+use tollgate_benches::{batch, now, runtime, seeded_store, selected_backends};
 use tollgate_control_plane::clock::Clock;
 use tollgate_control_plane::ingest::BudgetCache;
 use tollgate_control_plane::metrics::Metrics;
@@ -23,22 +23,16 @@ const KEYS: usize = 100_000;
 const ORGS: usize = 100;
 
 fn snapshot(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut group = c.benchmark_group("snapshot");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
     for backend in selected_backends() {
         let TestDb {
             store: s,
-            url,
             file: _guard,
-        } = rt.block_on(store(backend));
-        rt.block_on(seed_fleet(&url, ORGS, BUDGETS, KEYS, now()))
-            .unwrap();
+            ..
+        } = rt.block_on(seeded_store(backend, ORGS, BUDGETS, KEYS));
         let cache = BudgetCache::default();
         rt.block_on(s.ingest(
             &batch("envoy-0", 0, 1000, KEYS as u64, ORGS as u64, now()).events,

@@ -48,24 +48,19 @@ pub async fn seed_fleet(
         }
         let group_rows: Vec<usize> = (0..groups).collect();
         for chunk in group_rows.chunks(5000) {
-            let mut qb =
-                sqlx::QueryBuilder::new("INSERT INTO projects (id, org_id, name, created_at) ");
-            qb.push_values(chunk, |mut b, i| {
-                b.push_bind(format!("prj-{i}"))
-                    .push_bind(format!("org-{}", i % orgs))
-                    .push_bind("p")
-                    .push_bind(now);
-            });
-            qb.build().execute(&mut *tx).await?;
-            let mut qb =
-                sqlx::QueryBuilder::new("INSERT INTO users (id, org_id, name, created_at) ");
-            qb.push_values(chunk, |mut b, i| {
-                b.push_bind(format!("usr-{i}"))
-                    .push_bind(format!("org-{}", i % orgs))
-                    .push_bind("u")
-                    .push_bind(now);
-            });
-            qb.build().execute(&mut *tx).await?;
+            // A project and a user per group of ten keys, in the same rows but for the table.
+            for (table, id, name) in [("projects", "prj", "p"), ("users", "usr", "u")] {
+                let mut qb = sqlx::QueryBuilder::new(format!(
+                    "INSERT INTO {table} (id, org_id, name, created_at) "
+                ));
+                qb.push_values(chunk, |mut b, i| {
+                    b.push_bind(format!("{id}-{i}"))
+                        .push_bind(format!("org-{}", i % orgs))
+                        .push_bind(name)
+                        .push_bind(now);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
         }
         let key_rows: Vec<usize> = (0..keys).collect();
         for chunk in key_rows.chunks(3000) {

@@ -50,6 +50,28 @@ pub async fn store(backend: Backend) -> TestDb {
     }
 }
 
+/// A migrated database on `backend` with a fleet seeded by [`seed_fleet`] (`orgs`
+/// organisations, `budgets` budgets, `keys` keys).
+pub async fn seeded_store(backend: Backend, orgs: usize, budgets: usize, keys: usize) -> TestDb {
+    let db = store(backend).await;
+    if let Err(e) = seed_fleet(&db.url, orgs, budgets, keys, now()).await {
+        panic!("seeding {}: {e}", backend.as_str());
+    }
+    db
+}
+
+/// The runtime a bench serves from: two workers, as every bench here had.
+pub fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("a runtime: {e}"),
+    }
+}
+
 /// App state over `store`, system clock, first snapshot built.
 pub async fn state(store: Store) -> AppState {
     let tokens = match Tokens::new(ADMIN, DATAPLANE) {

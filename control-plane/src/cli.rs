@@ -18,6 +18,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use tollgate_core::budget::{Mode, Period, Scope};
 use tollgate_core::pricing::{litellm, PriceBook};
+use tracing_subscriber::EnvFilter;
 
 use crate::client::{encode, Client};
 use crate::clock::Clock;
@@ -315,6 +316,27 @@ pub struct SpendArgs {
     /// CSV instead of JSON.
     #[arg(long)]
     pub csv: bool,
+}
+
+/// The `tollgate` command from start to exit code: logging to stderr so stdout stays the
+/// command's output (`RUST_LOG` filters, default `info`; colours when `ansi`), the command
+/// line, [`run`]; an error is printed as `tollgate: …`. `main.rs` and the end-to-end tests'
+/// build of the same binary both call it.
+pub async fn main(ansi: bool) -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs a parsed command line.

@@ -3,9 +3,6 @@
 
 use std::io::IsTerminal;
 
-use clap::Parser;
-use tracing_subscriber::EnvFilter;
-
 /// mimalloc rather than glibc's malloc: ingestion allocates and frees thousands of small
 /// strings per batch (the decoded events, ledger rows, bound values), and glibc's malloc and
 /// free were a quarter of the CPU time in `cargo bench -p tollgate-benches --bench ingest`.
@@ -17,20 +14,5 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // Logs go to stderr so stdout stays the command's output. RUST_LOG filters (default info).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let cli = tollgate_control_plane::cli::Cli::parse();
-    match tollgate_control_plane::cli::run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tollgate: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    tollgate_control_plane::cli::main(std::io::stderr().is_terminal()).await
 }

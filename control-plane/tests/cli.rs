@@ -4,36 +4,35 @@
 //! Run: `cargo test -p tollgate-control-plane --test cli`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
+use common::{announced_url, scratch, Killed};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 const ADMIN: &str = "cli-admin-token-0123456789";
 const DATAPLANE: &str = "cli-dataplane-token-0123456789";
 
-struct TempDir(PathBuf);
+/// A scratch directory for one test, removed on drop.
+struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("tollgate-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        TempDir(scratch(&format!("tollgate-cli-{name}-")))
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
     }
 
     fn file(&self, name: &str, contents: &str) -> PathBuf {
-        let p = self.0.join(name);
+        let p = self.join(name);
         std::fs::write(&p, contents).unwrap();
         p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -150,7 +149,7 @@ fn cost_prices_a_provider_usage_object_offline() {
 #[test]
 fn migrate_and_import_prices_into_sqlite() {
     let dir = TempDir::new("import");
-    let db = dir.0.join("t.db");
+    let db = dir.join("t.db");
     let db = db.to_str().unwrap();
     let o = run(&mut tollgate(&["migrate", "--database-url", db]));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -208,7 +207,7 @@ fn migrate_and_import_prices_into_sqlite() {
 #[test]
 fn serve_refuses_to_start_without_tokens() {
     let dir = TempDir::new("notoken");
-    let db = dir.0.join("t.db");
+    let db = dir.join("t.db");
     let o = run(&mut tollgate(&[
         "serve",
         "--listen",
@@ -234,19 +233,10 @@ fn serve_refuses_to_start_without_tokens() {
     assert!(stderr(&o).contains("must differ"), "{}", stderr(&o));
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn serve_and_admin_verbs() {
     let dir = TempDir::new("serve");
-    let db = dir.0.join("t.db");
+    let db = dir.join("t.db");
     let mut child = tollgate(&[
         "serve",
         "--listen",
@@ -261,16 +251,9 @@ fn serve_and_admin_verbs() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let out = child.stdout.take().unwrap();
     let err = child.stderr.take().unwrap();
-    let server = Server(child);
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .to_string();
+    let url = announced_url(&mut child);
+    let server = Killed(child);
     let logs = std::thread::spawn(move || {
         let mut all = String::new();
         for l in BufReader::new(err).lines() {

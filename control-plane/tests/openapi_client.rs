@@ -15,7 +15,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{serve, venv_bin, venv_tool, ADMIN, DATAPLANE};
+use common::{venv_bin, venv_tool, Served, ADMIN, DATAPLANE};
 
 /// Stdout and stderr of a finished command, for failure messages.
 fn printed(out: &Output) -> String {
@@ -31,18 +31,15 @@ fn a_client_generated_from_the_served_document_round_trips_a_budget() {
     let Some(generator) = venv_tool("openapi-python-client") else {
         return;
     };
-    let dir = tempfile::Builder::new()
-        .prefix("tollgate-openapi-client-")
-        .tempdir()
-        .unwrap();
-    let (_server, url) = serve(dir.path(), ADMIN, DATAPLANE);
+    let served = Served::start("tollgate-openapi-client-", ADMIN, DATAPLANE);
+    let (url, dir) = (&served.url, served.dir.path());
     let document = reqwest::blocking::get(format!("{url}/openapi.json"))
         .unwrap()
         .error_for_status()
         .unwrap()
         .text()
         .unwrap();
-    std::fs::write(dir.path().join("openapi.json"), document).unwrap();
+    std::fs::write(dir.join("openapi.json"), document).unwrap();
 
     // The generator formats its output with the venv's `ruff`, found on PATH.
     let path = match std::env::var_os("PATH") {
@@ -53,7 +50,7 @@ fn a_client_generated_from_the_served_document_round_trips_a_budget() {
         None => venv_bin().into_os_string(),
     };
     let generated = Command::new(generator)
-        .current_dir(dir.path())
+        .current_dir(dir)
         .args(["generate", "--path", "openapi.json", "--meta", "none"])
         .args(["--output-path", "pkg/tollgate_client"])
         .env("PATH", &path)
@@ -76,10 +73,10 @@ fn a_client_generated_from_the_served_document_round_trips_a_budget() {
     let ran = Command::new(venv_bin().join("python"))
         .arg(script)
         .args([url.as_str(), ADMIN])
-        .env("PYTHONPATH", dir.path().join("pkg"))
+        .env("PYTHONPATH", dir.join("pkg"))
         .output()
         .unwrap();
-    let serve_log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    let serve_log = served.log();
     assert!(
         ran.status.success(),
         "the generated client's round trip failed ({}):\n{}\n--- tollgate serve\n{serve_log}",

@@ -20,7 +20,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{serve, venv_tool, Killed};
+use common::{venv_tool, Killed, Served};
 use tollgate_control_plane::http::openapi::documented;
 
 const ADMIN: &str = "schemathesis-admin-token-0123456789";
@@ -51,16 +51,13 @@ fn schemathesis_finds_no_5xx_and_no_mismatch() {
     let Some(st) = venv_tool("schemathesis") else {
         return;
     };
-    let dir = tempfile::Builder::new()
-        .prefix("tollgate-schemathesis-")
-        .tempdir()
-        .unwrap();
-    let (_server, url) = serve(dir.path(), ADMIN, DATAPLANE);
+    let served = Served::start("tollgate-schemathesis-", ADMIN, DATAPLANE);
+    let (url, dir) = (&served.url, served.dir.path());
     let examples = env_or("TOLLGATE_SCHEMATHESIS_EXAMPLES", 40);
     let seed = env_or("TOLLGATE_SCHEMATHESIS_SEED", 1);
-    let report = dir.path().join("report.txt");
+    let report = dir.join("report.txt");
     let mut run = Command::new(st);
-    run.current_dir(dir.path())
+    run.current_dir(dir)
         .arg("run")
         .arg(format!("{url}/openapi.json"))
         .args(["--header", &format!("Authorization: Bearer {ADMIN}")])
@@ -85,7 +82,7 @@ fn schemathesis_finds_no_5xx_and_no_mismatch() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let text = std::fs::read_to_string(&report).unwrap();
-    let serve_log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    let serve_log = served.log();
     assert!(
         status.success(),
         "schemathesis failed ({status}):\n{text}\n--- tollgate serve\n{serve_log}"

@@ -254,6 +254,19 @@ macro_rules! backfill {
     }};
 }
 
+/// A budget write's error: the one-budget-per-scope-and-period constraint as a conflict on
+/// `period` (see [`StoreError::from_constraint`]), anything else as it is.
+fn period_taken(e: sqlx::Error, b: &Budget) -> StoreError {
+    StoreError::from_constraint(
+        e,
+        "period",
+        format!(
+            "{} {} already has a {} budget",
+            b.scope, b.scope_id, b.period
+        ),
+    )
+}
+
 impl Store {
     /// Creates a budget and back-fills its current window from the ledger.
     pub async fn create_budget(&self, new: &NewBudget, now: i64) -> Result<Budget, StoreError> {
@@ -293,16 +306,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await
-            .map_err(|e| {
-                StoreError::from_constraint(
-                    e,
-                    "period",
-                    format!(
-                        "{} {} already has a {} budget",
-                        b.scope, b.scope_id, b.period
-                    ),
-                )
-            })?;
+            .map_err(|e| period_taken(e, &b))?;
             backfill!(tx, pg, &b, now);
             bump_budgets!(tx);
             tx.commit().await?;
@@ -404,16 +408,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await
-            .map_err(|e| {
-                StoreError::from_constraint(
-                    e,
-                    "period",
-                    format!(
-                        "{} {} already has a {} budget",
-                        b.scope, b.scope_id, b.period
-                    ),
-                )
-            })?;
+            .map_err(|e| period_taken(e, &b))?;
             if rekey {
                 backfill!(tx, pg, &b, now);
             }

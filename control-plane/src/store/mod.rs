@@ -110,27 +110,13 @@ pub(crate) enum Db {
     Postgres(PgPool),
 }
 
-/// Runs `$body` with `$pool` bound to the backend's pool (`read` or `write` side) and `$pg`
-/// to whether it is PostgreSQL. The body is compiled once per backend, so generic sqlx calls
-/// type-check against each.
+/// Runs `$body` with `$pool` bound to the backend's pool (`read` or `write` side: SQLite's
+/// field of that name, PostgreSQL's one pool) and `$pg` to whether it is PostgreSQL. The body
+/// is compiled once per backend, so generic sqlx calls type-check against each.
 macro_rules! with_pool {
-    ($store:expr, read, |$pool:ident, $pg:ident| $body:expr) => {
+    ($store:expr, $side:ident, |$pool:ident, $pg:ident| $body:expr) => {
         match &$store.db {
-            $crate::store::Db::Sqlite { read: $pool, .. } => {
-                #[allow(unused_variables)]
-                let $pg = false;
-                $body
-            }
-            $crate::store::Db::Postgres($pool) => {
-                #[allow(unused_variables)]
-                let $pg = true;
-                $body
-            }
-        }
-    };
-    ($store:expr, write, |$pool:ident, $pg:ident| $body:expr) => {
-        match &$store.db {
-            $crate::store::Db::Sqlite { write: $pool, .. } => {
+            $crate::store::Db::Sqlite { $side: $pool, .. } => {
                 #[allow(unused_variables)]
                 let $pg = false;
                 $body

@@ -101,31 +101,62 @@ impl Drop for Killed {
     }
 }
 
-/// `tollgate serve` on a fresh SQLite file in `dir` with these API tokens, its log in
-/// `dir/serve.log`; returns it and its base URL.
-pub fn serve(dir: &Path, admin: &str, dataplane: &str) -> (Killed, String) {
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
-        .arg(dir.join("t.db"))
-        .env("TOLLGATE_ADMIN_TOKEN", admin)
-        .env("TOLLGATE_DATAPLANE_TOKEN", dataplane)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let server = Killed(child);
+/// A real `tollgate serve` on a fresh SQLite file in a scratch directory of its own, its log
+/// in `serve.log` there; killed, then the directory removed, on drop.
+pub struct Served {
+    _server: Killed,
+    /// Its base URL.
+    pub url: String,
+    /// The scratch directory (the database, the log, whatever the test puts there).
+    pub dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// Starts one with these API tokens, in a directory named from `prefix`.
+    pub fn start(prefix: &str, admin: &str, dataplane: &str) -> Served {
+        let dir = scratch(prefix);
+        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+            .arg(dir.path().join("t.db"))
+            .env("TOLLGATE_ADMIN_TOKEN", admin)
+            .env("TOLLGATE_DATAPLANE_TOKEN", dataplane)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let url = announced_url(&mut child);
+        Served {
+            _server: Killed(child),
+            url,
+            dir,
+        }
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+}
+
+/// The base URL a `tollgate serve` child announces on its first stdout line
+/// (`listening on ADDR`).
+pub fn announced_url(child: &mut Child) -> String {
     let mut line = String::new();
-    BufReader::new(out).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("tollgate serve printed {line:?}"))
-        .to_string();
-    (server, url)
+        .to_string()
+}
+
+/// A scratch directory whose name starts with `prefix`, removed on drop.
+pub fn scratch(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
 }
 
 /// The project venv's bin directory (`bash scripts/setup.sh` makes it).

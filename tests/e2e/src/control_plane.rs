@@ -288,6 +288,13 @@ impl Api {
         self.send(Method::GET, path, None)
     }
 
+    /// [`Api::create_chain`] with a `total` budget of `limit_usd` on its key.
+    pub fn create_capped_chain(&self, prefix: &str, limit_usd: &str) -> Result<Chain> {
+        let chain = self.create_chain(prefix)?;
+        self.create_budget("key", &chain.key_id, "total", limit_usd)?;
+        Ok(chain)
+    }
+
     /// Creates an organisation, a project, a user in it and a key charging all three. Ids are
     /// `PREFIX-org`, `PREFIX-project`, `PREFIX-user`.
     pub fn create_chain(&self, prefix: &str) -> Result<Chain> {

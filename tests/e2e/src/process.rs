@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -113,31 +113,29 @@ impl Proc {
         let output = Arc::new(Mutex::new(String::new()));
         let leaks = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = channel();
-        if let Some(stdout) = child.stdout.take() {
+        // Each pipe read on a thread of its own, line by line: redacted, counted when a
+        // secret was in it, echoed, kept; stdout's lines also go to the receiver.
+        let collect = |pipe: Box<dyn std::io::Read + Send>, tx: Option<Sender<String>>| {
             let (out, secrets, echo) = (output.clone(), secrets.clone(), echo.clone());
             let leaks = leaks.clone();
             thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
+                for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
                     let line = redact_counting(&secrets, &leaks, &line);
                     emit(&echo, &line);
                     append(&out, &line);
                     append(&out, "\n");
-                    let _ = tx.send(line);
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(line);
+                    }
                 }
             });
+        };
+        if let Some(stdout) = child.stdout.take() {
+            collect(Box::new(stdout), Some(tx));
         }
         if let Some(stderr) = child.stderr.take() {
-            let (out, secrets, leaks) = (output.clone(), secrets.clone(), leaks.clone());
-            thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    let line = redact_counting(&secrets, &leaks, &line);
-                    emit(&echo, &line);
-                    append(&out, &line);
-                    append(&out, "\n");
-                }
-            });
+            collect(Box::new(stderr), None);
         }
         Ok((
             Proc {

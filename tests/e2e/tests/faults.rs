@@ -52,9 +52,7 @@ fn postgres_crash_under_the_control_plane_loses_no_usage() {
         return;
     };
     let api = stack.api().unwrap();
-    let chain = api.create_chain("pg").unwrap();
-    api.create_budget("key", &chain.key_id, "total", "10")
-        .unwrap();
+    let chain = api.create_capped_chain("pg", "10").unwrap();
     stack.wait_for_sync().unwrap();
 
     let traffic = Steady::start(

@@ -93,9 +93,7 @@ fn forged_usage_is_refused() {
         return;
     };
     let api = stack.api().unwrap();
-    let chain = api.create_chain("victim").unwrap();
-    api.create_budget("key", &chain.key_id, "total", "10")
-        .unwrap();
+    let chain = api.create_capped_chain("victim", "10").unwrap();
     stack.wait_for_sync().unwrap();
     common::wait_key_known(&stack.url(), &chain.secret);
     let http = client();
@@ -170,37 +168,20 @@ fn forged_usage_is_refused() {
 
     // 4. Under its own id: an event id posted again with different content is a conflict,
     // the same content a duplicate.
+    let post_own = |event: &UsageEvent| {
+        let batch = json!({"events": [event]});
+        call(&http, &base, "POST", "/v1/usage", &my_secret, Some(&batch))
+    };
     let own = forged(&my_id, 1, &org_only, "0");
-    let (status, ack) = call(
-        &http,
-        &base,
-        "POST",
-        "/v1/usage",
-        &my_secret,
-        Some(&json!({"events": [own]})),
-    );
+    let (status, ack) = post_own(&own);
     assert_eq!((status, ack["accepted"].as_u64()), (200, Some(1)), "{ack}");
     let mut changed = forged(&my_id, 1, &org_only, "0");
     changed.status = 500;
-    let (status, ack) = call(
-        &http,
-        &base,
-        "POST",
-        "/v1/usage",
-        &my_secret,
-        Some(&json!({"events": [changed]})),
-    );
+    let (status, ack) = post_own(&changed);
     assert_eq!(status, 200);
     assert_eq!(ack, json!({"accepted": 0, "duplicate": 0, "conflict": 1}));
     let same = forged(&my_id, 1, &org_only, "0");
-    let (_, ack) = call(
-        &http,
-        &base,
-        "POST",
-        "/v1/usage",
-        &my_secret,
-        Some(&json!({"events": [same]})),
-    );
+    let (_, ack) = post_own(&same);
     assert_eq!(ack, json!({"accepted": 0, "duplicate": 1, "conflict": 0}));
     let metrics = http
         .get(format!("{base}/metrics"))

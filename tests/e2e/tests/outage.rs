@@ -25,9 +25,7 @@ fn control_plane_down_10s_envoy_keeps_enforcing_and_the_ledger_gets_every_reques
         return;
     };
     let api = stack.api().unwrap();
-    let steady = api.create_chain("steady").unwrap();
-    api.create_budget("key", &steady.key_id, "total", "10")
-        .unwrap();
+    let steady = api.create_capped_chain("steady", "10").unwrap();
     // About ten requests' worth (gpt-4o-mini costs about $0.00001 per request here).
     let capped = api.create_chain("capped").unwrap();
     let capped_budget = api

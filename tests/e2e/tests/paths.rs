@@ -111,9 +111,7 @@ type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], String, u16, bool);
 #[test]
 fn variants_of_metered_paths_are_refused_or_metered_never_forwarded_unjudged() {
     let Some(stack) = common::stack() else { return };
-    let api = stack.api().unwrap();
-    let chain = api.create_chain("paths").unwrap();
-    stack.wait_for_sync().unwrap();
+    let (api, chain) = common::synced_chain(&stack, "paths");
     let bearer = format!("Bearer {}", chain.secret);
     let openai: &[(&str, &str)] = &[("authorization", &bearer)];
     let anthropic: &[(&str, &str)] = &[("x-api-key", &chain.secret)];
@@ -319,9 +317,7 @@ fn a_metered_request_routed_to_another_providers_cluster_is_refused() {
     }) else {
         return;
     };
-    let api = stack.api().unwrap();
-    let chain = api.create_chain("misrouted").unwrap();
-    stack.wait_for_sync().unwrap();
+    let (_, chain) = common::synced_chain(&stack, "misrouted");
     let (status, headers, text) = raw(
         stack.envoy.listener,
         "POST",
@@ -350,9 +346,7 @@ fn a_metered_request_routed_to_another_providers_cluster_is_refused() {
 #[test]
 fn a_forged_original_path_never_reaches_the_access_log() {
     let Some(stack) = common::stack() else { return };
-    let api = stack.api().unwrap();
-    let chain = api.create_chain("forged").unwrap();
-    stack.wait_for_sync().unwrap();
+    let (_, chain) = common::synced_chain(&stack, "forged");
     let bearer = format!("Bearer {}", chain.secret);
     let forged = "/v1/models/forged-by-the-client";
     let (status, _, text) = raw(
@@ -392,9 +386,7 @@ fn a_forged_original_path_never_reaches_the_access_log() {
 #[test]
 fn an_unmapped_azure_deployment_never_reaches_azure() {
     let Some(stack) = common::stack() else { return };
-    let api = stack.api().unwrap();
-    let chain = api.create_chain("azure-paths").unwrap();
-    stack.wait_for_sync().unwrap();
+    let (_, chain) = common::synced_chain(&stack, "azure-paths");
     let key = [("api-key", chain.secret.as_str())];
     for path in [
         "/openai/deployments/not-mapped/chat/completions?api-version=2024-10-21",

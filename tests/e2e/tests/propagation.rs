@@ -46,9 +46,7 @@ fn flips_to(
 #[test]
 fn a_revoked_key_is_refused_within_two_sync_intervals() {
     let Some(stack) = common::stack() else { return };
-    let api = stack.api().unwrap();
-    let chain = api.create_chain("revoke").unwrap();
-    stack.wait_for_sync().unwrap();
+    let (api, chain) = common::synced_chain(&stack, "revoke");
     let http = common::client();
     assert_eq!(chat(&http, &stack, &chain).0, 200);
 
@@ -71,9 +69,7 @@ fn a_revoked_key_is_refused_within_two_sync_intervals() {
 #[test]
 fn a_new_budget_takes_effect_within_two_sync_intervals_and_so_does_raising_it() {
     let Some(stack) = common::stack() else { return };
-    let api = stack.api().unwrap();
-    let chain = api.create_chain("budget").unwrap();
-    stack.wait_for_sync().unwrap();
+    let (api, chain) = common::synced_chain(&stack, "budget");
     let http = common::client();
     assert_eq!(chat(&http, &stack, &chain).0, 200, "no budget yet: allowed");
 

@@ -82,9 +82,7 @@ fn no_secret_in_config_dump_or_trace_log() {
         !log.starts_with(dir.0.join("secrets")),
         "the log must not be in the watched secrets directory"
     );
-    let api = stack.api().unwrap();
-    let chain = api.create_chain("secrets").unwrap();
-    stack.wait_for_sync().unwrap();
+    let (api, chain) = common::synced_chain(&stack, "secrets");
     let url = stack.url();
     let http = http();
     let send = |method: &str, path: &str, key: Option<(&str, String)>, body: Option<&Value>| {
@@ -239,9 +237,7 @@ fn no_secret_in_config_dump_or_trace_log() {
 #[test]
 fn a_provider_key_rotates_without_a_restart() {
     let Some(stack) = common::stack() else { return };
-    let api = stack.api().unwrap();
-    let chain = api.create_chain("rotate").unwrap();
-    stack.wait_for_sync().unwrap();
+    let (_, chain) = common::synced_chain(&stack, "rotate");
     let http = http();
     let chat_status = || {
         http.post(format!("{}/v1/chat/completions", stack.url()))
@@ -255,25 +251,25 @@ fn a_provider_key_rotates_without_a_restart() {
     assert_eq!(chat_status(), 200);
     let key_file = stack.dir.join("secrets").join("openai.key");
     let pid = stack.envoy.proc.pid();
+    // Writes `key` to the file Envoy watches; within 10 s chats get `status`.
+    let rotate = |key: &[u8], status: u16, otherwise: &str| {
+        write_secret_file(&key_file, key).unwrap();
+        let seen = eventually(Duration::from_secs(10), || {
+            (chat_status() == status).then_some(())
+        });
+        assert!(seen.is_some(), "{otherwise}\n{}", stack.logs());
+    };
     // A key the mock does not accept: once Envoy uses it, the mock answers 401.
-    write_secret_file(&key_file, b"sk-rotated-unknown-to-the-mock").unwrap();
-    let rotated = eventually(Duration::from_secs(10), || {
-        (chat_status() == 401).then_some(())
-    });
-    assert!(
-        rotated.is_some(),
-        "Envoy kept the old key\n{}",
-        stack.logs()
+    rotate(
+        b"sk-rotated-unknown-to-the-mock",
+        401,
+        "Envoy kept the old key",
     );
     // And back: the right key again.
-    write_secret_file(&key_file, stack.provider_keys().openai.as_bytes()).unwrap();
-    let back = eventually(Duration::from_secs(10), || {
-        (chat_status() == 200).then_some(())
-    });
-    assert!(
-        back.is_some(),
-        "Envoy did not reload the key\n{}",
-        stack.logs()
+    rotate(
+        stack.provider_keys().openai.as_bytes(),
+        200,
+        "Envoy did not reload the key",
     );
     assert_eq!(stack.envoy.proc.pid(), pid, "same Envoy process");
 }

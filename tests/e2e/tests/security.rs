@@ -63,9 +63,7 @@ fn no_token_or_key_reaches_any_log() {
     stack.cp.restart().unwrap();
     let api = stack.api().unwrap();
     let chain = api.create_chain("logs").unwrap();
-    let broke = api.create_chain("broke").unwrap();
-    api.create_budget("key", &broke.key_id, "total", "0")
-        .unwrap();
+    let broke = api.create_capped_chain("broke", "0").unwrap();
     let (revoked_id, revoked) = api
         .create_key(&chain.org, Some(&chain.project), None, "to-revoke")
         .unwrap();

@@ -156,12 +156,8 @@ fn mixed_traffic_keeps_memory_flat_and_the_ledger_exact() {
         return;
     };
     let api = stack.api().unwrap();
-    let open = api.create_chain("soak").unwrap();
-    api.create_budget("key", &open.key_id, "total", "1000")
-        .unwrap();
-    let spent = api.create_chain("spent").unwrap();
-    api.create_budget("key", &spent.key_id, "total", "0.000001")
-        .unwrap();
+    let open = api.create_capped_chain("soak", "1000").unwrap();
+    let spent = api.create_capped_chain("spent", "0.000001").unwrap();
     stack.wait_for_sync().unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -15,6 +15,16 @@ pub struct Headers {
 }
 
 impl Headers {
+    /// A response's headers as Envoy hands them to the filter: `:status` first, then these.
+    pub(crate) fn with_status_first(&self, status: u16) -> Headers {
+        let mut headers = Headers::new();
+        headers.add(":status", status.to_string());
+        for (name, value) in self.iter() {
+            headers.add(name, value);
+        }
+        headers
+    }
+
     /// An empty map.
     pub fn new() -> Self {
         Self::default()

@@ -47,12 +47,7 @@ impl Default for UpstreamResponse {
 impl UpstreamResponse {
     /// The headers as Envoy hands them to the filter: `:status` first.
     pub(crate) fn wire_headers(&self) -> Headers {
-        let mut headers = Headers::new();
-        headers.add(":status", self.status.to_string());
-        for (name, value) in self.headers.iter() {
-            headers.add(name, value);
-        }
-        headers
+        self.headers.with_status_first(self.status)
     }
 }
 

@@ -127,12 +127,7 @@ impl HttpResponse {
 
     /// The headers the guest sees: `:status` first, then the rest.
     pub(crate) fn wire_headers(&self) -> Headers {
-        let mut headers = Headers::new();
-        headers.add(":status", self.status.to_string());
-        for (name, value) in self.headers.iter() {
-            headers.add(name, value);
-        }
-        headers
+        self.headers.with_status_first(self.status)
     }
 }
 

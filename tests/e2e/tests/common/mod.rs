@@ -359,6 +359,15 @@ pub fn key_spend_reaches(stack: &Stack, key_id: &str, requests: usize, total: De
     );
 }
 
+/// The stack's API and a new chain ([`tollgate_tests::Api::create_chain`]) the control plane
+/// has synced to Envoy.
+pub fn synced_chain(stack: &Stack, prefix: &str) -> (tollgate_tests::Api, Chain) {
+    let api = stack.api().unwrap();
+    let chain = api.create_chain(prefix).unwrap();
+    stack.wait_for_sync().unwrap();
+    (api, chain)
+}
+
 /// A chain with a budget of `limit` USD on its key, known to Envoy (every worker: a loaded
 /// machine may take a tick longer than the snapshot version says).
 pub fn funded(stack: &Stack, prefix: &str, limit: &str) -> Chain {

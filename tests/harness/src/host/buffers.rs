@@ -41,25 +41,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()
             ))
         },
     )?;
-    linker.func_wrap(
-        "env",
-        "proxy_set_buffer_bytes",
-        |mut caller: Caller<'_, HostState>,
-         buffer: u32,
-         start: u32,
-         size: u32,
-         data: u32,
-         data_size: u32| {
-            status(set_bytes(&mut caller, buffer, start, size, data, data_size))
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_get_buffer_status",
-        |mut caller: Caller<'_, HostState>, buffer: u32, return_size: u32, return_flags: u32| {
-            status(get_status(&mut caller, buffer, return_size, return_flags))
-        },
-    )?;
+    import!(linker, "proxy_set_buffer_bytes" => set_bytes(buffer, start, size, data, data_size));
+    import!(linker, "proxy_get_buffer_status" => get_status(buffer, return_size, return_flags));
     Ok(())
 }
 

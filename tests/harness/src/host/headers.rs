@@ -21,46 +21,12 @@ use super::{memory, pairs, status, HostError, HostState};
 
 /// Registers the header map imports.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    linker.func_wrap(
-        "env",
-        "proxy_get_header_map_size",
-        |mut caller: Caller<'_, HostState>, map: u32, return_size: u32| {
-            status(get_size(&mut caller, map, return_size))
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_get_header_map_pairs",
-        |mut caller: Caller<'_, HostState>, map: u32, return_data: u32, return_size: u32| {
-            status(get_pairs(&mut caller, map, return_data, return_size))
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_set_header_map_pairs",
-        |mut caller: Caller<'_, HostState>, map: u32, data: u32, size: u32| {
-            status(set_pairs(&mut caller, map, data, size))
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_get_header_map_value",
-        |mut caller: Caller<'_, HostState>,
-         map: u32,
-         key_data: u32,
-         key_size: u32,
-         return_data: u32,
-         return_size: u32| {
-            status(get_value(
-                &mut caller,
-                map,
-                key_data,
-                key_size,
-                return_data,
-                return_size,
-            ))
-        },
-    )?;
+    import!(linker, "proxy_get_header_map_size" => get_size(map, return_size));
+    import!(linker, "proxy_get_header_map_pairs" => get_pairs(map, return_data, return_size));
+    import!(linker, "proxy_set_header_map_pairs" => set_pairs(map, data, size));
+    import!(linker, "proxy_get_header_map_value" =>
+        get_value(map, key_data, key_size, return_data, return_size)
+    );
     linker.func_wrap(
         "env",
         "proxy_add_header_map_value",
@@ -199,36 +165,36 @@ fn writable(state: &mut HostState, map: MapType) -> Result<&mut Headers, Status>
         MapType::HttpResponseHeaders if stream.response_headers_open => {
             Ok(&mut stream.response_headers)
         }
-        MapType::HttpRequestTrailers => {
-            // Envoy adds trailers to a request that has none from the last body callback
-            // (`addDecodedTrailers`).
-            if !stream.request_trailers_open
-                && stream.request_body_open
-                && stream.end_of_stream
-                && stream.request_trailers.is_none()
-            {
-                stream.request_trailers = Some(Headers::new());
-                stream.request_trailers_open = true;
-            }
-            match (&mut stream.request_trailers, stream.request_trailers_open) {
-                (Some(trailers), true) => Ok(trailers),
-                _ => Err(Status::BadArgument),
-            }
-        }
-        MapType::HttpResponseTrailers => {
-            if !stream.response_trailers_open
-                && stream.response_body_open
-                && stream.end_of_stream
-                && stream.response_trailers.is_none()
-            {
-                stream.response_trailers = Some(Headers::new());
-                stream.response_trailers_open = true;
-            }
-            match (&mut stream.response_trailers, stream.response_trailers_open) {
-                (Some(trailers), true) => Ok(trailers),
-                _ => Err(Status::BadArgument),
-            }
-        }
+        MapType::HttpRequestTrailers => trailers(
+            &mut stream.request_trailers,
+            &mut stream.request_trailers_open,
+            stream.request_body_open,
+            stream.end_of_stream,
+        ),
+        MapType::HttpResponseTrailers => trailers(
+            &mut stream.response_trailers,
+            &mut stream.response_trailers_open,
+            stream.response_body_open,
+            stream.end_of_stream,
+        ),
+        _ => Err(Status::BadArgument),
+    }
+}
+
+/// A trailer map of a stream: Envoy adds one to a stream that has none from the last body
+/// callback (`addDecodedTrailers`, `addEncodedTrailers`); `BAD_ARGUMENT` when it is not open.
+fn trailers<'a>(
+    trailers: &'a mut Option<Headers>,
+    open: &mut bool,
+    body_open: bool,
+    end_of_stream: bool,
+) -> Result<&'a mut Headers, Status> {
+    if !*open && body_open && end_of_stream && trailers.is_none() {
+        *trailers = Some(Headers::new());
+        *open = true;
+    }
+    match (trailers, *open) {
+        (Some(trailers), true) => Ok(trailers),
         _ => Err(Status::BadArgument),
     }
 }

@@ -11,13 +11,7 @@ use super::{memory, status, HostError, HostState};
 
 /// Registers the logging imports.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    linker.func_wrap(
-        "env",
-        "proxy_log",
-        |mut caller: Caller<'_, HostState>, level: u32, data: u32, size: u32| {
-            status(log(&mut caller, level, data, size))
-        },
-    )?;
+    import!(linker, "proxy_log" => log(level, data, size));
     linker.func_wrap(
         "env",
         "proxy_get_log_level",

@@ -17,17 +17,7 @@ const TYPE_MASK: u32 = 0x3;
 
 /// Registers the metric imports.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    linker.func_wrap(
-        "env",
-        "proxy_define_metric",
-        |mut caller: Caller<'_, HostState>,
-         kind: u32,
-         name_data: u32,
-         name_size: u32,
-         return_id: u32| {
-            status(define(&mut caller, kind, name_data, name_size, return_id))
-        },
-    )?;
+    import!(linker, "proxy_define_metric" => define(kind, name_data, name_size, return_id));
     linker.func_wrap(
         "env",
         "proxy_increment_metric",
@@ -42,13 +32,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()
             status(record(&mut caller, id, value))
         },
     )?;
-    linker.func_wrap(
-        "env",
-        "proxy_get_metric",
-        |mut caller: Caller<'_, HostState>, id: u32, return_value: u32| {
-            status(get(&mut caller, id, return_value))
-        },
-    )?;
+    import!(linker, "proxy_get_metric" => get(id, return_value));
     Ok(())
 }
 

@@ -14,6 +14,25 @@
 //! - [`linker`] registers every import once on a `Linker`; the per-domain modules
 //!   ([`headers`], [`buffers`], ...) each add their functions.
 
+/// Registers the import `$name` as `$f(&mut caller, args…)` with every argument a `u32` (the
+/// ABI's pointers, sizes, ids and enums), the result turned into the ABI's answer by `$wrap`:
+/// `status` for proxy-wasm's `env` imports (the short form), `errno` for WASI's. Imports with
+/// other argument types or with a body of their own call `func_wrap` themselves.
+macro_rules! import {
+    ($linker:ident, $name:literal => $f:ident($($arg:ident),* $(,)?)) => {
+        import!($linker, "env", $name, $crate::host::status => $f($($arg),*))
+    };
+    ($linker:ident, $module:expr, $name:literal, $wrap:path => $f:ident($($arg:ident),* $(,)?)) => {
+        $linker.func_wrap(
+            $module,
+            $name,
+            |mut caller: ::wasmtime::Caller<'_, $crate::host::HostState>, $($arg: u32),*| {
+                $wrap($f(&mut caller, $($arg),*))
+            },
+        )?;
+    };
+}
+
 pub mod abi;
 mod buffers;
 mod headers;

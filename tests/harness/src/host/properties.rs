@@ -26,44 +26,12 @@ use wasmtime::{Caller, Linker};
 use crate::headers::Headers;
 
 use super::abi::Status;
-use super::{memory, pairs, status, HostError, HostState, Stream};
+use super::{memory, pairs, HostError, HostState, Stream};
 
 /// Registers the property imports.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    linker.func_wrap(
-        "env",
-        "proxy_get_property",
-        |mut caller: Caller<'_, HostState>,
-         path_data: u32,
-         path_size: u32,
-         return_data: u32,
-         return_size: u32| {
-            status(get(
-                &mut caller,
-                path_data,
-                path_size,
-                return_data,
-                return_size,
-            ))
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_set_property",
-        |mut caller: Caller<'_, HostState>,
-         path_data: u32,
-         path_size: u32,
-         value_data: u32,
-         value_size: u32| {
-            status(set(
-                &mut caller,
-                path_data,
-                path_size,
-                value_data,
-                value_size,
-            ))
-        },
-    )?;
+    import!(linker, "proxy_get_property" => get(path_data, path_size, return_data, return_size));
+    import!(linker, "proxy_set_property" => set(path_data, path_size, value_data, value_size));
     Ok(())
 }
 

@@ -12,50 +12,16 @@ use wasmtime::{Caller, Linker};
 use crate::outcome::QueueItem;
 
 use super::abi::Status;
-use super::{memory, status, Event, HostError, HostState, Process, Queue};
+use super::{memory, Event, HostError, HostState, Process, Queue};
 
 /// Registers the queue imports.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    linker.func_wrap(
-        "env",
-        "proxy_register_shared_queue",
-        |mut caller: Caller<'_, HostState>, name_data: u32, name_size: u32, return_id: u32| {
-            status(register(&mut caller, name_data, name_size, return_id))
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_resolve_shared_queue",
-        |mut caller: Caller<'_, HostState>,
-         vm_id_data: u32,
-         vm_id_size: u32,
-         name_data: u32,
-         name_size: u32,
-         return_id: u32| {
-            status(resolve(
-                &mut caller,
-                vm_id_data,
-                vm_id_size,
-                name_data,
-                name_size,
-                return_id,
-            ))
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_enqueue_shared_queue",
-        |mut caller: Caller<'_, HostState>, token: u32, value_data: u32, value_size: u32| {
-            status(enqueue(&mut caller, token, value_data, value_size))
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_dequeue_shared_queue",
-        |mut caller: Caller<'_, HostState>, token: u32, return_data: u32, return_size: u32| {
-            status(dequeue(&mut caller, token, return_data, return_size))
-        },
-    )?;
+    import!(linker, "proxy_register_shared_queue" => register(name_data, name_size, return_id));
+    import!(linker, "proxy_resolve_shared_queue" =>
+        resolve(vm_id_data, vm_id_size, name_data, name_size, return_id)
+    );
+    import!(linker, "proxy_enqueue_shared_queue" => enqueue(token, value_data, value_size));
+    import!(linker, "proxy_dequeue_shared_queue" => dequeue(token, return_data, return_size));
     Ok(())
 }
 

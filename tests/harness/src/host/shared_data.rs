@@ -10,48 +10,16 @@
 use wasmtime::{Caller, Linker};
 
 use super::abi::Status;
-use super::{memory, status, HostError, HostState};
+use super::{memory, HostError, HostState};
 
 /// Registers the shared data imports.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    linker.func_wrap(
-        "env",
-        "proxy_get_shared_data",
-        |mut caller: Caller<'_, HostState>,
-         key_data: u32,
-         key_size: u32,
-         return_data: u32,
-         return_size: u32,
-         return_cas: u32| {
-            status(get(
-                &mut caller,
-                key_data,
-                key_size,
-                return_data,
-                return_size,
-                return_cas,
-            ))
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_set_shared_data",
-        |mut caller: Caller<'_, HostState>,
-         key_data: u32,
-         key_size: u32,
-         value_data: u32,
-         value_size: u32,
-         cas: u32| {
-            status(set(
-                &mut caller,
-                key_data,
-                key_size,
-                value_data,
-                value_size,
-                cas,
-            ))
-        },
-    )?;
+    import!(linker, "proxy_get_shared_data" =>
+        get(key_data, key_size, return_data, return_size, return_cas)
+    );
+    import!(linker, "proxy_set_shared_data" =>
+        set(key_data, key_size, value_data, value_size, cas)
+    );
     Ok(())
 }
 

@@ -42,33 +42,15 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()
             status(send_local_response(&mut caller, &raw))
         },
     )?;
-    linker.func_wrap(
-        "env",
-        "proxy_continue_stream",
-        |mut caller: Caller<'_, HostState>, stream: u32| {
-            status(continue_stream(&mut caller, stream))
-        },
-    )?;
+    import!(linker, "proxy_continue_stream" => continue_stream(stream));
     linker.func_wrap(
         "env",
         "proxy_close_stream",
         |mut caller: Caller<'_, HostState>, stream: u32| status(close_stream(&mut caller, stream)),
     )?;
-    linker.func_wrap(
-        "env",
-        "proxy_get_status",
-        |mut caller: Caller<'_, HostState>,
-         return_code: u32,
-         return_message_data: u32,
-         return_message_size: u32| {
-            status(get_status(
-                &mut caller,
-                return_code,
-                return_message_data,
-                return_message_size,
-            ))
-        },
-    )?;
+    import!(linker, "proxy_get_status" =>
+        get_status(return_code, return_message_data, return_message_size)
+    );
     linker.func_wrap("env", "proxy_done", |_: Caller<'_, HostState>| {
         Status::NotFound as u32
     })?;

@@ -32,27 +32,9 @@ fn errno(result: Result<(), WasiErrno>) -> u32 {
 
 /// Registers the WASI shim.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    linker.func_wrap(
-        WASI,
-        "fd_write",
-        |mut caller: Caller<'_, HostState>, fd: u32, iovs: u32, iovs_len: u32, nwritten: u32| {
-            errno(fd_write(&mut caller, fd, iovs, iovs_len, nwritten))
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "environ_sizes_get",
-        |mut caller: Caller<'_, HostState>, count_ptr: u32, size_ptr: u32| {
-            errno(environ_sizes_get(&mut caller, count_ptr, size_ptr))
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "environ_get",
-        |mut caller: Caller<'_, HostState>, environ_ptr: u32, buf_ptr: u32| {
-            errno(environ_get(&mut caller, environ_ptr, buf_ptr))
-        },
-    )?;
+    import!(linker, WASI, "fd_write", errno => fd_write(fd, iovs, iovs_len, nwritten));
+    import!(linker, WASI, "environ_sizes_get", errno => environ_sizes_get(count_ptr, size_ptr));
+    import!(linker, WASI, "environ_get", errno => environ_get(environ_ptr, buf_ptr));
     linker.func_wrap(
         WASI,
         "args_sizes_get",
@@ -96,13 +78,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()
             })
         },
     )?;
-    linker.func_wrap(
-        WASI,
-        "random_get",
-        |mut caller: Caller<'_, HostState>, buf: u32, len: u32| {
-            errno(random_get(&mut caller, buf, len))
-        },
-    )?;
+    import!(linker, WASI, "random_get", errno => random_get(buf, len));
     linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, HostState>| {
         WasiErrno::Success as u32
     })?;
