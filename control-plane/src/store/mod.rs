@@ -21,6 +21,7 @@ pub mod keys;
 pub mod ledger;
 mod money;
 pub mod prices;
+pub mod provision;
 pub mod reporters;
 pub mod snapshot;
 pub mod spend;
