@@ -2,7 +2,9 @@
 //! (JSON decode, validation, ledger insert, spend counters, reporter acks, version bump in one
 //! transaction), on SQLite and on PostgreSQL. Each event's chain (key, user, project,
 //! org) hits three to four of a fleet's 10,000 budgets (10,000 keys, 100 orgs), so a batch
-//! moves about 2,000 spend counters. Goal: ≥ 50,000 events/s.
+//! moves about 2,000 spend counters. Goal: ≥ 50,000 events/s, an absolute figure that follows
+//! the disk's `fsync` latency; the goal that holds on any machine is the ratio to the floor
+//! measured in the same run by `ingest_floor.rs` (≥ 0.6×).
 //!
 //! `decode_only` is the baseline of the same run (JSON decoding alone); `4_concurrent` posts
 //! four batches from four reporters at once, as several Envoys do.

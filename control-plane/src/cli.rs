@@ -1,5 +1,6 @@
 //! The `tollgate` command line: `serve`, `migrate`, `prices import`, the offline `cost`, and
-//! the admin verbs over the REST API (`budgets set|list`, `keys create|revoke`, `spend`).
+//! the admin verbs over the REST API (`budgets set|list`, `keys create|revoke`, `bulk`,
+//! `spend`).
 //! Every option also reads an environment variable (shown by `--help`). The API tokens are
 //! read from the environment only for `serve`, never from the command line, where `ps` would
 //! show them.
@@ -63,6 +64,10 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Users, keys and budgets created, and keys revoked, in one call and one transaction
+    /// through the REST API (`POST /v1/bulk`): all or nothing. Prints the answer (each new
+    /// key's secret, shown this once) or every item that cannot be applied.
+    Bulk(BulkArgs),
     /// Spend report, through the REST API.
     Spend(SpendArgs),
 }
@@ -286,6 +291,22 @@ pub struct KeyRevokeArgs {
     pub id: String,
 }
 
+/// `bulk` options.
+#[derive(Debug, Args)]
+pub struct BulkArgs {
+    /// API.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Write the answer to this file (created readable by its owner only: it holds the new
+    /// keys' secrets) instead of standard output.
+    #[arg(long, env = "TOLLGATE_BULK_OUT")]
+    pub out: Option<PathBuf>,
+    /// The request: a JSON object with any of `users`, `keys`, `budgets` (each item as
+    /// `POST /v1/users`, `/v1/keys`, `/v1/budgets` take it) and `revoke_keys` (key ids);
+    /// `-` reads standard input.
+    pub file: PathBuf,
+}
+
 /// `spend` options.
 #[derive(Debug, Args)]
 pub struct SpendArgs {
@@ -361,6 +382,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             KeysCommand::Create(a) => keys_create(a).await,
             KeysCommand::Revoke(a) => keys_revoke(a).await,
         },
+        Command::Bulk(a) => bulk(a).await,
         Command::Spend(a) => spend(a).await,
     }
 }
@@ -646,6 +668,59 @@ async fn keys_revoke(a: KeyRevokeArgs) -> anyhow::Result<()> {
         k.get("revoked_at").and_then(Value::as_i64).unwrap_or(0)
     );
     Ok(())
+}
+
+async fn bulk(a: BulkArgs) -> anyhow::Result<()> {
+    let text = if a.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+    } else {
+        std::fs::read_to_string(&a.file)
+            .with_context(|| format!("cannot read {}", a.file.display()))?
+    };
+    let body: Value = serde_json::from_str(&text).context("the request is not JSON")?;
+    // Where the secrets go is settled before they exist.
+    let out = match &a.out {
+        Some(path) => Some(private_file(path)?),
+        None => None,
+    };
+    let client = Client::new(&a.api.url, &a.api.token);
+    let done = client.json(Method::POST, "/v1/bulk", Some(&body)).await?;
+    let count = |k: &str| done.get(k).and_then(Value::as_array).map_or(0, Vec::len);
+    let answer = serde_json::to_string_pretty(&done)?;
+    match out {
+        Some(mut f) => {
+            use std::io::Write;
+            f.write_all(answer.as_bytes())?;
+            f.write_all(b"\n")?;
+            println!(
+                "created {} users, {} keys, {} budgets; revoked {} keys (answer in {}; the \
+                 secrets are shown this once)",
+                count("users"),
+                count("keys"),
+                count("budgets"),
+                count("revoked_keys"),
+                a.out
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("-"))
+                    .display()
+            );
+        }
+        None => println!("{answer}"),
+    }
+    Ok(())
+}
+
+/// A new file for secrets: refuses to overwrite one, readable by its owner only.
+fn private_file(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+        .with_context(|| format!("cannot create {} (it must not exist)", path.display()))
 }
 
 async fn spend(a: SpendArgs) -> anyhow::Result<()> {

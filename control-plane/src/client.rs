@@ -73,10 +73,32 @@ impl Client {
         if status.is_success() {
             return Ok(text);
         }
-        let detail = serde_json::from_str::<Value>(&text)
-            .ok()
+        let doc = serde_json::from_str::<Value>(&text).ok();
+        let mut detail = doc
+            .as_ref()
             .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
             .unwrap_or(text);
+        // A bulk call's problem lists every item at fault: one line each.
+        for e in doc
+            .as_ref()
+            .and_then(|v| v.get("errors"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let s = |k: &str| {
+                e.get(k).map_or(String::new(), |v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+            };
+            detail.push_str(&format!(
+                "\n  {} ({}): {}",
+                s("field"),
+                s("status"),
+                s("detail")
+            ));
+        }
         Err(ClientError::Api { status, detail })
     }
 

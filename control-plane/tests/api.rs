@@ -523,6 +523,187 @@ async fn keys_secret_shown_once_and_revocable() {
     );
 }
 
+/// `POST /v1/bulk`: every bad item named in one 422 and nothing written; then everything in
+/// one transaction, the secrets in that answer only, the keys in the next snapshot; then
+/// revoked in bulk and gone from it.
+#[tokio::test]
+async fn bulk_provisioning_is_all_or_nothing_with_per_item_errors() {
+    let api = api().await;
+    for (path, body) in [
+        ("/v1/orgs", json!({"id": "acme", "name": "Acme"})),
+        ("/v1/orgs", json!({"id": "globex", "name": "Globex"})),
+        (
+            "/v1/projects",
+            json!({"id": "web", "org_id": "acme", "name": "Web"}),
+        ),
+    ] {
+        assert_eq!(api.admin("POST", path, Some(body)).await.status, 201);
+    }
+    let version = |a: &Answer| a.headers[header::ETAG].to_str().unwrap().to_string();
+    let snap0 = api.call("GET", "/v1/snapshot", Some(DATAPLANE), None).await;
+
+    // Bad items in every section, found by the API's own checks (name, money, timezone, id)
+    // and by the store's (references, uniqueness): all of them in one answer.
+    let bad = api
+        .admin(
+            "POST",
+            "/v1/bulk",
+            Some(json!({
+                "users": [
+                    {"id": "bob", "org_id": "acme", "name": "Bob"},
+                    {"id": "eve", "org_id": "acme", "name": "bad\u{7}name"},
+                    {"id": "bob", "org_id": "acme", "name": "Bob again"},
+                ],
+                "keys": [
+                    {"name": "ok", "org_id": "acme", "project_id": "web", "user_id": "bob"},
+                    {"name": "x", "org_id": "globex", "project_id": "web"},
+                    {"name": "x", "org_id": "bad id!"},
+                ],
+                "budgets": [
+                    {"scope": "user", "scope_id": "bob", "period": "daily", "limit_usd": "5"},
+                    {"scope": "org", "scope_id": "acme", "period": "daily", "limit_usd": "-1"},
+                    {"scope": "org", "scope_id": "acme", "period": "weekly", "limit_usd": "5",
+                     "timezone": "Mars/Olympus"},
+                    {"scope": "user", "scope_id": "ghost", "period": "daily", "limit_usd": "5"},
+                ],
+                "revoke_keys": ["key_nope", "not an id"],
+            })),
+        )
+        .await;
+    let p = bad.problem(422, Some("users[1].name"));
+    let errors: Vec<(String, String, u64)> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert!(e["detail"].as_str().is_some_and(|d| !d.is_empty()), "{e}");
+            (
+                e["item"].as_str().unwrap().to_string(),
+                e["field"].as_str().unwrap().to_string(),
+                e["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, u64)> = [
+        ("users[1]", "users[1].name", 422),
+        ("users[2]", "users[2].id", 409),
+        ("keys[1]", "keys[1].project_id", 422),
+        ("keys[2]", "keys[2].org_id", 422),
+        ("budgets[1]", "budgets[1].limit_usd", 422),
+        ("budgets[2]", "budgets[2].timezone", 422),
+        ("budgets[3]", "budgets[3].scope_id", 422),
+        ("revoke_keys[0]", "revoke_keys[0]", 404),
+        ("revoke_keys[1]", "revoke_keys[1]", 404),
+    ]
+    .iter()
+    .map(|(i, f, s)| (i.to_string(), f.to_string(), *s))
+    .collect();
+    assert_eq!(errors, expected, "{}", bad.text);
+    assert!(
+        p["detail"].as_str().unwrap().contains("9 of 12 items"),
+        "{}",
+        bad.text
+    );
+    // Nothing was written: no user, no key, no budget, the same snapshot.
+    assert_eq!(api.admin("GET", "/v1/users", None).await.json(), json!([]));
+    assert_eq!(
+        api.admin("GET", "/v1/keys?include_revoked=true", None)
+            .await
+            .json(),
+        json!([])
+    );
+    assert_eq!(
+        api.admin("GET", "/v1/budgets", None).await.json(),
+        json!([])
+    );
+    let snap = api.call("GET", "/v1/snapshot", Some(DATAPLANE), None).await;
+    assert_eq!(version(&snap), version(&snap0));
+
+    // Whole-body errors stay whole-body problems.
+    api.admin("POST", "/v1/bulk", Some(json!({"keys": [{"name": "x"}]})))
+        .await
+        .problem(422, Some("keys[0]"));
+    api.admin("POST", "/v1/bulk", Some(json!({"nope": []})))
+        .await
+        .problem(422, None);
+
+    // The corrected call: everything, in one transaction.
+    let keys: Vec<Value> = (0..50)
+        .map(|i| json!({"name": format!("k{i}"), "org_id": "acme", "user_id": "bob"}))
+        .chain([json!({"name": "web", "org_id": "acme", "project_id": "web"})])
+        .collect();
+    let ok = api
+        .admin(
+            "POST",
+            "/v1/bulk",
+            Some(json!({
+                "users": [{"id": "bob", "org_id": "acme", "name": "Bob", "email": "b@acme.test"}],
+                "keys": keys,
+                "budgets": [
+                    {"scope": "user", "scope_id": "bob", "period": "daily", "limit_usd": "5"},
+                    {"scope": "org", "scope_id": "acme", "period": "monthly", "limit_usd": "100",
+                     "soft_limit_usd": "80", "timezone": "Europe/Paris"},
+                ],
+            })),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let done = ok.json();
+    assert_eq!(done["users"][0]["id"], "bob");
+    assert_eq!(done["budgets"][1]["limit_usd"], "100");
+    assert_eq!(done["revoked_keys"], json!([]));
+    let created = done["keys"].as_array().unwrap();
+    assert_eq!(created.len(), 51);
+    assert_eq!(created[50]["project_id"], "web");
+    let secrets: Vec<&str> = created
+        .iter()
+        .map(|k| k["secret"].as_str().unwrap())
+        .collect();
+    assert!(secrets
+        .iter()
+        .all(|s| s.starts_with("tg-") && s.len() == 43));
+    let listed = api.admin("GET", "/v1/keys", None).await;
+    assert_eq!(listed.json().as_array().unwrap().len(), 51);
+    let snap = api.call("GET", "/v1/snapshot", Some(DATAPLANE), None).await;
+    assert_ne!(version(&snap), version(&snap0));
+    for s in &secrets {
+        assert!(
+            !listed.text.contains(&s[11..]),
+            "a secret comes back once only"
+        );
+        assert!(!snap.text.contains(&s[3..]));
+        let sha = tollgate_control_plane::keys::sha256_hex(s.as_bytes());
+        assert!(
+            snap.text.contains(&sha),
+            "a new key is usable: in the snapshot"
+        );
+    }
+    let snapshot: Snapshot = serde_json::from_str(&snap.text).unwrap();
+    assert_eq!(snapshot.keys.len(), 51);
+    assert_eq!(snapshot.budgets.len(), 2);
+
+    // Revoked in bulk: gone from the next snapshot.
+    let ids: Vec<&str> = created.iter().map(|k| k["id"].as_str().unwrap()).collect();
+    let r = api
+        .admin("POST", "/v1/bulk", Some(json!({"revoke_keys": ids})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let revoked = r.json();
+    assert_eq!(revoked["revoked_keys"].as_array().unwrap().len(), 51);
+    assert!(revoked["revoked_keys"][0]["revoked_at"].is_i64());
+    assert!(revoked["revoked_keys"][0].get("secret").is_none());
+    let snap = api.call("GET", "/v1/snapshot", Some(DATAPLANE), None).await;
+    let snapshot: Snapshot = serde_json::from_str(&snap.text).unwrap();
+    assert!(snapshot.keys.is_empty());
+    assert_eq!(api.admin("GET", "/v1/keys", None).await.json(), json!([]));
+
+    // More than 100,000 items in one call is refused before anything is checked.
+    let many: Vec<&str> = vec!["key_x"; 100_001];
+    api.admin("POST", "/v1/bulk", Some(json!({"revoke_keys": many})))
+        .await
+        .problem(422, Some("body"));
+}
+
 #[tokio::test]
 async fn budgets_crud_and_bad_money() {
     let api = api().await;
@@ -1621,6 +1802,7 @@ async fn openapi_operations_and_security_are_the_frozen_set() {
         ("GET", "/v1/budgets", &["admin"]),
         ("POST", "/v1/budgets", &["admin"]),
         ("DELETE", "/v1/budgets/{id}", &["admin"]),
+        ("POST", "/v1/bulk", &["admin"]),
         ("GET", "/v1/budgets/{id}", &["admin"]),
         ("PATCH", "/v1/budgets/{id}", &["admin"]),
         ("POST", "/v1/cost/quote", &["admin"]),

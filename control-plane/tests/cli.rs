@@ -439,6 +439,71 @@ fn serve_and_admin_verbs() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("404"), "{}", stderr(&o));
 
+    // Bulk: every bad item on stderr and nothing written, then the corrected file, whose
+    // answer (with the secrets) goes to a file only its owner can read.
+    let bad = dir.file(
+        "bad.json",
+        &json!({"users": [{"id": "bob", "org_id": "acme", "name": "Bob"}],
+                "keys": [{"name": "a", "org_id": "acme", "user_id": "bob"},
+                         {"name": "b", "org_id": "nope"}],
+                "budgets": [{"scope": "user", "scope_id": "ghost", "period": "daily", "limit_usd": "5"}]})
+        .to_string(),
+    );
+    let o = admin(&["bulk", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("2 of 4 items cannot be applied; nothing was written"),
+        "{err}"
+    );
+    assert!(
+        err.contains("keys[1].org_id (422): no organisation \"nope\""),
+        "{err}"
+    );
+    assert!(err.contains("budgets[0].scope_id (422)"), "{err}");
+    let good = dir.file(
+        "good.json",
+        &json!({"users": [{"id": "bob", "org_id": "acme", "name": "Bob"}],
+                "keys": [{"name": "a", "org_id": "acme", "user_id": "bob"},
+                         {"name": "b", "org_id": "acme"}],
+                "budgets": [{"scope": "user", "scope_id": "bob", "period": "daily", "limit_usd": "5"}]})
+        .to_string(),
+    );
+    let answer = dir.0.join("answer.json");
+    let o = admin(&[
+        "bulk",
+        "--out",
+        answer.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("created 1 users, 2 keys, 1 budgets; revoked 0 keys"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains("tg-"), "secrets only in the file");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&answer).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let done: Value = serde_json::from_str(&std::fs::read_to_string(&answer).unwrap()).unwrap();
+    let bulk_secrets: Vec<String> = done["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["secret"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bulk_secrets.len(), 2);
+    let o = admin(&[
+        "bulk",
+        "--out",
+        answer.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
+    assert!(stderr(&o).contains("must not exist"), "{}", stderr(&o));
+
     // The wrong token is refused, and the verbs say so.
     let mut c = tollgate(&["budgets", "list"]);
     c.env("TOLLGATE_URL", &url)
@@ -451,7 +516,11 @@ fn serve_and_admin_verbs() {
     assert!(logs.contains("tollgate control plane serving"), "{logs}");
     // Debug logs name routes and statuses, never a token or a key secret.
     assert!(logs.contains("route=\"/v1/usage\" status=200"), "{logs}");
-    for secret in [ADMIN, DATAPLANE, secret.as_str(), reporter_secret.as_str()] {
+    assert!(logs.contains("route=\"/v1/bulk\" status=200"), "{logs}");
+    for secret in [ADMIN, DATAPLANE, secret.as_str(), reporter_secret.as_str()]
+        .into_iter()
+        .chain(bulk_secrets.iter().map(String::as_str))
+    {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
 }

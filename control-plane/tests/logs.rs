@@ -63,6 +63,40 @@ async fn request_logs_name_the_route_never_the_query_or_a_token() {
     assert_eq!(refused, StatusCode::FORBIDDEN);
     let unknown = call("/nowhere?token=tg-lost-0123", ADMIN).await;
     assert_eq!(unknown, StatusCode::NOT_FOUND);
+    // Keys created in bulk: their secrets are in the answer, never in the log.
+    let post = |uri: &str, body: serde_json::Value| {
+        let req = Request::post(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let app = app.clone();
+        async move { app.oneshot(req).await.unwrap() }
+    };
+    let org = post(
+        "/v1/orgs",
+        serde_json::json!({"id": "acme", "name": "Acme"}),
+    )
+    .await;
+    assert_eq!(org.status(), StatusCode::CREATED);
+    let bulk = post(
+        "/v1/bulk",
+        serde_json::json!({"keys": [{"name": "a", "org_id": "acme"}, {"name": "b", "org_id": "acme"}]}),
+    )
+    .await;
+    assert_eq!(bulk.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(bulk.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let created: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let secrets: Vec<String> = created["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["secret"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(secrets.len(), 2);
 
     let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     assert!(
@@ -80,5 +114,13 @@ async fn request_logs_name_the_route_never_the_query_or_a_token() {
         "/nowhere",
     ] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+    assert!(log.contains("route=\"/v1/bulk\" status=200"), "{log}");
+    for secret in &secrets {
+        // Not even the random part, in any form.
+        assert!(
+            !log.contains(&secret[3..]),
+            "a new key's secret in the log:\n{log}"
+        );
     }
 }

@@ -1062,3 +1062,250 @@ store_test!(
         assert_eq!(r2.cost_check.as_deref(), Some("mismatch"));
     }
 );
+
+fn bulk_user(id: &str, org: &str) -> tollgate_control_plane::store::provision::NewUser {
+    tollgate_control_plane::store::provision::NewUser {
+        id: id.into(),
+        org_id: org.into(),
+        name: id.into(),
+        email: None,
+    }
+}
+
+fn bulk_key(org: &str, project: Option<&str>, user: Option<&str>) -> NewKey {
+    NewKey {
+        name: "bulk".into(),
+        org_id: org.into(),
+        project_id: project.map(str::to_string),
+        user_id: user.map(str::to_string),
+    }
+}
+
+fn bulk_budget(
+    scope: Scope,
+    id: &str,
+    period: Period,
+    allow_unregistered: bool,
+) -> tollgate_control_plane::store::provision::NewBulkBudget {
+    tollgate_control_plane::store::provision::NewBulkBudget {
+        budget: budget(scope, id, period, "Europe/Paris", "50"),
+        allow_unregistered,
+    }
+}
+
+store_test!(
+    bulk_provisioning_is_all_or_nothing_with_every_bad_item_named,
+    |store| {
+        use tollgate_control_plane::store::provision::{Provision, ProvisionOutcome, Section};
+        seed_tenants(&store).await;
+        store.create_org("globex", "Globex", NOW).await.unwrap();
+        store
+            .create_budget(
+                &budget(Scope::Org, "acme", Period::Monthly, "UTC", "100"),
+                NOW,
+            )
+            .await
+            .unwrap();
+        // Spend already in the ledger: a budget created in bulk starts from it, as one alone does.
+        let chain = principal("acme", None, Some("alice"), None);
+        store
+            .ingest(
+                &[event("e1", "r1", 1, NOW - 60, &chain, "1.25")],
+                NOW,
+                &BudgetCache::default(),
+            )
+            .await
+            .unwrap();
+        let before = store.meta().await.unwrap();
+
+        // One call with bad items in every section: all of them named, nothing written.
+        let bad = Provision {
+            users: vec![
+                bulk_user("bob", "acme"),
+                bulk_user("bob", "acme"),
+                bulk_user("alice", "acme"),
+                bulk_user("dave", "nope"),
+            ],
+            keys: vec![
+                bulk_key("acme", Some("web"), Some("bob")),
+                bulk_key("globex", Some("web"), None),
+                bulk_key("globex", None, Some("bob")),
+                bulk_key("nope", None, None),
+                bulk_key("acme", None, Some("ghost")),
+            ],
+            budgets: vec![
+                bulk_budget(Scope::User, "bob", Period::Daily, false),
+                bulk_budget(Scope::User, "ghost", Period::Daily, false),
+                bulk_budget(Scope::Org, "acme", Period::Monthly, false),
+                bulk_budget(Scope::User, "bob", Period::Daily, false),
+            ],
+            revoke_keys: vec!["key_nope".into()],
+        };
+        let ProvisionOutcome::Refused(errors) = store.provision(&bad, NOW, false).await.unwrap()
+        else {
+            panic!("a call with bad items must be refused");
+        };
+        let got: Vec<(Section, usize, Option<&str>, u16)> = errors
+            .iter()
+            .map(|e| (e.section, e.index, e.field, e.status))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Section::Users, 1, Some("id"), 409),
+                (Section::Users, 2, Some("id"), 409),
+                (Section::Users, 3, Some("org_id"), 422),
+                (Section::Keys, 1, Some("project_id"), 422),
+                (Section::Keys, 2, Some("user_id"), 422),
+                (Section::Keys, 3, Some("org_id"), 422),
+                (Section::Keys, 4, Some("user_id"), 422),
+                (Section::Budgets, 1, Some("scope_id"), 422),
+                (Section::Budgets, 2, Some("period"), 409),
+                (Section::Budgets, 3, Some("period"), 409),
+                (Section::RevokeKeys, 0, None, 404),
+            ],
+            "{errors:#?}"
+        );
+        assert!(
+            errors[3].detail.contains("belongs to organisation"),
+            "{}",
+            errors[3].detail
+        );
+        assert_eq!(store.meta().await.unwrap(), before, "nothing written");
+        assert!(store.get_user("bob").await.is_err());
+        assert!(store.list_keys(None, true).await.unwrap().is_empty());
+
+        // The good items alone: checked without writing, then applied in one transaction.
+        let good = Provision {
+            users: vec![bulk_user("bob", "acme"), bulk_user("carol", "globex")],
+            keys: vec![
+                bulk_key("acme", Some("web"), Some("bob")),
+                bulk_key("globex", None, Some("carol")),
+                bulk_key("acme", None, Some("alice")),
+            ],
+            budgets: vec![
+                bulk_budget(Scope::User, "bob", Period::Daily, false),
+                bulk_budget(Scope::User, "alice", Period::Total, false),
+                bulk_budget(Scope::Project, "not-yet", Period::Weekly, true),
+            ],
+            revoke_keys: vec![],
+        };
+        assert!(matches!(
+            store.provision(&good, NOW, true).await.unwrap(),
+            ProvisionOutcome::Checked
+        ));
+        assert_eq!(store.meta().await.unwrap(), before);
+        let ProvisionOutcome::Applied(done) = store.provision(&good, NOW, false).await.unwrap()
+        else {
+            panic!("a good call is applied");
+        };
+        let after = store.meta().await.unwrap();
+        assert_eq!(
+            after.version,
+            before.version + 1,
+            "one version for the whole call"
+        );
+        assert_eq!(after.keys_version, before.keys_version + 1);
+        assert_eq!(after.budgets_version, before.budgets_version + 1);
+        assert_eq!(
+            done.users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+            ["bob", "carol"]
+        );
+        assert_eq!(store.get_user("carol").await.unwrap().org_id, "globex");
+        assert_eq!(done.keys.len(), 3);
+        for (k, asked) in done.keys.iter().zip(&good.keys) {
+            assert!(k.secret.starts_with("tg-") && k.secret.len() == 43);
+            assert_eq!(k.key.prefix, k.secret[..11]);
+            assert_eq!(k.key.user_id, asked.user_id);
+            assert_eq!(store.get_key(&k.key.id).await.unwrap(), k.key);
+        }
+        let listed = store.list_keys(None, true).await.unwrap();
+        assert!(!format!("{listed:?}").contains(&done.keys[0].secret[11..]));
+        assert_eq!(done.budgets.len(), 3);
+        let spend = store.spend_now(&done.budgets, NOW).await.unwrap();
+        assert_eq!(
+            spend[&done.budgets[1].id],
+            d("1.25"),
+            "back-filled from the ledger"
+        );
+        assert_eq!(spend[&done.budgets[0].id], Decimal::ZERO);
+
+        // The keys are in the snapshot by their hashes, with their chains; the buckets written in
+        // bulk are those migration 0003's back-fill writes.
+        let built = Snapshots::new(
+            store.clone(),
+            Clock::fixed(NOW),
+            Arc::new(Metrics::default()),
+        )
+        .rebuild()
+        .await
+        .unwrap();
+        let snap: Snapshot = serde_json::from_slice(&built.bytes).unwrap();
+        for k in &done.keys {
+            let sha = tollgate_control_plane::keys::sha256_hex(k.secret.as_bytes());
+            let entry = snap
+                .keys
+                .iter()
+                .find(|e| e.sha256 == sha)
+                .expect("key in snapshot");
+            assert_eq!(entry.principal.key.as_deref(), Some(k.key.id.as_str()));
+            assert_eq!(entry.principal.user, k.key.user_id);
+            assert!(!String::from_utf8_lossy(&built.bytes).contains(&k.secret[3..]));
+        }
+        testkit::refill_key_buckets(&store).await.unwrap();
+        let cold = Snapshots::new(
+            store.clone(),
+            Clock::fixed(NOW),
+            Arc::new(Metrics::default()),
+        );
+        assert_eq!(cold.rebuild().await.unwrap().bytes, built.bytes);
+
+        // Revocation in bulk, twice the same key, one already revoked: idempotent.
+        store
+            .revoke_key(&done.keys[2].key.id, NOW + 1)
+            .await
+            .unwrap();
+        let revoke = Provision {
+            revoke_keys: vec![
+                done.keys[0].key.id.clone(),
+                done.keys[2].key.id.clone(),
+                done.keys[0].key.id.clone(),
+            ],
+            ..Provision::default()
+        };
+        let ProvisionOutcome::Applied(r) = store.provision(&revoke, NOW + 5, false).await.unwrap()
+        else {
+            panic!("revocation applies");
+        };
+        let times: Vec<_> = r
+            .revoked_keys
+            .iter()
+            .map(|k| (k.id.clone(), k.revoked_at))
+            .collect();
+        assert_eq!(
+            times,
+            vec![
+                (done.keys[0].key.id.clone(), Some(NOW + 5)),
+                (done.keys[2].key.id.clone(), Some(NOW + 1)),
+                (done.keys[0].key.id.clone(), Some(NOW + 5)),
+            ]
+        );
+        let active = store.list_keys(None, false).await.unwrap();
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].id, done.keys[1].key.id);
+        let built = Snapshots::new(
+            store.clone(),
+            Clock::fixed(NOW),
+            Arc::new(Metrics::default()),
+        )
+        .rebuild()
+        .await
+        .unwrap();
+        let snap: Snapshot = serde_json::from_slice(&built.bytes).unwrap();
+        assert_eq!(snap.keys.len(), 1);
+        assert_eq!(
+            snap.keys[0].sha256,
+            tollgate_control_plane::keys::sha256_hex(done.keys[1].secret.as_bytes())
+        );
+    }
+);

@@ -14,6 +14,7 @@ use super::error::{ApiError, ApiJson, ApiPath, Params};
 use super::formats::{IdPath, Money, ScopeId};
 use super::AppState;
 use crate::store::budgets::{Budget, BudgetPatch, NewBudget};
+use crate::store::provision::NewBulkBudget;
 use crate::timezone::Zone;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -176,6 +177,36 @@ async fn view(s: &AppState, b: Budget) -> ApiResult<BudgetView> {
         .ok_or_else(|| ApiError::Internal("budget view vanished".into()))
 }
 
+impl NewBudgetBody {
+    /// Checks the fields: the scope id's characters, the limits, the timezone (whether the
+    /// scope id is registered is the store's to check).
+    pub(super) fn check(self) -> ApiResult<NewBulkBudget> {
+        if self.scope_id.is_empty()
+            || self.scope_id.len() > 256
+            || self.scope_id.contains([';', '='])
+            || self.scope_id.chars().any(char::is_control)
+        {
+            return Err(ApiError::invalid(
+                "scope_id",
+                "must be 1 to 256 characters without ';', '=' or control characters",
+            ));
+        }
+        let limit = check_usd("limit_usd", self.limit_usd)?;
+        Ok(NewBulkBudget {
+            budget: NewBudget {
+                scope: self.scope,
+                scope_id: self.scope_id,
+                period: self.period,
+                timezone: zone(&self.timezone)?,
+                limit_usd: limit,
+                soft_limit_usd: check_soft(self.soft_limit_usd, limit)?,
+                mode: self.mode,
+            },
+            allow_unregistered: self.allow_unregistered,
+        })
+    }
+}
+
 /// Create a budget (back-filled from the ledger for the current window).
 #[utoipa::path(post, path = "/v1/budgets", request_body = NewBudgetBody, responses(
     (status = 201, description = "Created", body = BudgetView),
@@ -185,36 +216,18 @@ pub async fn create(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<NewBudgetBody>,
 ) -> ApiResult<(StatusCode, Json<BudgetView>)> {
-    if body.scope_id.is_empty()
-        || body.scope_id.len() > 256
-        || body.scope_id.contains([';', '='])
-        || body.scope_id.chars().any(char::is_control)
-    {
-        return Err(ApiError::invalid(
-            "scope_id",
-            "must be 1 to 256 characters without ';', '=' or control characters",
-        ));
-    }
-    if !body.allow_unregistered && !s.store.scope_registered(body.scope, &body.scope_id).await? {
+    let checked = body.check()?;
+    let new = checked.budget;
+    if !checked.allow_unregistered && !s.store.scope_registered(new.scope, &new.scope_id).await? {
         return Err(ApiError::invalid(
             "scope_id",
             format!(
                 "no {} {:?} is registered (set allow_unregistered for a principal named only by a trusted header)",
-                body.scope.as_str(),
-                body.scope_id
+                new.scope.as_str(),
+                new.scope_id
             ),
         ));
     }
-    let limit = check_usd("limit_usd", body.limit_usd)?;
-    let new = NewBudget {
-        scope: body.scope,
-        scope_id: body.scope_id,
-        period: body.period,
-        timezone: zone(&body.timezone)?,
-        limit_usd: limit,
-        soft_limit_usd: check_soft(body.soft_limit_usd, limit)?,
-        mode: body.mode,
-    };
     let b = s.store.create_budget(&new, s.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(view(&s, b).await?)))
 }

@@ -69,6 +69,15 @@ pub enum ApiError {
         /// What is wrong.
         detail: String,
     },
+    /// 422 Unprocessable Content: items of a bulk call cannot be applied (every one listed in
+    /// the problem's `errors`); nothing was written.
+    #[error("{} of {total} items cannot be applied; nothing was written", errors.len())]
+    InvalidItems {
+        /// How many items the call held.
+        total: usize,
+        /// Every item that cannot be applied, in request order.
+        errors: Vec<super::openapi::ItemProblem>,
+    },
     /// 503 Service Unavailable: the database does not answer (`/readyz`) or no snapshot has
     /// been built yet.
     #[error("{0}")]
@@ -98,7 +107,9 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid { .. } | ApiError::InvalidItems { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -115,7 +126,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "conflict",
             ApiError::PayloadTooLarge { .. } => "too-large",
             ApiError::UnsupportedMediaType => "unsupported-media-type",
-            ApiError::Invalid { .. } => "invalid",
+            ApiError::Invalid { .. } | ApiError::InvalidItems { .. } => "invalid",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -124,6 +135,7 @@ impl ApiError {
     fn field(&self) -> Option<&str> {
         match self {
             ApiError::Conflict { field, .. } | ApiError::Invalid { field, .. } => Some(field),
+            ApiError::InvalidItems { errors, .. } => errors.first().map(|e| e.field.as_str()),
             _ => None,
         }
     }
@@ -162,6 +174,10 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             detail: self.to_string(),
             field: self.field().map(str::to_string),
+            errors: match self {
+                ApiError::InvalidItems { errors, .. } => Some(errors),
+                _ => None,
+            },
         };
         let body = serde_json::to_string(&doc).unwrap_or_default();
         let mut resp = (status, body).into_response();

@@ -33,6 +33,26 @@ pub struct NewKeyBody {
     user_id: Option<String>,
 }
 
+impl NewKeyBody {
+    /// Checks the fields (that the chain exists is the store's to check).
+    pub(super) fn check(self) -> ApiResult<NewKey> {
+        check_name("name", &self.name)?;
+        check_id("org_id", &self.org_id)?;
+        if let Some(p) = &self.project_id {
+            check_id("project_id", p)?;
+        }
+        if let Some(u) = &self.user_id {
+            check_id("user_id", u)?;
+        }
+        Ok(NewKey {
+            name: self.name,
+            org_id: self.org_id,
+            project_id: self.project_id,
+            user_id: self.user_id,
+        })
+    }
+}
+
 /// Create a virtual key; the secret is in this answer only.
 #[utoipa::path(post, path = "/v1/keys", request_body = NewKeyBody, responses(
     (status = 201, description = "Created", body = CreatedKey),
@@ -41,20 +61,7 @@ pub async fn create(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<NewKeyBody>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
-    check_name("name", &body.name)?;
-    check_id("org_id", &body.org_id)?;
-    if let Some(p) = &body.project_id {
-        check_id("project_id", p)?;
-    }
-    if let Some(u) = &body.user_id {
-        check_id("user_id", u)?;
-    }
-    let new = NewKey {
-        name: body.name,
-        org_id: body.org_id,
-        project_id: body.project_id,
-        user_id: body.user_id,
-    };
+    let new = body.check()?;
     let created = s.store.create_key(&new, s.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }

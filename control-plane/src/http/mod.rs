@@ -4,8 +4,8 @@
 //! Access: `Public` (health, metrics, the OpenAPI document), `DataPlane` (snapshot and
 //! reporter enrollment: the data-plane token, a reporter secret or the admin token),
 //! `Reporter` (usage: a reporter secret or the admin token), `Admin` (everything else). Body limits: 1 MiB by
-//! default, 16 MiB for `POST /v1/usage` (10,000 events) and 32 MiB for a LiteLLM price-map
-//! import. Router tests: `cargo test -p tollgate-control-plane --test api`.
+//! default, 16 MiB for `POST /v1/usage` (10,000 events), 32 MiB for a LiteLLM price-map
+//! import and for `POST /v1/bulk` (100,000 items). Router tests: `cargo test -p tollgate-control-plane --test api`.
 //!
 //! Every answer is logged by tower-http's `TraceLayer` at `debug` (method, route template,
 //! status, latency: never the URI, whose query may carry ids, nor a header, so never a token),
@@ -15,6 +15,7 @@
 
 pub mod auth;
 mod budgets;
+mod bulk;
 mod cost;
 pub mod error;
 pub mod formats;
@@ -165,6 +166,7 @@ pub(crate) fn table() -> Vec<(Access, Routed)> {
         (Admin, routes!(keys::create)),
         (Admin, routes!(keys::get)),
         (Admin, routes!(keys::revoke)),
+        (Admin, routes!(bulk::apply)),
         (Admin, routes!(budgets::list)),
         (Admin, routes!(budgets::create)),
         (Admin, routes!(budgets::get)),
@@ -209,6 +211,7 @@ pub fn body_limit(route: &Route) -> usize {
     match (route.method, route.path.as_str()) {
         ("POST", "/v1/usage") => USAGE_BODY_LIMIT,
         ("POST", "/v1/prices/import") => IMPORT_BODY_LIMIT,
+        ("POST", "/v1/bulk") => bulk::BULK_BODY_LIMIT,
         _ => DEFAULT_BODY_LIMIT,
     }
 }

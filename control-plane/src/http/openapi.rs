@@ -38,9 +38,28 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong.
     pub detail: String,
-    /// The field at fault.
+    /// The field at fault (of a bulk call: the first item's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Of a bulk call (`POST /v1/bulk`): every item that cannot be applied, in request order.
+    /// The items not listed were valid; nothing was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<ItemProblem>>,
+}
+
+/// Why one item of a bulk call cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ItemProblem {
+    /// The item: its section and index in the request (`keys[41]`).
+    pub item: String,
+    /// The field at fault, as a path into the body (`keys[41].user_id`; the item itself when
+    /// the item is one value, such as a key id to revoke).
+    pub field: String,
+    /// The status the item would have had on its own: 404 (a key to revoke does not exist),
+    /// 409 (the id or the budget exists) or 422.
+    pub status: u16,
+    /// What is wrong.
+    pub detail: String,
 }
 
 /// The operations of an item with their method, upper case.
@@ -153,6 +172,7 @@ pub(crate) fn build(table: Vec<(Access, super::Routed)>) -> OpenApi {
             bearer("A reporter secret (tgr-…) from POST /v1/reporters"),
         )
         .schema("Problem", Problem::schema())
+        .schema("ItemProblem", ItemProblem::schema())
         .build();
     for (access, (schemas, paths, _)) in table {
         components.schemas.extend(schemas);

@@ -69,6 +69,26 @@ pub struct NewUser {
     email: Option<String>,
 }
 
+impl NewUser {
+    /// Checks the fields (the organisation's existence is the store's to check) and fills in
+    /// a generated id when none was given.
+    pub(super) fn check(self) -> ApiResult<crate::store::provision::NewUser> {
+        check_name("name", &self.name)?;
+        check_id("org_id", &self.org_id)?;
+        if let Some(email) = &self.email {
+            if email.len() > 254 || !email.contains('@') || email.chars().any(char::is_control) {
+                return Err(ApiError::invalid("email", "is not an e-mail address"));
+            }
+        }
+        Ok(crate::store::provision::NewUser {
+            id: id_or_new(self.id, "usr")?,
+            org_id: self.org_id,
+            name: self.name,
+            email: self.email,
+        })
+    }
+}
+
 fn id_or_new(id: Option<String>, kind: &str) -> ApiResult<String> {
     match id {
         Some(id) => {
@@ -219,21 +239,14 @@ pub async fn create_user(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<NewUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    check_name("name", &body.name)?;
-    check_id("org_id", &body.org_id)?;
-    if let Some(email) = &body.email {
-        if email.len() > 254 || !email.contains('@') || email.chars().any(char::is_control) {
-            return Err(ApiError::invalid("email", "is not an e-mail address"));
-        }
-    }
-    let id = id_or_new(body.id, "usr")?;
+    let new = body.check()?;
     let u = s
         .store
         .create_user(
-            &id,
-            &body.org_id,
-            &body.name,
-            body.email.as_deref(),
+            &new.id,
+            &new.org_id,
+            &new.name,
+            new.email.as_deref(),
             s.clock.now(),
         )
         .await?;

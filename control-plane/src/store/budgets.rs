@@ -207,7 +207,7 @@ pub(crate) fn scope_column(scope: Scope) -> &'static str {
 }
 
 /// Bind-friendly window bounds: a total window is `[i64::MIN, i64::MAX)`.
-fn bounds(w: &Window) -> (i64, i64) {
+pub(crate) fn bounds(w: &Window) -> (i64, i64) {
     (w.start, w.end.unwrap_or(i64::MAX))
 }
 
@@ -253,6 +253,7 @@ macro_rules! backfill {
         }
     }};
 }
+pub(crate) use backfill;
 
 /// A budget write's error: the one-budget-per-scope-and-period constraint as a conflict on
 /// `period` (see [`StoreError::from_constraint`]), anything else as it is.

@@ -55,7 +55,8 @@ pub struct CreatedKey {
     pub secret: String,
 }
 
-const KEY_COLUMNS: &str = "id, prefix, name, org_id, project_id, user_id, created_at, revoked_at";
+pub(crate) const KEY_COLUMNS: &str =
+    "id, prefix, name, org_id, project_id, user_id, created_at, revoked_at";
 
 impl Store {
     /// Creates a key for an existing chain and returns its secret.

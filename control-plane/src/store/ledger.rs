@@ -99,7 +99,7 @@ impl<'a> EventRow<'a> {
 /// the six buckets; written in full, the zeros were a third of every ledger row that each
 /// batch writes and syncs. Built by hand (fixed keys, numbers and decimal strings need no
 /// escaping): this runs for every event of every batch.
-fn detail_json(usage: &Usage, cost: &CostBreakdown) -> String {
+pub fn detail_json(usage: &Usage, cost: &CostBreakdown) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(128);
     s.push_str("{\"usage\":{");

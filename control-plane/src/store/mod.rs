@@ -21,6 +21,7 @@ pub mod keys;
 pub mod ledger;
 mod money;
 pub mod prices;
+pub mod provision;
 pub mod reporters;
 pub mod snapshot;
 pub mod spend;
@@ -281,27 +282,7 @@ impl Store {
                 changes: Arc::new(Changes::new()),
             });
         }
-        let opts = if url.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(url)?
-        } else {
-            SqliteConnectOptions::new().filename(url)
-        }
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // FULL: an acknowledged usage batch survives a power cut (the filter forgets it after
-        // the ack). One fsync per transaction, which batching makes cheap.
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true)
-        // 64 MiB of page cache (the default is 2 MiB): ledger index inserts stay in memory
-        // as the ledger grows instead of reading pages back through the OS.
-        .pragma("cache_size", "-65536")
-        // Statement journals in memory: a multi-row insert journals the pages it changes so
-        // that it can be undone alone, and past 64 KiB SQLite would spill that to a temp file.
-        .pragma("temp_store", "MEMORY")
-        // Checkpoint the WAL every ~16 MiB rather than every 4 MiB: fewer, larger
-        // write-backs on the commit path of usage batches.
-        .pragma("wal_autocheckpoint", "4000");
+        let opts = sqlite_options(url)?;
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
@@ -391,6 +372,35 @@ impl Store {
             Db::Postgres(pool) => pool.close().await,
         }
     }
+}
+
+/// The connection options of a SQLite database at `url` (`sqlite://PATH`, `sqlite:PATH` or a
+/// bare path): WAL, `synchronous=FULL`, a busy timeout, foreign keys and the pragmas below.
+/// Every connection of a [`Store`] uses them; the ingestion floor bench
+/// (`benches/benches/ingest_floor.rs`) opens its bare connection with them too, so both write
+/// with the same durability.
+pub fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(if url.starts_with("sqlite:") {
+        SqliteConnectOptions::from_str(url)?
+    } else {
+        SqliteConnectOptions::new().filename(url)
+    }
+    .create_if_missing(true)
+    .journal_mode(SqliteJournalMode::Wal)
+    // FULL: an acknowledged usage batch survives a power cut (the filter forgets it after
+    // the ack). One fsync per transaction, which batching makes cheap.
+    .synchronous(SqliteSynchronous::Full)
+    .busy_timeout(Duration::from_secs(10))
+    .foreign_keys(true)
+    // 64 MiB of page cache (the default is 2 MiB): ledger index inserts stay in memory
+    // as the ledger grows instead of reading pages back through the OS.
+    .pragma("cache_size", "-65536")
+    // Statement journals in memory: a multi-row insert journals the pages it changes so
+    // that it can be undone alone, and past 64 KiB SQLite would spill that to a temp file.
+    .pragma("temp_store", "MEMORY")
+    // Checkpoint the WAL every ~16 MiB rather than every 4 MiB: fewer, larger
+    // write-backs on the commit path of usage batches.
+    .pragma("wal_autocheckpoint", "4000"))
 }
 
 /// Now, Unix seconds, from the system clock.
