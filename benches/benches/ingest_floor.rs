@@ -35,14 +35,14 @@ use axum::body::Body;
 use axum::http::{header, Request};
 use rust_decimal::Decimal;
 use sqlx::{Connection, PgConnection, SqliteConnection};
-use tollgate_benches::{batch, now, state, Backend};
+use tollgate_benches::{batch, now, seeded_store, selected_backends, state, Backend};
 use tollgate_control_plane::http::app;
 use tollgate_control_plane::ingest::{check_cost, deltas, BudgetIndex, CostCheck};
 use tollgate_control_plane::store::ledger::{content_sha256, detail_json};
-use tollgate_control_plane::store::{sqlite_options, Money, Store};
-use tollgate_control_plane::testkit::{self, seed_fleet};
+use tollgate_control_plane::store::{sqlite_options, Money};
 use tollgate_core::event::UsageEvent;
 use tollgate_core::pricing::PriceBook;
+use tollgate_testkit::TestDb;
 use tower::ServiceExt;
 
 const BATCH: u64 = 1_000;
@@ -209,28 +209,9 @@ impl Floor {
     }
 }
 
-/// A migrated database seeded with the fleet, as a store and (for the floor) its URL.
-async fn seeded(backend: Backend) -> (Store, String, Option<testkit::TempDb>) {
-    let (store, url, guard) = match backend {
-        Backend::Sqlite => {
-            let (s, g) = testkit::sqlite_store().await;
-            let url = g.0.to_string_lossy().to_string();
-            (s, url, Some(g))
-        }
-        Backend::Postgres => {
-            // Honest numbers: the bench server keeps PostgreSQL's default durability.
-            std::env::set_var("TOLLGATE_PG_DURABLE", "1");
-            let url = testkit::postgres_url().await.unwrap_or_else(|e| {
-                panic!("PostgreSQL unavailable ({e}; set TOLLGATE_BENCH_BACKENDS=sqlite)")
-            });
-            let s = Store::connect(&url).await.unwrap();
-            (s, url, None)
-        }
-    };
-    seed_fleet(&store, ORGS as usize, BUDGETS, KEYS as usize, now())
-        .await
-        .unwrap();
-    (store, url, guard)
+/// A migrated database seeded with the fleet (its store, and for the floor its URL).
+async fn seeded(backend: Backend) -> TestDb {
+    seeded_store(backend, ORGS as usize, BUDGETS, KEYS as usize).await
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -248,7 +229,11 @@ fn per_s(d: Duration) -> f64 {
 
 async fn run(backend: Backend, batches: u64) {
     // Ingestion's side: the router over its own store, an enrolled reporter posting.
-    let (ingest_store, _, _g1) = seeded(backend).await;
+    let TestDb {
+        store: ingest_store,
+        file: _g1,
+        ..
+    } = seeded(backend).await;
     let me = ingest_store
         .enroll_reporter(Some("floor-bench"), now())
         .await
@@ -256,7 +241,11 @@ async fn run(backend: Backend, batches: u64) {
     let router = app(state(ingest_store).await);
 
     // The floor's side: a bare connection to a database seeded alike.
-    let (floor_store, floor_url, _g2) = seeded(backend).await;
+    let TestDb {
+        store: floor_store,
+        url: floor_url,
+        file: _g2,
+    } = seeded(backend).await;
     let budgets = floor_store.list_budgets(None, None).await.unwrap();
     let index = BudgetIndex::new(1, &budgets);
     floor_store.close().await;
@@ -315,14 +304,14 @@ async fn run(backend: Backend, batches: u64) {
     let (ia, fa) = (mean(&ingest_times), mean(&floor_times));
     println!(
         "{:<8} ingest  median {:>6.2} ms  mean {:>6.2} ms  {:>7.0} events/s",
-        backend.name(),
+        backend.as_str(),
         im.as_secs_f64() * 1e3,
         ia.as_secs_f64() * 1e3,
         per_s(im)
     );
     println!(
         "{:<8} floor   median {:>6.2} ms  mean {:>6.2} ms  {:>7.0} events/s",
-        backend.name(),
+        backend.as_str(),
         fm.as_secs_f64() * 1e3,
         fa.as_secs_f64() * 1e3,
         per_s(fm)
@@ -330,7 +319,7 @@ async fn run(backend: Backend, batches: u64) {
     let ratio = fm.as_secs_f64() / im.as_secs_f64();
     println!(
         "{:<8} ingestion / floor = {ratio:.2} (medians; means {:.2}), {batches} batches of {BATCH} each side, goal ≥ 0.6: {}",
-        backend.name(),
+        backend.as_str(),
         fa.as_secs_f64() / ia.as_secs_f64(),
         if ratio >= 0.6 { "met" } else { "NOT met" }
     );
@@ -346,7 +335,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    for backend in Backend::selected() {
+    for backend in selected_backends() {
         rt.block_on(run(backend, batches));
     }
 }

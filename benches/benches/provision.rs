@@ -25,8 +25,9 @@ use axum::http::{header, Request};
 use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tollgate_benches::{state, store, Backend, ADMIN};
+use tollgate_benches::{selected_backends, state, store, Backend, ADMIN};
 use tollgate_control_plane::http::app;
+use tollgate_testkit::TestDb;
 use tower::ServiceExt;
 
 const ORGS: usize = 100;
@@ -74,7 +75,11 @@ fn rate(n: usize, d: Duration) -> f64 {
 }
 
 async fn run(backend: Backend, keys: usize, single: usize) {
-    let (s, _guard) = store(backend).await;
+    let TestDb {
+        store: s,
+        file: _guard,
+        ..
+    } = store(backend).await;
     let router = app(state(s).await);
     for i in 0..ORGS {
         let (status, _, _) = post(
@@ -93,7 +98,7 @@ async fn run(backend: Backend, keys: usize, single: usize) {
     assert_eq!(status, 200);
     println!(
         "{:<8} bulk users        {USERS:>7} in {:>7.3} s  {:>9.0}/s",
-        backend.name(),
+        backend.as_str(),
         took.as_secs_f64(),
         rate(USERS, took)
     );
@@ -112,7 +117,7 @@ async fn run(backend: Backend, keys: usize, single: usize) {
     let one_by_one = rate(single, started.elapsed());
     println!(
         "{:<8} one by one keys   {single:>7} in {:>7.3} s  {:>9.0}/s  (baseline)",
-        backend.name(),
+        backend.as_str(),
         started.elapsed().as_secs_f64(),
         one_by_one
     );
@@ -133,7 +138,7 @@ async fn run(backend: Backend, keys: usize, single: usize) {
         }
         println!(
             "{:<8} bulk keys (#{})    {keys:>7} in {:>7.3} s  {:>9.0}/s  ratio to one by one {:>6.1}x{}",
-            backend.name(),
+            backend.as_str(),
             round + 1,
             took.as_secs_f64(),
             rate(keys, took),
@@ -154,7 +159,7 @@ async fn run(backend: Backend, keys: usize, single: usize) {
     assert_eq!(answer["revoked_keys"].as_array().unwrap().len(), keys);
     println!(
         "{:<8} bulk revocations  {keys:>7} in {:>7.3} s  {:>9.0}/s",
-        backend.name(),
+        backend.as_str(),
         took.as_secs_f64(),
         rate(keys, took)
     );
@@ -169,7 +174,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    for backend in Backend::selected() {
+    for backend in selected_backends() {
         rt.block_on(run(backend, keys, single));
     }
 }

@@ -469,7 +469,7 @@ fn serve_and_admin_verbs() {
                 "budgets": [{"scope": "user", "scope_id": "bob", "period": "daily", "limit_usd": "5"}]})
         .to_string(),
     );
-    let answer = dir.0.join("answer.json");
+    let answer = dir.0.path().join("answer.json");
     let o = admin(&[
         "bulk",
         "--out",

@@ -1095,7 +1095,7 @@ fn bulk_budget(
 
 store_test!(
     bulk_provisioning_is_all_or_nothing_with_every_bad_item_named,
-    |store| {
+    |store, url| {
         use tollgate_control_plane::store::provision::{Provision, ProvisionOutcome, Section};
         seed_tenants(&store).await;
         store.create_org("globex", "Globex", NOW).await.unwrap();
@@ -1252,7 +1252,7 @@ store_test!(
             assert_eq!(entry.principal.user, k.key.user_id);
             assert!(!String::from_utf8_lossy(&built.bytes).contains(&k.secret[3..]));
         }
-        testkit::refill_key_buckets(&store).await.unwrap();
+        refill_key_buckets(&url).await.unwrap();
         let cold = Snapshots::new(
             store.clone(),
             Clock::fixed(NOW),
