@@ -23,7 +23,8 @@ const MIN_SECRET_LEN: usize = 8;
 fn is_secret(path: &[&str]) -> bool {
     match path {
         ["control_plane", "token", ..] => true,
-        ["identity", "providers", _, "header" | "cluster"] => false,
+        // A deployment map names models, not credentials.
+        ["identity", "providers", _, "header" | "cluster" | "deployments", ..] => false,
         ["identity", "providers", _, ..] => true,
         _ => false,
     }
