@@ -218,29 +218,27 @@ pub trait StreamReader {
     fn end(self) -> tollgate_core::usage::StreamOutcome;
 }
 
-impl StreamReader for tollgate_core::usage::SseUsage {
-    fn start(format: ApiFormat, max_event_bytes: usize) -> Self {
-        Self::new(format, max_event_bytes)
-    }
-    fn feed(&mut self, chunk: &[u8]) {
-        self.push(chunk);
-    }
-    fn end(self) -> tollgate_core::usage::StreamOutcome {
-        self.finish()
-    }
+/// Both framings' readers have the same three calls.
+macro_rules! stream_reader {
+    ($($reader:ty),*) => {$(
+        impl StreamReader for $reader {
+            fn start(format: ApiFormat, max_event_bytes: usize) -> Self {
+                Self::new(format, max_event_bytes)
+            }
+            fn feed(&mut self, chunk: &[u8]) {
+                self.push(chunk);
+            }
+            fn end(self) -> tollgate_core::usage::StreamOutcome {
+                self.finish()
+            }
+        }
+    )*};
 }
 
-impl StreamReader for tollgate_core::usage::EventStreamUsage {
-    fn start(format: ApiFormat, max_event_bytes: usize) -> Self {
-        Self::new(format, max_event_bytes)
-    }
-    fn feed(&mut self, chunk: &[u8]) {
-        self.push(chunk);
-    }
-    fn end(self) -> tollgate_core::usage::StreamOutcome {
-        self.finish()
-    }
-}
+stream_reader!(
+    tollgate_core::usage::SseUsage,
+    tollgate_core::usage::EventStreamUsage
+);
 
 /// Heap a stream reader may use beyond one event's data: its small buffers (the 32-byte tail
 /// of an oversized SSE event, an event stream's headers, at most 1 KiB), an error message,

@@ -193,23 +193,36 @@ impl ProviderApi for BedrockInvoke {
     }
 
     fn event_matters(&self, name: &[u8], data: &[u8]) -> bool {
-        !matches!(chunk_type(name, data), Ok(Some((_, false))))
+        let mut buf = [0u8; 48];
+        match in_place_head(name, data).map(|head| chunk_type(head, &mut buf)) {
+            // Anthropic's reader reads the events it keeps; of the others only its end mark
+            // changes what the stream reports.
+            Some(Ok(Some(ty))) => AnthropicMessages.keeps_event(ty) || ty == b"message_stop",
+            _ => true,
+        }
     }
 
     fn read_event(&self, st: &mut StreamRead, name: &[u8], data: &[u8]) -> Result<(), UsageError> {
-        match chunk_type(name, data)? {
-            None => Ok(()),
-            Some((Head::Skip(ty), _)) => {
-                AnthropicMessages.skipped_event(st, ty.as_bytes());
-                Ok(())
-            }
-            Some((Head::Read(b64), _)) => {
-                let event = base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .map_err(not_base64)?;
-                AnthropicMessages.read_event(st, b"", &event)
+        if name != b"chunk" {
+            return Ok(());
+        }
+        let mut buf = [0u8; 48];
+        if let Some(head) = in_place_head(name, data) {
+            if let Some(ty) = chunk_type(head, &mut buf)? {
+                if !AnthropicMessages.keeps_event(ty) {
+                    AnthropicMessages.skipped_event(st, ty);
+                    return Ok(());
+                }
             }
         }
+        let [bytes] = scan::find_members(data, ["bytes"])?;
+        let b64 = bytes
+            .and_then(scan::unquote)
+            .ok_or(UsageError::MissingField("chunk.bytes"))?;
+        let event = base64::engine::general_purpose::STANDARD
+            .decode(&*b64)
+            .map_err(not_base64)?;
+        AnthropicMessages.read_event(st, b"", &event)
     }
 
     fn stream_usage(&self, st: &StreamRead) -> (Option<Usage>, Option<UsageError>) {
@@ -221,60 +234,26 @@ fn not_base64<E>(_: E) -> UsageError {
     UsageError::MalformedJson("chunk.bytes is not base64".into())
 }
 
-/// What the start of a `chunk` says about the Anthropic event inside.
-enum Head<'a> {
-    /// An event Anthropic's reader steps over (its type, e.g. a text delta).
-    Skip(&'static str),
-    /// An event to decode whole and read (its base64).
-    Read(Cow<'a, [u8]>),
-}
-
-/// The Anthropic event types a `chunk` may carry that its reader steps over, or that end
-/// the stream.
-const SKIPPED: [&str; 5] = [
-    "content_block_start",
-    "content_block_delta",
-    "content_block_stop",
-    "ping",
-    "message_stop",
-];
-
-/// Reads a `chunk` event's head: `None` for another event; else whether its event is read or
-/// stepped over, and whether it can change what the stream reports. The type is the first
-/// member of every Anthropic event: decoding 64 characters (48 bytes) names it.
-fn chunk_type<'a>(name: &[u8], data: &'a [u8]) -> Result<Option<(Head<'a>, bool)>, UsageError> {
+/// The first 64 base64 characters of a `chunk` event's `bytes`, read in place: Bedrock writes
+/// `bytes` first, and they name the type of the Anthropic event inside (the first member of
+/// every one), so most chunks (text deltas) are stepped over without scanning the rest.
+/// `None` when the chunk is not laid out so; it is then decoded whole.
+fn in_place_head<'a>(name: &[u8], data: &'a [u8]) -> Option<&'a [u8]> {
     if name != b"chunk" {
-        return Ok(None);
+        return None;
     }
-    // Bedrock writes `bytes` first: its first 64 characters are read in place, without
-    // scanning the rest (most chunks are text deltas, stepped over on this alone).
-    let in_place = data
-        .strip_prefix(br#"{"bytes":""#)
+    data.strip_prefix(br#"{"bytes":""#)
         .and_then(|rest| rest.get(..64))
-        .filter(|p| !p.iter().any(|&b| b == b'"' || b == b'\\'));
-    if let Some(skipped) = in_place.map(skipped_type).transpose()?.flatten() {
-        return Ok(Some((Head::Skip(skipped), skipped == "message_stop")));
-    }
-    let [bytes] = scan::find_members(data, ["bytes"])?;
-    let b64 = bytes
-        .and_then(scan::unquote)
-        .ok_or(UsageError::MissingField("chunk.bytes"))?;
-    if in_place.is_none() {
-        if let Some(skipped) = b64.get(..64).map(skipped_type).transpose()?.flatten() {
-            return Ok(Some((Head::Skip(skipped), skipped == "message_stop")));
-        }
-    }
-    Ok(Some((Head::Read(b64), true)))
+        .filter(|p| !p.iter().any(|&b| b == b'"' || b == b'\\'))
 }
 
-/// The stepped-over type the first 64 base64 characters of a chunk name, if they name one.
-fn skipped_type(prefix: &[u8]) -> Result<Option<&'static str>, UsageError> {
-    let mut head = [0u8; 48];
+/// The type of the Anthropic event whose base64 begins with `head` (64 characters, decoded
+/// into `buf`), if it is whole there.
+fn chunk_type<'b>(head: &[u8], buf: &'b mut [u8; 48]) -> Result<Option<&'b [u8]>, UsageError> {
     let n = base64::engine::general_purpose::STANDARD
-        .decode_slice(prefix, &mut head)
+        .decode_slice(head, buf)
         .map_err(not_base64)?;
-    let ty = event_type(head.get(..n).unwrap_or_default());
-    Ok(SKIPPED.iter().copied().find(|s| ty == Some(s.as_bytes())))
+    Ok(event_type(buf.get(..n).unwrap_or_default()))
 }
 
 /// The name in `{"type":"NAME"` at the start of an event, if it is whole there.
