@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 echo "run: building the filter (wasm32-wasip1) and the control plane, mock provider and demo (release)"
-cargo build --release --locked --target wasm32-wasip1 -p tollgate-filter
+cargo build --release --locked --target wasm32-wasip1 -p tollgate-filter -p tollgate-sync
 cargo build --release --locked -p tollgate-control-plane -p tollgate-upstream -p tollgate-tests \
   --bin tollgate --bin tollgate-upstream --bin tollgate-demo
 exec "${CARGO_TARGET_DIR:-target}/release/tollgate-demo" "$@"

@@ -521,7 +521,7 @@ def main():
                             dict(common, NOOP_WASM_PATH=os.path.join(wasm, "tollgate_floor.wasm"))),
             "tollgate": render(os.path.join(ROOT, "envoy/tollgate.yaml"), dict(
                 common, CP_PORT=cp_port, WASM_PATH=os.path.join(wasm, "tollgate_filter.wasm"),
-                SECRETS_DIR=secrets_dir)),
+                SYNC_WASM_PATH=os.path.join(wasm, "tollgate_sync.wasm"), SECRETS_DIR=secrets_dir)),
         }
         envoys = {}
         if args.compression:
@@ -535,7 +535,8 @@ def main():
             envoys[v] = envoys.get("tollgate")
         for i, (v, path) in enumerate(also.items()):
             yaml = render(os.path.join(ROOT, "envoy/tollgate.yaml"), dict(
-                common, CP_PORT=cp_port, WASM_PATH=os.path.abspath(path), SECRETS_DIR=secrets_dir))
+                common, CP_PORT=cp_port, WASM_PATH=os.path.abspath(path),
+                SYNC_WASM_PATH=os.path.join(wasm, "tollgate_sync.wasm"), SECRETS_DIR=secrets_dir))
             envoys[v] = start_envoy(stack, v, yaml, os.getpid() % 50000 * 10 + len(configs) + i)
         time.sleep(3)  # Tollgate's first snapshot (sync interval 1 s), then the workers' tick
         served = {}

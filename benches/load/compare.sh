@@ -23,7 +23,7 @@ if ! command -v wrk >/dev/null; then
   else sudo apt-get update -qq && sudo apt-get install -y -qq wrk; fi
 fi
 echo "compare: building (release): the filter and the no-op filter (wasm32-wasip1), the control plane, the mock provider"
-cargo build --release --locked --target wasm32-wasip1 -p tollgate-filter -p tollgate-noop -p tollgate-floor
+cargo build --release --locked --target wasm32-wasip1 -p tollgate-filter -p tollgate-sync -p tollgate-noop -p tollgate-floor
 # The same package and binary set as scripts/run.sh, so both share one release build.
 cargo build --release --locked -p tollgate-control-plane -p tollgate-upstream -p tollgate-tests \
   --bin tollgate --bin tollgate-upstream --bin tollgate-demo

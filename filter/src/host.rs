@@ -5,6 +5,7 @@ use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
+use tollgate_core::config::{Config, Role};
 use tollgate_core::local_spend::{budget_key, LocalBudget};
 
 /// Logs, ignoring a refused log call (there is nowhere to report it).
@@ -25,12 +26,40 @@ pub fn now_s() -> i64 {
     i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX)
 }
 
-/// The plugin configuration bytes (empty when absent).
-pub fn plugin_configuration() -> Vec<u8> {
-    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+/// The plugin configuration, validated for the module's `role`: every problem is logged (one
+/// line each, naming its field, in Envoy's log) and the plugin refused (`None`).
+pub fn configuration(role: Role) -> Option<Config> {
+    let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
         .ok()
         .flatten()
-        .unwrap_or_default()
+        .unwrap_or_default();
+    // The data-plane token comes from Envoy's environment (`host_env_keys`), read through
+    // WASI `environ_get`; the config only names the variable.
+    let env = |name: &str| std::env::var(name).ok();
+    let problems = match Config::parse_with_env(&bytes, &env) {
+        Ok(config) if config.role == role => return Some(config),
+        Ok(_) => {
+            let (asked, module) = match role {
+                Role::Filter => ("sync", "tollgate_sync.wasm"),
+                Role::Sync => ("filter", "tollgate_filter.wasm"),
+            };
+            vec![format!(
+                "role: \"{asked}\" runs in {module}, a module of its own"
+            )]
+        }
+        Err(e) => {
+            e.0.iter()
+                .map(|p| format!("{}: {}", p.field, p.problem))
+                .collect()
+        }
+    };
+    for p in problems {
+        log(
+            LogLevel::Critical,
+            &format!("tollgate: invalid config: {p}"),
+        );
+    }
+    None
 }
 
 /// Every header of a request or response, read in one host call (each host call crosses the

@@ -1,7 +1,10 @@
-//! The filter role's root context on each worker: the validated config, the snapshot decoded
-//! once per version (L1 cache; the bytes live in shared data, L2), and the usage queue id.
+//! The filter role's root context on each worker: the validated config, the snapshot's prices
+//! and budgets decoded when their sections change (the bytes live in shared data, one copy per
+//! Envoy), the virtual keys looked up in their bucket's shared-data entry with a small
+//! per-worker cache, and the usage queue id.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -9,28 +12,26 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
 use tollgate_core::config::Config;
 use tollgate_core::estimate::EstimateConfig;
+use tollgate_core::identity::Principal;
 use tollgate_core::shared_codec::Writer;
-use tollgate_core::snapshot::SnapshotIndex;
-use tollgate_core::sync_protocol::QueuedUsage;
+use tollgate_core::snapshot::sections::{key_bucket, principal_in_bucket, Manifest};
+use tollgate_core::snapshot::{KeyLookup, SnapshotIndex};
+use tollgate_core::sync_protocol::{
+    QueuedUsage, BUDGETS_KEY, FRESH_KEY, KEYS_PREFIX, PRICES_KEY, QUEUE_NAME, VERSION_KEY,
+};
 
 use crate::host;
 use crate::metrics::Metrics;
-
-/// Shared-data key of the snapshot bytes, written by the sync service.
-pub const SNAPSHOT_KEY: &str = "tollgate.snapshot";
-/// Shared-data key of the snapshot version: small, so workers poll it instead of the bytes.
-pub const VERSION_KEY: &str = "tollgate.snapshot.version";
-/// Shared-data key of when the control plane last answered a snapshot poll (200 or 304), Unix
-/// seconds: staleness is measured from here, since a 304 keeps an old `generated_at`.
-pub const FRESH_KEY: &str = "tollgate.snapshot.fresh_at";
-/// Name of the usage queue the sync service registers.
-pub const QUEUE_NAME: &str = "tollgate.usage";
 
 /// Usage records a worker collects before putting them on the queue as one item. Every
 /// enqueue wakes Envoy's main thread (an eventfd write and a futex wake, then the sync
 /// service's callback), which under load cost more than metering the request itself. The
 /// worker tick flushes a partial batch, so an event waits at most one tick.
 const OUTBOX_MAX_EVENTS: usize = 64;
+
+/// Keys a worker remembers (found or not) until the key buckets change; past this many it
+/// starts over, so a caller spraying random keys cannot grow it.
+const KEY_CACHE_MAX: usize = 4096;
 
 /// Usage records not yet on the shared queue.
 #[derive(Default)]
@@ -48,6 +49,8 @@ pub struct Shared {
     /// The current snapshot, if any arrived.
     pub snapshot: RefCell<Option<Rc<SnapshotIndex>>>,
     version: Cell<Option<u64>>,
+    /// Key hash → principal (`None`: not an active key), valid for the keys stamp held.
+    keys: RefCell<HashMap<String, Option<Principal>>>,
     fresh_at: Cell<Option<i64>>,
     queue: Cell<Option<u32>>,
     outbox: RefCell<Outbox>,
@@ -56,12 +59,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The snapshot version the sync service last published.
-    pub fn published_version() -> Option<u64> {
-        let (bytes, _) = host::shared(VERSION_KEY);
-        bytes
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse::<u64>().ok())
+    /// What the sync service last published.
+    pub fn published() -> Option<Manifest> {
+        host::shared(VERSION_KEY)
+            .0
+            .and_then(|b| Manifest::decode(&b))
     }
 
     /// When the control plane last confirmed the snapshot (falls back to its build time).
@@ -83,20 +85,30 @@ impl Shared {
         }
     }
 
-    /// Loads a newer snapshot from shared data, if the sync service published one; whether it
-    /// did.
+    /// Loads a newer snapshot from shared data, if the sync service published one (only the
+    /// sections whose stamp moved are read); whether it did.
     pub fn load_newer_snapshot(&self) -> bool {
-        let published = Shared::published_version();
-        if published.is_none() || published == self.version.get() {
+        let Some(manifest) = Shared::published() else {
+            return false;
+        };
+        if Some(manifest.version) == self.version.get() {
             return false;
         }
-        // Remembered even if the bytes turn out unreadable, so a bad snapshot is decoded (and
+        // Remembered even if a section turns out unreadable, so a bad snapshot is decoded (and
         // logged) once, not on every request; the next version replaces it.
-        self.version.set(published);
-        let (Some(bytes), _) = host::shared(SNAPSHOT_KEY) else {
-            return true;
-        };
-        let decoded = SnapshotIndex::decode_after(&bytes, self.snapshot.borrow().as_deref());
+        self.version.set(Some(manifest.version));
+        let previous = self.snapshot.borrow().clone();
+        if previous.as_ref().map(|p| p.stamps().keys) != Some(manifest.stamps.keys) {
+            self.keys.borrow_mut().clear();
+        }
+        let decoded = SnapshotIndex::from_sections(manifest, previous.as_deref(), |section| {
+            let key = if section == "prices" {
+                PRICES_KEY
+            } else {
+                BUDGETS_KEY
+            };
+            host::shared(key).0
+        });
         match decoded {
             Ok(index) => *self.snapshot.borrow_mut() = Some(Rc::new(index)),
             Err(e) => host::log(
@@ -151,6 +163,24 @@ impl Shared {
     }
 }
 
+/// A request's key is looked up in its bucket, the Envoy-wide copy the sync service keeps in
+/// shared data (about 25 keys in a fleet of 100,000): a worker never holds the whole fleet.
+impl KeyLookup for Shared {
+    fn principal_for_key(&self, sha256_hex: &str) -> Option<Principal> {
+        if let Some(known) = self.keys.borrow().get(sha256_hex) {
+            return known.clone();
+        }
+        let bucket = host::shared(&format!("{KEYS_PREFIX}{}", key_bucket(sha256_hex))).0;
+        let found = bucket.and_then(|b| principal_in_bucket(&b, sha256_hex));
+        let mut keys = self.keys.borrow_mut();
+        if keys.len() >= KEY_CACHE_MAX {
+            keys.clear();
+        }
+        keys.insert(sha256_hex.to_owned(), found.clone());
+        found
+    }
+}
+
 /// The filter role's root context.
 pub struct FilterRoot {
     shared: Rc<Shared>,
@@ -173,6 +203,7 @@ impl FilterRoot {
             estimate,
             snapshot: RefCell::new(None),
             version: Cell::new(None),
+            keys: RefCell::new(HashMap::new()),
             fresh_at: Cell::new(None),
             queue: Cell::new(None),
             outbox: RefCell::new(Outbox::default()),

@@ -1,7 +1,8 @@
-//! What a worker pays when a new snapshot version arrives: a full decode of a snapshot carrying
-//! LiteLLM's whole price map and 10,000 keys, against a decode after the previous version
-//! where only spend moved (the prices and keys sections are recognised and reused), which is
-//! what happens every sync interval under traffic.
+//! What a new snapshot version costs, for a snapshot carrying LiteLLM's whole price map, 1,000
+//! budgets and 10,000 keys: the sync service applying the whole document (an Envoy starting)
+//! against applying a delta where every budget's spend moved (every sync interval under
+//! traffic); a worker loading the new version's sections (the budgets decoded, the price book
+//! reused); and a key looked up in its bucket (a worker's key cache miss).
 //! Run with `cargo bench -p tollgate-core --bench snapshot` (needs `.venv` from
 //! `bash scripts/setup.sh`, for litellm's price map).
 #![allow(
@@ -18,6 +19,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use rust_decimal::Decimal;
 use tollgate_core::budget::{Mode, Scope, WindowBounds};
 use tollgate_core::identity::Principal;
+use tollgate_core::snapshot::sections::{key_bucket, principal_in_bucket, Held};
 use tollgate_core::snapshot::{KeyEntry, Snapshot, SnapshotBudget, SnapshotIndex};
 
 fn litellm_map() -> Vec<u8> {
@@ -40,7 +42,7 @@ fn snapshot(version: u64, spent: Decimal) -> Snapshot {
         .book;
     let keys = (0..10_000)
         .map(|i| KeyEntry {
-            sha256: format!("{i:064x}"),
+            sha256: tollgate_core::identity::key_hash(&format!("tg-bench-{i}")),
             principal: Principal {
                 key: Some(format!("key-{i}")),
                 user: Some(format!("user-{}", i % 100)),
@@ -73,20 +75,70 @@ fn snapshot(version: u64, spent: Decimal) -> Snapshot {
 }
 
 fn benches(c: &mut Criterion) {
-    let first = serde_json::to_vec(&snapshot(1, Decimal::ONE)).unwrap();
-    let next = serde_json::to_vec(&snapshot(2, Decimal::TWO)).unwrap();
-    eprintln!("snapshot: {} bytes", next.len());
-    let previous = SnapshotIndex::decode(&first).unwrap();
-    let mut g = c.benchmark_group("snapshot_decode");
+    let whole = snapshot(1, Decimal::ONE);
+    let first = serde_json::to_vec(&whole).unwrap();
+    // Every budget's spend moved: one short row each.
+    let rows: Vec<_> = whole
+        .budgets
+        .iter()
+        .map(|b| (b.id.clone(), None::<i64>, Decimal::TWO))
+        .collect();
+    let delta = serde_json::to_vec(&serde_json::json!({
+        "version": 2, "generated_at": 1_700_000_001, "base": 1, "spend": rows,
+        "reporters": {"envoy-1": 20}
+    }))
+    .unwrap();
+    eprintln!(
+        "snapshot: whole {} bytes, spend delta {} bytes",
+        first.len(),
+        delta.len()
+    );
+    let mut held = Held::default();
+    held.apply(&first).unwrap();
+    let mut g = c.benchmark_group("snapshot_sync");
     g.sample_size(20);
-    g.bench_function("full", |b| {
-        b.iter(|| SnapshotIndex::decode(black_box(&next)).unwrap())
+    g.bench_function("apply_whole", |b| {
+        b.iter(|| Held::default().apply(black_box(&first)).unwrap())
     });
-    g.bench_function("after_previous_version", |b| {
-        b.iter(|| SnapshotIndex::decode_after(black_box(&next), Some(&previous)).unwrap())
+    g.bench_function("apply_spend_delta", |b| {
+        b.iter_batched_ref(
+            || {
+                let mut h = Held::default();
+                h.apply(&first).unwrap();
+                h
+            },
+            |h| h.apply(black_box(&delta)).unwrap(),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+
+    let prices = held.prices_json().as_bytes().to_vec();
+    let before = held.budgets_json();
+    let previous = SnapshotIndex::from_sections(held.manifest, None, |s| {
+        Some(if s == "prices" {
+            prices.clone()
+        } else {
+            before.clone()
+        })
+    })
+    .unwrap();
+    held.apply(&delta).unwrap();
+    let budgets = held.budgets_json();
+    let mut g = c.benchmark_group("snapshot_worker");
+    g.bench_function("load_new_version", |b| {
+        b.iter(|| {
+            SnapshotIndex::from_sections(held.manifest, Some(&previous), |_| Some(budgets.clone()))
+                .unwrap()
+        })
+    });
+    let hash = tollgate_core::identity::key_hash("tg-bench-4321");
+    let bucket = held.bucket(key_bucket(&hash)).as_bytes().to_vec();
+    g.bench_function("key_in_bucket", |b| {
+        b.iter(|| principal_in_bucket(black_box(&bucket), &hash).unwrap())
     });
     g.finish();
 }
 
-criterion_group!(snapshot_decode, benches);
-criterion_main!(snapshot_decode);
+criterion_group!(snapshot_sections, benches);
+criterion_main!(snapshot_sections);

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::budget::Scope;
 use crate::reply::{self, Reply};
-use crate::snapshot::SnapshotIndex;
+use crate::snapshot::KeyLookup;
 
 /// The chain a request is charged to. Only `org` is required; a request made with a bare
 /// trusted principal header may name only some links.
@@ -137,11 +137,11 @@ pub fn key_hash(key: &str) -> String {
 
 /// Who is calling: the principal in the `trusted_header` an earlier filter set (when the
 /// configuration names one and the request has it), else the virtual key's, looked up in the
-/// snapshot. `header` reads a request header (a host call in the filter).
+/// snapshot's keys. `header` reads a request header (a host call in the filter).
 pub fn identify(
     trusted_header: Option<&str>,
     mut header: impl FnMut(&str) -> Option<String>,
-    snapshot: &SnapshotIndex,
+    keys: &impl KeyLookup,
 ) -> Result<Principal, Reply> {
     if let Some(value) = trusted_header.and_then(&mut header) {
         return Principal::from_header(&value).ok_or_else(|| {
@@ -159,16 +159,13 @@ pub fn identify(
             "a Tollgate virtual key (tg-...) is required",
         ));
     };
-    snapshot
-        .principal_for_key(&key_hash(&key))
-        .cloned()
-        .ok_or_else(|| {
-            reply::error(
-                401,
-                "invalid_api_key",
-                "unknown or revoked Tollgate virtual key",
-            )
-        })
+    keys.principal_for_key(&key_hash(&key)).ok_or_else(|| {
+        reply::error(
+            401,
+            "invalid_api_key",
+            "unknown or revoked Tollgate virtual key",
+        )
+    })
 }
 
 #[cfg(test)]

@@ -2,19 +2,17 @@
 //! enforces from: prices, budgets with their window bounds and spend, virtual-key hashes with
 //! their principal chains, and per-reporter acknowledgements of usage already included.
 //!
-//! The filter decodes a snapshot once per version per worker VM and builds a
-//! [`SnapshotIndex`] for per-request lookups; nothing here runs per request but the lookups.
-//! Under traffic the version changes every sync interval (spend moves), while the two large
-//! sections — the price book (thousands of models) and the keys (a whole fleet's) — rarely do:
-//! [`SnapshotIndex::decode_after`] recognises them unchanged byte for byte and reuses the
-//! previous version's decoded sections instead of decoding them again.
+//! [`SnapshotIndex`] is what a request looks things up in. The filter's sync service pulls the
+//! snapshot by sections and deltas and each worker holds only the prices and budgets
+//! ([`sections`]); a whole document decodes with [`SnapshotIndex::decode`] (tests, tools).
+
+pub mod sections;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use crate::budget::{window_at, Mode, Scope, WindowBounds};
 use crate::identity::Principal;
@@ -108,6 +106,43 @@ pub enum SnapshotError {
     /// A model priced with a negative rate: it would bill negative money.
     #[error("prices.models[{0:?}]: rates must not be negative")]
     NegativeRate(String),
+    /// A delta for another version than the one held.
+    #[error("delta applies to version {base}, held is {held}")]
+    Base {
+        /// The delta's base.
+        base: u64,
+        /// The version held.
+        held: u64,
+    },
+    /// A whole document older than the one held (a control plane lagging behind).
+    #[error("snapshot version {version} is older than the held {held}")]
+    Older {
+        /// Its version.
+        version: u64,
+        /// The version held.
+        held: u64,
+    },
+    /// A key bucket holding a key of another bucket, or flat keys in a delta.
+    #[error("key bucket {0:?} is not valid")]
+    Bucket(String),
+    /// A spend row for a budget not held, or negative.
+    #[error("spend row for budget {0:?} is not valid")]
+    Spend(String),
+}
+
+/// Whether a budget carries negative money (a limit, soft limit or spend below zero).
+pub(crate) fn negative_money(b: &SnapshotBudget) -> bool {
+    let negative = |d: &Decimal| d.is_sign_negative() && !d.is_zero();
+    negative(&b.limit_usd)
+        || negative(&b.spent_usd)
+        || b.soft_limit_usd.as_ref().is_some_and(negative)
+}
+
+/// Finds a virtual key's principal by the lowercase hex SHA-256 of its secret: a whole
+/// snapshot's key index, or a worker's lookup in Envoy shared data.
+pub trait KeyLookup {
+    /// The principal of the key, if active.
+    fn principal_for_key(&self, sha256_hex: &str) -> Option<Principal>;
 }
 
 /// A decoded snapshot with lookup tables, built once per version.
@@ -115,101 +150,17 @@ pub enum SnapshotError {
 pub struct SnapshotIndex {
     /// The snapshot.
     pub snapshot: Snapshot,
-    keys: Arc<HashMap<String, usize>>,
+    keys: HashMap<String, usize>,
     /// Budget indexes by scope (indexed by `Scope::chain_rank`) then scope id.
     budgets: [HashMap<String, Vec<usize>>; 4],
-    /// The prices and keys sections as received (empty when built from a [`Snapshot`]), to
-    /// recognise them unchanged in the next version.
-    raw_prices: Arc<str>,
-    raw_keys: Arc<str>,
-}
-
-/// The document as received: the two large sections kept raw until known to have changed.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Wire<'a> {
-    version: u64,
-    generated_at: i64,
-    #[serde(borrow)]
-    prices: &'a RawValue,
-    #[serde(default)]
-    budgets: Vec<SnapshotBudget>,
-    #[serde(default, borrow)]
-    keys: Option<&'a RawValue>,
-    #[serde(default)]
-    reporters: BTreeMap<String, u64>,
-}
-
-/// The section `raw` decoded, or the previous version's (value and raw bytes) when its bytes
-/// are the same.
-fn reuse_or_decode<T: serde::de::DeserializeOwned>(
-    raw: &str,
-    previous: Option<(&Arc<str>, &Arc<T>)>,
-) -> Result<(Arc<T>, Arc<str>), SnapshotError> {
-    match previous {
-        Some((prev_raw, prev)) if !prev_raw.is_empty() && **prev_raw == *raw => {
-            Ok((Arc::clone(prev), Arc::clone(prev_raw)))
-        }
-        _ => Ok((Arc::new(serde_json::from_str(raw)?), Arc::from(raw))),
-    }
+    /// The section stamps it was built from ([`sections::Manifest`]).
+    stamps: sections::Stamps,
 }
 
 impl SnapshotIndex {
-    /// Decodes and indexes snapshot bytes.
+    /// Decodes and indexes a whole snapshot document.
     pub fn decode(bytes: &[u8]) -> Result<SnapshotIndex, SnapshotError> {
-        SnapshotIndex::decode_after(bytes, None)
-    }
-
-    /// Decodes and indexes snapshot bytes, reusing `previous`'s prices and keys where their
-    /// sections are byte-for-byte the same (the common case: only spend changed).
-    pub fn decode_after(
-        bytes: &[u8],
-        previous: Option<&SnapshotIndex>,
-    ) -> Result<SnapshotIndex, SnapshotError> {
-        let wire: Wire<'_> = serde_json::from_slice(bytes)?;
-        let (prices, raw_prices) = reuse_or_decode(
-            wire.prices.get(),
-            previous.map(|p| (&p.raw_prices, &p.snapshot.prices)),
-        )?;
-        let (keys, raw_keys) = reuse_or_decode(
-            wire.keys.map_or("[]", |k| k.get()),
-            previous.map(|p| (&p.raw_keys, &p.snapshot.keys)),
-        )?;
-        // The same key list keeps its index.
-        let key_index = previous
-            .filter(|p| Arc::ptr_eq(&p.snapshot.keys, &keys))
-            .map(|p| Arc::clone(&p.keys));
-        let snapshot = Snapshot {
-            version: wire.version,
-            generated_at: wire.generated_at,
-            prices,
-            budgets: wire.budgets,
-            keys,
-            reporters: wire.reporters,
-        };
-        let mut index = SnapshotIndex::index(snapshot, key_index)?;
-        index.raw_prices = raw_prices;
-        index.raw_keys = raw_keys;
-        Ok(index)
-    }
-
-    /// Indexes a snapshot, refusing negative money.
-    pub fn new(snapshot: Snapshot) -> Result<SnapshotIndex, SnapshotError> {
-        SnapshotIndex::index(snapshot, None)
-    }
-
-    fn index(
-        snapshot: Snapshot,
-        keys: Option<Arc<HashMap<String, usize>>>,
-    ) -> Result<SnapshotIndex, SnapshotError> {
-        let negative = |d: &Decimal| d.is_sign_negative() && !d.is_zero();
-        if let Some(i) = snapshot.budgets.iter().position(|b| {
-            negative(&b.limit_usd)
-                || negative(&b.spent_usd)
-                || b.soft_limit_usd.as_ref().is_some_and(negative)
-        }) {
-            return Err(SnapshotError::NegativeMoney(i));
-        }
+        let snapshot: Snapshot = serde_json::from_slice(bytes)?;
         // Found by `fuzz/fuzz_targets/snapshot.rs`: budgets were checked, prices were not.
         if let Some((model, _)) = snapshot
             .prices
@@ -219,16 +170,20 @@ impl SnapshotIndex {
         {
             return Err(SnapshotError::NegativeRate(model.clone()));
         }
-        let keys = keys.unwrap_or_else(|| {
-            Arc::new(
-                snapshot
-                    .keys
-                    .iter()
-                    .enumerate()
-                    .map(|(i, k)| (k.sha256.to_ascii_lowercase(), i))
-                    .collect(),
-            )
-        });
+        SnapshotIndex::new(snapshot)
+    }
+
+    /// Indexes a snapshot, refusing negative money in its budgets.
+    pub fn new(snapshot: Snapshot) -> Result<SnapshotIndex, SnapshotError> {
+        if let Some(i) = snapshot.budgets.iter().position(negative_money) {
+            return Err(SnapshotError::NegativeMoney(i));
+        }
+        let keys = snapshot
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.sha256.to_ascii_lowercase(), i))
+            .collect();
         let mut budgets: [HashMap<String, Vec<usize>>; 4] = Default::default();
         for (i, b) in snapshot.budgets.iter().enumerate() {
             if let Some(by_id) = budgets.get_mut(usize::from(b.scope.chain_rank())) {
@@ -239,15 +194,8 @@ impl SnapshotIndex {
             snapshot,
             keys,
             budgets,
-            raw_prices: Arc::from(""),
-            raw_keys: Arc::from(""),
+            stamps: sections::Stamps::default(),
         })
-    }
-
-    /// The principal of a virtual key, by the lowercase hex SHA-256 of its secret.
-    pub fn principal_for_key(&self, sha256_hex: &str) -> Option<&Principal> {
-        let i = *self.keys.get(sha256_hex)?;
-        self.snapshot.keys.get(i).map(|k| &k.principal)
     }
 
     /// Every budget on `principal`'s chain, most specific scope first.
@@ -266,13 +214,22 @@ impl SnapshotIndex {
     }
 }
 
+impl KeyLookup for SnapshotIndex {
+    fn principal_for_key(&self, sha256_hex: &str) -> Option<Principal> {
+        let i = *self.keys.get(sha256_hex)?;
+        self.snapshot.keys.get(i).map(|k| k.principal.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::budget::Period;
+
     use serde_json::json;
 
-    fn doc() -> serde_json::Value {
+    /// Shared with `sections`' tests.
+    pub(super) fn doc() -> serde_json::Value {
         // A monthly org budget whose spend belongs to the window starting 1000, a total key
         // budget, one virtual key, and reporter r1 acknowledged up to seq 41.
         json!({
@@ -294,50 +251,13 @@ mod tests {
     #[test]
     fn decodes_and_indexes() {
         let idx = SnapshotIndex::decode(doc().to_string().as_bytes()).unwrap();
-        let p = idx.principal_for_key("ab12").unwrap().clone();
+        let p = idx.principal_for_key("ab12").unwrap();
         assert_eq!(p.user.as_deref(), Some("u1"));
         assert!(idx.principal_for_key("ffff").is_none());
         let ids: Vec<&str> = idx.budgets_for(&p).map(|b| b.id.as_str()).collect();
         assert_eq!(ids, ["b-key", "b-org"], "most specific first");
         assert_eq!(idx.snapshot.reporters["r1"], 41);
         assert_eq!(idx.snapshot.budgets[0].window.period(), Period::Monthly);
-    }
-
-    #[test]
-    fn unchanged_sections_are_reused_and_changed_ones_decoded() {
-        let first = SnapshotIndex::decode(doc().to_string().as_bytes()).unwrap();
-        // Only spend moved: prices and keys are the previous version's, not decoded again.
-        let mut v = doc();
-        v["version"] = json!(8);
-        v["budgets"][0]["spent_usd"] = json!("13");
-        let bytes = v.to_string();
-        let next = SnapshotIndex::decode_after(bytes.as_bytes(), Some(&first)).unwrap();
-        assert!(Arc::ptr_eq(&next.snapshot.prices, &first.snapshot.prices));
-        assert!(Arc::ptr_eq(&next.snapshot.keys, &first.snapshot.keys));
-        assert_eq!(
-            next.snapshot,
-            SnapshotIndex::decode(bytes.as_bytes()).unwrap().snapshot,
-            "the same content as a full decode"
-        );
-        assert_eq!(next.snapshot.budgets[0].spent_usd, Decimal::from(13));
-        assert!(next.principal_for_key("ab12").is_some());
-
-        // A new price and a revoked key: both sections decoded afresh.
-        v["prices"]["version"] = json!(3);
-        v["keys"] = json!([]);
-        let changed = SnapshotIndex::decode_after(v.to_string().as_bytes(), Some(&next)).unwrap();
-        assert!(!Arc::ptr_eq(
-            &changed.snapshot.prices,
-            &next.snapshot.prices
-        ));
-        assert_eq!(changed.snapshot.prices.version, 3);
-        assert!(changed.principal_for_key("ab12").is_none(), "revoked");
-
-        // A snapshot built in memory has no raw sections to compare: never reused.
-        let built = SnapshotIndex::new(first.snapshot.clone()).unwrap();
-        let again =
-            SnapshotIndex::decode_after(doc().to_string().as_bytes(), Some(&built)).unwrap();
-        assert!(!Arc::ptr_eq(&again.snapshot.prices, &built.snapshot.prices));
     }
 
     #[test]

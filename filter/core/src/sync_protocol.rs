@@ -37,6 +37,24 @@ use crate::provider::{ApiFormat, APIS};
 use crate::shared_codec::{CodecError, Reader, Writer};
 use crate::usage::Usage;
 
+// Envoy shared data and queue names: the contract between `tollgate_sync.wasm`, which writes
+// them, and `tollgate_filter.wasm` on every worker, which reads them (one `vm_id`).
+
+/// Shared-data key of the snapshot's price book (JSON), written by the sync service.
+pub const PRICES_KEY: &str = "tollgate.snapshot.prices";
+/// Shared-data key of the snapshot's budgets with their spend (JSON).
+pub const BUDGETS_KEY: &str = "tollgate.snapshot.budgets";
+/// Prefix of the shared-data key of each key bucket (JSON), e.g. `tollgate.keys.ab1`.
+pub const KEYS_PREFIX: &str = "tollgate.keys.";
+/// Shared-data key of the snapshot's [`Manifest`](crate::snapshot::sections::Manifest) (version, build time, section stamps):
+/// small, so workers poll it instead of the sections. Written after the sections.
+pub const VERSION_KEY: &str = "tollgate.snapshot.version";
+/// Shared-data key of when the control plane last answered a snapshot poll (200 or 304), Unix
+/// seconds: staleness is measured from here, since a 304 keeps an old `generated_at`.
+pub const FRESH_KEY: &str = "tollgate.snapshot.fresh_at";
+/// Name of the usage queue the sync service registers.
+pub const QUEUE_NAME: &str = "tollgate.usage";
+
 /// What a worker enqueues for one metered request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

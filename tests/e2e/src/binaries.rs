@@ -17,8 +17,10 @@ pub struct Binaries {
     pub upstream: PathBuf,
     /// The real Envoy binary.
     pub envoy: PathBuf,
-    /// `tollgate_filter.wasm`.
+    /// `tollgate_filter.wasm` (the HTTP filter on every worker).
     pub filter_wasm: PathBuf,
+    /// `tollgate_sync.wasm` (the sync service, once per Envoy).
+    pub sync_wasm: PathBuf,
     /// `tollgate_noop.wasm` (benchmark baseline).
     pub noop_wasm: PathBuf,
 }
@@ -31,26 +33,25 @@ pub fn envoy() -> Result<PathBuf> {
     )
 }
 
-/// Builds both wasm modules (release, wasm32-wasip1) into the target directory once per
-/// process (`tollgate_testkit::wasm`, as the harness's tests do) and returns their paths.
+/// Builds a wasm module of the workspace (release, wasm32-wasip1) into the target directory
+/// once per process (`tollgate_testkit::wasm`, as the harness's tests do) and returns its path.
 /// Running cargo every time keeps a stale module from being tested; when nothing changed it
 /// takes about a second.
-pub fn build_wasm() -> Result<(PathBuf, PathBuf)> {
-    let module = |package| tollgate_testkit::wasm::module(package).map_err(anyhow::Error::msg);
-    Ok((module("tollgate-filter")?, module("tollgate-noop")?))
+pub fn build_wasm(package: &str) -> Result<PathBuf> {
+    tollgate_testkit::wasm::module(package).map_err(anyhow::Error::msg)
 }
 
 impl Binaries {
     /// For tests: the given control-plane and upstream binaries (`env!("CARGO_BIN_EXE_…")`),
     /// the venv's Envoy, and freshly built wasm modules.
     pub fn for_tests(control_plane: &str, upstream: &str) -> Result<Binaries> {
-        let (filter_wasm, noop_wasm) = build_wasm()?;
         let b = Binaries {
             control_plane: PathBuf::from(control_plane),
             upstream: PathBuf::from(upstream),
             envoy: envoy()?,
-            filter_wasm,
-            noop_wasm,
+            filter_wasm: build_wasm("tollgate-filter")?,
+            sync_wasm: build_wasm("tollgate-sync")?,
+            noop_wasm: build_wasm("tollgate-noop")?,
         };
         b.check()?;
         Ok(b)
@@ -75,6 +76,7 @@ impl Binaries {
             upstream: dir.join("tollgate-upstream"),
             envoy: envoy()?,
             filter_wasm: wasm_dir.join("tollgate_filter.wasm"),
+            sync_wasm: wasm_dir.join("tollgate_sync.wasm"),
             noop_wasm: wasm_dir.join("tollgate_noop.wasm"),
         })
     }
@@ -97,6 +99,11 @@ impl Binaries {
                 "filter module",
                 &self.filter_wasm,
                 "cargo build --release --target wasm32-wasip1 -p tollgate-filter",
+            ),
+            (
+                "sync module",
+                &self.sync_wasm,
+                "cargo build --release --target wasm32-wasip1 -p tollgate-sync",
             ),
         ] {
             if !path.is_file() {

@@ -61,6 +61,8 @@ pub struct TollgateVars {
     pub upstream_port: u16,
     /// `tollgate_filter.wasm`.
     pub wasm: PathBuf,
+    /// `tollgate_sync.wasm`.
+    pub sync_wasm: PathBuf,
     /// The data-plane token (the control-plane cluster injects it).
     pub dataplane_token: String,
     /// The provider keys for the mock, one per provider (each cluster injects its own).
@@ -203,6 +205,7 @@ pub fn render_tollgate(v: &TollgateVars) -> Result<String> {
         ("CP_PORT", v.cp_port.to_string()),
         ("UPSTREAM_PORT", v.upstream_port.to_string()),
         ("WASM_PATH", v.wasm.display().to_string()),
+        ("SYNC_WASM_PATH", v.sync_wasm.display().to_string()),
         ("SECRETS_DIR", v.secrets_dir.display().to_string()),
         ("ACCESS_LOG_PATH", v.access_log.display().to_string()),
     ]);

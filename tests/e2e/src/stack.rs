@@ -447,6 +447,7 @@ fn envoy_vars(
         cp_port: cp.port(),
         upstream_port: upstream.port(),
         wasm: bins.filter_wasm.clone(),
+        sync_wasm: bins.sync_wasm.clone(),
         dataplane_token: cp.dataplane_token().to_string(),
         provider_keys: provider_keys.clone(),
         secrets_dir,

@@ -91,6 +91,8 @@ fn the_demo_prints_examples_that_work_as_printed_and_ctrl_c_stops_everything() {
         .arg(&bins.upstream)
         .arg("--wasm")
         .arg(&bins.filter_wasm)
+        .arg("--sync-wasm")
+        .arg(&bins.sync_wasm)
         .args(["--sync-interval-ms", "250", "--quiet"]);
     let (mut demo, lines) = Proc::spawn("demo", cmd, &Secrets::default(), Echo::Quiet).unwrap();
     let printed = read_instructions(&mut demo, &lines);

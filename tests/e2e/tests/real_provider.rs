@@ -95,6 +95,7 @@ fn an_https_provider_url_renders_a_tls_cluster_that_envoy_validates() {
         cp_port: 9,
         upstream_port: 9,
         wasm: bins.filter_wasm.clone(),
+        sync_wasm: bins.sync_wasm.clone(),
         dataplane_token: "dp-validate-token-0123456789".into(),
         provider_keys: ProviderKeys::same("sk-mock"),
         secrets_dir: dir.join("secrets"),

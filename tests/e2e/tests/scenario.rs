@@ -214,6 +214,7 @@ fn run_in_envoy(bins: &Binaries, scenario: &Value, filter_config: &Value) -> Vec
         cp_port: cp.port(),
         upstream_port: up.port(),
         wasm: bins.filter_wasm.clone(),
+        sync_wasm: bins.sync_wasm.clone(),
         // What the scenario's control plane expects (the cluster injects it).
         dataplane_token: sync_config["control_plane"]["token"]
             .as_str()
@@ -325,11 +326,13 @@ fn one_scenario_file_gives_the_same_decisions_in_the_harness_and_in_envoy() {
     let text = std::fs::read_to_string(file("budget-decisions.json")).unwrap();
     let config_text = std::fs::read_to_string(file("budget-decisions.filter.json")).unwrap();
 
-    // The harness: what `tollgate-harness run --wasm … --config … SCENARIO` does.
+    // The harness: what `tollgate-harness run --wasm … --service-wasm … --config … SCENARIO`
+    // does.
     let scenario = tollgate_harness::scenario::parse(&text).unwrap();
     let builder = tollgate_harness::Plugin::builder(std::fs::read(&bins.filter_wasm).unwrap())
         .configuration(config_text.clone().into_bytes());
-    let in_harness = tollgate_harness::scenario::run(builder, &scenario).unwrap();
+    let sync = std::fs::read(&bins.sync_wasm).unwrap();
+    let in_harness = tollgate_harness::scenario::run(builder, Some(sync), &scenario).unwrap();
     assert!(
         in_harness.is_empty(),
         "the harness disagrees with the scenario:\n{}",

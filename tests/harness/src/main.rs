@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use tollgate_harness::{bench, scenario, Plugin, PluginBuilder};
+use tollgate_harness::{bench, scenario, HttpResponse, Plugin, PluginBuilder, Upstream};
 
 /// wasmtime host of the proxy-wasm ABI 0.2.1 for Tollgate's filter.
 #[derive(Parser)]
@@ -43,10 +43,18 @@ enum Command {
         /// `vm_config.vm_id` for both modules.
         #[arg(long, default_value = "")]
         vm_id: String,
-        /// Plugin configuration of an extra VM of the measured module, started beside the
-        /// worker with the same vm_id (e.g. Tollgate's sync service). Repeatable.
+        /// Plugin configuration of an extra VM started beside the worker with the same vm_id
+        /// (e.g. Tollgate's sync service). Repeatable.
         #[arg(long)]
         service_config: Vec<PathBuf>,
+        /// The module of those extra VMs (default: the measured module), e.g.
+        /// `tollgate_sync.wasm`.
+        #[arg(long)]
+        service_wasm: Option<PathBuf>,
+        /// `CLUSTER:PATH=FILE`: the cluster answers calls to PATH with FILE (200, JSON), e.g.
+        /// the control plane's snapshot for the sync service. Repeatable.
+        #[arg(long)]
+        upstream: Vec<String>,
         /// `KEY=FILE`: shared data preloaded for the measured module's vm_id before the
         /// warm-up (e.g. a snapshot), followed by one second of virtual time so ticks see it.
         /// Repeatable.
@@ -69,6 +77,10 @@ enum Command {
         /// Its plugin configuration.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The module of the scenario's `services` (default: the module under test), e.g.
+        /// `tollgate_sync.wasm`.
+        #[arg(long)]
+        service_wasm: Option<PathBuf>,
         /// The scenario file.
         scenario: PathBuf,
     },
@@ -109,6 +121,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             requests,
             vm_id,
             service_config,
+            service_wasm,
+            upstream,
             shared_data,
             baseline_is_filter,
             floor,
@@ -131,11 +145,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => None,
             };
             let request = bench::chat_completion_request();
+            let service_plugin = match &service_wasm {
+                Some(path) => Some(Plugin::builder(read(path)?).vm_id(&vm_id).build()?),
+                None => None,
+            };
             let mut services = Vec::new();
             let mut baseline_services = Vec::new();
             for path in &service_config {
-                services.push(filter.with_configuration(read(path)?));
-                baseline_services.push(baseline_plugin.with_configuration(read(path)?));
+                let config = read(path)?;
+                services.push(
+                    service_plugin
+                        .as_ref()
+                        .unwrap_or(&filter)
+                        .with_configuration(config.clone()),
+                );
+                baseline_services.push(
+                    service_plugin
+                        .as_ref()
+                        .unwrap_or(&baseline_plugin)
+                        .with_configuration(config),
+                );
+            }
+            let mut clusters: std::collections::BTreeMap<String, Vec<(String, HttpResponse)>> =
+                std::collections::BTreeMap::new();
+            for item in &upstream {
+                let (route, file) = item
+                    .split_once('=')
+                    .with_context(|| format!("--upstream {item:?}: expected CLUSTER:PATH=FILE"))?;
+                let (cluster, path) = route
+                    .split_once(':')
+                    .with_context(|| format!("--upstream {item:?}: expected CLUSTER:PATH=FILE"))?;
+                let body = read(Path::new(file))?;
+                clusters
+                    .entry(cluster.to_string())
+                    .or_default()
+                    .push((path.to_string(), HttpResponse::json(200, body)));
             }
             let mut preload = Vec::new();
             for item in &shared_data {
@@ -153,6 +197,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 } else {
                     &baseline_services
                 };
+                for (cluster, routes) in &clusters {
+                    host.upstream(cluster, Upstream::by_path(routes.clone()));
+                }
                 for service in vms {
                     host.add_vm(service)?;
                 }
@@ -197,11 +244,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run {
             wasm,
             config,
+            service_wasm,
             scenario: path,
         } => {
             let text = String::from_utf8(read(&path)?).context("the scenario is not UTF-8")?;
             let parsed = scenario::parse(&text)?;
-            let problems = scenario::run(builder(&wasm, config.as_deref())?, &parsed)?;
+            let services = service_wasm.as_deref().map(read).transpose()?;
+            let problems = scenario::run(builder(&wasm, config.as_deref())?, services, &parsed)?;
             if problems.is_empty() {
                 println!(
                     "{}: all {} steps as expected",

@@ -38,7 +38,7 @@ use anyhow::{Context as _, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{FailurePolicy, HttpResponse, Outcome, PluginBuilder, Request, Upstream};
+use crate::{FailurePolicy, HttpResponse, Outcome, Plugin, PluginBuilder, Request, Upstream};
 
 /// A whole scenario file.
 #[derive(Debug, Deserialize)]
@@ -62,9 +62,10 @@ pub struct Scenario {
     /// Worker VMs to start (default 1); requests pick one with `vm`.
     #[serde(default)]
     pub workers: Option<usize>,
-    /// Extra VMs of the same module, each with its own plugin configuration (a string or JSON
-    /// value), started after the workers: e.g. a singleton `envoy.bootstrap.wasm` service
-    /// sharing the workers' `vm_id`, as Tollgate's sync service does.
+    /// Extra VMs, each with its own plugin configuration (a string or JSON value), started
+    /// after the workers with the workers' `vm_id`: e.g. a singleton `envoy.bootstrap.wasm`
+    /// service, as Tollgate's sync service is. They run the services' module given to [`run`]
+    /// (Tollgate's is `tollgate_sync.wasm`), else the workers' module.
     #[serde(default)]
     pub services: Vec<Value>,
     /// What happens, in order.
@@ -314,9 +315,14 @@ pub fn parse(text: &str) -> Result<Scenario> {
     serde_json::from_str(text).context("parsing the scenario")
 }
 
-/// Runs a scenario with `builder` (module + plugin configuration) and returns the
-/// mismatches, each prefixed with its step. An error means the scenario could not run.
-pub fn run(builder: PluginBuilder, scenario: &Scenario) -> Result<Vec<String>> {
+/// Runs a scenario with `builder` (module + plugin configuration) and the module of its
+/// services (`None`: the same module), and returns the mismatches, each prefixed with its
+/// step. An error means the scenario could not run.
+pub fn run(
+    builder: PluginBuilder,
+    services_wasm: Option<Vec<u8>>,
+    scenario: &Scenario,
+) -> Result<Vec<String>> {
     let mut builder = builder;
     if let Some(vm_id) = &scenario.vm_id {
         builder = builder.vm_id(vm_id);
@@ -349,8 +355,13 @@ pub fn run(builder: PluginBuilder, scenario: &Scenario) -> Result<Vec<String>> {
     for _ in 1..scenario.workers.unwrap_or(1) {
         host.new_vm()?;
     }
+    let services_plugin = match services_wasm {
+        Some(wasm) => Some(Plugin::builder(wasm).vm_id(plugin.vm_id()).build()?),
+        None => None,
+    };
     for service in &scenario.services {
-        host.add_vm(&plugin.with_configuration(bytes_of(service)))?;
+        let module = services_plugin.as_ref().unwrap_or(&plugin);
+        host.add_vm(&module.with_configuration(bytes_of(service)))?;
     }
 
     let mut problems = Vec::new();

@@ -219,6 +219,19 @@ fn plugin() -> Plugin {
         .clone()
 }
 
+/// The sync service's module (the same `vm_id`: shared data and the queue are common).
+fn sync_plugin() -> Plugin {
+    static PLUGIN: std::sync::OnceLock<Plugin> = std::sync::OnceLock::new();
+    PLUGIN
+        .get_or_init(|| {
+            Plugin::builder(common::sync_wasm())
+                .vm_id("tollgate")
+                .build()
+                .unwrap()
+        })
+        .clone()
+}
+
 struct Tollgate {
     host: Host,
     cp: Arc<Mutex<ControlPlane>>,
@@ -242,7 +255,7 @@ impl Tollgate {
             "cp",
             Upstream::script(move |call| c.lock().unwrap().answer(call)),
         );
-        host.add_vm(&plugin.with_configuration(config("sync", extra)))
+        host.add_vm(&sync_plugin().with_configuration(config("sync", extra)))
             .unwrap();
         let worker = host.add_vm(&plugin).unwrap();
         let mut t = Tollgate { host, cp, worker };

@@ -123,28 +123,6 @@ pub fn venv_python() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// The cargo target directory to build wasm into: `$CARGO_TARGET_DIR`; else the one the
-/// running test binary was built in (`TARGET/debug/deps/NAME`); else `target/`.
-pub fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            let deps = exe.parent()?;
-            (deps.file_name()? == "deps").then(|| deps.parent()?.parent().map(Path::to_path_buf))?
-        })
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
-/// Where `cargo build --release --target wasm32-wasip1 -p CRATE` puts `name.wasm`.
-pub fn wasm_path(name: &str) -> PathBuf {
-    target_dir()
-        .join("wasm32-wasip1/release")
-        .join(format!("{name}.wasm"))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -5,9 +5,9 @@
 //! The Kubernetes manifests (Istio, Envoy Gateway) parse as YAML and embed a valid config.
 //!
 //! Run with `cargo test -p tollgate-upstream --test envoy_validate`. Needs `.venv` (Envoy and
-//! PyYAML; `TOLLGATE_ENVOY` may name another Envoy binary) and builds the wasm modules with
-//! `cargo build --release --target wasm32-wasip1 -p tollgate-filter -p tollgate-noop` into the
-//! same target dir. `TOLLGATE_SKIP_ENVOY=1` skips these tests where no Envoy is installed.
+//! PyYAML; `TOLLGATE_ENVOY` may name another Envoy binary) and builds the wasm modules
+//! (`tollgate_testkit::wasm`: the filter, the sync service, the no-op) into the same target
+//! dir. `TOLLGATE_SKIP_ENVOY=1` skips these tests where no Envoy is installed.
 //!
 //! Every Envoy listens on 127.0.0.1 with port 0 (admin address read from
 //! `--admin-address-path`, listener port from the admin API), runs with
@@ -21,14 +21,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{eventually, start_upstream, Proc};
 use serde_json::{json, Value};
-use tollgate_upstream::envoy::{
-    envoy_binary, render, target_dir, venv_python, wasm_path, workspace_root,
-};
+use tollgate_upstream::envoy::{envoy_binary, render, venv_python, workspace_root};
 use tollgate_upstream::{usage_for, Api, Controls};
 
 /// How long one Envoy may take to start, validate or refuse.
@@ -48,31 +45,9 @@ fn envoy() -> PathBuf {
     })
 }
 
-/// Builds (or confirms up to date) both wasm modules once per test binary. Always running
-/// cargo keeps a stale module from being tested; an up-to-date build takes about a second.
-fn wasm() -> &'static (PathBuf, PathBuf) {
-    static WASM: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(workspace_root())
-            .env("CARGO_TARGET_DIR", target_dir())
-            .args(["build", "--release", "--target", "wasm32-wasip1"])
-            .args(["-p", "tollgate-filter", "-p", "tollgate-noop"])
-            .output()
-            .expect("running cargo");
-        assert!(
-            out.status.success(),
-            "building the wasm modules failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let paths = (wasm_path("tollgate_filter"), wasm_path("tollgate_noop"));
-        assert!(
-            paths.0.is_file() && paths.1.is_file(),
-            "{paths:?} missing after the build"
-        );
-        paths
-    })
+/// A wasm module of the workspace, built (or confirmed up to date) once per test binary.
+fn wasm(package: &str) -> PathBuf {
+    tollgate_testkit::wasm::module(package).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A scratch directory per test, removed when dropped.
@@ -142,14 +117,20 @@ fn secrets_dir(scratch: &Scratch) -> PathBuf {
 
 /// Values for every placeholder of every template; ports 0 pick free ports.
 fn vars(scratch: &Scratch, upstream_port: u16, cp_port: u16) -> BTreeMap<&'static str, String> {
-    let (filter, noop) = wasm();
     BTreeMap::from([
         ("ADMIN_PORT", "0".to_string()),
         ("LISTEN_PORT", "0".to_string()),
         ("CP_PORT", cp_port.to_string()),
         ("UPSTREAM_PORT", upstream_port.to_string()),
-        ("WASM_PATH", filter.display().to_string()),
-        ("NOOP_WASM_PATH", noop.display().to_string()),
+        ("WASM_PATH", wasm("tollgate-filter").display().to_string()),
+        (
+            "SYNC_WASM_PATH",
+            wasm("tollgate-sync").display().to_string(),
+        ),
+        (
+            "NOOP_WASM_PATH",
+            wasm("tollgate-noop").display().to_string(),
+        ),
         ("SECRETS_DIR", secrets_dir(scratch).display().to_string()),
         (
             "ACCESS_LOG_PATH",

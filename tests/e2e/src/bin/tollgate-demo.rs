@@ -71,6 +71,9 @@ struct Args {
     /// The filter module (default: TARGET/wasm32-wasip1/release/tollgate_filter.wasm).
     #[arg(long)]
     wasm: Option<PathBuf>,
+    /// The sync service's module (default: tollgate_sync.wasm beside the filter module).
+    #[arg(long)]
+    sync_wasm: Option<PathBuf>,
     /// Do not copy the processes' logs and the access log to stderr.
     #[arg(long)]
     quiet: bool,
@@ -104,6 +107,10 @@ fn binaries(args: &Args) -> Result<Binaries> {
     }
     if let Some(p) = &args.wasm {
         b.filter_wasm = p.clone();
+        b.sync_wasm = p.with_file_name("tollgate_sync.wasm");
+    }
+    if let Some(p) = &args.sync_wasm {
+        b.sync_wasm = p.clone();
     }
     b.check()?;
     Ok(b)

@@ -1,27 +1,31 @@
 //! The sync service role: the singleton `envoy.bootstrap.wasm` service of one Envoy.
 //!
-//! Every `sync_interval` it drains the usage queue, `GET`s the snapshot with `If-None-Match`,
-//! publishes a new one to shared data (bytes, then version, so workers never see a version
-//! without its bytes), acknowledges the local spend the snapshot now includes, and posts the
-//! next usage batch. Before its first post it enrolls as a reporter (`POST /v1/reporters`, the
+//! Every `sync_interval` it drains the usage queue, `GET`s what changed in the snapshot since
+//! the version it holds (a delta: `If-None-Match` names that version, see
+//! `tollgate_core::snapshot::sections`), publishes the sections that moved to shared data (the
+//! sections, then the manifest naming the version, so workers never see a version without its
+//! sections), acknowledges the local spend the snapshot now includes, and posts the next usage
+//! batch. Before its first post it enrolls as a reporter (`POST /v1/reporters`, the
 //! path next to `usage_path`), and then puts the reporter secret it got in each usage batch's
 //! body and names its reporter on snapshot polls; the data-plane token on every call is the
 //! control-plane cluster's to inject (see `tollgate_core::sync_protocol` on reporter identity). The decisions live in
 //! `tollgate_core::sync_protocol`; this is the I/O around them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType};
 use tollgate_core::config::Config;
 use tollgate_core::local_spend::budget_key;
-use tollgate_core::snapshot::SnapshotIndex;
-use tollgate_core::sync_protocol::{QueuedUsage, SyncCall, SyncState};
+use tollgate_core::snapshot::sections::{Changed, Held, DELTA_MEDIA_TYPE};
+use tollgate_core::sync_protocol::{
+    QueuedUsage, SyncCall, SyncState, BUDGETS_KEY, FRESH_KEY, KEYS_PREFIX, PRICES_KEY, QUEUE_NAME,
+    VERSION_KEY,
+};
 
+use crate::gauges::SyncGauges;
 use crate::host;
-use crate::metrics::SyncGauges;
-use crate::root::{FRESH_KEY, QUEUE_NAME, SNAPSHOT_KEY, VERSION_KEY};
 
 /// What an outstanding call was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +46,10 @@ pub struct SyncService {
     /// `POST` path of enrollment: `usage_path` with its last segment `reporters`.
     enroll_path: String,
     gauges: SyncGauges,
-    /// The snapshot last published (its unchanged sections are reused by the next decode).
-    published: Option<SnapshotIndex>,
+    /// The snapshot held, by sections (deltas apply to it).
+    held: Held,
+    /// Budgets whose local state exists in shared data.
+    known_budgets: HashSet<String>,
 }
 
 impl SyncService {
@@ -88,7 +94,8 @@ impl SyncService {
             queue,
             calls: HashMap::new(),
             gauges: SyncGauges::define(),
-            published: None,
+            held: Held::default(),
+            known_budgets: HashSet::new(),
         })
     }
 
@@ -120,13 +127,11 @@ impl SyncService {
             self.dispatch(call, now_ms);
         }
         // Before the first snapshot there is no age to speak of: report 0 with version 0.
-        let (version, age) = self.published.as_ref().map_or((0, 0), |p| {
-            let s = &p.snapshot;
-            (
-                s.version,
-                host::now_s().saturating_sub(s.generated_at).max(0),
-            )
-        });
+        let m = &self.held.manifest;
+        let (version, age) = match m.version {
+            0 => (0, 0),
+            v => (v, host::now_s().saturating_sub(m.generated_at).max(0)),
+        };
         self.gauges.record(
             version,
             u64::try_from(age).unwrap_or(0),
@@ -189,6 +194,9 @@ impl SyncService {
         }
         if let Some(tag) = etag {
             headers.push(("if-none-match", tag));
+        }
+        if kind == CallKind::Snapshot {
+            headers.push(("accept", DELTA_MEDIA_TYPE));
         }
         let timeout = Duration::from_millis(cp.timeout_ms);
         match hostcalls::dispatch_http_call(&cp.cluster, headers, body, vec![], timeout) {
@@ -279,8 +287,8 @@ impl SyncService {
                     .ok()
                     .flatten()
                     .unwrap_or_default();
-                match SnapshotIndex::decode_after(&body, self.published.as_ref()) {
-                    Ok(index) => self.publish(&body, index, header("etag")),
+                match self.held.apply(&body) {
+                    Ok(changed) => self.publish(&changed, header("etag")),
                     Err(e) => {
                         host::log(
                             LogLevel::Error,
@@ -307,25 +315,41 @@ impl SyncService {
         host::set_shared(FRESH_KEY, host::now_s().to_string().as_bytes(), None);
     }
 
-    /// Publishes a snapshot to the workers and acknowledges the spend it includes.
-    fn publish(&mut self, bytes: &[u8], index: SnapshotIndex, etag: Option<String>) {
-        let snap = &index.snapshot;
-        // Every budget's local state exists before workers can see the budget, so their
-        // get-modify-set always has a CAS to compare (a write without one cannot detect a race).
-        for b in &snap.budgets {
-            let key = budget_key(&b.id);
-            if host::shared(&key).1.is_none() {
-                host::set_shared(&key, b"", None);
+    /// Publishes the sections that changed to the workers, then the manifest, and
+    /// acknowledges the spend the snapshot includes.
+    fn publish(&mut self, changed: &Changed, etag: Option<String>) {
+        let held = &self.held;
+        if changed.budgets {
+            // Every budget's local state exists before workers can see the budget, so their
+            // get-modify-set always has a CAS to compare (a write without one cannot detect
+            // a race).
+            for id in held.budgets.keys() {
+                if !self.known_budgets.contains(id) {
+                    let key = budget_key(id);
+                    if host::shared(&key).1.is_none() {
+                        host::set_shared(&key, b"", None);
+                    }
+                    self.known_budgets.insert(id.clone());
+                }
             }
+            host::set_shared(BUDGETS_KEY, &held.budgets_json(), None);
         }
-        host::set_shared(SNAPSHOT_KEY, bytes, None);
-        host::set_shared(VERSION_KEY, snap.version.to_string().as_bytes(), None);
+        if changed.prices {
+            host::set_shared(PRICES_KEY, held.prices_json().as_bytes(), None);
+        }
+        for name in &changed.buckets {
+            host::set_shared(
+                &format!("{KEYS_PREFIX}{name}"),
+                held.bucket(name).as_bytes(),
+                None,
+            );
+        }
+        host::set_shared(VERSION_KEY, held.manifest.encode().as_bytes(), None);
         self.mark_fresh();
         // After publishing: for a moment both the snapshot and the local spend count the same
         // events (an overcount, the safe side), never neither.
-        for c in self.state.snapshot_stored(etag, &snap.reporters) {
+        for c in self.state.snapshot_stored(etag, &held.reporters) {
             host::update_budget(&c.budget, |s| s.ack(c.window, c.amount));
         }
-        self.published = Some(index);
     }
 }
