@@ -12,6 +12,11 @@
 //!   `(period, timezone)` and splices cached JSON fragments (the keys array of a large fleet
 //!   is kept by the database as JSON text in buckets, each rewritten when one of its keys
 //!   changes, see `store/key_buckets.rs`).
+//! - **Deltas**: an Envoy's sync service asks for what changed since the version it holds
+//!   ([`history`]): the sections that moved, stamped per budget and per key bucket by the
+//!   builds in between; a version this process did not build gets the whole snapshot in the
+//!   same shape. Steady-state traffic per Envoy is then the budgets whose spend moved (a short
+//!   row each), not the fleet.
 //! - **Serving**: `GET /v1/snapshot` takes the built bytes from memory. A request whose
 //!   `If-None-Match` matches the current version gets `304` without touching the database.
 //!   A write through this process's [`Store`] marks the snapshot dirty (the store counts each
@@ -21,9 +26,11 @@
 //!
 //! Bench: `cargo bench -p tollgate-benches --bench snapshot`.
 
+pub mod history;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -72,27 +79,66 @@ pub struct Built {
     pub counts: (usize, usize),
     /// When it was built (or last confirmed current).
     pub built_at: Instant,
+    /// What changed when: the source of deltas.
+    changes: Arc<history::Changes>,
+    /// The key buckets and the price book's JSON, for deltas.
+    keys: Arc<KeysJson>,
+    prices_json: Bytes,
+    /// Delta documents already written.
+    deltas: DeltaCache,
 }
 
+/// Delta documents by base (`None`: the whole snapshot), shared by the clones of one build.
+type DeltaCache = Arc<Mutex<Vec<(Option<u64>, Bytes)>>>;
+
+/// Delta documents kept per build: the Envoys of a fleet hold one of a few versions.
+const DELTAS_KEPT: usize = 8;
+
 impl Built {
-    /// The document as `reporter` gets it: [`Built::bytes`] with `reporters` holding that
-    /// reporter's acknowledged sequence when it has one (and never another reporter's, which
-    /// would tell a caller the next ids of a real Envoy). Returned as the shared bytes before
-    /// the map and the short tail, so the large part is never copied.
-    pub fn for_reporter(&self, reporter: &str) -> (Bytes, Bytes) {
+    /// The delta document from `base` for the sync service: what changed since, when this
+    /// process built `base`; else (or with `None`) the whole snapshot in the same shape.
+    /// Written once per base and build.
+    pub fn delta(&self, base: Option<u64>) -> Result<Bytes, StoreError> {
+        let base = base.filter(|b| *b < self.version && self.changes.knows(*b));
+        let mut cache = self.deltas.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, bytes)) = cache.iter().find(|(b, _)| *b == base) {
+            return Ok(bytes.clone());
+        }
+        let bytes = Bytes::from(
+            history::document(
+                &self.changes,
+                base,
+                (self.version, self.generated_at),
+                &self.prices_json,
+                &self.keys,
+            )
+            .map_err(|e| StoreError::Corrupt(format!("snapshot delta json: {e}")))?,
+        );
+        if cache.len() >= DELTAS_KEPT {
+            cache.remove(0);
+        }
+        cache.push((base, bytes.clone()));
+        Ok(bytes)
+    }
+
+    /// A document (`bytes`, or a [`Built::delta`]) as `reporter` gets it: `reporters` holding
+    /// that reporter's acknowledged sequence when it has one (and never another reporter's,
+    /// which would tell a caller the next ids of a real Envoy). Returned as the shared bytes
+    /// before the map and the short tail, so the large part is never copied.
+    pub fn for_reporter(&self, doc: &Bytes, reporter: &str) -> (Bytes, Bytes) {
         const EMPTY_TAIL: &[u8] = b"{}}";
         let Some(acked) = self.reporters.get(reporter) else {
-            return (self.bytes.clone(), Bytes::new());
+            return (doc.clone(), Bytes::new());
         };
-        let head_len = self.bytes.len().saturating_sub(EMPTY_TAIL.len());
-        if !self.bytes.ends_with(EMPTY_TAIL) {
-            return (self.bytes.clone(), Bytes::new());
+        let head_len = doc.len().saturating_sub(EMPTY_TAIL.len());
+        if !doc.ends_with(EMPTY_TAIL) {
+            return (doc.clone(), Bytes::new());
         }
         let mut tail = Vec::with_capacity(reporter.len() + 32);
         tail.push(b'{');
         tail.extend_from_slice(&serde_json::to_vec(reporter).unwrap_or_default());
         tail.extend_from_slice(format!(":{acked}}}}}").as_bytes());
-        (self.bytes.slice(..head_len), Bytes::from(tail))
+        (doc.slice(..head_len), Bytes::from(tail))
     }
 
     fn empty() -> Built {
@@ -107,6 +153,10 @@ impl Built {
             prices: Arc::new(PriceBook::default()),
             counts: (0, 0),
             built_at: Instant::now(),
+            changes: Arc::default(),
+            keys: Arc::default(),
+            prices_json: Bytes::new(),
+            deltas: Arc::default(),
         }
     }
 }
@@ -115,7 +165,8 @@ impl Built {
 #[derive(Default)]
 struct Builder {
     held: Held,
-    keys: KeysJson,
+    keys: Arc<KeysJson>,
+    history: history::History,
     budgets: Arc<Vec<Budget>>,
     prices: Arc<PriceBook>,
     prices_json: Bytes,
@@ -273,10 +324,14 @@ impl Snapshots {
             *self.current.write().unwrap_or_else(|p| p.into_inner()) = same.clone();
             return Ok(same);
         }
-        if let Some(keys) = read.keys {
-            builder.keys = keys;
-            builder.held.keys_version = Some(read.meta.keys_version);
-        }
+        let old_keys = match read.keys {
+            Some(keys) => {
+                builder.held.keys_version = Some(read.meta.keys_version);
+                Some(std::mem::replace(&mut builder.keys, Arc::new(keys)))
+            }
+            None => None,
+        };
+        let prices_changed = read.prices.is_some();
         if let Some(budgets) = read.budgets {
             builder.budgets = Arc::new(budgets);
             builder.held.budgets_version = Some(read.meta.budgets_version);
@@ -327,6 +382,14 @@ impl Snapshots {
             &builder.keys,
             b"{}",
         );
+        let counts = (snapshot_budgets.len(), builder.keys.count);
+        let keys = Arc::clone(&builder.keys);
+        let changes = builder.history.record(
+            version,
+            snapshot_budgets,
+            prices_changed,
+            old_keys.as_deref().map(|old| (old, &*keys)),
+        );
         let built = Arc::new(Built {
             version,
             etag: format!("\"{version}\""),
@@ -334,10 +397,14 @@ impl Snapshots {
             next_boundary,
             writes_seen,
             prices: builder.prices.clone(),
-            counts: (snapshot_budgets.len(), builder.keys.count),
+            counts,
             bytes,
             reporters: Arc::new(read.reporters),
             built_at: Instant::now(),
+            changes: Arc::new(changes),
+            keys,
+            prices_json: builder.prices_json.clone(),
+            deltas: Arc::default(),
         });
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.metrics
@@ -433,9 +500,30 @@ pub fn if_none_match(header: &str, etag: &str) -> bool {
     })
 }
 
+/// The version an `If-None-Match` value names (the first entry, quoted or not): the base of a
+/// delta.
+pub fn quoted_version(header: &str) -> Option<u64> {
+    let first = header.split(',').next()?.trim();
+    first
+        .strip_prefix("W/")
+        .unwrap_or(first)
+        .trim_matches('"')
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_in_if_none_match() {
+        assert_eq!(quoted_version("\"7\""), Some(7));
+        assert_eq!(quoted_version("W/\"7\", \"9\""), Some(7));
+        assert_eq!(quoted_version("7"), Some(7));
+        assert_eq!(quoted_version("*"), None);
+        assert_eq!(quoted_version("\"x\""), None);
+    }
 
     #[test]
     fn etag_matching() {

@@ -24,7 +24,7 @@ use tollgate_control_plane::store::{Store, StoreError};
 use tollgate_control_plane::timezone::Zone;
 use tollgate_core::budget::{Mode, Period, Scope};
 use tollgate_core::pricing::ModelPrice;
-use tollgate_core::snapshot::{Snapshot, SnapshotIndex};
+use tollgate_core::snapshot::{KeyLookup, Snapshot, SnapshotIndex};
 use tollgate_testkit::{store_test, with_connection};
 
 fn budget(scope: Scope, id: &str, period: Period, tz: &str, limit: &str) -> NewBudget {
@@ -582,7 +582,7 @@ store_test!(snapshot_carries_windows_spend_keys_and_versions, |store| {
     let who = idx.principal_for_key(&tollgate_control_plane::keys::sha256_hex(
         key.secret.as_bytes(),
     ));
-    assert_eq!(who, Some(&p), "the key resolves to its whole chain");
+    assert_eq!(who, Some(p.clone()), "the key resolves to its whole chain");
     let on_chain: Vec<_> = idx
         .budgets_for(&p)
         .map(|b| (b.id.clone(), b.spent_usd))
@@ -599,10 +599,16 @@ store_test!(snapshot_carries_windows_spend_keys_and_versions, |store| {
         snap.reporters.is_empty(),
         "the shared bytes name no reporter"
     );
-    let (head, tail) = built.for_reporter("env-1");
+    let (head, tail) = built.for_reporter(&built.bytes, "env-1");
     let mine: Snapshot = serde_json::from_slice(&[head.as_ref(), tail.as_ref()].concat()).unwrap();
     assert_eq!(mine.reporters, BTreeMap::from([("env-1".to_string(), 1)]));
-    let (head, tail) = built.for_reporter("someone-else");
+    // The delta document the sync service asks for names it too.
+    let delta = built.delta(None).unwrap();
+    let (head, tail) = built.for_reporter(&delta, "env-1");
+    let mut held = tollgate_core::snapshot::sections::Held::default();
+    held.apply(&[head.as_ref(), tail.as_ref()].concat()).unwrap();
+    assert_eq!(held.reporters, mine.reporters);
+    let (head, tail) = built.for_reporter(&built.bytes, "someone-else");
     assert!(
         tail.is_empty() && head == built.bytes,
         "no entry: the shared bytes"

@@ -1,7 +1,9 @@
-//! The snapshot, as the sync service and every worker decode the control plane's
-//! `GET /v1/snapshot` body (`SnapshotIndex::decode`, `root.rs` / `service.rs`), then what a
-//! request does with it (`http.rs`): find the key's principal, the budgets on its chain, their
-//! spend at `now`, decide, and build the 429.
+//! The snapshot, as the sync service takes the control plane's `GET /v1/snapshot` body
+//! (`sections::Held::apply`, `filter/sync`) and every worker reads it back from the sections it
+//! publishes (`SnapshotIndex::from_sections`, the key buckets; `filter/src/root.rs`), against
+//! a whole-document decode (`SnapshotIndex::decode`); then what a request does with it
+//! (`http.rs`): find the key's principal, the budgets on its chain, their spend at `now`,
+//! decide, and build the 429.
 //!
 //! Input: the snapshot bytes. Checks: no panic anywhere on that path at instants around every
 //! window edge; lookups find what the snapshot holds; the budgets of a chain belong to it; a
@@ -12,18 +14,48 @@ use libfuzzer_sys::fuzz_target;
 use rust_decimal::Decimal;
 use tollgate_core::budget::{decide, window_at, BudgetState, Decision, Mode};
 use tollgate_core::reply::budget_exceeded;
-use tollgate_core::snapshot::SnapshotIndex;
+use tollgate_core::snapshot::sections::{key_bucket, principal_in_bucket, Held};
+use tollgate_core::snapshot::{KeyLookup, SnapshotIndex};
 use tollgate_fuzz::{check_cost, check_price, sample_usages};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(index) = SnapshotIndex::decode(data) else {
         return;
     };
-    // The next version as workers decode it, reusing this one's unchanged sections: the same
-    // content as a decode from scratch.
-    let again = SnapshotIndex::decode_after(data, Some(&index)).expect("decoded once, again");
-    assert_eq!(again.snapshot, index.snapshot);
+    // The sync service takes what a whole decode takes, and workers read the same back from
+    // its sections: prices, budgets by id (the last of a repeated id), every key.
+    let mut held = Held::default();
+    held.apply(data)
+        .expect("the sync service takes a valid whole snapshot");
+    let (prices, budgets) = (held.prices_json().as_bytes().to_vec(), held.budgets_json());
+    let worker = SnapshotIndex::from_sections(held.manifest, None, |s| {
+        Some(if s == "prices" {
+            prices.clone()
+        } else {
+            budgets.clone()
+        })
+    })
+    .expect("a worker reads what the sync service published");
     let snap = &index.snapshot;
+    assert_eq!(worker.snapshot.prices, snap.prices);
+    let by_id: std::collections::BTreeMap<_, _> = snap
+        .budgets
+        .iter()
+        .map(|b| (b.id.clone(), b.clone()))
+        .collect();
+    assert_eq!(
+        worker.snapshot.budgets,
+        by_id.into_values().collect::<Vec<_>>()
+    );
+    for key in snap.keys.iter() {
+        let hash = key.sha256.to_ascii_lowercase();
+        let found = principal_in_bucket(held.bucket(key_bucket(&hash)).as_bytes(), &hash)
+            .expect("every key is in its bucket");
+        assert!(snap
+            .keys
+            .iter()
+            .any(|k| k.sha256.eq_ignore_ascii_case(&hash) && k.principal == found));
+    }
     for (name, price) in &snap.prices.models {
         check_price(price);
         for u in sample_usages(price) {
@@ -45,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for key in snap.keys.iter() {
-        let principal = index
+        let principal = &index
             .principal_for_key(&key.sha256.to_ascii_lowercase())
             .expect("a key of the snapshot is found by its hash");
         let chain: Vec<_> = principal.chain().collect();

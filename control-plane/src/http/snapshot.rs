@@ -2,6 +2,8 @@
 //! matching `If-None-Match` gets `304 Not Modified` without a database round trip (unless this
 //! process wrote since the last build, in which case it rebuilds first). The `reporters` map
 //! holds only the calling reporter's own entry (empty for the data-plane and admin tokens).
+//! With `Accept: application/vnd.tollgate.snapshot-delta+json` (the sync service's) the answer
+//! is what changed since the version `If-None-Match` names (`crate::snapshot::history`).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -12,7 +14,8 @@ use axum::Extension;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::AppState;
-use crate::snapshot::if_none_match;
+use crate::snapshot::{if_none_match, quoted_version};
+use tollgate_core::snapshot::sections::DELTA_MEDIA_TYPE;
 
 /// The filter's snapshot; ETag is the version, If-None-Match gives 304; with a reporter
 /// secret, or the data-plane token and an `x-tollgate-reporter` header naming a reporter,
@@ -33,10 +36,15 @@ pub async fn get(
     }
     let etag = HeaderValue::from_str(&built.etag)
         .map_err(|e| ApiError::Internal(format!("etag header: {e}")))?;
-    let matches = headers
+    let inm = headers
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| if_none_match(v, &built.etag));
+        .and_then(|v| v.to_str().ok());
+    let matches = inm.is_some_and(|v| if_none_match(v, &built.etag));
+    let delta = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(DELTA_MEDIA_TYPE));
     let mut resp = if matches {
         s.metrics.snapshot_not_modified();
         StatusCode::NOT_MODIFIED.into_response()
@@ -53,9 +61,14 @@ pub async fn get(
             Some(Caller::DataPlane) => named,
             _ => None,
         };
+        let (doc, media_type) = if delta {
+            (built.delta(inm.and_then(quoted_version))?, DELTA_MEDIA_TYPE)
+        } else {
+            (built.bytes.clone(), "application/json")
+        };
         let mut r = match reporter {
             Some(me) => {
-                let (head, tail) = built.for_reporter(me);
+                let (head, tail) = built.for_reporter(&doc, me);
                 let len = head.len() + tail.len();
                 let chunks = [Ok::<_, std::convert::Infallible>(head), Ok(tail)];
                 let mut r = Body::from_stream(futures_util::stream::iter(chunks)).into_response();
@@ -63,12 +76,10 @@ pub async fn get(
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
                 r
             }
-            _ => built.bytes.clone().into_response(),
+            _ => doc.into_response(),
         };
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
         r
     };
     resp.headers_mut().insert(header::ETAG, etag);

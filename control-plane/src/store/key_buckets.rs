@@ -71,10 +71,10 @@ pub(crate) fn bucket_of(sha256: &str) -> &str {
     sha256.get(..end).unwrap_or(sha256)
 }
 
-/// Reads the non-empty buckets in order (the keys section, in pieces), each with the
-/// `keys_version` of the state it was read from.
+/// Reads the non-empty buckets in order (the keys section, in pieces), each with its name and
+/// the `keys_version` of the state it was read from.
 pub(crate) const SELECT_BUCKETS: &str =
-    "SELECT (SELECT keys_version FROM meta WHERE id = 1) AS keys_version, keys, entries \
+    "SELECT (SELECT keys_version FROM meta WHERE id = 1) AS keys_version, bucket, keys, entries \
      FROM key_buckets WHERE keys > 0 ORDER BY bucket";
 
 #[cfg(test)]

@@ -57,13 +57,23 @@ pub struct SnapshotRead {
 /// The active keys as the JSON text of the snapshot's `keys` (a `Vec<KeyEntry>` in `sha256`
 /// order), in the pieces the database keeps (`key_buckets.rs`; `tests/store.rs` checks the
 /// bytes against serde's encoding). Kept in pieces: the snapshot document is where they are
-/// joined, so 17 MB of keys are copied once per build, not twice.
+/// joined, so 17 MB of keys are copied once per build, not twice; and a delta sends only the
+/// buckets that changed.
 #[derive(Debug, Default)]
 pub struct KeysJson {
     /// How many keys.
     pub count: usize,
-    /// Comma-separated `{"sha256":…,"principal":{…}}` objects, one non-empty piece per bucket.
-    pub parts: Vec<String>,
+    /// The non-empty buckets in name order.
+    pub parts: Vec<KeyPart>,
+}
+
+/// One bucket of keys.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeyPart {
+    /// Its name: the first three hex digits of its keys' hashes.
+    pub bucket: String,
+    /// Comma-separated `{"sha256":…,"principal":{…}}` objects.
+    pub entries: String,
 }
 
 impl KeysJson {
@@ -71,14 +81,21 @@ impl KeysJson {
         let mut out = KeysJson::default();
         for b in buckets {
             out.count += usize::try_from(b.keys).unwrap_or(0);
-            out.parts.push(b.entries);
+            out.parts.push(KeyPart {
+                bucket: b.bucket,
+                entries: b.entries,
+            });
         }
         out
     }
 
     /// Length of the JSON array, bytes.
     pub fn len(&self) -> usize {
-        self.parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1
+        self.parts
+            .iter()
+            .map(|p| p.entries.len() + 1)
+            .sum::<usize>()
+            + 1
     }
 
     /// Whether there are no keys.
@@ -93,7 +110,7 @@ impl KeysJson {
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(part.as_bytes());
+            out.extend_from_slice(part.entries.as_bytes());
         }
         out.push(b']');
     }
@@ -103,6 +120,7 @@ impl KeysJson {
 #[derive(sqlx::FromRow)]
 struct KeyBucket {
     keys_version: i64,
+    bucket: String,
     keys: i64,
     entries: String,
 }

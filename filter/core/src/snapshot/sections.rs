@@ -292,6 +292,17 @@ impl Held {
     pub fn bucket_count(&self) -> usize {
         self.buckets.len()
     }
+
+    /// Whether both hold the same snapshot (the same version and content; the stamps, which
+    /// depend on the documents that led there, may differ).
+    pub fn same_snapshot(&self, other: &Held) -> bool {
+        (self.manifest.version, self.manifest.generated_at)
+            == (other.manifest.version, other.manifest.generated_at)
+            && self.prices == other.prices
+            && self.budgets == other.budgets
+            && self.buckets == other.buckets
+            && self.reporters == other.reporters
+    }
 }
 
 /// Decodes a price book section, refusing negative rates (they would bill negative money).
