@@ -43,6 +43,14 @@ struct RefusedLabels {
     reason: &'static str,
 }
 
+/// Labels of `tollgate_snapshot_sent_total` and `_sent_bytes_total`: `delta` (what changed
+/// since the poller's version), `whole` (the whole snapshot, to a sync service whose version
+/// this process did not build) or `document` (a plain `GET /v1/snapshot`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SentLabels {
+    shape: &'static str,
+}
+
 /// Why usage was refused before ingestion (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -90,6 +98,8 @@ pub struct Metrics {
     snapshot_build_seconds_last: SecondsGauge,
     snapshot_bytes: Gauge,
     snapshot_not_modified: Counter,
+    snapshot_sent: Family<SentLabels, Counter>,
+    snapshot_sent_bytes: Family<SentLabels, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -117,7 +127,13 @@ impl Default for Metrics {
             snapshot_build_seconds_last: SecondsGauge::default(),
             snapshot_bytes: Gauge::default(),
             snapshot_not_modified: Counter::default(),
+            snapshot_sent: Family::default(),
+            snapshot_sent_bytes: Family::default(),
         };
+        for shape in ["delta", "whole", "document"] {
+            let _ = m.snapshot_sent.get_or_create(&SentLabels { shape });
+            let _ = m.snapshot_sent_bytes.get_or_create(&SentLabels { shape });
+        }
         // Both reasons are shown from the start, at zero.
         for r in [Refused::NotEnrolled, Refused::ForeignReporter] {
             let _ = m
@@ -208,6 +224,16 @@ impl Metrics {
             "Snapshot polls answered 304 Not Modified",
             self.snapshot_not_modified.clone(),
         );
+        r.register(
+            "tollgate_snapshot_sent",
+            "Snapshot answers with a body, by shape: delta, whole (a sync service's version unknown here), document (plain GET)",
+            self.snapshot_sent.clone(),
+        );
+        r.register(
+            "tollgate_snapshot_sent_bytes",
+            "Bytes of snapshot answers, by shape",
+            self.snapshot_sent_bytes.clone(),
+        );
         self
     }
 
@@ -263,6 +289,15 @@ impl Metrics {
         self.snapshot_build_seconds_last.set(secs);
         self.snapshot_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a snapshot answer of `bytes` in `shape` (`delta`, `whole` or `document`).
+    pub fn snapshot_sent(&self, shape: &'static str, bytes: usize) {
+        let labels = SentLabels { shape };
+        self.snapshot_sent.get_or_create(&labels).inc();
+        self.snapshot_sent_bytes
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
     }
 
     /// Counts a `304 Not Modified` snapshot answer.

@@ -96,13 +96,13 @@ const DELTAS_KEPT: usize = 8;
 
 impl Built {
     /// The delta document from `base` for the sync service: what changed since, when this
-    /// process built `base`; else (or with `None`) the whole snapshot in the same shape.
-    /// Written once per base and build.
-    pub fn delta(&self, base: Option<u64>) -> Result<Bytes, StoreError> {
+    /// process built `base`; else (or with `None`) the whole snapshot in the same shape. Also
+    /// returns the base it starts from (`None`: whole). Written once per base and build.
+    pub fn delta(&self, base: Option<u64>) -> Result<(Bytes, Option<u64>), StoreError> {
         let base = base.filter(|b| *b < self.version && self.changes.knows(*b));
         let mut cache = self.deltas.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, bytes)) = cache.iter().find(|(b, _)| *b == base) {
-            return Ok(bytes.clone());
+            return Ok((bytes.clone(), base));
         }
         let bytes = Bytes::from(
             history::document(
@@ -118,7 +118,7 @@ impl Built {
             cache.remove(0);
         }
         cache.push((base, bytes.clone()));
-        Ok(bytes)
+        Ok((bytes, base))
     }
 
     /// A document (`bytes`, or a [`Built::delta`]) as `reporter` gets it: `reporters` holding

@@ -70,7 +70,7 @@ async fn admin(app: &Router, method: &str, path: &str, body: Value) -> Value {
 /// The sync service's copy after the whole snapshot of `built`.
 fn whole(built: &Built) -> Held {
     let mut held = Held::default();
-    held.apply(&built.delta(None).unwrap()).unwrap();
+    held.apply(&built.delta(None).unwrap().0).unwrap();
     held
 }
 
@@ -204,7 +204,7 @@ store_test!(every_delta_leads_to_the_version_it_names, |store, url| {
     assert!(builds.len() >= 9, "one version per step: {}", builds.len());
     for (i, from) in builds.iter().enumerate() {
         for to in &builds[i + 1..] {
-            let delta = to.delta(Some(from.version)).unwrap();
+            let delta = to.delta(Some(from.version)).unwrap().0;
             let doc: Value = serde_json::from_slice(&delta).unwrap();
             assert_eq!(
                 doc["base"],
@@ -223,13 +223,13 @@ store_test!(every_delta_leads_to_the_version_it_names, |store, url| {
         }
     }
     // The steady state is small: one short row per budget whose spend moved.
-    let spend = builds[2].delta(Some(builds[1].version)).unwrap();
+    let spend = builds[2].delta(Some(builds[1].version)).unwrap().0;
     let doc: Value = serde_json::from_slice(&spend).unwrap();
     assert_eq!(
         doc["spend"].as_array().unwrap().len(),
         2,
         "{doc}\n{}",
-        String::from_utf8_lossy(&builds[2].delta(None).unwrap())
+        String::from_utf8_lossy(&builds[2].delta(None).unwrap().0)
     );
     for empty in ["budgets", "removed_budgets"] {
         assert_eq!(doc[empty], json!([]), "{doc}");
@@ -243,7 +243,7 @@ store_test!(every_delta_leads_to_the_version_it_names, |store, url| {
     let other = AppState::new(Store::connect(&url).await.unwrap(), tokens(), clock.clone());
     let last = other.snapshots.rebuild().await.unwrap();
     assert_eq!(last.version, builds.last().unwrap().version);
-    let doc = last.delta(Some(builds[0].version)).unwrap();
+    let doc = last.delta(Some(builds[0].version)).unwrap().0;
     assert!(serde_json::from_slice::<Value>(&doc)
         .unwrap()
         .get("base")
@@ -254,7 +254,7 @@ store_test!(every_delta_leads_to_the_version_it_names, |store, url| {
 
     // A replica that has not seen the last changes cannot take an Envoy back.
     let mut ahead = whole(builds.last().unwrap());
-    let err = ahead.apply(&builds[3].delta(None).unwrap()).unwrap_err();
+    let err = ahead.apply(&builds[3].delta(None).unwrap().0).unwrap_err();
     assert!(err.to_string().contains("older"), "{err}");
     assert!(ahead.same_snapshot(&whole(builds.last().unwrap())));
 });

@@ -603,10 +603,11 @@ store_test!(snapshot_carries_windows_spend_keys_and_versions, |store| {
     let mine: Snapshot = serde_json::from_slice(&[head.as_ref(), tail.as_ref()].concat()).unwrap();
     assert_eq!(mine.reporters, BTreeMap::from([("env-1".to_string(), 1)]));
     // The delta document the sync service asks for names it too.
-    let delta = built.delta(None).unwrap();
+    let delta = built.delta(None).unwrap().0;
     let (head, tail) = built.for_reporter(&delta, "env-1");
     let mut held = tollgate_core::snapshot::sections::Held::default();
-    held.apply(&[head.as_ref(), tail.as_ref()].concat()).unwrap();
+    held.apply(&[head.as_ref(), tail.as_ref()].concat())
+        .unwrap();
     assert_eq!(held.reporters, mine.reporters);
     let (head, tail) = built.for_reporter(&built.bytes, "someone-else");
     assert!(

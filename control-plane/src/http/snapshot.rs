@@ -61,11 +61,14 @@ pub async fn get(
             Some(Caller::DataPlane) => named,
             _ => None,
         };
-        let (doc, media_type) = if delta {
-            (built.delta(inm.and_then(quoted_version))?, DELTA_MEDIA_TYPE)
+        let (doc, media_type, shape) = if delta {
+            let (doc, from) = built.delta(inm.and_then(quoted_version))?;
+            let shape = if from.is_some() { "delta" } else { "whole" };
+            (doc, DELTA_MEDIA_TYPE, shape)
         } else {
-            (built.bytes.clone(), "application/json")
+            (built.bytes.clone(), "application/json", "document")
         };
+        s.metrics.snapshot_sent(shape, doc.len());
         let mut r = match reporter {
             Some(me) => {
                 let (head, tail) = built.for_reporter(&doc, me);
