@@ -320,6 +320,12 @@ impl Stack {
         )
     }
 
+    /// Sets the worker threads (`--concurrency`) of the Envoys [`Stack::start_envoy`] starts
+    /// from now on (the fleet bench compares Envoys that differ only in that).
+    pub fn set_envoy_concurrency(&mut self, workers: u32) {
+        self.opts.envoy_concurrency = workers;
+    }
+
     /// `http://127.0.0.1:PORT`: where clients send LLM traffic.
     pub fn url(&self) -> String {
         format!("http://{}", self.envoy.listener)
