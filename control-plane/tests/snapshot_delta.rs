@@ -280,16 +280,19 @@ async fn the_sync_service_asks_by_media_type_and_gets_304_when_current() {
     )
     .await;
     let v2 = state.snapshots.rebuild().await.unwrap().version;
-    let tag1 = format!("\"{v1}\"");
-    let (status, ctype, body) = send(
-        &app,
-        "GET",
-        "/v1/snapshot",
-        DATAPLANE,
-        &[("accept", DELTA_MEDIA_TYPE), ("if-none-match", &tag1)],
-        None,
-    )
-    .await;
+    // A poll as the sync service makes it (or a plain GET), naming the version it holds.
+    let poll = |held: u64, delta: bool| {
+        let tag = format!("\"{held}\"");
+        let app = app.clone();
+        async move {
+            let mut headers = vec![("if-none-match", tag.as_str())];
+            if delta {
+                headers.push(("accept", DELTA_MEDIA_TYPE));
+            }
+            send(&app, "GET", "/v1/snapshot", DATAPLANE, &headers, None).await
+        }
+    };
+    let (status, ctype, body) = poll(v1, true).await;
     assert_eq!((status, ctype.as_str()), (200, DELTA_MEDIA_TYPE));
     let doc: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
@@ -297,27 +300,10 @@ async fn the_sync_service_asks_by_media_type_and_gets_304_when_current() {
         (Some(v1), Some(v2))
     );
     assert_eq!(doc["key_buckets"].as_object().unwrap().len(), 1, "{doc}");
-    let tag2 = format!("\"{v2}\"");
-    let (status, _, body) = send(
-        &app,
-        "GET",
-        "/v1/snapshot",
-        DATAPLANE,
-        &[("accept", DELTA_MEDIA_TYPE), ("if-none-match", &tag2)],
-        None,
-    )
-    .await;
+    let (status, _, body) = poll(v2, true).await;
     assert_eq!((status, body.len()), (304, 0));
     // Without the media type: the whole document, as before.
-    let (status, ctype, body) = send(
-        &app,
-        "GET",
-        "/v1/snapshot",
-        DATAPLANE,
-        &[("if-none-match", &tag1)],
-        None,
-    )
-    .await;
+    let (status, ctype, body) = poll(v1, false).await;
     assert_eq!((status, ctype.as_str()), (200, "application/json"));
     let doc: Value = serde_json::from_slice(&body).unwrap();
     assert!(doc.get("base").is_none() && doc["keys"].as_array().unwrap().len() == 1);

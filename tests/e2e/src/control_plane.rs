@@ -71,6 +71,25 @@ impl ControlPlane {
         Ok(cp)
     }
 
+    /// Another replica: a second `serve` process on the same database with the same tokens,
+    /// on a free port of its own.
+    pub fn replica(&self) -> Result<ControlPlane> {
+        let mut cp = ControlPlane {
+            bin: self.bin.clone(),
+            database_url: self.database_url.clone(),
+            port: 0,
+            admin_token: self.admin_token.clone(),
+            dataplane_token: self.dataplane_token.clone(),
+            snapshot_min_interval_ms: self.snapshot_min_interval_ms,
+            secrets: self.secrets.clone(),
+            echo: self.echo.clone(),
+            proc: None,
+            rust_log: self.rust_log.clone(),
+        };
+        cp.restart()?;
+        Ok(cp)
+    }
+
     /// Starts the process again (after [`ControlPlane::stop`]) on the same port and database.
     /// A port taken meanwhile is retried for a few seconds.
     pub fn restart(&mut self) -> Result<()> {

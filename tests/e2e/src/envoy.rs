@@ -76,6 +76,9 @@ pub struct TollgateVars {
     pub sync_interval_ms: u64,
     /// One provider on a real endpoint instead of the mock.
     pub real_provider: Option<RealProvider>,
+    /// Control-plane replicas after the one on `cp_port`, as the control-plane cluster's next
+    /// priorities (each taken when the ones before fail their health check).
+    pub cp_standby_ports: Vec<u16>,
 }
 
 /// One key per provider.
@@ -193,6 +196,33 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))
 }
 
+/// Adds each standby control plane to the control-plane cluster as the next priority.
+fn add_standbys(yaml: &str, ports: &[u16]) -> Result<String> {
+    if ports.is_empty() {
+        return Ok(yaml.to_string());
+    }
+    let cluster = yaml
+        .find("  - name: tollgate_control_plane\n")
+        .context("envoy/tollgate.yaml has no tollgate_control_plane cluster")?;
+    let (head, tail) = yaml.split_at(cluster);
+    let at = tail
+        .find("      - lb_endpoints:\n")
+        .context("the control-plane cluster has no endpoints")?;
+    let end = tail[at..]
+        .find("} } }\n")
+        .map(|e| at + e + "} } }\n".len())
+        .context("the control-plane cluster's endpoint line")?;
+    let mut out = format!("{head}{}", &tail[..end]);
+    for (i, port) in ports.iter().enumerate() {
+        out.push_str(&format!(
+            "      - priority: {}\n        lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}\n",
+            i + 1
+        ));
+    }
+    out.push_str(&tail[end..]);
+    Ok(out)
+}
+
 /// Renders `envoy/tollgate.yaml` for these values (the secrets go to files:
 /// [`write_secrets`]).
 pub fn render_tollgate(v: &TollgateVars) -> Result<String> {
@@ -212,6 +242,7 @@ pub fn render_tollgate(v: &TollgateVars) -> Result<String> {
     // The error names placeholders, never values.
     let text = render(&template, &vars).map_err(|e| anyhow::anyhow!("envoy/tollgate.yaml: {e}"))?;
     let text = set_sync_interval(&text, v.sync_interval_ms)?;
+    let text = add_standbys(&text, &v.cp_standby_ports)?;
     match &v.real_provider {
         Some(r) => use_real_provider(&text, &r.provider, &r.url),
         None => Ok(text),

@@ -87,6 +87,10 @@ pub struct StackOptions {
     /// The directory for the database, configs and logs (default: a new one under the system
     /// temp dir, removed on drop; a given one is left in place).
     pub dir: Option<PathBuf>,
+    /// More control-plane replicas on the same database, each Envoy's fallback in this order
+    /// (the control-plane cluster's next priorities, taken when the ones before fail their
+    /// health check).
+    pub control_plane_standbys: usize,
 }
 
 impl Default for StackOptions {
@@ -105,6 +109,7 @@ impl Default for StackOptions {
             access_log: None,
             envoy_yaml_edits: Vec::new(),
             dir: None,
+            control_plane_standbys: 0,
         }
     }
 }
@@ -114,8 +119,10 @@ impl Default for StackOptions {
 pub struct Stack {
     /// Envoy with the Tollgate filter.
     pub envoy: Envoy,
-    /// The control plane.
+    /// The control plane (the control-plane cluster's first priority).
     pub cp: ControlPlane,
+    /// Its standby replicas ([`StackOptions::control_plane_standbys`]).
+    pub standbys: Vec<ControlPlane>,
     /// The mock upstream.
     pub upstream: Proc,
     /// The mock upstream's address.
@@ -239,6 +246,9 @@ impl Stack {
             &secrets,
             echo(opts.echo, "control-plane"),
         )?;
+        let standbys = (0..opts.control_plane_standbys)
+            .map(|_| cp.replica())
+            .collect::<Result<Vec<_>>>()?;
         let (upstream, upstream_addr) = start_upstream(
             &bins.upstream,
             &provider_keys.expect_args(),
@@ -251,7 +261,7 @@ impl Stack {
             .access_log
             .clone()
             .unwrap_or_else(|| dir.join("access.log"));
-        let vars = envoy_vars(
+        let mut vars = envoy_vars(
             bins,
             opts,
             &cp,
@@ -260,6 +270,7 @@ impl Stack {
             access_log,
             dir.join("secrets"),
         );
+        vars.cp_standby_ports = standbys.iter().map(ControlPlane::port).collect();
         let envoy = start_envoy_in(
             bins,
             opts,
@@ -272,6 +283,7 @@ impl Stack {
         Ok(Stack {
             envoy,
             cp,
+            standbys,
             upstream,
             upstream_addr,
             secrets,
@@ -300,7 +312,7 @@ impl Stack {
             merge(&mut merged, extra);
             opts.filter_config = Some(merged);
         }
-        let vars = envoy_vars(
+        let mut vars = envoy_vars(
             &self.bins,
             &opts,
             &self.cp,
@@ -309,6 +321,7 @@ impl Stack {
             dir.join("access.log"),
             dir.join("secrets"),
         );
+        vars.cp_standby_ports = self.standbys.iter().map(ControlPlane::port).collect();
         start_envoy_in(
             &self.bins,
             &opts,
@@ -460,6 +473,7 @@ fn envoy_vars(
         access_log,
         sync_interval_ms: opts.sync_interval_ms,
         real_provider: opts.real_provider.clone(),
+        cp_standby_ports: Vec::new(),
     }
 }
 

@@ -227,6 +227,7 @@ fn run_in_envoy(bins: &Binaries, scenario: &Value, filter_config: &Value) -> Vec
             .as_u64()
             .unwrap(),
         real_provider: None,
+        cp_standby_ports: Vec::new(),
     };
     write_secrets(&vars).unwrap();
     let yaml = render_tollgate(&vars).unwrap();

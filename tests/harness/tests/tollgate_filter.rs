@@ -206,30 +206,22 @@ fn config(role: &str, extra: Value) -> String {
     c.to_string()
 }
 
-/// The filter module, compiled once per test binary; tests derive configurations from it.
+/// A module compiled once per test binary under `vm_id` `tollgate` (compiling takes seconds).
+fn compiled(cell: &'static std::sync::OnceLock<Plugin>, wasm: fn() -> Vec<u8>) -> Plugin {
+    cell.get_or_init(|| Plugin::builder(wasm()).vm_id("tollgate").build().unwrap())
+        .clone()
+}
+
+/// The filter module; tests derive configurations from it.
 fn plugin() -> Plugin {
     static PLUGIN: std::sync::OnceLock<Plugin> = std::sync::OnceLock::new();
-    PLUGIN
-        .get_or_init(|| {
-            Plugin::builder(common::tollgate_wasm())
-                .vm_id("tollgate")
-                .build()
-                .unwrap()
-        })
-        .clone()
+    compiled(&PLUGIN, common::tollgate_wasm)
 }
 
 /// The sync service's module (the same `vm_id`: shared data and the queue are common).
 fn sync_plugin() -> Plugin {
     static PLUGIN: std::sync::OnceLock<Plugin> = std::sync::OnceLock::new();
-    PLUGIN
-        .get_or_init(|| {
-            Plugin::builder(common::sync_wasm())
-                .vm_id("tollgate")
-                .build()
-                .unwrap()
-        })
-        .clone()
+    compiled(&PLUGIN, common::sync_wasm)
 }
 
 struct Tollgate {
