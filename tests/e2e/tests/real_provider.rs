@@ -106,6 +106,7 @@ fn an_https_provider_url_renders_a_tls_cluster_that_envoy_validates() {
             url: "https://api.anthropic.com".into(),
             key: "sk-ant-validate".into(),
         }),
+        cp_standby_ports: Vec::new(),
     };
     write_secrets(&vars).unwrap();
     let yaml = render_tollgate(&vars).unwrap();
