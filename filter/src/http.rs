@@ -23,7 +23,7 @@ use tollgate_core::local_spend::{BudgetCharge, ALL_TIME};
 use tollgate_core::provider::{ApiFormat, Route};
 use tollgate_core::reply::{self, Reply};
 use tollgate_core::settlement::{self, Meter};
-use tollgate_core::snapshot::{SnapshotBudget, SnapshotIndex};
+use tollgate_core::snapshot::{BudgetRef, SnapshotBudget, SnapshotIndex};
 use tollgate_core::sync_protocol::QueuedUsage;
 
 use crate::host::{self, Headers};
@@ -284,7 +284,7 @@ impl Stream {
                 .borrow()
                 .clone()
                 .unwrap_or_else(|| Rc::clone(&req.snapshot));
-            let budgets: Vec<&SnapshotBudget> = snapshot.budgets_for(&req.principal).collect();
+            let budgets: Vec<BudgetRef<'_>> = snapshot.budgets_for(&req.principal).collect();
             let mut reads = Vec::with_capacity(budgets.len());
             let mut states = Vec::with_capacity(budgets.len());
             for b in &budgets {

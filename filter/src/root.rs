@@ -17,7 +17,8 @@ use tollgate_core::shared_codec::Writer;
 use tollgate_core::snapshot::sections::{key_bucket, principal_in_bucket, Manifest};
 use tollgate_core::snapshot::{KeyLookup, SnapshotIndex};
 use tollgate_core::sync_protocol::{
-    QueuedUsage, BUDGETS_KEY, FRESH_KEY, KEYS_PREFIX, PRICES_KEY, QUEUE_NAME, VERSION_KEY,
+    QueuedUsage, BUDGETS_KEY, FRESH_KEY, KEYS_PREFIX, PRICES_KEY, QUEUE_NAME, SPEND_KEY,
+    VERSION_KEY,
 };
 
 use crate::host;
@@ -102,10 +103,10 @@ impl Shared {
             self.keys.borrow_mut().clear();
         }
         let decoded = SnapshotIndex::from_sections(manifest, previous.as_deref(), |section| {
-            let key = if section == "prices" {
-                PRICES_KEY
-            } else {
-                BUDGETS_KEY
+            let key = match section {
+                "prices" => PRICES_KEY,
+                "budgets" => BUDGETS_KEY,
+                _ => SPEND_KEY,
             };
             host::shared(key).0
         });

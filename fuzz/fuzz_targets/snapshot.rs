@@ -27,13 +27,15 @@ fuzz_target!(|data: &[u8]| {
     let mut held = Held::default();
     held.apply(data)
         .expect("the sync service takes a valid whole snapshot");
-    let (prices, budgets) = (held.prices_json().as_bytes().to_vec(), held.budgets_json());
-    let worker = SnapshotIndex::from_sections(held.manifest, None, |s| {
-        Some(if s == "prices" {
-            prices.clone()
-        } else {
-            budgets.clone()
-        })
+    let (prices, budgets, spend) = (
+        held.prices_json().as_bytes().to_vec(),
+        held.budgets_json(),
+        held.spend_bytes(),
+    );
+    let worker = SnapshotIndex::from_sections(held.manifest, None, |s| match s {
+        "prices" => Some(prices.clone()),
+        "budgets" => Some(budgets.clone()),
+        _ => Some(spend.clone()),
     })
     .expect("a worker reads what the sync service published");
     let snap = &index.snapshot;
@@ -44,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
         .map(|b| (b.id.clone(), b.clone()))
         .collect();
     assert_eq!(
-        worker.snapshot.budgets,
+        *worker.snapshot.budgets,
         by_id.into_values().collect::<Vec<_>>()
     );
     for key in snap.keys.iter() {
@@ -67,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
             .is_some());
     }
     let mut instants = vec![i64::MIN, i64::MAX, 0, snap.generated_at];
-    for b in &snap.budgets {
+    for b in snap.budgets.iter() {
         if let Some(t) = b.window.valid_until() {
             instants.extend([t.saturating_sub(1), t, t.saturating_add(1)]);
         }

@@ -15,6 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use tollgate_core::snapshot::sections::redefined;
 use tollgate_core::snapshot::SnapshotBudget;
 
 use crate::store::snapshot::KeysJson;
@@ -64,17 +65,6 @@ pub struct History {
     budgets: HashMap<String, StampedBudget>,
     removed: HashMap<String, u64>,
     buckets: Arc<HashMap<String, u64>>,
-}
-
-/// Whether two budgets differ in anything but their spend.
-fn redefined(a: &SnapshotBudget, b: &SnapshotBudget) -> bool {
-    a.id != b.id
-        || a.scope != b.scope
-        || a.scope_id != b.scope_id
-        || a.limit_usd != b.limit_usd
-        || a.soft_limit_usd != b.soft_limit_usd
-        || a.mode != b.mode
-        || a.window != b.window
 }
 
 impl History {

@@ -1,8 +1,9 @@
 //! What a new snapshot version costs, for a snapshot carrying LiteLLM's whole price map, 1,000
 //! budgets and 10,000 keys: the sync service applying the whole document (an Envoy starting)
 //! against applying a delta where every budget's spend moved (every sync interval under
-//! traffic); a worker loading the new version's sections (the budgets decoded, the price book
-//! reused); and a key looked up in its bucket (a worker's key cache miss).
+//! traffic); a worker loading the new version's sections (the spend section decoded, the
+//! definitions and the price book reused); and a key looked up in its bucket (a worker's key
+//! cache miss).
 //! Run with `cargo bench -p tollgate-core --bench snapshot` (needs `.venv` from
 //! `bash scripts/setup.sh`, for litellm's price map).
 #![allow(
@@ -63,12 +64,12 @@ fn snapshot(version: u64, spent: Decimal) -> Snapshot {
             spent_window_start: None,
             spent_usd: spent,
         })
-        .collect();
+        .collect::<Vec<_>>();
     Snapshot {
         version,
         generated_at: 1_700_000_000,
         prices: Arc::new(book),
-        budgets,
+        budgets: Arc::new(budgets),
         keys: Arc::new(keys),
         reporters: [("envoy-1".to_string(), version * 10)].into(),
     }

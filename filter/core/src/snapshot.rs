@@ -45,15 +45,36 @@ pub struct SnapshotBudget {
     pub spent_usd: Decimal,
 }
 
-impl SnapshotBudget {
+/// A budget's spend as of a snapshot: the window it belongs to (`None` for a total budget) and
+/// the amount.
+pub type Spent = (Option<i64>, Decimal);
+
+/// A budget of a request's chain, with its spend in the snapshot decided with (a worker keeps
+/// the definitions across versions and the spend per version, see [`sections`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetRef<'a> {
+    /// The budget's definition.
+    pub budget: &'a SnapshotBudget,
+    /// Its spend.
+    pub spent: Spent,
+}
+
+impl std::ops::Deref for BudgetRef<'_> {
+    type Target = SnapshotBudget;
+    fn deref(&self) -> &SnapshotBudget {
+        self.budget
+    }
+}
+
+impl BudgetRef<'_> {
     /// The snapshot's spend that still counts at `now`: zero once a window boundary has
     /// passed since the snapshot was built. `None` when `now` is beyond the precomputed
     /// bounds (the snapshot is too stale to know the window).
     pub fn spent_at(&self, now: i64) -> Option<(Decimal, Option<i64>)> {
-        let w = window_at(&self.window, now)?;
-        let spent = match self.spent_window_start {
+        let w = window_at(&self.budget.window, now)?;
+        let spent = match self.spent.0 {
             Some(start) if start < w.start => Decimal::ZERO,
-            _ => self.spent_usd,
+            _ => self.spent.1,
         };
         Some((spent, w.end))
     }
@@ -84,7 +105,7 @@ pub struct Snapshot {
     pub prices: Arc<PriceBook>,
     /// Budgets.
     #[serde(default)]
-    pub budgets: Vec<SnapshotBudget>,
+    pub budgets: Arc<Vec<SnapshotBudget>>,
     /// Active virtual keys (revoked keys are absent).
     #[serde(default)]
     pub keys: Arc<Vec<KeyEntry>>,
@@ -148,13 +169,34 @@ pub trait KeyLookup {
 /// A decoded snapshot with lookup tables, built once per version.
 #[derive(Debug, Default)]
 pub struct SnapshotIndex {
-    /// The snapshot.
+    /// The snapshot. Built from sections, its budgets carry the spend of the version they
+    /// were last defined at: [`SnapshotIndex::budgets_for`] gives the current spend.
     pub snapshot: Snapshot,
     keys: HashMap<String, usize>,
     /// Budget indexes by scope (indexed by `Scope::chain_rank`) then scope id.
-    budgets: [HashMap<String, Vec<usize>>; 4],
+    budgets: Arc<BudgetIndex>,
+    /// The spend of each budget, in `snapshot.budgets`' order, when it comes from a section of
+    /// its own (`None`: the budgets' own).
+    spend: Option<Arc<Vec<Spent>>>,
     /// The section stamps it was built from ([`sections::Manifest`]).
     stamps: sections::Stamps,
+}
+
+/// Budget positions by scope (`Scope::chain_rank`), then scope id.
+type BudgetIndex = [HashMap<String, Vec<usize>>; 4];
+
+/// Indexes budgets by the chain link they apply to, refusing negative money.
+fn index_budgets(budgets: &[SnapshotBudget]) -> Result<BudgetIndex, SnapshotError> {
+    if let Some(i) = budgets.iter().position(negative_money) {
+        return Err(SnapshotError::NegativeMoney(i));
+    }
+    let mut index: BudgetIndex = Default::default();
+    for (i, b) in budgets.iter().enumerate() {
+        if let Some(by_id) = index.get_mut(usize::from(b.scope.chain_rank())) {
+            by_id.entry(b.scope_id.clone()).or_default().push(i);
+        }
+    }
+    Ok(index)
 }
 
 impl SnapshotIndex {
@@ -175,41 +217,41 @@ impl SnapshotIndex {
 
     /// Indexes a snapshot, refusing negative money in its budgets.
     pub fn new(snapshot: Snapshot) -> Result<SnapshotIndex, SnapshotError> {
-        if let Some(i) = snapshot.budgets.iter().position(negative_money) {
-            return Err(SnapshotError::NegativeMoney(i));
-        }
+        let budgets = Arc::new(index_budgets(&snapshot.budgets)?);
         let keys = snapshot
             .keys
             .iter()
             .enumerate()
             .map(|(i, k)| (k.sha256.to_ascii_lowercase(), i))
             .collect();
-        let mut budgets: [HashMap<String, Vec<usize>>; 4] = Default::default();
-        for (i, b) in snapshot.budgets.iter().enumerate() {
-            if let Some(by_id) = budgets.get_mut(usize::from(b.scope.chain_rank())) {
-                by_id.entry(b.scope_id.clone()).or_default().push(i);
-            }
-        }
         Ok(SnapshotIndex {
             snapshot,
             keys,
             budgets,
+            spend: None,
             stamps: sections::Stamps::default(),
         })
     }
 
-    /// Every budget on `principal`'s chain, most specific scope first.
+    /// Every budget on `principal`'s chain with its spend, most specific scope first.
     pub fn budgets_for<'a>(
         &'a self,
         principal: &'a Principal,
-    ) -> impl Iterator<Item = &'a SnapshotBudget> + 'a {
+    ) -> impl Iterator<Item = BudgetRef<'a>> + 'a {
         principal.chain().flat_map(move |(scope, id)| {
             self.budgets
                 .get(usize::from(scope.chain_rank()))
                 .and_then(|by_id| by_id.get(id))
                 .into_iter()
                 .flatten()
-                .filter_map(|&i| self.snapshot.budgets.get(i))
+                .filter_map(|&i| {
+                    let budget = self.snapshot.budgets.get(i)?;
+                    let spent = match &self.spend {
+                        Some(spend) => *spend.get(i)?,
+                        None => (budget.spent_window_start, budget.spent_usd),
+                    };
+                    Some(BudgetRef { budget, spent })
+                })
         })
     }
 }
@@ -254,7 +296,7 @@ mod tests {
         let p = idx.principal_for_key("ab12").unwrap();
         assert_eq!(p.user.as_deref(), Some("u1"));
         assert!(idx.principal_for_key("ffff").is_none());
-        let ids: Vec<&str> = idx.budgets_for(&p).map(|b| b.id.as_str()).collect();
+        let ids: Vec<&str> = idx.budgets_for(&p).map(|b| b.budget.id.as_str()).collect();
         assert_eq!(ids, ["b-key", "b-org"], "most specific first");
         assert_eq!(idx.snapshot.reporters["r1"], 41);
         assert_eq!(idx.snapshot.budgets[0].window.period(), Period::Monthly);
@@ -263,7 +305,9 @@ mod tests {
     #[test]
     fn spend_resets_when_a_boundary_passes() {
         let idx = SnapshotIndex::decode(doc().to_string().as_bytes()).unwrap();
-        let org = &idx.snapshot.budgets[0];
+        let p = idx.principal_for_key("ab12").unwrap();
+        let chain: Vec<BudgetRef<'_>> = idx.budgets_for(&p).collect();
+        let org = &chain[1];
         let d = |s: &str| s.parse::<Decimal>().unwrap();
         assert_eq!(org.spent_at(1999), Some((d("12.5"), Some(2000))));
         assert_eq!(
@@ -272,7 +316,7 @@ mod tests {
             "new window"
         );
         assert_eq!(org.spent_at(3000), None, "past the known bounds");
-        let key = &idx.snapshot.budgets[1];
+        let key = &chain[0];
         assert_eq!(key.spent_at(i64::MAX), Some((Decimal::ONE, None)));
     }
 

@@ -42,8 +42,10 @@ use crate::usage::Usage;
 
 /// Shared-data key of the snapshot's price book (JSON), written by the sync service.
 pub const PRICES_KEY: &str = "tollgate.snapshot.prices";
-/// Shared-data key of the snapshot's budgets with their spend (JSON).
+/// Shared-data key of the snapshot's budget definitions (JSON).
 pub const BUDGETS_KEY: &str = "tollgate.snapshot.budgets";
+/// Shared-data key of the budgets' spend (binary, `sections::Held::spend_bytes`).
+pub const SPEND_KEY: &str = "tollgate.snapshot.spend";
 /// Prefix of the shared-data key of each key bucket (JSON), e.g. `tollgate.keys.ab1`.
 pub const KEYS_PREFIX: &str = "tollgate.keys.";
 /// Shared-data key of the snapshot's [`Manifest`](crate::snapshot::sections::Manifest) (version, build time, section stamps):

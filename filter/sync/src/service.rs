@@ -21,7 +21,7 @@ use tollgate_core::local_spend::budget_key;
 use tollgate_core::snapshot::sections::{Changed, Held, DELTA_MEDIA_TYPE};
 use tollgate_core::sync_protocol::{
     QueuedUsage, SyncCall, SyncState, BUDGETS_KEY, FRESH_KEY, KEYS_PREFIX, PRICES_KEY, QUEUE_NAME,
-    VERSION_KEY,
+    SPEND_KEY, VERSION_KEY,
 };
 
 use crate::gauges::SyncGauges;
@@ -333,6 +333,9 @@ impl SyncService {
                 }
             }
             host::set_shared(BUDGETS_KEY, &held.budgets_json(), None);
+        }
+        if changed.spend {
+            host::set_shared(SPEND_KEY, &held.spend_bytes(), None);
         }
         if changed.prices {
             host::set_shared(PRICES_KEY, held.prices_json().as_bytes(), None);

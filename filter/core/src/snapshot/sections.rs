@@ -11,7 +11,8 @@
 //!   `keys` list) reads as such a full one.
 //! - **In the sync service** [`Held`] applies each document, all or nothing, and says which
 //!   sections moved ([`Changed`]): only those are written to Envoy shared data.
-//! - **In the workers** the price book and the budgets are decoded when their stamp moves
+//! - **In the workers** the price book and the budget definitions are decoded when their stamp
+//!   moves, the spend (a compact binary section, 24 bytes a budget) with every version
 //!   ([`SnapshotIndex::from_sections`]); keys are never held whole: a request's key is looked up
 //!   in its bucket's shared-data entry ([`principal_in_bucket`]), one Envoy-wide copy.
 
@@ -22,9 +23,13 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{negative_money, KeyEntry, Snapshot, SnapshotBudget, SnapshotError, SnapshotIndex};
+use super::{
+    index_budgets, negative_money, KeyEntry, Snapshot, SnapshotBudget, SnapshotError,
+    SnapshotIndex, Spent,
+};
 use crate::identity::Principal;
 use crate::pricing::PriceBook;
+use crate::shared_codec::{Reader, Writer};
 
 /// The media type of the delta document (the sync service's `Accept`, the answer's
 /// `Content-Type`).
@@ -76,8 +81,10 @@ struct Wire<'a> {
 pub struct Stamps {
     /// The price book.
     pub prices: u64,
-    /// The budgets, definitions or spend.
+    /// The budgets' definitions (limits, windows, which budgets there are).
     pub budgets: u64,
+    /// The budgets' spend.
+    pub spend: u64,
     /// Any key bucket.
     pub keys: u64,
 }
@@ -94,12 +101,12 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Five decimal numbers separated by spaces (a few dozen bytes, read on every worker tick).
+    /// Six decimal numbers separated by spaces (a few dozen bytes, read on every worker tick).
     pub fn encode(&self) -> String {
         let s = &self.stamps;
         format!(
-            "{} {} {} {} {}",
-            self.version, self.generated_at, s.prices, s.budgets, s.keys
+            "{} {} {} {} {} {}",
+            self.version, self.generated_at, s.prices, s.budgets, s.spend, s.keys
         )
     }
 
@@ -113,6 +120,7 @@ impl Manifest {
         let stamps = Stamps {
             prices: next()?,
             budgets: next()?,
+            spend: next()?,
             keys: next()?,
         };
         Some(Manifest {
@@ -128,8 +136,10 @@ impl Manifest {
 pub struct Changed {
     /// The price book.
     pub prices: bool,
-    /// Budget definitions or spend.
+    /// Budget definitions (which budgets, their limits and windows).
     pub budgets: bool,
+    /// Budget spend (always with the definitions).
+    pub spend: bool,
     /// Key buckets to write again (with [`Held::bucket`]: `[]` when it lost its last key).
     pub buckets: Vec<String>,
 }
@@ -220,6 +230,7 @@ impl Held {
         for id in &w.removed_budgets {
             budgets.remove(id);
         }
+        let changed_definitions = !w.budgets.is_empty();
         for b in w.budgets {
             budgets.insert(b.id.clone(), b);
         }
@@ -239,7 +250,16 @@ impl Held {
             self.prices = book;
             self.prices_json = json;
         }
-        changed.budgets = budgets != self.budgets;
+        changed.budgets = if full {
+            budgets.len() != self.budgets.len()
+                || budgets
+                    .values()
+                    .zip(self.budgets.values())
+                    .any(|(a, b)| redefined(a, b))
+        } else {
+            !w.removed_budgets.is_empty() || changed_definitions
+        };
+        changed.spend = changed.budgets || budgets != self.budgets;
         self.budgets = budgets;
         if full {
             // Buckets held but absent now lost their keys.
@@ -261,6 +281,7 @@ impl Held {
         for (moved, stamp) in [
             (changed.prices, &mut stamps.prices),
             (changed.budgets, &mut stamps.budgets),
+            (changed.spend, &mut stamps.spend),
             (!changed.buckets.is_empty(), &mut stamps.keys),
         ] {
             if moved {
@@ -277,10 +298,24 @@ impl Held {
         &self.prices_json
     }
 
-    /// The budgets as the workers read them: a JSON array of `SnapshotBudget`.
+    /// The budget definitions as the workers read them: a JSON array of `SnapshotBudget`,
+    /// in id order.
     pub fn budgets_json(&self) -> Vec<u8> {
         let all: Vec<&SnapshotBudget> = self.budgets.values().collect();
         serde_json::to_vec(&all).unwrap_or_else(|_| b"[]".to_vec())
+    }
+
+    /// The budgets' spend as the workers read it: the definitions' stamp and count, then each
+    /// budget's window start (`i64::MIN` for none) and amount, in the definitions' order.
+    pub fn spend_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(16 + self.budgets.len() * 24);
+        w.u64(self.manifest.stamps.budgets);
+        w.u64(self.budgets.len() as u64);
+        for b in self.budgets.values() {
+            w.i64(b.spent_window_start.unwrap_or(i64::MIN));
+            w.dec(b.spent_usd);
+        }
+        w.0
     }
 
     /// A bucket's JSON array (`[]` when it has no key).
@@ -303,6 +338,38 @@ impl Held {
             && self.buckets == other.buckets
             && self.reporters == other.reporters
     }
+}
+
+/// Whether two budgets differ in anything but their spend.
+pub fn redefined(a: &SnapshotBudget, b: &SnapshotBudget) -> bool {
+    a.id != b.id
+        || a.scope != b.scope
+        || a.scope_id != b.scope_id
+        || a.limit_usd != b.limit_usd
+        || a.soft_limit_usd != b.soft_limit_usd
+        || a.mode != b.mode
+        || a.window != b.window
+}
+
+/// Decodes a spend section for `count` budgets defined at stamp `defined`.
+fn decode_spend(bytes: &[u8], defined: u64, count: usize) -> Result<Vec<Spent>, SnapshotError> {
+    let bad = || SnapshotError::Spend("spend section".into());
+    let mut r = Reader::new(bytes);
+    if r.u64().map_err(|_| bad())? != defined || r.u64().map_err(|_| bad())? != count as u64 {
+        return Err(SnapshotError::Spend(
+            "spend section of other definitions".into(),
+        ));
+    }
+    let mut spend = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = r.i64().map_err(|_| bad())?;
+        let amount = r.dec().map_err(|_| bad())?;
+        if amount.is_sign_negative() && !amount.is_zero() {
+            return Err(bad());
+        }
+        spend.push(((start != i64::MIN).then_some(start), amount));
+    }
+    Ok(spend)
 }
 
 /// Decodes a price book section, refusing negative rates (they would bill negative money).
@@ -329,9 +396,10 @@ pub fn principal_in_bucket(bucket: &[u8], sha256_hex: &str) -> Option<Principal>
 }
 
 impl SnapshotIndex {
-    /// A worker's index from the published sections: the price book and the budgets are
-    /// decoded only when their stamp moved since `previous` (`read` gives a section's bytes:
-    /// `"prices"` or `"budgets"`). Keys are not held (see [`principal_in_bucket`]).
+    /// A worker's index from the published sections: the price book and the budget definitions
+    /// are decoded only when their stamp moved since `previous`, the spend when its own did
+    /// (`read` gives a section's bytes: `"prices"`, `"budgets"` or `"spend"`). Keys are not held
+    /// (see [`principal_in_bucket`]).
     pub fn from_sections(
         manifest: Manifest,
         previous: Option<&SnapshotIndex>,
@@ -342,22 +410,42 @@ impl SnapshotIndex {
             Some(p) => Arc::clone(&p.snapshot.prices),
             None => decode_prices(&read("prices").unwrap_or_default())?,
         };
-        let budgets = match same(|s| s.budgets) {
-            Some(p) => p.snapshot.budgets.clone(),
-            None => match read("budgets") {
-                Some(bytes) if !bytes.is_empty() => serde_json::from_slice(&bytes)?,
-                _ => Vec::new(),
+        let (budgets, index) = match same(|s| s.budgets) {
+            Some(p) => (Arc::clone(&p.snapshot.budgets), Arc::clone(&p.budgets)),
+            None => {
+                let budgets: Vec<SnapshotBudget> = match read("budgets") {
+                    Some(bytes) if !bytes.is_empty() => serde_json::from_slice(&bytes)?,
+                    _ => Vec::new(),
+                };
+                let index = index_budgets(&budgets)?;
+                (Arc::new(budgets), Arc::new(index))
+            }
+        };
+        let spend = match same(|s| s.spend).filter(|p| p.stamps.budgets == manifest.stamps.budgets)
+        {
+            Some(p) => p.spend.clone(),
+            None => match read("spend") {
+                Some(bytes) if !bytes.is_empty() => Some(Arc::new(decode_spend(
+                    &bytes,
+                    manifest.stamps.budgets,
+                    budgets.len(),
+                )?)),
+                _ => None,
             },
         };
-        let mut index = SnapshotIndex::new(Snapshot {
-            version: manifest.version,
-            generated_at: manifest.generated_at,
-            prices,
-            budgets,
-            ..Snapshot::default()
-        })?;
-        index.stamps = manifest.stamps;
-        Ok(index)
+        Ok(SnapshotIndex {
+            snapshot: Snapshot {
+                version: manifest.version,
+                generated_at: manifest.generated_at,
+                prices,
+                budgets,
+                ..Snapshot::default()
+            },
+            keys: std::collections::HashMap::new(),
+            budgets: index,
+            spend,
+            stamps: manifest.stamps,
+        })
     }
 
     /// The section stamps it was built from (zero when built from a whole document).

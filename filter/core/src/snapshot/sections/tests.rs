@@ -15,6 +15,7 @@ fn worker(held: &Held, previous: Option<&SnapshotIndex>) -> SnapshotIndex {
     let mut shared: HashMap<&str, Vec<u8>> = HashMap::new();
     shared.insert("prices", held.prices_json().as_bytes().to_vec());
     shared.insert("budgets", held.budgets_json());
+    shared.insert("spend", held.spend_bytes());
     SnapshotIndex::from_sections(held.manifest, previous, |k| shared.get(k).cloned()).unwrap()
 }
 
@@ -36,6 +37,7 @@ fn a_whole_document_is_held_by_sections_and_read_back_the_same() {
             stamps: Stamps {
                 prices: 7,
                 budgets: 7,
+                spend: 7,
                 keys: 7
             }
         }
@@ -44,13 +46,13 @@ fn a_whole_document_is_held_by_sections_and_read_back_the_same() {
     let w = worker(&held, None);
     assert_eq!(w.snapshot.prices, whole.snapshot.prices);
     // Budgets come back in id order.
-    let mut budgets = whole.snapshot.budgets.clone();
+    let mut budgets = (*whole.snapshot.budgets).clone();
     budgets.sort_by(|a, b| a.id.cmp(&b.id));
-    assert_eq!(w.snapshot.budgets, budgets);
+    assert_eq!(*w.snapshot.budgets, budgets);
     let p = principal_in_bucket(held.bucket("ab1").as_bytes(), "ab12").unwrap();
     assert_eq!(Some(p.clone()), whole.principal_for_key("ab12"));
     assert!(principal_in_bucket(held.bucket("ab1").as_bytes(), "ab13").is_none());
-    let ids: Vec<&str> = w.budgets_for(&p).map(|b| b.id.as_str()).collect();
+    let ids: Vec<&str> = w.budgets_for(&p).map(|b| b.budget.id.as_str()).collect();
     assert_eq!(ids, ["b-key", "b-org"]);
     assert_eq!(held.reporters["r1"], 41);
 }
@@ -72,7 +74,8 @@ fn a_delta_changes_only_what_it_names() {
         changed,
         Changed {
             prices: false,
-            budgets: true,
+            budgets: false,
+            spend: true,
             buckets: vec!["cd3".into()]
         }
     );
@@ -80,7 +83,8 @@ fn a_delta_changes_only_what_it_names() {
         held.manifest.stamps,
         Stamps {
             prices: 7,
-            budgets: 9,
+            budgets: 7,
+            spend: 9,
             keys: 9
         }
     );
@@ -92,7 +96,24 @@ fn a_delta_changes_only_what_it_names() {
         Arc::ptr_eq(&next.snapshot.prices, &first.snapshot.prices),
         "prices reused"
     );
+    assert!(
+        Arc::ptr_eq(&next.snapshot.budgets, &first.snapshot.budgets),
+        "definitions reused: only the spend section is read"
+    );
     assert_eq!(next.snapshot.version, 9);
+    let p = principal_in_bucket(held.bucket("ab1").as_bytes(), "ab12").unwrap();
+    let spent: Vec<_> = next
+        .budgets_for(&p)
+        .map(|b| (b.budget.id.clone(), b.spent))
+        .collect();
+    assert_eq!(
+        spent,
+        [
+            ("b-key".to_string(), (None, Decimal::ONE)),
+            ("b-org".to_string(), (Some(1000), Decimal::from(13)))
+        ],
+        "the new spend with the old definitions"
+    );
 
     // A budget redefined, one removed, a bucket emptied, new prices.
     let mut redefined = doc()["budgets"][1].clone();
@@ -105,7 +126,7 @@ fn a_delta_changes_only_what_it_names() {
         "key_buckets": {"ab1": []}
     });
     let changed = apply(&mut held, &delta).unwrap();
-    assert!(changed.prices && changed.budgets);
+    assert!(changed.prices && changed.budgets && changed.spend);
     assert_eq!(changed.buckets, ["ab1"]);
     assert_eq!(held.bucket("ab1"), "[]");
     assert_eq!(held.bucket_count(), 1);
@@ -126,6 +147,7 @@ fn a_delta_changes_only_what_it_names() {
         Stamps {
             prices: 10,
             budgets: 10,
+            spend: 10,
             keys: 10
         }
     );
@@ -140,7 +162,7 @@ fn a_whole_document_after_another_removes_what_it_lacks() {
     next["keys"] = json!([{"sha256": "EF01", "principal": {"key": "k9", "org": "acme"}}]);
     let changed = apply(&mut held, &next).unwrap();
     assert!(!changed.prices, "the same price book");
-    assert!(!changed.budgets);
+    assert!(!changed.budgets && !changed.spend);
     assert_eq!(
         changed.buckets,
         ["ab1", "ef0"],
@@ -152,6 +174,7 @@ fn a_whole_document_after_another_removes_what_it_lacks() {
         Stamps {
             prices: 7,
             budgets: 7,
+            spend: 7,
             keys: 8
         }
     );
@@ -223,12 +246,13 @@ fn the_manifest_round_trips() {
         stamps: Stamps {
             prices: 1,
             budgets: 2,
-            keys: 3,
+            spend: 3,
+            keys: 4,
         },
     };
     assert_eq!(Manifest::decode(m.encode().as_bytes()), Some(m));
     assert_eq!(Manifest::decode(b"7"), None);
-    assert_eq!(Manifest::decode(b"7 1 2 x 4"), None);
+    assert_eq!(Manifest::decode(b"7 1 2 x 4 5"), None);
     assert_eq!(Manifest::decode(b"\xff"), None);
 }
 
@@ -237,4 +261,33 @@ fn key_buckets_are_the_first_three_characters() {
     assert_eq!(key_bucket("ab12ef"), "ab1");
     assert_eq!(key_bucket("ab"), "ab");
     assert_eq!(key_bucket("é/\"x"), "é/\"");
+}
+
+#[test]
+fn a_spend_section_of_other_definitions_is_refused() {
+    let mut held = Held::default();
+    apply(&mut held, &doc()).unwrap();
+    let prices = held.prices_json().as_bytes().to_vec();
+    let budgets = held.budgets_json();
+    let read = |spend: Vec<u8>| {
+        let (prices, budgets) = (prices.clone(), budgets.clone());
+        move |s: &str| match s {
+            "prices" => Some(prices.clone()),
+            "budgets" => Some(budgets.clone()),
+            _ => Some(spend.clone()),
+        }
+    };
+    assert!(SnapshotIndex::from_sections(held.manifest, None, read(held.spend_bytes())).is_ok());
+    // Written for definitions of another stamp (a worker between two sections' writes).
+    let mut later = held.manifest;
+    later.stamps.budgets += 1;
+    assert!(SnapshotIndex::from_sections(later, None, read(held.spend_bytes())).is_err());
+    // Truncated, or a negative amount.
+    let bytes = held.spend_bytes();
+    let cut = bytes[..bytes.len() - 1].to_vec();
+    assert!(SnapshotIndex::from_sections(held.manifest, None, read(cut)).is_err());
+    let mut negative = bytes.clone();
+    let last = negative.len() - 16;
+    negative.splice(last.., (-Decimal::ONE).serialize());
+    assert!(SnapshotIndex::from_sections(held.manifest, None, read(negative)).is_err());
 }
