@@ -3,7 +3,9 @@
 //! serving and keeps enforcing from its last snapshot plus its local spend: a key with a small
 //! budget is refused once that budget is used up, with no control plane to ask. Afterwards
 //! the ledger holds exactly one event per request Envoy served — none lost, none doubled —
-//! and exactly the cost computed independently for each.
+//! and exactly the cost computed independently for each; and Envoy, which missed every delta
+//! of the outage and whose versions the restarted process never built, converges on the
+//! whole snapshot once, then deltas again.
 //!
 //! Run with `cargo test -p tollgate-tests --test outage` (about 30 s).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -15,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use tollgate_tests::control_plane::Spend;
 
-use common::{chat, client, cost_of, dec, ledger_has_chats, ledger_reaches, Steady};
+use common::{
+    chat, client, cost_of, dec, ledger_has_chats, ledger_reaches, snapshot_polls, Steady,
+};
 
 const OUTAGE: Duration = Duration::from_secs(10);
 
@@ -111,6 +115,14 @@ fn control_plane_down_10s_envoy_keeps_enforcing_and_the_ledger_gets_every_reques
     thread::sleep(stack.sync_interval() * 4);
     let again = api_spend(&stack, &steady.key_id);
     assert_eq!(again.requests, served.len() as u64);
+    // The restarted control plane built none of the versions Envoy held before: Envoy got the
+    // whole snapshot from it once, then deltas, and holds its current version.
+    stack.wait_for_sync().unwrap();
+    let (deltas, whole, _) = snapshot_polls(&stack.cp.url());
+    assert!(
+        whole >= 1 && deltas >= 1,
+        "after the restart: {whole} whole, {deltas} deltas"
+    );
 }
 
 fn api_spend(stack: &tollgate_tests::Stack, key: &str) -> Spend {

@@ -20,37 +20,7 @@ use std::time::{Duration, Instant};
 
 use tollgate_tests::{eventually, Database, StackOptions};
 
-use common::{chat, client, ledger_has_chats, Steady};
-
-/// A counter of the control plane at `url` (`tollgate_snapshot_sent_total{shape="delta"}`).
-fn counter(url: &str, series: &str) -> u64 {
-    let text = client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let name = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
-
-/// Snapshot polls the control plane at `url` answered: (deltas, whole snapshots, 304s).
-fn polls(url: &str) -> (u64, u64, u64) {
-    let sent = |shape: &str| {
-        counter(
-            url,
-            &format!("tollgate_snapshot_sent_total{{shape=\"{shape}\"}}"),
-        )
-    };
-    (
-        sent("delta"),
-        sent("whole"),
-        counter(url, "tollgate_snapshot_not_modified_total"),
-    )
-}
+use common::{chat, client, ledger_has_chats, snapshot_polls as polls, Steady};
 
 #[test]
 fn killing_a_replica_loses_nothing_counts_nothing_twice_and_never_goes_back() {

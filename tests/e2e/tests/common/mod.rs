@@ -380,3 +380,33 @@ pub fn funded(stack: &Stack, prefix: &str, limit: &str) -> Chain {
     wait_key_known(&stack.url(), &chain.secret);
     chain
 }
+
+/// A counter of the control plane at `url` (`tollgate_snapshot_sent_total{shape="delta"}`).
+pub fn cp_counter(url: &str, series: &str) -> u64 {
+    let text = client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let name = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// Snapshot polls the control plane at `url` answered: (deltas, whole snapshots, 304s).
+pub fn snapshot_polls(url: &str) -> (u64, u64, u64) {
+    let sent = |shape: &str| {
+        cp_counter(
+            url,
+            &format!("tollgate_snapshot_sent_total{{shape=\"{shape}\"}}"),
+        )
+    };
+    (
+        sent("delta"),
+        sent("whole"),
+        cp_counter(url, "tollgate_snapshot_not_modified_total"),
+    )
+}
