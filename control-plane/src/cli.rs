@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// stream of usage batches, pollers get a snapshot at most this old.
     #[arg(long, env = "TOLLGATE_SNAPSHOT_MIN_INTERVAL_MS", default_value_t = 200)]
     pub snapshot_min_interval_ms: u64,
+    /// Most budgets `GET /v1/metrics/budgets` exports (the most used first; the series count
+    /// is about five per budget).
+    #[arg(long, env = "TOLLGATE_BUDGET_METRICS_MAX", default_value_t = crate::budget_metrics::DEFAULT_MAX)]
+    pub budget_metrics_max: usize,
 }
 
 /// `prices` verbs.
@@ -409,6 +413,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     state
         .snapshots
         .set_min_interval(Duration::from_millis(args.snapshot_min_interval_ms));
+    state.budget_metrics_max.store(
+        args.budget_metrics_max,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     state
         .snapshots
         .rebuild()

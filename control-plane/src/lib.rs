@@ -15,6 +15,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod budget_metrics;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -95,6 +95,11 @@ type DeltaCache = Arc<Mutex<Vec<(Option<u64>, Bytes)>>>;
 const DELTAS_KEPT: usize = 8;
 
 impl Built {
+    /// Every budget in it, with its spend.
+    pub fn budgets(&self) -> impl Iterator<Item = &SnapshotBudget> {
+        self.changes.budgets.iter().map(|s| &s.budget)
+    }
+
     /// The delta document from `base` for the sync service: what changed since, when this
     /// process built `base`; else (or with `None`) the whole snapshot in the same shape. Also
     /// returns the base it starts from (`None`: whole). Written once per base and build.

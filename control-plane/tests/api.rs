@@ -1821,6 +1821,7 @@ async fn openapi_operations_and_security_are_the_frozen_set() {
         ("DELETE", "/v1/prices/{model}", &["admin"]),
         ("GET", "/v1/prices/{model}", &["admin"]),
         ("PUT", "/v1/prices/{model}", &["admin"]),
+        ("GET", "/v1/metrics/budgets", &["admin"]),
         ("GET", "/v1/projects", &["admin"]),
         ("POST", "/v1/projects", &["admin"]),
         ("DELETE", "/v1/projects/{id}", &["admin"]),

@@ -307,3 +307,25 @@ pub async fn delete(
     s.store.delete_budget(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Every budget as Prometheus gauges (text format 0.0.4): spend in the current window,
+/// limits, utilization, when the window resets; at most `--budget-metrics-max` budgets, the
+/// most used first. Tenant data, hence the admin token (`crate::budget_metrics`).
+#[utoipa::path(get, path = "/v1/metrics/budgets", responses(
+    (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+    (status = 503, description = "No snapshot built yet"),
+))]
+pub async fn metrics(State(s): State<AppState>) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let built = s.snapshots.fresh().await?;
+    let max = s
+        .budget_metrics_max
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let text = crate::budget_metrics::render(built.budgets(), s.clock.now(), max);
+    let mut resp = text.into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    Ok(resp)
+}

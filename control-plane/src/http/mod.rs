@@ -75,6 +75,8 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     /// The clock.
     pub clock: Clock,
+    /// Most budgets `GET /v1/metrics/budgets` exports.
+    pub budget_metrics_max: std::sync::atomic::AtomicUsize,
 }
 
 impl Deref for AppState {
@@ -103,6 +105,7 @@ impl AppState {
             budgets: BudgetCache::default(),
             metrics,
             clock,
+            budget_metrics_max: crate::budget_metrics::DEFAULT_MAX.into(),
         }))
     }
 }
@@ -144,6 +147,7 @@ pub(crate) fn table() -> Vec<(Access, Routed)> {
         (Public, routes!(ops::healthz)),
         (Public, routes!(ops::readyz)),
         (Public, routes!(ops::metrics)),
+        (Admin, routes!(budgets::metrics)),
         (Public, routes!(ops::openapi)),
         (DataPlane, routes!(snapshot::get)),
         (Reporter, routes!(usage::post)),

@@ -50,6 +50,8 @@ pub struct SyncService {
     held: Held,
     /// Budgets whose local state exists in shared data.
     known_budgets: HashSet<String>,
+    /// When the control plane last confirmed the snapshot held (Unix seconds).
+    fresh_at: Option<i64>,
 }
 
 impl SyncService {
@@ -96,6 +98,7 @@ impl SyncService {
             gauges: SyncGauges::define(),
             held: Held::default(),
             known_budgets: HashSet::new(),
+            fresh_at: None,
         })
     }
 
@@ -126,11 +129,13 @@ impl SyncService {
         for call in self.state.on_tick(now_ms) {
             self.dispatch(call, now_ms);
         }
+        // The age is since the control plane last confirmed the snapshot (a 200 or a 304), as
+        // the workers' stale_policy counts it: an idle fleet's snapshot is old but current.
         // Before the first snapshot there is no age to speak of: report 0 with version 0.
         let m = &self.held.manifest;
-        let (version, age) = match m.version {
-            0 => (0, 0),
-            v => (v, host::now_s().saturating_sub(m.generated_at).max(0)),
+        let (version, age) = match (m.version, self.fresh_at) {
+            (0, _) | (_, None) => (m.version, 0),
+            (v, Some(at)) => (v, host::now_s().saturating_sub(at).max(0)),
         };
         self.gauges.record(
             version,
@@ -311,8 +316,10 @@ impl SyncService {
     }
 
     /// Records that the control plane just confirmed the snapshot.
-    fn mark_fresh(&self) {
-        host::set_shared(FRESH_KEY, host::now_s().to_string().as_bytes(), None);
+    fn mark_fresh(&mut self) {
+        let now = host::now_s();
+        self.fresh_at = Some(now);
+        host::set_shared(FRESH_KEY, now.to_string().as_bytes(), None);
     }
 
     /// Publishes the sections that changed to the workers, then the manifest, and
@@ -348,11 +355,11 @@ impl SyncService {
             );
         }
         host::set_shared(VERSION_KEY, held.manifest.encode().as_bytes(), None);
-        self.mark_fresh();
         // After publishing: for a moment both the snapshot and the local spend count the same
         // events (an overcount, the safe side), never neither.
         for c in self.state.snapshot_stored(etag, &held.reporters) {
             host::update_budget(&c.budget, |s| s.ack(c.window, c.amount));
         }
+        self.mark_fresh();
     }
 }
