@@ -78,45 +78,28 @@ fn whole(built: &Built) -> Held {
 async fn history(state: &AppState, clock: &Clock) -> Vec<Arc<Built>> {
     let app = app(state.clone());
     let mut builds = Vec::new();
-    admin(
-        &app,
-        "POST",
-        "/v1/orgs",
-        json!({"id": "acme", "name": "Acme"}),
-    )
-    .await;
-    admin(
-        &app,
-        "POST",
-        "/v1/users",
-        json!({"id": "ann", "org_id": "acme", "name": "Ann"}),
-    )
-    .await;
-    let org = admin(
-        &app,
-        "POST",
-        "/v1/budgets",
-        json!({"scope": "org", "scope_id": "acme", "period": "daily", "limit_usd": "10"}),
-    )
-    .await;
-    let user = admin(
-        &app,
-        "POST",
-        "/v1/budgets",
-        json!({"scope": "user", "scope_id": "ann", "period": "total", "limit_usd": "5"}),
-    )
-    .await;
+    for (path, body) in [
+        ("/v1/orgs", json!({"id": "acme", "name": "Acme"})),
+        (
+            "/v1/users",
+            json!({"id": "ann", "org_id": "acme", "name": "Ann"}),
+        ),
+    ] {
+        admin(&app, "POST", path, body).await;
+    }
+    let mut budgets = Vec::new();
+    for (scope, id, period, limit) in [
+        ("org", "acme", "daily", "10"),
+        ("user", "ann", "total", "5"),
+    ] {
+        let body = json!({"scope": scope, "scope_id": id, "period": period, "limit_usd": limit});
+        budgets.push(admin(&app, "POST", "/v1/budgets", body).await);
+    }
+    let (org, user) = (&budgets[0], &budgets[1]);
     let mut keys = Vec::new();
     for name in ["a", "b", "c"] {
-        keys.push(
-            admin(
-                &app,
-                "POST",
-                "/v1/keys",
-                json!({"name": name, "org_id": "acme", "user_id": "ann"}),
-            )
-            .await,
-        );
+        let body = json!({"name": name, "org_id": "acme", "user_id": "ann"});
+        keys.push(admin(&app, "POST", "/v1/keys", body).await);
     }
     builds.push(state.snapshots.rebuild().await.unwrap());
 

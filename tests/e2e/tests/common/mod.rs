@@ -410,3 +410,17 @@ pub fn snapshot_polls(url: &str) -> (u64, u64, u64) {
         cp_counter(url, "tollgate_snapshot_not_modified_total"),
     )
 }
+
+/// The requests `seen` served, after asserting that none was refused, that there were more
+/// than `at_least`, and that the ledger holds each exactly once at its price (`ledger_has_chats`).
+pub fn served_once(stack: &Stack, key_id: &str, seen: Seen, at_least: usize) -> Vec<Value> {
+    let (served, refused) = (seen.served_requests(), seen.failed);
+    assert!(refused.is_empty(), "requests refused: {refused:?}");
+    assert!(served.len() > at_least, "only {} requests", served.len());
+    let took = ledger_has_chats(stack, key_id, &served);
+    eprintln!(
+        "{} requests served; the ledger caught up {took:?} after the traffic stopped",
+        served.len()
+    );
+    served
+}
