@@ -903,11 +903,7 @@ mod tests {
         );
         let batch = post_body(&s.on_tick(120_001)).unwrap();
         assert_eq!(
-            batch
-                .events
-                .iter()
-                .map(|e| e.id.as_str())
-                .collect::<Vec<_>>(),
+            ids(&batch),
             ["envoy-1-x-1", "envoy-1-x-2"],
             "numbered when first posted, under the minted id"
         );
@@ -944,11 +940,7 @@ mod tests {
         s.snapshot_unchanged();
         let batch = post_body(&s.on_tick(6)).unwrap();
         assert_eq!(
-            batch
-                .events
-                .iter()
-                .map(|e| e.id.as_str())
-                .collect::<Vec<_>>(),
+            ids(&batch),
             ["q-1", "q-2"],
             "the unstored event and the new one, renumbered under the new id"
         );
@@ -972,6 +964,11 @@ mod tests {
             SyncCall::PostUsage { body, .. } => serde_json::from_slice(body).ok(),
             _ => None,
         })
+    }
+
+    /// The event ids of a posted batch, in order.
+    fn ids(batch: &UsageBatch) -> Vec<&str> {
+        batch.events.iter().map(|e| e.id.as_str()).collect()
     }
 
     #[test]
@@ -1095,11 +1092,7 @@ mod tests {
         };
         let batch: UsageBatch = serde_json::from_slice(body).unwrap();
         assert_eq!(
-            batch
-                .events
-                .iter()
-                .map(|e| e.id.as_str())
-                .collect::<Vec<_>>(),
+            ids(&batch),
             ["r-1", "r-2"]
         );
         assert_eq!(
