@@ -1091,10 +1091,7 @@ mod tests {
             panic!("{calls:?}")
         };
         let batch: UsageBatch = serde_json::from_slice(body).unwrap();
-        assert_eq!(
-            ids(&batch),
-            ["r-1", "r-2"]
-        );
+        assert_eq!(ids(&batch), ["r-1", "r-2"]);
         assert_eq!(
             post_events(&s.on_tick(1)),
             None,
