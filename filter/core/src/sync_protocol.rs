@@ -92,8 +92,9 @@ const QUEUE_FORMAT: u8 = 4;
 /// whose omitted defaults (`skip_serializing_if`) a format without field names cannot read
 /// back, so the record names every field once here; `id`, `reporter` and `seq` are left out
 /// (the sync service fills them in). Enums are written by variant index, so reordering a variant
-/// is a new `QUEUE_FORMAT`. The conversions destructure both sides completely, so a
-/// field added to the event does not compile until it is queued.
+/// is a new `QUEUE_FORMAT`. `Record::of` destructures the event completely, so a field added
+/// to the event does not compile until it is queued; reading back, the event's literal names
+/// every field (the round-trip test of every field checks each is read from its own slot).
 #[derive(Serialize, Deserialize)]
 struct Record<'a, C> {
     ts: i64,
@@ -263,44 +264,25 @@ impl<'a> Record<'a, Charges<'a>> {
 
 impl Record<'_, Vec<ChargeRecord<'_>>> {
     fn into_queued(self) -> QueuedUsage {
-        let Record {
-            ts,
-            org,
-            project,
-            user,
-            key,
-            model,
-            api,
-            counts,
-            service_tier,
-            search_context,
-            buckets,
-            price_version,
-            charge,
-            uncharged,
-            status,
-            stream,
-            requested_model,
-            charges,
-        } = self;
+        let r = self;
         let [input_uncached, cache_read, cache_write_5m, cache_write_1h, output, reasoning, input_audio, input_image, output_audio, output_image, web_searches] =
-            counts;
+            r.counts;
         let [input, cache_read_cost, cache_write_5m_cost, cache_write_1h_cost, output_cost, reasoning_cost, input_audio_cost, input_image_cost, output_audio_cost, output_image_cost, web_search, total] =
-            buckets.map(|m| m.0);
+            r.buckets.map(|m| m.0);
         QueuedUsage {
             event: UsageEvent {
                 id: String::new(),
                 reporter: String::new(),
                 seq: 0,
-                ts,
+                ts: r.ts,
                 principal: Principal {
-                    key: owned(key),
-                    user: owned(user),
-                    project: owned(project),
-                    org: org.into_owned(),
+                    key: owned(r.key),
+                    user: owned(r.user),
+                    project: owned(r.project),
+                    org: r.org.into_owned(),
                 },
-                model: model.into_owned(),
-                api,
+                model: r.model.into_owned(),
+                api: r.api,
                 usage: Usage {
                     input_uncached,
                     cache_read,
@@ -313,8 +295,8 @@ impl Record<'_, Vec<ChargeRecord<'_>>> {
                     output_audio,
                     output_image,
                     web_searches,
-                    service_tier,
-                    search_context,
+                    service_tier: r.service_tier,
+                    search_context: r.search_context,
                 },
                 cost: CostBreakdown {
                     input,
@@ -330,14 +312,15 @@ impl Record<'_, Vec<ChargeRecord<'_>>> {
                     web_search,
                     total,
                 },
-                price_version,
-                charge,
-                uncharged,
-                status,
-                stream,
-                requested_model: owned(requested_model),
+                price_version: r.price_version,
+                charge: r.charge,
+                uncharged: r.uncharged,
+                status: r.status,
+                stream: r.stream,
+                requested_model: owned(r.requested_model),
             },
-            charges: charges
+            charges: r
+                .charges
                 .into_iter()
                 .map(|c| BudgetCharge {
                     budget: c.budget.into_owned(),

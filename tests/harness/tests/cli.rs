@@ -59,6 +59,26 @@ fn bench_noop_against_noop_ends_with_the_ratio() {
 }
 
 #[test]
+fn a_baseline_service_module_needs_a_baseline_filter() {
+    let noop = common::noop_wasm_path().display().to_string();
+    let args = [
+        "--wasm",
+        &noop,
+        "--baseline",
+        &noop,
+        "--baseline-service-wasm",
+        &noop,
+    ];
+    let output = harness(&[&["bench"], &args[..]].concat());
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("goes with --baseline-is-filter"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn run_passes_a_scenario_whose_expectations_hold() {
     let probe = common::probe_wasm_path().display().to_string();
     let stdout = harness_ok(&[
@@ -110,26 +130,6 @@ fn a_rejected_configuration_is_a_clear_error() {
     assert!(stderr.contains("rejected its configuration"), "{stderr}");
     assert!(
         stderr.contains("configuration rejected on purpose"),
-        "{stderr}"
-    );
-}
-
-#[test]
-fn a_baseline_service_module_needs_a_baseline_filter() {
-    let noop = common::noop_wasm_path().display().to_string();
-    let args = [
-        "--wasm",
-        &noop,
-        "--baseline",
-        &noop,
-        "--baseline-service-wasm",
-        &noop,
-    ];
-    let output = harness(&[&["bench"], &args[..]].concat());
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("goes with --baseline-is-filter"),
         "{stderr}"
     );
 }
