@@ -136,44 +136,25 @@ def dec(mantissa, scale):
     return struct.pack("<IIII", flags, m & 0xFFFFFFFF, (m >> 32) & 0xFFFFFFFF, m >> 64)
 
 
-def varint(n):
-    """postcard's unsigned integer: LEB128."""
-    out = b""
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n == 0:
-            return out + bytes([byte])
-        out += bytes([byte | 0x80])
-
-
-def varint_i(n):
-    """postcard's signed integer: zigzag, then LEB128."""
-    return varint((n << 1) ^ (n >> 63) if n < 0 else n << 1)
-
-
-def pstr(text):
-    """postcard's string: the varint length, then UTF-8."""
+def s(text):
     b = text.encode()
-    return varint(len(b)) + b
+    return struct.pack("<I", len(b)) + b
 
 
 def codec_seeds():
-    # Queue item (sync_protocol.rs QueuedUsage::encode, format 4): the version byte, then the
-    # postcard record (`Record`): ts, principal, model, api (variant index of ApiFormat), 11
-    # counts (Usage::named_counts), service tier and search context (variant indexes), 11 cost
-    # buckets (CostBreakdown::named_buckets) and the total, price version, charge, uncharged,
-    # status, stream, requested model, charges. A decimal is postcard bytes: its length (16),
-    # then rust_decimal's `serialize()` form.
-    item = b"\x04" + varint_i(1735689600) + pstr("o") + b"\x01" + pstr("p") + b"\x00" + b"\x01" + pstr("k")
-    item += pstr("gpt-4o") + varint(0) + b"".join(varint(n) for n in (86, 1920, 0, 0, 300, 192, 40, 0, 20, 0, 2))
-    item += varint(1) + varint(2)
-    item += b"".join(b"\x10" + dec(*d) for d in ((215, 6), (24, 4), (0, 0), (0, 0), (108, 5), (192, 5),
-                                              (16, 4), (0, 0), (16, 4), (0, 0), (6, 2), (6927, 6)))
-    item += varint(3) + varint(0) + b"\x00" + varint(200) + b"\x01"
-    item += b"\x01" + pstr("gpt-4o-2024-08-06")
-    item += varint(2) + pstr("bk") + varint_i(1735689600) + b"\x10" + dec(6927, 6)
-    item += pstr("bo") + varint_i(-(1 << 63)) + b"\x10" + dec(6927, 6)
+    # Queue item (sync_protocol.rs QueuedUsage::encode, format 3): version, ts, principal, model, api,
+    # 11 counts (Usage::named_counts), service tier and search context tags, 11 cost buckets
+    # (CostBreakdown::named_buckets) and the total, price version, charge, uncharged, status,
+    # stream, requested model, charges.
+    item = b"\x03" + struct.pack("<q", 1735689600) + s("o") + b"\x01" + s("p") + b"\x00" + b"\x01" + s("k")
+    item += s("gpt-4o") + b"\x00" + struct.pack("<11Q", 86, 1920, 0, 0, 300, 192, 40, 0, 20, 0, 2)
+    item += b"\x01" + b"\x02"
+    item += dec(215, 6) + dec(24, 4) + dec(0, 0) + dec(0, 0) + dec(108, 5) + dec(192, 5)
+    item += dec(16, 4) + dec(0, 0) + dec(16, 4) + dec(0, 0) + dec(6, 2) + dec(6927, 6)
+    item += struct.pack("<Q", 3) + b"\x00" + b"\x00" + struct.pack("<Q", 200) + b"\x01"
+    item += b"\x01" + s("gpt-4o-2024-08-06")
+    item += struct.pack("<Q", 2) + s("bk") + struct.pack("<q", 1735689600) + dec(6927, 6)
+    item += s("bo") + struct.pack("<q", -(1 << 63)) + dec(6927, 6)
     write("codec", "queue-item", b"\x00" + item)
     # Local budget (local_spend.rs LocalBudget::encode): reserved, count, (window, amount) pairs.
     local = dec(125, 2) + b"\x02" + struct.pack("<q", 1735689600) + dec(5, 1) + struct.pack("<q", 1735776000) + dec(7, 0)

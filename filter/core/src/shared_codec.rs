@@ -119,7 +119,11 @@ impl<'a> Reader<'a> {
     /// A decimal, checked: scale at most 28 and no stray flag bits (as `serialize` writes).
     pub fn dec(&mut self) -> Result<Decimal, CodecError> {
         let at = self.at;
-        decimal_from_bytes(self.array()?).ok_or(CodecError::Invalid(at))
+        let b: [u8; 16] = self.array()?;
+        if b[0] != 0 || b[1] != 0 || b[2] > 28 || b[3] & 0x7f != 0 {
+            return Err(CodecError::Invalid(at));
+        }
+        Ok(Decimal::deserialize(b))
     }
     /// A length-prefixed string.
     pub fn str(&mut self) -> Result<&'a str, CodecError> {
@@ -136,15 +140,6 @@ impl<'a> Reader<'a> {
             _ => Err(CodecError::Invalid(at)),
         }
     }
-}
-
-/// The decimal `Decimal::serialize` wrote as `b`, or `None` for bytes it never writes (unused
-/// flag bits set, a scale above 28): `Decimal::deserialize` would take them as they are.
-pub fn decimal_from_bytes(b: [u8; 16]) -> Option<Decimal> {
-    if b[0] != 0 || b[1] != 0 || b[2] > 28 || b[3] & 0x7f != 0 {
-        return None;
-    }
-    Some(Decimal::deserialize(b))
 }
 
 #[cfg(test)]

@@ -32,8 +32,6 @@ pub mod process;
 pub mod python;
 pub mod stack;
 
-use std::time::{Duration, Instant};
-
 pub use binaries::Binaries;
 pub use control_plane::{Api, Chain, ControlPlane};
 pub use process::{Echo, Proc, Secrets};
