@@ -16,10 +16,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, Request};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tollgate_benches::{batch, now, runtime, seeded_store, selected_backends, state};
+use tollgate_benches::{
+    batch, now, runtime, seeded_store, selected_backends, state, total_of, usage_post,
+};
 use tollgate_control_plane::http::app;
 use tollgate_testkit::TestDb;
 use tower::ServiceExt;
@@ -68,31 +68,16 @@ fn ingest(c: &mut Criterion) {
         let n = AtomicU64::new(0);
         group.bench_function(format!("{}/batch_1000", backend.as_str()), |b| {
             b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let k = n.fetch_add(1, Ordering::SeqCst);
-                        let body = serde_json::to_vec(&batch(
-                            &single.reporter,
-                            k,
-                            BATCH,
-                            KEYS,
-                            ORGS,
-                            now(),
-                        ))
-                        .unwrap();
-                        let req = Request::post("/v1/usage")
-                            .header(header::AUTHORIZATION, format!("Bearer {}", single.secret))
-                            .header(header::CONTENT_TYPE, "application/json")
-                            .body(Body::from(body))
-                            .unwrap();
-                        let started = Instant::now();
-                        let resp = router.clone().oneshot(req).await.unwrap();
-                        total += started.elapsed();
-                        assert_eq!(resp.status(), 200);
-                    }
-                    total
-                })
+                rt.block_on(total_of(iters, || async {
+                    let k = n.fetch_add(1, Ordering::SeqCst);
+                    let sent = batch(&single.reporter, k, BATCH, KEYS, ORGS, now());
+                    let req = usage_post(&single.secret, &sent);
+                    let started = Instant::now();
+                    let resp = router.clone().oneshot(req).await.unwrap();
+                    let took = started.elapsed();
+                    assert_eq!(resp.status(), 200);
+                    took
+                }))
             });
         });
         // Several Envoys report at once: 4 batches in flight from 4 reporters.
@@ -101,44 +86,25 @@ fn ingest(c: &mut Criterion) {
             format!("{}/4_concurrent_batches_1000", backend.as_str()),
             |b| {
                 b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            let k = n.fetch_add(1, Ordering::SeqCst);
-                            let reqs: Vec<_> = concurrent
-                                .iter()
-                                .map(|me| {
-                                    let body = serde_json::to_vec(&batch(
-                                        &me.reporter,
-                                        k,
-                                        BATCH,
-                                        KEYS,
-                                        ORGS,
-                                        now(),
-                                    ))
-                                    .unwrap();
-                                    Request::post("/v1/usage")
-                                        .header(
-                                            header::AUTHORIZATION,
-                                            format!("Bearer {}", me.secret),
-                                        )
-                                        .header(header::CONTENT_TYPE, "application/json")
-                                        .body(Body::from(body))
-                                        .unwrap()
-                                })
-                                .collect();
-                            let started = Instant::now();
-                            let tasks: Vec<_> = reqs
-                                .into_iter()
-                                .map(|req| tokio::spawn(router.clone().oneshot(req)))
-                                .collect();
-                            for t in tasks {
-                                assert_eq!(t.await.unwrap().unwrap().status(), 200);
-                            }
-                            total += started.elapsed();
+                    rt.block_on(total_of(iters, || async {
+                        let k = n.fetch_add(1, Ordering::SeqCst);
+                        let reqs: Vec<_> = concurrent
+                            .iter()
+                            .map(|me| {
+                                let sent = batch(&me.reporter, k, BATCH, KEYS, ORGS, now());
+                                usage_post(&me.secret, &sent)
+                            })
+                            .collect();
+                        let started = Instant::now();
+                        let tasks: Vec<_> = reqs
+                            .into_iter()
+                            .map(|req| tokio::spawn(router.clone().oneshot(req)))
+                            .collect();
+                        for t in tasks {
+                            assert_eq!(t.await.unwrap().unwrap().status(), 200);
                         }
-                        total
-                    })
+                        started.elapsed()
+                    }))
                 });
             },
         );

@@ -31,11 +31,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, Request};
 use rust_decimal::Decimal;
 use sqlx::{Connection, PgConnection, SqliteConnection};
-use tollgate_benches::{batch, now, seeded_store, selected_backends, state, Backend};
+use tollgate_benches::{batch, now, seeded_store, selected_backends, state, usage_post, Backend};
 use tollgate_control_plane::http::app;
 use tollgate_control_plane::ingest::{check_cost, deltas, BudgetIndex, CostCheck};
 use tollgate_control_plane::store::ledger::{content_sha256, detail_json};
@@ -265,12 +263,7 @@ async fn run(backend: Backend, batches: u64) {
     for k in 0..WARMUP + batches {
         let ts = now();
         // Ingestion: the body encoded beforehand, the call timed (as `ingest.rs`).
-        let body = serde_json::to_vec(&batch(&me.reporter, k, BATCH, KEYS, ORGS, ts)).unwrap();
-        let req = Request::post("/v1/usage")
-            .header(header::AUTHORIZATION, format!("Bearer {}", me.secret))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body))
-            .unwrap();
+        let req = usage_post(&me.secret, &batch(&me.reporter, k, BATCH, KEYS, ORGS, ts));
         let started = Instant::now();
         let resp = router.clone().oneshot(req).await.unwrap();
         let took = started.elapsed();

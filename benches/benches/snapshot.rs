@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tollgate_benches::{batch, now, runtime, seeded_store, selected_backends};
+use tollgate_benches::{batch, now, runtime, seeded_store, selected_backends, total_of};
 use tollgate_control_plane::clock::Clock;
 use tollgate_control_plane::ingest::BudgetCache;
 use tollgate_control_plane::metrics::Metrics;
@@ -56,20 +56,16 @@ fn snapshot(c: &mut Criterion) {
             format!("{}/cold_10k_budgets_100k_keys", backend.as_str()),
             |b| {
                 b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            let snaps = Snapshots::new(
-                                s.clone(),
-                                Clock::system(),
-                                Arc::new(Metrics::default()),
-                            );
-                            let started = Instant::now();
-                            snaps.rebuild().await.unwrap();
-                            total += started.elapsed();
-                        }
-                        total
-                    })
+                    rt.block_on(total_of(iters, || async {
+                        let snaps = Snapshots::new(
+                            s.clone(),
+                            Clock::system(),
+                            Arc::new(Metrics::default()),
+                        );
+                        let started = Instant::now();
+                        snaps.rebuild().await.unwrap();
+                        started.elapsed()
+                    }))
                 });
             },
         );
@@ -80,20 +76,17 @@ fn snapshot(c: &mut Criterion) {
             format!("{}/after_batch_10k_budgets_100k_keys", backend.as_str()),
             |b| {
                 b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            let k = n.fetch_add(1, Ordering::SeqCst);
-                            let events =
-                                batch("envoy-0", k, 100, KEYS as u64, ORGS as u64, now()).events;
-                            s.ingest(&events, now(), &cache).await.unwrap();
-                            let started = Instant::now();
-                            let b = snaps.rebuild().await.unwrap();
-                            total += started.elapsed();
-                            assert!(b.counts.1 == KEYS);
-                        }
-                        total
-                    })
+                    rt.block_on(total_of(iters, || async {
+                        let k = n.fetch_add(1, Ordering::SeqCst);
+                        let events =
+                            batch("envoy-0", k, 100, KEYS as u64, ORGS as u64, now()).events;
+                        s.ingest(&events, now(), &cache).await.unwrap();
+                        let started = Instant::now();
+                        let b = snaps.rebuild().await.unwrap();
+                        let took = started.elapsed();
+                        assert!(b.counts.1 == KEYS);
+                        took
+                    }))
                 });
             },
         );

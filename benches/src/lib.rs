@@ -85,6 +85,35 @@ pub async fn state(store: Store) -> AppState {
     state
 }
 
+/// `POST /v1/usage` of `batch` as the enrolled reporter whose secret is `secret`, the body
+/// encoded here so that a bench times only the call. (A secret that is no header value gives
+/// an empty request, which the benches' status check refuses.)
+pub fn usage_post(secret: &str, batch: &UsageBatch) -> axum::http::Request<axum::body::Body> {
+    let body = serde_json::to_vec(batch).unwrap_or_default();
+    axum::http::Request::post("/v1/usage")
+        .header(
+            axum::http::header::AUTHORIZATION,
+            format!("Bearer {secret}"),
+        )
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body))
+        .unwrap_or_default()
+}
+
+/// The sum over `iters` runs of `run`, each returning how long its measured part took: what
+/// criterion's `iter_custom` asks of async work whose set-up stays untimed.
+pub async fn total_of<F, Fut>(iters: u64, mut run: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::time::Duration>,
+{
+    let mut total = std::time::Duration::ZERO;
+    for _ in 0..iters {
+        total += run().await;
+    }
+    total
+}
+
 /// Now, Unix seconds.
 pub fn now() -> i64 {
     tollgate_control_plane::store::unix_now()

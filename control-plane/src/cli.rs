@@ -239,18 +239,26 @@ pub struct BudgetSetArgs {
     pub mode: String,
 }
 
-/// `budgets list` options.
+/// `--scope` and `--scope-id`, the filter `budgets list` and `spend` share.
 #[derive(Debug, Args)]
-pub struct BudgetListArgs {
-    /// API.
-    #[command(flatten)]
-    pub api: ApiArgs,
+pub struct ScopeFilter {
     /// Only this scope.
     #[arg(long, env = "TOLLGATE_SCOPE")]
     pub scope: Option<String>,
     /// Only this scope id.
     #[arg(long, env = "TOLLGATE_SCOPE_ID")]
     pub scope_id: Option<String>,
+}
+
+/// `budgets list` options.
+#[derive(Debug, Args)]
+pub struct BudgetListArgs {
+    /// API.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Only these budgets.
+    #[command(flatten)]
+    pub only: ScopeFilter,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -317,12 +325,9 @@ pub struct SpendArgs {
     /// API.
     #[command(flatten)]
     pub api: ApiArgs,
-    /// Only this scope (with --scope-id).
-    #[arg(long, env = "TOLLGATE_SCOPE")]
-    pub scope: Option<String>,
-    /// Only this scope id.
-    #[arg(long, env = "TOLLGATE_SCOPE_ID")]
-    pub scope_id: Option<String>,
+    /// Only this spend.
+    #[command(flatten)]
+    pub only: ScopeFilter,
     /// Only this model.
     #[arg(long, env = "TOLLGATE_MODEL")]
     pub model: Option<String>,
@@ -595,13 +600,7 @@ async fn budgets_set(a: BudgetSetArgs) -> anyhow::Result<()> {
 
 async fn budgets_list(a: BudgetListArgs) -> anyhow::Result<()> {
     let client = Client::new(&a.api.url, &a.api.token);
-    let mut q = Vec::new();
-    if let Some(s) = &a.scope {
-        q.push(format!("scope={}", encode(s)));
-    }
-    if let Some(s) = &a.scope_id {
-        q.push(format!("scope_id={}", encode(s)));
-    }
+    let q = query(&[("scope", &a.only.scope), ("scope_id", &a.only.scope_id)]);
     let path = if q.is_empty() {
         "/v1/budgets".to_string()
     } else {
@@ -731,20 +730,25 @@ fn private_file(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
         .with_context(|| format!("cannot create {} (it must not exist)", path.display()))
 }
 
+/// `name=value` query parameters, percent-encoded, for the options given.
+fn query(params: &[(&str, &Option<String>)]) -> Vec<String> {
+    params
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+        .collect()
+}
+
 async fn spend(a: SpendArgs) -> anyhow::Result<()> {
     let client = Client::new(&a.api.url, &a.api.token);
-    let q: Vec<String> = [
-        ("scope", &a.scope),
-        ("scope_id", &a.scope_id),
+    let q = query(&[
+        ("scope", &a.only.scope),
+        ("scope_id", &a.only.scope_id),
         ("model", &a.model),
         ("from", &a.from),
         ("to", &a.to),
         ("group_by", &a.group_by),
         ("tz", &a.tz),
-    ]
-    .iter()
-    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
-    .collect();
+    ]);
     let path = format!("/v1/spend?{}", q.join("&"));
     if a.csv {
         let text = client

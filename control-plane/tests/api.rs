@@ -952,12 +952,7 @@ async fn prices_per_million_with_history_and_import() {
     assert_eq!(r.status, 200, "{}", r.text);
     let r = r.json();
     assert_eq!(r["imported"], 1);
-    let skipped: Vec<_> = r["skipped"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["model"].as_str().unwrap().to_string())
-        .collect();
+    let skipped = each_str(&r["skipped"], "model");
     assert_eq!(skipped, ["dall-e-3", "sample_spec"]);
     let again = api
         .raw(

@@ -489,12 +489,7 @@ fn serve_and_admin_verbs() {
         assert_eq!(mode & 0o777, 0o600);
     }
     let done: Value = serde_json::from_str(&std::fs::read_to_string(&answer).unwrap()).unwrap();
-    let bulk_secrets: Vec<String> = done["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["secret"].as_str().unwrap().to_string())
-        .collect();
+    let bulk_secrets = common::each_str(&done["keys"], "secret");
     assert_eq!(bulk_secrets.len(), 2);
     let o = admin(&[
         "bulk",

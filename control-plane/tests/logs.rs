@@ -90,12 +90,7 @@ async fn request_logs_name_the_route_never_the_query_or_a_token() {
         .unwrap()
         .to_bytes();
     let created: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let secrets: Vec<String> = created["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["secret"].as_str().unwrap().to_string())
-        .collect();
+    let secrets = each_str(&created["keys"], "secret");
     assert_eq!(secrets.len(), 2);
 
     let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();

@@ -309,15 +309,9 @@ impl Stream {
                 };
                 let (local, cas) = host::read_budget(&b.id);
                 states.push(BudgetState {
-                    id: &b.id,
-                    scope: b.scope,
-                    mode: b.mode,
-                    limit: b.limit_usd,
-                    soft_limit: b.soft_limit_usd,
-                    spent,
                     unsynced: local.unsynced_in(window),
                     reserved: local.reserved,
-                    resets_at,
+                    ..BudgetState::of(b, spent, resets_at)
                 });
                 reads.push((local, cas, window));
             }

@@ -96,17 +96,7 @@ fuzz_target!(|data: &[u8]| {
                 .iter()
                 .map(|b| {
                     let (spent, resets_at) = b.spent_at(now).unwrap_or((Decimal::ZERO, None));
-                    BudgetState {
-                        id: &b.id,
-                        scope: b.scope,
-                        mode: b.mode,
-                        limit: b.limit_usd,
-                        soft_limit: b.soft_limit_usd,
-                        spent,
-                        unsynced: Decimal::ZERO,
-                        reserved: Decimal::ZERO,
-                        resets_at,
-                    }
+                    BudgetState::of(b, spent, resets_at)
                 })
                 .collect();
             for estimate in [Decimal::ZERO, Decimal::new(5, 1), Decimal::MAX] {

@@ -58,6 +58,25 @@ pub struct CreatedKey {
 pub(crate) const KEY_COLUMNS: &str =
     "id, prefix, name, org_id, project_id, user_id, created_at, revoked_at";
 
+/// Refuses a key whose `kind` (`project`, `user`) `id`, owned by `owner`, is missing or in
+/// another organisation than the key's `org`.
+fn in_org(
+    owner: Result<String, StoreError>,
+    kind: &str,
+    id: &str,
+    org: &str,
+) -> Result<(), StoreError> {
+    let field = format!("{kind}_id");
+    let owner = owner.map_err(|e| invalid_ref_if_missing(e, &field))?;
+    if owner == org {
+        return Ok(());
+    }
+    Err(StoreError::Invalid {
+        field,
+        detail: format!("{kind} {id:?} belongs to organisation {owner:?}"),
+    })
+}
+
 impl Store {
     /// Creates a key for an existing chain and returns its secret.
     pub async fn create_key(&self, new: &NewKey, now: i64) -> Result<CreatedKey, StoreError> {
@@ -65,28 +84,12 @@ impl Store {
             .await
             .map_err(|e| invalid_ref_if_missing(e, "org_id"))?;
         if let Some(p) = &new.project_id {
-            let project = self
-                .get_project(p)
-                .await
-                .map_err(|e| invalid_ref_if_missing(e, "project_id"))?;
-            if project.org_id != new.org_id {
-                return Err(StoreError::Invalid {
-                    field: "project_id".into(),
-                    detail: format!("project {p:?} belongs to organisation {:?}", project.org_id),
-                });
-            }
+            let owner = self.get_project(p).await.map(|project| project.org_id);
+            in_org(owner, "project", p, &new.org_id)?;
         }
         if let Some(u) = &new.user_id {
-            let user = self
-                .get_user(u)
-                .await
-                .map_err(|e| invalid_ref_if_missing(e, "user_id"))?;
-            if user.org_id != new.org_id {
-                return Err(StoreError::Invalid {
-                    field: "user_id".into(),
-                    detail: format!("user {u:?} belongs to organisation {:?}", user.org_id),
-                });
-            }
+            let owner = self.get_user(u).await.map(|user| user.org_id);
+            in_org(owner, "user", u, &new.org_id)?;
         }
         let random = |e: crate::keys::RandomError| StoreError::Corrupt(e.to_string());
         let secret = generate_secret().map_err(random)?;

@@ -31,6 +31,16 @@ pub const DAY: i64 = 86_400;
 pub const ADMIN: &str = "admin-token-for-tests-0123";
 pub const DATAPLANE: &str = "dataplane-token-for-tests-0123";
 
+/// The string `field` of every object in the JSON array `list` (e.g. each created key's
+/// `secret`), in order; panics on anything else, which fails the test.
+pub fn each_str(list: &serde_json::Value, field: &str) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[field].as_str().unwrap().to_string())
+        .collect()
+}
+
 pub fn d(s: &str) -> Decimal {
     s.parse().unwrap()
 }

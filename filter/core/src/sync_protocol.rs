@@ -787,11 +787,7 @@ mod tests {
         );
         let batch = post_body(&s.on_tick(120_001)).unwrap();
         assert_eq!(
-            batch
-                .events
-                .iter()
-                .map(|e| e.id.as_str())
-                .collect::<Vec<_>>(),
+            ids(&batch),
             ["envoy-1-x-1", "envoy-1-x-2"],
             "numbered when first posted, under the minted id"
         );
@@ -828,11 +824,7 @@ mod tests {
         s.snapshot_unchanged();
         let batch = post_body(&s.on_tick(6)).unwrap();
         assert_eq!(
-            batch
-                .events
-                .iter()
-                .map(|e| e.id.as_str())
-                .collect::<Vec<_>>(),
+            ids(&batch),
             ["q-1", "q-2"],
             "the unstored event and the new one, renumbered under the new id"
         );
@@ -858,6 +850,11 @@ mod tests {
         })
     }
 
+    /// The event ids of a posted batch, in order.
+    fn ids(batch: &UsageBatch) -> Vec<&str> {
+        batch.events.iter().map(|e| e.id.as_str()).collect()
+    }
+
     #[test]
     fn queue_items_round_trip_and_refuse_corruption() {
         let mut q = item(7);
@@ -876,6 +873,68 @@ mod tests {
         let mut bad = bytes.clone();
         bad[0] = 9;
         assert!(QueuedUsage::decode(&bad).is_err(), "unknown version");
+        bad[0] = QUEUE_FORMAT - 1;
+        assert_eq!(
+            QueuedUsage::decode(&bad),
+            Err(CodecError::Invalid(0)),
+            "a record of the previous format is refused, not misread"
+        );
+        for garbage in [&[QUEUE_FORMAT, 0xff, 0xff, 0xff][..], &[QUEUE_FORMAT; 64]] {
+            assert!(QueuedUsage::decode(garbage).is_err());
+        }
+    }
+
+    /// Money keeps its scale through the queue (`0.0700` stays four places, not `0.07`), and
+    /// every count and cost bucket keeps its own slot.
+    #[test]
+    fn queue_records_keep_every_field_and_decimal_scale_exactly() {
+        let mut q = item(7);
+        q.event.principal = Principal {
+            key: Some("k".into()),
+            user: Some("u".into()),
+            project: Some("p".into()),
+            org: "o".into(),
+        };
+        q.event.api = ApiFormat::AzureOpenAiResponses;
+        // Every count and bucket distinct, set by name (the JSON shape), so a swapped slot shows.
+        let mut usage = serde_json::Map::new();
+        for (i, (name, _)) in Usage::default().named_counts().into_iter().enumerate() {
+            usage.insert(name.into(), (i as u64 + 1).into());
+        }
+        usage.insert("web_searches".into(), u64::MAX.into());
+        usage.insert("service_tier".into(), "flex".into());
+        usage.insert("search_context".into(), "low".into());
+        q.event.usage = serde_json::from_value(usage.into()).unwrap();
+        // Bucket i is 0.0700…: 700 + i at scale 4 + i.
+        let mut cost = serde_json::Map::new();
+        for (i, (name, _)) in CostBreakdown::default()
+            .named_buckets()
+            .into_iter()
+            .enumerate()
+        {
+            let scaled = Decimal::new(700 + i as i64, 4 + i as u32);
+            cost.insert(name.into(), scaled.to_string().into());
+        }
+        cost.insert("total".into(), "-0.12340".into());
+        q.event.cost = serde_json::from_value(cost.into()).unwrap();
+        q.event.price_version = u64::MAX;
+        q.event.charge = Charge::Zero;
+        q.event.uncharged = Some(UnchargedReason::ALL[9]);
+        q.event.status = u16::MAX;
+        q.event.stream = true;
+        q.event.ts = i64::MIN;
+        q.charges.push(BudgetCharge {
+            budget: "b2".into(),
+            window: -1,
+            amount: Decimal::MAX,
+        });
+        let back = QueuedUsage::decode(&q.encode()).unwrap();
+        assert_eq!(back, q);
+        let counts = back.event.usage.named_counts().map(|(_, v)| v);
+        assert_eq!(counts, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, u64::MAX]);
+        let scales = back.event.cost.named_buckets().map(|(_, v)| v.scale());
+        assert_eq!(scales, [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+        assert_eq!(back.event.cost.total.to_string(), "-0.12340");
     }
 
     #[test]
@@ -916,14 +975,7 @@ mod tests {
             panic!("{calls:?}")
         };
         let batch: UsageBatch = serde_json::from_slice(body).unwrap();
-        assert_eq!(
-            batch
-                .events
-                .iter()
-                .map(|e| e.id.as_str())
-                .collect::<Vec<_>>(),
-            ["r-1", "r-2"]
-        );
+        assert_eq!(ids(&batch), ["r-1", "r-2"]);
         assert_eq!(
             post_events(&s.on_tick(1)),
             None,

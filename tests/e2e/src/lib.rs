@@ -32,28 +32,11 @@ pub mod process;
 pub mod python;
 pub mod stack;
 
-use std::time::{Duration, Instant};
-
 pub use binaries::Binaries;
 pub use control_plane::{Api, Chain, ControlPlane};
 pub use process::{Echo, Proc, Secrets};
 pub use stack::{Database, Stack, StackOptions};
-
-/// Calls `check` every 20 ms until it returns `Some`, for at most `timeout`; `None` if it never
-/// did. The last call happens at or after the deadline, so a check that passes just in time
-/// is seen.
-pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(t) = check() {
-            return Some(t);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use tollgate_testkit::eventually;
 
 /// A random token `prefix` + 32 hex digits (API tokens, mock provider keys).
 pub fn random_token(prefix: &str) -> anyhow::Result<String> {

@@ -68,6 +68,11 @@ enum Command {
         /// it gets the same configuration, service VMs and shared data.
         #[arg(long)]
         baseline_is_filter: bool,
+        /// With `--baseline-is-filter`: the service VMs' module for the baseline (default:
+        /// `--service-wasm`), when the two builds' filter and sync service change together
+        /// (e.g. the queue record's format).
+        #[arg(long)]
+        baseline_service_wasm: Option<PathBuf>,
     },
     /// Replays a JSON scenario and checks the expected decisions.
     Run {
@@ -125,6 +130,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             upstream,
             shared_data,
             baseline_is_filter,
+            baseline_service_wasm,
             floor,
         } => {
             let filter = builder(&wasm, config.as_deref())?.vm_id(&vm_id).build()?;
@@ -149,6 +155,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some(path) => Some(Plugin::builder(read(path)?).vm_id(&vm_id).build()?),
                 None => None,
             };
+            let baseline_service_plugin = match &baseline_service_wasm {
+                Some(_) if !baseline_is_filter => {
+                    anyhow::bail!("--baseline-service-wasm goes with --baseline-is-filter")
+                }
+                Some(path) => Some(Plugin::builder(read(path)?).vm_id(&vm_id).build()?),
+                None => None,
+            };
             let mut services = Vec::new();
             let mut baseline_services = Vec::new();
             for path in &service_config {
@@ -160,8 +173,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .with_configuration(config.clone()),
                 );
                 baseline_services.push(
-                    service_plugin
+                    baseline_service_plugin
                         .as_ref()
+                        .or(service_plugin.as_ref())
                         .unwrap_or(&baseline_plugin)
                         .with_configuration(config),
                 );

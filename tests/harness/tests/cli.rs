@@ -18,6 +18,18 @@ fn harness(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs the binary, which must succeed; its standard output.
+fn harness_ok(args: &[&str]) -> String {
+    let output = harness(args);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// A file under `tests/scenarios`.
 fn scenario(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -30,7 +42,7 @@ fn scenario(name: &str) -> String {
 #[test]
 fn bench_noop_against_noop_ends_with_the_ratio() {
     let noop = common::noop_wasm_path().display().to_string();
-    let output = harness(&[
+    let stdout = harness_ok(&[
         "bench",
         "--wasm",
         &noop,
@@ -39,12 +51,6 @@ fn bench_noop_against_noop_ends_with_the_ratio() {
         "--requests",
         "300",
     ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert!(stdout.contains("p50_us"), "{stdout}");
     let last = stdout.lines().last().unwrap();
     let ratio: f64 = last.strip_prefix("ratio=").unwrap().parse().unwrap();
@@ -53,9 +59,29 @@ fn bench_noop_against_noop_ends_with_the_ratio() {
 }
 
 #[test]
+fn a_baseline_service_module_needs_a_baseline_filter() {
+    let noop = common::noop_wasm_path().display().to_string();
+    let args = [
+        "--wasm",
+        &noop,
+        "--baseline",
+        &noop,
+        "--baseline-service-wasm",
+        &noop,
+    ];
+    let output = harness(&[&["bench"], &args[..]].concat());
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("goes with --baseline-is-filter"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn run_passes_a_scenario_whose_expectations_hold() {
     let probe = common::probe_wasm_path().display().to_string();
-    let output = harness(&[
+    let stdout = harness_ok(&[
         "run",
         "--wasm",
         &probe,
@@ -63,12 +89,6 @@ fn run_passes_a_scenario_whose_expectations_hold() {
         &scenario("probe.config"),
         &scenario("probe.json"),
     ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert!(stdout.contains("all 3 steps as expected"), "{stdout}");
 }
 

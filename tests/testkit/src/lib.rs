@@ -20,8 +20,26 @@ pub mod postgres;
 pub mod store;
 pub mod wasm;
 
+use std::time::{Duration, Instant};
+
 /// The sqlx [`with_connection!`] opens connections with.
 #[cfg(feature = "db")]
 pub use sqlx;
 #[cfg(feature = "db")]
 pub use store::{postgres_store, postgres_url, sqlite_store, test_db, TempSqlite, TestDb};
+
+/// Calls `check` every 20 ms until it returns `Some`, for at most `timeout`; `None` if it never
+/// did. The last call happens at or after the deadline, so a check that passes just in time
+/// is seen. (The end-to-end tests and the mock upstream's Envoy tests wait with it.)
+pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(t) = check() {
+            return Some(t);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -932,14 +932,7 @@ async fn post_encoded(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> (Option<String>, Vec<u8>) {
-    let mut req = reqwest::Client::new()
-        .post(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
+    let resp = common::post_json(addr, path, headers, body).await;
     assert_eq!(resp.status(), 200);
     let coding = resp
         .headers()

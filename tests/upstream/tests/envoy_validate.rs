@@ -23,8 +23,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{eventually, start_upstream, Proc};
+use common::{start_upstream, Proc};
 use serde_json::{json, Value};
+use tollgate_testkit::eventually;
 use tollgate_upstream::envoy::{envoy_binary, render, venv_python, workspace_root};
 use tollgate_upstream::{usage_for, Api, Controls};
 
@@ -248,14 +249,7 @@ fn post(
     header: &str,
 ) -> (u16, Option<String>, Value) {
     runtime().block_on(async {
-        let mut req = reqwest::Client::new()
-            .post(format!("http://{addr}{path}"))
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = req.send().await.unwrap();
+        let resp = common::post_json(addr, path, headers, body).await;
         let status = resp.status().as_u16();
         let h = resp
             .headers()

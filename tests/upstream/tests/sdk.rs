@@ -83,50 +83,47 @@ fn official_sdks_parse_every_shape_and_read_the_expected_usage() {
         };
         let want = usage_for(api, &case["request"], &controls(&case["headers"])).unwrap();
         let u = &case["usage"];
-        let got = |k: &str| {
-            u[k].as_u64()
-                .unwrap_or_else(|| panic!("{name}: no {k} in {u}"))
-        };
-        match api {
-            Api::OpenAiChat => {
-                assert_eq!(got("prompt_tokens"), want.prompt_total(), "{name}");
-                assert_eq!(got("completion_tokens"), want.output, "{name}");
-                assert_eq!(
-                    u["prompt_tokens_details"]["cached_tokens"], want.cache_read,
-                    "{name}"
-                );
-                assert_eq!(
-                    u["completion_tokens_details"]["reasoning_tokens"], want.reasoning,
-                    "{name}"
-                );
-            }
-            Api::OpenAiResponses => {
-                assert_eq!(got("input_tokens"), want.prompt_total(), "{name}");
-                assert_eq!(got("output_tokens"), want.output, "{name}");
-                assert_eq!(
-                    u["input_tokens_details"]["cached_tokens"], want.cache_read,
-                    "{name}"
-                );
-            }
-            Api::AnthropicMessages => {
-                assert_eq!(got("input_tokens"), want.input_uncached, "{name}");
-                assert_eq!(got("output_tokens"), want.output, "{name}");
-                assert_eq!(got("cache_read_input_tokens"), want.cache_read, "{name}");
-                assert_eq!(
-                    got("cache_creation_input_tokens"),
+        // Where each API's SDK reports a count (a JSON pointer into its usage), and the count.
+        let reported: Vec<(&str, u64)> = match api {
+            Api::OpenAiChat => vec![
+                ("/prompt_tokens", want.prompt_total()),
+                ("/completion_tokens", want.output),
+                ("/prompt_tokens_details/cached_tokens", want.cache_read),
+                (
+                    "/completion_tokens_details/reasoning_tokens",
+                    want.reasoning,
+                ),
+            ],
+            Api::OpenAiResponses => vec![
+                ("/input_tokens", want.prompt_total()),
+                ("/output_tokens", want.output),
+                ("/input_tokens_details/cached_tokens", want.cache_read),
+            ],
+            Api::AnthropicMessages => vec![
+                ("/input_tokens", want.input_uncached),
+                ("/output_tokens", want.output),
+                ("/cache_read_input_tokens", want.cache_read),
+                (
+                    "/cache_creation_input_tokens",
                     want.cache_write_5m + want.cache_write_1h,
-                    "{name}"
-                );
-                assert_eq!(
-                    u["cache_creation"]["ephemeral_5m_input_tokens"], want.cache_write_5m,
-                    "{name}"
-                );
-                assert_eq!(
-                    u["cache_creation"]["ephemeral_1h_input_tokens"], want.cache_write_1h,
-                    "{name}"
-                );
-            }
+                ),
+                (
+                    "/cache_creation/ephemeral_5m_input_tokens",
+                    want.cache_write_5m,
+                ),
+                (
+                    "/cache_creation/ephemeral_1h_input_tokens",
+                    want.cache_write_1h,
+                ),
+            ],
             _ => unreachable!(),
+        };
+        for (pointer, count) in reported {
+            assert_eq!(
+                u.pointer(pointer).and_then(Value::as_u64),
+                Some(count),
+                "{name}: {pointer} in {u}"
+            );
         }
         assert_eq!(case["text"], reply_text(want.text_tokens()), "{name}");
     }

@@ -45,7 +45,27 @@ pub struct BudgetState<'a> {
     pub resets_at: Option<i64>,
 }
 
-impl BudgetState<'_> {
+impl<'a> BudgetState<'a> {
+    /// A snapshot budget with the snapshot's `spent` in the window ending at `resets_at`, and
+    /// nothing unsynced or reserved yet (the filter adds this Envoy's own from shared data).
+    pub fn of(
+        b: &'a crate::snapshot::SnapshotBudget,
+        spent: Decimal,
+        resets_at: Option<i64>,
+    ) -> BudgetState<'a> {
+        BudgetState {
+            id: &b.id,
+            scope: b.scope,
+            mode: b.mode,
+            limit: b.limit_usd,
+            soft_limit: b.soft_limit_usd,
+            spent,
+            unsynced: Decimal::ZERO,
+            reserved: Decimal::ZERO,
+            resets_at,
+        }
+    }
+
     /// `spent + unsynced + reserved`, or `None` if the sum overflows.
     pub fn committed(&self) -> Option<Decimal> {
         self.spent

@@ -27,44 +27,24 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()
     import!(linker, "proxy_get_header_map_value" =>
         get_value(map, key_data, key_size, return_data, return_size)
     );
-    linker.func_wrap(
-        "env",
-        "proxy_add_header_map_value",
-        |mut caller: Caller<'_, HostState>,
-         map: u32,
-         key_data: u32,
-         key_size: u32,
-         value_data: u32,
-         value_size: u32| {
-            status(mutate(
-                &mut caller,
-                map,
-                key_data,
-                key_size,
-                Some((value_data, value_size)),
-                Edit::Add,
-            ))
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_replace_header_map_value",
-        |mut caller: Caller<'_, HostState>,
-         map: u32,
-         key_data: u32,
-         key_size: u32,
-         value_data: u32,
-         value_size: u32| {
-            status(mutate(
-                &mut caller,
-                map,
-                key_data,
-                key_size,
-                Some((value_data, value_size)),
-                Edit::Replace,
-            ))
-        },
-    )?;
+    for (name, edit) in [
+        ("proxy_add_header_map_value", Edit::Add),
+        ("proxy_replace_header_map_value", Edit::Replace),
+    ] {
+        linker.func_wrap(
+            "env",
+            name,
+            move |mut caller: Caller<'_, HostState>,
+                  map: u32,
+                  key_data: u32,
+                  key_size: u32,
+                  value_data: u32,
+                  value_size: u32| {
+                let value = Some((value_data, value_size));
+                status(mutate(&mut caller, map, key_data, key_size, value, edit))
+            },
+        )?;
+    }
     linker.func_wrap(
         "env",
         "proxy_remove_header_map_value",

@@ -10,7 +10,7 @@
 use wasmtime::{Caller, Linker};
 
 use super::abi::{MetricType, Status};
-use super::{memory, status, HostError, HostState, Metric};
+use super::{memory, HostError, HostState, Metric};
 
 /// Low bits of a metric id holding its type.
 const TYPE_MASK: u32 = 0x3;
@@ -18,20 +18,8 @@ const TYPE_MASK: u32 = 0x3;
 /// Registers the metric imports.
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     import!(linker, "proxy_define_metric" => define(kind, name_data, name_size, return_id));
-    linker.func_wrap(
-        "env",
-        "proxy_increment_metric",
-        |mut caller: Caller<'_, HostState>, id: u32, delta: i64| {
-            status(increment(&mut caller, id, delta))
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_record_metric",
-        |mut caller: Caller<'_, HostState>, id: u32, value: u64| {
-            status(record(&mut caller, id, value))
-        },
-    )?;
+    import!(linker, "proxy_increment_metric" => increment(id, delta: i64));
+    import!(linker, "proxy_record_metric" => record(id, value: u64));
     import!(linker, "proxy_get_metric" => get(id, return_value));
     Ok(())
 }

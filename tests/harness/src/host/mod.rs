@@ -15,22 +15,26 @@
 //!   ([`headers`], [`buffers`], ...) each add their functions.
 
 /// Registers the import `$name` as `$f(&mut caller, args…)` with every argument a `u32` (the
-/// ABI's pointers, sizes, ids and enums), the result turned into the ABI's answer by `$wrap`:
-/// `status` for proxy-wasm's `env` imports (the short form), `errno` for WASI's. Imports with
-/// other argument types or with a body of their own call `func_wrap` themselves.
+/// ABI's pointers, sizes, ids and enums) unless it names its type (`delta: i64`), the result
+/// turned into the ABI's answer by `$wrap`: `status` for proxy-wasm's `env` imports (the short
+/// form), `errno` for WASI's. Imports with a body of their own call `func_wrap` themselves.
 macro_rules! import {
-    ($linker:ident, $name:literal => $f:ident($($arg:ident),* $(,)?)) => {
-        import!($linker, "env", $name, $crate::host::status => $f($($arg),*))
+    ($linker:ident, $name:literal => $f:ident($($arg:ident $(: $ty:ty)?),* $(,)?)) => {
+        import!($linker, "env", $name, $crate::host::status => $f($($arg $(: $ty)?),*))
     };
-    ($linker:ident, $module:expr, $name:literal, $wrap:path => $f:ident($($arg:ident),* $(,)?)) => {
+    ($linker:ident, $module:expr, $name:literal, $wrap:path => $f:ident($($arg:ident $(: $ty:ty)?),* $(,)?)) => {
         $linker.func_wrap(
             $module,
             $name,
-            |mut caller: ::wasmtime::Caller<'_, $crate::host::HostState>, $($arg: u32),*| {
+            |mut caller: ::wasmtime::Caller<'_, $crate::host::HostState>,
+             $($arg: import!(@type $($ty)?)),*| {
                 $wrap($f(&mut caller, $($arg),*))
             },
         )?;
     };
+    // An argument is a `u32` (a pointer, a size, an enum) unless it says otherwise.
+    (@type) => { u32 };
+    (@type $ty:ty) => { $ty };
 }
 
 pub mod abi;

@@ -1,5 +1,5 @@
 //! Shared by the integration tests: child processes that are always killed (a guard with
-//! `Drop`), the mock upstream started as a binary, and waiting with a bounded timeout.
+//! `Drop`), the mock upstream started as a binary, and a JSON POST with extra headers.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -98,20 +98,6 @@ impl Drop for Proc {
     }
 }
 
-/// Polls `check` every 50 ms until it returns `Some`, at most `timeout`.
-pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(t) = check() {
-            return Some(t);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Starts the `tollgate-upstream` binary on a free port and returns it with its address,
 /// read from the `listening on ADDR` line.
 pub fn start_upstream(args: &[&str]) -> (Proc, SocketAddr) {
@@ -126,4 +112,21 @@ pub fn start_upstream(args: &[&str]) -> (Proc, SocketAddr) {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     (proc, addr)
+}
+
+/// POSTs `body` as JSON to `http://{addr}{path}` with `headers` added.
+pub async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
 }
