@@ -18,15 +18,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tollgate_benches::{
-    batch, now, runtime, seeded_store, selected_backends, state, total_of, usage_post,
+    batch, now, runtime, seeded_store, selected_backends, state, total_of, usage_post, BATCH, KEYS,
+    ORGS,
 };
 use tollgate_control_plane::http::app;
 use tollgate_testkit::TestDb;
 use tower::ServiceExt;
-
-const BATCH: u64 = 1_000;
-const KEYS: u64 = 10_000;
-const ORGS: u64 = 100;
 
 fn ingest(c: &mut Criterion) {
     let rt = runtime();

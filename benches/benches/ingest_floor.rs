@@ -33,7 +33,10 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use sqlx::{Connection, PgConnection, SqliteConnection};
-use tollgate_benches::{batch, now, seeded_store, selected_backends, state, usage_post, Backend};
+use tollgate_benches::{
+    batch, now, seeded_store, selected_backends, state, usage_post, Backend, BATCH, BUDGETS, KEYS,
+    ORGS,
+};
 use tollgate_control_plane::http::app;
 use tollgate_control_plane::ingest::{check_cost, deltas, BudgetIndex, CostCheck};
 use tollgate_control_plane::store::ledger::{content_sha256, detail_json};
@@ -43,10 +46,6 @@ use tollgate_core::pricing::PriceBook;
 use tollgate_testkit::TestDb;
 use tower::ServiceExt;
 
-const BATCH: u64 = 1_000;
-const KEYS: u64 = 10_000;
-const ORGS: u64 = 100;
-const BUDGETS: usize = 10_000;
 /// Untimed batches per side before the timed ones.
 const WARMUP: u64 = 3;
 

@@ -18,17 +18,12 @@
 
 use std::time::Instant;
 
-use axum::body::Body;
-use axum::http::{header, Request};
-use tollgate_benches::{batch, now, runtime, seeded_store, state, Backend};
+use tollgate_benches::{
+    batch, now, runtime, seeded_store, state, usage_post, Backend, BATCH, BUDGETS, KEYS, ORGS,
+};
 use tollgate_control_plane::http::app;
 use tollgate_control_plane::store::Store;
 use tower::ServiceExt;
-
-const BATCH: u64 = 1_000;
-const KEYS: u64 = 10_000;
-const ORGS: u64 = 100;
-const BUDGETS: usize = 10_000;
 const POSTERS_PER_REPLICA: usize = 2;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -54,27 +49,22 @@ async fn run(url: &str, replicas: usize, batches: u64, round: u64) -> f64 {
         };
         let router = app(state(store).await);
         for reporter in me {
-            // The bodies encoded beforehand: what is timed is the control plane.
-            let bodies: Vec<Vec<u8>> = (0..batches)
+            // The requests built beforehand: what is timed is the control plane.
+            let requests: Vec<_> = (0..batches)
                 .map(|k| {
-                    serde_json::to_vec(&batch(&reporter.reporter, k, BATCH, KEYS, ORGS, now()))
-                        .unwrap()
+                    let b = batch(&reporter.reporter, k, BATCH, KEYS, ORGS, now());
+                    usage_post(&reporter.secret, &b)
                 })
                 .collect();
-            posters.push((router.clone(), reporter.secret.clone(), bodies));
+            posters.push((router.clone(), requests));
         }
     }
     let started = Instant::now();
     let tasks: Vec<_> = posters
         .into_iter()
-        .map(|(router, secret, bodies)| {
+        .map(|(router, requests)| {
             tokio::spawn(async move {
-                for body in bodies {
-                    let req = Request::post("/v1/usage")
-                        .header(header::AUTHORIZATION, format!("Bearer {secret}"))
-                        .header(header::CONTENT_TYPE, "application/json")
-                        .body(Body::from(body))
-                        .unwrap();
+                for req in requests {
                     let resp = router.clone().oneshot(req).await.unwrap();
                     assert_eq!(resp.status(), 200);
                 }

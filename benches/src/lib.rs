@@ -21,6 +21,16 @@ use tollgate_core::provider::ApiFormat;
 use tollgate_core::usage::Usage;
 use tollgate_testkit::TestDb;
 
+/// The fleet the ingestion benches post to (`ingest`, `ingest_floor`, `replicas`): events
+/// per batch, keys, organisations and budgets.
+pub const BATCH: u64 = 1_000;
+/// Keys of the ingestion fleet.
+pub const KEYS: u64 = 10_000;
+/// Organisations of the ingestion fleet.
+pub const ORGS: u64 = 100;
+/// Budgets of the ingestion fleet.
+pub const BUDGETS: usize = 10_000;
+
 /// Admin token of the bench apps.
 pub const ADMIN: &str = "bench-admin-token-0123456789";
 /// Data-plane token of the bench apps.

@@ -131,47 +131,35 @@ async fn history(state: &AppState, clock: &Clock) -> Vec<Arc<Built>> {
         builds.push(state.snapshots.rebuild().await.unwrap());
     }
     // A key revoked, a key created, a budget redefined, a budget deleted, a new price.
-    admin(
-        &app,
-        "POST",
-        &format!("/v1/keys/{}/revoke", keys[1]["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
-    builds.push(state.snapshots.rebuild().await.unwrap());
-    admin(
-        &app,
-        "POST",
-        "/v1/keys",
-        json!({"name": "d", "org_id": "acme"}),
-    )
-    .await;
-    builds.push(state.snapshots.rebuild().await.unwrap());
-    admin(
-        &app,
-        "PATCH",
-        &format!("/v1/budgets/{}", org["id"].as_str().unwrap()),
-        json!({"limit_usd": "20"}),
-    )
-    .await;
-    builds.push(state.snapshots.rebuild().await.unwrap());
-    admin(
-        &app,
-        "DELETE",
-        &format!("/v1/budgets/{}", user["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
-    builds.push(state.snapshots.rebuild().await.unwrap());
-    admin(
-        &app,
-        "POST",
-        "/v1/prices",
-        json!({"model": "gpt-4o", "provider": "openai",
-        "input_per_million": "2.5", "output_per_million": "10", "effective_from": 0}),
-    )
-    .await;
-    builds.push(state.snapshots.rebuild().await.unwrap());
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let changes = [
+        (
+            "POST",
+            format!("/v1/keys/{}/revoke", id(&keys[1])),
+            json!({}),
+        ),
+        (
+            "POST",
+            "/v1/keys".into(),
+            json!({"name": "d", "org_id": "acme"}),
+        ),
+        (
+            "PATCH",
+            format!("/v1/budgets/{}", id(org)),
+            json!({"limit_usd": "20"}),
+        ),
+        ("DELETE", format!("/v1/budgets/{}", id(user)), json!({})),
+        (
+            "POST",
+            "/v1/prices".into(),
+            json!({"model": "gpt-4o", "provider": "openai",
+            "input_per_million": "2.5", "output_per_million": "10", "effective_from": 0}),
+        ),
+    ];
+    for (method, path, body) in changes {
+        admin(&app, method, &path, body).await;
+        builds.push(state.snapshots.rebuild().await.unwrap());
+    }
     // The daily window ends: bounds move and the spend of the new window is zero.
     clock.set(NOW + 86_400);
     builds.push(state.snapshots.refresh().await.unwrap());

@@ -36,13 +36,7 @@ fn control_plane_down_10s_envoy_keeps_enforcing_and_the_ledger_gets_every_reques
     stack.wait_for_sync().unwrap();
 
     // Steady traffic: one request every 40 ms until told to stop (bounded in count too).
-    let traffic = Steady::start(
-        &stack.url(),
-        &steady.secret,
-        "steady request",
-        Duration::from_millis(40),
-    );
-    thread::sleep(Duration::from_millis(1500));
+    let traffic = Steady::warmed(&stack, &steady.secret);
 
     stack.cp.stop();
     let down = Instant::now();

@@ -71,13 +71,7 @@ fn killing_a_replica_loses_nothing_counts_nothing_twice_and_never_goes_back() {
             seen
         })
     };
-    let traffic = Steady::start(
-        &stack.url(),
-        &steady.secret,
-        "steady request",
-        Duration::from_millis(40),
-    );
-    thread::sleep(Duration::from_millis(1500));
+    let traffic = Steady::warmed(&stack, &steady.secret);
     assert!(
         polls(&stack.cp.url()).0 > primary_deltas,
         "the sync service takes deltas from the replica it is on"

@@ -168,6 +168,19 @@ pub struct Steady {
 }
 
 impl Steady {
+    /// One request every 40 ms with `key`, started 1.5 s before it returns (so that the
+    /// traffic is steady when the caller breaks something).
+    pub fn warmed(stack: &Stack, key: &str) -> Steady {
+        let traffic = Steady::start(
+            &stack.url(),
+            key,
+            "steady request",
+            Duration::from_millis(40),
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        traffic
+    }
+
     /// Starts the client against `url` with `key`; requests are numbered in `label`.
     pub fn start(url: &str, key: &str, label: &str, pause: Duration) -> Steady {
         let stop = Arc::new(AtomicBool::new(false));
