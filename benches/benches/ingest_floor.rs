@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use tollgate_benches::{
-    batch, now, seeded_store, selected_backends, state, usage_post, Backend, BATCH, BUDGETS, KEYS,
-    ORGS,
+    batch, now, runtime, seeded_store, selected_backends, state, usage_post, Backend, BATCH,
+    BUDGETS, KEYS, ORGS,
 };
 use tollgate_control_plane::http::app;
 use tollgate_control_plane::ingest::{check_cost, deltas, BudgetIndex, CostCheck};
@@ -322,11 +322,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     for backend in selected_backends() {
         rt.block_on(run(backend, batches));
     }

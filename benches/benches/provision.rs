@@ -25,7 +25,7 @@ use axum::http::{header, Request};
 use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tollgate_benches::{selected_backends, state, store, Backend, ADMIN};
+use tollgate_benches::{runtime, selected_backends, state, store, Backend, ADMIN};
 use tollgate_control_plane::http::app;
 use tollgate_testkit::TestDb;
 use tower::ServiceExt;
@@ -169,11 +169,7 @@ fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not used.
     let keys = env("TOLLGATE_PROVISION_KEYS", 100_000);
     let single = env("TOLLGATE_PROVISION_SINGLE", 1_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     for backend in selected_backends() {
         rt.block_on(run(backend, keys, single));
     }

@@ -215,7 +215,7 @@ fn bill(bucket: &'static str, tokens: u64, rate: Decimal) -> Result<Decimal, Cos
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pricing::{Rates, ThresholdTier};
+    use crate::pricing::ThresholdTier;
     use proptest::prelude::*;
     use std::str::FromStr;
 
@@ -273,14 +273,7 @@ mod tests {
     /// 3.75/M (5 min) and 6/M (1 h), with a 200k long-context tier at double input.
     fn claude() -> ModelPrice {
         ModelPrice {
-            rates: Rates {
-                input: d("0.000003"),
-                output: d("0.000015"),
-                cache_read: Some(d("0.0000003")),
-                cache_write_5m: Some(d("0.00000375")),
-                cache_write_1h: Some(d("0.000006")),
-                reasoning: None,
-            },
+            rates: crate::test_support::claude_rates(),
             tiers: vec![ThresholdTier {
                 above_prompt_tokens: 200_000,
                 inclusive: false,
@@ -299,10 +292,7 @@ mod tests {
     /// that served picks the rates.
     #[test]
     fn modalities_searches_and_tiers() {
-        use crate::pricing::{
-            ModalityRates, SearchContext, SearchFees, ServiceTier, TierOverride, TierRates,
-            ToolFees,
-        };
+        use crate::pricing::{ModalityRates, SearchContext, SearchFees, ServiceTier, ToolFees};
         let mut p = ModelPrice::flat(d("0.000001"), d("0.000004"));
         p.modality = ModalityRates {
             input_audio: Some(d("0.00004")),
@@ -319,13 +309,7 @@ mod tests {
         };
         p.service_tiers.insert(
             ServiceTier::Priority,
-            TierRates {
-                base: TierOverride {
-                    input: Some(d("0.000002")),
-                    ..TierOverride::default()
-                },
-                ..TierRates::default()
-            },
+            crate::test_support::tier("0.000002", None),
         );
         let u = Usage {
             input_uncached: 1000,

@@ -1185,7 +1185,7 @@ impl<'de> Visitor<'de> for SizeVisitor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pricing::{Rates, ThresholdTier};
+    use crate::pricing::ThresholdTier;
     use proptest::prelude::*;
     use std::str::FromStr;
 
@@ -1501,30 +1501,16 @@ mod tests {
     /// provider choose, and the dearest search fee for every search it allows.
     #[test]
     fn tiers_and_web_search_in_the_reservation() {
-        use crate::pricing::{SearchFees, TierOverride, TierRates, ToolFees};
+        use crate::pricing::{SearchFees, ToolFees};
         let d = |s: &str| s.parse::<Decimal>().unwrap();
         let mut price = ModelPrice::flat(d("0.000001"), d("0.000002"));
-        price.service_tiers.insert(
-            ServiceTier::Priority,
-            TierRates {
-                base: TierOverride {
-                    input: Some(d("0.000002")),
-                    output: Some(d("0.000004")),
-                    ..TierOverride::default()
-                },
-                ..TierRates::default()
-            },
-        );
-        price.service_tiers.insert(
-            ServiceTier::Flex,
-            TierRates {
-                base: TierOverride {
-                    input: Some(d("0.0000005")),
-                    ..TierOverride::default()
-                },
-                ..TierRates::default()
-            },
-        );
+        use crate::test_support::tier;
+        price
+            .service_tiers
+            .insert(ServiceTier::Priority, tier("0.000002", Some("0.000004")));
+        price
+            .service_tiers
+            .insert(ServiceTier::Flex, tier("0.0000005", None));
         price.tools = ToolFees {
             web_search: Some(SearchFees {
                 low: d("0.025"),
@@ -1659,14 +1645,7 @@ mod tests {
     #[test]
     fn worst_case_uses_the_dearest_prompt_and_output_rates() {
         let mut p = ModelPrice {
-            rates: Rates {
-                input: d("0.000003"),
-                output: d("0.000015"),
-                cache_read: Some(d("0.0000003")),
-                cache_write_5m: Some(d("0.00000375")),
-                cache_write_1h: Some(d("0.000006")),
-                reasoning: None,
-            },
+            rates: crate::test_support::claude_rates(),
             ..ModelPrice::default()
         };
         let req = summary(100, Some(10), 1, ApiFormat::AnthropicMessages);

@@ -200,11 +200,25 @@ fn bedrock_streams_are_charged_as_they_ended() {
     );
 }
 
+/// A stack with LiteLLM's prices, the book the expected costs come from, and a chain funded
+/// with 5 USD.
+fn priced_chain(
+    prefix: &str,
+) -> Option<(
+    tollgate_tests::Stack,
+    &'static tollgate_core::pricing::PriceBook,
+    Chain,
+)> {
+    let stack = common::stack()?;
+    let chain = funded(&stack, prefix, "5");
+    Some((stack, litellm_book().unwrap(), chain))
+}
+
 #[test]
 fn the_model_that_served_is_the_one_priced() {
-    let Some(stack) = common::stack() else { return };
-    let book = litellm_book().unwrap();
-    let chain = funded(&stack, "served", "5");
+    let Some((stack, book, chain)) = priced_chain("served") else {
+        return;
+    };
     let url = stack.url();
     let anthropic = |stream: bool| {
         json!({"model": "claude-haiku-4-5", "max_tokens": 20, "stream": stream,
@@ -372,9 +386,9 @@ fn a_request_cap_above_the_book_bounds_the_reservation() {
 
 #[test]
 fn tiers_searches_and_audio_are_billed_as_the_provider_reports_them() {
-    let Some(stack) = common::stack() else { return };
-    let book = litellm_book().unwrap();
-    let chain = funded(&stack, "beyond-text", "5");
+    let Some((stack, book, chain)) = priced_chain("beyond-text") else {
+        return;
+    };
     let url = stack.url();
     let say = |extra: Value| {
         let mut body = json!({"model": "gpt-4o-mini", "max_tokens": 20,

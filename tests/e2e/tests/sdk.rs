@@ -24,12 +24,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rust_decimal::Decimal;
 use serde_json::Value;
-use tollgate_tests::control_plane::Spend;
 use tollgate_tests::pricing::{expected_with_prefix, litellm_book};
 use tollgate_tests::{eventually, python, Chain, Stack};
 use tollgate_upstream::{Api, Controls};
 
-use common::{dec, key_spend_reaches, ledger_reaches, two_intervals};
+use common::{dec, key_spend_reaches, two_intervals};
 
 /// Runs one SDK case with `chain`'s key; returns its JSON lines.
 fn sdk(
@@ -320,13 +319,7 @@ fn bedrock_budget_refusal_is_boto3s_throttling_exception() {
     );
     assert_eq!(refusal["code"], "ThrottlingException");
     assert_eq!(refusal["status"], 429);
-    let message = refusal["message"].as_str().unwrap();
-    assert!(
-        message.contains(&format!(
-            "Tollgate: budget \"{budget}\" for this key is exhausted"
-        )),
-        "{message}"
-    );
+    assert_exhausted(refusal, &budget);
     assert_eq!(refusal["budget"], format!("key:{budget}"));
     let book = litellm_book().unwrap();
     let spent: Decimal = allowed
@@ -343,15 +336,7 @@ fn bedrock_budget_refusal_is_boto3s_throttling_exception() {
             .1
         })
         .sum();
-    ledger_reaches(
-        &stack,
-        "key",
-        &chain.key_id,
-        Spend {
-            requests: allowed.len() as u64,
-            total_usd: spent,
-        },
-    );
+    key_spend_reaches(&stack, &chain.key_id, allowed.len(), spent);
 }
 
 #[test]
@@ -369,6 +354,17 @@ fn anthropic_sdk_json_and_streamed_requests_are_metered_exactly() {
             "anthropic-stream",
             "anthropic-messages",
         ],
+    );
+}
+
+/// The refusal's message names the exhausted budget, as every SDK shows it.
+fn assert_exhausted(refusal: &Value, budget: &str) {
+    let message = refusal["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "Tollgate: budget \"{budget}\" for this key is exhausted"
+        )),
+        "{message}"
     );
 }
 
@@ -429,13 +425,7 @@ fn exhaust_with(
         "{class}"
     );
     assert_eq!(refusal["status"], 429);
-    let message = refusal["message"].as_str().unwrap();
-    assert!(
-        message.contains(&format!(
-            "Tollgate: budget \"{budget}\" for this key is exhausted"
-        )),
-        "{message}"
-    );
+    assert_exhausted(refusal, &budget);
     let body = &refusal["body"];
     let error = if body["error"].is_object() {
         &body["error"]
@@ -446,15 +436,7 @@ fn exhaust_with(
     assert_eq!(error["budget"]["id"], budget.as_str(), "{body}");
     assert_eq!(refusal["budget"], format!("key:{budget}"));
     // Refused requests are not metered: the ledger holds the allowed ones, exactly.
-    ledger_reaches(
-        stack,
-        "key",
-        &chain.key_id,
-        Spend {
-            requests: allowed.len() as u64,
-            total_usd: spent,
-        },
-    );
+    key_spend_reaches(stack, &chain.key_id, allowed.len(), spent);
 }
 
 #[test]
