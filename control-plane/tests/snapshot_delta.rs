@@ -208,6 +208,14 @@ store_test!(every_delta_leads_to_the_version_it_names, |store, url| {
     assert_eq!(doc["key_buckets"], json!({}), "{doc}");
     assert!(doc.get("prices").is_none(), "{doc}");
     assert!(spend.len() < 400, "{} bytes", spend.len());
+    assert!(
+        doc["spend"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r.as_array().unwrap().len() == 2),
+        "the current window's spend goes without its start: {doc}"
+    );
 
     // Another replica on the same database built none of these versions: whoever holds one
     // gets the whole snapshot, which it takes (same version or newer).

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use tollgate_core::snapshot::sections::redefined;
+use tollgate_core::snapshot::sections::{current_window_start, redefined};
 use tollgate_core::snapshot::SnapshotBudget;
 
 use crate::store::snapshot::KeysJson;
@@ -185,7 +185,12 @@ pub fn document(
         .filter(|s| !after(s.defined) && after(s.spent))
     {
         let b = &s.budget;
-        serde_json::to_writer(list.item(), &(&b.id, b.spent_window_start, b.spent_usd))?;
+        // The usual case, the spend of the current window, without its start.
+        if b.spent_window_start == current_window_start(b) {
+            serde_json::to_writer(list.item(), &(&b.id, b.spent_usd))?;
+        } else {
+            serde_json::to_writer(list.item(), &(&b.id, b.spent_window_start, b.spent_usd))?;
+        }
     }
     let mut list = List::new(list.end(b"]"), ",\"removed_budgets\":[");
     for (id, _) in c

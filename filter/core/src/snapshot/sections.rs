@@ -45,8 +45,23 @@ pub fn key_bucket(sha256_hex: &str) -> &str {
     sha256_hex.get(..end).unwrap_or(sha256_hex)
 }
 
-/// One budget's spend moved, nothing else: `[id, spent_window_start, spent_usd]`.
-type SpendRow = (String, Option<i64>, Decimal);
+/// One budget's spend moved, nothing else: `[id, spent_usd]` when the spend belongs to the
+/// budget's current window (the first of its bounds; none for a total budget: the common
+/// case, a third shorter on the wire), else `[id, spent_window_start, spent_usd]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SpendRow {
+    Current(String, Decimal),
+    Windowed(String, Option<i64>, Decimal),
+}
+
+/// The window start a `[id, spent_usd]` row means: the budget's current window.
+pub fn current_window_start(b: &SnapshotBudget) -> Option<i64> {
+    match b.window.period() {
+        crate::budget::Period::Total => None,
+        _ => b.window.boundaries().first().copied(),
+    }
+}
 
 /// The document as received (full or delta).
 #[derive(Deserialize)]
@@ -234,12 +249,16 @@ impl Held {
         for b in w.budgets {
             budgets.insert(b.id.clone(), b);
         }
-        for (id, start, spent) in w.spend {
+        for row in w.spend {
+            let (id, start, spent) = match row {
+                SpendRow::Current(id, spent) => (id, None, spent),
+                SpendRow::Windowed(id, start, spent) => (id, Some(start), spent),
+            };
             let b = budgets.get_mut(&id).ok_or(SnapshotError::Spend(id))?;
             if spent.is_sign_negative() && !spent.is_zero() {
                 return Err(SnapshotError::Spend(b.id.clone()));
             }
-            b.spent_window_start = start;
+            b.spent_window_start = start.unwrap_or_else(|| current_window_start(b));
             b.spent_usd = spent;
         }
 

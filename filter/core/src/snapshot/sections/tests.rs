@@ -291,3 +291,19 @@ fn a_spend_section_of_other_definitions_is_refused() {
     negative.splice(last.., (-Decimal::ONE).serialize());
     assert!(SnapshotIndex::from_sections(held.manifest, None, read(negative)).is_err());
 }
+
+#[test]
+fn a_short_spend_row_is_the_current_window_s() {
+    let mut held = Held::default();
+    apply(&mut held, &doc()).unwrap();
+    let delta = json!({"version": 8, "generated_at": 1600, "base": 7,
+                       "spend": [["b-org", "14"], ["b-key", "3"]]});
+    apply(&mut held, &delta).unwrap();
+    // The org budget's current window starts at its first bound; a total budget has none.
+    assert_eq!(held.budgets["b-org"].spent_window_start, Some(1000));
+    assert_eq!(held.budgets["b-org"].spent_usd, Decimal::from(14));
+    assert_eq!(held.budgets["b-key"].spent_window_start, None);
+    assert_eq!(held.budgets["b-key"].spent_usd, Decimal::from(3));
+    let bad = json!({"version": 9, "generated_at": 1700, "base": 8, "spend": [["b-org"]]});
+    assert!(apply(&mut held, &bad).is_err());
+}
