@@ -135,6 +135,148 @@ fn untag<T: Copy>(all: &[T], r: &mut Reader<'_>) -> Result<T, CodecError> {
         .ok_or(CodecError::Invalid(0))
 }
 
+/// A value of the queue record, written and read by one definition: the record's encoder and
+/// decoder are derived from it (`wire_struct!` lists a struct's fields once, in wire order), so
+/// the two cannot drift apart.
+trait Wire: Sized {
+    fn put(&self, w: &mut Writer);
+    fn take(r: &mut Reader<'_>) -> Result<Self, CodecError>;
+}
+
+/// [`Wire`] for a type through one writer and one reader expression.
+macro_rules! wire_value {
+    ($ty:ty, |$v:ident, $w:ident| $put:expr, |$r:ident| $take:expr) => {
+        impl Wire for $ty {
+            fn put(&self, $w: &mut Writer) {
+                let $v = self;
+                $put
+            }
+            fn take($r: &mut Reader<'_>) -> Result<Self, CodecError> {
+                $take
+            }
+        }
+    };
+}
+
+wire_value!(i64, |v, w| w.i64(*v), |r| r.i64());
+wire_value!(u64, |v, w| w.u64(*v), |r| r.u64());
+wire_value!(Decimal, |v, w| w.dec(*v), |r| r.dec());
+wire_value!(String, |v, w| w.str(v), |r| Ok(r.str()?.to_string()));
+wire_value!(Option<String>, |v, w| w.opt_str(v.as_deref()), |r| Ok(r
+    .opt_str()?
+    .map(str::to_string)));
+wire_value!(bool, |v, w| w.u8(u8::from(*v)), |r| Ok(r.u8()? != 0));
+wire_value!(u16, |v, w| w.u64(u64::from(*v)), |r| u16::try_from(
+    r.u64()?
+)
+.map_err(|_| CodecError::Invalid(0)));
+wire_value!(ApiFormat, |v, w| w.u8(api_tag(*v)), |r| api_untag(r));
+wire_value!(ServiceTier, |v, w| w.u8(tag(&TIERS, v)), |r| untag(
+    &TIERS, r
+));
+wire_value!(SearchContext, |v, w| w.u8(tag(&CONTEXTS, v)), |r| untag(
+    &CONTEXTS, r
+));
+wire_value!(Charge, |v, w| w.u8(tag(&CHARGES, v)), |r| untag(
+    &CHARGES, r
+));
+wire_value!(
+    Option<UnchargedReason>,
+    |v, w| w.u8(v.map_or(0, |x| tag(&REASONS, &x).saturating_add(1))),
+    |r| match r.u8()? {
+        0 => Ok(None),
+        n => REASONS
+            .get(usize::from(n - 1))
+            .map(|x| Some(*x))
+            .ok_or(CodecError::Invalid(0)),
+    }
+);
+
+impl Wire for Vec<BudgetCharge> {
+    fn put(&self, w: &mut Writer) {
+        w.u64(self.len() as u64);
+        for c in self {
+            c.put(w);
+        }
+    }
+    fn take(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let n = r.u64()?;
+        // Each charge takes at least 28 bytes: a count beyond what is left is corrupt.
+        if n > (r.remaining() / 28) as u64 {
+            return Err(CodecError::Invalid(0));
+        }
+        (0..n).map(|_| BudgetCharge::take(r)).collect()
+    }
+}
+
+/// [`Wire`] for a struct from the list of its fields in wire order (the fields after `rest`
+/// are not carried and take the given value when read). A field added to the struct and not
+/// listed does not compile.
+macro_rules! wire_struct {
+    ($ty:ident { $($field:ident),* $(,)? } $(rest { $($dfield:ident: $dval:expr),* })?) => {
+        impl Wire for $ty {
+            fn put(&self, w: &mut Writer) {
+                $( self.$field.put(w); )*
+            }
+            fn take(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+                // A struct expression's fields are evaluated in the order written.
+                Ok($ty {
+                    $( $field: Wire::take(r)?, )*
+                    $($( $dfield: $dval, )*)?
+                })
+            }
+        }
+    };
+}
+
+wire_struct!(Principal {
+    org,
+    project,
+    user,
+    key
+});
+// In the order of `Usage::named_counts` and `CostBreakdown::named_buckets`.
+wire_struct!(Usage {
+    input_uncached,
+    cache_read,
+    cache_write_5m,
+    cache_write_1h,
+    output,
+    reasoning,
+    input_audio,
+    input_image,
+    output_audio,
+    output_image,
+    web_searches,
+    service_tier,
+    search_context,
+});
+wire_struct!(CostBreakdown {
+    input,
+    cache_read,
+    cache_write_5m,
+    cache_write_1h,
+    output,
+    reasoning,
+    input_audio,
+    input_image,
+    output_audio,
+    output_image,
+    web_search,
+    total,
+});
+wire_struct!(BudgetCharge {
+    budget,
+    window,
+    amount
+});
+// `id`, `reporter` and `seq` are the sync service's to fill in.
+wire_struct!(UsageEvent {
+    ts, principal, model, api, usage, cost, price_version, charge, uncharged, status, stream,
+    requested_model,
+} rest { id: String::new(), reporter: String::new(), seq: 0 });
+wire_struct!(QueuedUsage { event, charges });
+
 impl QueuedUsage {
     /// One record's bytes. A queue item is one or more records back to back (workers batch
     /// them: every enqueue wakes Envoy's main thread, so one per request would cost more than
@@ -145,41 +287,11 @@ impl QueuedUsage {
         w.0
     }
 
-    /// Appends one record to `w`.
+    /// Appends one record to `w`: the format byte, then the fields in the order
+    /// [`wire_struct!`] lists them.
     pub fn encode_into(&self, w: &mut Writer) {
-        let e = &self.event;
         w.u8(QUEUE_FORMAT);
-        w.i64(e.ts);
-        w.str(&e.principal.org);
-        w.opt_str(e.principal.project.as_deref());
-        w.opt_str(e.principal.user.as_deref());
-        w.opt_str(e.principal.key.as_deref());
-        w.str(&e.model);
-        w.u8(api_tag(e.api));
-        let u = &e.usage;
-        for (_, v) in u.named_counts() {
-            w.u64(v);
-        }
-        w.u8(tag(&TIERS, &u.service_tier));
-        w.u8(tag(&CONTEXTS, &u.search_context));
-        for (_, v) in e.cost.named_buckets() {
-            w.dec(v);
-        }
-        w.dec(e.cost.total);
-        w.u64(e.price_version);
-        w.u8(tag(&CHARGES, &e.charge));
-        w.u8(e
-            .uncharged
-            .map_or(0, |r| tag(&REASONS, &r).saturating_add(1)));
-        w.u64(u64::from(e.status));
-        w.u8(u8::from(e.stream));
-        w.opt_str(e.requested_model.as_deref());
-        w.u64(self.charges.len() as u64);
-        for ch in &self.charges {
-            w.str(&ch.budget);
-            w.i64(ch.window);
-            w.dec(ch.amount);
-        }
+        self.put(w);
     }
 
     /// Reads a single-record queue item; `id`, `reporter` and `seq` are left for the sync
@@ -209,94 +321,7 @@ impl QueuedUsage {
         if r.u8()? != QUEUE_FORMAT {
             return Err(CodecError::Invalid(0));
         }
-        let ts = r.i64()?;
-        let org = r.str()?.to_string();
-        let project = r.opt_str()?.map(str::to_string);
-        let user = r.opt_str()?.map(str::to_string);
-        let key = r.opt_str()?.map(str::to_string);
-        let model = r.str()?.to_string();
-        let api = api_untag(r)?;
-        // In the order of `Usage::named_counts` and `CostBreakdown::named_buckets`.
-        let usage = Usage {
-            input_uncached: r.u64()?,
-            cache_read: r.u64()?,
-            cache_write_5m: r.u64()?,
-            cache_write_1h: r.u64()?,
-            output: r.u64()?,
-            reasoning: r.u64()?,
-            input_audio: r.u64()?,
-            input_image: r.u64()?,
-            output_audio: r.u64()?,
-            output_image: r.u64()?,
-            web_searches: r.u64()?,
-            service_tier: untag(&TIERS, r)?,
-            search_context: untag(&CONTEXTS, r)?,
-        };
-        let cost = CostBreakdown {
-            input: r.dec()?,
-            cache_read: r.dec()?,
-            cache_write_5m: r.dec()?,
-            cache_write_1h: r.dec()?,
-            output: r.dec()?,
-            reasoning: r.dec()?,
-            input_audio: r.dec()?,
-            input_image: r.dec()?,
-            output_audio: r.dec()?,
-            output_image: r.dec()?,
-            web_search: r.dec()?,
-            total: r.dec()?,
-        };
-        let price_version = r.u64()?;
-        let charge = untag(&CHARGES, r)?;
-        let uncharged = match r.u8()? {
-            0 => None,
-            n => Some(
-                *REASONS
-                    .get(usize::from(n - 1))
-                    .ok_or(CodecError::Invalid(0))?,
-            ),
-        };
-        let status = u16::try_from(r.u64()?).map_err(|_| CodecError::Invalid(0))?;
-        let stream = r.u8()? != 0;
-        let requested_model = r.opt_str()?.map(str::to_string);
-        let n = r.u64()?;
-        // Each charge takes at least 28 bytes: a count beyond what is left is corrupt.
-        if n > (r.remaining() / 28) as u64 {
-            return Err(CodecError::Invalid(0));
-        }
-        let mut charges = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            charges.push(BudgetCharge {
-                budget: r.str()?.to_string(),
-                window: r.i64()?,
-                amount: r.dec()?,
-            });
-        }
-        Ok(QueuedUsage {
-            event: UsageEvent {
-                id: String::new(),
-                reporter: String::new(),
-                seq: 0,
-                ts,
-                principal: Principal {
-                    key,
-                    user,
-                    project,
-                    org,
-                },
-                model,
-                api,
-                usage,
-                cost,
-                price_version,
-                charge,
-                uncharged,
-                status,
-                stream,
-                requested_model,
-            },
-            charges,
-        })
+        QueuedUsage::take(r)
     }
 }
 
