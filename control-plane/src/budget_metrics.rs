@@ -15,8 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
-use tollgate_core::budget::window_at;
-use tollgate_core::snapshot::SnapshotBudget;
+use tollgate_core::snapshot::{BudgetRef, SnapshotBudget};
 
 /// Budgets exported by default.
 pub const DEFAULT_MAX: usize = 10_000;
@@ -59,13 +58,6 @@ fn usd(d: Decimal) -> f64 {
     d.to_f64().unwrap_or(f64::NAN)
 }
 
-fn snake<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// The gauges of `budgets` at `now` in the Prometheus text format, at most `max` budgets.
 pub fn render<'a>(
     budgets: impl Iterator<Item = &'a SnapshotBudget>,
@@ -74,17 +66,18 @@ pub fn render<'a>(
 ) -> String {
     let mut rows: Vec<Row<'_>> = budgets
         .map(|b| {
-            // As the filter counts it: the window at `now`, zero once a boundary has passed
-            // since the snapshot's spend.
-            let w = window_at(&b.window, now);
-            let spent = match (w, b.spent_window_start) {
-                (Some(w), Some(start)) if start < w.start => Decimal::ZERO,
-                _ => b.spent_usd,
-            };
+            // As the filter counts it (zero once a boundary has passed since the snapshot's
+            // spend); past the known bounds, the spend as built.
+            let (spent, resets_at) = BudgetRef {
+                budget: b,
+                spent: (b.spent_window_start, b.spent_usd),
+            }
+            .spent_at(now)
+            .unwrap_or((b.spent_usd, None));
             Row {
                 budget: b,
                 spent,
-                resets_at: w.and_then(|w| w.end),
+                resets_at,
             }
         })
         .collect();
@@ -124,10 +117,10 @@ pub fn render<'a>(
         let b = r.budget;
         let labels = BudgetLabels {
             budget: b.id.clone(),
-            scope: snake(&b.scope),
+            scope: b.scope.as_str().to_owned(),
             scope_id: b.scope_id.clone(),
-            period: snake(&b.window.period()),
-            mode: snake(&b.mode),
+            period: b.window.period().as_str().to_owned(),
+            mode: b.mode.as_str().to_owned(),
         };
         let [spend, limit, soft, utilization, resets] = &families;
         spend.2.get_or_create(&labels).set(usd(r.spent));
