@@ -55,6 +55,14 @@ enum SpendRow {
     Windowed(String, Option<i64>, Decimal),
 }
 
+impl SpendRow {
+    fn id_and_amount(&self) -> (&str, Decimal) {
+        match self {
+            SpendRow::Current(id, spent) | SpendRow::Windowed(id, _, spent) => (id, *spent),
+        }
+    }
+}
+
 /// The window start a `[id, spent_usd]` row means: the budget's current window.
 pub fn current_window_start(b: &SnapshotBudget) -> Option<i64> {
     match b.window.period() {
@@ -237,29 +245,21 @@ impl Held {
                 buckets.insert(name, Some(serde_json::to_string(&entries)?));
             }
         }
-        let mut budgets = if full {
-            BTreeMap::new()
-        } else {
-            self.budgets.clone()
-        };
-        for id in &w.removed_budgets {
-            budgets.remove(id);
-        }
-        let changed_definitions = !w.budgets.is_empty();
-        for b in w.budgets {
-            budgets.insert(b.id.clone(), b);
-        }
-        for row in w.spend {
-            let (id, start, spent) = match row {
-                SpendRow::Current(id, spent) => (id, None, spent),
-                SpendRow::Windowed(id, start, spent) => (id, Some(start), spent),
-            };
-            let b = budgets.get_mut(&id).ok_or(SnapshotError::Spend(id))?;
-            if spent.is_sign_negative() && !spent.is_zero() {
-                return Err(SnapshotError::Spend(b.id.clone()));
+        // Spend rows land on a budget of this document or one held and not removed; checked
+        // before anything changes, so the held budgets are changed in place (a delta every
+        // sync interval need not copy 10,000 of them).
+        let upserted: std::collections::HashSet<&str> =
+            w.budgets.iter().map(|b| b.id.as_str()).collect();
+        for row in &w.spend {
+            let (id, spent) = row.id_and_amount();
+            let held_still = !full
+                && self.budgets.contains_key(id)
+                && !w.removed_budgets.iter().any(|r| r == id);
+            if !(upserted.contains(id) || held_still)
+                || (spent.is_sign_negative() && !spent.is_zero())
+            {
+                return Err(SnapshotError::Spend(id.to_owned()));
             }
-            b.spent_window_start = start.unwrap_or_else(|| current_window_start(b));
-            b.spent_usd = spent;
         }
 
         // Apply.
@@ -269,17 +269,41 @@ impl Held {
             self.prices = book;
             self.prices_json = json;
         }
-        changed.budgets = if full {
-            budgets.len() != self.budgets.len()
-                || budgets
-                    .values()
-                    .zip(self.budgets.values())
-                    .any(|(a, b)| redefined(a, b))
-        } else {
-            !w.removed_budgets.is_empty() || changed_definitions
+        let before = full.then(|| std::mem::take(&mut self.budgets));
+        for id in &w.removed_budgets {
+            self.budgets.remove(id);
+        }
+        let upserts = !w.budgets.is_empty();
+        for b in w.budgets {
+            self.budgets.insert(b.id.clone(), b);
+        }
+        let mut spend_moved = false;
+        for row in w.spend {
+            let (id, start, spent) = match row {
+                SpendRow::Current(id, spent) => (id, None, spent),
+                SpendRow::Windowed(id, start, spent) => (id, Some(start), spent),
+            };
+            if let Some(b) = self.budgets.get_mut(&id) {
+                let start = start.unwrap_or_else(|| current_window_start(b));
+                spend_moved |= (b.spent_window_start, b.spent_usd) != (start, spent);
+                b.spent_window_start = start;
+                b.spent_usd = spent;
+            }
+        }
+        (changed.budgets, changed.spend) = match &before {
+            Some(old) => {
+                let defined = old.len() != self.budgets.len()
+                    || old
+                        .values()
+                        .zip(self.budgets.values())
+                        .any(|(a, b)| redefined(a, b));
+                (defined, defined || *old != self.budgets)
+            }
+            None => {
+                let defined = upserts || !w.removed_budgets.is_empty();
+                (defined, defined || spend_moved)
+            }
         };
-        changed.spend = changed.budgets || budgets != self.budgets;
-        self.budgets = budgets;
         if full {
             // Buckets held but absent now lost their keys.
             for name in self.buckets.keys() {
