@@ -330,6 +330,9 @@ impl SyncService {
             // Every budget's local state exists before workers can see the budget, so their
             // get-modify-set always has a CAS to compare (a write without one cannot detect
             // a race).
+            // Only budgets still held are remembered (deleted ones would grow the set forever).
+            self.known_budgets
+                .retain(|id| held.budgets.contains_key(id));
             for id in held.budgets.keys() {
                 if !self.known_budgets.contains(id) {
                     let key = budget_key(id);
