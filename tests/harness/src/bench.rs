@@ -82,6 +82,11 @@ impl Report {
     }
 }
 
+/// Virtual time given to the service VMs before a bench: the sync service publishes the
+/// snapshot on its first tick (one sync interval, 1 s, in) and each worker picks it up on its
+/// next tick (every 100 ms at most).
+pub const SETTLE: Duration = Duration::from_millis(1_200);
+
 /// The representative request: `POST /v1/chat/completions` with a virtual key, a JSON
 /// body, and a ~1 KB JSON response with `usage`, delivered as Envoy does (data, then an
 /// empty end of stream).
@@ -100,6 +105,17 @@ pub fn chat_completion_request() -> Request {
         ),
         answer
     );
+    chat_completion_request_with(request_body.to_owned())
+        .response_status(200)
+        .response_header("content-type", "application/json")
+        .response_header("openai-processing-ms", "412")
+        .response_header("x-request-id", "req_0123456789abcdef")
+        .response_body(response_body)
+}
+
+/// `POST /v1/chat/completions` with `request_body`, as the OpenAI SDK sends it with the bench's
+/// virtual key (no answer yet).
+pub fn chat_completion_request_with(request_body: String) -> Request {
     Request::post("/v1/chat/completions")
         .authority("api.openai.com")
         .header("authorization", "Bearer tg-bench-0123456789abcdef")
@@ -107,11 +123,6 @@ pub fn chat_completion_request() -> Request {
         .header("content-length", request_body.len().to_string())
         .header("user-agent", "OpenAI/Python 1.55.0")
         .body(request_body)
-        .response_status(200)
-        .response_header("content-type", "application/json")
-        .response_header("openai-processing-ms", "412")
-        .response_header("x-request-id", "req_0123456789abcdef")
-        .response_body(response_body)
 }
 
 /// Runs one request and fails the bench if the VM broke.
@@ -124,6 +135,15 @@ fn one(host: &mut Host, request: &Request) -> Result<Duration> {
             "the module trapped during the bench: {} in {}",
             trap.message,
             trap.phase
+        );
+    }
+    // A module that answers anything else (e.g. a 503 before its snapshot arrived) is not
+    // doing the work the bench claims to measure.
+    if outcome.status() != Some(200) {
+        bail!(
+            "the bench request got {:?}, not 200: {}",
+            outcome.status(),
+            outcome.body_text()
         );
     }
     Ok(elapsed)

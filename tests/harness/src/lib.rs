@@ -53,6 +53,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod bench;
+pub mod fuel;
 mod headers;
 mod host;
 mod lifecycle;

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use tollgate_harness::{bench, scenario, HttpResponse, Plugin, PluginBuilder, Upstream};
+use tollgate_harness::{bench, fuel, scenario, HttpResponse, Plugin, PluginBuilder, Upstream};
 
 /// wasmtime host of the proxy-wasm ABI 0.2.1 for Tollgate's filter.
 #[derive(Parser)]
@@ -56,7 +56,7 @@ enum Command {
         #[arg(long)]
         upstream: Vec<String>,
         /// `KEY=FILE`: shared data preloaded for the measured module's vm_id before the
-        /// warm-up (e.g. a snapshot), followed by one second of virtual time so ticks see it.
+        /// warm-up (e.g. a snapshot), followed by 1.2 s of virtual time so ticks see it.
         /// Repeatable.
         #[arg(long)]
         shared_data: Vec<String>,
@@ -73,6 +73,32 @@ enum Command {
         /// (e.g. the queue record's format).
         #[arg(long)]
         baseline_service_wasm: Option<PathBuf>,
+    },
+    /// Wasm work per metered request in wasmtime fuel (deterministic), per case, beside the
+    /// no-op and floor modules; checked against or written to the committed figures.
+    Fuel {
+        /// `tollgate_filter.wasm`.
+        #[arg(long)]
+        wasm: PathBuf,
+        /// `tollgate_sync.wasm`.
+        #[arg(long)]
+        service_wasm: PathBuf,
+        /// `tollgate_noop.wasm`.
+        #[arg(long)]
+        noop: PathBuf,
+        /// `tollgate_floor.wasm`.
+        #[arg(long)]
+        floor: PathBuf,
+        /// The committed figures (`tests/harness/bench/fuel.json`): exit non-zero when a figure
+        /// moved past their margin.
+        #[arg(long)]
+        check: Option<PathBuf>,
+        /// Write the measured figures to this file (keeping its margin), with `--reason`.
+        #[arg(long, requires = "reason")]
+        write: Option<PathBuf>,
+        /// Why the figures changed (kept in the file with them).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Replays a JSON scenario and checks the expected decisions.
     Run {
@@ -220,7 +246,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 for (key, value) in &preload {
                     host.set_shared_data(&vm_id, key, value.clone());
                 }
-                host.advance(std::time::Duration::from_secs(1))
+                host.advance(bench::SETTLE)
             };
             let report = bench::run_with(
                 &filter,
@@ -254,6 +280,58 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("ratio_to_floor={:.2}", report.filter.p50_us / floor.p50_us);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Fuel {
+            wasm,
+            service_wasm,
+            noop,
+            floor,
+            check,
+            write,
+            reason,
+        } => {
+            let modules = fuel::Modules {
+                filter: read(&wasm)?,
+                sync: read(&service_wasm)?,
+                noop: read(&noop)?,
+                floor: read(&floor)?,
+            };
+            let measured = fuel::measure(&modules)?;
+            let floor_json = measured.get("floor/json").copied().unwrap_or(0).max(1);
+            println!(
+                "{:<26} {:>12} {:>10}",
+                "module/case", "fuel/request", "/ floor"
+            );
+            for (name, used) in &measured {
+                println!(
+                    "{name:<26} {used:>12} {:>10.2}",
+                    *used as f64 / floor_json as f64
+                );
+            }
+            let mut code = ExitCode::SUCCESS;
+            if let Some(path) = &check {
+                let committed = fuel::read_committed(path)?;
+                let problems = fuel::check(&committed, &measured);
+                for problem in &problems {
+                    println!("FUEL {problem}");
+                }
+                if !problems.is_empty() {
+                    code = ExitCode::FAILURE;
+                }
+            }
+            if let (Some(path), Some(reason)) = (&write, reason) {
+                let margin = fuel::read_committed(path).map_or(fuel::MARGIN, |c| c.margin);
+                let committed = fuel::Committed {
+                    reason,
+                    margin,
+                    fuel: measured,
+                };
+                let text = serde_json::to_string_pretty(&committed)? + "\n";
+                std::fs::write(path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+            Ok(code)
         }
         Command::Run {
             wasm,

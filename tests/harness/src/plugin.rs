@@ -75,6 +75,9 @@ pub(crate) struct Settings {
     pub log_level: LogLevel,
     /// How long one guest callback may run before it is interrupted.
     pub call_timeout: Duration,
+    /// Every VM counts wasmtime fuel (the wasm operators it runs): deterministic work units
+    /// for the fuel gate ([`crate::fuel`]), at some cost in speed.
+    pub count_fuel: bool,
 }
 
 impl Settings {
@@ -92,6 +95,7 @@ impl Settings {
             failure_policy: FailurePolicy::FailClosed,
             log_level: LogLevel::Trace,
             call_timeout: Duration::from_secs(1),
+            count_fuel: false,
         }
     }
 }
@@ -295,6 +299,12 @@ impl PluginBuilder {
         self
     }
 
+    /// Counts the fuel (wasm operators run) of every VM, read with [`crate::Host::fuel_used`].
+    pub fn count_fuel(mut self, count: bool) -> Self {
+        self.settings.count_fuel = count;
+        self
+    }
+
     /// How long one callback may run before the epoch deadline interrupts it (a trap).
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.settings.call_timeout = timeout;
@@ -338,7 +348,7 @@ impl PluginBuilder {
     fn build_parts(mut self) -> Result<(Plugin, Vec<(String, Upstream)>, Option<SystemTime>)> {
         self.settings.environment = self.environment.into();
         self.settings.properties = Arc::new(self.properties);
-        let compiled = compile(&self.wasm)?;
+        let compiled = compile(&self.wasm, self.settings.count_fuel)?;
         let plugin = Plugin {
             compiled: Arc::new(compiled),
             settings: self.settings,
@@ -348,9 +358,10 @@ impl PluginBuilder {
 }
 
 /// Compiles `wasm` on a fresh engine and pre-resolves its imports.
-fn compile(wasm: &[u8]) -> Result<Compiled> {
+fn compile(wasm: &[u8], count_fuel: bool) -> Result<Compiled> {
     let mut config = Config::new();
     config.cranelift_opt_level(OptLevel::Speed);
+    config.consume_fuel(count_fuel);
     // A runaway guest is stopped by an epoch deadline (cheaper than fuel on every call).
     config.epoch_interruption(true);
     // `perf record` can name guest functions when asked (TOLLGATE_HARNESS_PERFMAP=1).

@@ -174,6 +174,13 @@ impl Host {
         self.add_vm(&plugin)
     }
 
+    /// Fuel (wasm operators run) `vm` has used since it started; 0 unless its plugin was
+    /// built with [`crate::PluginBuilder::count_fuel`]. Deterministic: the harness's clocks and
+    /// random numbers are its own, so the same module doing the same work uses the same fuel.
+    pub fn fuel_used(&self, vm: VmId) -> u64 {
+        self.vms.get(vm.0).map_or(0, Vm::fuel_used)
+    }
+
     /// The VMs, in the order they were added.
     pub fn vms(&self) -> impl Iterator<Item = VmId> {
         (0..self.vms.len()).map(VmId)

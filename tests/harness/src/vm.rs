@@ -84,6 +84,12 @@ impl Vm {
         let state = HostState::new(process, vm, settings);
         let mut store = Store::new(&plugin.compiled.engine, state);
         store.epoch_deadline_trap();
+        if settings.count_fuel {
+            store
+                .set_fuel(u64::MAX)
+                .map_err(anyhow::Error::from)
+                .context("setting the VM's fuel")?;
+        }
         let instance = plugin
             .compiled
             .pre
@@ -179,6 +185,14 @@ impl Vm {
             }
             GuestTrap { phase, message }
         })
+    }
+
+    /// Fuel this VM has used since it was instantiated (0 unless its plugin counts fuel).
+    pub fn fuel_used(&self) -> u64 {
+        match self.store.get_fuel() {
+            Ok(left) if self.plugin.settings.count_fuel => u64::MAX - left,
+            _ => 0,
+        }
     }
 
     /// Re-arms the tick timer after a callback changed its period (first tick one period

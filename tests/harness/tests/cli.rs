@@ -58,6 +58,50 @@ fn bench_noop_against_noop_ends_with_the_ratio() {
     assert!(ratio > 0.0);
 }
 
+/// The bench as `tests/harness/bench/README.md` runs it: Tollgate with its sync service and
+/// the bench snapshot. Every measured request must be metered and answered 200 (the bench
+/// fails otherwise, e.g. if the worker had no snapshot yet and answered 503).
+#[test]
+fn bench_tollgate_as_documented_meters_every_request() {
+    let fixture = |name: &str| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("bench")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    let filter = common::tollgate_wasm_path().display().to_string();
+    let sync = common::sync_wasm_path().display().to_string();
+    let noop = common::noop_wasm_path().display().to_string();
+    let floor = common::floor_wasm_path().display().to_string();
+    let upstream = format!(
+        "tollgate_control_plane:/v1/snapshot={}",
+        fixture("snapshot.json")
+    );
+    let stdout = harness_ok(&[
+        "bench",
+        "--wasm",
+        &filter,
+        "--config",
+        &fixture("filter.json"),
+        "--service-wasm",
+        &sync,
+        "--service-config",
+        &fixture("sync.json"),
+        "--vm-id",
+        "tollgate",
+        "--upstream",
+        &upstream,
+        "--baseline",
+        &noop,
+        "--floor",
+        &floor,
+        "--requests",
+        "200",
+    ]);
+    assert!(stdout.contains("ratio_to_floor="), "{stdout}");
+}
+
 #[test]
 fn a_baseline_service_module_needs_a_baseline_filter() {
     let noop = common::noop_wasm_path().display().to_string();

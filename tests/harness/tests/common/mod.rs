@@ -3,7 +3,7 @@
 //! Each module is built once per test binary by `tollgate_testkit::wasm` (`cargo build -p
 //! <package> --target wasm32-wasip1 --release`, a no-op when fresh, into the target directory
 //! the tests run from), as the end-to-end tests build theirs. Set `TOLLGATE_NOOP_WASM`,
-//! `TOLLGATE_PROBE_WASM`, `TOLLGATE_FILTER_WASM` or `TOLLGATE_SYNC_WASM` to use a prebuilt
+//! `TOLLGATE_PROBE_WASM`, `TOLLGATE_FILTER_WASM`, `TOLLGATE_SYNC_WASM` or `TOLLGATE_FLOOR_WASM` to use a prebuilt
 //! module instead.
 
 #![allow(dead_code)] // each test binary uses a different subset
@@ -90,4 +90,10 @@ pub fn sync_wasm_path() -> &'static PathBuf {
 /// Tollgate's sync-service module.
 pub fn sync_wasm() -> Vec<u8> {
     read(sync_wasm_path())
+}
+
+/// Where the body-reading floor module is (built on first use).
+pub fn floor_wasm_path() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| build("tollgate-floor", "TOLLGATE_FLOOR_WASM"))
 }
