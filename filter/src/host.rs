@@ -113,7 +113,12 @@ const CAS_ATTEMPTS: usize = 32;
 /// Reads one budget's local state with its CAS. Corrupt state reads as zero (and is logged):
 /// refusing every request over a bad value would be worse than a lost local delta.
 pub fn read_budget(budget_id: &str) -> (LocalBudget, Option<u32>) {
-    let (bytes, cas) = shared(&budget_key(budget_id));
+    read_budget_at(&budget_key(budget_id), budget_id)
+}
+
+/// [`read_budget`] at its shared-data `key`.
+fn read_budget_at(key: &str, budget_id: &str) -> (LocalBudget, Option<u32>) {
+    let (bytes, cas) = shared(key);
     let state = match bytes.as_deref().map(LocalBudget::decode) {
         Some(Ok(s)) => s,
         Some(Err(e)) => {
@@ -135,10 +140,11 @@ pub fn write_budget(budget_id: &str, state: &LocalBudget, cas: Option<u32>) -> b
 
 /// Applies `change` to one budget's local state atomically (get-modify-set on the CAS).
 pub fn update_budget(budget_id: &str, mut change: impl FnMut(&mut LocalBudget)) -> bool {
+    let key = budget_key(budget_id);
     for _ in 0..CAS_ATTEMPTS {
-        let (mut state, cas) = read_budget(budget_id);
+        let (mut state, cas) = read_budget_at(&key, budget_id);
         change(&mut state);
-        if write_budget(budget_id, &state, cas) {
+        if set_shared(&key, &state.encode(), cas) {
             return true;
         }
     }

@@ -578,13 +578,19 @@ impl HttpContext for Stream {
     }
 }
 
+/// `org/project/user/key`, `-` for a missing part (per request: concatenated, not formatted).
 fn principal_label(p: &Principal) -> String {
-    let part = |o: &Option<String>| o.as_deref().unwrap_or("-").to_string();
-    format!(
-        "{}/{}/{}/{}",
-        p.org,
+    fn part(o: &Option<String>) -> &str {
+        o.as_deref().unwrap_or("-")
+    }
+    [
+        p.org.as_str(),
+        "/",
         part(&p.project),
+        "/",
         part(&p.user),
-        part(&p.key)
-    )
+        "/",
+        part(&p.key),
+    ]
+    .concat()
 }

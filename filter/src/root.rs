@@ -12,7 +12,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
 use tollgate_core::config::Config;
 use tollgate_core::estimate::EstimateConfig;
-use tollgate_core::identity::Principal;
+use tollgate_core::identity::{key_hash, Principal};
 use tollgate_core::shared_codec::Writer;
 use tollgate_core::snapshot::sections::{key_bucket, principal_in_bucket, Manifest};
 use tollgate_core::snapshot::{KeyLookup, SnapshotIndex};
@@ -50,7 +50,10 @@ pub struct Shared {
     /// The current snapshot, if any arrived.
     pub snapshot: RefCell<Option<Rc<SnapshotIndex>>>,
     version: Cell<Option<u64>>,
-    /// Key hash → principal (`None`: not an active key), valid for the keys stamp held.
+    /// Presented virtual key → principal (`None`: not an active key), valid for the keys
+    /// stamp held. Keyed by the key itself so a known key costs no SHA-256 (the key is in
+    /// this worker's memory while its request is anyway; a cache of at most
+    /// [`KEY_CACHE_MAX`] keys, emptied whenever any key changes).
     keys: RefCell<HashMap<String, Option<Principal>>>,
     fresh_at: Cell<Option<i64>>,
     queue: Cell<Option<u32>>,
@@ -168,16 +171,20 @@ impl Shared {
 /// shared data (about 25 keys in a fleet of 100,000): a worker never holds the whole fleet.
 impl KeyLookup for Shared {
     fn principal_for_key(&self, sha256_hex: &str) -> Option<Principal> {
-        if let Some(known) = self.keys.borrow().get(sha256_hex) {
+        let bucket = host::shared(&format!("{KEYS_PREFIX}{}", key_bucket(sha256_hex))).0;
+        bucket.and_then(|b| principal_in_bucket(&b, sha256_hex))
+    }
+
+    fn principal_for_virtual_key(&self, key: &str) -> Option<Principal> {
+        if let Some(known) = self.keys.borrow().get(key) {
             return known.clone();
         }
-        let bucket = host::shared(&format!("{KEYS_PREFIX}{}", key_bucket(sha256_hex))).0;
-        let found = bucket.and_then(|b| principal_in_bucket(&b, sha256_hex));
+        let found = self.principal_for_key(&key_hash(key));
         let mut keys = self.keys.borrow_mut();
         if keys.len() >= KEY_CACHE_MAX {
             keys.clear();
         }
-        keys.insert(sha256_hex.to_owned(), found.clone());
+        keys.insert(key.to_owned(), found.clone());
         found
     }
 }

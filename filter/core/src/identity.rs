@@ -159,7 +159,7 @@ pub fn identify(
             "a Tollgate virtual key (tg-...) is required",
         ));
     };
-    keys.principal_for_key(&key_hash(&key)).ok_or_else(|| {
+    keys.principal_for_virtual_key(&key).ok_or_else(|| {
         reply::error(
             401,
             "invalid_api_key",

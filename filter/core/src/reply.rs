@@ -92,7 +92,7 @@ pub fn remaining_header(remaining: Decimal) -> String {
 
 /// The value of `x-tollgate-budget` naming a budget: `scope:id`.
 pub fn budget_header(scope: Scope, id: &str) -> String {
-    format!("{}:{id}", scope.as_str())
+    [scope.as_str(), ":", id].concat()
 }
 
 /// The same reply as AWS's JSON APIs answer (Bedrock, for its SDKs: boto3 names the error

@@ -164,6 +164,12 @@ pub(crate) fn negative_money(b: &SnapshotBudget) -> bool {
 pub trait KeyLookup {
     /// The principal of the key, if active.
     fn principal_for_key(&self, sha256_hex: &str) -> Option<Principal>;
+
+    /// The principal of a presented virtual key (hashed here; a lookup may cache by the key
+    /// itself and hash only on a miss).
+    fn principal_for_virtual_key(&self, key: &str) -> Option<Principal> {
+        self.principal_for_key(&crate::identity::key_hash(key))
+    }
 }
 
 /// A decoded snapshot with lookup tables, built once per version.

@@ -164,6 +164,15 @@ pub struct Modules {
     pub floor: Vec<u8>,
 }
 
+/// One case's fuel per request on the worker VM.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Measured {
+    /// In all.
+    pub total: u64,
+    /// By the callback that used it (`proxy_on_request_body`, ...), rounded up.
+    pub by_callback: BTreeMap<&'static str, u64>,
+}
+
 /// Fuel per request of `plugin`'s worker VM over [`COUNTED`] requests of `request`, after
 /// [`WARMUP`]; `services` (with the snapshot upstream) started beside it first.
 fn per_request(
@@ -171,7 +180,7 @@ fn per_request(
     services: Option<(&Plugin, &Value)>,
     request: &Request,
     status: u16,
-) -> Result<u64> {
+) -> Result<Measured> {
     let mut host = plugin.start()?;
     let worker = VmId(0);
     if let Some((sync, snapshot)) = services {
@@ -186,10 +195,11 @@ fn per_request(
         host.add_vm(sync)?;
         host.advance(bench::SETTLE)?;
     }
-    let mut start = 0;
+    let (mut start, mut start_by) = (0, BTreeMap::new());
     for i in 0..WARMUP + COUNTED {
         if i == WARMUP {
             start = host.fuel_used(worker);
+            start_by = host.fuel_by_callback(worker);
         }
         let outcome = host.send(request)?;
         if let Some(trap) = outcome.trap {
@@ -206,12 +216,32 @@ fn per_request(
         }
         host.take_logs();
     }
-    Ok((host.fuel_used(worker) - start).div_ceil(COUNTED))
+    let by_callback = host
+        .fuel_by_callback(worker)
+        .into_iter()
+        .map(|(name, fuel)| {
+            let before = start_by.get(name).copied().unwrap_or(0);
+            (name, (fuel - before).div_ceil(COUNTED))
+        })
+        .filter(|(_, fuel)| *fuel > 0)
+        .collect();
+    Ok(Measured {
+        total: (host.fuel_used(worker) - start).div_ceil(COUNTED),
+        by_callback,
+    })
+}
+
+/// The totals of a [`measure`] run, as [`check`] and the committed file take them.
+pub fn totals(measured: &BTreeMap<String, Measured>) -> BTreeMap<String, u64> {
+    measured
+        .iter()
+        .map(|(name, m)| (name.clone(), m.total))
+        .collect()
 }
 
 /// Fuel per request for every case (`tollgate/<case>`) and for the no-op and floor modules on
 /// the JSON request (`noop/json`, `floor/json`).
-pub fn measure(modules: &Modules) -> Result<BTreeMap<String, u64>> {
+pub fn measure(modules: &Modules) -> Result<BTreeMap<String, Measured>> {
     let build = |wasm: &[u8], config: &str| {
         Plugin::builder(wasm.to_vec())
             .vm_id("tollgate")

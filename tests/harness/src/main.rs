@@ -99,6 +99,9 @@ enum Command {
         /// Why the figures changed (kept in the file with them).
         #[arg(long)]
         reason: Option<String>,
+        /// Also print each case's fuel per request by callback.
+        #[arg(long)]
+        phases: bool,
     },
     /// Replays a JSON scenario and checks the expected decisions.
     Run {
@@ -289,6 +292,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             check,
             write,
             reason,
+            phases,
         } => {
             let modules = fuel::Modules {
                 filter: read(&wasm)?,
@@ -296,7 +300,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 noop: read(&noop)?,
                 floor: read(&floor)?,
             };
-            let measured = fuel::measure(&modules)?;
+            let detail = fuel::measure(&modules)?;
+            let measured = fuel::totals(&detail);
             let floor_json = measured.get("floor/json").copied().unwrap_or(0).max(1);
             println!(
                 "{:<26} {:>12} {:>10}",
@@ -307,6 +312,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "{name:<26} {used:>12} {:>10.2}",
                     *used as f64 / floor_json as f64
                 );
+            }
+            if phases {
+                for (name, m) in &detail {
+                    println!("{name}:");
+                    for (callback, used) in &m.by_callback {
+                        println!("  {callback:<32} {used:>10}");
+                    }
+                }
             }
             let mut code = ExitCode::SUCCESS;
             if let Some(path) = &check {

@@ -181,6 +181,16 @@ impl Host {
         self.vms.get(vm.0).map_or(0, Vm::fuel_used)
     }
 
+    /// [`Host::fuel_used`] by the callback that used it (`proxy_on_request_body`, ...).
+    pub fn fuel_by_callback(&self, vm: VmId) -> BTreeMap<&'static str, u64> {
+        self.vms.get(vm.0).map_or_else(BTreeMap::new, |v| {
+            v.fuel_by_phase
+                .iter()
+                .map(|(phase, fuel)| (phase.export_name(), *fuel))
+                .collect()
+        })
+    }
+
     /// The VMs, in the order they were added.
     pub fn vms(&self) -> impl Iterator<Item = VmId> {
         (0..self.vms.len()).map(VmId)

@@ -75,6 +75,8 @@ pub(crate) struct Vm {
     pub next_tick: Option<u64>,
     /// The epoch ticks a callback may take.
     deadline_ticks: u64,
+    /// Fuel used by each kind of callback (only when the plugin counts fuel).
+    pub fuel_by_phase: std::collections::BTreeMap<Phase, u64>,
 }
 
 impl Vm {
@@ -138,6 +140,7 @@ impl Vm {
             failed: None,
             next_tick: None,
             deadline_ticks: timeout_ms.div_ceil(tick_ms).max(1),
+            fuel_by_phase: std::collections::BTreeMap::new(),
         })
     }
 
@@ -167,7 +170,12 @@ impl Vm {
             state.effective_context = context_id;
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
+        let before = self.fuel_used();
         let result = func.call(&mut self.store, args);
+        if self.plugin.settings.count_fuel {
+            let used = self.fuel_used().saturating_sub(before);
+            *self.fuel_by_phase.entry(phase).or_default() += used;
+        }
         let state = self.store.data_mut();
         state.active = None;
         state.effective_context = 0;

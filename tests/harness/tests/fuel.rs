@@ -22,7 +22,7 @@ fn fuel_per_request_stays_within_the_committed_margin() {
         noop: common::noop_wasm(),
         floor: read(common::floor_wasm_path()),
     };
-    let measured = fuel::measure(&modules).expect("measuring fuel");
+    let measured = fuel::totals(&fuel::measure(&modules).expect("measuring fuel"));
     let table: Vec<String> = measured.iter().map(|(k, v)| format!("{k} {v}")).collect();
     eprintln!("fuel per request:\n{}", table.join("\n"));
 
