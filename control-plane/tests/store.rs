@@ -799,6 +799,7 @@ store_test!(spend_reports_group_and_filter, |store| {
         to: i64::MAX,
         group_by: vec![GroupBy::Day, GroupBy::Project],
         zone: Zone::UTC,
+        org: None,
     };
     let r = store.spend(&q).await.unwrap();
     assert_eq!(r.total_usd, d("3.5"));

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use super::audit::{audit, Change, NONE};
 use super::key_buckets;
 use super::tenants::{invalid_ref_if_missing, not_found};
 use super::{begin_write, with_pool, Store, StoreError};
@@ -133,6 +134,10 @@ impl Store {
                 .bind(key_buckets::bucket_of(&sha))
                 .execute(&mut *tx)
                 .await?;
+            audit!(
+                tx,
+                Change::new("key", &key.id, Some(&key.org_id), NONE, Some(&key))
+            );
             tx.commit().await?;
         });
         self.committed_change();
@@ -172,6 +177,7 @@ impl Store {
 
     /// Revokes a key (idempotent: revoking again changes nothing).
     pub async fn revoke_key(&self, id: &str, now: i64) -> Result<VirtualKey, StoreError> {
+        let before = self.get_key(id).await?;
         let revoked = with_pool!(self, write, |pool, pg| {
             let mut tx = pool.begin_with(begin_write(pg)).await?;
             let revoked: Option<String> = sqlx::query_scalar(
@@ -193,6 +199,14 @@ impl Store {
                     .bind(key_buckets::bucket_of(sha))
                     .execute(&mut *tx)
                     .await?;
+                let after = VirtualKey {
+                    revoked_at: Some(now),
+                    ..before.clone()
+                };
+                audit!(
+                    tx,
+                    Change::new("key", id, Some(&before.org_id), Some(&before), Some(&after))
+                );
             }
             tx.commit().await?;
             revoked.is_some()

@@ -15,6 +15,7 @@
 //! Every store method is tested on both backends by `tests/store.rs`
 //! (`cargo test -p tollgate-control-plane --test store`).
 
+pub mod audit;
 pub mod budgets;
 pub mod key_buckets;
 pub mod keys;
@@ -26,6 +27,7 @@ pub mod reporters;
 pub mod snapshot;
 pub mod spend;
 pub mod tenants;
+pub mod tokens;
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -23,6 +23,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use tollgate_core::budget::Scope;
 
+use super::audit::{audit, Change, NONE};
 use super::budgets::{backfill, bounds, scope_column, Budget, NewBudget, BUDGET_COLUMNS};
 use super::key_buckets;
 use super::keys::{CreatedKey, NewKey, VirtualKey, KEY_COLUMNS};
@@ -402,6 +403,30 @@ impl<'a> Wanted<'a> {
     }
 }
 
+/// The audit record of an applied bulk call: what it created and revoked (keys without their
+/// secrets), of one organisation when every user and key is of that one.
+fn bulk_change(done: &Provisioned) -> Result<Change, StoreError> {
+    let keys: Vec<&VirtualKey> = done.keys.iter().map(|k| &k.key).collect();
+    let orgs: BTreeSet<&str> = done
+        .users
+        .iter()
+        .map(|u| u.org_id.as_str())
+        .chain(keys.iter().map(|k| k.org_id.as_str()))
+        .chain(done.revoked_keys.iter().map(|k| k.org_id.as_str()))
+        .collect();
+    let org = match (orgs.len(), done.budgets.is_empty(), orgs.first()) {
+        (1, true, Some(org)) => Some(*org),
+        _ => None,
+    };
+    let after = serde_json::json!({
+        "users": done.users,
+        "keys": keys,
+        "budgets": done.budgets,
+        "revoked_keys": done.revoked_keys,
+    });
+    Change::new("bulk", "bulk", org, NONE, Some(&after))
+}
+
 impl Store {
     /// Applies a bulk call in one transaction, or nothing when any item cannot be applied
     /// (see the module doc). With `check_only` it checks every item and writes nothing (the
@@ -652,6 +677,7 @@ impl Store {
             for b in &done.budgets {
                 backfill!(tx, pg, b, now);
             }
+            audit!(tx, bulk_change(&done));
             tx.commit().await?;
             ProvisionOutcome::Applied(done)
         });
