@@ -2242,3 +2242,162 @@ async fn every_route_with_every_role_and_scope() {
         );
     }
 }
+
+/// A manager sees and changes its organisation only, lists are confined to it, the audit log
+/// names who changed what (never a secret), and a revoked token is refused at once.
+#[tokio::test]
+async fn scoped_tokens_see_their_org_and_are_audited() {
+    let api = api().await;
+    let a = objects(&api, "a").await;
+    let b = objects(&api, "b").await;
+    let created = api
+        .admin(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "ops", "role": "manager", "org_id": "a"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let created = created.json();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("tgt-"));
+    assert_eq!(created["created_by"], "admin-env");
+    // Listed without the secret.
+    let listed = api.admin("GET", "/v1/tokens?org_id=a", None).await;
+    assert!(!listed.text.contains(&secret[4..]), "{}", listed.text);
+    assert!(each_str(&listed.json(), "id").contains(&id));
+    let tok = Some(secret.as_str());
+
+    // Lists are confined to org a, whatever the filter asks.
+    let orgs = api.call("GET", "/v1/orgs", tok, None).await.json();
+    assert_eq!(each_str(&orgs, "id"), ["a"]);
+    for list in ["/v1/projects", "/v1/users", "/v1/keys"] {
+        let all = api.call("GET", list, tok, None).await.json();
+        let orgs: BTreeSet<String> = each_str(&all, "org_id").into_iter().collect();
+        assert_eq!(orgs, BTreeSet::from(["a".to_string()]), "{list}");
+        api.call("GET", &format!("{list}?org_id=b"), tok, None)
+            .await
+            .problem(403, None);
+    }
+    let budgets = api.call("GET", "/v1/budgets", tok, None).await.json();
+    assert_eq!(each_str(&budgets, "id"), [a.budget.clone()]);
+    let all = api.admin("GET", "/v1/budgets", None).await.json();
+    assert_eq!(all.as_array().unwrap().len(), 2);
+
+    // A change by the manager, in the audit log under its id; b's objects stay out of reach.
+    let patch = Some(json!({"limit_usd": "42"}));
+    let changed = api
+        .call(
+            "PATCH",
+            &format!("/v1/budgets/{}", a.budget),
+            tok,
+            patch.clone(),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    api.call("PATCH", &format!("/v1/budgets/{}", b.budget), tok, patch)
+        .await
+        .problem(403, None);
+    let key = api
+        .call(
+            "POST",
+            "/v1/keys",
+            tok,
+            Some(json!({"name": "new", "org_id": "a"})),
+        )
+        .await
+        .json();
+    let key_secret = key["secret"].as_str().unwrap();
+    api.call(
+        "POST",
+        "/v1/keys",
+        tok,
+        Some(json!({"name": "new", "org_id": "b"})),
+    )
+    .await
+    .problem(403, None);
+    let log = api.call("GET", "/v1/audit?limit=2", tok, None).await;
+    assert_eq!(log.status, 200, "{}", log.text);
+    assert!(!log.text.contains(&key_secret[3..]), "{}", log.text);
+    let page = log.json();
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries[0]["actor"], id.as_str());
+    assert_eq!(entries[0]["action"], "POST /v1/keys");
+    assert_eq!(entries[0]["object_type"], "key");
+    assert_eq!(entries[0]["after"]["prefix"], key["prefix"]);
+    assert_eq!(entries[1]["action"], "PATCH /v1/budgets/{id}");
+    assert_eq!(entries[1]["before"]["limit_usd"], "100");
+    assert_eq!(entries[1]["after"]["limit_usd"], "42");
+    // The next page, then the manager's whole view: org a's changes only.
+    let before = page["next_before"].as_i64().unwrap();
+    let older = api
+        .call(
+            "GET",
+            &format!("/v1/audit?before={before}&limit=1000"),
+            tok,
+            None,
+        )
+        .await
+        .json();
+    let older = older["entries"].as_array().unwrap();
+    assert!(older
+        .iter()
+        .all(|e| e["id"].as_i64().unwrap() < before && e["org_id"] == "a"));
+    assert!(older.iter().any(|e| e["object_type"] == "org"));
+    let admin_view = api.admin("GET", "/v1/audit?limit=1000", None).await.json();
+    assert!(admin_view["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["org_id"] == "b"));
+    assert!(admin_view.get("next_before").is_none());
+    let by_actor = api
+        .admin("GET", &format!("/v1/audit?actor={id}"), None)
+        .await
+        .json();
+    assert_eq!(by_actor["entries"].as_array().unwrap().len(), 2);
+    api.call("GET", "/v1/audit?org_id=b", tok, None)
+        .await
+        .problem(403, None);
+    api.admin("GET", "/v1/audit?limit=0", None)
+        .await
+        .problem(422, Some("limit"));
+
+    // Not a data-plane credential, not an admin.
+    api.call("GET", "/v1/snapshot", tok, None)
+        .await
+        .problem(403, None);
+    api.call(
+        "POST",
+        "/v1/tokens",
+        tok,
+        Some(json!({"name": "x", "role": "admin"})),
+    )
+    .await
+    .problem(403, None);
+
+    // Revoked: refused from the next request on.
+    let revoked = api
+        .admin("POST", &format!("/v1/tokens/{id}/revoke"), None)
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    api.call("GET", "/v1/orgs", tok, None)
+        .await
+        .problem(403, None);
+    let token_log = api
+        .admin(
+            "GET",
+            &format!("/v1/audit?object_type=token&object_id={id}"),
+            None,
+        )
+        .await
+        .json();
+    let token_log = token_log["entries"].as_array().unwrap();
+    assert_eq!(token_log.len(), 2);
+    assert_eq!(token_log[0]["actor"], "admin-env");
+    assert!(token_log[0]["after"]["revoked_at"].is_i64());
+    assert!(!serde_json::to_string(&token_log)
+        .unwrap()
+        .contains(&secret[4..]));
+}
