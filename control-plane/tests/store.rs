@@ -1477,6 +1477,7 @@ store_test!(every_store_change_is_audited_in_its_transaction, |store| {
     assert!(log
         .iter()
         .all(|e| e.actor == "tok_x" && e.action == "POST /v1/test" && e.at == NOW + 1));
+    assert_eq!(log[0].after.as_ref().unwrap()["revisions"][0]["model"], "m");
     let budget_update = &log[5];
     assert_eq!(budget_update.before.as_ref().unwrap()["limit_usd"], "5");
     assert_eq!(budget_update.after.as_ref().unwrap()["limit_usd"], "7");

@@ -136,7 +136,8 @@ pub(crate) fn assemble(
     Ok(out)
 }
 
-/// The audit record of added revisions: one model's id, or `import` for several models.
+/// The audit record of added revisions (`{"revisions": […]}`, a deletion's price `null`):
+/// one model's id, or `import` for several models.
 fn price_change(revisions: &[NewRevision], ids: &[i64]) -> Result<Change, StoreError> {
     let models: std::collections::BTreeSet<&str> =
         revisions.iter().map(|r| r.model.as_str()).collect();
@@ -157,7 +158,13 @@ fn price_change(revisions: &[NewRevision], ids: &[i64]) -> Result<Change, StoreE
             })
         })
         .collect();
-    Change::new("price", object, None, NONE, Some(&added))
+    Change::new(
+        "price",
+        object,
+        None,
+        NONE,
+        Some(&serde_json::json!({ "revisions": added })),
+    )
 }
 
 impl Store {
