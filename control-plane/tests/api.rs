@@ -2281,7 +2281,7 @@ async fn scoped_tokens_see_their_org_and_are_audited() {
             .problem(403, None);
     }
     let budgets = api.call("GET", "/v1/budgets", tok, None).await.json();
-    assert_eq!(each_str(&budgets, "id"), [a.budget.clone()]);
+    assert_eq!(each_str(&budgets, "id"), [a.budget.as_str()]);
     let all = api.admin("GET", "/v1/budgets", None).await.json();
     assert_eq!(all.as_array().unwrap().len(), 2);
 

@@ -205,12 +205,12 @@ impl Principal {
     /// Whether the caller's role opens a route of this access level (its organisation is the
     /// handler's to check).
     pub fn allows(&self, access: Access) -> bool {
-        match (self.role(), access) {
-            (TokenRole::Admin, _) => true,
-            (_, Access::Read | Access::OrgRead) => true,
-            (TokenRole::Manager, Access::OrgWrite) => true,
-            _ => false,
-        }
+        matches!(
+            (self.role(), access),
+            (TokenRole::Admin, _)
+                | (_, Access::Read | Access::OrgRead)
+                | (TokenRole::Manager, Access::OrgWrite)
+        )
     }
 
     /// Refuses (403) an object of organisation `org` (`None`: of no organisation, such as a

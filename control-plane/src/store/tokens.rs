@@ -97,29 +97,38 @@ pub struct NewToken {
     pub org_id: Option<String>,
 }
 
-type TokenRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    i64,
-    Option<i64>,
-);
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: String,
+    name: String,
+    role: String,
+    org_id: Option<String>,
+    prefix: String,
+    created_by: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+/// A token's row with its stored digest.
+#[derive(sqlx::FromRow)]
+struct SecretRow {
+    #[sqlx(flatten)]
+    token: TokenRow,
+    secret_sha256: String,
+}
 
 const TOKEN_COLUMNS: &str = "id, name, role, org_id, prefix, created_by, created_at, revoked_at";
 
 fn from_row(r: TokenRow) -> Result<ApiToken, StoreError> {
     Ok(ApiToken {
-        id: r.0,
-        name: r.1,
-        role: TokenRole::parse(&r.2)?,
-        org_id: r.3,
-        prefix: r.4,
-        created_by: r.5,
-        created_at: r.6,
-        revoked_at: r.7,
+        id: r.id,
+        name: r.name,
+        role: TokenRole::parse(&r.role)?,
+        org_id: r.org_id,
+        prefix: r.prefix,
+        created_by: r.created_by,
+        created_at: r.created_at,
+        revoked_at: r.revoked_at,
     })
 }
 
@@ -266,26 +275,16 @@ impl Store {
         &self,
         sha256: &str,
     ) -> Result<Option<(ApiToken, String)>, StoreError> {
-        let row: Option<(
-            String,
-            String,
-            String,
-            Option<String>,
-            String,
-            String,
-            i64,
-            Option<i64>,
-            String,
-        )> = with_pool!(self, read, |pool, pg| {
+        let row: Option<SecretRow> = with_pool!(self, read, |pool, pg| {
             sqlx::query_as(&format!(
                 "SELECT {TOKEN_COLUMNS}, secret_sha256 FROM api_tokens \
-                     WHERE secret_sha256 = $1 AND revoked_at IS NULL"
+                 WHERE secret_sha256 = $1 AND revoked_at IS NULL"
             ))
             .bind(sha256)
             .fetch_optional(pool)
             .await?
         });
-        row.map(|r| Ok((from_row((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7))?, r.8)))
+        row.map(|r| Ok((from_row(r.token)?, r.secret_sha256)))
             .transpose()
     }
 }
