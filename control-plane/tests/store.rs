@@ -1402,15 +1402,7 @@ store_test!(every_store_change_is_audited_in_its_transaction, |store| {
     scope(ctx, async {
         seed_tenants(&store).await;
         let key = store
-            .create_key(
-                &NewKey {
-                    name: "k".into(),
-                    org_id: "acme".into(),
-                    project_id: None,
-                    user_id: None,
-                },
-                NOW,
-            )
+            .create_key(&bulk_key("acme", None, None), NOW)
             .await
             .unwrap();
         store.revoke_key(&key.key.id, NOW).await.unwrap();

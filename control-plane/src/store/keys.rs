@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::audit::{audit, Change, NONE};
 use super::key_buckets;
 use super::tenants::{invalid_ref_if_missing, not_found};
-use super::{begin_write, with_pool, Store, StoreError};
+use super::{begin_write, revocable_listing, with_pool, Store, StoreError};
 use crate::keys::{generate_id, generate_secret, listed_prefix};
 
 /// A virtual key as listed (never the secret).
@@ -164,14 +164,11 @@ impl Store {
         include_revoked: bool,
     ) -> Result<Vec<VirtualKey>, StoreError> {
         Ok(with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, VirtualKey>(&format!(
-                "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE ($1 IS NULL OR org_id = $1) \
-                 AND ($2 OR revoked_at IS NULL) ORDER BY id"
-            ))
-            .bind(org_id)
-            .bind(include_revoked)
-            .fetch_all(pool)
-            .await?
+            sqlx::query_as::<_, VirtualKey>(&revocable_listing(KEY_COLUMNS, "virtual_keys"))
+                .bind(org_id)
+                .bind(include_revoked)
+                .fetch_all(pool)
+                .await?
         }))
     }
 

@@ -253,6 +253,15 @@ pub(crate) fn from_json_rows<T: serde::de::DeserializeOwned>(
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// The listing of keys and tokens: `columns` of `table`'s rows of organisation `$1` (every
+/// one when NULL), revoked ones only when `$2`, by id.
+pub(crate) fn revocable_listing(columns: &str, table: &str) -> String {
+    format!(
+        "SELECT {columns} FROM {table} WHERE ($1 IS NULL OR org_id = $1) \
+         AND ($2 OR revoked_at IS NULL) ORDER BY id"
+    )
+}
+
 /// Converts a `u64` from the wire to the `BIGINT` the database stores, naming the field when
 /// it does not fit.
 pub(crate) fn to_i64(field: impl FnOnce() -> String, v: u64) -> Result<i64, StoreError> {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::audit::{audit, Change, NONE};
 use super::tenants::{invalid_ref_if_missing, not_found};
-use super::{begin_write, with_pool, Store, StoreError};
+use super::{begin_write, revocable_listing, with_pool, Store, StoreError};
 use crate::keys::{generate_id, listed_prefix, random_base62, sha256_hex};
 
 /// What every API token starts with (so a leaked one is recognisable in a scan).
@@ -223,14 +223,11 @@ impl Store {
         include_revoked: bool,
     ) -> Result<Vec<ApiToken>, StoreError> {
         let rows: Vec<TokenRow> = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as(&format!(
-                "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE ($1 IS NULL OR org_id = $1) \
-                 AND ($2 OR revoked_at IS NULL) ORDER BY id"
-            ))
-            .bind(org_id)
-            .bind(include_revoked)
-            .fetch_all(pool)
-            .await?
+            sqlx::query_as(&revocable_listing(TOKEN_COLUMNS, "api_tokens"))
+                .bind(org_id)
+                .bind(include_revoked)
+                .fetch_all(pool)
+                .await?
         });
         rows.into_iter().map(from_row).collect()
     }
