@@ -2364,6 +2364,22 @@ async fn scoped_tokens_see_their_org_and_are_audited() {
         .await
         .problem(422, Some("limit"));
 
+    // A bulk call of org a's objects: one row, with the ids it made, in the manager's view.
+    let bulk = Some(
+        json!({"users": [{"id": "bulky", "org_id": "a", "name": "B"}],
+                           "keys": [{"name": "bk", "org_id": "a", "user_id": "bulky"}]}),
+    );
+    let done = api.admin("POST", "/v1/bulk", bulk).await.json();
+    let row = api
+        .call("GET", "/v1/audit?object_type=bulk", tok, None)
+        .await
+        .json();
+    let row = &row["entries"][0];
+    assert_eq!(row["after"]["users"], json!(["bulky"]));
+    assert_eq!(row["after"]["keys"], json!([done["keys"][0]["id"]]));
+    let bulk_secret = done["keys"][0]["secret"].as_str().unwrap();
+    assert!(!row.to_string().contains(&bulk_secret[3..]));
+
     // Not a data-plane credential, not an admin.
     api.call("GET", "/v1/snapshot", tok, None)
         .await
