@@ -1816,8 +1816,10 @@ async fn writes_through_the_store_are_in_the_next_snapshot() {
 }
 
 /// The OpenAPI document's operations and their security, frozen as the hand-written document
-/// (issue 19) had them: a document generated from the types must keep exactly this set, each
-/// operation's security alternatives (order aside) and the three bearer schemes.
+/// (issue 19) had them plus the API tokens of issue 16 (the `token` scheme, whose role names
+/// say who may call; `/v1/tokens`, `/v1/audit`): a document generated from the types must keep
+/// exactly this set, each operation's security alternatives (order aside) and the four bearer
+/// schemes.
 #[tokio::test]
 async fn openapi_operations_and_security_are_the_frozen_set() {
     const ADMIN: &[&str] = &["admin", "token:admin"];

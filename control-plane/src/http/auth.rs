@@ -26,8 +26,10 @@
 //! who (the token id or `admin-env`) and which route.
 //!
 //! Tokens are compared as SHA-256 digests with `subtle`'s constant-time equality, so neither
-//! the content nor the length of a token leaks through timing. Tokens are never logged: this
-//! module only ever hands out the [`Role`].
+//! the content nor the length of a token leaks through timing (an API token is found by its
+//! digest's index, then its digest compared the same way). Tokens are never logged: this
+//! module only ever hands out the [`Role`], the [`Caller`] or the [`Principal`] (an API token
+//! as listed: id, role, organisation, never its secret or digest).
 
 use axum::extract::{Request, State};
 use axum::http::header;
