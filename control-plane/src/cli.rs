@@ -1,12 +1,14 @@
 //! The `tollgate` command line: `serve`, `migrate`, `prices import`, the offline `cost`, and
 //! the admin verbs over the REST API (`budgets set|list`, `keys create|revoke`, `bulk`,
-//! `spend`).
+//! `spend`, `tokens create|list|revoke`, `audit`).
 //! Every option also reads an environment variable (shown by `--help`). The API tokens are
 //! read from the environment only for `serve`, never from the command line, where `ps` would
 //! show them.
 //!
 //! Tested by `tests/cli.rs`, which runs the built binary.
 #![allow(clippy::print_stdout)] // the CLI's output is what it is for
+
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,6 +72,14 @@ pub enum Command {
     Bulk(BulkArgs),
     /// Spend report, through the REST API.
     Spend(SpendArgs),
+    /// API tokens with a role and scope, through the REST API.
+    Tokens {
+        /// The token verb.
+        #[command(subcommand)]
+        command: tokens::TokensCommand,
+    },
+    /// The audit log of changes made through the API: one page, as JSON.
+    Audit(tokens::AuditArgs),
 }
 
 /// Where the database is.
@@ -190,13 +200,13 @@ impl From<ApiArg> for tollgate_core::provider::ApiFormat {
     }
 }
 
-/// Where the API is and the admin token.
+/// Where the API is and the token to call it with.
 #[derive(Debug, Args)]
 pub struct ApiArgs {
     /// Control plane base URL.
     #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    /// Admin token.
+    /// Admin token, or an API token (`tgt-…`) whose role allows the command.
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub token: String,
 }
@@ -270,7 +280,7 @@ pub enum KeysCommand {
     /// Create a key; prints its secret once.
     Create(KeyCreateArgs),
     /// Revoke a key.
-    Revoke(KeyRevokeArgs),
+    Revoke(tokens::RevokeArgs),
 }
 
 /// `keys create` options.
@@ -291,16 +301,6 @@ pub struct KeyCreateArgs {
     /// Display name.
     #[arg(long, env = "TOLLGATE_KEY_NAME", default_value = "cli")]
     pub name: String,
-}
-
-/// `keys revoke` options.
-#[derive(Debug, Args)]
-pub struct KeyRevokeArgs {
-    /// API.
-    #[command(flatten)]
-    pub api: ApiArgs,
-    /// The key id (`key_…`).
-    pub id: String,
 }
 
 /// `bulk` options.
@@ -389,10 +389,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Keys { command } => match command {
             KeysCommand::Create(a) => keys_create(a).await,
-            KeysCommand::Revoke(a) => keys_revoke(a).await,
+            KeysCommand::Revoke(a) => tokens::revoke("keys", a).await,
         },
         Command::Bulk(a) => bulk(a).await,
         Command::Spend(a) => spend(a).await,
+        Command::Tokens { command } => tokens::run(command).await,
+        Command::Audit(a) => tokens::audit(a).await,
     }
 }
 
@@ -654,27 +656,15 @@ async fn keys_create(a: KeyCreateArgs) -> anyhow::Result<()> {
     let k = client
         .json(Method::POST, "/v1/keys", Some(&Value::Object(body)))
         .await?;
-    println!("secret: {}", text(&k, "secret"));
-    println!("id: {}", text(&k, "id"));
-    println!("(the secret is shown once; only its SHA-256 is stored)");
+    print_created(&k);
     Ok(())
 }
 
-async fn keys_revoke(a: KeyRevokeArgs) -> anyhow::Result<()> {
-    let client = Client::new(&a.api.url, &a.api.token);
-    let k = client
-        .json(
-            Method::POST,
-            &format!("/v1/keys/{}/revoke", encode(&a.id)),
-            None,
-        )
-        .await?;
-    println!(
-        "revoked {} at {}",
-        text(&k, "id"),
-        k.get("revoked_at").and_then(Value::as_i64).unwrap_or(0)
-    );
-    Ok(())
+/// Prints a new key's or token's secret and id, with the warning that it is shown once.
+fn print_created(v: &Value) {
+    println!("secret: {}", text(v, "secret"));
+    println!("id: {}", text(v, "id"));
+    println!("(the secret is shown once; only its SHA-256 is stored)");
 }
 
 async fn bulk(a: BulkArgs) -> anyhow::Result<()> {

@@ -17,6 +17,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tollgate_control_plane::http::openapi::{document, documented, openapi_path};
 use tollgate_control_plane::http::{app, routes, Access, AppState};
+use tollgate_control_plane::store::audit::AuditQuery;
 use tollgate_core::snapshot::Snapshot;
 use tollgate_testkit::{sqlite_store, TempSqlite};
 use tower::ServiceExt;
@@ -133,15 +134,45 @@ async fn openapi_documents_every_route_and_nothing_else() {
                 .find(|r| openapi_path(&r.path) == *path && r.method.eq_ignore_ascii_case(method))
                 .unwrap_or_else(|| panic!("{method} {path} is documented but not routed"));
             let security = op["security"].to_string();
+            let tokens = |roles: &[&str]| {
+                roles
+                    .iter()
+                    .map(|r| format!(r#",{{"token":["{r}"]}}"#))
+                    .collect::<String>()
+            };
             match r.access {
                 Access::Public => assert_eq!(security, "[]"),
                 Access::DataPlane => {
                     assert!(security.contains("dataplane") && security.contains("admin"))
                 }
-                Access::Admin => assert_eq!(security, r#"[{"admin":[]}]"#),
+                Access::Admin => assert_eq!(
+                    security,
+                    format!(r#"[{{"admin":[]}}{}]"#, tokens(&["admin"]))
+                ),
+                Access::Read => assert_eq!(
+                    security,
+                    format!(
+                        r#"[{{"admin":[]}}{}]"#,
+                        tokens(&["admin", "manager", "viewer"])
+                    )
+                ),
+                Access::OrgRead => assert_eq!(
+                    security,
+                    format!(
+                        r#"[{{"admin":[]}}{}]"#,
+                        tokens(&["admin", "manager@org", "viewer@org"])
+                    )
+                ),
+                Access::OrgWrite => assert_eq!(
+                    security,
+                    format!(r#"[{{"admin":[]}}{}]"#, tokens(&["admin", "manager@org"]))
+                ),
                 Access::Reporter => assert_eq!(
                     security,
-                    r#"[{"reporter":[]},{"dataplane":[]},{"admin":[]}]"#
+                    format!(
+                        r#"[{{"reporter":[]}},{{"dataplane":[]}},{{"admin":[]}}{}]"#,
+                        tokens(&["admin"])
+                    )
                 ),
             }
             if r.access != Access::Public {
@@ -1785,51 +1816,68 @@ async fn writes_through_the_store_are_in_the_next_snapshot() {
 }
 
 /// The OpenAPI document's operations and their security, frozen as the hand-written document
-/// (issue 19) had them: a document generated from the types must keep exactly this set, each
-/// operation's security alternatives (order aside) and the three bearer schemes.
+/// (issue 19) had them plus the API tokens of issue 16 (the `token` scheme, whose role names
+/// say who may call; `/v1/tokens`, `/v1/audit`): a document generated from the types must keep
+/// exactly this set, each operation's security alternatives (order aside) and the four bearer
+/// schemes.
 #[tokio::test]
 async fn openapi_operations_and_security_are_the_frozen_set() {
+    const ADMIN: &[&str] = &["admin", "token:admin"];
+    const READ: &[&str] = &["admin", "token:admin", "token:manager", "token:viewer"];
+    const ORG_READ: &[&str] = &[
+        "admin",
+        "token:admin",
+        "token:manager@org",
+        "token:viewer@org",
+    ];
+    const ORG_WRITE: &[&str] = &["admin", "token:admin", "token:manager@org"];
+    const DATA: &[&str] = &["admin", "dataplane", "reporter", "token:admin"];
     const FROZEN: &[(&str, &str, &[&str])] = &[
         ("GET", "/healthz", &[]),
         ("GET", "/metrics", &[]),
         ("GET", "/openapi.json", &[]),
         ("GET", "/readyz", &[]),
-        ("GET", "/v1/budgets", &["admin"]),
-        ("POST", "/v1/budgets", &["admin"]),
-        ("DELETE", "/v1/budgets/{id}", &["admin"]),
-        ("POST", "/v1/bulk", &["admin"]),
-        ("GET", "/v1/budgets/{id}", &["admin"]),
-        ("PATCH", "/v1/budgets/{id}", &["admin"]),
-        ("POST", "/v1/cost/quote", &["admin"]),
-        ("GET", "/v1/keys", &["admin"]),
-        ("POST", "/v1/keys", &["admin"]),
-        ("GET", "/v1/keys/{id}", &["admin"]),
-        ("POST", "/v1/keys/{id}/revoke", &["admin"]),
-        ("GET", "/v1/orgs", &["admin"]),
-        ("POST", "/v1/orgs", &["admin"]),
-        ("DELETE", "/v1/orgs/{id}", &["admin"]),
-        ("GET", "/v1/orgs/{id}", &["admin"]),
-        ("PATCH", "/v1/orgs/{id}", &["admin"]),
-        ("GET", "/v1/prices", &["admin"]),
-        ("POST", "/v1/prices", &["admin"]),
-        ("POST", "/v1/prices/import", &["admin"]),
-        ("DELETE", "/v1/prices/{model}", &["admin"]),
-        ("GET", "/v1/prices/{model}", &["admin"]),
-        ("PUT", "/v1/prices/{model}", &["admin"]),
-        ("GET", "/v1/metrics/budgets", &["admin"]),
-        ("GET", "/v1/projects", &["admin"]),
-        ("POST", "/v1/projects", &["admin"]),
-        ("DELETE", "/v1/projects/{id}", &["admin"]),
-        ("GET", "/v1/projects/{id}", &["admin"]),
-        ("POST", "/v1/reporters", &["admin", "dataplane", "reporter"]),
-        ("GET", "/v1/snapshot", &["admin", "dataplane", "reporter"]),
-        ("GET", "/v1/spend", &["admin"]),
-        ("POST", "/v1/usage", &["admin", "dataplane", "reporter"]),
-        ("GET", "/v1/usage/events", &["admin"]),
-        ("GET", "/v1/users", &["admin"]),
-        ("POST", "/v1/users", &["admin"]),
-        ("DELETE", "/v1/users/{id}", &["admin"]),
-        ("GET", "/v1/users/{id}", &["admin"]),
+        ("GET", "/v1/audit", ORG_READ),
+        ("GET", "/v1/budgets", ORG_READ),
+        ("POST", "/v1/budgets", ORG_WRITE),
+        ("DELETE", "/v1/budgets/{id}", ORG_WRITE),
+        ("POST", "/v1/bulk", ADMIN),
+        ("GET", "/v1/budgets/{id}", ORG_READ),
+        ("PATCH", "/v1/budgets/{id}", ORG_WRITE),
+        ("POST", "/v1/cost/quote", READ),
+        ("GET", "/v1/keys", ORG_READ),
+        ("POST", "/v1/keys", ORG_WRITE),
+        ("GET", "/v1/keys/{id}", ORG_READ),
+        ("POST", "/v1/keys/{id}/revoke", ORG_WRITE),
+        ("GET", "/v1/orgs", ORG_READ),
+        ("POST", "/v1/orgs", ADMIN),
+        ("DELETE", "/v1/orgs/{id}", ADMIN),
+        ("GET", "/v1/orgs/{id}", ORG_READ),
+        ("PATCH", "/v1/orgs/{id}", ORG_WRITE),
+        ("GET", "/v1/prices", READ),
+        ("POST", "/v1/prices", ADMIN),
+        ("POST", "/v1/prices/import", ADMIN),
+        ("DELETE", "/v1/prices/{model}", ADMIN),
+        ("GET", "/v1/prices/{model}", READ),
+        ("PUT", "/v1/prices/{model}", ADMIN),
+        ("GET", "/v1/metrics/budgets", ADMIN),
+        ("GET", "/v1/projects", ORG_READ),
+        ("POST", "/v1/projects", ORG_WRITE),
+        ("DELETE", "/v1/projects/{id}", ORG_WRITE),
+        ("GET", "/v1/projects/{id}", ORG_READ),
+        ("POST", "/v1/reporters", DATA),
+        ("GET", "/v1/snapshot", DATA),
+        ("GET", "/v1/spend", ORG_READ),
+        ("GET", "/v1/tokens", ADMIN),
+        ("POST", "/v1/tokens", ADMIN),
+        ("GET", "/v1/tokens/{id}", ADMIN),
+        ("POST", "/v1/tokens/{id}/revoke", ADMIN),
+        ("POST", "/v1/usage", DATA),
+        ("GET", "/v1/usage/events", ADMIN),
+        ("GET", "/v1/users", ORG_READ),
+        ("POST", "/v1/users", ORG_WRITE),
+        ("DELETE", "/v1/users/{id}", ORG_WRITE),
+        ("GET", "/v1/users/{id}", ORG_READ),
     ];
     let api = api().await;
     let d = api.call("GET", "/openapi.json", None, None).await.json();
@@ -1843,7 +1891,12 @@ async fn openapi_operations_and_security_are_the_frozen_set() {
                 .map(|alt| {
                     let alt = alt.as_object().unwrap();
                     assert!(alt.len() <= 1, "{method} {path}: {alt:?}");
-                    alt.keys().next().cloned().unwrap_or_default()
+                    let (name, roles) = alt.iter().next().unwrap();
+                    match roles.as_array().unwrap().as_slice() {
+                        [] => name.clone(),
+                        [role] => format!("{name}:{}", role.as_str().unwrap()),
+                        more => panic!("{method} {path}: {more:?}"),
+                    }
                 })
                 .collect();
             security.sort();
@@ -1861,7 +1914,7 @@ async fn openapi_operations_and_security_are_the_frozen_set() {
         })
         .collect();
     assert_eq!(served, frozen);
-    for scheme in ["admin", "dataplane", "reporter"] {
+    for scheme in ["admin", "dataplane", "reporter", "token"] {
         let s = &d["components"]["securitySchemes"][scheme];
         assert_eq!(
             (s["type"].as_str(), s["scheme"].as_str()),
@@ -1874,6 +1927,495 @@ async fn openapi_operations_and_security_are_the_frozen_set() {
             .as_object()
             .unwrap()
             .len(),
-        3
+        4
     );
+}
+
+/// Who calls, in the route walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    AdminEnv,
+    AdminToken,
+    ManagerA,
+    ViewerA,
+}
+
+/// Whether `who` may call a route of `access` on an object of org B (`of_b`; false for org A
+/// or a route that names no organisation): the rules of `http/auth.rs`, restated.
+fn may(access: Access, who: Who, of_b: bool) -> bool {
+    let admin = matches!(who, Who::AdminEnv | Who::AdminToken);
+    match access {
+        Access::Public | Access::Read => true,
+        Access::DataPlane | Access::Reporter | Access::Admin => admin,
+        Access::OrgRead => admin || !of_b,
+        Access::OrgWrite => admin || (who == Who::ManagerA && !of_b),
+    }
+}
+
+/// The objects of one organisation the walk acts on.
+struct Objects {
+    org: &'static str,
+    project: String,
+    user: String,
+    key: String,
+    budget: String,
+    token: String,
+}
+
+async fn objects(api: &Api, org: &'static str) -> Objects {
+    let ok = |a: Answer| {
+        assert!(a.status.is_success(), "{}", a.text);
+        a.json()
+    };
+    for id in [
+        org.to_string(),
+        format!("{org}-spare0"),
+        format!("{org}-spare1"),
+    ] {
+        ok(api
+            .admin("POST", "/v1/orgs", Some(json!({"id": id, "name": org})))
+            .await);
+    }
+    let project = format!("{org}-p");
+    let user = format!("{org}-u");
+    for id in [project.clone(), format!("{project}-spare")] {
+        ok(api
+            .admin(
+                "POST",
+                "/v1/projects",
+                Some(json!({"id": id, "org_id": org, "name": "P"})),
+            )
+            .await);
+    }
+    for id in [user.clone(), format!("{user}-spare")] {
+        ok(api
+            .admin(
+                "POST",
+                "/v1/users",
+                Some(json!({"id": id, "org_id": org, "name": "U"})),
+            )
+            .await);
+    }
+    // The key holds the project and the user: deleting them is a 409, so they stay.
+    let key = ok(api
+        .admin(
+            "POST",
+            "/v1/keys",
+            Some(json!({"name": "k", "org_id": org, "project_id": project, "user_id": user})),
+        )
+        .await)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let budget = ok(api
+        .admin(
+            "POST",
+            "/v1/budgets",
+            Some(json!({"scope": "org", "scope_id": org, "period": "monthly", "limit_usd": "100"})),
+        )
+        .await)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = ok(api
+        .admin(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "object", "role": "viewer", "org_id": org})),
+        )
+        .await)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    Objects {
+        org,
+        project,
+        user,
+        key,
+        budget,
+        token,
+    }
+}
+
+/// The request the walk sends to a route for organisation `o` (`n` makes created ids
+/// unique), and whether it names that organisation. `None`: the route has no fixture — a
+/// new route must get one, and with it a checked rule.
+fn fixture(
+    method: &str,
+    path: &str,
+    o: &Objects,
+    n: usize,
+) -> Option<(String, Option<Value>, bool)> {
+    let org = o.org;
+    let none = |p: &str| Some((p.to_string(), None, false));
+    let mine = |p: String, body: Option<Value>| Some((p, body, true));
+    let price = json!({"input_per_million": "1", "output_per_million": "2", "effective_from": 0});
+    match (method, path) {
+        ("GET", "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => none(path),
+        ("GET", "/v1/snapshot" | "/v1/usage/events" | "/v1/metrics/budgets") => none(path),
+        ("GET", "/v1/orgs" | "/v1/prices" | "/v1/tokens") => none(path),
+        ("POST", "/v1/usage") => Some((path.into(), Some(json!({"events": []})), false)),
+        ("POST", "/v1/reporters") => Some((path.into(), Some(json!({"node": "walk"})), false)),
+        ("POST", "/v1/orgs") => Some((
+            path.into(),
+            Some(json!({"id": format!("new{n}"), "name": "N"})),
+            false,
+        )),
+        ("GET", "/v1/orgs/{id}") => mine(format!("/v1/orgs/{org}"), None),
+        // Of an organisation nothing references yet (the first admin call deletes it).
+        ("DELETE", "/v1/orgs/{id}") => mine(format!("/v1/orgs/{org}-spare{}", n % 2), None),
+        ("PATCH", "/v1/orgs/{id}") => mine(
+            format!("/v1/orgs/{org}"),
+            Some(json!({"name": format!("R{n}")})),
+        ),
+        ("GET", "/v1/projects" | "/v1/users" | "/v1/keys" | "/v1/audit") => {
+            mine(format!("{path}?org_id={org}"), None)
+        }
+        ("POST", "/v1/projects" | "/v1/users") => mine(
+            path.into(),
+            Some(json!({"id": format!("{org}-new{n}"), "org_id": org, "name": "N"})),
+        ),
+        ("GET", "/v1/projects/{id}") => mine(format!("/v1/projects/{}", o.project), None),
+        ("GET", "/v1/users/{id}") => mine(format!("/v1/users/{}", o.user), None),
+        ("DELETE", "/v1/projects/{id}") => mine(format!("/v1/projects/{}-spare", o.project), None),
+        ("DELETE", "/v1/users/{id}") => mine(format!("/v1/users/{}-spare", o.user), None),
+        ("POST", "/v1/keys") => mine(path.into(), Some(json!({"name": "k", "org_id": org}))),
+        ("GET", "/v1/keys/{id}") => mine(format!("/v1/keys/{}", o.key), None),
+        ("POST", "/v1/keys/{id}/revoke") => mine(format!("/v1/keys/{}/revoke", o.key), None),
+        ("POST", "/v1/bulk") => mine(
+            path.into(),
+            Some(json!({"users": [{"id": format!("{org}-bulk{n}"), "org_id": org, "name": "B"}]})),
+        ),
+        ("GET", "/v1/budgets" | "/v1/spend") => {
+            mine(format!("{path}?scope=org&scope_id={org}"), None)
+        }
+        ("POST", "/v1/budgets") => mine(
+            path.into(),
+            Some(
+                json!({"scope": "user", "scope_id": o.user, "period": "daily", "limit_usd": format!("{n}")}),
+            ),
+        ),
+        ("GET" | "DELETE", "/v1/budgets/{id}") => mine(format!("/v1/budgets/{}", o.budget), None),
+        ("PATCH", "/v1/budgets/{id}") => mine(
+            format!("/v1/budgets/{}", o.budget),
+            Some(json!({"limit_usd": format!("{}", n + 1)})),
+        ),
+        ("POST", "/v1/prices") => {
+            let mut p = price;
+            p["model"] = json!(format!("m{n}"));
+            Some((path.into(), Some(p), false))
+        }
+        ("POST", "/v1/prices/import") => Some((
+            path.into(),
+            Some(
+                json!({format!("imported-{n}"): {"litellm_provider": "openai", "mode": "chat",
+                        "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}}),
+            ),
+            false,
+        )),
+        ("GET" | "DELETE", "/v1/prices/{*model}") => none("/v1/prices/walk"),
+        ("PUT", "/v1/prices/{*model}") => Some(("/v1/prices/walk".into(), Some(price), false)),
+        ("POST", "/v1/cost/quote") => Some((
+            path.into(),
+            Some(
+                json!({"model": "gpt-4o", "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}}),
+            ),
+            false,
+        )),
+        ("POST", "/v1/tokens") => mine(
+            path.into(),
+            Some(json!({"name": "t", "role": "viewer", "org_id": org})),
+        ),
+        ("GET", "/v1/tokens/{id}") => mine(format!("/v1/tokens/{}", o.token), None),
+        ("POST", "/v1/tokens/{id}/revoke") => mine(format!("/v1/tokens/{}/revoke", o.token), None),
+        _ => None,
+    }
+}
+
+async fn latest_audit(api: &Api) -> Option<(i64, String)> {
+    let q = AuditQuery {
+        limit: 1,
+        ..AuditQuery::default()
+    };
+    let rows = api.state.store.audit_log(&q).await.unwrap();
+    rows.first().map(|e| (e.id, e.actor.clone()))
+}
+
+/// Every route of the table, with every role and scope: the environment's admin token, an
+/// admin API token, a manager and a viewer of org A, each against org A's objects and org B's.
+/// Allowed calls are neither 401 nor 403, refused ones are 403 and change nothing; every
+/// successful change through a management route leaves an audit row naming its caller. A
+/// route without a fixture fails the walk, and every management route must succeed at least
+/// once, so the fixtures cannot silently test only refusals.
+#[tokio::test]
+async fn every_route_with_every_role_and_scope() {
+    let api = api().await;
+    for model in ["gpt-4o", "walk"] {
+        let price = json!({"model": model, "input_per_million": "2.5", "output_per_million": "10", "effective_from": 0});
+        assert_eq!(
+            api.admin("POST", "/v1/prices", Some(price)).await.status,
+            201
+        );
+    }
+    let a = objects(&api, "a").await;
+    let b = objects(&api, "b").await;
+
+    let api = &api;
+    let mint = |role: &str, org: Option<&str>| {
+        let body = json!({"name": role, "role": role, "org_id": org});
+        async move {
+            let t = api.admin("POST", "/v1/tokens", Some(body)).await.json();
+            (
+                t["secret"].as_str().unwrap().to_string(),
+                t["id"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let admin_token = mint("admin", None).await;
+    let manager = mint("manager", Some("a")).await;
+    let viewer = mint("viewer", Some("a")).await;
+    let callers = [
+        (Who::ViewerA, viewer.0.clone(), viewer.1.clone()),
+        (Who::ManagerA, manager.0.clone(), manager.1.clone()),
+        (
+            Who::AdminToken,
+            admin_token.0.clone(),
+            admin_token.1.clone(),
+        ),
+        (Who::AdminEnv, ADMIN.to_string(), "admin-env".to_string()),
+    ];
+    let mut n = 0;
+    let mut succeeded = BTreeSet::new();
+    let mut checked = 0;
+    for route in routes() {
+        for (who, secret, actor) in &callers {
+            for objects in [&a, &b] {
+                n += 1;
+                let what = format!(
+                    "{} {} as {who:?} on {}",
+                    route.method, route.path, objects.org
+                );
+                let (uri, body, named) = fixture(route.method, &route.path, objects, n)
+                    .unwrap_or_else(|| panic!("no fixture for {} {}", route.method, route.path));
+                let of_b = named && objects.org == "b";
+                let before = latest_audit(api).await;
+                let answer = api.call(route.method, &uri, Some(secret), body).await;
+                let after = latest_audit(api).await;
+                if may(route.access, *who, of_b) {
+                    assert!(
+                        ![401, 403].contains(&answer.status.as_u16()),
+                        "{what} was refused: {}",
+                        answer.text
+                    );
+                } else {
+                    answer.problem(403, None);
+                    assert_eq!(before, after, "{what}: refused, yet audited");
+                }
+                // A quote is a POST that computes and stores nothing.
+                let change = route.method != "GET"
+                    && route.path != "/v1/cost/quote"
+                    && route.access.is_management();
+                // The first success on an object changes it (a revocation repeated changes
+                // nothing and records nothing); whatever is recorded names the caller.
+                let first = answer.status.is_success()
+                    && succeeded.insert((route.method, route.path.clone(), objects.org));
+                if change && first {
+                    let (id, _) = after.clone().unwrap_or_else(|| panic!("{what}: no audit"));
+                    assert!(
+                        before.as_ref().is_none_or(|b| b.0 < id),
+                        "{what}: not audited"
+                    );
+                }
+                if before != after {
+                    assert!(change && answer.status.is_success(), "{what}: audited");
+                    assert_eq!(&after.clone().unwrap().1, actor, "{what}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, routes().len() * callers.len() * 2);
+    for route in routes().iter().filter(|r| r.access.is_management()) {
+        assert!(
+            succeeded.contains(&(route.method, route.path.clone(), "a")),
+            "{} {}: no call succeeded, the fixture tests nothing",
+            route.method,
+            route.path
+        );
+    }
+}
+
+/// A manager sees and changes its organisation only, lists are confined to it, the audit log
+/// names who changed what (never a secret), and a revoked token is refused at once.
+#[tokio::test]
+async fn scoped_tokens_see_their_org_and_are_audited() {
+    let api = api().await;
+    let a = objects(&api, "a").await;
+    let b = objects(&api, "b").await;
+    let created = api
+        .admin(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "ops", "role": "manager", "org_id": "a"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let created = created.json();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("tgt-"));
+    assert_eq!(created["created_by"], "admin-env");
+    // Listed without the secret.
+    let listed = api.admin("GET", "/v1/tokens?org_id=a", None).await;
+    assert!(!listed.text.contains(&secret[4..]), "{}", listed.text);
+    assert!(each_str(&listed.json(), "id").contains(&id));
+    let tok = Some(secret.as_str());
+
+    // Lists are confined to org a, whatever the filter asks.
+    let orgs = api.call("GET", "/v1/orgs", tok, None).await.json();
+    assert_eq!(each_str(&orgs, "id"), ["a"]);
+    for list in ["/v1/projects", "/v1/users", "/v1/keys"] {
+        let all = api.call("GET", list, tok, None).await.json();
+        let orgs: BTreeSet<String> = each_str(&all, "org_id").into_iter().collect();
+        assert_eq!(orgs, BTreeSet::from(["a".to_string()]), "{list}");
+        api.call("GET", &format!("{list}?org_id=b"), tok, None)
+            .await
+            .problem(403, None);
+    }
+    let budgets = api.call("GET", "/v1/budgets", tok, None).await.json();
+    assert_eq!(each_str(&budgets, "id"), [a.budget.as_str()]);
+    let all = api.admin("GET", "/v1/budgets", None).await.json();
+    assert_eq!(all.as_array().unwrap().len(), 2);
+
+    // A change by the manager, in the audit log under its id; b's objects stay out of reach.
+    let patch = Some(json!({"limit_usd": "42"}));
+    let changed = api
+        .call(
+            "PATCH",
+            &format!("/v1/budgets/{}", a.budget),
+            tok,
+            patch.clone(),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    api.call("PATCH", &format!("/v1/budgets/{}", b.budget), tok, patch)
+        .await
+        .problem(403, None);
+    let key = api
+        .call(
+            "POST",
+            "/v1/keys",
+            tok,
+            Some(json!({"name": "new", "org_id": "a"})),
+        )
+        .await
+        .json();
+    let key_secret = key["secret"].as_str().unwrap();
+    api.call(
+        "POST",
+        "/v1/keys",
+        tok,
+        Some(json!({"name": "new", "org_id": "b"})),
+    )
+    .await
+    .problem(403, None);
+    let log = api.call("GET", "/v1/audit?limit=2", tok, None).await;
+    assert_eq!(log.status, 200, "{}", log.text);
+    assert!(!log.text.contains(&key_secret[3..]), "{}", log.text);
+    let page = log.json();
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries[0]["actor"], id.as_str());
+    assert_eq!(entries[0]["action"], "POST /v1/keys");
+    assert_eq!(entries[0]["object_type"], "key");
+    assert_eq!(entries[0]["after"]["prefix"], key["prefix"]);
+    assert_eq!(entries[1]["action"], "PATCH /v1/budgets/{id}");
+    assert_eq!(entries[1]["before"]["limit_usd"], "100");
+    assert_eq!(entries[1]["after"]["limit_usd"], "42");
+    // The next page, then the manager's whole view: org a's changes only.
+    let before = page["next_before"].as_i64().unwrap();
+    let older = api
+        .call(
+            "GET",
+            &format!("/v1/audit?before={before}&limit=1000"),
+            tok,
+            None,
+        )
+        .await
+        .json();
+    let older = older["entries"].as_array().unwrap();
+    assert!(older
+        .iter()
+        .all(|e| e["id"].as_i64().unwrap() < before && e["org_id"] == "a"));
+    assert!(older.iter().any(|e| e["object_type"] == "org"));
+    let admin_view = api.admin("GET", "/v1/audit?limit=1000", None).await.json();
+    assert!(admin_view["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["org_id"] == "b"));
+    assert!(admin_view.get("next_before").is_none());
+    let by_actor = api
+        .admin("GET", &format!("/v1/audit?actor={id}"), None)
+        .await
+        .json();
+    assert_eq!(by_actor["entries"].as_array().unwrap().len(), 2);
+    api.call("GET", "/v1/audit?org_id=b", tok, None)
+        .await
+        .problem(403, None);
+    api.admin("GET", "/v1/audit?limit=0", None)
+        .await
+        .problem(422, Some("limit"));
+
+    // A bulk call of org a's objects: one row, with the ids it made, in the manager's view.
+    let bulk = Some(
+        json!({"users": [{"id": "bulky", "org_id": "a", "name": "B"}],
+                           "keys": [{"name": "bk", "org_id": "a", "user_id": "bulky"}]}),
+    );
+    let done = api.admin("POST", "/v1/bulk", bulk).await.json();
+    let row = api
+        .call("GET", "/v1/audit?object_type=bulk", tok, None)
+        .await
+        .json();
+    let row = &row["entries"][0];
+    assert_eq!(row["after"]["users"], json!(["bulky"]));
+    assert_eq!(row["after"]["keys"], json!([done["keys"][0]["id"]]));
+    let bulk_secret = done["keys"][0]["secret"].as_str().unwrap();
+    assert!(!row.to_string().contains(&bulk_secret[3..]));
+
+    // Not a data-plane credential, not an admin.
+    api.call("GET", "/v1/snapshot", tok, None)
+        .await
+        .problem(403, None);
+    api.call(
+        "POST",
+        "/v1/tokens",
+        tok,
+        Some(json!({"name": "x", "role": "admin"})),
+    )
+    .await
+    .problem(403, None);
+
+    // Revoked: refused from the next request on.
+    let revoked = api
+        .admin("POST", &format!("/v1/tokens/{id}/revoke"), None)
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    api.call("GET", "/v1/orgs", tok, None)
+        .await
+        .problem(403, None);
+    let token_log = api
+        .admin(
+            "GET",
+            &format!("/v1/audit?object_type=token&object_id={id}"),
+            None,
+        )
+        .await
+        .json();
+    let token_log = token_log["entries"].as_array().unwrap();
+    assert_eq!(token_log.len(), 2);
+    assert_eq!(token_log[0]["actor"], "admin-env");
+    assert!(token_log[0]["after"]["revoked_at"].is_i64());
+    assert!(!serde_json::to_string(&token_log)
+        .unwrap()
+        .contains(&secret[4..]));
 }

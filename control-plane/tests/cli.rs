@@ -499,6 +499,69 @@ fn serve_and_admin_verbs() {
     ]);
     assert!(stderr(&o).contains("must not exist"), "{}", stderr(&o));
 
+    // API tokens: a viewer of acme, created, used, listed (never its secret), revoked, and
+    // the whole story in the audit log.
+    let o = admin(&[
+        "tokens", "create", "--role", "viewer", "--org", "acme", "--name", "ro",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let created = stdout(&o);
+    let line = |prefix: &str| {
+        created
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap()
+            .to_string()
+    };
+    let (viewer, viewer_id) = (line("secret: "), line("id: "));
+    assert!(viewer.starts_with("tgt-"), "{created}");
+    let as_viewer = |args: &[&str]| {
+        let mut c = tollgate(args);
+        c.env("TOLLGATE_URL", &url)
+            .env("TOLLGATE_ADMIN_TOKEN", &viewer);
+        run(&mut c)
+    };
+    let o = as_viewer(&["budgets", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("	org	acme	monthly	"), "{}", stdout(&o));
+    let o = as_viewer(&["keys", "create", "--org", "acme"]);
+    assert!(stderr(&o).contains("403"), "{}", stderr(&o));
+    let o = admin(&["tokens", "list", "--org", "acme"]);
+    let table = stdout(&o);
+    assert!(table.starts_with("ID	ROLE	ORG	NAME	PREFIX"), "{table}");
+    assert!(
+        table.contains(&format!("{viewer_id}	viewer	acme	ro	{}", &viewer[..11])),
+        "{table}"
+    );
+    assert!(!table.contains(&viewer[11..]), "{table}");
+    let o = admin(&["tokens", "revoke", &viewer_id]);
+    assert!(
+        stdout(&o).starts_with(&format!("revoked {viewer_id} at ")),
+        "{}",
+        stderr(&o)
+    );
+    let o = as_viewer(&["budgets", "list"]);
+    assert!(stderr(&o).contains("403"), "{}", stderr(&o));
+    let o = admin(&["tokens", "list", "--include-revoked"]);
+    assert!(stdout(&o).contains(&viewer_id), "{}", stdout(&o));
+    let o = admin(&["audit", "--object-type", "token", "--limit", "10"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let actions: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["POST /v1/tokens/{id}/revoke", "POST /v1/tokens"]);
+    let o = admin(&["audit", "--actor", "admin-env", "--object-type", "key"]);
+    let page: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["object_id"] == id.as_str() && e["after"]["revoked_at"].is_i64()));
+
     // The wrong token is refused, and the verbs say so.
     let mut c = tollgate(&["budgets", "list"]);
     c.env("TOLLGATE_URL", &url)
@@ -512,9 +575,15 @@ fn serve_and_admin_verbs() {
     // Debug logs name routes and statuses, never a token or a key secret.
     assert!(logs.contains("route=\"/v1/usage\" status=200"), "{logs}");
     assert!(logs.contains("route=\"/v1/bulk\" status=200"), "{logs}");
-    for secret in [ADMIN, DATAPLANE, secret.as_str(), reporter_secret.as_str()]
-        .into_iter()
-        .chain(bulk_secrets.iter().map(String::as_str))
+    for secret in [
+        ADMIN,
+        DATAPLANE,
+        secret.as_str(),
+        reporter_secret.as_str(),
+        viewer.as_str(),
+    ]
+    .into_iter()
+    .chain(bulk_secrets.iter().map(String::as_str))
     {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }

@@ -90,8 +90,24 @@ async fn request_logs_name_the_route_never_the_query_or_a_token() {
         .unwrap()
         .to_bytes();
     let created: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let secrets = each_str(&created["keys"], "secret");
+    let mut secrets = each_str(&created["keys"], "secret");
     assert_eq!(secrets.len(), 2);
+    // An API token: its secret is in the answer, then presented, never in the log.
+    let token = post(
+        "/v1/tokens",
+        serde_json::json!({"name": "ops", "role": "manager", "org_id": "acme"}),
+    )
+    .await;
+    assert_eq!(token.status(), StatusCode::CREATED);
+    let body = http_body_util::BodyExt::collect(token.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let token = token["secret"].as_str().unwrap().to_string();
+    assert_eq!(call("/v1/keys", &token).await, StatusCode::OK);
+    assert_eq!(call("/v1/tokens", &token).await, StatusCode::FORBIDDEN);
+    secrets.push(token);
 
     let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     assert!(
@@ -111,11 +127,13 @@ async fn request_logs_name_the_route_never_the_query_or_a_token() {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
     assert!(log.contains("route=\"/v1/bulk\" status=200"), "{log}");
+    assert!(log.contains("route=\"/v1/tokens\" status=201"), "{log}");
+    assert!(log.contains("route=\"/v1/tokens\" status=403"), "{log}");
     for secret in &secrets {
         // Not even the random part, in any form.
         assert!(
-            !log.contains(&secret[3..]),
-            "a new key's secret in the log:\n{log}"
+            !log.contains(&secret[4..]),
+            "a new key's or token's secret in the log:\n{log}"
         );
     }
 }

@@ -16,10 +16,12 @@ use tollgate_control_plane::clock::Clock;
 use tollgate_control_plane::ingest::BudgetCache;
 use tollgate_control_plane::metrics::Metrics;
 use tollgate_control_plane::snapshot::Snapshots;
+use tollgate_control_plane::store::audit::{AuditEntry, AuditQuery};
 use tollgate_control_plane::store::budgets::{BudgetPatch, NewBudget};
 use tollgate_control_plane::store::keys::NewKey;
 use tollgate_control_plane::store::prices::NewRevision;
 use tollgate_control_plane::store::spend::{GroupBy, SpendQuery};
+use tollgate_control_plane::store::tokens::{NewToken, TokenRole};
 use tollgate_control_plane::store::{Store, StoreError};
 use tollgate_control_plane::timezone::Zone;
 use tollgate_core::budget::{Mode, Period, Scope};
@@ -799,6 +801,7 @@ store_test!(spend_reports_group_and_filter, |store| {
         to: i64::MAX,
         group_by: vec![GroupBy::Day, GroupBy::Project],
         zone: Zone::UTC,
+        org: None,
     };
     let r = store.spend(&q).await.unwrap();
     assert_eq!(r.total_usd, d("3.5"));
@@ -1316,3 +1319,200 @@ store_test!(
         );
     }
 );
+
+store_test!(api_tokens_are_hashed_scoped_and_revocable, |store| {
+    seed_tenants(&store).await;
+    let new = |role, org: Option<&str>| NewToken {
+        name: "t".into(),
+        role,
+        org_id: org.map(str::to_string),
+    };
+    let manager = store
+        .create_token(&new(TokenRole::Manager, Some("acme")), NOW)
+        .await
+        .unwrap();
+    assert!(manager.secret.starts_with("tgt-") && manager.secret.len() == 44);
+    assert!(manager.secret.starts_with(&manager.token.prefix));
+    assert_eq!(manager.token.created_by, "local");
+    let digest = tollgate_control_plane::keys::sha256_hex(manager.secret.as_bytes());
+    let (found, stored) = store.live_token_by_secret(&digest).await.unwrap().unwrap();
+    assert_eq!((found, stored), (manager.token.clone(), digest.clone()));
+    // A role and an organisation go together; the organisation must exist.
+    for (role, org, field) in [
+        (TokenRole::Admin, Some("acme"), "org_id"),
+        (TokenRole::Viewer, None, "org_id"),
+        (TokenRole::Viewer, Some("nope"), "org_id"),
+    ] {
+        assert!(
+            matches!(store.create_token(&new(role, org), NOW).await,
+                Err(StoreError::Invalid { field: ref f, .. }) if f == field),
+            "{role:?} {org:?}"
+        );
+    }
+    let admin = store
+        .create_token(&new(TokenRole::Admin, None), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_tokens(Some("acme"), false).await.unwrap().len(),
+        1
+    );
+    assert_eq!(store.list_tokens(None, false).await.unwrap().len(), 2);
+    let revoked = store
+        .revoke_token(&manager.token.id, NOW + 5)
+        .await
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(NOW + 5));
+    // Revoking again keeps the first time and records nothing more.
+    let again = store
+        .revoke_token(&manager.token.id, NOW + 9)
+        .await
+        .unwrap();
+    assert_eq!(again.revoked_at, Some(NOW + 5));
+    assert!(store.live_token_by_secret(&digest).await.unwrap().is_none());
+    assert_eq!(store.list_tokens(None, false).await.unwrap(), [admin.token]);
+    assert_eq!(store.list_tokens(None, true).await.unwrap().len(), 2);
+    assert!(matches!(
+        store.revoke_token("tok_nope", NOW).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let q = AuditQuery {
+        object_type: Some("token".into()),
+        limit: 10,
+        ..AuditQuery::default()
+    };
+    let log = store.audit_log(&q).await.unwrap();
+    assert_eq!(log.len(), 3, "two creations and one revocation: {log:?}");
+    assert_eq!(
+        log[0].before.as_ref().unwrap()["revoked_at"],
+        serde_json::Value::Null
+    );
+    assert_eq!(log[0].after.as_ref().unwrap()["revoked_at"], NOW + 5);
+    let text = serde_json::to_string(&log).unwrap();
+    assert!(!text.contains(&manager.secret[4..]) && !text.contains(&admin.secret[4..]));
+});
+
+store_test!(every_store_change_is_audited_in_its_transaction, |store| {
+    use tollgate_control_plane::store::audit::{scope, Context};
+    let ctx = Context {
+        actor: "tok_x".into(),
+        action: "POST /v1/test".into(),
+        at: NOW + 1,
+    };
+    scope(ctx, async {
+        seed_tenants(&store).await;
+        let key = store
+            .create_key(&bulk_key("acme", None, None), NOW)
+            .await
+            .unwrap();
+        store.revoke_key(&key.key.id, NOW).await.unwrap();
+        let b = store
+            .create_budget(
+                &budget(Scope::Project, "web", Period::Daily, "UTC", "5"),
+                NOW,
+            )
+            .await
+            .unwrap();
+        let patch = BudgetPatch {
+            limit_usd: Some(d("7")),
+            ..BudgetPatch::default()
+        };
+        store.update_budget(&b.id, &patch, NOW).await.unwrap();
+        store.delete_budget(&b.id).await.unwrap();
+        store.rename_org("acme", "ACME").await.unwrap();
+        store.create_org("gone", "Gone", NOW).await.unwrap();
+        store.delete_org("gone").await.unwrap();
+        // A change refused by the database leaves no row.
+        assert!(store.create_org("acme", "Again", NOW).await.is_err());
+        assert!(store.delete_budget(&b.id).await.is_err());
+        store
+            .add_price_revisions(
+                &[NewRevision {
+                    model: "m".into(),
+                    effective_from: 0,
+                    price: None,
+                    source: "test".into(),
+                }],
+                NOW,
+            )
+            .await
+            .unwrap();
+    })
+    .await;
+    let all = AuditQuery {
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    let log = store.audit_log(&all).await.unwrap();
+    let seen: Vec<(&str, &str)> = log
+        .iter()
+        .rev()
+        .map(|e| (e.object_type.as_str(), e.org_id.as_deref().unwrap_or("-")))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("org", "acme"),
+            ("project", "acme"),
+            ("user", "acme"),
+            ("key", "acme"),
+            ("key", "acme"),
+            ("budget", "acme"),
+            ("budget", "acme"),
+            ("budget", "acme"),
+            ("org", "acme"),
+            ("org", "gone"),
+            ("org", "gone"),
+            ("price", "-"),
+        ]
+    );
+    assert!(log
+        .iter()
+        .all(|e| e.actor == "tok_x" && e.action == "POST /v1/test" && e.at == NOW + 1));
+    assert_eq!(log[0].after.as_ref().unwrap()["revisions"][0]["model"], "m");
+    let budget_update = &log[5];
+    assert_eq!(budget_update.before.as_ref().unwrap()["limit_usd"], "5");
+    assert_eq!(budget_update.after.as_ref().unwrap()["limit_usd"], "7");
+    let deleted = &log[4];
+    assert!(deleted.after.is_none() && deleted.before.as_ref().unwrap()["limit_usd"] == "7");
+    // Filters and pages.
+    let acme = AuditQuery {
+        org_id: Some("acme".into()),
+        limit: 4,
+        ..AuditQuery::default()
+    };
+    let first = store.audit_log(&acme).await.unwrap();
+    assert_eq!(first.len(), 4);
+    let rest = store
+        .audit_log(&AuditQuery {
+            before_id: Some(first[3].id),
+            limit: 100,
+            ..acme.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.len() + rest.len(), 9);
+    assert!(rest.iter().all(|e| e.id < first[3].id));
+    let keys = AuditQuery {
+        object_type: Some("key".into()),
+        object_id: Some(key_id(&log)),
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    assert_eq!(store.audit_log(&keys).await.unwrap().len(), 2);
+    // Outside a request the actor is `local`.
+    store.create_org("later", "Later", NOW).await.unwrap();
+    let latest = &store.audit_log(&all).await.unwrap()[0];
+    assert_eq!(
+        (latest.actor.as_str(), latest.action.as_str()),
+        ("local", "store")
+    );
+});
+
+fn key_id(log: &[AuditEntry]) -> String {
+    log.iter()
+        .find(|e| e.object_type == "key")
+        .unwrap()
+        .object_id
+        .clone()
+}

@@ -15,9 +15,21 @@
 //! post usage, so a holder of it can never report under another Envoy's id. The caller is
 //! handed to handlers as a [`Caller`] request extension.
 //!
+//! API tokens (`tgt-…`, minted by `POST /v1/tokens`, see `store/tokens.rs`) open the
+//! management endpoints as their role allows ([`Principal::allows`]): an `admin` token
+//! everything `TOLLGATE_ADMIN_TOKEN` opens (data-plane endpoints included), a `manager` or
+//! `viewer` only the routes declared `Read`, `OrgRead` (both) or `OrgWrite` (manager), whose
+//! handlers then confine it to its organisation ([`Principal::require_org`],
+//! [`Principal::org_filter`]). Every request looks its API token up in the store (an indexed
+//! read of one row), so a revoked token is refused from the next request on, by every replica.
+//! The management middleware also sets the audit context (`store/audit.rs`) of the request:
+//! who (the token id or `admin-env`) and which route.
+//!
 //! Tokens are compared as SHA-256 digests with `subtle`'s constant-time equality, so neither
-//! the content nor the length of a token leaks through timing. Tokens are never logged: this
-//! module only ever hands out the [`Role`].
+//! the content nor the length of a token leaks through timing (an API token is found by its
+//! digest's index, then its digest compared the same way). Tokens are never logged: this
+//! module only ever hands out the [`Role`], the [`Caller`] or the [`Principal`] (an API token
+//! as listed: id, role, organisation, never its secret or digest).
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -27,7 +39,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::AppState;
+use super::{Access, AppState};
+use crate::store::tokens::{ApiToken, TokenRole, TOKEN_PREFIX};
 
 /// Shortest token accepted at start-up: shorter ones are guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -152,27 +165,155 @@ fn bearer(req: &Request) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
-/// Middleware for management endpoints: the admin token only.
-pub async fn admin(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    match state.tokens.role(bearer(&req)?) {
-        Some(Role::Admin) => Ok(next.run(req).await),
-        Some(Role::DataPlane) => Err(ApiError::Forbidden(
-            "the data-plane token cannot use management endpoints",
-        )),
-        None => Err(ApiError::Forbidden("wrong token")),
+/// Who called a management endpoint, as its handler sees it (a request extension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// `TOLLGATE_ADMIN_TOKEN`.
+    AdminEnv,
+    /// A live API token.
+    Token(ApiToken),
+}
+
+/// What a handler's scope check refuses with.
+const OTHER_ORG: ApiError = ApiError::Forbidden("this token acts on another organisation");
+
+impl Principal {
+    /// Who the audit log names: the token id, or `admin-env`.
+    pub fn actor(&self) -> &str {
+        match self {
+            Principal::AdminEnv => "admin-env",
+            Principal::Token(t) => &t.id,
+        }
+    }
+
+    /// The organisation the caller is confined to; `None` for an admin.
+    pub fn org(&self) -> Option<&str> {
+        match self {
+            Principal::AdminEnv => None,
+            Principal::Token(t) => match t.role {
+                TokenRole::Admin => None,
+                TokenRole::Manager | TokenRole::Viewer => t.org_id.as_deref(),
+            },
+        }
+    }
+
+    fn role(&self) -> TokenRole {
+        match self {
+            Principal::AdminEnv => TokenRole::Admin,
+            Principal::Token(t) => t.role,
+        }
+    }
+
+    /// Whether the caller's role opens a route of this access level (its organisation is the
+    /// handler's to check).
+    pub fn allows(&self, access: Access) -> bool {
+        matches!(
+            (self.role(), access),
+            (TokenRole::Admin, _)
+                | (_, Access::Read | Access::OrgRead)
+                | (TokenRole::Manager, Access::OrgWrite)
+        )
+    }
+
+    /// Refuses (403) an object of organisation `org` (`None`: of no organisation, such as a
+    /// budget on an unregistered principal) unless the caller is an admin or acts on `org`.
+    pub fn require_org(&self, org: Option<&str>) -> Result<(), ApiError> {
+        match self.org() {
+            None => Ok(()),
+            Some(mine) if org == Some(mine) => Ok(()),
+            Some(_) => Err(OTHER_ORG),
+        }
+    }
+
+    /// Refuses (403) the principal `scope` `id` unless the caller is an admin or the principal
+    /// is registered in the caller's organisation.
+    pub async fn require_scope(
+        &self,
+        state: &AppState,
+        scope: tollgate_core::budget::Scope,
+        id: &str,
+    ) -> Result<(), ApiError> {
+        if self.org().is_none() {
+            return Ok(());
+        }
+        let org = state.store.org_of_scope(scope, id).await?;
+        self.require_org(org.as_deref())
+    }
+
+    /// The organisation a listing is confined to: what was asked for (`None`: every one) for
+    /// an admin; the caller's own for a scoped token, which may name no other (403).
+    pub fn org_filter<'a>(&'a self, asked: Option<&'a str>) -> Result<Option<&'a str>, ApiError> {
+        match (self.org(), asked) {
+            (None, asked) => Ok(asked),
+            (Some(mine), None) => Ok(Some(mine)),
+            (Some(mine), Some(asked)) if asked == mine => Ok(Some(mine)),
+            (Some(_), Some(_)) => Err(OTHER_ORG),
+        }
     }
 }
 
-/// Who presented `token`: a role token, an enrolled reporter's secret, or nobody known.
+/// The live API token `token` is, if it is one.
+async fn api_token(state: &AppState, token: &str) -> Result<Option<ApiToken>, ApiError> {
+    if !token.starts_with(TOKEN_PREFIX) {
+        return Ok(None);
+    }
+    let presented = crate::keys::sha256_hex(token.as_bytes());
+    let Some((found, stored)) = state.store.live_token_by_secret(&presented).await? else {
+        return Ok(None);
+    };
+    // The index found it by digest; the digests are compared once more in constant time.
+    Ok(bool::from(presented.as_bytes().ct_eq(stored.as_bytes())).then_some(found))
+}
+
+/// Middleware for management endpoints of access level `access`: the admin token, or an API
+/// token whose role opens it. Hands the [`Principal`] to the handler and runs it inside the
+/// request's audit context.
+pub async fn management(
+    State((state, access)): State<(AppState, Access)>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = bearer(&req)?;
+    let principal = match state.tokens.role(token) {
+        Some(Role::Admin) => Principal::AdminEnv,
+        Some(Role::DataPlane) => {
+            return Err(ApiError::Forbidden(
+                "the data-plane token cannot use management endpoints",
+            ))
+        }
+        None => match api_token(&state, token).await? {
+            Some(t) => Principal::Token(t),
+            None => return Err(ApiError::Forbidden("wrong token")),
+        },
+    };
+    if !principal.allows(access) {
+        return Err(ApiError::Forbidden(
+            "this token's role cannot use this endpoint",
+        ));
+    }
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("", |p| p.as_str());
+    let ctx = crate::store::audit::Context {
+        actor: principal.actor().to_string(),
+        action: format!("{} {route}", req.method()),
+        at: state.clock.now(),
+    };
+    req.extensions_mut().insert(principal);
+    Ok(crate::store::audit::scope(ctx, next.run(req)).await)
+}
+
+/// Who presented `token`: a role token, an admin API token (as the admin), an enrolled
+/// reporter's secret, or nobody known.
 pub(crate) async fn caller(state: &AppState, token: &str) -> Result<Option<Caller>, ApiError> {
     match state.tokens.role(token) {
         Some(Role::Admin) => return Ok(Some(Caller::Admin)),
         Some(Role::DataPlane) => return Ok(Some(Caller::DataPlane)),
         None => {}
+    }
+    if let Some(t) = api_token(state, token).await? {
+        return Ok((t.role == TokenRole::Admin).then_some(Caller::Admin));
     }
     if !token.starts_with(crate::store::reporters::REPORTER_SECRET_PREFIX) {
         return Ok(None);

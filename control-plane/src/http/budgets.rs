@@ -4,12 +4,13 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 use tollgate_core::budget::{Mode, Period, Scope};
 use utoipa::ToSchema;
 
+use super::auth::Principal;
 use super::error::{ApiError, ApiJson, ApiPath, Params};
 use super::formats::{IdPath, Money, ScopeId};
 use super::AppState;
@@ -207,6 +208,14 @@ impl NewBudgetBody {
     }
 }
 
+/// Budget `id`, if the caller may see it: 403 for a scoped token when the budget's principal
+/// is not registered in its organisation.
+async fn budget_for(s: &AppState, who: &Principal, id: &str) -> ApiResult<Budget> {
+    let b = s.store.get_budget(id).await?;
+    who.require_scope(s, b.scope, &b.scope_id).await?;
+    Ok(b)
+}
+
 /// Create a budget (back-filled from the ledger for the current window).
 #[utoipa::path(post, path = "/v1/budgets", request_body = NewBudgetBody, responses(
     (status = 201, description = "Created", body = BudgetView),
@@ -214,10 +223,12 @@ impl NewBudgetBody {
 ))]
 pub async fn create(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson<NewBudgetBody>,
 ) -> ApiResult<(StatusCode, Json<BudgetView>)> {
     let checked = body.check()?;
     let new = checked.budget;
+    who.require_scope(&s, new.scope, &new.scope_id).await?;
     if !checked.allow_unregistered && !s.store.scope_registered(new.scope, &new.scope_id).await? {
         return Err(ApiError::invalid(
             "scope_id",
@@ -240,7 +251,11 @@ pub async fn create(
     (status = 200, description = "OK", body = Vec<BudgetView>),
     (status = 422, description = "A parameter is not valid"),
 ))]
-pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<BudgetView>>> {
+pub async fn list(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    q: Params,
+) -> ApiResult<Json<Vec<BudgetView>>> {
     q.only(&["scope", "scope_id"])?;
     let scope = q
         .get("scope")
@@ -249,7 +264,13 @@ pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<Bu
                 .map_err(|_| ApiError::invalid("scope", "must be org, project, user or key"))
         })
         .transpose()?;
-    let budgets = s.store.list_budgets(scope, q.get("scope_id")).await?;
+    if let (Some(scope), Some(id)) = (scope, q.get("scope_id")) {
+        who.require_scope(&s, scope, id).await?;
+    }
+    let budgets = s
+        .store
+        .list_budgets_in(scope, q.get("scope_id"), who.org())
+        .await?;
     Ok(Json(views(&s, budgets).await?))
 }
 
@@ -260,9 +281,10 @@ pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<Bu
 ))]
 pub async fn get(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<BudgetView>> {
-    let b = s.store.get_budget(&id).await?;
+    let b = budget_for(&s, &who, &id).await?;
     Ok(Json(view(&s, b).await?))
 }
 
@@ -274,9 +296,11 @@ pub async fn get(
 ))]
 pub async fn update(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<BudgetPatchBody>,
 ) -> ApiResult<Json<BudgetView>> {
+    budget_for(&s, &who, &id).await?;
     let patch = BudgetPatch {
         period: body.period,
         timezone: body.timezone.as_deref().map(zone).transpose()?,
@@ -302,8 +326,10 @@ pub async fn update(
 ))]
 pub async fn delete(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
+    budget_for(&s, &who, &id).await?;
     s.store.delete_budget(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

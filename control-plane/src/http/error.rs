@@ -323,6 +323,29 @@ impl Params {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
+
+    /// A `true` / `false` parameter, `false` when absent.
+    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.get(name) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(_) => Err(ApiError::invalid(name, "must be true or false")),
+        }
+    }
+
+    /// A count from 1 to `max`, `default` when absent.
+    pub fn limit(&self, name: &str, max: u32, default: u32) -> Result<u32, ApiError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|l| (1..=max).contains(l))
+                .ok_or_else(|| {
+                    ApiError::invalid(name, format!("must be an integer from 1 to {max}"))
+                }),
+        }
+    }
 }
 
 /// A path parameter, rejected as a 400 problem document when it cannot be decoded.

@@ -3,10 +3,11 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::auth::Principal;
 use super::error::{ApiError, ApiJson, ApiPath, Params};
 use super::formats::{Id, IdPath, Name, OrgFilter};
 use super::{check_id, check_name, AppState};
@@ -59,9 +60,11 @@ impl NewKeyBody {
 ))]
 pub async fn create(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson<NewKeyBody>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     let new = body.check()?;
+    who.require_org(Some(&new.org_id))?;
     let created = s.store.create_key(&new, s.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -74,19 +77,15 @@ pub async fn create(
     (status = 200, description = "OK", body = Vec<VirtualKey>),
     (status = 422, description = "A parameter is not valid"),
 ))]
-pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<VirtualKey>>> {
+pub async fn list(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    q: Params,
+) -> ApiResult<Json<Vec<VirtualKey>>> {
     q.only(&["org_id", "include_revoked"])?;
-    let include_revoked = match q.get("include_revoked") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "include_revoked",
-                "must be true or false",
-            ))
-        }
-    };
-    let keys = s.store.list_keys(q.get("org_id"), include_revoked).await?;
+    let include_revoked = q.flag("include_revoked")?;
+    let org = who.org_filter(q.get("org_id"))?;
+    let keys = s.store.list_keys(org, include_revoked).await?;
     Ok(Json(keys))
 }
 
@@ -97,9 +96,12 @@ pub async fn list(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<Vi
 ))]
 pub async fn get(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<VirtualKey>> {
-    Ok(Json(s.store.get_key(&id).await?))
+    let key = s.store.get_key(&id).await?;
+    who.require_org(Some(&key.org_id))?;
+    Ok(Json(key))
 }
 
 /// Revoke a virtual key (it leaves the next snapshot).
@@ -109,7 +111,9 @@ pub async fn get(
 ))]
 pub async fn revoke(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<VirtualKey>> {
+    who.require_org(Some(&s.store.get_key(&id).await?.org_id))?;
     Ok(Json(s.store.revoke_key(&id, s.clock.now()).await?))
 }

@@ -3,7 +3,10 @@
 //!
 //! Access: `Public` (health, metrics, the OpenAPI document), `DataPlane` (snapshot and
 //! reporter enrollment: the data-plane token, a reporter secret or the admin token),
-//! `Reporter` (usage: a reporter secret or the admin token), `Admin` (everything else). Body limits: 1 MiB by
+//! `Reporter` (usage: a reporter secret or the admin token), and for management routes
+//! `Admin` (admin only), `Read` (any API token: prices, quotes), `OrgRead` (a manager or
+//! viewer, confined by the handler to its organisation) and `OrgWrite` (a manager, likewise);
+//! see `auth.rs` for the roles. Body limits: 1 MiB by
 //! default, 16 MiB for `POST /v1/usage` (10,000 events), 32 MiB for a LiteLLM price-map
 //! import and for `POST /v1/bulk` (100,000 items). Router tests: `cargo test -p tollgate-control-plane --test api`.
 //!
@@ -13,6 +16,7 @@
 //! The snapshot is marked dirty by the store itself when a write commits (`store::Changes`),
 //! not here.
 
+mod audit;
 pub mod auth;
 mod budgets;
 mod bulk;
@@ -27,6 +31,7 @@ mod prices;
 mod snapshot;
 mod spend;
 mod tenants;
+mod tokens;
 mod usage;
 
 use std::ops::Deref;
@@ -119,8 +124,26 @@ pub enum Access {
     DataPlane,
     /// A reporter secret or the admin token.
     Reporter,
-    /// The admin token.
+    /// The admin token or an admin API token.
     Admin,
+    /// Any management token: an admin, or a manager or viewer of any organisation (data of
+    /// no organisation: prices, quotes).
+    Read,
+    /// An admin, or a manager or viewer of the organisation of the object (the handler
+    /// confines it with `Principal::require_org` / `org_filter`).
+    OrgRead,
+    /// An admin, or a manager of the organisation of the object (likewise).
+    OrgWrite,
+}
+
+impl Access {
+    /// Whether routes of this level are management routes (guarded by `auth::management`).
+    pub fn is_management(self) -> bool {
+        matches!(
+            self,
+            Access::Admin | Access::Read | Access::OrgRead | Access::OrgWrite
+        )
+    }
 }
 
 /// One route of the API.
@@ -142,7 +165,7 @@ pub(crate) type Routed = utoipa_axum::router::UtoipaMethodRouter<AppState>;
 /// is its `security` in the OpenAPI document (`openapi.rs`).
 pub(crate) fn table() -> Vec<(Access, Routed)> {
     use utoipa_axum::routes;
-    use Access::{Admin, DataPlane, Public, Reporter};
+    use Access::{Admin, DataPlane, OrgRead, OrgWrite, Public, Read, Reporter};
     vec![
         (Public, routes!(ops::healthz)),
         (Public, routes!(ops::readyz)),
@@ -153,37 +176,42 @@ pub(crate) fn table() -> Vec<(Access, Routed)> {
         (Reporter, routes!(usage::post)),
         (DataPlane, routes!(usage::enroll)),
         (Admin, routes!(usage::events)),
-        (Admin, routes!(tenants::list_orgs)),
+        (OrgRead, routes!(tenants::list_orgs)),
         (Admin, routes!(tenants::create_org)),
-        (Admin, routes!(tenants::get_org)),
-        (Admin, routes!(tenants::update_org)),
+        (OrgRead, routes!(tenants::get_org)),
+        (OrgWrite, routes!(tenants::update_org)),
         (Admin, routes!(tenants::delete_org)),
-        (Admin, routes!(tenants::list_projects)),
-        (Admin, routes!(tenants::create_project)),
-        (Admin, routes!(tenants::get_project)),
-        (Admin, routes!(tenants::delete_project)),
-        (Admin, routes!(tenants::list_users)),
-        (Admin, routes!(tenants::create_user)),
-        (Admin, routes!(tenants::get_user)),
-        (Admin, routes!(tenants::delete_user)),
-        (Admin, routes!(keys::list)),
-        (Admin, routes!(keys::create)),
-        (Admin, routes!(keys::get)),
-        (Admin, routes!(keys::revoke)),
+        (OrgRead, routes!(tenants::list_projects)),
+        (OrgWrite, routes!(tenants::create_project)),
+        (OrgRead, routes!(tenants::get_project)),
+        (OrgWrite, routes!(tenants::delete_project)),
+        (OrgRead, routes!(tenants::list_users)),
+        (OrgWrite, routes!(tenants::create_user)),
+        (OrgRead, routes!(tenants::get_user)),
+        (OrgWrite, routes!(tenants::delete_user)),
+        (OrgRead, routes!(keys::list)),
+        (OrgWrite, routes!(keys::create)),
+        (OrgRead, routes!(keys::get)),
+        (OrgWrite, routes!(keys::revoke)),
         (Admin, routes!(bulk::apply)),
-        (Admin, routes!(budgets::list)),
-        (Admin, routes!(budgets::create)),
-        (Admin, routes!(budgets::get)),
-        (Admin, routes!(budgets::update)),
-        (Admin, routes!(budgets::delete)),
-        (Admin, routes!(prices::list)),
+        (OrgRead, routes!(budgets::list)),
+        (OrgWrite, routes!(budgets::create)),
+        (OrgRead, routes!(budgets::get)),
+        (OrgWrite, routes!(budgets::update)),
+        (OrgWrite, routes!(budgets::delete)),
+        (Read, routes!(prices::list)),
         (Admin, routes!(prices::create)),
         (Admin, routes!(prices::import)),
-        (Admin, routes!(prices::get)),
+        (Read, routes!(prices::get)),
         (Admin, routes!(prices::put)),
         (Admin, routes!(prices::delete)),
-        (Admin, routes!(spend::get)),
-        (Admin, routes!(cost::quote)),
+        (OrgRead, routes!(spend::get)),
+        (Read, routes!(cost::quote)),
+        (Admin, routes!(tokens::list)),
+        (Admin, routes!(tokens::create)),
+        (Admin, routes!(tokens::get)),
+        (Admin, routes!(tokens::revoke)),
+        (OrgRead, routes!(audit::list)),
     ]
 }
 
@@ -240,9 +268,9 @@ pub fn app(state: AppState) -> Router {
                 state.clone(),
                 auth::dataplane,
             )),
-            Access::Admin => {
-                mr.route_layer(middleware::from_fn_with_state(state.clone(), auth::admin))
-            }
+            Access::Admin | Access::Read | Access::OrgRead | Access::OrgWrite => mr.route_layer(
+                middleware::from_fn_with_state((state.clone(), route.access), auth::management),
+            ),
         };
         router = router.route(&route.path, mr);
     }

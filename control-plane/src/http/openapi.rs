@@ -79,6 +79,18 @@ pub(crate) fn operations(item: &mut PathItem) -> Vec<(&'static str, &mut Operati
     .collect()
 }
 
+/// The roles of API tokens (the `token` scheme) an access level admits, as OpenAPI 3.1 role
+/// names: `manager@org` / `viewer@org` are confined to their organisation's objects.
+fn token_roles(access: Access) -> &'static [&'static str] {
+    match access {
+        Access::Public => &[],
+        Access::DataPlane | Access::Reporter | Access::Admin => &["admin"],
+        Access::Read => &["admin", "manager", "viewer"],
+        Access::OrgRead => &["admin", "manager@org", "viewer@org"],
+        Access::OrgWrite => &["admin", "manager@org"],
+    }
+}
+
 /// The security alternatives of an access level.
 fn security(access: Access) -> Vec<SecurityRequirement> {
     let names: &[&str] = match access {
@@ -87,11 +99,16 @@ fn security(access: Access) -> Vec<SecurityRequirement> {
         // The data-plane token only with the reporter's secret in the body
         // (`UsageBatch.reporter_secret`), how the filter posts.
         Access::Reporter => &["reporter", "dataplane", "admin"],
-        Access::Admin => &["admin"],
+        Access::Admin | Access::Read | Access::OrgRead | Access::OrgWrite => &["admin"],
     };
     names
         .iter()
         .map(|n| SecurityRequirement::new(*n, Vec::<String>::new()))
+        .chain(
+            token_roles(access)
+                .iter()
+                .map(|role| SecurityRequirement::new("token", [*role])),
+        )
         .collect()
 }
 
@@ -171,6 +188,14 @@ pub(crate) fn build(table: Vec<(Access, super::Routed)>) -> OpenApi {
             "reporter",
             bearer("A reporter secret (tgr-…) from POST /v1/reporters"),
         )
+        .security_scheme(
+            "token",
+            bearer(
+                "An API token (tgt-…) from POST /v1/tokens. Its role is the requirement's role \
+                 name: admin (everything), manager (read and change), viewer (read); \
+                 manager@org and viewer@org are confined to the token's organisation.",
+            ),
+        )
         .schema("Problem", Problem::schema())
         .schema("ItemProblem", ItemProblem::schema())
         .build();
@@ -221,16 +246,33 @@ pub fn documented() -> Vec<(String, String, Access)> {
     let mut out = Vec::new();
     for (path, item) in doc.paths.paths.iter_mut() {
         for (method, op) in operations(item) {
-            let first = op
+            let alternatives: Vec<(String, Vec<String>)> = op
                 .security
-                .as_ref()
-                .and_then(|alts| alts.first())
-                .and_then(|alt| serde_json::to_value(alt).ok())
-                .and_then(|alt| alt.as_object().and_then(|o| o.keys().next().cloned()));
-            let access = match first.as_deref() {
+                .iter()
+                .flatten()
+                .filter_map(|alt| serde_json::to_value(alt).ok())
+                .filter_map(|alt| {
+                    let (name, roles) = alt.as_object()?.iter().next()?;
+                    let roles = roles
+                        .as_array()?
+                        .iter()
+                        .filter_map(|r| r.as_str().map(str::to_string))
+                        .collect();
+                    Some((name.clone(), roles))
+                })
+                .collect();
+            let roles: Vec<&str> = alternatives
+                .iter()
+                .filter(|(name, _)| name == "token")
+                .flat_map(|(_, roles)| roles.iter().map(String::as_str))
+                .collect();
+            let access = match alternatives.first().map(|(name, _)| name.as_str()) {
                 None => Access::Public,
                 Some("dataplane") => Access::DataPlane,
                 Some("reporter") => Access::Reporter,
+                _ if roles.contains(&"viewer@org") => Access::OrgRead,
+                _ if roles.contains(&"manager@org") => Access::OrgWrite,
+                _ if roles.contains(&"viewer") => Access::Read,
                 _ => Access::Admin,
             };
             out.push((method.to_string(), path.clone(), access));

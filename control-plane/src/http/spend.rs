@@ -2,14 +2,16 @@
 //! neither), `model`, `from` / `to` (Unix seconds, RFC 3339, or a `YYYY-MM-DD` date in UTC;
 //! default: all time), `group_by` (comma-separated `day`, `model`, `org`, `project`, `user`,
 //! `key`, or `scope` for the link named by `scope`), `tz` (the zone days are counted in,
-//! default UTC). JSON by default, CSV with `Accept: text/csv`.
+//! default UTC). JSON by default, CSV with `Accept: text/csv`. A manager or viewer token sees
+//! its organisation's ledger rows only.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use tollgate_core::budget::Scope;
 
+use super::auth::Principal;
 use super::error::{ApiError, Params};
 use super::AppState;
 use crate::store::spend::{GroupBy, SpendQuery, SpendReport};
@@ -103,6 +105,7 @@ fn query(q: &Params) -> Result<SpendQuery, ApiError> {
         to,
         group_by,
         zone,
+        org: None,
     })
 }
 
@@ -163,10 +166,17 @@ pub fn to_csv(group_by: &[GroupBy], report: &SpendReport) -> String {
 ))]
 pub async fn get(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     q: Params,
 ) -> Result<Response, ApiError> {
-    let query = query(&q)?;
+    let mut query = query(&q)?;
+    // A scoped token names only its organisation's principals, and sees its organisation's
+    // rows only, whatever else it filters on.
+    if let Some((scope, id)) = &query.scope {
+        who.require_scope(&s, *scope, id).await?;
+    }
+    query.org = who.org().map(str::to_string);
     let report = s.store.spend(&query).await?;
     if wants_csv(&headers) {
         let mut resp = to_csv(&query.group_by, &report).into_response();

@@ -3,10 +3,11 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::auth::Principal;
 use super::error::{ApiError, ApiJson, ApiPath, Params};
 use super::formats::{Email, Id, IdPath, Name, OrgFilter};
 use super::{check_id, check_name, AppState};
@@ -99,17 +100,23 @@ fn id_or_new(id: Option<String>, kind: &str) -> ApiResult<String> {
     }
 }
 
-fn org_filter(q: &Params) -> ApiResult<Option<&str>> {
+/// The organisation a listing is confined to (the caller's own for a scoped token).
+fn org_filter<'a>(who: &'a Principal, q: &'a Params) -> ApiResult<Option<&'a str>> {
     q.only(&["org_id"])?;
-    Ok(q.get("org_id"))
+    who.org_filter(q.get("org_id"))
 }
 
 /// List organisations.
 #[utoipa::path(get, path = "/v1/orgs", responses(
     (status = 200, description = "OK", body = Vec<Org>),
 ))]
-pub async fn list_orgs(State(s): State<AppState>) -> ApiResult<Json<Vec<Org>>> {
-    Ok(Json(s.store.list_orgs().await?))
+pub async fn list_orgs(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> ApiResult<Json<Vec<Org>>> {
+    let mut orgs = s.store.list_orgs().await?;
+    orgs.retain(|o| who.require_org(Some(&o.id)).is_ok());
+    Ok(Json(orgs))
 }
 
 /// Create an organisation.
@@ -134,8 +141,10 @@ pub async fn create_org(
 ))]
 pub async fn get_org(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Org>> {
+    who.require_org(Some(&id))?;
     Ok(Json(s.store.get_org(&id).await?))
 }
 
@@ -146,9 +155,11 @@ pub async fn get_org(
 ))]
 pub async fn update_org(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<OrgPatch>,
 ) -> ApiResult<Json<Org>> {
+    who.require_org(Some(&id))?;
     check_name("name", &body.name)?;
     Ok(Json(s.store.rename_org(&id, &body.name).await?))
 }
@@ -172,8 +183,12 @@ pub async fn delete_org(
     (status = 200, description = "OK", body = Vec<Project>),
     (status = 422, description = "A parameter is not valid"),
 ))]
-pub async fn list_projects(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<Project>>> {
-    Ok(Json(s.store.list_projects(org_filter(&q)?).await?))
+pub async fn list_projects(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    q: Params,
+) -> ApiResult<Json<Vec<Project>>> {
+    Ok(Json(s.store.list_projects(org_filter(&who, &q)?).await?))
 }
 
 /// Create a project.
@@ -183,10 +198,12 @@ pub async fn list_projects(State(s): State<AppState>, q: Params) -> ApiResult<Js
 ))]
 pub async fn create_project(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson<NewProject>,
 ) -> ApiResult<(StatusCode, Json<Project>)> {
     check_name("name", &body.name)?;
     check_id("org_id", &body.org_id)?;
+    who.require_org(Some(&body.org_id))?;
     let id = id_or_new(body.id, "prj")?;
     let p = s
         .store
@@ -202,9 +219,12 @@ pub async fn create_project(
 ))]
 pub async fn get_project(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Project>> {
-    Ok(Json(s.store.get_project(&id).await?))
+    let found = s.store.get_project(&id).await?;
+    who.require_org(Some(&found.org_id))?;
+    Ok(Json(found))
 }
 
 /// Delete a project no key references.
@@ -215,8 +235,10 @@ pub async fn get_project(
 ))]
 pub async fn delete_project(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
+    who.require_org(Some(&s.store.get_project(&id).await?.org_id))?;
     s.store.delete_project(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -226,8 +248,12 @@ pub async fn delete_project(
     (status = 200, description = "OK", body = Vec<User>),
     (status = 422, description = "A parameter is not valid"),
 ))]
-pub async fn list_users(State(s): State<AppState>, q: Params) -> ApiResult<Json<Vec<User>>> {
-    Ok(Json(s.store.list_users(org_filter(&q)?).await?))
+pub async fn list_users(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    q: Params,
+) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(s.store.list_users(org_filter(&who, &q)?).await?))
 }
 
 /// Create a user.
@@ -237,9 +263,11 @@ pub async fn list_users(State(s): State<AppState>, q: Params) -> ApiResult<Json<
 ))]
 pub async fn create_user(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson<NewUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     let new = body.check()?;
+    who.require_org(Some(&new.org_id))?;
     let u = s
         .store
         .create_user(
@@ -260,9 +288,12 @@ pub async fn create_user(
 ))]
 pub async fn get_user(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<User>> {
-    Ok(Json(s.store.get_user(&id).await?))
+    let found = s.store.get_user(&id).await?;
+    who.require_org(Some(&found.org_id))?;
+    Ok(Json(found))
 }
 
 /// Delete a user no key references.
@@ -273,8 +304,10 @@ pub async fn get_user(
 ))]
 pub async fn delete_user(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
+    who.require_org(Some(&s.store.get_user(&id).await?.org_id))?;
     s.store.delete_user(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

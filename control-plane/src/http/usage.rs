@@ -154,14 +154,7 @@ pub async fn events(
 ) -> Result<Json<Vec<LedgerEvent>>, ApiError> {
     q.only(&["from", "to", "reporter", "limit"])?;
     let time = |name: &str| time_param(&q, name);
-    let limit = match q.get("limit") {
-        None => 1_000,
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=10_000).contains(l))
-            .ok_or_else(|| ApiError::invalid("limit", "must be an integer from 1 to 10000"))?,
-    };
+    let limit = q.limit("limit", 10_000, 1_000)?;
     let query = LedgerQuery {
         from: time("from")?.unwrap_or(i64::MIN),
         to: time("to")?.unwrap_or(i64::MAX),

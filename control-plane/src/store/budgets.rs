@@ -14,6 +14,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use tollgate_core::budget::{window, Mode, Period, Scope, Window};
 
+use super::audit::{audit, Change, NONE, ORG_OF_SCOPE};
 use super::tenants::not_found;
 use super::{begin_write, with_pool, Money, Store, StoreError, BUDGET_LOCK};
 use crate::keys::generate_id;
@@ -28,6 +29,17 @@ macro_rules! bump_budgets {
         )
         .execute(&mut *$tx)
         .await?;
+    };
+}
+
+/// The organisation of budget `$b`'s principal (none for an unregistered one), read on `$tx`.
+macro_rules! budget_org {
+    ($tx:expr, $b:expr) => {
+        sqlx::query_scalar::<_, Option<String>>(ORG_OF_SCOPE)
+            .bind($b.scope.as_str())
+            .bind(&$b.scope_id)
+            .fetch_one(&mut *$tx)
+            .await?
     };
 }
 
@@ -310,6 +322,11 @@ impl Store {
             .map_err(|e| period_taken(e, &b))?;
             backfill!(tx, pg, &b, now);
             bump_budgets!(tx);
+            let org = budget_org!(tx, &b);
+            audit!(
+                tx,
+                Change::new("budget", &b.id, org.as_deref(), NONE, Some(&b))
+            );
             tx.commit().await?;
         });
         self.committed_change();
@@ -335,13 +352,30 @@ impl Store {
         scope: Option<Scope>,
         scope_id: Option<&str>,
     ) -> Result<Vec<Budget>, StoreError> {
+        self.list_budgets_in(scope, scope_id, None).await
+    }
+
+    /// [`Store::list_budgets`], optionally only of principals registered in organisation
+    /// `org` (the org itself, its projects, users and keys).
+    pub async fn list_budgets_in(
+        &self,
+        scope: Option<Scope>,
+        scope_id: Option<&str>,
+        org: Option<&str>,
+    ) -> Result<Vec<Budget>, StoreError> {
         let rows = with_pool!(self, read, |pool, pg| {
             sqlx::query_as::<_, BudgetRow>(&format!(
                 "SELECT {BUDGET_COLUMNS} FROM budgets WHERE ($1 IS NULL OR scope = $1) \
-                 AND ($2 IS NULL OR scope_id = $2) ORDER BY scope, scope_id, period"
+                 AND ($2 IS NULL OR scope_id = $2) AND ($3 IS NULL \
+                 OR (scope = 'org' AND scope_id = $3) \
+                 OR (scope = 'project' AND scope_id IN (SELECT id FROM projects WHERE org_id = $3)) \
+                 OR (scope = 'user' AND scope_id IN (SELECT id FROM users WHERE org_id = $3)) \
+                 OR (scope = 'key' AND scope_id IN (SELECT id FROM virtual_keys WHERE org_id = $3))) \
+                 ORDER BY scope, scope_id, period"
             ))
             .bind(scope.map(Scope::as_str))
             .bind(scope_id)
+            .bind(org)
             .fetch_all(pool)
             .await?
         });
@@ -371,7 +405,8 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| not_found("budget", id))?;
-            let mut b = Budget::try_from(row)?;
+            let before = Budget::try_from(row)?;
+            let mut b = before.clone();
             let rekey = patch.period.is_some_and(|p| p != b.period)
                 || patch.timezone.is_some_and(|z| z.name() != b.timezone);
             if let Some(p) = patch.period {
@@ -414,6 +449,11 @@ impl Store {
                 backfill!(tx, pg, &b, now);
             }
             bump_budgets!(tx);
+            let org = budget_org!(tx, &b);
+            audit!(
+                tx,
+                Change::new("budget", id, org.as_deref(), Some(&before), Some(&b))
+            );
             tx.commit().await?;
             self.committed_change();
             Ok(b)
@@ -424,6 +464,17 @@ impl Store {
     pub async fn delete_budget(&self, id: &str) -> Result<(), StoreError> {
         let n = with_pool!(self, write, |pool, pg| {
             let mut tx = pool.begin_with(begin_write(pg)).await?;
+            let Some(row) = sqlx::query_as::<_, BudgetRow>(&format!(
+                "SELECT {BUDGET_COLUMNS} FROM budgets WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            else {
+                return Err(not_found("budget", id));
+            };
+            let before = Budget::try_from(row)?;
+            let org = budget_org!(tx, &before);
             // Counters first: SQLite only cascades with foreign keys on, and this keeps the
             // delete independent of that setting.
             sqlx::query("DELETE FROM budget_spend WHERE budget_id = $1")
@@ -437,6 +488,10 @@ impl Store {
                 .rows_affected();
             if n > 0 {
                 bump_budgets!(tx);
+                audit!(
+                    tx,
+                    Change::new("budget", id, org.as_deref(), Some(&before), NONE)
+                );
             }
             tx.commit().await?;
             n

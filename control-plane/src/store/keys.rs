@@ -6,9 +6,10 @@
 
 use serde::Serialize;
 
+use super::audit::{audit, Change, NONE};
 use super::key_buckets;
 use super::tenants::{invalid_ref_if_missing, not_found};
-use super::{begin_write, with_pool, Store, StoreError};
+use super::{begin_write, revocable_listing, with_pool, Store, StoreError};
 use crate::keys::{generate_id, generate_secret, listed_prefix};
 
 /// A virtual key as listed (never the secret).
@@ -133,6 +134,10 @@ impl Store {
                 .bind(key_buckets::bucket_of(&sha))
                 .execute(&mut *tx)
                 .await?;
+            audit!(
+                tx,
+                Change::new("key", &key.id, Some(&key.org_id), NONE, Some(&key))
+            );
             tx.commit().await?;
         });
         self.committed_change();
@@ -159,19 +164,17 @@ impl Store {
         include_revoked: bool,
     ) -> Result<Vec<VirtualKey>, StoreError> {
         Ok(with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, VirtualKey>(&format!(
-                "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE ($1 IS NULL OR org_id = $1) \
-                 AND ($2 OR revoked_at IS NULL) ORDER BY id"
-            ))
-            .bind(org_id)
-            .bind(include_revoked)
-            .fetch_all(pool)
-            .await?
+            sqlx::query_as::<_, VirtualKey>(&revocable_listing(KEY_COLUMNS, "virtual_keys"))
+                .bind(org_id)
+                .bind(include_revoked)
+                .fetch_all(pool)
+                .await?
         }))
     }
 
     /// Revokes a key (idempotent: revoking again changes nothing).
     pub async fn revoke_key(&self, id: &str, now: i64) -> Result<VirtualKey, StoreError> {
+        let before = self.get_key(id).await?;
         let revoked = with_pool!(self, write, |pool, pg| {
             let mut tx = pool.begin_with(begin_write(pg)).await?;
             let revoked: Option<String> = sqlx::query_scalar(
@@ -193,6 +196,14 @@ impl Store {
                     .bind(key_buckets::bucket_of(sha))
                     .execute(&mut *tx)
                     .await?;
+                let after = VirtualKey {
+                    revoked_at: Some(now),
+                    ..before.clone()
+                };
+                audit!(
+                    tx,
+                    Change::new("key", id, Some(&before.org_id), Some(&before), Some(&after))
+                );
             }
             tx.commit().await?;
             revoked.is_some()

@@ -15,6 +15,7 @@
 //! Every store method is tested on both backends by `tests/store.rs`
 //! (`cargo test -p tollgate-control-plane --test store`).
 
+pub mod audit;
 pub mod budgets;
 pub mod key_buckets;
 pub mod keys;
@@ -26,6 +27,7 @@ pub mod reporters;
 pub mod snapshot;
 pub mod spend;
 pub mod tenants;
+pub mod tokens;
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -249,6 +251,15 @@ pub(crate) fn from_json_rows<T: serde::de::DeserializeOwned>(
     json: &str,
 ) -> Result<Vec<T>, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// The listing of keys and tokens: `columns` of `table`'s rows of organisation `$1` (every
+/// one when NULL), revoked ones only when `$2`, by id.
+pub(crate) fn revocable_listing(columns: &str, table: &str) -> String {
+    format!(
+        "SELECT {columns} FROM {table} WHERE ($1 IS NULL OR org_id = $1) \
+         AND ($2 OR revoked_at IS NULL) ORDER BY id"
+    )
 }
 
 /// Converts a `u64` from the wire to the `BIGINT` the database stores, naming the field when

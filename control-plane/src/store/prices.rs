@@ -10,6 +10,7 @@
 use serde::Serialize;
 use tollgate_core::pricing::{ModelPrice, PriceBook};
 
+use super::audit::{audit, Change, NONE};
 use super::{begin_write, with_pool, Store, StoreError};
 
 /// One stored revision.
@@ -135,6 +136,37 @@ pub(crate) fn assemble(
     Ok(out)
 }
 
+/// The audit record of added revisions (`{"revisions": […]}`, a deletion's price `null`):
+/// one model's id, or `import` for several models.
+fn price_change(revisions: &[NewRevision], ids: &[i64]) -> Result<Change, StoreError> {
+    let models: std::collections::BTreeSet<&str> =
+        revisions.iter().map(|r| r.model.as_str()).collect();
+    let object = match (models.len(), models.first()) {
+        (1, Some(model)) => *model,
+        _ => "import",
+    };
+    let added: Vec<serde_json::Value> = revisions
+        .iter()
+        .zip(ids)
+        .map(|(r, id)| {
+            serde_json::json!({
+                "id": id,
+                "model": r.model,
+                "effective_from": r.effective_from,
+                "price": r.price,
+                "source": r.source,
+            })
+        })
+        .collect();
+    Change::new(
+        "price",
+        object,
+        None,
+        NONE,
+        Some(&serde_json::json!({ "revisions": added })),
+    )
+}
+
 impl Store {
     /// Adds revisions in one transaction; returns their ids in order.
     pub async fn add_price_revisions(
@@ -178,6 +210,7 @@ impl Store {
             )
             .execute(&mut *tx)
             .await?;
+            audit!(tx, price_change(revisions, &ids));
             tx.commit().await?;
             self.committed_change();
             Ok(ids)

@@ -23,6 +23,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use tollgate_core::budget::Scope;
 
+use super::audit::{audit, Change, NONE};
 use super::budgets::{backfill, bounds, scope_column, Budget, NewBudget, BUDGET_COLUMNS};
 use super::key_buckets;
 use super::keys::{CreatedKey, NewKey, VirtualKey, KEY_COLUMNS};
@@ -402,6 +403,33 @@ impl<'a> Wanted<'a> {
     }
 }
 
+/// The audit record of an applied bulk call: the ids of what it created and revoked (the
+/// objects are as the call's items and their own endpoints show them; 100,000 whole objects
+/// would make one row of tens of megabytes), of one organisation when every user and key is
+/// of that one and it made no budget.
+fn bulk_change(done: &Provisioned) -> Result<Change, StoreError> {
+    let keys = done.keys.iter().map(|k| &k.key);
+    let orgs: BTreeSet<&str> = done
+        .users
+        .iter()
+        .map(|u| u.org_id.as_str())
+        .chain(keys.clone().map(|k| k.org_id.as_str()))
+        .chain(done.revoked_keys.iter().map(|k| k.org_id.as_str()))
+        .collect();
+    let org = match (orgs.len(), done.budgets.is_empty(), orgs.first()) {
+        (1, true, Some(org)) => Some(*org),
+        _ => None,
+    };
+    let ids = |it: &mut dyn Iterator<Item = &str>| it.map(str::to_string).collect::<Vec<_>>();
+    let after = serde_json::json!({
+        "users": ids(&mut done.users.iter().map(|u| u.id.as_str())),
+        "keys": ids(&mut keys.map(|k| k.id.as_str())),
+        "budgets": ids(&mut done.budgets.iter().map(|b| b.id.as_str())),
+        "revoked_keys": ids(&mut done.revoked_keys.iter().map(|k| k.id.as_str())),
+    });
+    Change::new("bulk", "bulk", org, NONE, Some(&after))
+}
+
 impl Store {
     /// Applies a bulk call in one transaction, or nothing when any item cannot be applied
     /// (see the module doc). With `check_only` it checks every item and writes nothing (the
@@ -652,6 +680,7 @@ impl Store {
             for b in &done.budgets {
                 backfill!(tx, pg, b, now);
             }
+            audit!(tx, bulk_change(&done));
             tx.commit().await?;
             ProvisionOutcome::Applied(done)
         });

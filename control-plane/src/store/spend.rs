@@ -29,6 +29,8 @@ pub struct SpendQuery {
     pub group_by: Vec<GroupBy>,
     /// Zone that days are counted in.
     pub zone: Zone,
+    /// Only this organisation's rows (what a manager or viewer token may see).
+    pub org: Option<String>,
 }
 
 /// A grouping column.
@@ -135,6 +137,10 @@ impl Store {
             n += 1;
             sql.push_str(&format!(" AND model = ${n}"));
         }
+        if q.org.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND org_id = ${n}"));
+        }
         let mut groups: BTreeMap<Vec<Option<String>>, Acc> = BTreeMap::new();
         let overflow = || StoreError::Corrupt("spend total overflows".into());
         with_pool!(self, read, |pool, pg| {
@@ -144,6 +150,9 @@ impl Store {
             }
             if let Some(m) = &q.model {
                 query = query.bind(m.as_str());
+            }
+            if let Some(org) = &q.org {
+                query = query.bind(org.as_str());
             }
             let mut rows = query.fetch(pool);
             while let Some(r) = rows.try_next().await? {

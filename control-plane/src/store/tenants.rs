@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use super::{with_pool, Store, StoreError};
+use super::audit::{audit, Change, NONE};
+use super::{begin_write, with_pool, Store, StoreError};
 
 /// An organisation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -45,31 +46,65 @@ pub struct User {
     pub created_at: i64,
 }
 
+const SELECT_ORG: &str = "SELECT id, name, created_at FROM orgs";
+const SELECT_PROJECT: &str = "SELECT id, org_id, name, created_at FROM projects";
+const SELECT_USER: &str = "SELECT id, org_id, name, email, created_at FROM users";
+
+/// Deletes the `$what` `$id` of `$table` (a `$row` read by `$select`) that nothing references
+/// (else a conflict), auditing it as `$kind` of the organisation `$org` gives, in one
+/// transaction.
+macro_rules! delete_audited {
+    ($store:expr, $row:ty, $select:expr, $table:literal, $what:literal, $kind:literal, $id:expr, $org:expr) => {{
+        let id: &str = $id;
+        with_pool!($store, write, |pool, pg| {
+            let mut tx = pool.begin_with(begin_write(pg)).await?;
+            let before = sqlx::query_as::<_, $row>(&format!("{} WHERE id = $1", $select))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| not_found($what, id))?;
+            sqlx::query(concat!("DELETE FROM ", $table, " WHERE id = $1"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::from_constraint(e, "id", format!("{} {id:?}", $what)))?;
+            let org: String = ($org)(&before);
+            audit!(tx, Change::new($kind, id, Some(&org), Some(&before), NONE));
+            tx.commit().await?;
+            Ok(())
+        })
+    }};
+}
+
 impl Store {
     /// Creates an organisation; a taken id is a conflict on `id`.
     pub async fn create_org(&self, id: &str, name: &str, now: i64) -> Result<Org, StoreError> {
+        let org = Org {
+            id: id.to_string(),
+            name: name.to_string(),
+            created_at: now,
+        };
         with_pool!(self, write, |pool, pg| {
+            let mut tx = pool.begin_with(begin_write(pg)).await?;
             sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
                 .bind(id)
                 .bind(name)
                 .bind(now)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| {
                     StoreError::from_constraint(e, "id", format!("organisation {id:?} exists"))
                 })?;
+            audit!(tx, Change::new("org", id, Some(id), NONE, Some(&org)));
+            tx.commit().await?;
         });
-        Ok(Org {
-            id: id.to_string(),
-            name: name.to_string(),
-            created_at: now,
-        })
+        Ok(org)
     }
 
     /// One organisation.
     pub async fn get_org(&self, id: &str) -> Result<Org, StoreError> {
         let row = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, Org>("SELECT id, name, created_at FROM orgs WHERE id = $1")
+            sqlx::query_as::<_, Org>(&format!("{SELECT_ORG} WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(pool)
                 .await?
@@ -80,7 +115,7 @@ impl Store {
     /// Every organisation, by id.
     pub async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
         Ok(with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, Org>("SELECT id, name, created_at FROM orgs ORDER BY id")
+            sqlx::query_as::<_, Org>(&format!("{SELECT_ORG} ORDER BY id"))
                 .fetch_all(pool)
                 .await?
         }))
@@ -88,24 +123,43 @@ impl Store {
 
     /// Renames an organisation.
     pub async fn rename_org(&self, id: &str, name: &str) -> Result<Org, StoreError> {
-        let n = with_pool!(self, write, |pool, pg| {
+        with_pool!(self, write, |pool, pg| {
+            let mut tx = pool.begin_with(begin_write(pg)).await?;
+            let before = sqlx::query_as::<_, Org>(&format!("{SELECT_ORG} WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| not_found("organisation", id))?;
             sqlx::query("UPDATE orgs SET name = $1 WHERE id = $2")
                 .bind(name)
                 .bind(id)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        if n == 0 {
-            return Err(not_found("organisation", id));
-        }
-        self.get_org(id).await
+                .execute(&mut *tx)
+                .await?;
+            let after = Org {
+                name: name.to_string(),
+                ..before.clone()
+            };
+            audit!(
+                tx,
+                Change::new("org", id, Some(id), Some(&before), Some(&after))
+            );
+            tx.commit().await?;
+            Ok(after)
+        })
     }
 
     /// Deletes an organisation that nothing references any more (else a conflict).
     pub async fn delete_org(&self, id: &str) -> Result<(), StoreError> {
-        self.delete_row("DELETE FROM orgs WHERE id = $1", "organisation", id)
-            .await
+        delete_audited!(
+            self,
+            Org,
+            SELECT_ORG,
+            "orgs",
+            "organisation",
+            "org",
+            id,
+            |o: &Org| o.id.clone()
+        )
     }
 
     /// Creates a project in an existing organisation.
@@ -119,7 +173,14 @@ impl Store {
         self.get_org(org_id)
             .await
             .map_err(|e| invalid_ref_if_missing(e, "org_id"))?;
+        let project = Project {
+            id: id.to_string(),
+            org_id: org_id.to_string(),
+            name: name.to_string(),
+            created_at: now,
+        };
         with_pool!(self, write, |pool, pg| {
+            let mut tx = pool.begin_with(begin_write(pg)).await?;
             sqlx::query(
                 "INSERT INTO projects (id, org_id, name, created_at) VALUES ($1, $2, $3, $4)",
             )
@@ -127,27 +188,25 @@ impl Store {
             .bind(org_id)
             .bind(name)
             .bind(now)
-            .execute(pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| StoreError::from_constraint(e, "id", format!("project {id:?} exists")))?;
+            audit!(
+                tx,
+                Change::new("project", id, Some(org_id), NONE, Some(&project))
+            );
+            tx.commit().await?;
         });
-        Ok(Project {
-            id: id.to_string(),
-            org_id: org_id.to_string(),
-            name: name.to_string(),
-            created_at: now,
-        })
+        Ok(project)
     }
 
     /// One project.
     pub async fn get_project(&self, id: &str) -> Result<Project, StoreError> {
         let row = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, Project>(
-                "SELECT id, org_id, name, created_at FROM projects WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(pool)
-            .await?
+            sqlx::query_as::<_, Project>(&format!("{SELECT_PROJECT} WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
         });
         row.ok_or_else(|| not_found("project", id))
     }
@@ -167,8 +226,16 @@ impl Store {
 
     /// Deletes a project no key references.
     pub async fn delete_project(&self, id: &str) -> Result<(), StoreError> {
-        self.delete_row("DELETE FROM projects WHERE id = $1", "project", id)
-            .await
+        delete_audited!(
+            self,
+            Project,
+            SELECT_PROJECT,
+            "projects",
+            "project",
+            "project",
+            id,
+            |p: &Project| p.org_id.clone()
+        )
     }
 
     /// Creates a user in an existing organisation.
@@ -183,7 +250,15 @@ impl Store {
         self.get_org(org_id)
             .await
             .map_err(|e| invalid_ref_if_missing(e, "org_id"))?;
+        let user = User {
+            id: id.to_string(),
+            org_id: org_id.to_string(),
+            name: name.to_string(),
+            email: email.map(str::to_string),
+            created_at: now,
+        };
         with_pool!(self, write, |pool, pg| {
+            let mut tx = pool.begin_with(begin_write(pg)).await?;
             sqlx::query(
                 "INSERT INTO users (id, org_id, name, email, created_at) VALUES ($1, $2, $3, $4, $5)",
             )
@@ -192,28 +267,22 @@ impl Store {
             .bind(name)
             .bind(email)
             .bind(now)
-            .execute(pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| StoreError::from_constraint(e, "id", format!("user {id:?} exists")))?;
+            audit!(tx, Change::new("user", id, Some(org_id), NONE, Some(&user)));
+            tx.commit().await?;
         });
-        Ok(User {
-            id: id.to_string(),
-            org_id: org_id.to_string(),
-            name: name.to_string(),
-            email: email.map(str::to_string),
-            created_at: now,
-        })
+        Ok(user)
     }
 
     /// One user.
     pub async fn get_user(&self, id: &str) -> Result<User, StoreError> {
         let row = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, User>(
-                "SELECT id, org_id, name, email, created_at FROM users WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(pool)
-            .await?
+            sqlx::query_as::<_, User>(&format!("{SELECT_USER} WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
         });
         row.ok_or_else(|| not_found("user", id))
     }
@@ -233,23 +302,16 @@ impl Store {
 
     /// Deletes a user no key references.
     pub async fn delete_user(&self, id: &str) -> Result<(), StoreError> {
-        self.delete_row("DELETE FROM users WHERE id = $1", "user", id)
-            .await
-    }
-
-    async fn delete_row(&self, sql: &str, what: &'static str, id: &str) -> Result<(), StoreError> {
-        let n = with_pool!(self, write, |pool, pg| {
-            sqlx::query(sql)
-                .bind(id)
-                .execute(pool)
-                .await
-                .map_err(|e| StoreError::from_constraint(e, "id", format!("{what} {id:?}")))?
-                .rows_affected()
-        });
-        if n == 0 {
-            return Err(not_found(what, id));
-        }
-        Ok(())
+        delete_audited!(
+            self,
+            User,
+            SELECT_USER,
+            "users",
+            "user",
+            "user",
+            id,
+            |u: &User| u.org_id.clone()
+        )
     }
 }
 
