@@ -303,14 +303,15 @@ pub fn check(committed: &Committed, measured: &BTreeMap<String, u64>) -> Vec<Str
             continue;
         };
         let change = now as f64 / was.max(1) as f64 - 1.0;
-        if change > committed.margin {
+        // Compared as products, not as `change`: 1030 / 1000 - 1 is a hair over 0.03 in f64.
+        if now as f64 > was as f64 * (1.0 + committed.margin) {
             problems.push(format!(
                 "{name}: {now} fuel per request, {:+.1} % over the committed {was} (margin {:.0} %): \
                  a regression, or a deliberate change whose figures must be committed with the reason",
                 change * 100.0,
                 committed.margin * 100.0
             ));
-        } else if change < -committed.margin {
+        } else if (now as f64) < was as f64 * (1.0 - committed.margin) {
             problems.push(format!(
                 "{name}: {now} fuel per request, {:+.1} % under the committed {was}: commit the \
                  new figures (tollgate-harness fuel --write) so the gate holds the gain",
