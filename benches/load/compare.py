@@ -563,6 +563,16 @@ def measure(stack, name, url, seconds, connections, key, cpu, client_env=None):
     return m
 
 
+def run(main, name):
+    """Runs a bench's main(): a Fail ends it with one line on stderr (prefixed by `name`) and
+    exit status 1."""
+    try:
+        main()
+    except Fail as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -702,8 +712,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Fail as e:
-        print(f"compare: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main, "compare")

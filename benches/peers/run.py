@@ -198,7 +198,7 @@ def report(args, conns, info, results, checks, command):
     x = ratios(med, lo, hi)
     met = lambda ok: "met" if ok else "**not met**"  # noqa: E731
     lines = [
-        f"Rerun: `{command}` (about {info['minutes']} minutes; `--dry-run` checks the configs only).",
+        f"Rerun: `{command}` (about {info['minutes']} min with the build done; `--dry-run` checks the configs only).",
         "",
         f"- Date: {info['date']}; load average {info['load_before']} before, {info['load_after']} after "
         "(a shared machine: compare ratios, measured in the same run)",
@@ -210,7 +210,7 @@ def report(args, conns, info, results, checks, command):
         "process, the production setting LiteLLM's docs give for one core); wrk, the mock provider "
         "(1 thread) and Tollgate's control plane on core 1",
         f"- Load: `wrk -t 1 -c N -d {args.duration}s --latency -s benches/load/chat.lua` for N in "
-        f"{', '.join(map(str, conns))}, after a 2 s warm-up, {args.rounds} rounds, the order rotating each round",
+        f"{', '.join(map(str, conns))}, after a 2 s warm-up, rounds: {args.rounds}, the order rotating each round",
         "- LiteLLM: no database (so it prices each answer but enforces no budget: its budgets need "
         "PostgreSQL), master key auth, `LITELLM_LOG=ERROR`, `LITELLM_MODE=PRODUCTION`, "
         "`LITELLM_LOCAL_MODEL_COST_MAP=True`, `set_verbose: false`",
@@ -406,8 +406,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Fail as e:
-        print(f"peers: {e}", file=sys.stderr)
-        sys.exit(1)
+    compare.run(main, "peers")
