@@ -188,6 +188,7 @@ def ratios(med, lo, hi):
         "envoy_added": e["added_p50_ms"],
         "tollgate_own": own,
         "latency_own": l["added_p50_ms"] / own if own > 0 else float("inf"),
+        "latency_ceiling": l["added_p50_ms"] / e["added_p50_ms"] if e["added_p50_ms"] > 0 else float("inf"),
         "envoy_throughput": med[("envoy", hi)]["rps"] / med[("litellm", hi)]["rps"],
     }
 
@@ -239,7 +240,8 @@ def report(args, conns, info, results, checks, command):
         f"- Proxy CPU per request at {hi} connections, LiteLLM / Tollgate: {x['cpu']:.1f}×",
         f"- Where Tollgate's added p50 at {lo} connection goes: Envoy with no filter adds "
         f"{x['envoy_added'] * 1000:+.0f} µs over the direct call, Tollgate {x['tollgate_own'] * 1000:+.0f} µs "
-        f"over Envoy; LiteLLM's added p50 / Tollgate's own part: {x['latency_own']:.0f}×",
+        f"over Envoy; LiteLLM's added p50 / Tollgate's own part: {x['latency_own']:.0f}×; a filter that "
+        f"cost nothing would reach {x['latency_ceiling']:.0f}× (LiteLLM's added p50 / bare Envoy's)",
         f"- Throughput at {hi} connections, Envoy with no filter / LiteLLM: {x['envoy_throughput']:.0f}× "
         "(the most any Envoy filter could reach here)",
         "",
