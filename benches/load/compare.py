@@ -32,6 +32,9 @@ inflates every answer); rounds interleaved, the same checks, and prints a markdo
 the ratios (it writes no file: BENCHMARKS.md keeps the figures below its notes marker).
 
 Standard library only. Nothing it prints or writes contains a token or the virtual key.
+benches/peers/run.py imports its pieces (Stack, start_provider, ControlPlane, start_envoy,
+measure, machine…): change them with both benches in mind (`run.py --dry-run` renders through
+them).
 """
 import argparse
 import datetime
@@ -449,7 +452,7 @@ def start_provider(stack, release, expect_key=None):
 
 class ControlPlane:
     """`tollgate serve` on SQLite on the load generator's core, seeded with LiteLLM's price map;
-    its tokens never leave this process's memory and the command line of no child."""
+    its tokens reach it through its environment, never a command line, and are never printed."""
 
     def __init__(self, stack, release):
         self.admin = "tg-admin-" + secrets.token_hex(16)
@@ -553,9 +556,9 @@ def measure(stack, name, url, seconds, connections, key, cpu, client_env=None):
     before = cpu()
     m = run_wrk(stack, url, seconds, connections, key, client_env)
     after = cpu()
-    for run in (warm, m):
-        if run["non2xx"] or run["errors"]:
-            raise Fail(f"{name}: {run['non2xx']} non-2xx answers, {run['errors']} socket errors")
+    for w in (warm, m):
+        if w["non2xx"] or w["errors"]:
+            raise Fail(f"{name}: {w['non2xx']} non-2xx answers, {w['errors']} socket errors")
     for part in after:
         m["cpu_us" if part == "total" else f"{part}_us"] = \
             (after[part] - before[part]) * 1e6 / max(m["requests"], 1)
