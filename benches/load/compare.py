@@ -462,6 +462,7 @@ class ControlPlane:
         proc = stack.spawn("control-plane", stack.pinned(1, [
             os.path.join(release, "tollgate"), "serve", "--database-url",
             f"sqlite://{stack.dir}/tollgate.db", "--listen", "127.0.0.1:0"]), env=env)
+        self.proc = proc
         self.url = first_line(proc, "listening on ", 60, "the control plane")
         self.port = self.url.rsplit(":", 1)[1]
         prices = glob.glob(os.path.join(

@@ -167,8 +167,9 @@ def summarize(results, conns):
             rows = results[(v, c)]
             s = {k: statistics.median(r[k] for r in rows) for k in ("rps", "p50_ms", "p99_ms")}
             s["requests"] = sum(r["requests"] for r in rows)
-            if "cpu_us" in rows[0]:
-                s["cpu_us"] = statistics.median(r["cpu_us"] for r in rows)
+            for k in ("cpu_us", "control_plane_us"):
+                if k in rows[0]:
+                    s[k] = statistics.median(r[k] for r in rows)
             for q in ("p50", "p99"):
                 s[f"added_{q}_ms"] = statistics.median(
                     r[f"{q}_ms"] - d[f"{q}_ms"] for r, d in zip(rows, direct))
@@ -238,6 +239,9 @@ def report(args, conns, info, results, checks, command):
         f"- **Throughput at {hi} connections, Tollgate / LiteLLM: {x['throughput']:.1f}×** "
         f"(goal ≥ {GOAL}×: {met(x['throughput'] >= GOAL)})",
         f"- Proxy CPU per request at {hi} connections, LiteLLM / Tollgate: {x['cpu']:.1f}×",
+        "- Tollgate's control plane, ingesting every usage event on core 1 (beside wrk and the mock, "
+        "so its work is in Tollgate's latency and not in LiteLLM's, which records nothing): "
+        + ", ".join(f"{med[('tollgate', c)]['control_plane_us']:.1f} µs CPU per request at {c}" for c in conns),
         f"- Where Tollgate's added p50 at {lo} connection goes: Envoy with no filter adds "
         f"{x['envoy_added'] * 1000:+.0f} µs over the direct call, Tollgate {x['tollgate_own'] * 1000:+.0f} µs "
         f"over Envoy; LiteLLM's added p50 / Tollgate's own part: {x['latency_own']:.0f}×; a filter that "
@@ -352,8 +356,10 @@ def main():
         targets = {
             "direct": (upstream, provider_key, dict),
             "envoy": (envoy_at, provider_key, lambda: {"total": compare.cpu_seconds(envoy_p.pid)["total"]}),
+            # Tollgate's control plane ingests the usage events on core 1, beside wrk and the mock.
             "tollgate": (tollgate_at, key["secret"],
-                         lambda: {"total": compare.cpu_seconds(tollgate_p.pid)["total"]}),
+                         lambda: {"total": compare.cpu_seconds(tollgate_p.pid)["total"],
+                                  "control_plane": compare.stat_seconds(f"/proc/{cp.proc.pid}/stat")}),
             "litellm": (litellm_at, master_key, lambda: tree_seconds(litellm_p.pid)),
         }
         headers = {v: compare.first_chat(at, k, LABELS[v]) for v, (at, k, _) in targets.items()}
