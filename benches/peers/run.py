@@ -167,7 +167,7 @@ def summarize(results, conns):
             rows = results[(v, c)]
             s = {k: statistics.median(r[k] for r in rows) for k in ("rps", "p50_ms", "p99_ms")}
             s["requests"] = sum(r["requests"] for r in rows)
-            for k in ("cpu_us", "control_plane_us"):
+            for k in ("cpu_us", "worker_us", "main_us", "control_plane_us"):
                 if k in rows[0]:
                     s[k] = statistics.median(r[k] for r in rows)
             for q in ("p50", "p99"):
@@ -239,6 +239,9 @@ def report(args, conns, info, results, checks, command):
         f"- **Throughput at {hi} connections, Tollgate / LiteLLM: {x['throughput']:.1f}×** "
         f"(goal ≥ {GOAL}×: {met(x['throughput'] >= GOAL)})",
         f"- Proxy CPU per request at {hi} connections, LiteLLM / Tollgate: {x['cpu']:.1f}×",
+        "- Envoy CPU per request by thread, worker / main (where Tollgate's sync service runs): "
+        + "; ".join(f"{LABELS[v].split(' (')[0]} at {c}: {med[(v, c)]['worker_us']:.1f} / {med[(v, c)]['main_us']:.1f} µs"
+                    for v in ("envoy", "tollgate") for c in conns),
         "- Tollgate's control plane, ingesting every usage event on core 1 (beside wrk and the mock, "
         "so its work is in Tollgate's latency and not in LiteLLM's, which records nothing): "
         + ", ".join(f"{med[('tollgate', c)]['control_plane_us']:.1f} µs CPU per request at {c}" for c in conns),
@@ -355,11 +358,13 @@ def main():
         # (listener, client key, CPU of the proxy) per variant.
         targets = {
             "direct": (upstream, provider_key, dict),
-            "envoy": (envoy_at, provider_key, lambda: {"total": compare.cpu_seconds(envoy_p.pid)["total"]}),
+            # Envoy's CPU: the whole process, its worker thread and its main thread (where
+            # Tollgate's sync service runs).
+            "envoy": (envoy_at, provider_key, lambda: compare.cpu_seconds(envoy_p.pid)),
             # Tollgate's control plane ingests the usage events on core 1, beside wrk and the mock.
             "tollgate": (tollgate_at, key["secret"],
-                         lambda: {"total": compare.cpu_seconds(tollgate_p.pid)["total"],
-                                  "control_plane": compare.stat_seconds(f"/proc/{cp.proc.pid}/stat")}),
+                         lambda: dict(compare.cpu_seconds(tollgate_p.pid),
+                                      control_plane=compare.stat_seconds(f"/proc/{cp.proc.pid}/stat"))),
             "litellm": (litellm_at, master_key, lambda: tree_seconds(litellm_p.pid)),
         }
         headers = {v: compare.first_chat(at, k, LABELS[v]) for v, (at, k, _) in targets.items()}
