@@ -143,7 +143,7 @@ def start_litellm(stack, litellm, upstream, master_key, provider_key):
     raise Fail("LiteLLM never answered /health/liveliness")
 
 
-def versions(litellm_python):
+def versions(litellm_python, outputs):
     out = subprocess.run([litellm_python, "-c", (
         "import importlib.metadata as m, json, platform; print(json.dumps({p: m.version(p) for p in "
         "('litellm', 'uvicorn', 'uvloop', 'fastapi')} | {'python': platform.python_version()}))")],
@@ -152,7 +152,9 @@ def versions(litellm_python):
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, check=False)
     found["wrk"] = (wrk.stdout or wrk.stderr).decode(errors="replace").split(" [")[0].replace("wrk ", "")
     git = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, check=False)
-    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+    # The files this bench writes do not count as changes to what was measured.
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", "."]
+                           + [":!" + os.path.relpath(os.path.abspath(o), ROOT) for o in outputs],
                            capture_output=True, check=False).stdout.strip()
     found["tollgate"] = git.stdout.decode().strip() + (" (uncommitted changes)" if dirty else "")
     return found
@@ -396,7 +398,7 @@ def main():
                   f"{total:,} requests it completed (requests cut off at the end of a run are metered too); "
                   f"LiteLLM priced the probe request (x-litellm-response-cost {float(cost):.8f} USD)")
         info = compare.machine()
-        info.update(versions(os.path.join(os.path.dirname(args.litellm), "python")))
+        info.update(versions(os.path.join(os.path.dirname(args.litellm), "python"), (args.out, args.readme)))
         info.update({
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "load_before": load_before,
