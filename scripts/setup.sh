@@ -33,17 +33,5 @@ if ! command -v promtool >/dev/null; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
-venv=.venv
-req=scripts/requirements.txt
-stamp="$venv/.requirements.sha256"
-want=$(sha256sum "$req" | cut -d' ' -f1)
-if [ ! -x "$venv/bin/python" ]; then
-  echo "setup: creating $venv"
-  python3 -m venv "$venv"
-fi
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing $req into $venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-  echo "$want" >"$stamp"
-fi
+bash scripts/venv.sh .venv scripts/requirements.txt
 echo "setup: ok"

@@ -32,6 +32,9 @@ if (( filter_bytes > 600000 )); then
     echo "tollgate_filter.wasm is $filter_bytes bytes, over the 600,000-byte budget" >&2
     exit 1
 fi
+echo "== bench scripts (syntax; benches/peers renders its configs without running)"
+bash -n benches/load/compare.sh benches/load/prepare.sh benches/peers/run.sh scripts/venv.sh
+.venv/bin/python benches/peers/run.py --dry-run
 echo "== tests"
 # Includes the tests that drive the venv's Python tools (scripts/setup.sh installs them):
 # schemathesis over the API and the client generated from its OpenAPI document

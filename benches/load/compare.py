@@ -32,6 +32,9 @@ inflates every answer); rounds interleaved, the same checks, and prints a markdo
 the ratios (it writes no file: BENCHMARKS.md keeps the figures below its notes marker).
 
 Standard library only. Nothing it prints or writes contains a token or the virtual key.
+benches/peers/run.py imports its pieces (Stack, start_provider, ControlPlane, start_envoy,
+measure, machine…): change them with both benches in mind (`run.py --dry-run` renders through
+them).
 """
 import argparse
 import datetime
@@ -437,6 +440,143 @@ def write_report(path, args, info, results, checks, command):
     return ratio_tn, ratio_nn
 
 
+def start_provider(stack, release, expect_key=None):
+    """The mock LLM provider (tollgate-upstream, 1 thread) on the load generator's core; returns
+    its address. With expect_key every request must carry that provider key (else 401)."""
+    cmd = [os.path.join(release, "tollgate-upstream"), "--listen", "127.0.0.1:0", "--threads", "1"]
+    if expect_key:
+        cmd += ["--expect-key", expect_key]
+    up = stack.spawn("upstream", stack.pinned(1, cmd))
+    return first_line(up, "listening on ", 30, "the mock provider")
+
+
+class ControlPlane:
+    """`tollgate serve` on SQLite on the load generator's core, seeded with LiteLLM's price map;
+    its tokens reach it through its environment, never a command line, and are never printed."""
+
+    def __init__(self, stack, release):
+        self.admin = "tg-admin-" + secrets.token_hex(16)
+        self.dataplane = "tg-dataplane-" + secrets.token_hex(16)
+        env = dict(os.environ, TOLLGATE_ADMIN_TOKEN=self.admin, TOLLGATE_DATAPLANE_TOKEN=self.dataplane,
+                   RUST_LOG="warn")
+        proc = stack.spawn("control-plane", stack.pinned(1, [
+            os.path.join(release, "tollgate"), "serve", "--database-url",
+            f"sqlite://{stack.dir}/tollgate.db", "--listen", "127.0.0.1:0"]), env=env)
+        self.proc = proc
+        self.url = first_line(proc, "listening on ", 60, "the control plane")
+        self.port = self.url.rsplit(":", 1)[1]
+        prices = glob.glob(os.path.join(
+            ROOT, ".venv/lib/python3*/site-packages/litellm/model_prices_and_context_window_backup.json"))
+        if not prices:
+            raise Fail("litellm's price map is not in .venv: run bash scripts/setup.sh")
+        report = self.call("POST", "/v1/prices/import?format=litellm", raw=open(prices[0], "rb").read())
+        self.prices = report.get("imported", 0) if report else 0
+
+    def call(self, method, path, payload=None, raw=None):
+        return api(method, f"{self.url}{path}", self.admin, payload, raw)
+
+    def key(self, org, budgets):
+        """A virtual key of a new org → project → user chain whose first `budgets` scopes (key,
+        user, project, org) carry a total budget of 1,000,000 USD that never denies."""
+        self.call("POST", "/v1/orgs", {"id": org, "name": org})
+        self.call("POST", "/v1/projects", {"id": f"{org}-app", "org_id": org, "name": "app"})
+        self.call("POST", "/v1/users", {"id": f"{org}-user", "org_id": org, "name": "user"})
+        k = self.call("POST", "/v1/keys",
+                      {"name": org, "org_id": org, "project_id": f"{org}-app", "user_id": f"{org}-user"})
+        chain = [("key", k["id"]), ("user", f"{org}-user"), ("project", f"{org}-app"), ("org", org)]
+        for scope, scope_id in chain[:budgets]:
+            self.call("POST", "/v1/budgets",
+                      {"scope": scope, "scope_id": scope_id, "period": "total", "limit_usd": "1000000"})
+        return k
+
+    def snapshot_bytes(self):
+        status, snapshot = http("GET", f"{self.url}/v1/snapshot", self.dataplane)
+        if status != 200:
+            raise Fail(f"GET /v1/snapshot: {status}")
+        return len(snapshot)
+
+    def await_ledger(self, key_ids, served, slack):
+        """Waits until the ledger holds an event for every request Tollgate served under each
+        key (`served[name]`, `key_ids[name]`) and checks it holds no more than `slack` extra
+        (requests cut off when a run ends are metered too); returns (held, served) totals."""
+        def ledger():
+            return {v: self.call("GET", f"/v1/spend?scope=key&scope_id={key_ids[v]}")["requests"]
+                    for v in served}
+
+        held = ledger()
+        for _ in range(120):
+            if all(held[v] >= served[v] for v in served):
+                time.sleep(3)
+                held = ledger()
+                break
+            time.sleep(1)
+            held = ledger()
+        for v in served:
+            if not served[v] <= held[v] <= served[v] + slack:
+                raise Fail(f"{v}: the ledger holds {held[v]} events for {served[v]} requests Tollgate served")
+        return sum(held.values()), sum(served.values())
+
+
+def envoy_values(upstream):
+    """The template values every Envoy config of the benches takes."""
+    return {"ADMIN_PORT": "0", "LISTEN_PORT": "0", "UPSTREAM_PORT": upstream.rsplit(":", 1)[1],
+            "ACCESS_LOG_PATH": "/dev/null"}
+
+
+def tollgate_yaml(common, cp, wasm_dir, secrets_dir, wasm=None):
+    """envoy/tollgate.yaml as shipped, rendered for this run (`wasm` replaces the filter)."""
+    return render(os.path.join(ROOT, "envoy/tollgate.yaml"), dict(
+        common, CP_PORT=cp.port, WASM_PATH=wasm or os.path.join(wasm_dir, "tollgate_filter.wasm"),
+        SYNC_WASM_PATH=os.path.join(wasm_dir, "tollgate_sync.wasm"), SECRETS_DIR=secrets_dir))
+
+
+def first_chat(listener, key, what):
+    """One chat completion through `listener`; fails unless it is answered 200 (for Tollgate:
+    the first snapshot arrived and the key is known). Returns the answer's headers."""
+    req = urllib.request.Request(
+        f"http://{listener}/v1/chat/completions", method="POST",
+        data=json.dumps({"model": "gpt-4o-mini", "max_tokens": 16,
+                         "messages": [{"role": "user", "content": "ready?"}]}).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            r.read()
+            return r.headers
+    except urllib.error.HTTPError as e:
+        raise Fail(f"{what} does not serve the benchmark's request: {e.code} {e.read()[:200]!r}") from None
+    except OSError as e:
+        raise Fail(f"{what} does not serve the benchmark's request: {e}") from None
+
+
+def measure(stack, name, url, seconds, connections, key, cpu, client_env=None):
+    """A 2 s warm-up then `seconds` of wrk at `connections`; `cpu()` returns the proxy's CPU
+    seconds by part ("total" and any others) and is read around the measured run. Fails on any
+    non-2xx answer or socket error. Adds `cpu_us` (total) and `<part>_us` per request, and
+    `served` (warm-up and measured requests completed)."""
+    warm = run_wrk(stack, url, 2, connections, key, client_env)
+    before = cpu()
+    m = run_wrk(stack, url, seconds, connections, key, client_env)
+    after = cpu()
+    for w in (warm, m):
+        if w["non2xx"] or w["errors"]:
+            raise Fail(f"{name}: {w['non2xx']} non-2xx answers, {w['errors']} socket errors")
+    for part in after:
+        m["cpu_us" if part == "total" else f"{part}_us"] = \
+            (after[part] - before[part]) * 1e6 / max(m["requests"], 1)
+    m["served"] = warm["requests"] + m["requests"]
+    return m
+
+
+def run(main, name):
+    """Runs a bench's main(): a Fail ends it with one line on stderr (prefixed by `name`) and
+    exit status 1."""
+    try:
+        main()
+    except Fail as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -463,22 +603,8 @@ def main():
         release = os.path.join(args.target_dir, "release")
         wasm = os.path.join(args.target_dir, "wasm32-wasip1", "release")
         # The provider and the control plane share the load generator's core.
-        up = stack.spawn("upstream", stack.pinned(1, [os.path.join(release, "tollgate-upstream"),
-                                                      "--listen", "127.0.0.1:0", "--threads", "1"]))
-        upstream = first_line(up, "listening on ", 30, "the mock provider")
-        admin_token = "tg-admin-" + secrets.token_hex(16)
-        dp_token = "tg-dataplane-" + secrets.token_hex(16)
-        env = dict(os.environ, TOLLGATE_ADMIN_TOKEN=admin_token, TOLLGATE_DATAPLANE_TOKEN=dp_token,
-                   RUST_LOG="warn")
-        cp_proc = stack.spawn("control-plane", stack.pinned(1, [
-            os.path.join(release, "tollgate"), "serve", "--database-url",
-            f"sqlite://{stack.dir}/tollgate.db", "--listen", "127.0.0.1:0"]), env=env)
-        cp = first_line(cp_proc, "listening on ", 60, "the control plane")
-        prices = glob.glob(os.path.join(
-            ROOT, ".venv/lib/python3*/site-packages/litellm/model_prices_and_context_window_backup.json"))
-        if not prices:
-            raise Fail("litellm's price map is not in .venv: run bash scripts/setup.sh")
-        report = api("POST", f"{cp}/v1/prices/import?format=litellm", admin_token, raw=open(prices[0], "rb").read())
+        upstream = start_provider(stack, release)
+        cp = ControlPlane(stack, release)
         also = dict(a.split("=", 1) for a in args.also)
         if any(n in BASE + BREAKDOWN for n in also):
             raise Fail("--also: pick a NAME that is not a built-in variant")
@@ -489,29 +615,16 @@ def main():
         seeded = [("tollgate", 1), ("tollgate-0", 0), ("tollgate-4", 4)] + [(n, 1) for n in also] \
             + [(v, 1) for v in COMPRESSION]
         for n, (v, budgets) in enumerate(seeded):
-            if v not in variants:
-                continue
-            org = f"bench{n}"
-            api("POST", f"{cp}/v1/orgs", admin_token, {"id": org, "name": org})
-            api("POST", f"{cp}/v1/projects", admin_token, {"id": f"{org}-app", "org_id": org, "name": "app"})
-            api("POST", f"{cp}/v1/users", admin_token, {"id": f"{org}-user", "org_id": org, "name": "user"})
-            k = api("POST", f"{cp}/v1/keys", admin_token,
-                    {"name": org, "org_id": org, "project_id": f"{org}-app", "user_id": f"{org}-user"})
-            chain = [("key", k["id"]), ("user", f"{org}-user"), ("project", f"{org}-app"), ("org", org)]
-            for scope, scope_id in chain[:budgets]:
-                api("POST", f"{cp}/v1/budgets", admin_token,
-                    {"scope": scope, "scope_id": scope_id, "period": "total", "limit_usd": "1000000"})
-            keys[v] = k
+            if v in variants:
+                keys[v] = cp.key(f"bench{n}", budgets)
         key = keys.get("tollgate")
         # The baselines get the same request, virtual key included.
         for v in ("none", "noop", "floor"):
             keys[v] = key
-        cp_port = cp.rsplit(":", 1)[1]
-        up_port = upstream.rsplit(":", 1)[1]
-        common = {"ADMIN_PORT": "0", "LISTEN_PORT": "0", "UPSTREAM_PORT": up_port, "ACCESS_LOG_PATH": "/dev/null"}
+        common = envoy_values(upstream)
         provider_key = "sk-bench-" + secrets.token_hex(8)
         # envoy/tollgate.yaml reads its secrets from SDS files in a directory of their own.
-        secrets_dir = write_secrets(stack.dir, dp_token, provider_key)
+        secrets_dir = write_secrets(stack.dir, cp.dataplane, provider_key)
         configs = {
             "none": render(os.path.join(ROOT, "envoy/baseline-none.yaml"), common),
             "noop": render(os.path.join(ROOT, "envoy/baseline-noop.yaml"),
@@ -519,9 +632,7 @@ def main():
             # The same Envoy as the no-op one, with the floor module in its place.
             "floor": render(os.path.join(ROOT, "envoy/baseline-noop.yaml"),
                             dict(common, NOOP_WASM_PATH=os.path.join(wasm, "tollgate_floor.wasm"))),
-            "tollgate": render(os.path.join(ROOT, "envoy/tollgate.yaml"), dict(
-                common, CP_PORT=cp_port, WASM_PATH=os.path.join(wasm, "tollgate_filter.wasm"),
-                SYNC_WASM_PATH=os.path.join(wasm, "tollgate_sync.wasm"), SECRETS_DIR=secrets_dir)),
+            "tollgate": tollgate_yaml(common, cp, wasm, secrets_dir),
         }
         envoys = {}
         if args.compression:
@@ -534,24 +645,16 @@ def main():
         for v in BREAKDOWN:
             envoys[v] = envoys.get("tollgate")
         for i, (v, path) in enumerate(also.items()):
-            yaml = render(os.path.join(ROOT, "envoy/tollgate.yaml"), dict(
-                common, CP_PORT=cp_port, WASM_PATH=os.path.abspath(path),
-                SYNC_WASM_PATH=os.path.join(wasm, "tollgate_sync.wasm"), SECRETS_DIR=secrets_dir))
+            yaml = tollgate_yaml(common, cp, wasm, secrets_dir, os.path.abspath(path))
             envoys[v] = start_envoy(stack, v, yaml, os.getpid() % 50000 * 10 + len(configs) + i)
         time.sleep(3)  # Tollgate's first snapshot (sync interval 1 s), then the workers' tick
         served = {}
         for v in variants:
             if v in ("none", "noop", "floor"):
                 continue
-            status, body = http("POST", f"http://{envoys[v][2]}/v1/chat/completions", keys[v]["secret"],
-                                json.dumps({"model": "gpt-4o-mini", "max_tokens": 16,
-                                            "messages": [{"role": "user", "content": "ready?"}]}).encode())
-            if status != 200:
-                raise Fail(f"Tollgate is not serving the {v} key: {status} {body[:200]!r}")
+            first_chat(envoys[v][2], keys[v]["secret"], f"Tollgate with the {v} key")
             served[v] = 1
-        status, snapshot = http("GET", f"{cp}/v1/snapshot", dp_token)
-        if status != 200:
-            raise Fail(f"GET /v1/snapshot: {status}")
+        snapshot_bytes = cp.snapshot_bytes()
 
         results = {v: [] for v in variants}
         for r in range(args.rounds):
@@ -561,19 +664,11 @@ def main():
                 p, _, listener = envoys[v]
                 url = f"http://{listener}"
                 client = COMPRESSION[v][1] if args.compression else {}
-                warm = run_wrk(stack, url, 2, args.connections, keys[v]["secret"], client)
-                before = cpu_seconds(p.pid)
-                m = run_wrk(stack, url, args.duration, args.connections, keys[v]["secret"], client)
-                after = cpu_seconds(p.pid)
-                for run in (warm, m):
-                    if run["non2xx"] or run["errors"]:
-                        raise Fail(f"{v}: {run['non2xx']} non-2xx answers, {run['errors']} socket errors")
-                for part in ("total", "worker", "main"):
-                    key_ = "cpu_us" if part == "total" else f"{part}_us"
-                    m[key_] = (after[part] - before[part]) * 1e6 / max(m["requests"], 1)
+                m = measure(stack, v, url, args.duration, args.connections, keys[v]["secret"],
+                            lambda: cpu_seconds(p.pid), client)
                 results[v].append(m)
                 if v in served:
-                    served[v] += warm["requests"] + m["requests"]
+                    served[v] += m["served"]
                 log(f"round {r + 1}/{args.rounds} {v:10s} {m['rps']:9.0f} req/s  p50 {m['p50_ms']:.2f} ms  "
                     f"p99 {m['p99_ms']:.2f} ms  {m['cpu_us']:.1f} µs CPU/request "
                     f"(worker {m['worker_us']:.1f}, main {m['main_us']:.1f})")
@@ -581,24 +676,8 @@ def main():
         # Every request Tollgate served is in the ledger once. wrk counts completed responses;
         # a request cut off when a run ends is metered too (charged by policy), so the ledger may
         # hold up to one extra per connection per run.
-        runs = 2 * args.rounds
-
-        def ledger():
-            return {v: api("GET", f"{cp}/v1/spend?scope=key&scope_id={keys[v]['id']}", admin_token)["requests"]
-                    for v in served}
-
-        held = ledger()
-        for _ in range(120):
-            if all(held[v] >= served[v] for v in served):
-                time.sleep(3)
-                held = ledger()
-                break
-            time.sleep(1)
-            held = ledger()
-        for v in served:
-            if not served[v] <= held[v] <= served[v] + runs * args.connections:
-                raise Fail(f"{v}: the ledger holds {held[v]} events for {served[v]} requests Tollgate served")
-        total_held, total_served = sum(held.values()), sum(served.values())
+        total_held, total_served = cp.await_ledger(
+            {v: keys[v]["id"] for v in served}, served, 2 * args.rounds * args.connections)
         checks = (f"every run answered 2xx only with no socket errors; the control plane's ledger holds "
                   f"{total_held:,} usage events for the {total_served:,} requests Tollgate completed "
                   f"(requests cut off at the end of a run are metered too)")
@@ -614,8 +693,8 @@ def main():
             "pinning": ("every Envoy on core 0 (`taskset -c 0`, `--concurrency 1`); wrk, the mock "
                         "provider (1 thread) and the control plane on core 1") if pin else
                        "none (fewer than 2 cores or no taskset): figures are not comparable to pinned runs",
-            "snapshot_bytes": len(snapshot),
-            "prices": report.get("imported", 0) if report else 0,
+            "snapshot_bytes": snapshot_bytes,
+            "prices": cp.prices,
         })
         command = args.command
         extra = []
@@ -637,8 +716,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Fail as e:
-        print(f"compare: {e}", file=sys.stderr)
-        sys.exit(1)
+    run(main, "compare")

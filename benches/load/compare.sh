@@ -10,21 +10,11 @@
 # --breakdown adds Tollgate with keys carrying no budget and four budgets (fixed vs per-budget
 # cost). BENCHMARKS.md in the repository was written with --breakdown.
 #
-# Sets up what is missing (scripts/setup.sh; wrk through apt-get), builds in release, then runs
+# Sets up what is missing and builds in release (benches/load/prepare.sh), then runs
 # benches/load/compare.py (its docstring says exactly what is measured). About 3 minutes with
 # the defaults, 5 with --breakdown.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-bash scripts/setup.sh
-if ! command -v wrk >/dev/null; then
-  echo "compare: installing wrk"
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; \
-  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk; fi
-fi
-echo "compare: building (release): the filter and the no-op filter (wasm32-wasip1), the control plane, the mock provider"
-cargo build --release --locked --target wasm32-wasip1 -p tollgate-filter -p tollgate-sync -p tollgate-noop -p tollgate-floor
-# The same package and binary set as scripts/run.sh, so both share one release build.
-cargo build --release --locked -p tollgate-control-plane -p tollgate-upstream -p tollgate-tests \
-  --bin tollgate --bin tollgate-upstream --bin tollgate-demo
+bash benches/load/prepare.sh -p tollgate-noop -p tollgate-floor
 exec .venv/bin/python benches/load/compare.py --command "bash benches/load/compare.sh" "$@"
