@@ -110,49 +110,51 @@ pub fn set_shared(key: &str, value: &[u8], cas: Option<u32>) -> bool {
 /// wrote in between; a handful suffices even under heavy contention).
 const CAS_ATTEMPTS: usize = 32;
 
-/// Reads one budget's local state with its CAS. Corrupt state reads as zero (and is logged):
-/// refusing every request over a bad value would be worse than a lost local delta.
-pub fn read_budget(budget_id: &str) -> (LocalBudget, Option<u32>) {
-    read_budget_at(&budget_key(budget_id), budget_id)
-}
+/// One budget's local state in shared data: its key, made once per request and budget (every
+/// read and write of the budget in that request uses it).
+pub struct BudgetSlot(String);
 
-/// [`read_budget`] at its shared-data `key`.
-fn read_budget_at(key: &str, budget_id: &str) -> (LocalBudget, Option<u32>) {
-    let (bytes, cas) = shared(key);
-    let state = match bytes.as_deref().map(LocalBudget::decode) {
-        Some(Ok(s)) => s,
-        Some(Err(e)) => {
-            log(
-                LogLevel::Error,
-                &format!("tollgate: budget {budget_id}: {e}"),
-            );
-            LocalBudget::default()
-        }
-        None => LocalBudget::default(),
-    };
-    (state, cas)
-}
-
-/// Writes one budget's state if nobody wrote since `cas`.
-pub fn write_budget(budget_id: &str, state: &LocalBudget, cas: Option<u32>) -> bool {
-    set_shared(&budget_key(budget_id), &state.encode(), cas)
-}
-
-/// Applies `change` to one budget's local state atomically (get-modify-set on the CAS).
-pub fn update_budget(budget_id: &str, mut change: impl FnMut(&mut LocalBudget)) -> bool {
-    let key = budget_key(budget_id);
-    for _ in 0..CAS_ATTEMPTS {
-        let (mut state, cas) = read_budget_at(&key, budget_id);
-        change(&mut state);
-        if set_shared(&key, &state.encode(), cas) {
-            return true;
-        }
+impl BudgetSlot {
+    /// The slot of budget `budget_id`.
+    pub fn of(budget_id: &str) -> BudgetSlot {
+        BudgetSlot(budget_key(budget_id))
     }
-    log(
-        LogLevel::Error,
-        &format!("tollgate: budget {budget_id}: update lost to contention"),
-    );
-    false
+
+    /// The state with its CAS. Corrupt state reads as zero (and is logged): refusing every
+    /// request over a bad value would be worse than a lost local delta.
+    pub fn read(&self) -> (LocalBudget, Option<u32>) {
+        let (bytes, cas) = shared(&self.0);
+        let state = match bytes.as_deref().map(LocalBudget::decode) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                log(LogLevel::Error, &format!("tollgate: {}: {e}", self.0));
+                LocalBudget::default()
+            }
+            None => LocalBudget::default(),
+        };
+        (state, cas)
+    }
+
+    /// Writes the state if nobody wrote since `cas`.
+    pub fn write(&self, state: &LocalBudget, cas: Option<u32>) -> bool {
+        set_shared(&self.0, &state.encode(), cas)
+    }
+
+    /// Applies `change` to the state atomically (get-modify-set on the CAS).
+    pub fn update(&self, mut change: impl FnMut(&mut LocalBudget)) -> bool {
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut state, cas) = self.read();
+            change(&mut state);
+            if self.write(&state, cas) {
+                return true;
+            }
+        }
+        log(
+            LogLevel::Error,
+            &format!("tollgate: {}: update lost to contention", self.0),
+        );
+        false
+    }
 }
 
 /// Puts an item on a shared queue.

@@ -15,7 +15,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use rust_decimal::Decimal;
 use tollgate_core::admission::{self, Priced};
-use tollgate_core::budget::{decide, window_at, BudgetState, Decision, Mode, Period, Scope};
+use tollgate_core::budget::{decide, BudgetState, Decision, Mode, Scope};
 use tollgate_core::endpoint::{classify, Endpoint, METERED_ACCEPT_ENCODING};
 use tollgate_core::event::UsageEvent;
 use tollgate_core::identity::{self, Principal, CREDENTIAL_HEADERS};
@@ -23,10 +23,10 @@ use tollgate_core::local_spend::{BudgetCharge, ALL_TIME};
 use tollgate_core::provider::{ApiFormat, Route};
 use tollgate_core::reply::{self, Reply};
 use tollgate_core::settlement::{self, Meter};
-use tollgate_core::snapshot::{BudgetRef, SnapshotBudget, SnapshotIndex};
+use tollgate_core::snapshot::{BudgetRef, SnapshotIndex};
 use tollgate_core::sync_protocol::QueuedUsage;
 
-use crate::host::{self, Headers};
+use crate::host::{self, BudgetSlot, Headers};
 use crate::root::Shared;
 
 /// Most passes of decide-and-reserve when other workers keep changing the same budgets.
@@ -54,6 +54,7 @@ impl Identified {
 /// One budget reserved on, and the window its spend goes to.
 struct Reserved {
     id: String,
+    slot: BudgetSlot,
     window: i64,
 }
 
@@ -288,8 +289,8 @@ impl Stream {
             let mut reads = Vec::with_capacity(budgets.len());
             let mut states = Vec::with_capacity(budgets.len());
             for b in &budgets {
-                let (spent, resets_at, window) = match b.spent_at(now) {
-                    Some((spent, resets)) => (spent, resets, window_key(b, now)),
+                let (spent, resets_at, window) = match b.window_spend(now) {
+                    Some(w) => (w.spent, w.resets_at, w.local_key),
                     None if cfg.stale_policy == tollgate_core::config::StalePolicy::Deny => {
                         return Err((
                             reply::error(
@@ -307,13 +308,14 @@ impl Stream {
                         b.window.valid_until().unwrap_or(ALL_TIME),
                     ),
                 };
-                let (local, cas) = host::read_budget(&b.id);
+                let slot = BudgetSlot::of(&b.id);
+                let (local, cas) = slot.read();
                 states.push(BudgetState {
                     unsynced: local.unsynced_in(window),
                     reserved: local.reserved,
                     ..BudgetState::of(b, spent, resets_at)
                 });
-                reads.push((local, cas, window));
+                reads.push((slot, local, cas, window));
             }
             if self.shared.load_newer_snapshot() {
                 continue;
@@ -325,18 +327,16 @@ impl Stream {
                 }
                 Decision::Allow(a) => a,
             };
-            let mut done: Vec<usize> = Vec::new();
-            for (i, (b, (local, cas, _))) in budgets.iter().zip(reads.iter_mut()).enumerate() {
-                if local.reserve(estimate).is_none() || !host::write_budget(&b.id, local, *cas) {
+            let mut done = 0;
+            for (slot, local, cas, _) in reads.iter_mut() {
+                if local.reserve(estimate).is_none() || !slot.write(local, *cas) {
                     break;
                 }
-                done.push(i);
+                done += 1;
             }
-            if done.len() < budgets.len() {
-                for i in done {
-                    if let Some(b) = budgets.get(i) {
-                        host::update_budget(&b.id, |s| s.release(estimate));
-                    }
+            if done < budgets.len() {
+                for (slot, ..) in reads.iter().take(done) {
+                    slot.update(|s| s.release(estimate));
                 }
                 continue;
             }
@@ -347,10 +347,11 @@ impl Stream {
                 priced,
                 reserved: budgets
                     .iter()
-                    .zip(reads.iter())
-                    .map(|(b, (_, _, window))| Reserved {
+                    .zip(reads)
+                    .map(|(b, (slot, _, _, window))| Reserved {
                         id: b.id.clone(),
-                        window: *window,
+                        slot,
+                        window,
                     })
                     .collect(),
                 remaining: allow
@@ -396,13 +397,13 @@ impl Stream {
         }
         let total = settled.cost.total;
         let mut charges = Vec::with_capacity(adm.reserved.len());
-        for r in &adm.reserved {
-            host::update_budget(&r.id, |s| {
+        for r in adm.reserved {
+            r.slot.update(|s| {
                 s.release(adm.priced.estimate);
                 s.add_unsynced(r.window, total);
             });
             charges.push(BudgetCharge {
-                budget: r.id.clone(),
+                budget: r.id,
                 window: r.window,
                 amount: total,
             });
@@ -442,14 +443,6 @@ impl Stream {
         };
         self.shared.send_usage(&QueuedUsage { event, charges });
     }
-}
-
-/// The window key local spend is kept under for `b` at `now`.
-fn window_key(b: &SnapshotBudget, now: i64) -> i64 {
-    if b.window.period() == Period::Total {
-        return ALL_TIME;
-    }
-    window_at(&b.window, now).map_or(ALL_TIME, |w| w.start)
 }
 
 impl Context for Stream {}

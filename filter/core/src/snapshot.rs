@@ -14,8 +14,9 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{window_at, Mode, Scope, WindowBounds};
+use crate::budget::{window_at, Mode, Period, Scope, WindowBounds};
 use crate::identity::Principal;
+use crate::local_spend::ALL_TIME;
 use crate::pricing::PriceBook;
 
 /// One budget as the filter needs it.
@@ -71,13 +72,39 @@ impl BudgetRef<'_> {
     /// passed since the snapshot was built. `None` when `now` is beyond the precomputed
     /// bounds (the snapshot is too stale to know the window).
     pub fn spent_at(&self, now: i64) -> Option<(Decimal, Option<i64>)> {
+        self.window_spend(now).map(|w| (w.spent, w.resets_at))
+    }
+
+    /// [`BudgetRef::spent_at`] with the key its local spend is kept under at `now` (the
+    /// window's start; [`ALL_TIME`] for a `total` budget), from one window lookup.
+    pub fn window_spend(&self, now: i64) -> Option<WindowSpend> {
         let w = window_at(&self.budget.window, now)?;
         let spent = match self.spent.0 {
             Some(start) if start < w.start => Decimal::ZERO,
             _ => self.spent.1,
         };
-        Some((spent, w.end))
+        let local_key = if self.budget.window.period() == Period::Total {
+            ALL_TIME
+        } else {
+            w.start
+        };
+        Some(WindowSpend {
+            spent,
+            resets_at: w.end,
+            local_key,
+        })
     }
+}
+
+/// A budget's spend in the window that holds a given instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpend {
+    /// The snapshot's spend that still counts.
+    pub spent: Decimal,
+    /// When the window ends (`None`: never).
+    pub resets_at: Option<i64>,
+    /// The key the filter's local spend is kept under.
+    pub local_key: i64,
 }
 
 /// A virtual key: SHA-256 of the secret (lowercase hex) and who it charges.

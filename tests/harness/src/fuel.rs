@@ -165,12 +165,15 @@ pub struct Modules {
 }
 
 /// One case's fuel per request on the worker VM.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Measured {
     /// In all.
     pub total: u64,
     /// By the callback that used it (`proxy_on_request_body`, ...), rounded up.
     pub by_callback: BTreeMap<&'static str, u64>,
+    /// Host calls per request (proxy-wasm and WASI): each crosses the VM boundary, which in
+    /// Envoy costs far more than fuel says.
+    pub host_calls: f64,
 }
 
 /// Fuel per request of `plugin`'s worker VM over [`COUNTED`] requests of `request`, after
@@ -195,11 +198,12 @@ fn per_request(
         host.add_vm(sync)?;
         host.advance(bench::SETTLE)?;
     }
-    let (mut start, mut start_by) = (0, BTreeMap::new());
+    let (mut start, mut start_by, mut start_calls) = (0, BTreeMap::new(), 0);
     for i in 0..WARMUP + COUNTED {
         if i == WARMUP {
             start = host.fuel_used(worker);
             start_by = host.fuel_by_callback(worker);
+            start_calls = host.host_calls(worker);
         }
         let outcome = host.send(request)?;
         if let Some(trap) = outcome.trap {
@@ -225,18 +229,12 @@ fn per_request(
         })
         .filter(|(_, fuel)| *fuel > 0)
         .collect();
+    let host_calls = (host.host_calls(worker) - start_calls) as f64 / COUNTED as f64;
     Ok(Measured {
         total: (host.fuel_used(worker) - start).div_ceil(COUNTED),
         by_callback,
+        host_calls,
     })
-}
-
-/// The totals of a [`measure`] run, as [`check`] and the committed file take them.
-pub fn totals(measured: &BTreeMap<String, Measured>) -> BTreeMap<String, u64> {
-    measured
-        .iter()
-        .map(|(name, m)| (name.clone(), m.total))
-        .collect()
 }
 
 /// Fuel per request for every case (`tollgate/<case>`) and for the no-op and floor modules on
@@ -282,6 +280,9 @@ pub struct Committed {
     pub margin: f64,
     /// Fuel per request by `module/case`.
     pub fuel: BTreeMap<String, u64>,
+    /// Host calls per request by `module/case` (any change fails: a call is a call).
+    #[serde(default)]
+    pub host_calls: BTreeMap<String, f64>,
 }
 
 /// The margin of a new committed file.
@@ -293,35 +294,65 @@ pub fn read_committed(path: &std::path::Path) -> Result<Committed> {
     serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// What is wrong with `measured` against `committed`: one line per figure past the margin,
-/// per case missing from either side.
-pub fn check(committed: &Committed, measured: &BTreeMap<String, u64>) -> Vec<String> {
+/// What is wrong with `measured` against `committed`: one line per figure past the margin
+/// (fuel) or changed at all (host calls, which are whole calls per request), per case missing
+/// from either side.
+pub fn check(committed: &Committed, measured: &BTreeMap<String, Measured>) -> Vec<String> {
+    let fuel = measured.iter().map(|(k, m)| (k, m.total as f64));
+    let mut problems = compare(
+        "fuel",
+        committed.fuel.iter().map(|(k, v)| (k, *v as f64)),
+        fuel,
+        committed.margin,
+    );
+    if !committed.host_calls.is_empty() {
+        let calls = measured.iter().map(|(k, m)| (k, m.host_calls));
+        problems.extend(compare(
+            "host calls",
+            committed.host_calls.iter().map(|(k, v)| (k, *v)),
+            calls,
+            0.0,
+        ));
+    }
+    problems
+}
+
+/// One figure per case, committed against measured, with `margin` either way.
+fn compare<'a>(
+    what: &str,
+    committed: impl Iterator<Item = (&'a String, f64)>,
+    measured: impl Iterator<Item = (&'a String, f64)>,
+    margin: f64,
+) -> Vec<String> {
+    let committed: BTreeMap<&String, f64> = committed.collect();
+    let measured: BTreeMap<&String, f64> = measured.collect();
     let mut problems = Vec::new();
-    for (name, &was) in &committed.fuel {
+    for (name, &was) in &committed {
         let Some(&now) = measured.get(name) else {
-            problems.push(format!("{name}: committed but not measured"));
+            problems.push(format!("{name}: {what} committed but not measured"));
             continue;
         };
-        let change = now as f64 / was.max(1) as f64 - 1.0;
+        let change = if was > 0.0 { now / was - 1.0 } else { 0.0 };
         // Compared as products, not as `change`: 1030 / 1000 - 1 is a hair over 0.03 in f64.
-        if now as f64 > was as f64 * (1.0 + committed.margin) {
+        // Half a hundredth absorbs the rounding of per-request averages.
+        if now > was * (1.0 + margin) + 0.005 {
             problems.push(format!(
-                "{name}: {now} fuel per request, {:+.1} % over the committed {was} (margin {:.0} %): \
+                "{name}: {now} {what} per request, {:+.1} % over the committed {was} (margin {:.0} %): \
                  a regression, or a deliberate change whose figures must be committed with the reason",
                 change * 100.0,
-                committed.margin * 100.0
+                margin * 100.0
             ));
-        } else if (now as f64) < was as f64 * (1.0 - committed.margin) {
+        } else if now < was * (1.0 - margin) - 0.005 {
             problems.push(format!(
-                "{name}: {now} fuel per request, {:+.1} % under the committed {was}: commit the \
+                "{name}: {now} {what} per request, {:+.1} % under the committed {was}: commit the \
                  new figures (tollgate-harness fuel --write) so the gate holds the gain",
                 change * 100.0
             ));
         }
     }
     for name in measured.keys() {
-        if !committed.fuel.contains_key(name) {
-            problems.push(format!("{name}: measured but not committed"));
+        if !committed.contains_key(name) {
+            problems.push(format!("{name}: {what} measured but not committed"));
         }
     }
     problems
@@ -336,11 +367,31 @@ mod tests {
             reason: "test".to_owned(),
             margin: 0.03,
             fuel: fuel.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            host_calls: fuel.iter().map(|(k, _)| ((*k).to_owned(), 20.0)).collect(),
         }
     }
 
-    fn measured(fuel: &[(&str, u64)]) -> BTreeMap<String, u64> {
-        fuel.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    fn measured(fuel: &[(&str, u64)]) -> BTreeMap<String, Measured> {
+        fuel.iter()
+            .map(|(k, v)| {
+                let m = Measured {
+                    total: *v,
+                    host_calls: 20.0,
+                    ..Measured::default()
+                };
+                ((*k).to_owned(), m)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_more_host_call_fails() {
+        let c = committed(&[("a", 1000)]);
+        let mut m = measured(&[("a", 1000)]);
+        m.get_mut("a").unwrap().host_calls = 21.0;
+        let problems = check(&c, &m);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("host calls"), "{problems:?}");
     }
 
     #[test]
@@ -371,7 +422,7 @@ mod tests {
     fn cases_must_match_both_ways() {
         let c = committed(&[("a", 1000)]);
         let problems = check(&c, &measured(&[("b", 1000)]));
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems.len(), 4, "fuel and host calls: {problems:?}");
     }
 
     #[test]

@@ -301,16 +301,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 floor: read(&floor)?,
             };
             let detail = fuel::measure(&modules)?;
-            let measured = fuel::totals(&detail);
-            let floor_json = measured.get("floor/json").copied().unwrap_or(0).max(1);
+            let floor_json = detail.get("floor/json").map_or(0, |m| m.total).max(1);
             println!(
-                "{:<26} {:>12} {:>10}",
-                "module/case", "fuel/request", "/ floor"
+                "{:<26} {:>12} {:>10} {:>14}",
+                "module/case", "fuel/request", "/ floor", "host calls/req"
             );
-            for (name, used) in &measured {
+            for (name, m) in &detail {
                 println!(
-                    "{name:<26} {used:>12} {:>10.2}",
-                    *used as f64 / floor_json as f64
+                    "{name:<26} {:>12} {:>10.2} {:>14.2}",
+                    m.total,
+                    m.total as f64 / floor_json as f64,
+                    m.host_calls
                 );
             }
             if phases {
@@ -324,7 +325,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut code = ExitCode::SUCCESS;
             if let Some(path) = &check {
                 let committed = fuel::read_committed(path)?;
-                let problems = fuel::check(&committed, &measured);
+                let problems = fuel::check(&committed, &detail);
                 for problem in &problems {
                     println!("FUEL {problem}");
                 }
@@ -337,7 +338,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let committed = fuel::Committed {
                     reason,
                     margin,
-                    fuel: measured,
+                    fuel: detail.iter().map(|(k, m)| (k.clone(), m.total)).collect(),
+                    host_calls: detail
+                        .iter()
+                        .map(|(k, m)| (k.clone(), m.host_calls))
+                        .collect(),
                 };
                 let text = serde_json::to_string_pretty(&committed)? + "\n";
                 std::fs::write(path, text)

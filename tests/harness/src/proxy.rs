@@ -191,6 +191,12 @@ impl Host {
         })
     }
 
+    /// Host calls `vm` made since it started (proxy-wasm and WASI imports alike); 0 unless its
+    /// plugin counts fuel.
+    pub fn host_calls(&self, vm: VmId) -> u64 {
+        self.vms.get(vm.0).map_or(0, |v| v.store.data().host_calls)
+    }
+
     /// The VMs, in the order they were added.
     pub fn vms(&self) -> impl Iterator<Item = VmId> {
         (0..self.vms.len()).map(VmId)

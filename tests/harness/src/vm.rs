@@ -87,6 +87,12 @@ impl Vm {
         let mut store = Store::new(&plugin.compiled.engine, state);
         store.epoch_deadline_trap();
         if settings.count_fuel {
+            store.call_hook(|mut store, hook| {
+                if matches!(hook, wasmtime::CallHook::CallingHost) {
+                    store.data_mut().host_calls += 1;
+                }
+                Ok(())
+            });
             store
                 .set_fuel(u64::MAX)
                 .map_err(anyhow::Error::from)

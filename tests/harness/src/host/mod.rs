@@ -138,6 +138,9 @@ pub(crate) struct HostState {
     pub rng: u64,
     /// What happened since the journal was last taken.
     pub journal: Journal,
+    /// Host calls the guest made (counted only when the plugin counts fuel): each crosses the
+    /// VM boundary, which costs in Envoy and which fuel does not see.
+    pub host_calls: u64,
 }
 
 /// What one VM did since the journal was last taken: the raw material of an `Outcome`.
@@ -442,6 +445,7 @@ impl HostState {
             next_metric: 0,
             rng: 0x5EED_0000_0000_0000 ^ vm.0 as u64,
             journal: Journal::default(),
+            host_calls: 0,
         }
     }
 
