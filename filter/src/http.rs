@@ -416,7 +416,7 @@ impl Stream {
                 .and_then(|m| i64::try_from(m.mantissa()).ok())
                 .unwrap_or(0),
         );
-        host::set_filter_state("tollgate.cost", &total.normalize().to_string());
+        host::set_filter_state("tollgate.cost", &reply::plain(total));
         let Priced {
             model,
             requested_model,
@@ -549,7 +549,7 @@ impl HttpContext for Stream {
                     .ok()
                     .flatten()
                     .unwrap_or_default();
-                meter.push(&chunk);
+                meter.push_owned(chunk);
             }
         }
         if end_of_stream {

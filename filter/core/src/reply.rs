@@ -63,8 +63,8 @@ pub fn budget_exceeded(deny: &Deny<'_>, now: i64) -> Reply {
             "budget": {
                 "id": b.id,
                 "scope": scope,
-                "limit_usd": b.limit.normalize().to_string(),
-                "spent_usd": b.spent.normalize().to_string(),
+                "limit_usd": plain(b.limit),
+                "spent_usd": plain(b.spent),
                 "resets_at": b.resets_at,
             }
         }
@@ -87,7 +87,37 @@ pub fn budget_exceeded(deny: &Deny<'_>, now: i64) -> Reply {
 /// The value of `x-tollgate-budget-remaining`: USD left in the binding budget before this
 /// request, as a plain decimal.
 pub fn remaining_header(remaining: Decimal) -> String {
-    remaining.normalize().to_string()
+    plain(remaining)
+}
+
+/// `d` normalized, as plain text: the same text as `d.normalize().to_string()`, written
+/// digit by digit (per request, for headers and the access log: `Display` goes through the
+/// formatting machinery, several times the work).
+pub fn plain(d: Decimal) -> String {
+    let d = d.normalize();
+    let scale = usize::try_from(d.scale()).unwrap_or(0);
+    let mut m = d.mantissa().unsigned_abs();
+    // A 96-bit mantissa has at most 29 digits; 28 is the largest scale.
+    let mut digits = [b'0'; 40];
+    let mut n = 0;
+    while m > 0 || n <= scale {
+        if let Some(slot) = digits.get_mut(n) {
+            *slot = b'0' + (m % 10) as u8;
+        }
+        m /= 10;
+        n += 1;
+    }
+    let mut out = String::with_capacity(n + 2);
+    if d.is_sign_negative() && !d.is_zero() {
+        out.push('-');
+    }
+    for i in (0..n).rev() {
+        if i + 1 == scale {
+            out.push('.');
+        }
+        out.push(char::from(digits.get(i).copied().unwrap_or(b'0')));
+    }
+    out
 }
 
 /// The value of `x-tollgate-budget` naming a budget: `scope:id`.
@@ -122,6 +152,36 @@ pub fn for_aws(mut r: Reply) -> Reply {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `plain` writes what `Display` writes for every normalized decimal.
+        #[test]
+        fn plain_is_display_of_the_normalized_value(
+            lo in any::<u32>(), mid in any::<u32>(), hi in any::<u32>(),
+            negative in any::<bool>(), scale in 0u32..=28,
+        ) {
+            let d = Decimal::from_parts(lo, mid, hi, negative, scale);
+            prop_assert_eq!(plain(d), d.normalize().to_string());
+        }
+    }
+
+    #[test]
+    fn plain_small_cases() {
+        for (text, want) in [
+            ("0", "0"),
+            ("0.50", "0.5"),
+            ("100", "100"),
+            ("0.000013", "0.000013"),
+            ("-2.5000", "-2.5"),
+            ("1000000", "1000000"),
+            ("-0.0", "0"),
+        ] {
+            let d: Decimal = text.parse().unwrap();
+            assert_eq!(plain(d), want, "{text}");
+            assert_eq!(plain(d), d.normalize().to_string(), "{text}");
+        }
+    }
     #[test]
     fn aws_replies_name_the_error_and_carry_the_message() {
         let r = super::for_aws(super::error(429, "budget_exceeded", "no money"));

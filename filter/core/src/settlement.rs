@@ -60,6 +60,19 @@ impl Meter {
         }
     }
 
+    /// [`Meter::push`] of a chunk the caller no longer needs: a JSON answer that arrives in
+    /// one chunk (most do) is kept as it came instead of copied.
+    pub fn push_owned(&mut self, chunk: Vec<u8>) {
+        match self {
+            Meter::Json {
+                body,
+                overflow: false,
+                max,
+            } if body.is_empty() && chunk.len() <= *max => *body = chunk,
+            _ => self.push(&chunk),
+        }
+    }
+
     /// The next chunk of the answer's body.
     pub fn push(&mut self, chunk: &[u8]) {
         match self {
