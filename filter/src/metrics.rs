@@ -1,6 +1,8 @@
 //! Filter metrics, defined once per VM in `on_configure`; Envoy aggregates them by name across
 //! workers and exposes them on its admin `/stats` (Prometheus) endpoint.
 
+use std::cell::Cell;
+
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use tollgate_core::budget::Scope;
@@ -8,8 +10,15 @@ use tollgate_core::event::UnchargedReason;
 use tollgate_core::pricing::Fallbacks;
 
 /// Metric ids of one VM.
+///
+/// The two counters every admitted request moves (`allowed`, `cost_micro_usd`) are added up
+/// in the worker and handed to Envoy on its tick (at most every 100 ms): each increment is a
+/// host call, and host calls are most of what the filter costs Envoy. Prometheus scrapes
+/// every few seconds; the rarer counters go to Envoy at once.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    pending_allowed: Cell<i64>,
+    pending_cost: Cell<i64>,
     allowed: Option<u32>,
     denied: Option<u32>,
     shadow_denied: Option<u32>,
@@ -29,6 +38,10 @@ fn counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
 }
 
+fn add(pending: &Cell<i64>, by: i64) {
+    pending.set(pending.get().saturating_add(by));
+}
+
 fn inc(id: Option<u32>, by: i64) {
     if let Some(id) = id {
         let _ = hostcalls::increment_metric(id, by);
@@ -40,6 +53,8 @@ impl Metrics {
     pub fn define() -> Metrics {
         let scope = |s: Scope| counter(&format!("tollgate_denied_scope_{}", s.as_str()));
         Metrics {
+            pending_allowed: Cell::new(0),
+            pending_cost: Cell::new(0),
             allowed: counter("tollgate_requests_allowed"),
             denied: counter("tollgate_requests_denied"),
             shadow_denied: counter("tollgate_requests_shadow_denied"),
@@ -75,7 +90,7 @@ impl Metrics {
 
     /// A request allowed (with `shadow_denies` budgets that would have denied it).
     pub fn allowed(&self, shadow_denies: u32, soft: u32) {
-        inc(self.allowed, 1);
+        add(&self.pending_allowed, 1);
         if shadow_denies > 0 {
             inc(self.shadow_denied, 1);
         }
@@ -108,7 +123,21 @@ impl Metrics {
 
     /// Cost charged, in micro-USD (rounded).
     pub fn cost(&self, micro_usd: i64) {
-        inc(self.cost_micro_usd, micro_usd);
+        add(&self.pending_cost, micro_usd);
+    }
+
+    /// Hands the counters added up since the last flush to Envoy (the worker's tick, and when
+    /// the VM stops).
+    pub fn flush(&self) {
+        for (pending, id) in [
+            (&self.pending_allowed, self.allowed),
+            (&self.pending_cost, self.cost_micro_usd),
+        ] {
+            let by = pending.replace(0);
+            if by != 0 {
+                inc(id, by);
+            }
+        }
     }
 
     /// A request charged without usage.

@@ -228,9 +228,10 @@ impl FilterRoot {
         Rc::clone(&self.shared)
     }
 
-    /// Timer: queue the collected usage, pick up a new snapshot.
+    /// Timer: queue the collected usage, hand Envoy the counters, pick up a new snapshot.
     pub fn on_tick(&mut self) {
         self.shared.flush_usage();
+        self.shared.metrics.flush();
         self.shared.load_newer_snapshot();
         self.shared.refresh_fresh_at();
     }
@@ -238,5 +239,6 @@ impl FilterRoot {
     /// The VM is shutting down: queue what was collected (the sync service may still post it).
     pub fn on_done(&mut self) {
         self.shared.flush_usage();
+        self.shared.metrics.flush();
     }
 }

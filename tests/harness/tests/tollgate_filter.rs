@@ -549,6 +549,33 @@ fn reservations_of_requests_in_flight_count_against_the_budget() {
     );
 }
 
+/// The counters every admitted request moves are added up in the worker and reach Envoy on
+/// its tick (a host call per request saved), not lost and not counted twice.
+#[test]
+fn admitted_requests_reach_the_counters_on_the_tick() {
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    let counter = |t: &Tollgate, name: &str| t.host.metric(name).map(|m| m.value());
+    for _ in 0..3 {
+        let o = t.send(
+            &chat(1000)
+                .response_status(200)
+                .response_body(chat_response(100, 200)),
+        );
+        assert!(o.allowed());
+    }
+    assert_eq!(counter(&t, "tollgate_requests_allowed"), Some(0), "not yet");
+    t.advance(1);
+    assert_eq!(counter(&t, "tollgate_requests_allowed"), Some(3));
+    // 3 × (100 × $1/M + 200 × $2/M) = $0.0015.
+    assert_eq!(counter(&t, "tollgate_cost_micro_usd"), Some(1500));
+    t.advance(1);
+    assert_eq!(
+        counter(&t, "tollgate_requests_allowed"),
+        Some(3),
+        "flushed once"
+    );
+}
+
 #[test]
 fn streaming_gets_usage_injected_and_metered_as_it_passes() {
     let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
