@@ -336,6 +336,76 @@ store_test!(
     }
 );
 
+// SQLite keeps the counters' values between batches (`store/counters.rs`). Each writer below
+// changes a counter behind that cache; the next batch must add to what the database holds, not
+// to what this store wrote last. (PostgreSQL adds in SQL and must agree.)
+store_test!(cached_counters_yield_to_every_other_writer, |store, url| {
+    use tollgate_control_plane::store::Money;
+    let cache = BudgetCache::default();
+    let b = store
+        .create_budget(
+            &budget(Scope::Org, "acme", Period::Total, "UTC", "1000"),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let p = principal("acme", None, None, None);
+    let mut seq = 0;
+    let mut one = |usd: &str| {
+        seq += 1;
+        vec![event(&format!("e{seq}"), "r", seq, NOW, &p, usd)]
+    };
+    let spent = |store: Store| {
+        let b = b.clone();
+        async move {
+            store
+                .spend_now(std::slice::from_ref(&b), NOW)
+                .await
+                .unwrap()[&b.id]
+        }
+    };
+    store.ingest(&one("1.00"), NOW, &cache).await.unwrap();
+    store.ingest(&one("1.00"), NOW, &cache).await.unwrap();
+    assert_eq!(spent(store.clone()).await, d("2.00"));
+
+    // Another connection (another process, the CLI, a `sqlite3` shell) sets the counter and
+    // bumps no version: only `PRAGMA data_version` tells.
+    with_connection!(&url, |conn, pg| {
+        sqlx::query("UPDATE budget_spend SET spent_usd = $1 WHERE budget_id = $2")
+            .bind(Money(d("10.00")))
+            .bind(&b.id)
+            .execute(&mut conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+    .unwrap();
+    store.ingest(&one("1.00"), NOW, &cache).await.unwrap();
+    assert_eq!(spent(store.clone()).await, d("11.00"));
+
+    // A second control plane on the same database ingests between this store's batches, and
+    // this store between its batches.
+    let other = Store::connect(&url).await.unwrap();
+    let other_cache = BudgetCache::default();
+    other.ingest(&one("1.00"), NOW, &other_cache).await.unwrap();
+    store.ingest(&one("1.00"), NOW, &cache).await.unwrap();
+    other.ingest(&one("1.00"), NOW, &other_cache).await.unwrap();
+    assert_eq!(spent(store.clone()).await, d("14.00"));
+    store.ingest(&one("1.00"), NOW, &cache).await.unwrap();
+    assert_eq!(spent(other.clone()).await, d("15.00"));
+    other.close().await;
+
+    // This store rewrites the counter itself: a new time zone back-fills it from the ledger
+    // (seven events of $1; the $10 set above was never in the ledger).
+    let patch = BudgetPatch {
+        timezone: Some(Zone::parse("Europe/Paris").unwrap()),
+        ..BudgetPatch::default()
+    };
+    store.update_budget(&b.id, &patch, NOW).await.unwrap();
+    assert_eq!(spent(store.clone()).await, d("7.00"));
+    store.ingest(&one("1.00"), NOW, &cache).await.unwrap();
+    assert_eq!(spent(store.clone()).await, d("8.00"));
+});
+
 store_test!(reporter_acknowledgement_waits_for_gaps, |store| {
     let cache = BudgetCache::default();
     let p = principal("acme", None, None, None);

@@ -3,7 +3,8 @@
 //! budget on its chain, advance each reporter's acknowledged sequence, and bump the snapshot
 //! version. Nothing here reads the ledger back: spend lives in the counters.
 //!
-//! SQLite sums money in Rust (read the counters, add, write back) under its single writer;
+//! SQLite sums money in Rust (read the counters, add, write back) under its single writer,
+//! and keeps the values it wrote for the next batch while nothing else wrote (`counters.rs`);
 //! PostgreSQL adds in SQL (`spent_usd + EXCLUDED.spent_usd`), so replicas ingesting at the same
 //! time never lose an update, and takes the budget advisory lock shared (see `budgets.rs`).
 
@@ -19,8 +20,9 @@ use tollgate_core::event::UsageEvent;
 use tollgate_core::usage::Usage;
 
 use super::budgets::{budgets_from_rows, enum_name, BudgetRow, BUDGET_COLUMNS};
+use super::counters::{Counters, Stamp};
 use super::{
-    begin_write, from_json_rows, sqlite_json_rows, to_i64, with_pool, Money, Store, StoreError,
+    begin_write, from_json_rows, sqlite_json_rows, to_i64, with_pool, Db, Money, Store, StoreError,
     BUDGET_LOCK,
 };
 use crate::ingest::{advance_ack, deltas, BudgetCache, BudgetIndex, CostCheck};
@@ -240,18 +242,21 @@ impl Store {
         now: i64,
         budgets: &BudgetCache,
     ) -> Result<IngestOutcome, StoreError> {
-        let mut seen: HashMap<&str, String> = HashMap::with_capacity(events.len());
-        let mut rows = Vec::with_capacity(events.len());
+        // Each id's first row, by its position in `rows`.
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(events.len());
+        let mut rows: Vec<EventRow<'_>> = Vec::with_capacity(events.len());
         let mut in_batch_duplicate = 0u64;
         let mut in_batch_conflict = 0u64;
         for (i, e) in events.iter().enumerate() {
             let row = EventRow::new(i, e, checks.get(i).copied().flatten())?;
             match seen.get(e.id.as_str()) {
                 None => {
-                    seen.insert(e.id.as_str(), row.content.clone());
+                    seen.insert(e.id.as_str(), rows.len());
                     rows.push(row);
                 }
-                Some(first) if *first == row.content => in_batch_duplicate += 1,
+                Some(&first) if rows.get(first).is_some_and(|f| f.content == row.content) => {
+                    in_batch_duplicate += 1
+                }
                 Some(_) => {
                     tracing::warn!(
                         id = %e.id,
@@ -269,6 +274,10 @@ impl Store {
                 ..IngestOutcome::default()
             });
         }
+        let cache = match &self.db {
+            Db::Sqlite { counters, .. } => Some(counters.as_ref()),
+            Db::Postgres(_) => None,
+        };
         with_pool!(self, write, |pool, pg| {
             // PostgreSQL inserts the ledger rows plainly first: `ON CONFLICT` costs a third
             // of the insert, and a batch almost never repeats an id. When one does, the
@@ -284,10 +293,34 @@ impl Store {
                 }
 
                 // The budgets this transaction charges: the cached index unless budgets changed.
-                let budgets_version: i64 =
-                    sqlx::query_scalar("SELECT budgets_version FROM meta WHERE id = 1")
-                        .fetch_one(&mut *tx)
-                        .await?;
+                // SQLite: and the counters' values as the last batch wrote them, unless anything
+                // else wrote since (see `counters.rs`).
+                let (budgets_version, stamp, mut known) = match cache {
+                    None => {
+                        let budgets_version: i64 =
+                            sqlx::query_scalar("SELECT budgets_version FROM meta WHERE id = 1")
+                                .fetch_one(&mut *tx)
+                                .await?;
+                        (budgets_version, None, Counters::default())
+                    }
+                    Some(cache) => {
+                        let (budgets_version, version, data_version, total_changes) =
+                            sqlx::query_as::<_, (i64, i64, i64, i64)>(
+                                "SELECT budgets_version, version, \
+                                 (SELECT data_version FROM pragma_data_version), \
+                                 total_changes() FROM meta WHERE id = 1",
+                            )
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        let stamp = Stamp {
+                            connection: cache.connection(),
+                            data_version,
+                            total_changes,
+                            version,
+                        };
+                        (budgets_version, Some(stamp), cache.take(stamp))
+                    }
+                };
                 let index = match budgets.get(budgets_version) {
                     Some(index) => index,
                     None => {
@@ -361,7 +394,7 @@ impl Store {
                 let d = d.map_err(StoreError::Corrupt)?;
                 let d: Vec<(&str, i64, Decimal)> =
                     d.iter().map(|((id, s), v)| (id.as_str(), *s, *v)).collect();
-                Bulk::add_to_counters(&mut *tx, &d).await?;
+                Bulk::add_to_counters(&mut *tx, &d, &mut known).await?;
 
                 // 3. Reporter acknowledgements.
                 let mut by_reporter: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
@@ -450,7 +483,27 @@ impl Store {
                         .await?,
                     )
                 };
+                // SQLite: what the next batch must find for `known` to hold (this transaction's
+                // own changes counted).
+                let total_changes = match stamp {
+                    Some(_) => Some(
+                        sqlx::query_scalar::<_, i64>("SELECT total_changes()")
+                            .fetch_one(&mut *tx)
+                            .await?,
+                    ),
+                    None => None,
+                };
                 tx.commit().await?;
+                if let (Some(cache), Some(before), Some(total_changes)) =
+                    (cache, stamp, total_changes)
+                {
+                    let after = Stamp {
+                        total_changes,
+                        version: version.unwrap_or(before.version),
+                        ..before
+                    };
+                    cache.put(after, known);
+                }
                 if version.is_some() {
                     self.committed_change();
                 }
@@ -488,8 +541,14 @@ trait Bulk {
         skip_stored: bool,
     ) -> Result<Option<Vec<String>>, StoreError>;
 
-    /// Adds `(budget id, window start, usd)` to the counters.
-    async fn add_to_counters(&mut self, deltas: &[(&str, i64, Decimal)]) -> Result<(), StoreError>;
+    /// Adds `(budget id, window start, usd)` to the counters. SQLite takes the values of those
+    /// in `known` from there instead of reading them, and leaves every value it wrote there;
+    /// PostgreSQL, which adds in SQL, leaves `known` alone.
+    async fn add_to_counters(
+        &mut self,
+        deltas: &[(&str, i64, Decimal)],
+        known: &mut Counters,
+    ) -> Result<(), StoreError>;
 }
 
 const LEDGER_COLUMNS: &str = "id, reporter, seq, ts, org_id, project_id, user_id, key_id, model, \
@@ -614,38 +673,48 @@ impl Bulk for SqliteConnection {
         Ok(Some(ids))
     }
 
-    async fn add_to_counters(&mut self, deltas: &[(&str, i64, Decimal)]) -> Result<(), StoreError> {
+    async fn add_to_counters(
+        &mut self,
+        deltas: &[(&str, i64, Decimal)],
+        known: &mut Counters,
+    ) -> Result<(), StoreError> {
         if deltas.is_empty() {
             return Ok(());
         }
         // Read-modify-write in Rust (TEXT money), safe under the one writer connection and
-        // the IMMEDIATE transaction. The read walks the primary key by budget id, from the
-        // earliest window touched.
-        let min_start = deltas.iter().map(|d| d.1).min().unwrap_or(i64::MIN);
-        // The ~2,000 counters come back as one JSON text rather than as rows, which sqlx would
-        // hand over one at a time.
-        let mut ids: Vec<&str> = deltas.iter().map(|d| d.0).collect();
-        ids.dedup();
-        let old: String = sqlx::query_scalar(&sqlite_json_rows(
-            "budget_id, window_start, spent_usd",
-            "budget_spend WHERE budget_id IN (SELECT value FROM json_each($1)) \
-             AND window_start >= $2",
-            None,
-        ))
-        .bind(json_text(&ids)?)
-        .bind(min_start)
-        .fetch_one(&mut *self)
-        .await?;
-        let old: HashMap<(String, i64), Decimal> =
-            from_json_rows::<(String, i64, Money)>("budget_spend", &old)?
+        // the IMMEDIATE transaction. Only the counters not in `known` are read: the read walks
+        // the primary key by budget id, from the earliest window touched.
+        let unknown: Vec<&(&str, i64, Decimal)> = deltas
+            .iter()
+            .filter(|d| known.get(d.0, d.1).is_none())
+            .collect();
+        let mut old: HashMap<(String, i64), Decimal> = HashMap::new();
+        if !unknown.is_empty() {
+            let min_start = unknown.iter().map(|d| d.1).min().unwrap_or(i64::MIN);
+            // The ~2,000 counters come back as one JSON text rather than as rows, which sqlx
+            // would hand over one at a time.
+            let mut ids: Vec<&str> = unknown.iter().map(|d| d.0).collect();
+            ids.dedup();
+            let json: String = sqlx::query_scalar(&sqlite_json_rows(
+                "budget_id, window_start, spent_usd",
+                "budget_spend WHERE budget_id IN (SELECT value FROM json_each($1)) \
+                 AND window_start >= $2",
+                None,
+            ))
+            .bind(json_text(&ids)?)
+            .bind(min_start)
+            .fetch_one(&mut *self)
+            .await?;
+            old = from_json_rows::<(String, i64, Money)>("budget_spend", &json)?
                 .into_iter()
                 .map(|(id, s, m)| ((id, s), m.0))
                 .collect();
+        }
         let mut totals = Vec::with_capacity(deltas.len());
         for &(id, start, v) in deltas {
-            let prev = old
-                .get(&(id.to_string(), start))
-                .copied()
+            let prev = known
+                .get(id, start)
+                .or_else(|| old.get(&(id.to_string(), start)).copied())
                 .unwrap_or(Decimal::ZERO);
             let sum = v
                 .checked_add(prev)
@@ -664,6 +733,9 @@ impl Bulk for SqliteConnection {
                 " ON CONFLICT (budget_id, window_start) DO UPDATE SET spent_usd = excluded.spent_usd",
             );
             qb.build().execute(&mut *self).await?;
+        }
+        for (id, start, v) in totals {
+            known.set(id, start, v);
         }
         Ok(())
     }
@@ -744,7 +816,11 @@ impl Bulk for PgConnection {
         })
     }
 
-    async fn add_to_counters(&mut self, deltas: &[(&str, i64, Decimal)]) -> Result<(), StoreError> {
+    async fn add_to_counters(
+        &mut self,
+        deltas: &[(&str, i64, Decimal)],
+        _known: &mut Counters,
+    ) -> Result<(), StoreError> {
         // Sorted by (budget, window) by the caller: concurrent batches lock rows in one order.
         sqlx::query(
             "INSERT INTO budget_spend (budget_id, window_start, spent_usd) \

@@ -17,6 +17,7 @@
 
 pub mod audit;
 pub mod budgets;
+mod counters;
 pub mod key_buckets;
 pub mod keys;
 pub mod ledger;
@@ -109,7 +110,12 @@ impl Changes {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Db {
-    Sqlite { read: SqlitePool, write: SqlitePool },
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+        /// The spend counters as ingestion last wrote them (see `counters.rs`).
+        counters: Arc<counters::CounterCache>,
+    },
     Postgres(PgPool),
 }
 
@@ -294,8 +300,15 @@ impl Store {
             });
         }
         let opts = sqlite_options(url)?;
+        let counters = Arc::new(counters::CounterCache::default());
+        let opened = counters.clone();
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            // Counted: the cached counters are valid on the connection that wrote them only.
+            .after_connect(move |_, _| {
+                opened.connected();
+                Box::pin(async { Ok(()) })
+            })
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.clone())
             .await?;
@@ -305,7 +318,11 @@ impl Store {
             .connect_with(opts)
             .await?;
         Ok(Store {
-            db: Db::Sqlite { read, write },
+            db: Db::Sqlite {
+                read,
+                write,
+                counters,
+            },
             changes: Arc::new(Changes::new()),
         })
     }
@@ -376,7 +393,7 @@ impl Store {
     /// Closes the pools (waits for connections in use to come back).
     pub async fn close(&self) {
         match &self.db {
-            Db::Sqlite { read, write } => {
+            Db::Sqlite { read, write, .. } => {
                 read.close().await;
                 write.close().await;
             }
