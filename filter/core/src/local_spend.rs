@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::shared_codec::{CodecError, Reader, Writer};
 
-/// Window key of a `total` budget (it has one window over all time).
-pub const ALL_TIME: i64 = i64::MIN;
+/// Window key of a `total` budget (it has one window over all time: the start of
+/// [`crate::budget::Window::ALL_TIME`], which `window_at` gives such a budget).
+pub const ALL_TIME: i64 = crate::budget::Window::ALL_TIME.start;
 
 /// Shared-data key of one budget's local state.
 pub fn budget_key(budget_id: &str) -> String {

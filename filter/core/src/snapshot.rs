@@ -14,9 +14,8 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{window_at, Mode, Period, Scope, WindowBounds};
+use crate::budget::{window_at, Mode, Scope, WindowBounds};
 use crate::identity::Principal;
-use crate::local_spend::ALL_TIME;
 use crate::pricing::PriceBook;
 
 /// One budget as the filter needs it.
@@ -75,23 +74,18 @@ impl BudgetRef<'_> {
         self.window_spend(now).map(|w| (w.spent, w.resets_at))
     }
 
-    /// [`BudgetRef::spent_at`] with the key its local spend is kept under at `now` (the
-    /// window's start; [`ALL_TIME`] for a `total` budget), from one window lookup.
+    /// [`BudgetRef::spent_at`] with the key its local spend is kept under at `now`, from one
+    /// window lookup.
     pub fn window_spend(&self, now: i64) -> Option<WindowSpend> {
         let w = window_at(&self.budget.window, now)?;
         let spent = match self.spent.0 {
             Some(start) if start < w.start => Decimal::ZERO,
             _ => self.spent.1,
         };
-        let local_key = if self.budget.window.period() == Period::Total {
-            ALL_TIME
-        } else {
-            w.start
-        };
         Some(WindowSpend {
             spent,
             resets_at: w.end,
-            local_key,
+            local_key: w.start,
         })
     }
 }
@@ -103,7 +97,8 @@ pub struct WindowSpend {
     pub spent: Decimal,
     /// When the window ends (`None`: never).
     pub resets_at: Option<i64>,
-    /// The key the filter's local spend is kept under.
+    /// The key the filter's local spend is kept under: the window's start
+    /// ([`crate::local_spend::ALL_TIME`] for a `total` budget, whose window is all of time).
     pub local_key: i64,
 }
 

@@ -130,23 +130,28 @@ fn one(host: &mut Host, request: &Request) -> Result<Duration> {
     let start = Instant::now();
     let outcome: Outcome = host.send(request)?;
     let elapsed = start.elapsed();
-    if let Some(trap) = outcome.trap {
-        bail!(
-            "the module trapped during the bench: {} in {}",
-            trap.message,
-            trap.phase
-        );
-    }
     // A module that answers anything else (e.g. a 503 before its snapshot arrived) is not
     // doing the work the bench claims to measure.
-    if outcome.status() != Some(200) {
+    served(host, &outcome, 200)?;
+    Ok(elapsed)
+}
+
+/// Fails unless `outcome` ran without a trap and answered `status` (the host's logs in the
+/// error, to say why).
+pub(crate) fn served(host: &mut Host, outcome: &Outcome, status: u16) -> Result<()> {
+    if let Some(trap) = &outcome.trap {
+        bail!("the module trapped: {} in {}", trap.message, trap.phase);
+    }
+    if outcome.status() != Some(status) {
+        let logs: Vec<String> = host.take_logs().iter().map(|l| l.to_string()).collect();
         bail!(
-            "the bench request got {:?}, not 200: {}",
+            "the request got {:?}, not {status}: {}\n{}",
             outcome.status(),
-            outcome.body_text()
+            outcome.body_text(),
+            logs.join("\n")
         );
     }
-    Ok(elapsed)
+    Ok(())
 }
 
 /// Measures `requests` requests per module in interleaved rounds, after a warm-up.

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -206,18 +206,7 @@ fn per_request(
             start_calls = host.host_calls(worker);
         }
         let outcome = host.send(request)?;
-        if let Some(trap) = outcome.trap {
-            bail!("trapped in {}: {}", trap.phase, trap.message);
-        }
-        if outcome.status() != Some(status) {
-            let logs: Vec<String> = host.take_logs().iter().map(|l| l.to_string()).collect();
-            bail!(
-                "request {i} got {:?}, not {status}: {}\n{}",
-                outcome.status(),
-                outcome.body_text(),
-                logs.join("\n")
-            );
-        }
+        bench::served(&mut host, &outcome, status).with_context(|| format!("request {i}"))?;
         host.take_logs();
     }
     let by_callback = host

@@ -176,9 +176,9 @@ impl Vm {
             state.effective_context = context_id;
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let before = self.fuel_used();
+        let before = self.plugin.settings.count_fuel.then(|| self.fuel_used());
         let result = func.call(&mut self.store, args);
-        if self.plugin.settings.count_fuel {
+        if let Some(before) = before {
             let used = self.fuel_used().saturating_sub(before);
             *self.fuel_by_phase.entry(phase).or_default() += used;
         }
