@@ -168,6 +168,8 @@ pub fn batch(reporter: &str, n: u64, size: u64, keys: u64, orgs: u64, ts: i64) -
                 status: 200,
                 stream: true,
                 requested_model: None,
+                soft_warned: Vec::new(),
+                denied: None,
             }
         })
         .collect();

@@ -285,6 +285,57 @@ pub fn deltas<'a>(
         .collect())
 }
 
+/// What one batch adds to a budget window's refusal and warning counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WindowStat {
+    /// Requests refused by this budget.
+    pub denied: i64,
+    /// Admitted requests that crossed its soft limit.
+    pub soft_warned: i64,
+    /// The first and last refusal, Unix seconds (`None` without refusals).
+    pub denied_span: Option<(i64, i64)>,
+}
+
+/// Refusals and soft warnings per `(budget id, window start)`, sorted like [`Deltas`]: a denial
+/// record counts its requests against the budget that refused them, an admitted event one
+/// warning against each budget it names in `soft_warned`, each in the window containing the
+/// record's `ts`. A budget that is not on the event's chain under the current budgets (deleted
+/// since, or never there) is skipped: its counts have nowhere to go.
+pub fn window_stats<'a>(
+    index: &BudgetIndex,
+    events: impl IntoIterator<Item = &'a UsageEvent>,
+) -> BTreeMap<(String, i64), WindowStat> {
+    let mut out: BTreeMap<(String, i64), WindowStat> = BTreeMap::new();
+    for e in events {
+        let on_chain = |id: &str| {
+            index
+                .for_event(e)
+                .find(|r| r.id == id)
+                .map(|r| (r.id.clone(), window(r.period, &r.zone, e.ts).start))
+        };
+        if let Some(d) = &e.denied {
+            if let Some(key) = on_chain(&d.budget) {
+                let stat = out.entry(key).or_default();
+                stat.denied = stat
+                    .denied
+                    .saturating_add(i64::try_from(d.requests).unwrap_or(i64::MAX));
+                let first = d.first_ts.min(e.ts);
+                stat.denied_span = Some(match stat.denied_span {
+                    None => (first, e.ts),
+                    Some((a, b)) => (a.min(first), b.max(e.ts)),
+                });
+            }
+        }
+        for id in &e.soft_warned {
+            if let Some(key) = on_chain(id) {
+                let stat = out.entry(key).or_default();
+                stat.soft_warned = stat.soft_warned.saturating_add(1);
+            }
+        }
+    }
+    out
+}
+
 /// Advances a reporter's acknowledgement: `acked` is the highest seq whose events up to it are
 /// all stored (0 = none: sequences start at 1), `pending` the stored seqs beyond a gap. Returns
 /// the new `acked` and what stays pending.
@@ -310,7 +361,7 @@ pub fn advance_ack(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use tollgate_core::budget::{Mode, Scope};
@@ -346,6 +397,8 @@ mod tests {
             status: 200,
             stream: false,
             requested_model: None,
+            soft_warned: Vec::new(),
+            denied: None,
         }
     }
 

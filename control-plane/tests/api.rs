@@ -1843,6 +1843,7 @@ async fn openapi_operations_and_security_are_the_frozen_set() {
         ("DELETE", "/v1/budgets/{id}", ORG_WRITE),
         ("POST", "/v1/bulk", ADMIN),
         ("GET", "/v1/budgets/{id}", ORG_READ),
+        ("GET", "/v1/budgets/{id}/denials", ORG_READ),
         ("PATCH", "/v1/budgets/{id}", ORG_WRITE),
         ("POST", "/v1/cost/quote", READ),
         ("GET", "/v1/keys", ORG_READ),
@@ -2096,6 +2097,9 @@ fn fixture(
             ),
         ),
         ("GET" | "DELETE", "/v1/budgets/{id}") => mine(format!("/v1/budgets/{}", o.budget), None),
+        ("GET", "/v1/budgets/{id}/denials") => {
+            mine(format!("/v1/budgets/{}/denials", o.budget), None)
+        }
         ("PATCH", "/v1/budgets/{id}") => mine(
             format!("/v1/budgets/{}", o.budget),
             Some(json!({"limit_usd": format!("{}", n + 1)})),

@@ -25,6 +25,8 @@ use tollgate_control_plane::store::tokens::{NewToken, TokenRole};
 use tollgate_control_plane::store::{Store, StoreError};
 use tollgate_control_plane::timezone::Zone;
 use tollgate_core::budget::{Mode, Period, Scope};
+use tollgate_core::event::{Charge, Denied, UnchargedReason, UsageEvent};
+use tollgate_core::identity::Principal;
 use tollgate_core::pricing::ModelPrice;
 use tollgate_core::snapshot::{KeyLookup, Snapshot, SnapshotIndex};
 use tollgate_testkit::{store_test, with_connection};
@@ -209,6 +211,145 @@ store_test!(budgets_crud_and_unique_per_period, |store| {
         store.delete_budget(&b.id).await,
         Err(StoreError::NotFound { .. })
     ));
+});
+
+/// A denial record of `budget`: `requests` refusals from `first` to `ts`.
+fn denial(
+    id: &str,
+    seq: u64,
+    ts: i64,
+    p: &Principal,
+    budget: &str,
+    requests: u64,
+    first: i64,
+) -> UsageEvent {
+    let mut e = event(id, "r1", seq, ts, p, "0");
+    e.usage = Default::default();
+    e.charge = Charge::Zero;
+    e.uncharged = Some(UnchargedReason::Denied);
+    e.status = 429;
+    e.denied = Some(Denied {
+        budget: budget.into(),
+        requests,
+        first_ts: first,
+    });
+    e
+}
+
+store_test!(refusals_warnings_and_last_use_are_counted_once, |store| {
+    seed_tenants(&store).await;
+    let cache = BudgetCache::default();
+    let key = store
+        .create_key(
+            &NewKey {
+                name: "k".into(),
+                org_id: "acme".into(),
+                ..NewKey::default()
+            },
+            NOW,
+        )
+        .await
+        .unwrap()
+        .key;
+    let kb = store
+        .create_budget(&budget(Scope::Key, &key.id, Period::Daily, "UTC", "1"), NOW)
+        .await
+        .unwrap();
+    let ob = store
+        .create_budget(
+            &budget(Scope::Org, "acme", Period::Monthly, "UTC", "100"),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let p = principal("acme", None, None, Some(&key.id));
+    let mut warned = event("e1", "r1", 1, NOW, &p, "0.60");
+    warned.soft_warned = vec![kb.id.clone(), "not-on-the-chain".into()];
+    let batch = vec![
+        warned,
+        denial("d1", 2, NOW, &p, &kb.id, 5, NOW - 1),
+        // A budget deleted since (or never on this chain): stored, counted nowhere.
+        denial("d2", 3, NOW, &p, "gone", 9, NOW),
+    ];
+    for e in &batch {
+        e.validate(0).unwrap();
+    }
+    assert_eq!(store.ingest(&batch, NOW, &cache).await.unwrap().accepted, 3);
+    assert_eq!(store.ingest(&batch, NOW, &cache).await.unwrap().accepted, 0);
+    let later = vec![denial("d3", 4, NOW + 1, &p, &kb.id, 2, NOW - 3)];
+    store.ingest(&later, NOW, &cache).await.unwrap();
+
+    let budgets = [store.get_budget(&kb.id).await.unwrap(), ob.clone()];
+    let counts = store.window_counts(&budgets, NOW).await.unwrap();
+    let k = counts[&kb.id];
+    assert_eq!(
+        (k.denied, k.soft_warned),
+        (7, 1),
+        "a resent batch counts nothing twice"
+    );
+    assert_eq!(
+        (k.first_denied_at, k.last_denied_at),
+        (Some(NOW - 3), Some(NOW + 1))
+    );
+    assert!(
+        !counts.contains_key(&ob.id),
+        "the org budget refused and warned nothing"
+    );
+    // The next day is a new window of the daily budget.
+    assert!(store
+        .window_counts(&budgets, NOW + DAY)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let denials = store.denials(&kb.id, 10).await.unwrap();
+    let ids: Vec<&str> = denials.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["d3", "d1"], "newest first, only this budget's");
+    let counts: Vec<(i64, i64, i64)> = denials
+        .iter()
+        .map(|d| (d.requests, d.first_ts, d.last_ts))
+        .collect();
+    assert_eq!(counts, [(2, NOW - 3, NOW + 1), (5, NOW - 1, NOW)]);
+    assert_eq!(denials[0].key_id.as_deref(), Some(key.id.as_str()));
+    assert_eq!(store.denials("gone", 10).await.unwrap().len(), 1);
+
+    // Refusals are not spend: the report counts the one metered request.
+    let report = store
+        .spend(&SpendQuery {
+            from: NOW - DAY,
+            to: NOW + DAY,
+            group_by: vec![GroupBy::Model],
+            scope: None,
+            model: None,
+            zone: Zone::parse("UTC").unwrap(),
+            org: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!((report.requests, report.total_usd), (1, d("0.6")));
+
+    // Last use: the first batch's latest time; then at most once a minute, never backwards.
+    assert_eq!(
+        store.get_key(&key.id).await.unwrap().last_used_at,
+        Some(NOW)
+    );
+    let mut e = event("e5", "r1", 5, NOW + 60, &p, "0.01");
+    store
+        .ingest(std::slice::from_ref(&e), NOW, &cache)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_key(&key.id).await.unwrap().last_used_at,
+        Some(NOW + 60)
+    );
+    e.id = "e6".into();
+    e.seq = 6;
+    e.ts = NOW + 30;
+    store.ingest(&[e], NOW, &cache).await.unwrap();
+    assert_eq!(
+        store.get_key(&key.id).await.unwrap().last_used_at,
+        Some(NOW + 60)
+    );
 });
 
 store_test!(

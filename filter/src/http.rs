@@ -16,6 +16,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use rust_decimal::Decimal;
 use tollgate_core::admission::{self, Priced};
 use tollgate_core::budget::{decide, BudgetState, Decision, Mode, Scope};
+use tollgate_core::denials::Refusal;
 use tollgate_core::endpoint::{classify, Endpoint, METERED_ACCEPT_ENCODING};
 use tollgate_core::event::UsageEvent;
 use tollgate_core::identity::{self, Principal, CREDENTIAL_HEADERS};
@@ -323,6 +324,15 @@ impl Stream {
             let allow = match decide(&states, estimate, global) {
                 Decision::Deny(d) => {
                     self.shared.metrics.denied(d.binding.scope);
+                    self.shared.refused(Refusal {
+                        budget: d.binding.id,
+                        principal: &req.principal,
+                        model: &priced.model,
+                        api: req.format,
+                        price_version: priced.price_version,
+                        stream: priced.stream,
+                        now,
+                    });
                     return Err((reply::budget_exceeded(&d, now), "deny"));
                 }
                 Decision::Allow(a) => a,
@@ -440,6 +450,8 @@ impl Stream {
             status: u16::try_from(self.status.unwrap_or(0)).unwrap_or(0),
             stream,
             requested_model,
+            soft_warned: adm.soft,
+            denied: None,
         };
         self.shared.send_usage(&QueuedUsage { event, charges });
     }

@@ -31,6 +31,7 @@ pub struct Metrics {
     queue_overflow: Option<u32>,
     queue_failures: Option<u32>,
     contention: Option<u32>,
+    denials_unreported: Option<u32>,
     rate_fallbacks: [Option<u32>; 4],
 }
 
@@ -73,6 +74,7 @@ impl Metrics {
             queue_overflow: counter("tollgate_queue_enqueue_failures"),
             queue_failures: counter("tollgate_queue_unavailable"),
             contention: counter("tollgate_reservation_contention"),
+            denials_unreported: counter("tollgate_denials_unreported"),
             rate_fallbacks: Fallbacks::default()
                 .named()
                 .map(|(name, _)| counter(&format!("tollgate_rate_fallback_{name}"))),
@@ -109,6 +111,12 @@ impl Metrics {
                 .flatten(),
             1,
         );
+    }
+
+    /// A refusal the worker could not keep for the control plane (too many open denial
+    /// records, see `tollgate_core::denials`).
+    pub fn denial_unreported(&self) {
+        inc(self.denials_unreported, 1);
     }
 
     /// A request outside any metered route.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
 use tollgate_core::config::Config;
+use tollgate_core::denials::{Denials, Refusal};
 use tollgate_core::estimate::EstimateConfig;
 use tollgate_core::identity::{key_hash, Principal};
 use tollgate_core::shared_codec::Writer;
@@ -58,6 +59,8 @@ pub struct Shared {
     fresh_at: Cell<Option<i64>>,
     queue: Cell<Option<u32>>,
     outbox: RefCell<Outbox>,
+    /// Refusals not yet reported (one record per budget, principal and model per second).
+    denials: RefCell<Denials>,
     /// Metric ids.
     pub metrics: Metrics,
 }
@@ -133,6 +136,30 @@ impl Shared {
         };
         if full {
             self.flush_usage();
+        }
+    }
+
+    /// Counts a refusal for the control plane.
+    pub fn refused(&self, r: Refusal<'_>) {
+        if !self.denials.borrow_mut().add(r) {
+            self.metrics.denial_unreported();
+        }
+    }
+
+    /// Collects the denial records that are due (all of them when `all`) with the usage.
+    fn collect_denials(&self, all: bool) {
+        let records = {
+            let mut d = self.denials.borrow_mut();
+            if d.is_empty() || !(all || d.due(host::now_s())) {
+                return;
+            }
+            d.take()
+        };
+        for event in records {
+            self.send_usage(&QueuedUsage {
+                event,
+                charges: Vec::new(),
+            });
         }
     }
 
@@ -215,6 +242,7 @@ impl FilterRoot {
             fresh_at: Cell::new(None),
             queue: Cell::new(None),
             outbox: RefCell::new(Outbox::default()),
+            denials: RefCell::new(Denials::default()),
             metrics: Metrics::define(),
         });
         shared.load_newer_snapshot();
@@ -230,6 +258,7 @@ impl FilterRoot {
 
     /// Timer: queue the collected usage, hand Envoy the counters, pick up a new snapshot.
     pub fn on_tick(&mut self) {
+        self.shared.collect_denials(false);
         self.shared.flush_usage();
         self.shared.metrics.flush();
         self.shared.load_newer_snapshot();
@@ -238,6 +267,7 @@ impl FilterRoot {
 
     /// The VM is shutting down: queue what was collected (the sync service may still post it).
     pub fn on_done(&mut self) {
+        self.shared.collect_denials(true);
         self.shared.flush_usage();
         self.shared.metrics.flush();
     }

@@ -16,6 +16,7 @@ use super::formats::{IdPath, Money, ScopeId};
 use super::AppState;
 use crate::store::budgets::{Budget, BudgetPatch, NewBudget};
 use crate::store::provision::NewBulkBudget;
+use crate::store::refusals::{DenialRecord, WindowCounts};
 use crate::timezone::Zone;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -118,6 +119,9 @@ pub struct BudgetView {
     window_end: Option<i64>,
     /// Spend in the current window, USD.
     spent_usd: Decimal,
+    /// Refusals and soft warnings in the current window (as the filters reported them).
+    #[serde(flatten)]
+    counts: WindowCounts,
 }
 
 /// A USD amount that is neither negative nor absurd.
@@ -156,6 +160,7 @@ fn zone(tz: &str) -> ApiResult<Zone> {
 async fn views(s: &AppState, budgets: Vec<Budget>) -> ApiResult<Vec<BudgetView>> {
     let now = s.clock.now();
     let spent = s.store.spend_now(&budgets, now).await?;
+    let counts = s.store.window_counts(&budgets, now).await?;
     Ok(budgets
         .into_iter()
         .map(|b| {
@@ -163,6 +168,7 @@ async fn views(s: &AppState, budgets: Vec<Budget>) -> ApiResult<Vec<BudgetView>>
             let total = b.period == Period::Total;
             BudgetView {
                 spent_usd: spent.get(&b.id).copied().unwrap_or(Decimal::ZERO),
+                counts: counts.get(&b.id).copied().unwrap_or_default(),
                 window_start: (!total).then_some(w.start),
                 window_end: w.end,
                 budget: b,
@@ -286,6 +292,28 @@ pub async fn get(
 ) -> ApiResult<Json<BudgetView>> {
     let b = budget_for(&s, &who, &id).await?;
     Ok(Json(view(&s, b).await?))
+}
+
+/// A budget's latest denial records, newest first: each stands for the requests one Envoy
+/// worker refused in about a second with this budget binding, for one principal and model.
+#[utoipa::path(get, path = "/v1/budgets/{id}/denials", params(
+    IdPath,
+    ("limit" = Option<String>, Query, nullable = false, description = "At most this many rows, 1 to 1000 (default 50)"),
+), responses(
+    (status = 200, description = "OK", body = Vec<DenialRecord>),
+    (status = 404, description = "No such budget"),
+    (status = 422, description = "A parameter is not valid"),
+))]
+pub async fn denials(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
+    q: Params,
+) -> ApiResult<Json<Vec<DenialRecord>>> {
+    q.only(&["limit"])?;
+    let limit = q.limit("limit", 1_000, 50)?;
+    let b = budget_for(&s, &who, &id).await?;
+    Ok(Json(s.store.denials(&b.id, limit).await?))
 }
 
 /// Change a budget.

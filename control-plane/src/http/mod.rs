@@ -197,6 +197,7 @@ pub(crate) fn table() -> Vec<(Access, Routed)> {
         (OrgRead, routes!(budgets::list)),
         (OrgWrite, routes!(budgets::create)),
         (OrgRead, routes!(budgets::get)),
+        (OrgRead, routes!(budgets::denials)),
         (OrgWrite, routes!(budgets::update)),
         (OrgWrite, routes!(budgets::delete)),
         (Read, routes!(prices::list)),

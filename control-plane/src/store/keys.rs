@@ -31,6 +31,9 @@ pub struct VirtualKey {
     pub created_at: i64,
     /// Unix seconds, once revoked.
     pub revoked_at: Option<i64>,
+    /// When it last made a request the ledger knows of (up to a minute behind; absent when
+    /// never used). See `store/key_use.rs`.
+    pub last_used_at: Option<i64>,
 }
 
 /// What a new key charges.
@@ -57,7 +60,7 @@ pub struct CreatedKey {
 }
 
 pub(crate) const KEY_COLUMNS: &str =
-    "id, prefix, name, org_id, project_id, user_id, created_at, revoked_at";
+    "id, prefix, name, org_id, project_id, user_id, created_at, revoked_at, last_used_at";
 
 /// Refuses a key whose `kind` (`project`, `user`) `id`, owned by `owner`, is missing or in
 /// another organisation than the key's `org`.
@@ -103,6 +106,7 @@ impl Store {
             user_id: new.user_id.clone(),
             created_at: now,
             revoked_at: None,
+            last_used_at: None,
         };
         // The hash the filter looks the key up by: one definition, in core.
         let sha = tollgate_core::identity::key_hash(&secret);

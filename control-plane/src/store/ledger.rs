@@ -25,7 +25,7 @@ use super::{
     begin_write, from_json_rows, sqlite_json_rows, to_i64, with_pool, Db, Money, Store, StoreError,
     BUDGET_LOCK,
 };
-use crate::ingest::{advance_ack, deltas, BudgetCache, BudgetIndex, CostCheck};
+use crate::ingest::{advance_ack, deltas, window_stats, BudgetCache, BudgetIndex, CostCheck};
 
 /// What one batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,7 +49,7 @@ pub struct IngestOutcome {
 /// stop the filter from ever dropping its local copy of the later ones.
 pub const MAX_PENDING_SEQS: usize = 10_000;
 
-/// Rows per multi-row `INSERT` (SQLite allows 32,766 bound values per statement; 23 columns).
+/// Rows per multi-row `INSERT` (SQLite allows 32,766 bound values per statement; 24 columns).
 const LEDGER_CHUNK: usize = 1_000;
 /// Rows per counter or `reporter_pending` statement (three bound values at most per row).
 const COUNTER_CHUNK: usize = 5_000;
@@ -67,6 +67,7 @@ struct EventRow<'a> {
     detail: String,
     content: String,
     cost_check: Option<&'static str>,
+    denied_by: Option<&'a str>,
 }
 
 /// The SHA-256 (hex) of an event's content: its JSON encoding, which names every field in a
@@ -89,11 +90,26 @@ impl<'a> EventRow<'a> {
             status: i32::from(e.status),
             input_tokens: to_i64(field("usage"), e.usage.prompt_total())?,
             output_tokens: to_i64(field("usage.output"), e.usage.output)?,
-            detail: detail_json(&e.usage, &e.cost),
+            detail: detail_of(e),
             content: content_sha256(e),
             cost_check: check.map(CostCheck::as_str),
+            denied_by: e.denied.as_ref().map(|d| d.budget.as_str()),
         })
     }
+}
+
+/// The ledger's `detail` column of an event: [`detail_json`], and for a denial record how many
+/// requests it stands for and when the first was refused (`"denied"`).
+fn detail_of(e: &UsageEvent) -> String {
+    let mut s = detail_json(&e.usage, &e.cost);
+    if let Some(d) = &e.denied {
+        s.pop();
+        s.push_str(&format!(
+            ",\"denied\":{{\"requests\":{},\"first_ts\":{}}}}}",
+            d.requests, d.first_ts
+        ));
+    }
+    s
 }
 
 /// The ledger's `detail` column: the event's token counts and cost buckets as JSON, with the
@@ -187,9 +203,17 @@ pub struct LedgerEvent {
     /// The control plane's check of the cost: `match`, `mismatch`, `unchecked`, or absent
     /// (charged without usage, or stored before the check existed).
     pub cost_check: Option<String>,
+    /// On a denial record (`uncharged` is `denied`): the budget that refused its requests;
+    /// how many, and since when, are in the row's detail.
+    pub denied_by: Option<String>,
     /// When the control plane stored it, Unix seconds.
     pub received_at: i64,
 }
+
+/// The columns of a [`LedgerEvent`].
+const LEDGER_VIEW_COLUMNS: &str = "id, reporter, seq, ts, org_id, project_id, \
+     user_id, key_id, model, requested_model, api, charge, uncharged, status, price_version, \
+     input_tokens, output_tokens, cost_usd, cost_check, denied_by, received_at";
 
 fn money_string<S: serde::Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&m.0.to_string())
@@ -198,12 +222,8 @@ fn money_string<S: serde::Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error
 impl Store {
     /// Ledger rows of `q`, newest first.
     pub async fn ledger_events(&self, q: &LedgerQuery) -> Result<Vec<LedgerEvent>, StoreError> {
-        let mut sql = String::from(
-            "SELECT id, reporter, seq, ts, org_id, project_id, user_id, key_id, model, \
-             requested_model, api, charge, uncharged, status, price_version, input_tokens, \
-             output_tokens, cost_usd, cost_check, received_at FROM usage_events \
-             WHERE ts >= $1 AND ts < $2",
-        );
+        let mut sql =
+            format!("SELECT {LEDGER_VIEW_COLUMNS} FROM usage_events WHERE ts >= $1 AND ts < $2");
         if q.reporter.is_some() {
             sql.push_str(" AND reporter = $4");
         }
@@ -396,6 +416,41 @@ impl Store {
                     d.iter().map(|((id, s), v)| (id.as_str(), *s, *v)).collect();
                 Bulk::add_to_counters(&mut *tx, &d, &mut known).await?;
 
+                // 2b. Refusals and soft warnings per budget window (only batches that carry
+                // some touch the table), and the keys' last use (see `key_use.rs`).
+                let stats: Vec<_> = window_stats(&index, new_events.iter().copied())
+                    .into_iter()
+                    .collect();
+                for chunk in stats.chunks(COUNTER_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "INSERT INTO budget_window_stats (budget_id, window_start, denied, \
+                         soft_warned, first_denied_at, last_denied_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, ((id, start), st)| {
+                        b.push_bind(id.as_str())
+                            .push_bind(*start)
+                            .push_bind(st.denied)
+                            .push_bind(st.soft_warned)
+                            .push_bind(st.denied_span.map(|s| s.0))
+                            .push_bind(st.denied_span.map(|s| s.1));
+                    });
+                    qb.push(STATS_UPSERT);
+                    qb.build().execute(&mut *tx).await?;
+                }
+                let key_use = self.key_use.due(new_events.iter().copied());
+                for chunk in key_use.chunks(COUNTER_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::new("WITH used (id, ts) AS (");
+                    qb.push_values(chunk, |mut b, (id, ts)| {
+                        b.push_bind(id.as_str()).push_bind(*ts);
+                    });
+                    qb.push(
+                        ") UPDATE virtual_keys SET last_used_at = used.ts FROM used \
+                         WHERE virtual_keys.id = used.id AND (virtual_keys.last_used_at IS NULL \
+                         OR virtual_keys.last_used_at < used.ts)",
+                    );
+                    qb.build().execute(&mut *tx).await?;
+                }
+
                 // 3. Reporter acknowledgements.
                 let mut by_reporter: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
                 for e in &new_events {
@@ -507,6 +562,7 @@ impl Store {
                 if version.is_some() {
                     self.committed_change();
                 }
+                self.key_use.written(key_use);
                 let accepted = new_events.len() as u64;
                 break Ok(IngestOutcome {
                     accepted,
@@ -521,6 +577,18 @@ impl Store {
         })
     }
 }
+
+/// Adds a batch's counts to a budget window's (both backends: `excluded` is the new row). The
+/// first refusal only moves earlier and the last only later, whatever order batches commit in.
+const STATS_UPSERT: &str = " ON CONFLICT (budget_id, window_start) DO UPDATE SET \
+     denied = budget_window_stats.denied + excluded.denied, \
+     soft_warned = budget_window_stats.soft_warned + excluded.soft_warned, \
+     first_denied_at = CASE WHEN budget_window_stats.first_denied_at IS NULL \
+       OR excluded.first_denied_at < budget_window_stats.first_denied_at \
+       THEN excluded.first_denied_at ELSE budget_window_stats.first_denied_at END, \
+     last_denied_at = CASE WHEN budget_window_stats.last_denied_at IS NULL \
+       OR excluded.last_denied_at > budget_window_stats.last_denied_at \
+       THEN excluded.last_denied_at ELSE budget_window_stats.last_denied_at END";
 
 /// A unique violation: from the ledger insert, an id stored before (the primary key is the
 /// table's only unique index).
@@ -553,7 +621,7 @@ trait Bulk {
 
 const LEDGER_COLUMNS: &str = "id, reporter, seq, ts, org_id, project_id, user_id, key_id, model, \
      api, charge, uncharged, status, stream, price_version, input_tokens, output_tokens, \
-     cost_usd, detail, content_sha256, cost_check, requested_model, received_at";
+     cost_usd, detail, content_sha256, cost_check, requested_model, denied_by, received_at";
 
 /// Reads stored content hashes by id, per backend.
 trait StoredHashes {
@@ -623,6 +691,7 @@ fn sqlite_ledger_insert<'a>(
             .push_bind(r.content.as_str())
             .push_bind(r.cost_check)
             .push_bind(r.e.requested_model.as_deref())
+            .push_bind(r.denied_by)
             .push_bind(now);
     });
     qb.push(" ON CONFLICT (id) DO NOTHING");
@@ -783,15 +852,16 @@ impl Bulk for PgConnection {
             col!(|r| r.content.as_str()),
             col!(|r| r.cost_check),
             col!(|r| r.e.requested_model.as_deref()),
+            col!(|r| r.denied_by),
             now,
         );
         let insert = format!(
             "INSERT INTO usage_events ({LEDGER_COLUMNS}) \
-             SELECT u.*, $23 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], \
+             SELECT u.*, $24 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], \
                $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
                $11::text[], $12::text[], $13::int4[], $14::bool[], $15::int8[], $16::int8[], \
                $17::int8[], $18::numeric[], $19::text[], $20::text[], $21::text[], \
-               $22::text[]) AS u"
+               $22::text[], $23::text[]) AS u"
         );
         if !skip_stored {
             sqlx::query_with(&insert, args).execute(&mut *self).await?;
@@ -803,7 +873,7 @@ impl Bulk for PgConnection {
         let (count, ids): (i64, Option<Vec<String>>) = sqlx::query_as_with(
             &format!(
                 "WITH new AS ({insert} ON CONFLICT (id) DO NOTHING RETURNING id) \
-                 SELECT count(*), CASE WHEN count(*) < $24 THEN array_agg(id) END FROM new"
+                 SELECT count(*), CASE WHEN count(*) < $25 THEN array_agg(id) END FROM new"
             ),
             args,
         )

@@ -19,11 +19,13 @@ pub mod audit;
 pub mod budgets;
 mod counters;
 pub mod key_buckets;
+mod key_use;
 pub mod keys;
 pub mod ledger;
 mod money;
 pub mod prices;
 pub mod provision;
+pub mod refusals;
 pub mod reporters;
 pub mod snapshot;
 pub mod spend;
@@ -69,6 +71,8 @@ impl Backend {
 pub struct Store {
     pub(crate) db: Db,
     changes: Arc<Changes>,
+    /// Keys' last use as this process wrote it (see `key_use.rs`).
+    key_use: Arc<key_use::KeyUse>,
 }
 
 /// The commits through one [`Store`] (and its clones) that bumped `meta.version`: every store
@@ -297,6 +301,7 @@ impl Store {
             return Ok(Store {
                 db: Db::Postgres(pool),
                 changes: Arc::new(Changes::new()),
+                key_use: Arc::default(),
             });
         }
         let opts = sqlite_options(url)?;
@@ -324,6 +329,7 @@ impl Store {
                 counters,
             },
             changes: Arc::new(Changes::new()),
+            key_use: Arc::default(),
         })
     }
 

@@ -571,6 +571,7 @@ impl Store {
                         user_id: k.user_id.clone(),
                         created_at: now,
                         revoked_at: None,
+                        last_used_at: None,
                     },
                     secret,
                 });

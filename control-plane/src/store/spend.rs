@@ -126,7 +126,8 @@ impl Store {
     pub async fn spend(&self, q: &SpendQuery) -> Result<SpendReport, StoreError> {
         let mut sql = String::from(
             "SELECT ts, model, org_id, project_id, user_id, key_id, input_tokens, \
-             output_tokens, cost_usd FROM usage_events WHERE ts >= $1 AND ts < $2",
+             output_tokens, cost_usd FROM usage_events WHERE ts >= $1 AND ts < $2 \
+             AND denied_by IS NULL",
         );
         let mut n = 2;
         if let Some((scope, _)) = &q.scope {

@@ -86,6 +86,8 @@ pub fn event(id: &str, reporter: &str, seq: u64, ts: i64, p: &Principal, usd: &s
         status: 200,
         stream: false,
         requested_model: None,
+        soft_warned: Vec::new(),
+        denied: None,
     }
 }
 

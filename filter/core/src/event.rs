@@ -62,12 +62,15 @@ pub enum UnchargedReason {
     /// for `identity` and Envoy's decompressors inflate gzip, br and zstd; anything else, or a
     /// deployment without the decompressors, leaves the usage unreadable).
     EncodedAnswer,
+    /// The filter refused the request itself: a budget on its chain was exhausted, so
+    /// nothing went upstream. Carried only by denial records ([`UsageEvent::denied`]).
+    Denied,
 }
 
 impl UnchargedReason {
     /// Every reason, in a fixed order (metric names and the queue codec's tags follow it).
     /// New reasons go at the end: the queue codec's tags are positions in this list.
-    pub const ALL: [UnchargedReason; 10] = [
+    pub const ALL: [UnchargedReason; 11] = [
         UnchargedReason::ClientDisconnect,
         UnchargedReason::UpstreamError,
         UnchargedReason::Truncated,
@@ -78,6 +81,7 @@ impl UnchargedReason {
         UnchargedReason::ClientError,
         UnchargedReason::ServerError,
         UnchargedReason::EncodedAnswer,
+        UnchargedReason::Denied,
     ];
 
     /// The snake_case name, as in JSON and metric names.
@@ -93,6 +97,7 @@ impl UnchargedReason {
             UnchargedReason::ClientError => "upstream_4xx",
             UnchargedReason::ServerError => "upstream_5xx",
             UnchargedReason::EncodedAnswer => "encoded_answer",
+            UnchargedReason::Denied => "denied",
         }
     }
 
@@ -164,6 +169,29 @@ pub struct UsageEvent {
     /// priced. Absent when they are the same (or the filter could not tell).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_model: Option<String>,
+    /// The enforce budgets whose soft limit this request crossed (the ids of the
+    /// `x-tollgate-soft-limit` header), for the control plane's soft-warned counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub soft_warned: Vec<String>,
+    /// Set on a denial record: requests the filter refused, not a metered request (its cost
+    /// is zero, `charge` is `zero` and `uncharged` is `denied`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied: Option<Denied>,
+}
+
+/// Requests one worker refused with the same binding budget, principal and model, reported
+/// as one record (a client hammering an exhausted budget must not turn every refusal into a
+/// ledger row; see the filter's `Denials`). The record's `ts` is the last refusal's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Denied {
+    /// The budget that refused them (the one the `429` named).
+    pub budget: String,
+    /// How many requests.
+    pub requests: u64,
+    /// When the first of them was refused, Unix seconds.
+    pub first_ts: i64,
 }
 
 /// The body of `POST /v1/usage`. Its `Debug` never prints the reporter secret.
@@ -227,6 +255,16 @@ pub enum EventError {
         total: Decimal,
         /// Sum of the buckets.
         sum: Decimal,
+    },
+    /// A denial record that does not hold together, or a soft-warned list that is too long.
+    #[error("events[{index}].{field}: {why}")]
+    BadRecord {
+        /// Index in the batch.
+        index: usize,
+        /// Field name.
+        field: &'static str,
+        /// What is wrong.
+        why: &'static str,
     },
     /// Reasoning tokens exceed output tokens.
     #[error("events[{index}].usage.reasoning: more than usage.output")]
@@ -305,9 +343,38 @@ impl UsageEvent {
         if self.usage.reasoning > self.usage.output {
             return Err(EventError::ReasoningOverOutput { index });
         }
+        let bad = |field, why| Err(EventError::BadRecord { index, field, why });
+        if self.soft_warned.len() > MAX_SOFT_WARNED {
+            return bad("soft_warned", "more budgets than a chain holds");
+        }
+        for id in &self.soft_warned {
+            text("soft_warned[]", id)?;
+        }
+        let denial = self.uncharged == Some(UnchargedReason::Denied);
+        match &self.denied {
+            None if denial => return bad("denied", "required when uncharged is denied"),
+            None => {}
+            Some(_) if !denial => return bad("uncharged", "must be denied on a denial record"),
+            Some(d) => {
+                text("denied.budget", &d.budget)?;
+                if d.requests == 0 {
+                    return bad("denied.requests", "must be at least 1");
+                }
+                if d.first_ts > self.ts {
+                    return bad("denied.first_ts", "after the record's ts");
+                }
+                if !c.total.is_zero() || self.charge != Charge::Zero {
+                    return bad("cost.total", "a denial record charges nothing");
+                }
+            }
+        }
         Ok(())
     }
 }
+
+/// Most budget ids one event's `soft_warned` may name: four scopes with a budget of each
+/// period (daily, weekly, monthly, total), with room.
+pub const MAX_SOFT_WARNED: usize = 32;
 
 #[cfg(test)]
 mod tests {
@@ -344,6 +411,8 @@ mod tests {
             status: 200,
             stream: false,
             requested_model: None,
+            soft_warned: Vec::new(),
+            denied: None,
         }
     }
 

@@ -26,6 +26,7 @@ pub mod admission;
 pub mod budget;
 pub mod config;
 pub mod cost;
+pub mod denials;
 pub mod endpoint;
 pub mod estimate;
 pub mod event;

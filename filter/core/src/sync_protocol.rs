@@ -29,7 +29,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::cost::CostBreakdown;
-use crate::event::{Charge, UnchargedReason, UsageBatch, UsageEvent};
+use crate::event::{Charge, Denied, UnchargedReason, UsageBatch, UsageEvent};
 use crate::identity::Principal;
 use crate::local_spend::BudgetCharge;
 use crate::pricing::{SearchContext, ServiceTier};
@@ -86,8 +86,9 @@ impl std::fmt::Debug for Enrollment {
 }
 
 /// Version byte of the queue item encoding (3: audio, image and web-search counts, the
-/// service tier and search context, and their cost buckets).
-const QUEUE_FORMAT: u8 = 3;
+/// service tier and search context, and their cost buckets; 4: the soft-warned budgets and
+/// denial records).
+const QUEUE_FORMAT: u8 = 4;
 const TIERS: [ServiceTier; 3] = [
     ServiceTier::Standard,
     ServiceTier::Priority,
@@ -100,7 +101,7 @@ const CONTEXTS: [SearchContext; 3] = [
 ];
 
 const CHARGES: [Charge; 3] = [Charge::Actual, Charge::Estimate, Charge::Zero];
-const REASONS: [UnchargedReason; 10] = UnchargedReason::ALL;
+const REASONS: [UnchargedReason; 11] = UnchargedReason::ALL;
 
 /// An API's tag byte: its position in the provider table ([`APIS`], which only grows at
 /// its end).
@@ -139,6 +140,8 @@ fn untag<T: Copy>(all: &[T], r: &mut Reader<'_>) -> Result<T, CodecError> {
 /// decoder are derived from it (`wire_struct!` lists a struct's fields once, in wire order), so
 /// the two cannot drift apart.
 trait Wire: Sized {
+    /// The fewest bytes a value takes (for a list's length check).
+    const MIN_BYTES: usize = 1;
     fn put(&self, w: &mut Writer);
     fn take(r: &mut Reader<'_>) -> Result<Self, CodecError>;
 }
@@ -161,7 +164,16 @@ macro_rules! wire_value {
 wire_value!(i64, |v, w| w.i64(*v), |r| r.i64());
 wire_value!(u64, |v, w| w.u64(*v), |r| r.u64());
 wire_value!(Decimal, |v, w| w.dec(*v), |r| r.dec());
-wire_value!(String, |v, w| w.str(v), |r| Ok(r.str()?.to_string()));
+impl Wire for String {
+    /// Its length.
+    const MIN_BYTES: usize = 4;
+    fn put(&self, w: &mut Writer) {
+        w.str(self);
+    }
+    fn take(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(r.str()?.to_string())
+    }
+}
 wire_value!(Option<String>, |v, w| w.opt_str(v.as_deref()), |r| Ok(r
     .opt_str()?
     .map(str::to_string)));
@@ -192,20 +204,21 @@ wire_value!(
     }
 );
 
-impl Wire for Vec<BudgetCharge> {
+/// A list: its length, then each item. An item of type `T` takes at least `T::MIN_BYTES`, so a
+/// length beyond what is left is corrupt (and allocates nothing).
+impl<T: Wire> Wire for Vec<T> {
     fn put(&self, w: &mut Writer) {
         w.u64(self.len() as u64);
-        for c in self {
-            c.put(w);
+        for item in self {
+            item.put(w);
         }
     }
     fn take(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let n = r.u64()?;
-        // Each charge takes at least 28 bytes: a count beyond what is left is corrupt.
-        if n > (r.remaining() / 28) as u64 {
+        if n > (r.remaining() / T::MIN_BYTES) as u64 {
             return Err(CodecError::Invalid(0));
         }
-        (0..n).map(|_| BudgetCharge::take(r)).collect()
+        (0..n).map(|_| T::take(r)).collect()
     }
 }
 
@@ -213,8 +226,9 @@ impl Wire for Vec<BudgetCharge> {
 /// are not carried and take the given value when read). A field added to the struct and not
 /// listed does not compile.
 macro_rules! wire_struct {
-    ($ty:ident { $($field:ident),* $(,)? } $(rest { $($dfield:ident: $dval:expr),* })?) => {
+    ($ty:ident { $($field:ident),* $(,)? } $(rest { $($dfield:ident: $dval:expr),* })? $(min $min:expr)?) => {
         impl Wire for $ty {
+            $(const MIN_BYTES: usize = $min;)?
             fn put(&self, w: &mut Writer) {
                 $( self.$field.put(w); )*
             }
@@ -265,16 +279,37 @@ wire_struct!(CostBreakdown {
     web_search,
     total,
 });
+// The budget id's length, the window (8) and the amount (16).
 wire_struct!(BudgetCharge {
     budget,
     window,
     amount
-});
+} min 28);
 // `id`, `reporter` and `seq` are the sync service's to fill in.
 wire_struct!(UsageEvent {
     ts, principal, model, api, usage, cost, price_version, charge, uncharged, status, stream,
-    requested_model,
+    requested_model, soft_warned, denied,
 } rest { id: String::new(), reporter: String::new(), seq: 0 });
+wire_struct!(Denied {
+    budget,
+    requests,
+    first_ts
+});
+wire_value!(
+    Option<Denied>,
+    |v, w| match v {
+        None => w.u8(0),
+        Some(d) => {
+            w.u8(1);
+            d.put(w);
+        }
+    },
+    |r| match r.u8()? {
+        0 => Ok(None),
+        1 => Denied::take(r).map(Some),
+        _ => Err(CodecError::Invalid(0)),
+    }
+);
 wire_struct!(QueuedUsage { event, charges });
 
 impl QueuedUsage {
@@ -712,6 +747,8 @@ mod tests {
             item.event.requested_model.as_deref(),
             Some("gpt-4o-2024-08-06")
         );
+        assert_eq!(item.event.soft_warned, ["bk"]);
+        assert_eq!(item.event.denied, None);
         assert_eq!(item.charges.len(), 2);
         assert_eq!(QueuedUsage::decode(&item.encode()).unwrap(), item);
     }
@@ -741,6 +778,8 @@ mod tests {
                 status: 200,
                 stream: false,
                 requested_model: None,
+                soft_warned: Vec::new(),
+                denied: None,
             },
             charges: vec![BudgetCharge {
                 budget: "b".into(),
@@ -944,10 +983,16 @@ mod tests {
         q.event.cost = serde_json::from_value(cost.into()).unwrap();
         q.event.price_version = u64::MAX;
         q.event.charge = Charge::Zero;
-        q.event.uncharged = Some(UnchargedReason::ALL[9]);
+        q.event.uncharged = Some(UnchargedReason::ALL[10]);
         q.event.status = u16::MAX;
         q.event.stream = true;
         q.event.ts = i64::MIN;
+        q.event.soft_warned = vec!["b1".into(), String::new(), "b3".into()];
+        q.event.denied = Some(Denied {
+            budget: "b9".into(),
+            requests: u64::MAX,
+            first_ts: i64::MIN + 1,
+        });
         q.charges.push(BudgetCharge {
             budget: "b2".into(),
             window: -1,

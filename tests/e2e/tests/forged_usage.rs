@@ -78,6 +78,8 @@ fn forged(reporter: &str, seq: u64, p: &Principal, total: &str) -> UsageEvent {
         status: 200,
         stream: false,
         requested_model: None,
+        soft_warned: Vec::new(),
+        denied: None,
     }
 }
 

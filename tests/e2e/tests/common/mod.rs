@@ -290,7 +290,7 @@ pub fn ledger_charges(stack: &Stack, key_id: &str) -> Vec<(String, Option<String
     ledger_query(
         stack,
         "SELECT charge, uncharged, COUNT(*) FROM usage_events WHERE key_id = ?1 \
-         GROUP BY charge, uncharged ORDER BY charge",
+         AND denied_by IS NULL GROUP BY charge, uncharged ORDER BY charge",
         key_id,
     )
 }
@@ -303,7 +303,7 @@ pub fn ledger_rows(stack: &Stack, key_id: &str) -> Vec<LedgerRow> {
     ledger_query(
         stack,
         "SELECT model, charge, uncharged, status, cost_usd, requested_model FROM usage_events \
-         WHERE key_id = ?1 ORDER BY seq",
+         WHERE key_id = ?1 AND denied_by IS NULL ORDER BY seq",
         key_id,
     )
 }
@@ -313,7 +313,7 @@ pub fn ledger_rows(stack: &Stack, key_id: &str) -> Vec<LedgerRow> {
 pub fn ledger_details(stack: &Stack, key_id: &str) -> Vec<serde_json::Value> {
     let rows: Vec<(String,)> = ledger_query(
         stack,
-        "SELECT detail FROM usage_events WHERE key_id = ?1 ORDER BY seq",
+        "SELECT detail FROM usage_events WHERE key_id = ?1 AND denied_by IS NULL ORDER BY seq",
         key_id,
     );
     rows.iter()
@@ -330,7 +330,7 @@ pub fn ledger_tokens(stack: &Stack, key_id: &str) -> Vec<TokenRow> {
     ledger_query(
         stack,
         "SELECT charge, uncharged, input_tokens, output_tokens, cost_usd FROM usage_events \
-         WHERE key_id = ?1 ORDER BY seq",
+         WHERE key_id = ?1 AND denied_by IS NULL ORDER BY seq",
         key_id,
     )
 }
