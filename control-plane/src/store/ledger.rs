@@ -395,6 +395,9 @@ impl Store {
                 let d: Vec<(&str, i64, Decimal)> =
                     d.iter().map(|((id, s), v)| (id.as_str(), *s, *v)).collect();
                 Bulk::add_to_counters(&mut *tx, &d, &mut known).await?;
+                // Alerts this batch fired (thresholds crossed), in this transaction (`alerts/outbox.rs`).
+                let alerted =
+                    crate::alerts::outbox::Outbox::record_crossings(&mut *tx, &d, now).await?;
 
                 // 3. Reporter acknowledgements.
                 let mut by_reporter: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
@@ -506,6 +509,9 @@ impl Store {
                 }
                 if version.is_some() {
                     self.committed_change();
+                }
+                if alerted {
+                    self.wake_alerts();
                 }
                 let accepted = new_events.len() as u64;
                 break Ok(IngestOutcome {

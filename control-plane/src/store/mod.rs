@@ -69,6 +69,9 @@ impl Backend {
 pub struct Store {
     pub(crate) db: Db,
     changes: Arc<Changes>,
+    /// Wakes the alert dispatcher (`crate::alerts::dispatch`) after a commit that recorded an
+    /// alert delivery.
+    alert_wake: Arc<tokio::sync::Notify>,
 }
 
 /// The commits through one [`Store`] (and its clones) that bumped `meta.version`: every store
@@ -297,6 +300,7 @@ impl Store {
             return Ok(Store {
                 db: Db::Postgres(pool),
                 changes: Arc::new(Changes::new()),
+                alert_wake: Arc::default(),
             });
         }
         let opts = sqlite_options(url)?;
@@ -324,6 +328,7 @@ impl Store {
                 counters,
             },
             changes: Arc::new(Changes::new()),
+            alert_wake: Arc::default(),
         })
     }
 
@@ -340,6 +345,11 @@ impl Store {
     /// The changes committed through this store (see [`Changes`]).
     pub fn changes(&self) -> &Changes {
         &self.changes
+    }
+
+    /// What the alert dispatcher waits on (see [`Store::wake_alerts`]).
+    pub fn alert_wake(&self) -> &tokio::sync::Notify {
+        &self.alert_wake
     }
 
     /// Records that a transaction that bumped `meta.version` committed. Call it after the
