@@ -9,13 +9,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use common::receiver::{eventually, receiver, serve, Inbox};
 use common::*;
 use tollgate_control_plane::alerts::deliveries::{Delivery, DeliveryQuery};
 use tollgate_control_plane::alerts::dispatch::Dispatcher;
@@ -30,81 +27,6 @@ use tollgate_control_plane::store::{Store, StoreError};
 use tollgate_control_plane::timezone::Zone;
 use tollgate_core::budget::{Mode, Period, Scope};
 use tollgate_testkit::{store_test, with_connection};
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    at: Instant,
-    signature: String,
-    event: String,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
-
-/// A webhook receiver on 127.0.0.1: records every request, answers 500 to the first
-/// `fail_first` ones and 200 after.
-#[derive(Clone, Default)]
-struct Inbox {
-    got: Arc<Mutex<Vec<Received>>>,
-    fail_first: Arc<AtomicUsize>,
-    calls: Arc<AtomicUsize>,
-    /// Milliseconds each answer takes (a slow receiver keeps deliveries in flight).
-    delay_ms: Arc<AtomicUsize>,
-}
-
-impl Inbox {
-    fn received(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-async fn hook(State(inbox): State<Inbox>, headers: HeaderMap, body: bytes::Bytes) -> StatusCode {
-    let n = inbox.calls.fetch_add(1, Ordering::SeqCst);
-    let delay = inbox.delay_ms.load(Ordering::SeqCst) as u64;
-    tokio::time::sleep(Duration::from_millis(delay)).await;
-    if n < inbox.fail_first.load(Ordering::SeqCst) {
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    let h = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    inbox.got.lock().unwrap().push(Received {
-        at: Instant::now(),
-        signature: h("tollgate-signature"),
-        event: h("tollgate-event"),
-        body: body.to_vec(),
-    });
-    StatusCode::NO_CONTENT
-}
-
-/// Serves `inbox` on `listener` until the handle is aborted.
-fn serve(listener: tokio::net::TcpListener, inbox: Inbox) -> tokio::task::JoinHandle<()> {
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .with_state(inbox);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    })
-}
-
-/// A receiver on a free port: its URL, what it got, its task.
-async fn receiver(fail_first: usize) -> (String, Inbox, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let inbox = Inbox::default();
-    inbox.fail_first.store(fail_first, Ordering::SeqCst);
-    let task = serve(listener, inbox.clone());
-    (url, inbox, task)
-}
 
 /// Fast retries for tests.
 fn config() -> Config {
@@ -122,22 +44,6 @@ fn config() -> Config {
 fn dispatcher(store: &Store) -> tokio::task::JoinHandle<()> {
     let d = Dispatcher::new(store.clone(), Clock::fixed(NOW), config()).unwrap();
     tokio::spawn(d.run())
-}
-
-/// Waits until `f` holds, at most `secs` seconds (checked every 20 ms).
-async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("not within {secs} s: {what}");
 }
 
 /// Org `acme` with users `u0`…`u{users-1}`; a monthly org budget of $100 with a soft
@@ -248,7 +154,7 @@ store_test!(subscriptions_are_audited_and_keep_their_secret, |store| {
     assert_eq!(store.get_webhook(&w.id).await.unwrap(), w);
     assert_eq!(
         store.list_webhooks(Some("acme")).await.unwrap(),
-        [w.clone()]
+        std::slice::from_ref(&w)
     );
     assert!(store.list_webhooks(Some("other")).await.unwrap().is_empty());
 

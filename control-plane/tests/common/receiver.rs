@@ -1,0 +1,102 @@
+//! A webhook receiver on 127.0.0.1 for the alert tests: records what it gets, can answer 500
+//! to the first requests and answer slowly.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub signature: String,
+    pub event: String,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A webhook receiver on 127.0.0.1: records every request, answers 500 to the first
+/// `fail_first` ones and 200 after.
+#[derive(Clone, Default)]
+pub struct Inbox {
+    pub got: Arc<Mutex<Vec<Received>>>,
+    pub fail_first: Arc<AtomicUsize>,
+    pub calls: Arc<AtomicUsize>,
+    /// Milliseconds each answer takes (a slow receiver keeps deliveries in flight).
+    pub delay_ms: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+async fn hook(State(inbox): State<Inbox>, headers: HeaderMap, body: bytes::Bytes) -> StatusCode {
+    let n = inbox.calls.fetch_add(1, Ordering::SeqCst);
+    let delay = inbox.delay_ms.load(Ordering::SeqCst) as u64;
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    if n < inbox.fail_first.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let h = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    inbox.got.lock().unwrap().push(Received {
+        at: Instant::now(),
+        signature: h("tollgate-signature"),
+        event: h("tollgate-event"),
+        body: body.to_vec(),
+    });
+    StatusCode::NO_CONTENT
+}
+
+/// Serves `inbox` on `listener` until the handle is aborted.
+pub fn serve(listener: tokio::net::TcpListener, inbox: Inbox) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new()
+        // Any path: subscriptions put credentials in theirs.
+        .fallback(hook)
+        .with_state(inbox);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+/// A receiver on a free port: its URL, what it got, its task.
+pub async fn receiver(fail_first: usize) -> (String, Inbox, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let inbox = Inbox::default();
+    inbox.fail_first.store(fail_first, Ordering::SeqCst);
+    let task = serve(listener, inbox.clone());
+    (url, inbox, task)
+}
+
+/// Waits until `f` holds, at most `secs` seconds (checked every 20 ms).
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("not within {secs} s: {what}");
+}
