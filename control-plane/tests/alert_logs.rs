@@ -10,7 +10,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::receiver::{eventually, receiver};
+use common::wait::eventually;
 use common::*;
 use tollgate_control_plane::alerts::dispatch::Dispatcher;
 use tollgate_control_plane::alerts::webhooks::NewWebhook;
@@ -21,6 +21,7 @@ use tollgate_control_plane::store::budgets::NewBudget;
 use tollgate_control_plane::timezone::Zone;
 use tollgate_core::budget::{Mode, Period, Scope};
 use tollgate_testkit::sqlite_store;
+use tollgate_testkit::webhook::receiver;
 
 #[derive(Clone, Default)]
 struct Buf(Arc<Mutex<Vec<u8>>>);

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::receiver::{eventually, receiver, serve, Inbox};
+use common::wait::eventually;
 use common::*;
 use tollgate_control_plane::alerts::deliveries::{Delivery, DeliveryQuery};
 use tollgate_control_plane::alerts::dispatch::Dispatcher;
@@ -26,6 +26,7 @@ use tollgate_control_plane::store::budgets::NewBudget;
 use tollgate_control_plane::store::{Store, StoreError};
 use tollgate_control_plane::timezone::Zone;
 use tollgate_core::budget::{Mode, Period, Scope};
+use tollgate_testkit::webhook::{receiver, serve, Inbox};
 use tollgate_testkit::{store_test, with_connection};
 
 /// Fast retries for tests.
@@ -534,9 +535,21 @@ store_test!(
             .await
             .unwrap();
         // The user's daily window began at TODAY: a sweep covering that instant fires it once.
-        assert!(store.record_window_resets(TODAY - 1, NOW).await.unwrap());
-        assert!(!store.record_window_resets(TODAY - 1, NOW).await.unwrap());
-        assert!(!store.record_window_resets(TODAY, NOW).await.unwrap());
+        let swept = store.record_window_resets(TODAY - 1, NOW).await.unwrap();
+        assert!(swept.fired);
+        assert_eq!(
+            swept.next_boundary,
+            Some(TODAY + DAY),
+            "the daily budget's next reset"
+        );
+        assert!(
+            !store
+                .record_window_resets(TODAY - 1, NOW)
+                .await
+                .unwrap()
+                .fired
+        );
+        assert!(!store.record_window_resets(TODAY, NOW).await.unwrap().fired);
         assert_eq!(
             events(&url, "window_reset").await,
             1,

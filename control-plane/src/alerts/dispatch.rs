@@ -36,6 +36,10 @@ pub struct Dispatcher {
     client: reqwest::Client,
 }
 
+/// Budgets and subscriptions are read again for window resets at least this often even when
+/// no watched window ends sooner (a new budget or subscription may watch one that does).
+const WINDOW_RECHECK: Duration = Duration::from_secs(60);
+
 /// What the sweep has seen.
 #[derive(Debug, Clone, Copy)]
 struct Swept {
@@ -43,6 +47,12 @@ struct Swept {
     at: i64,
     /// The price-book version then.
     prices_version: Option<i64>,
+    /// The app clock at the last window-reset check.
+    windows_at: i64,
+    /// The earliest end of a watched window then.
+    next_boundary: Option<i64>,
+    /// When that check ran.
+    windows_checked: Option<tokio::time::Instant>,
 }
 
 impl Dispatcher {
@@ -75,9 +85,13 @@ impl Dispatcher {
     /// Runs until the task is aborted.
     pub async fn run(self) {
         let poll = self.config.poll.max(Duration::from_millis(10));
+        let start = self.clock.now() - i64::try_from(poll.as_secs()).unwrap_or(0);
         let mut swept = Swept {
-            at: self.clock.now() - i64::try_from(poll.as_secs()).unwrap_or(0),
+            at: start,
             prices_version: self.store.meta().await.ok().map(|m| m.prices_version),
+            windows_at: start,
+            next_boundary: None,
+            windows_checked: None,
         };
         let mut last_sweep = tokio::time::Instant::now();
         loop {
@@ -108,11 +122,21 @@ impl Dispatcher {
         let now = self.clock.now();
         let mut fired = false;
         let mut ok = true;
-        match self.store.record_window_resets(last.at, now).await {
-            Ok(f) => fired |= f,
-            Err(e) => {
-                ok = false;
-                tracing::warn!(error = %e, "alerts: window reset sweep failed");
+        let mut next = last;
+        // Windows only begin at a boundary: between two, reading every budget is for nothing.
+        let recheck = last.next_boundary.is_some_and(|b| now >= b)
+            || last
+                .windows_checked
+                .is_none_or(|t| t.elapsed() >= WINDOW_RECHECK);
+        if recheck {
+            match self.store.record_window_resets(last.windows_at, now).await {
+                Ok(w) => {
+                    fired |= w.fired;
+                    next.windows_at = now;
+                    next.next_boundary = w.next_boundary;
+                    next.windows_checked = Some(tokio::time::Instant::now());
+                }
+                Err(e) => tracing::warn!(error = %e, "alerts: window reset sweep failed"),
             }
         }
         let stale = self.config.stale_after.as_secs();
@@ -150,6 +174,7 @@ impl Dispatcher {
         Swept {
             at: if ok { now } else { last.at },
             prices_version,
+            ..next
         }
     }
 

@@ -140,6 +140,16 @@ fn selecting<'a>(subs: &'a [Webhook], b: &Budget, org: Option<&str>) -> Vec<&'a 
     subs.iter().filter(|w| w.selects(r)).collect()
 }
 
+/// What a window-reset sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowSweep {
+    /// Whether it recorded a delivery.
+    pub fired: bool,
+    /// The earliest end of a watched budget's current window: nothing resets before it
+    /// (unless budgets or subscriptions change).
+    pub next_boundary: Option<i64>,
+}
+
 /// Ingestion's hook, on the ingestion transaction's connection.
 pub(crate) trait Outbox {
     /// Records the events that the counter deltas `(budget id, window start, USD)` just added
@@ -268,29 +278,48 @@ impl Store {
 
     /// Records `window_reset` for every budget (selected by a subscription that wants it)
     /// whose current window began after `since` and at or before `now` (Unix seconds, the
-    /// app's clock). `total` budgets never reset.
-    pub async fn record_window_resets(&self, since: i64, now: i64) -> Result<bool, StoreError> {
-        with_pool!(self, write, |pool, pg| {
-            let mut tx = pool.begin_with(begin_write(pg)).await?;
-            let subs: Vec<Webhook> = enabled_webhooks!(tx)
+    /// app's clock). `total` budgets never reset. Reads on the read side first, and takes the
+    /// write lock only when there is something to record.
+    pub async fn record_window_resets(
+        &self,
+        since: i64,
+        now: i64,
+    ) -> Result<WindowSweep, StoreError> {
+        let (subs, budgets) = with_pool!(self, read, |pool, pg| {
+            let mut conn = pool.acquire().await?;
+            let subs: Vec<Webhook> = enabled_webhooks!(conn)
                 .into_iter()
                 .filter(|w| w.wants(EventKind::WindowReset))
                 .collect();
-            let mut fired = false;
-            if !subs.is_empty() {
-                for (b, org) in budgets_with_org!(tx, None) {
-                    if b.period == Period::Total {
-                        continue;
-                    }
-                    let w = b.window_at(now);
-                    if w.start <= since || w.start > now {
-                        continue;
-                    }
-                    let to = selecting(&subs, &b, org.as_deref());
-                    if to.is_empty() {
-                        continue;
-                    }
-                    let body = payload::window_reset(&b, org.as_deref(), &w, now);
+            if subs.is_empty() {
+                return Ok(WindowSweep::default());
+            }
+            (subs, budgets_with_org!(conn, None))
+        });
+        let mut next_boundary: Option<i64> = None;
+        let mut due = Vec::new();
+        for (b, org) in budgets {
+            if b.period == Period::Total {
+                continue;
+            }
+            let to: Vec<&Webhook> = selecting(&subs, &b, org.as_deref());
+            if to.is_empty() {
+                continue;
+            }
+            let w = b.window_at(now);
+            if let Some(end) = w.end {
+                next_boundary = Some(next_boundary.map_or(end, |n| n.min(end)));
+            }
+            if w.start > since && w.start <= now {
+                due.push((b, org, w, to));
+            }
+        }
+        let mut fired = false;
+        if !due.is_empty() {
+            with_pool!(self, write, |pool, pg| {
+                let mut tx = pool.begin_with(begin_write(pg)).await?;
+                for (b, org, w, to) in &due {
+                    let body = payload::window_reset(b, org.as_deref(), w, now);
                     fired |= record_event!(
                         tx,
                         &b.id,
@@ -299,12 +328,15 @@ impl Store {
                         org.as_deref(),
                         body,
                         now,
-                        to
+                        to.iter().copied()
                     );
                 }
-            }
-            tx.commit().await?;
-            Ok(fired)
+                tx.commit().await?;
+            });
+        }
+        Ok(WindowSweep {
+            fired,
+            next_boundary,
         })
     }
 
@@ -318,35 +350,43 @@ impl Store {
         stale_after_s: u64,
     ) -> Result<bool, StoreError> {
         let n = i64::try_from(stale_after_s).unwrap_or(i64::MAX);
-        with_pool!(self, write, |pool, pg| {
-            let mut tx = pool.begin_with(begin_write(pg)).await?;
-            let subs: Vec<Webhook> = enabled_webhooks!(tx)
+        let (subs, quiet) = with_pool!(self, read, |pool, pg| {
+            let mut conn = pool.acquire().await?;
+            let subs: Vec<Webhook> = enabled_webhooks!(conn)
                 .into_iter()
                 .filter(|w| w.wants(EventKind::FleetStale))
                 .collect();
+            if subs.is_empty() {
+                return Ok(false);
+            }
+            let quiet: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT reporter, last_seen FROM reporters \
+                 WHERE last_seen > $1 AND last_seen <= $2 ORDER BY reporter",
+            )
+            .bind(since.saturating_sub(n))
+            .bind(now.saturating_sub(n))
+            .fetch_all(&mut *conn)
+            .await?;
+            (subs, quiet)
+        });
+        if quiet.is_empty() {
+            return Ok(false);
+        }
+        with_pool!(self, write, |pool, pg| {
+            let mut tx = pool.begin_with(begin_write(pg)).await?;
             let mut fired = false;
-            if !subs.is_empty() {
-                let quiet: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT reporter, last_seen FROM reporters \
-                     WHERE last_seen > $1 AND last_seen <= $2 ORDER BY reporter",
-                )
-                .bind(since.saturating_sub(n))
-                .bind(now.saturating_sub(n))
-                .fetch_all(&mut *tx)
-                .await?;
-                for (reporter, last_seen) in quiet {
-                    let body = payload::fleet_stale(&reporter, last_seen, stale_after_s, now);
-                    fired |= record_event!(
-                        tx,
-                        &reporter,
-                        last_seen,
-                        EventKind::FleetStale,
-                        None::<&str>,
-                        body,
-                        now,
-                        subs.iter()
-                    );
-                }
+            for (reporter, last_seen) in &quiet {
+                let body = payload::fleet_stale(reporter, *last_seen, stale_after_s, now);
+                fired |= record_event!(
+                    tx,
+                    reporter,
+                    *last_seen,
+                    EventKind::FleetStale,
+                    None::<&str>,
+                    body,
+                    now,
+                    subs.iter()
+                );
             }
             tx.commit().await?;
             Ok(fired)

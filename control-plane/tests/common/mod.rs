@@ -7,7 +7,7 @@
     clippy::indexing_slicing
 )]
 
-pub mod receiver;
+pub mod wait;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,9 @@
-//! A webhook receiver on 127.0.0.1 for the alert tests: records what it gets, can answer 500
-//! to the first requests and answer slowly.
+//! A webhook receiver on 127.0.0.1 (feature `receiver`) for the alert tests of the control
+//! plane and the end-to-end tests: records every request it gets (its time, the
+//! `Tollgate-Signature` and `Tollgate-Event` headers, the body), can answer 500 to the first
+//! ones and answer slowly. Call [`receiver`] inside a tokio runtime; abort the handle to stop.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,13 +14,18 @@ use axum::http::{HeaderMap, StatusCode};
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// When it arrived.
     pub at: Instant,
+    /// Its `Tollgate-Signature` header.
     pub signature: String,
+    /// Its `Tollgate-Event` header.
     pub event: String,
+    /// Its body.
     pub body: Vec<u8>,
 }
 
 impl Received {
+    /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap()
     }
@@ -28,14 +35,18 @@ impl Received {
 /// `fail_first` ones and 200 after.
 #[derive(Clone, Default)]
 pub struct Inbox {
+    /// What it got (answered 2xx).
     pub got: Arc<Mutex<Vec<Received>>>,
+    /// How many requests to answer 500 first.
     pub fail_first: Arc<AtomicUsize>,
+    /// Requests so far, answered or not.
     pub calls: Arc<AtomicUsize>,
     /// Milliseconds each answer takes (a slow receiver keeps deliveries in flight).
     pub delay_ms: Arc<AtomicUsize>,
 }
 
 impl Inbox {
+    /// What it got so far.
     pub fn received(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
@@ -83,20 +94,4 @@ pub async fn receiver(fail_first: usize) -> (String, Inbox, tokio::task::JoinHan
     inbox.fail_first.store(fail_first, Ordering::SeqCst);
     let task = serve(listener, inbox.clone());
     (url, inbox, task)
-}
-
-/// Waits until `f` holds, at most `secs` seconds (checked every 20 ms).
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("not within {secs} s: {what}");
 }
