@@ -34,11 +34,13 @@ fn traffic_crossing_half_a_budget_alerts_once() {
         )
         .unwrap();
     let secret = hook["secret"].as_str().unwrap().to_string();
-    // Four requests' worth: the second one reaches 50 %.
+    // Forty requests' worth (admission reserves a worst case well above one request's cost):
+    // the twentieth reaches 50 %.
     let text = "alert me";
     let one = json!({"model": "gpt-4o-mini", "max_tokens": 24,
                      "messages": [{"role": "user", "content": text}]});
-    let limit = common::cost_of(&[one]) * rust_decimal::Decimal::from(4);
+    let cost = common::cost_of(&[one]);
+    let limit = cost * rust_decimal::Decimal::from(40);
     let budget = api
         .create_budget("key", &chain.key_id, "total", &limit.to_string())
         .unwrap();
@@ -46,7 +48,7 @@ fn traffic_crossing_half_a_budget_alerts_once() {
     common::wait_key_known(&stack.url(), &chain.secret);
 
     let http = common::client();
-    for _ in 0..2 {
+    for _ in 0..20 {
         let (_, status, body) = common::chat(&http, &stack.url(), &chain.secret, text);
         assert_eq!(status, 200, "{body}\n{}", stack.logs());
     }
@@ -73,17 +75,18 @@ fn traffic_crossing_half_a_budget_alerts_once() {
     signature::verify(&secret, &got[0].signature, &got[0].body, now, 300).unwrap();
     assert!(signature::verify("whsec_other", &got[0].signature, &got[0].body, now, 300).is_err());
 
-    // A third request (75 %): nothing more.
-    let (_, status, _) = common::chat(&http, &stack.url(), &chain.secret, text);
-    assert_eq!(status, 200);
-    let three = limit * rust_decimal::Decimal::from(3) / rust_decimal::Decimal::from(4);
+    // Two more (55 %): nothing more.
+    for _ in 0..2 {
+        let (_, status, body) = common::chat(&http, &stack.url(), &chain.secret, text);
+        assert_eq!(status, 200, "{body}");
+    }
     common::ledger_reaches(
         &stack,
         "key",
         &chain.key_id,
         Spend {
-            requests: 3,
-            total_usd: three,
+            requests: 22,
+            total_usd: cost * rust_decimal::Decimal::from(22),
         },
     );
     // Its batch is committed: an alert would be on its way now.
