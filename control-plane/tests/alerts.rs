@@ -43,7 +43,11 @@ fn config() -> Config {
 
 /// Starts a dispatcher over `store`; abort the handle to stop it.
 fn dispatcher(store: &Store) -> tokio::task::JoinHandle<()> {
-    let d = Dispatcher::new(store.clone(), Clock::fixed(NOW), config()).unwrap();
+    dispatcher_with(store, config())
+}
+
+fn dispatcher_with(store: &Store, config: Config) -> tokio::task::JoinHandle<()> {
+    let d = Dispatcher::new(store.clone(), Clock::fixed(NOW), config).unwrap();
     tokio::spawn(d.run())
 }
 
@@ -582,5 +586,45 @@ store_test!(
             kinds(&deliveries(&store, None).await),
             ["fleet_stale", "price_book_changed", "window_reset"]
         );
+    }
+);
+
+store_test!(
+    a_delivery_failing_past_the_give_up_time_is_failed,
+    |store| {
+        seed(&store, 0).await;
+        let (url, inbox, server) = receiver(usize::MAX).await;
+        store
+            .create_webhook(&webhook(Some("acme"), &url), NOW)
+            .await
+            .unwrap();
+        // Retries for 300 ms at most.
+        let task = dispatcher_with(
+            &store,
+            Config {
+                give_up_after: Duration::from_millis(300),
+                ..config()
+            },
+        );
+        spend(&store, &BudgetCache::default(), "e0", 1, None, "50").await;
+        eventually(10, "given up", || async {
+            deliveries(&store, None).await[0].status == "failed"
+        })
+        .await;
+        let d = &deliveries(&store, None).await[0];
+        assert!(d.attempts >= 2, "{d:?}");
+        assert_eq!(d.last_status, Some(500));
+        assert_eq!(
+            d.last_error.as_deref(),
+            Some("HTTP 500 Internal Server Error")
+        );
+        let calls = inbox.calls.load(Ordering::SeqCst);
+        assert_eq!(calls as i64, d.attempts);
+        // Failed is final: no more attempts.
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(inbox.calls.load(Ordering::SeqCst), calls);
+        assert!(inbox.received().is_empty());
+        task.abort();
+        server.abort();
     }
 );

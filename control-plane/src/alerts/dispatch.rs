@@ -232,7 +232,7 @@ impl Dispatcher {
                     Outcome::Retry {
                         status,
                         error: error.clone(),
-                        next_attempt_ms: now.saturating_add(self.backoff_ms(c.attempts)),
+                        next_attempt_ms: now.saturating_add(backoff_ms(&self.config, c.attempts)),
                     }
                 };
                 tracing::warn!(
@@ -246,16 +246,6 @@ impl Dispatcher {
         self.store
             .finish_delivery(c.id, token, &outcome, now_ms())
             .await
-    }
-
-    /// The wait after the `attempts`-th failed attempt: `base · 2^(attempts-1)`, at most
-    /// `backoff_max`.
-    pub fn backoff_ms(&self, attempts: i64) -> i64 {
-        let base = i64::try_from(self.config.backoff_base.as_millis()).unwrap_or(i64::MAX);
-        let max = i64::try_from(self.config.backoff_max.as_millis()).unwrap_or(i64::MAX);
-        let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 62)).unwrap_or(62);
-        base.saturating_mul(2_i64.saturating_pow(doublings))
-            .min(max)
     }
 
     /// POSTs the delivery: its HTTP status on a 2xx, else the status (if any) and the error.
@@ -296,6 +286,16 @@ impl Dispatcher {
     }
 }
 
+/// The wait after the `attempts`-th failed attempt: `base · 2^(attempts-1)`, at most
+/// `backoff_max`.
+pub fn backoff_ms(config: &Config, attempts: i64) -> i64 {
+    let base = i64::try_from(config.backoff_base.as_millis()).unwrap_or(i64::MAX);
+    let max = i64::try_from(config.backoff_max.as_millis()).unwrap_or(i64::MAX);
+    let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 62)).unwrap_or(62);
+    base.saturating_mul(2_i64.saturating_pow(doublings))
+        .min(max)
+}
+
 /// A send error with its causes (`connection refused`, `timed out`), without the URL.
 fn describe(e: reqwest::Error) -> String {
     use std::error::Error as _;
@@ -308,4 +308,28 @@ fn describe(e: reqwest::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_base_up_to_max() {
+        let config = Config {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(600),
+            ..Config::default()
+        };
+        let waits: Vec<i64> = (1..=12).map(|n| backoff_ms(&config, n)).collect();
+        assert_eq!(
+            waits,
+            [
+                1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 512_000,
+                600_000, 600_000
+            ]
+        );
+        assert_eq!(backoff_ms(&config, 0), 1_000);
+        assert_eq!(backoff_ms(&config, i64::MAX), 600_000);
+    }
 }
