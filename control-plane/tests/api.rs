@@ -2540,4 +2540,45 @@ async fn webhook_secret_only_in_the_create_answer() {
     )
     .await
     .problem(422, Some("url"));
+
+    // The URL's path may be a credential (Slack's is): a viewer and the audit log see the
+    // scheme and host only; a manager sees it whole.
+    let viewer = api
+        .admin(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "v", "role": "viewer", "org_id": "a"})),
+        )
+        .await
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hook = "https://hooks.example/services/T0/B0/PATHCREDENTIAL";
+    let made = api
+        .call(
+            "POST",
+            "/v1/alerts/webhooks",
+            tok,
+            Some(json!({"url": hook})),
+        )
+        .await
+        .json();
+    let one = format!("/v1/alerts/webhooks/{}", made["id"].as_str().unwrap());
+    assert_eq!(api.call("GET", &one, tok, None).await.json()["url"], hook);
+    let seen = api.call("GET", &one, Some(&viewer), None).await;
+    assert_eq!(
+        seen.json()["url"],
+        "https://hooks.example/…",
+        "{}",
+        seen.text
+    );
+    let listed = api
+        .call("GET", "/v1/alerts/webhooks", Some(&viewer), None)
+        .await;
+    assert!(!listed.text.contains("PATHCREDENTIAL"), "{}", listed.text);
+    let audit = api
+        .admin("GET", "/v1/audit?object_type=webhook", None)
+        .await;
+    assert!(!audit.text.contains("PATHCREDENTIAL"), "{}", audit.text);
 }

@@ -2,7 +2,9 @@
 //! its transaction as object type `webhook`. The signing secret (`whsec_` and 40 base62
 //! characters) is made here and returned once, in [`CreatedWebhook`]; it is stored in clear
 //! because every delivery is signed with it, and no other answer, log line, `Debug` output or
-//! audit row carries it ([`Webhook`] has no field for it).
+//! audit row carries it ([`Webhook`] has no field for it). The URL's path and query may be a
+//! credential too (a Slack hook's path is): the audit log and viewers get it redacted to its
+//! scheme and host ([`redacted_url`]); managers and admins, who may change it, see it whole.
 
 use std::collections::BTreeSet;
 
@@ -173,6 +175,31 @@ fn invalid(field: &str, detail: impl Into<String>) -> StoreError {
     }
 }
 
+/// `url` without its path and query (`https://hooks.slack.com/…`): a Slack or Teams hook's
+/// path is its credential. What viewers and the audit log see.
+pub fn redacted_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("");
+            match u.port() {
+                Some(p) => format!("{}://{host}:{p}/…", u.scheme()),
+                None => format!("{}://{host}/…", u.scheme()),
+            }
+        }
+        Err(_) => "…".into(),
+    }
+}
+
+impl Webhook {
+    /// This subscription with its URL redacted ([`redacted_url`]).
+    pub fn redacted(&self) -> Webhook {
+        Webhook {
+            url: redacted_url(&self.url),
+            ..self.clone()
+        }
+    }
+}
+
 /// Checks a target URL: `http` or `https`, a host, no user or password (they would end up in
 /// listings), at most 2,048 characters.
 pub fn check_url(url: &str) -> Result<(), StoreError> {
@@ -285,7 +312,13 @@ impl Store {
             .map_err(|e| StoreError::from_constraint(e, "id", "webhook id collides".into()))?;
             audit!(
                 tx,
-                Change::new("webhook", &w.id, w.org_id.as_deref(), NONE, Some(&w))
+                Change::new(
+                    "webhook",
+                    &w.id,
+                    w.org_id.as_deref(),
+                    NONE,
+                    Some(&w.redacted())
+                )
             );
             tx.commit().await?;
         });
@@ -385,7 +418,13 @@ impl Store {
             }
             audit!(
                 tx,
-                Change::new("webhook", id, w.org_id.as_deref(), Some(&before), Some(&w))
+                Change::new(
+                    "webhook",
+                    id,
+                    w.org_id.as_deref(),
+                    Some(&before.redacted()),
+                    Some(&w.redacted())
+                )
             );
             tx.commit().await?;
         });

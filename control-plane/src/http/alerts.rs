@@ -3,7 +3,7 @@
 //! - `POST /v1/alerts/webhooks` creates one; the signing secret is in that answer and in no
 //!   other, ever. A manager creates them for its organisation only (`org_id` defaults to it);
 //!   one without `org_id` (every organisation, and the fleet) is an admin's.
-//! - `GET` lists and reads (a viewer too), `PATCH` changes, `DELETE` removes (with its
+//! - `GET` lists and reads (a viewer too, with the URL cut to its scheme and host), `PATCH` changes, `DELETE` removes (with its
 //!   deliveries), each confined to the caller's organisation.
 //! - `GET /v1/alerts/deliveries`: the delivery log, newest first, a page at a time like
 //!   `/v1/audit` (`before`, `limit`), filtered by `org_id`, `webhook_id`, `status`, `kind`.
@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use super::auth::Principal;
 use super::error::{ApiError, ApiJson, ApiPath, Params};
 use super::formats::{Id, IdPath, Name};
-use super::{check_id, check_name, AppState};
+use super::{check_id, check_name, Access, AppState};
 use crate::alerts::deliveries::{Delivery, DeliveryQuery};
 use crate::alerts::webhooks::{CreatedWebhook, NewWebhook, Webhook, WebhookPatch};
 use crate::alerts::{EventClass, Format};
@@ -134,7 +134,18 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<Webhook>>> {
     q.only(&["org_id"])?;
     let org = who.org_filter(q.get("org_id"))?;
-    Ok(Json(s.store.list_webhooks(org).await?))
+    let list = s.store.list_webhooks(org).await?;
+    Ok(Json(list.iter().map(|w| shown(&who, w)).collect()))
+}
+
+/// A subscription as `who` sees it: whole to those who may change it, with its URL redacted
+/// to a viewer (a hook's path or query may be its credential).
+fn shown(who: &Principal, w: &Webhook) -> Webhook {
+    if who.allows(Access::OrgWrite) {
+        w.clone()
+    } else {
+        w.redacted()
+    }
 }
 
 /// A subscription the caller may see (403 for another organisation's).
@@ -154,7 +165,7 @@ pub async fn get(
     Extension(who): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Webhook>> {
-    Ok(Json(visible(&s, &who, &id).await?))
+    Ok(Json(shown(&who, &visible(&s, &who, &id).await?)))
 }
 
 /// Change a webhook subscription (its organisation and secret stay).
