@@ -395,7 +395,8 @@ impl Store {
                 let d: Vec<(&str, i64, Decimal)> =
                     d.iter().map(|((id, s), v)| (id.as_str(), *s, *v)).collect();
                 Bulk::add_to_counters(&mut *tx, &d, &mut known).await?;
-                // Alerts this batch fired (thresholds crossed), in this transaction (`alerts/outbox.rs`).
+                // The alerts this batch fired (thresholds crossed), recorded in this
+                // transaction (`alerts/outbox.rs`).
                 let alerted =
                     crate::alerts::outbox::Outbox::record_crossings(&mut *tx, &d, now).await?;
 
