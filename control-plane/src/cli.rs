@@ -112,6 +112,54 @@ pub struct ServeArgs {
     /// is about five per budget).
     #[arg(long, env = "TOLLGATE_BUDGET_METRICS_MAX", default_value_t = crate::budget_metrics::DEFAULT_MAX)]
     pub budget_metrics_max: usize,
+    /// Alert webhooks: delivery, retries and the stale-reporter check.
+    #[command(flatten)]
+    pub alerts: AlertArgs,
+}
+
+/// Alert webhook options (`serve`).
+#[derive(Debug, Args)]
+pub struct AlertArgs {
+    /// The alert dispatcher's slow poll, milliseconds: retries due, deliveries recorded by
+    /// other replicas, window resets, stale reporters, price-book changes. (Alerts fired by a
+    /// usage batch leave at once, without waiting for it.)
+    #[arg(long, env = "TOLLGATE_ALERT_POLL_MS", default_value_t = 2000)]
+    pub alert_poll_ms: u64,
+    /// First retry of a failed delivery after this long, milliseconds; each next one waits
+    /// twice as long.
+    #[arg(long, env = "TOLLGATE_ALERT_BACKOFF_BASE_MS", default_value_t = 1000)]
+    pub alert_backoff_base_ms: u64,
+    /// Longest wait between two attempts of a delivery, milliseconds.
+    #[arg(long, env = "TOLLGATE_ALERT_BACKOFF_MAX_MS", default_value_t = 600_000)]
+    pub alert_backoff_max_ms: u64,
+    /// A delivery still failing this long after its event is marked failed, seconds.
+    #[arg(long, env = "TOLLGATE_ALERT_GIVE_UP_S", default_value_t = 86_400)]
+    pub alert_give_up_s: u64,
+    /// Whole-request timeout of one delivery attempt, milliseconds.
+    #[arg(long, env = "TOLLGATE_ALERT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub alert_timeout_ms: u64,
+    /// A reporter (an Envoy) that sent no usage for this long fires `fleet_stale`, seconds.
+    #[arg(long, env = "TOLLGATE_ALERT_STALE_AFTER_S", default_value_t = 300)]
+    pub alert_stale_after_s: u64,
+}
+
+impl AlertArgs {
+    /// The dispatcher's configuration.
+    pub fn config(&self) -> crate::alerts::Config {
+        let ms = Duration::from_millis;
+        let timeout = ms(self.alert_timeout_ms.max(1));
+        crate::alerts::Config {
+            poll: ms(self.alert_poll_ms.max(10)),
+            backoff_base: ms(self.alert_backoff_base_ms.max(1)),
+            backoff_max: ms(self.alert_backoff_max_ms.max(1)),
+            give_up_after: Duration::from_secs(self.alert_give_up_s),
+            // Longer than an attempt can take, so a live sender always records first.
+            lease: timeout.saturating_mul(2).max(Duration::from_secs(30)),
+            timeout,
+            stale_after: Duration::from_secs(self.alert_stale_after_s.max(1)),
+            ..crate::alerts::Config::default()
+        }
+    }
 }
 
 /// `prices` verbs.
@@ -435,6 +483,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .clone()
             .run_refresher(Duration::from_millis(args.snapshot_poll_ms.max(10))),
     );
+    let dispatcher = crate::alerts::dispatch::Dispatcher::new(
+        state.store.clone(),
+        state.clock.clone(),
+        args.alerts.config(),
+    )
+    .context("cannot build the alert webhook client")?;
+    let alerts = tokio::spawn(dispatcher.run());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -445,6 +500,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown())
         .await?;
     refresher.abort();
+    alerts.abort();
     Ok(())
 }
 

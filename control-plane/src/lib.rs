@@ -6,6 +6,7 @@
 //! - [`ingest`]: usage batches → ledger + per-budget per-window spend counters.
 //! - [`snapshot`]: building, caching and serving the snapshot by version.
 //! - [`http`]: the REST API v1 ([`http::app`]), its auth, errors and OpenAPI document.
+//! - [`alerts`]: webhook subscriptions, the alert outbox and its delivery.
 //! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
 //!
 //! Tests: `cargo test -p tollgate-control-plane` (they start their own PostgreSQL; see the
@@ -15,6 +16,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod alerts;
 pub mod budget_metrics;
 pub mod cli;
 pub mod client;

@@ -1837,6 +1837,12 @@ async fn openapi_operations_and_security_are_the_frozen_set() {
         ("GET", "/metrics", &[]),
         ("GET", "/openapi.json", &[]),
         ("GET", "/readyz", &[]),
+        ("GET", "/v1/alerts/deliveries", ORG_READ),
+        ("GET", "/v1/alerts/webhooks", ORG_READ),
+        ("POST", "/v1/alerts/webhooks", ORG_WRITE),
+        ("GET", "/v1/alerts/webhooks/{id}", ORG_READ),
+        ("PATCH", "/v1/alerts/webhooks/{id}", ORG_WRITE),
+        ("DELETE", "/v1/alerts/webhooks/{id}", ORG_WRITE),
         ("GET", "/v1/audit", ORG_READ),
         ("GET", "/v1/budgets", ORG_READ),
         ("POST", "/v1/budgets", ORG_WRITE),
@@ -1961,6 +1967,7 @@ struct Objects {
     key: String,
     budget: String,
     token: String,
+    webhook: String,
 }
 
 async fn objects(api: &Api, org: &'static str) -> Objects {
@@ -2028,6 +2035,16 @@ async fn objects(api: &Api, org: &'static str) -> Objects {
         .as_str()
         .unwrap()
         .to_string();
+    let webhook = ok(api
+        .admin(
+            "POST",
+            "/v1/alerts/webhooks",
+            Some(json!({"org_id": org, "url": "http://127.0.0.1:9/hook"})),
+        )
+        .await)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     Objects {
         org,
         project,
@@ -2035,6 +2052,7 @@ async fn objects(api: &Api, org: &'static str) -> Objects {
         key,
         budget,
         token,
+        webhook,
     }
 }
 
@@ -2132,6 +2150,20 @@ fn fixture(
         ),
         ("GET", "/v1/tokens/{id}") => mine(format!("/v1/tokens/{}", o.token), None),
         ("POST", "/v1/tokens/{id}/revoke") => mine(format!("/v1/tokens/{}/revoke", o.token), None),
+        ("GET", "/v1/alerts/webhooks" | "/v1/alerts/deliveries") => {
+            mine(format!("{path}?org_id={org}"), None)
+        }
+        ("POST", "/v1/alerts/webhooks") => mine(
+            path.into(),
+            Some(json!({"org_id": org, "url": format!("http://127.0.0.1:9/{n}")})),
+        ),
+        ("GET" | "DELETE", "/v1/alerts/webhooks/{id}") => {
+            mine(format!("/v1/alerts/webhooks/{}", o.webhook), None)
+        }
+        ("PATCH", "/v1/alerts/webhooks/{id}") => mine(
+            format!("/v1/alerts/webhooks/{}", o.webhook),
+            Some(json!({"name": format!("w{n}"), "thresholds": [n % 100 + 1]})),
+        ),
         _ => None,
     }
 }
@@ -2422,4 +2454,135 @@ async fn scoped_tokens_see_their_org_and_are_audited() {
     assert!(!serde_json::to_string(&token_log)
         .unwrap()
         .contains(&secret[4..]));
+}
+
+/// A webhook's signing secret is in the answer that created it and in no other: not in a
+/// listing, a read, a change, the delivery log or the audit log. A manager's subscription is
+/// of its organisation; one of every organisation is an admin's.
+#[tokio::test]
+async fn webhook_secret_only_in_the_create_answer() {
+    let api = api().await;
+    objects(&api, "a").await;
+    objects(&api, "b").await;
+    let created = api
+        .admin(
+            "POST",
+            "/v1/alerts/webhooks",
+            Some(json!({"org_id": "a", "url": "https://hooks.example/x", "format": "slack"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let created = created.json();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["thresholds"], json!([50, 80, 95, 100]));
+    let one = format!("/v1/alerts/webhooks/{id}");
+    for (method, path, body) in [
+        ("GET", "/v1/alerts/webhooks", None),
+        ("GET", one.as_str(), None),
+        ("PATCH", one.as_str(), Some(json!({"enabled": false}))),
+        ("GET", "/v1/alerts/deliveries", None),
+        ("GET", "/v1/audit?object_type=webhook", None),
+    ] {
+        let answer = api.admin(method, path, body).await;
+        assert!(
+            answer.status.is_success(),
+            "{method} {path}: {}",
+            answer.text
+        );
+        assert!(
+            !answer.text.contains(&secret[6..]),
+            "{method} {path}: {}",
+            answer.text
+        );
+    }
+    let listed = api
+        .admin("GET", "/v1/alerts/webhooks?org_id=a", None)
+        .await
+        .json();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|w| w.get("secret").is_none()));
+
+    let manager = api
+        .admin(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "m", "role": "manager", "org_id": "a"})),
+        )
+        .await
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tok = Some(manager.as_str());
+    let body = json!({"url": "http://127.0.0.1:9/m"});
+    let mine = api
+        .call("POST", "/v1/alerts/webhooks", tok, Some(body))
+        .await;
+    assert_eq!(mine.status, 201, "{}", mine.text);
+    assert_eq!(mine.json()["org_id"], "a");
+    let fleet = json!({"org_id": null, "url": "http://127.0.0.1:9/m", "events": ["fleet_stale"]});
+    api.call("POST", "/v1/alerts/webhooks", tok, Some(fleet.clone()))
+        .await
+        .problem(422, None);
+    let admin_fleet = api.admin("POST", "/v1/alerts/webhooks", Some(fleet)).await;
+    assert_eq!(admin_fleet.status, 201, "{}", admin_fleet.text);
+    let seen = api
+        .call("GET", "/v1/alerts/webhooks", tok, None)
+        .await
+        .json();
+    assert!(seen.as_array().unwrap().iter().all(|w| w["org_id"] == "a"));
+    api.admin(
+        "POST",
+        "/v1/alerts/webhooks",
+        Some(json!({"url": "ftp://x"})),
+    )
+    .await
+    .problem(422, Some("url"));
+
+    // The URL's path may be a credential (Slack's is): a viewer and the audit log see the
+    // scheme and host only; a manager sees it whole.
+    let viewer = api
+        .admin(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "v", "role": "viewer", "org_id": "a"})),
+        )
+        .await
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hook = "https://hooks.example/services/T0/B0/PATHCREDENTIAL";
+    let made = api
+        .call(
+            "POST",
+            "/v1/alerts/webhooks",
+            tok,
+            Some(json!({"url": hook})),
+        )
+        .await
+        .json();
+    let one = format!("/v1/alerts/webhooks/{}", made["id"].as_str().unwrap());
+    assert_eq!(api.call("GET", &one, tok, None).await.json()["url"], hook);
+    let seen = api.call("GET", &one, Some(&viewer), None).await;
+    assert_eq!(
+        seen.json()["url"],
+        "https://hooks.example/…",
+        "{}",
+        seen.text
+    );
+    let listed = api
+        .call("GET", "/v1/alerts/webhooks", Some(&viewer), None)
+        .await;
+    assert!(!listed.text.contains("PATHCREDENTIAL"), "{}", listed.text);
+    let audit = api
+        .admin("GET", "/v1/audit?object_type=webhook", None)
+        .await;
+    assert!(!audit.text.contains("PATHCREDENTIAL"), "{}", audit.text);
 }

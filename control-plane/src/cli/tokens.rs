@@ -74,7 +74,7 @@ pub struct AuditArgs {
     /// Only this token's changes (`tok_…`, or `admin-env`).
     #[arg(long)]
     pub actor: Option<String>,
-    /// Only this kind of object: org, project, user, key, budget, price, bulk or token.
+    /// Only this kind of object: org, project, user, key, budget, price, bulk, token or webhook.
     #[arg(long)]
     pub object_type: Option<String>,
     /// Only this object.

@@ -28,7 +28,7 @@ pub struct AuditPage {
 #[utoipa::path(get, path = "/v1/audit", params(
     ("org_id" = Option<String>, Query, nullable = false, description = "Only this organisation's changes"),
     ("actor" = Option<String>, Query, nullable = false, description = "Only this token's (or admin-env's) changes"),
-    ("object_type" = Option<String>, Query, nullable = false, description = "org, project, user, key, budget, price, bulk or token"),
+    ("object_type" = Option<String>, Query, nullable = false, description = "org, project, user, key, budget, price, bulk, token or webhook"),
     ("object_id" = Option<String>, Query, nullable = false, description = "Only this object's changes"),
     ("from" = Option<String>, Query, nullable = false, description = "Unix seconds, RFC 3339 or YYYY-MM-DD (inclusive)"),
     ("to" = Option<String>, Query, nullable = false, description = "Unix seconds, RFC 3339 or YYYY-MM-DD (exclusive)"),

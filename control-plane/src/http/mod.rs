@@ -16,6 +16,7 @@
 //! The snapshot is marked dirty by the store itself when a write commits (`store::Changes`),
 //! not here.
 
+mod alerts;
 mod audit;
 pub mod auth;
 mod budgets;
@@ -213,6 +214,12 @@ pub(crate) fn table() -> Vec<(Access, Routed)> {
         (Admin, routes!(tokens::get)),
         (Admin, routes!(tokens::revoke)),
         (OrgRead, routes!(audit::list)),
+        (OrgRead, routes!(alerts::list)),
+        (OrgWrite, routes!(alerts::create)),
+        (OrgRead, routes!(alerts::get)),
+        (OrgWrite, routes!(alerts::update)),
+        (OrgWrite, routes!(alerts::delete)),
+        (OrgRead, routes!(alerts::deliveries)),
     ]
 }
 

@@ -48,7 +48,7 @@ pub(crate) fn current() -> Context {
 /// One change, as a store method describes it.
 #[derive(Debug, Clone)]
 pub(crate) struct Change {
-    /// `org`, `project`, `user`, `key`, `budget`, `price`, `bulk`, `token`.
+    /// `org`, `project`, `user`, `key`, `budget`, `price`, `bulk`, `token`, `webhook`.
     pub object_type: &'static str,
     /// The object's id.
     pub object_id: String,
@@ -129,7 +129,7 @@ pub struct AuditEntry {
     pub actor: String,
     /// The route: `METHOD /path/{template}`.
     pub action: String,
-    /// `org`, `project`, `user`, `key`, `budget`, `price`, `bulk` or `token`.
+    /// `org`, `project`, `user`, `key`, `budget`, `price`, `bulk`, `token` or `webhook`.
     pub object_type: String,
     /// The object's id.
     pub object_id: String,

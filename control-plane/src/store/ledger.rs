@@ -415,6 +415,10 @@ impl Store {
                 let d: Vec<(&str, i64, Decimal)> =
                     d.iter().map(|((id, s), v)| (id.as_str(), *s, *v)).collect();
                 Bulk::add_to_counters(&mut *tx, &d, &mut known).await?;
+                // The alerts this batch fired (thresholds crossed), recorded in this
+                // transaction (`alerts/outbox.rs`).
+                let alerted =
+                    crate::alerts::outbox::Outbox::record_crossings(&mut *tx, &d, now).await?;
 
                 // 2b. Refusals and soft warnings per budget window (only batches that carry
                 // some touch the table), and the keys' last use (see `key_use.rs`).
@@ -563,6 +567,9 @@ impl Store {
                     self.committed_change();
                 }
                 self.key_use.written(key_use);
+                if alerted {
+                    self.wake_alerts();
+                }
                 let accepted = new_events.len() as u64;
                 break Ok(IngestOutcome {
                     accepted,

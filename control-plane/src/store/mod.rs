@@ -73,6 +73,9 @@ pub struct Store {
     changes: Arc<Changes>,
     /// Keys' last use as this process wrote it (see `key_use.rs`).
     key_use: Arc<key_use::KeyUse>,
+    /// Wakes the alert dispatcher (`crate::alerts::dispatch`) after a commit that recorded an
+    /// alert delivery.
+    alert_wake: Arc<tokio::sync::Notify>,
 }
 
 /// The commits through one [`Store`] (and its clones) that bumped `meta.version`: every store
@@ -302,6 +305,7 @@ impl Store {
                 db: Db::Postgres(pool),
                 changes: Arc::new(Changes::new()),
                 key_use: Arc::default(),
+                alert_wake: Arc::default(),
             });
         }
         let opts = sqlite_options(url)?;
@@ -330,6 +334,7 @@ impl Store {
             },
             changes: Arc::new(Changes::new()),
             key_use: Arc::default(),
+            alert_wake: Arc::default(),
         })
     }
 
@@ -346,6 +351,11 @@ impl Store {
     /// The changes committed through this store (see [`Changes`]).
     pub fn changes(&self) -> &Changes {
         &self.changes
+    }
+
+    /// What the alert dispatcher waits on (see [`Store::wake_alerts`]).
+    pub fn alert_wake(&self) -> &tokio::sync::Notify {
+        &self.alert_wake
     }
 
     /// Records that a transaction that bumped `meta.version` committed. Call it after the

@@ -7,6 +7,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod wait;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

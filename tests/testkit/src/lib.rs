@@ -8,6 +8,7 @@
 //! - `store` (feature `db`): migrated control-plane stores on SQLite and PostgreSQL,
 //!   [`store_test!`] (one body, both backends) and [`with_connection!`] (a connection of its
 //!   own, behind the store's back).
+//! - `webhook` (feature `receiver`): a webhook receiver on 127.0.0.1 for the alert tests.
 //!
 //! The `db` feature brings in the control plane; the crate depends on it and the control plane
 //! dev-depends on this crate, which Cargo allows: its integration tests (`control-plane/tests/`)
@@ -19,6 +20,8 @@ pub mod postgres;
 #[cfg(feature = "db")]
 pub mod store;
 pub mod wasm;
+#[cfg(feature = "receiver")]
+pub mod webhook;
 
 use std::time::{Duration, Instant};
 
