@@ -253,7 +253,7 @@ impl Principal {
 }
 
 /// The live API token `token` is, if it is one.
-async fn api_token(state: &AppState, token: &str) -> Result<Option<ApiToken>, ApiError> {
+pub(crate) async fn api_token(state: &AppState, token: &str) -> Result<Option<ApiToken>, ApiError> {
     if !token.starts_with(TOKEN_PREFIX) {
         return Ok(None);
     }
