@@ -213,6 +213,10 @@ pub fn local_day(zone: &Zone, ts: i64) -> String {
 /// `YYYY-MM-DD HH:00` of `ts` in `zone` (sorts as text in time order, like [`local_day`]).
 pub fn local_hour(zone: &Zone, ts: i64) -> String {
     chrono::DateTime::from_timestamp(ts, 0)
-        .map(|dt| dt.with_timezone(&zone.0).format("%Y-%m-%d %H:00").to_string())
+        .map(|dt| {
+            dt.with_timezone(&zone.0)
+                .format("%Y-%m-%d %H:00")
+                .to_string()
+        })
         .unwrap_or_default()
 }

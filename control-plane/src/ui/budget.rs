@@ -70,8 +70,8 @@ pub async fn page(
     let b = budget_for(&s, &session.principal, &id).await?;
     let now = s.clock.now();
     let current = b.window_at(now);
-    let previous = (b.period != Period::Total)
-        .then(|| b.window_at(current.start.saturating_sub(1)));
+    let previous =
+        (b.period != Period::Total).then(|| b.window_at(current.start.saturating_sub(1)));
     let by_key = spend_in(&s, &b, current, now, GroupBy::Key).await?;
     let by_model = spend_in(&s, &b, current, now, GroupBy::Model).await?;
     let before = match previous {

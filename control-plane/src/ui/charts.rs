@@ -100,7 +100,10 @@ pub fn stacked_bars(chart: &Stacked) -> Result<String, ChartError> {
             let style = RGBColor(r, g, b).filled();
             c.draw_series(segs.iter().map(|&(x, lo, hi)| {
                 let mut bar = Rectangle::new(
-                    [(SegmentValue::Exact(x), lo), (SegmentValue::Exact(x + 1), hi)],
+                    [
+                        (SegmentValue::Exact(x), lo),
+                        (SegmentValue::Exact(x + 1), hi),
+                    ],
                     style,
                 );
                 bar.set_margin(0, 0, 2, 2);
@@ -129,10 +132,9 @@ mod tests {
         };
         let svg = stacked_bars(&chart).unwrap();
         assert!(svg.starts_with("<svg"), "{svg}");
-        let blue = svg.matches(&colour(0).to_uppercase()).count()
-            + svg.matches(&colour(0)).count();
-        let orange = svg.matches(&colour(1).to_uppercase()).count()
-            + svg.matches(&colour(1)).count();
+        let blue = svg.matches(&colour(0).to_uppercase()).count() + svg.matches(&colour(0)).count();
+        let orange =
+            svg.matches(&colour(1).to_uppercase()).count() + svg.matches(&colour(1)).count();
         assert_eq!((blue, orange), (1, 2), "{svg}");
         assert!(svg.contains("2026-12-02"), "{svg}");
     }

@@ -43,7 +43,13 @@ async fn render(s: &AppState, session: &Session, created: Option<&CreatedKey>) -
     let keys = s.store.list_keys(who.org(), true).await?;
     let orgs: Vec<String> = match who.org() {
         Some(org) => vec![org.to_string()],
-        None => s.store.list_orgs().await?.into_iter().map(|o| o.id).collect(),
+        None => s
+            .store
+            .list_orgs()
+            .await?
+            .into_iter()
+            .map(|o| o.id)
+            .collect(),
     };
     let write = can_write(who);
     let zone = Zone::UTC;

@@ -79,7 +79,12 @@ fn table() -> Vec<UiRoute> {
         route("GET", "/ui/login", Public, get(signin::form)),
         route("POST", "/ui/login", Public, post(signin::sign_in)),
         route("POST", "/ui/logout", Read, post(signin::sign_out)),
-        route("GET", "/ui/assets/console.css", Public, get(layout::stylesheet)),
+        route(
+            "GET",
+            "/ui/assets/console.css",
+            Public,
+            get(layout::stylesheet),
+        ),
         route("GET", "/ui", OrgRead, get(overview::page)),
         route("GET", "/ui/spend", OrgRead, get(spend::page)),
         route("GET", "/ui/spend.csv", OrgRead, get(spend::csv)),
@@ -112,9 +117,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
     for r in table() {
         let handler = match r.access {
             Access::Public => r.handler,
-            access => r
-                .handler
-                .route_layer(middleware::from_fn_with_state((state.clone(), access), guard)),
+            access => r.handler.route_layer(middleware::from_fn_with_state(
+                (state.clone(), access),
+                guard,
+            )),
         };
         router = router.route(r.path, handler);
     }
@@ -175,8 +181,10 @@ async fn guard(
         Err(e) => return e.into_response(),
     };
     if !session.principal.allows(access) {
-        return UiError(ApiError::Forbidden("this token's role cannot use this page"))
-            .into_response();
+        return UiError(ApiError::Forbidden(
+            "this token's role cannot use this page",
+        ))
+        .into_response();
     }
     let req = if is_post {
         match checked_post(&session, req).await {

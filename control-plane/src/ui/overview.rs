@@ -49,9 +49,13 @@ fn state(v: &BudgetView) -> &'static str {
 /// content security policy refuses), filled to the utilization, the soft limit marked.
 pub fn bar(v: &BudgetView) -> Markup {
     let ratio = utilization(v.spent_usd, v.budget.limit_usd);
-    let fill = (ratio.min(Decimal::ONE) * Decimal::ONE_HUNDRED).round_dp(2);
+    let fill = (ratio.min(Decimal::ONE) * Decimal::ONE_HUNDRED)
+        .round_dp(2)
+        .normalize();
     let soft = v.budget.soft_limit_usd.map(|s| {
-        (utilization(s, v.budget.limit_usd).min(Decimal::ONE) * Decimal::ONE_HUNDRED).round_dp(2)
+        (utilization(s, v.budget.limit_usd).min(Decimal::ONE) * Decimal::ONE_HUNDRED)
+            .round_dp(2)
+            .normalize()
     });
     html! {
         svg.bar viewBox="0 0 100 10" preserveAspectRatio="none" role="img"

@@ -152,5 +152,10 @@ pub async fn model(
             }
         }
     };
-    Ok(layout::page(&format!("Price: {model}"), &session, Nav::Prices, body))
+    Ok(layout::page(
+        &format!("Price: {model}"),
+        &session,
+        Nav::Prices,
+        body,
+    ))
 }

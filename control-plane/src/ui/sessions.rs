@@ -224,12 +224,18 @@ mod tests {
     #[test]
     fn origin_must_name_the_host() {
         let host = ("host", "127.0.0.1:8080");
-        assert!(same_origin(&headers(&[host, ("origin", "http://127.0.0.1:8080")])));
+        assert!(same_origin(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:8080")
+        ])));
         assert!(same_origin(&headers(&[
             host,
             ("referer", "http://127.0.0.1:8080/ui/keys")
         ])));
-        assert!(!same_origin(&headers(&[host, ("origin", "http://evil.example")])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "http://evil.example")
+        ])));
         assert!(!same_origin(&headers(&[
             host,
             ("origin", "http://127.0.0.1:8080.evil.example")
@@ -242,7 +248,13 @@ mod tests {
     fn cookie_flags() {
         let c = set_cookie(Some("tgs-abc"), true);
         let c = c.to_str().unwrap();
-        for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/ui", "Max-Age=28800"] {
+        for flag in [
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+            "Path=/ui",
+            "Max-Age=28800",
+        ] {
             assert!(c.contains(flag), "{c}");
         }
         assert!(!set_cookie(Some("tgs-abc"), false)

@@ -70,7 +70,9 @@ pub async fn sign_in(
     let Some(principal) = principal_of(&s, f.token.trim()).await? else {
         return Ok(page(
             StatusCode::UNAUTHORIZED,
-            form_markup(Some("That token is not a management token, or it was revoked.")),
+            form_markup(Some(
+                "That token is not a management token, or it was revoked.",
+            )),
         ));
     };
     let token_id = match &principal {
