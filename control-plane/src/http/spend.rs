@@ -66,32 +66,33 @@ fn query(q: &Params) -> Result<SpendQuery, ApiError> {
     }
     let mut group_by = Vec::new();
     for g in q.get("group_by").unwrap_or("").split(',').map(str::trim) {
-        let g =
-            match g {
-                "" => continue,
-                "day" => GroupBy::Day,
-                "hour" => GroupBy::Hour,
-                "model" => GroupBy::Model,
-                "org" => GroupBy::Org,
-                "project" => GroupBy::Project,
-                "user" => GroupBy::User,
-                "key" => GroupBy::Key,
-                "scope" => match &scope {
-                    Some((s, _)) => GroupBy::of_scope(*s),
-                    None => {
-                        return Err(ApiError::invalid(
-                            "group_by",
-                            "scope needs the scope parameter",
-                        ))
-                    }
-                },
-                other => return Err(ApiError::invalid(
+        let g = match g {
+            "" => continue,
+            "day" => GroupBy::Day,
+            "hour" => GroupBy::Hour,
+            "model" => GroupBy::Model,
+            "org" => GroupBy::Org,
+            "project" => GroupBy::Project,
+            "user" => GroupBy::User,
+            "key" => GroupBy::Key,
+            "scope" => match &scope {
+                Some((s, _)) => GroupBy::of_scope(*s),
+                None => {
+                    return Err(ApiError::invalid(
+                        "group_by",
+                        "scope needs the scope parameter",
+                    ))
+                }
+            },
+            other => {
+                return Err(ApiError::invalid(
                     "group_by",
                     format!(
                         "{other:?} is not one of day, hour, model, org, project, user, key, scope"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         if !group_by.contains(&g) {
             group_by.push(g);
         }

@@ -72,6 +72,8 @@ pub fn stacked_bars(chart: &Stacked) -> Result<String, ChartError> {
     }
     let max = tops.iter().copied().fold(0.0, f64::max);
     let ymax = if max > 0.0 { max * 1.1 } else { 1.0 };
+    // Enough decimals that the axis's ticks differ: cents for dollars, more for fractions.
+    let decimals = (2 - ymax.log10().floor() as i64).clamp(2, 8) as usize;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -91,7 +93,7 @@ pub fn stacked_bars(chart: &Stacked) -> Result<String, ChartError> {
             .x_labels(n.min(10))
             .x_label_formatter(&label)
             .y_labels(6)
-            .y_label_formatter(&|y| format!("${y:.2}"))
+            .y_label_formatter(&|y| format!("${y:.decimals$}"))
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(err)?;
@@ -106,7 +108,10 @@ pub fn stacked_bars(chart: &Stacked) -> Result<String, ChartError> {
                     ],
                     style,
                 );
-                bar.set_margin(0, 0, 2, 2);
+                // A gap between bars while they are wide enough to spare two pixels.
+                if n <= 120 {
+                    bar.set_margin(0, 0, 2, 2);
+                }
                 bar
             }))
             .map_err(err)?;

@@ -55,7 +55,7 @@ async fn render(s: &AppState, session: &Session, created: Option<&CreatedKey>) -
     let zone = Zone::UTC;
     let body = html! {
         @if let Some(c) = created {
-            div.secret #new-key {
+            div.secret #new-key data-key=(c.key.id) {
                 p { "Key " strong { (c.key.name) } " (" (c.key.id) ") created. Copy its secret now: it is shown this once and never again." }
                 code #new-secret { (c.secret) }
             }

@@ -5,7 +5,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rust_decimal::Decimal;
 
 use super::sessions::Session;
@@ -164,9 +164,17 @@ pub fn time(zone: &Zone, ts: i64) -> String {
         .unwrap_or_else(|| "—".to_string())
 }
 
-/// `text` percent-encoded for a URL path segment or query value.
+/// What [`enc`] escapes: everything but RFC 3986's unreserved characters.
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `text` percent-encoded for a URL path segment or query value (`/` too, so a model name
+/// with one stays one segment).
 pub fn enc(text: &str) -> String {
-    utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+    utf8_percent_encode(text, ESCAPED).to_string()
 }
 
 /// Text that is already HTML (an SVG drawn by `charts.rs`).
@@ -189,5 +197,6 @@ mod tests {
         assert_eq!(percent(d("0.625")), "62.5 %");
         assert_eq!(percent(d("1.2")), "120 %");
         assert_eq!(enc("gemini/x y"), "gemini%2Fx%20y");
+        assert_eq!(enc("bud_a-b.c~"), "bud_a-b.c~");
     }
 }

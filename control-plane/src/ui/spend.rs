@@ -4,7 +4,7 @@
 //! same query answers those rows as CSV, in `GET /v1/spend`'s format (`http::spend::to_csv`),
 //! from the same store query (`Store::spend`), so the export is what the page shows.
 //!
-//! Query: `from`, `to` (local dates, both included; default the last 30 days), `tz` (IANA,
+//! Query: `from`, `to` (local dates, both included; default the last 30 days, or 2 per hour), `tz` (IANA,
 //! default UTC), `bucket` (`day` or `hour`), `stack` (`model`, `key`, `user`, `project`,
 //! `org`). A manager or viewer sees its organisation's rows only, as on the API.
 
@@ -29,8 +29,10 @@ use crate::http::AppState;
 use crate::store::spend::{local_hour, GroupBy, SpendQuery, SpendReport};
 use crate::timezone::Zone;
 
-/// Days shown when the query names none.
+/// Days shown per day when the query names none.
 pub const DEFAULT_DAYS: u64 = 30;
+/// Days shown per hour when the query names none (today and yesterday: 48 bars).
+pub const DEFAULT_HOURLY_DAYS: u64 = 2;
 /// Longest range per day, days.
 pub const MAX_DAYS: u64 = 366;
 /// Longest range per hour, days.
@@ -95,21 +97,26 @@ impl Resolved {
             .unwrap_or_default()
             .with_timezone(&zone.0)
             .date_naive();
-        let to = date("to", f.to.as_deref(), today)?;
-        let from = date(
-            "from",
-            f.from.as_deref(),
-            to.checked_sub_days(Days::new(DEFAULT_DAYS - 1))
-                .unwrap_or(to),
-        )?;
-        if from > to {
-            return Err(invalid("to", "must not be before from"));
-        }
         let bucket = match f.bucket.as_deref() {
             None | Some("" | "day") => GroupBy::Day,
             Some("hour") => GroupBy::Hour,
             Some(other) => return Err(invalid("bucket", format!("{other:?} is not day or hour"))),
         };
+        let default_days = if bucket == GroupBy::Hour {
+            DEFAULT_HOURLY_DAYS
+        } else {
+            DEFAULT_DAYS
+        };
+        let to = date("to", f.to.as_deref(), today)?;
+        let from = date(
+            "from",
+            f.from.as_deref(),
+            to.checked_sub_days(Days::new(default_days - 1))
+                .unwrap_or(to),
+        )?;
+        if from > to {
+            return Err(invalid("to", "must not be before from"));
+        }
         let stack = match f.stack.as_deref() {
             None | Some("" | "model") => GroupBy::Model,
             Some("key") => GroupBy::Key,
