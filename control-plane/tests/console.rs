@@ -352,15 +352,18 @@ async fn sign_in_good_and_bad_tokens_and_the_cookie() {
     // The store keeps the session id's digest, never the id or the token.
     let admin = c.sign_in(ADMIN).await.unwrap();
     let pool = sqlx::SqlitePool::connect(&c.db.url()).await.unwrap();
-    let stored: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT id_sha256, token_id FROM ui_sessions")
+    let stored: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT id_sha256, token_id, admin_tag FROM ui_sessions")
             .fetch_all(&pool)
             .await
             .unwrap();
     assert_eq!(stored.len(), 3);
-    assert!(stored
-        .iter()
-        .all(|(id, token)| id.len() == 64 && !id.contains(&admin.cookie) && token.is_none()));
+    let admin_digest = tollgate_control_plane::keys::sha256_hex(ADMIN.as_bytes());
+    for (id, token, tag) in &stored {
+        assert!(id.len() == 64 && !id.contains(&admin.cookie) && token.is_none());
+        let tag = tag.as_deref().unwrap();
+        assert!(tag.len() == 64 && tag != admin_digest && !tag.contains(ADMIN));
+    }
     pool.close().await;
 
     // A scoped token signs in; revoking it ends its session at once.
@@ -383,6 +386,32 @@ async fn sign_in_good_and_bad_tokens_and_the_cookie() {
         .unwrap()
         .contains("Max-Age=0"));
     assert_eq!(c.get("/ui", Some(&admin)).await.status, 303);
+
+    // A session of the admin token ends when the admin token is changed (a restart with
+    // another TOLLGATE_ADMIN_TOKEN over the same database).
+    let before = c.sign_in(ADMIN).await.unwrap();
+    let rotated = AppState::new(
+        c.state.store.clone(),
+        tollgate_control_plane::http::auth::Tokens::new("another-admin-token-0123", DATAPLANE)
+            .unwrap(),
+        c.state.clock.clone(),
+    );
+    rotated.snapshots.rebuild().await.unwrap();
+    let resp = app(rotated)
+        .oneshot(
+            Request::get("/ui")
+                .header(header::HOST, HOST)
+                .header(
+                    header::COOKIE,
+                    format!("{}={}", ui::sessions::COOKIE, before.cookie),
+                )
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(c.get("/ui", Some(&before)).await.status, 200);
 
     // An expired session is gone too.
     let old = c.sign_in(ADMIN).await.unwrap();
@@ -447,14 +476,12 @@ async fn every_post_needs_the_sessions_csrf_token_and_this_origin() {
     assert_eq!(keys().await, before + 1);
 }
 
+/// A console request: its URI, its form fields, and whether it names an object.
+type Fixture = (String, Vec<(String, String)>, bool);
+
 /// A request for `method path` naming `o`'s objects; `true` when the route names an object
 /// (so a scoped token of another organisation must be refused).
-fn fixture(
-    method: &str,
-    path: &str,
-    o: &Objects,
-    n: usize,
-) -> Option<(String, Vec<(String, String)>, bool)> {
+fn fixture(method: &str, path: &str, o: &Objects, n: usize) -> Option<Fixture> {
     let none = Vec::new;
     Some(match (method, path) {
         ("GET", "/ui/login") => ("/ui/login".into(), none(), false),
@@ -840,8 +867,13 @@ async fn overview_bars_worst_first() {
 }
 
 store_test!(sessions_open_read_close, |store| {
-    let (id, stored) = store.open_ui_session(None, NOW).await.unwrap();
+    let id = ui::sessions::new_session_id().unwrap();
     assert!(id.starts_with("tgs-") && id.len() == 44);
+    let stored = store
+        .open_ui_session(&id, None, Some("tag"), NOW)
+        .await
+        .unwrap();
+    assert_eq!(stored.admin_tag.as_deref(), Some("tag"));
     assert_eq!(
         store.ui_session(&id, NOW + 1).await.unwrap(),
         Some(stored.clone())
@@ -855,8 +887,9 @@ store_test!(sessions_open_read_close, |store| {
         None
     );
     // Opening another deletes the expired ones; closing is idempotent.
-    let (id2, _) = store
-        .open_ui_session(None, NOW + ui::sessions::SESSION_TTL)
+    let id2 = ui::sessions::new_session_id().unwrap();
+    store
+        .open_ui_session(&id2, None, None, NOW + ui::sessions::SESSION_TTL)
         .await
         .unwrap();
     assert!(!store.close_ui_session(&id).await.unwrap());

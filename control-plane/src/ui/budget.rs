@@ -117,7 +117,7 @@ pub async fn page(
         (breakdown("by-key", "Keys that spent it", GroupBy::Key, &by_key))
         (breakdown("by-model", "Models", GroupBy::Model, &by_model))
         // DENIALS: the window's recent denials go here.
-        p { a href=(format!("/ui/spend?stack=key")) { "Spend over time" } }
+        p { a href="/ui/spend?stack=key" { "Spend over time" } }
     };
     Ok(layout::page(&title, &session, Nav::Overview, body))
 }

@@ -25,9 +25,17 @@ pub const PALETTE: [(u8, u8, u8); 10] = [
     (186, 176, 172),
 ];
 
+/// The palette's colour of series `i` (the palette repeats).
+fn rgb(i: usize) -> (u8, u8, u8) {
+    PALETTE
+        .get(i % PALETTE.len())
+        .copied()
+        .unwrap_or((128, 128, 128))
+}
+
 /// The colour of series `i`, as `#rrggbb`.
 pub fn colour(i: usize) -> String {
-    let (r, g, b) = PALETTE[i % PALETTE.len()];
+    let (r, g, b) = rgb(i);
     format!("#{r:02x}{g:02x}{b:02x}")
 }
 
@@ -98,7 +106,7 @@ pub fn stacked_bars(chart: &Stacked) -> Result<String, ChartError> {
             .draw()
             .map_err(err)?;
         for (i, segs) in bars.iter().enumerate() {
-            let (r, g, b) = PALETTE[i % PALETTE.len()];
+            let (r, g, b) = rgb(i);
             let style = RGBColor(r, g, b).filled();
             c.draw_series(segs.iter().map(|&(x, lo, hi)| {
                 let mut bar = Rectangle::new(

@@ -125,10 +125,11 @@ pub async fn page(
         .list_budgets_in(None, None, session.principal.org())
         .await?;
     let mut list = views(&s, budgets).await?;
-    let key = match q.sort.as_deref() {
-        Some(k @ ("spend" | "limit" | "resets" | "scope")) => k,
-        _ => "utilization",
-    };
+    let key = q
+        .sort
+        .as_deref()
+        .filter(|k| ["spend", "limit", "resets", "scope"].contains(k))
+        .unwrap_or("utilization");
     sort(&mut list, key, q.dir.as_deref());
     let dir = match q.dir.as_deref() {
         Some("asc") => "asc",

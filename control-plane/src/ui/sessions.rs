@@ -3,8 +3,10 @@
 //! `SameSite=Strict` cookie (`Secure` when the browser reached us over HTTPS); the store keeps
 //! only the id's SHA-256, the API token it was opened with (none for the environment's admin
 //! token), a per-session CSRF token and the expiry ([`SESSION_TTL`]). Every request reads the
-//! API token again, so revoking it ends its sessions at once on every replica; signing out
-//! deletes the row. Expired rows are deleted when someone signs in.
+//! API token again, so revoking it ends its sessions at once on every replica; a session of
+//! the environment's admin token carries a tag of that token and the session id
+//! (`Tokens::admin_tag`), so changing the admin token ends those. Signing out deletes the row.
+//! Expired rows are deleted when someone signs in.
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use cookie::{Cookie, SameSite};
@@ -39,14 +41,24 @@ impl Session {
     }
 }
 
-/// A stored session: the API token it was opened with (`None`: the admin token) and its CSRF
-/// token.
+/// A stored session: the API token it was opened with (`None`: the admin token), the admin
+/// token's tag, and its CSRF token.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredSession {
     /// The API token's id; `None` for the environment's admin token.
     pub token_id: Option<String>,
+    /// For the admin token: `Tokens::admin_tag` of the session id when it was opened.
+    pub admin_tag: Option<String>,
     /// The CSRF token.
     pub csrf: String,
+}
+
+/// A new session id: the cookie's value, never stored.
+pub fn new_session_id() -> Result<String, StoreError> {
+    Ok(format!(
+        "{SESSION_PREFIX}{}",
+        random_base62(40).map_err(random)?
+    ))
 }
 
 fn random(e: RandomError) -> StoreError {
@@ -54,14 +66,15 @@ fn random(e: RandomError) -> StoreError {
 }
 
 impl Store {
-    /// Opens a session for `token_id` (`None`: the admin token) at `now`; returns the session
-    /// id (the cookie's value, not stored) and the stored row. Deletes expired sessions.
+    /// Opens session `id` ([`new_session_id`]) for `token_id` (`None`: the admin token, with
+    /// its `admin_tag`) at `now`; returns the stored row. Deletes expired sessions.
     pub async fn open_ui_session(
         &self,
+        id: &str,
         token_id: Option<&str>,
+        admin_tag: Option<&str>,
         now: i64,
-    ) -> Result<(String, StoredSession), StoreError> {
-        let id = format!("{SESSION_PREFIX}{}", random_base62(40).map_err(random)?);
+    ) -> Result<StoredSession, StoreError> {
         let csrf = random_base62(32).map_err(random)?;
         with_pool!(self, write, |pool, pg| {
             sqlx::query("DELETE FROM ui_sessions WHERE expires_at <= $1")
@@ -69,22 +82,23 @@ impl Store {
                 .execute(pool)
                 .await?;
             sqlx::query(
-                "INSERT INTO ui_sessions (id_sha256, token_id, csrf, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO ui_sessions (id_sha256, token_id, admin_tag, csrf, created_at, \
+                 expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(sha256_hex(id.as_bytes()))
             .bind(token_id)
+            .bind(admin_tag)
             .bind(&csrf)
             .bind(now)
             .bind(now.saturating_add(SESSION_TTL))
             .execute(pool)
             .await?;
         });
-        let stored = StoredSession {
+        Ok(StoredSession {
             token_id: token_id.map(str::to_string),
+            admin_tag: admin_tag.map(str::to_string),
             csrf,
-        };
-        Ok((id, stored))
+        })
     }
 
     /// The live session whose id is `id` at `now`, if any.
@@ -99,7 +113,8 @@ impl Store {
         let digest = sha256_hex(id.as_bytes());
         Ok(with_pool!(self, read, |pool, pg| {
             sqlx::query_as::<_, StoredSession>(
-                "SELECT token_id, csrf FROM ui_sessions WHERE id_sha256 = $1 AND expires_at > $2",
+                "SELECT token_id, admin_tag, csrf FROM ui_sessions \
+                 WHERE id_sha256 = $1 AND expires_at > $2",
             )
             .bind(&digest)
             .bind(now)
@@ -135,7 +150,8 @@ pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The request's session, with its principal read afresh: `None` when there is no cookie, the
-/// session is unknown or expired, or its API token was revoked since.
+/// session is unknown or expired, its API token was revoked since, or (a session of the admin
+/// token) the admin token is not the one it was opened with.
 pub async fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, ApiError> {
     let Some(id) = cookie_value(headers) else {
         return Ok(None);
@@ -144,7 +160,17 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<Ses
         return Ok(None);
     };
     let principal = match &stored.token_id {
-        None => Principal::AdminEnv,
+        None => {
+            let now_tag = state.tokens.admin_tag(id.as_bytes());
+            let same = stored
+                .admin_tag
+                .as_deref()
+                .is_some_and(|t| bool::from(t.as_bytes().ct_eq(now_tag.as_bytes())));
+            if !same {
+                return Ok(None);
+            }
+            Principal::AdminEnv
+        }
         Some(token_id) => match state.store.get_token(token_id).await {
             Ok(t) if t.revoked_at.is_none() => Principal::Token(t),
             Ok(_) | Err(StoreError::NotFound { .. }) => return Ok(None),

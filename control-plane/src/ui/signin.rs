@@ -75,11 +75,14 @@ pub async fn sign_in(
             )),
         ));
     };
-    let token_id = match &principal {
-        Principal::AdminEnv => None,
-        Principal::Token(t) => Some(t.id.as_str()),
+    let id = sessions::new_session_id()?;
+    let (token_id, admin_tag) = match &principal {
+        Principal::AdminEnv => (None, Some(s.tokens.admin_tag(id.as_bytes()))),
+        Principal::Token(t) => (Some(t.id.as_str()), None),
     };
-    let (id, _) = s.store.open_ui_session(token_id, s.clock.now()).await?;
+    s.store
+        .open_ui_session(&id, token_id, admin_tag.as_deref(), s.clock.now())
+        .await?;
     let mut resp = see_other("/ui");
     resp.headers_mut().insert(
         header::SET_COOKIE,

@@ -160,7 +160,7 @@ impl Resolved {
             from: midnight(&self.zone, self.from),
             to: midnight(&self.zone, end),
             group_by: vec![self.bucket, self.stack],
-            zone: self.zone.clone(),
+            zone: self.zone,
             org: org.map(str::to_string),
         }
     }
