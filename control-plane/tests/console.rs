@@ -896,3 +896,47 @@ store_test!(sessions_open_read_close, |store| {
     assert!(store.close_ui_session(&id2).await.unwrap());
     assert_eq!(store.ui_session(&id2, NOW).await.unwrap(), None);
 });
+
+// The spend chart's hours are local hours of the zone asked for, on both backends: across
+// Paris's spring-forward night, 01:30 CET and 03:30 CEST are one hour of time apart and in
+// consecutive local hours (02:00 never happens there).
+store_test!(spend_per_local_hour, |store| {
+    store.create_org("acme", "Acme", NOW).await.unwrap();
+    let p = principal("acme", None, None, None);
+    let at = 1_711_845_000; // 2024-03-31 00:30 UTC = 01:30 CET
+    let events = vec![
+        event("h1", "r1", 1, at, &p, "0.25"),
+        event("h2", "r1", 2, at + 3600, &p, "0.5"),
+        event("h3", "r1", 3, at + 3660, &p, "1"),
+    ];
+    let cache = tollgate_control_plane::ingest::BudgetCache::default();
+    store.ingest(&events, at + 7200, &cache).await.unwrap();
+    let q = tollgate_control_plane::store::spend::SpendQuery {
+        scope: None,
+        model: None,
+        from: at - 7200,
+        to: at + 7200,
+        group_by: vec![tollgate_control_plane::store::spend::GroupBy::Hour],
+        zone: Zone::parse("Europe/Paris").unwrap(),
+        org: None,
+    };
+    let report = store.spend(&q).await.unwrap();
+    let hours: Vec<(String, u64, String)> = report
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.group["hour"].clone().unwrap(),
+                r.requests,
+                r.cost_usd.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hours,
+        [
+            ("2024-03-31 01:00".to_string(), 1, "0.25".to_string()),
+            ("2024-03-31 03:00".to_string(), 2, "1.5".to_string()),
+        ]
+    );
+});
