@@ -10,7 +10,7 @@ Usage: python console_e2e.py PHASE BASE_URL SPEC_JSON
     (mode 0600; never printed).
   PHASE "revoke": signs in, revokes that key through its row's button, checks the row, signs
     out.
-SPEC_JSON: {"org", "budget_id", "key_id", "percent", "ledger_total", "requests", "model",
+SPEC_JSON: {"org", "budget_id", "key_id", "percent", "overview", "ledger_total", "requests", "model",
             "key_id_to_revoke", "secret_file", "shots"}
 The API token to sign in with is read from the environment (TOLLGATE_CONSOLE_TOKEN).
 Screenshots of each page go to spec["shots"]. Prints one JSON line per check.
@@ -95,7 +95,13 @@ def create(driver, base, spec):
     who = sign_in(driver, base)
     assert f"manager of {spec['org']}" in who, who
 
-    # Overview: the budget's bar at the percentage its spend is of its limit.
+    # Overview: every budget, worst first, each at the share of its limit it has spent.
+    order = [(tr.get_attribute("data-budget"), tr.find_element(By.CSS_SELECTOR, "span.pct").text)
+             for tr in driver.find_elements(By.CSS_SELECTOR, "table#budgets tbody tr")]
+    assert order == [tuple(b) for b in spec["overview"]], (order, spec["overview"])
+    say(check="overview order", budgets=len(order))
+
+    # The key's budget: its bar at the percentage its spend is of its limit.
     row = driver.find_element(By.CSS_SELECTOR, f"tr[data-budget='{spec['budget_id']}']")
     shown = row.find_element(By.CSS_SELECTOR, "span.pct").text
     assert shown == spec["percent"], (shown, spec["percent"])

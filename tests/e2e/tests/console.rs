@@ -57,6 +57,26 @@ fn a_manager_sees_the_ledger_in_the_console_and_a_key_it_revokes_is_refused() {
         .unwrap();
     let listed = api.get(&format!("/v1/budgets/{budget}")).unwrap();
     assert_eq!(decimal(&listed["spent_usd"]), Some(total), "{listed}");
+    // Two more, in shadow mode (they warn and count, never deny, so the traffic below goes
+    // through): the project's at 80 % past its soft limit, the organisation's at 200 %.
+    let shadow = |scope: &str, id: &str, limit: Decimal, soft: Option<Decimal>| {
+        let mut body = json!({"scope": scope, "scope_id": id, "period": "monthly",
+                              "limit_usd": limit.normalize().to_string(), "mode": "shadow"});
+        if let Some(soft) = soft {
+            body["soft_limit_usd"] = json!(soft.normalize().to_string());
+        }
+        api.post("/v1/budgets", &body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let project = shadow(
+        "project",
+        &chain.project,
+        total * Decimal::new(125, 2),
+        Some(total),
+    );
+    let org = shadow("org", &chain.org, total / Decimal::from(2), None);
     let ledger = api.get("/v1/spend").unwrap();
     let ledger_total = decimal(&ledger["total_usd"]).unwrap();
     assert_eq!(ledger_total, total);
@@ -78,6 +98,8 @@ fn a_manager_sees_the_ledger_in_the_console_and_a_key_it_revokes_is_refused() {
         "budget_id": budget,
         "key_id": chain.key_id,
         "percent": "25 %",
+        // The overview, worst first.
+        "overview": [[org, "200 %"], [project, "80 %"], [budget, "25 %"]],
         "ledger_total": ledger_total.to_string(),
         "requests": REQUESTS,
         "model": "gpt-4o-mini",
