@@ -11,7 +11,6 @@ use axum::Extension;
 use maud::{html, Markup};
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use tollgate_core::budget::Period;
 
 use super::layout::{self, enc, percent, time, usd, Nav};
 use super::sessions::Session;
@@ -162,7 +161,7 @@ pub async fn page(
                             td.num.spend { (usd(v.spent_usd)) }
                             td.num { @if let Some(s) = b.soft_limit_usd { (usd(s)) } @else { span.muted { "—" } } }
                             td.num { (usd(b.limit_usd)) }
-                            td { (period_name(b.period)) " · " (b.timezone) @if b.mode.as_str() == "shadow" { " · shadow" } }
+                            td { (b.period.as_str()) " · " (b.timezone) @if b.mode.as_str() == "shadow" { " · shadow" } }
                             td { @match v.window_end { Some(end) => (time(&zone, end)), None => span.muted { "never" } } }
                         }
                     }
@@ -171,12 +170,4 @@ pub async fn page(
         }
     };
     Ok(layout::page("Budgets", &session, Nav::Overview, body))
-}
-
-/// A period in words.
-pub fn period_name(p: Period) -> &'static str {
-    match p {
-        Period::Total => "total",
-        other => other.as_str(),
-    }
 }
