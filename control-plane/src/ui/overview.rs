@@ -157,7 +157,7 @@ pub async fn page(
                         @let zone = b.zone();
                         tr data-budget=(b.id) {
                             td { a href=(format!("/ui/budgets/{}", enc(&b.id))) { (b.scope.as_str()) " " (b.scope_id) } }
-                            td { (bar(v)) " " span.pct { (percent(utilization(v.spent_usd, b.limit_usd))) } }
+                            td.util { (bar(v)) " " span.pct { (percent(utilization(v.spent_usd, b.limit_usd))) } }
                             td.num.spend { (usd(v.spent_usd)) }
                             td.num { @if let Some(s) = b.soft_limit_usd { (usd(s)) } @else { span.muted { "—" } } }
                             td.num { (usd(b.limit_usd)) }
