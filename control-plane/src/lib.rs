@@ -7,6 +7,7 @@
 //! - [`snapshot`]: building, caching and serving the snapshot by version.
 //! - [`http`]: the REST API v1 ([`http::app`]), its auth, errors and OpenAPI document.
 //! - [`alerts`]: webhook subscriptions, the alert outbox and its delivery.
+//! - [`ui`]: the budget owners' web console at `/ui`, served by the same router.
 //! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
 //!
 //! Tests: `cargo test -p tollgate-control-plane` (they start their own PostgreSQL; see the
@@ -30,3 +31,4 @@ pub mod quote;
 pub mod snapshot;
 pub mod store;
 pub mod timezone;
+pub mod ui;

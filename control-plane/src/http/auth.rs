@@ -135,6 +135,18 @@ impl Tokens {
         })
     }
 
+    /// A tag binding something to the admin token as it is now: hex SHA-256 of the admin
+    /// token's digest and `context`. The console keeps it with a session opened with the admin
+    /// token (`context`: the session id, which the store does not keep), so the session ends
+    /// when the admin token is changed, and the stored tag says nothing about the token without
+    /// the session id.
+    pub fn admin_tag(&self, context: &[u8]) -> String {
+        let mut h = Sha256::new();
+        h.update(self.admin);
+        h.update(context);
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The role of a presented token, if any. Both comparisons always run.
     pub fn role(&self, presented: &str) -> Option<Role> {
         let d = digest(presented);
@@ -253,7 +265,7 @@ impl Principal {
 }
 
 /// The live API token `token` is, if it is one.
-async fn api_token(state: &AppState, token: &str) -> Result<Option<ApiToken>, ApiError> {
+pub(crate) async fn api_token(state: &AppState, token: &str) -> Result<Option<ApiToken>, ApiError> {
     if !token.starts_with(TOKEN_PREFIX) {
         return Ok(None);
     }

@@ -110,18 +110,18 @@ fn present_money<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Decima
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BudgetView {
     #[serde(flatten)]
-    budget: Budget,
+    pub(crate) budget: Budget,
     /// Start of the current window (absent for `total`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    window_start: Option<i64>,
+    pub(crate) window_start: Option<i64>,
     /// When it resets (absent for `total`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    window_end: Option<i64>,
+    pub(crate) window_end: Option<i64>,
     /// Spend in the current window, USD.
-    spent_usd: Decimal,
+    pub(crate) spent_usd: Decimal,
     /// Refusals and soft warnings in the current window (as the filters reported them).
     #[serde(flatten)]
-    counts: WindowCounts,
+    pub(crate) counts: WindowCounts,
 }
 
 /// A USD amount that is neither negative nor absurd.
@@ -157,7 +157,7 @@ fn zone(tz: &str) -> ApiResult<Zone> {
     Zone::parse(tz).map_err(|e| ApiError::invalid("timezone", e))
 }
 
-async fn views(s: &AppState, budgets: Vec<Budget>) -> ApiResult<Vec<BudgetView>> {
+pub(crate) async fn views(s: &AppState, budgets: Vec<Budget>) -> ApiResult<Vec<BudgetView>> {
     let now = s.clock.now();
     let spent = s.store.spend_now(&budgets, now).await?;
     let counts = s.store.window_counts(&budgets, now).await?;
@@ -216,7 +216,7 @@ impl NewBudgetBody {
 
 /// Budget `id`, if the caller may see it: 403 for a scoped token when the budget's principal
 /// is not registered in its organisation.
-async fn budget_for(s: &AppState, who: &Principal, id: &str) -> ApiResult<Budget> {
+pub(crate) async fn budget_for(s: &AppState, who: &Principal, id: &str) -> ApiResult<Budget> {
     let b = s.store.get_budget(id).await?;
     who.require_scope(s, b.scope, &b.scope_id).await?;
     Ok(b)

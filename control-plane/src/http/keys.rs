@@ -22,21 +22,21 @@ type ApiResult<T> = Result<T, ApiError>;
 pub struct NewKeyBody {
     /// Display name.
     #[schema(value_type = Name)]
-    name: String,
+    pub(crate) name: String,
     /// Organisation charged.
     #[schema(value_type = Id)]
-    org_id: String,
+    pub(crate) org_id: String,
     /// Project charged.
     #[schema(value_type = Option<Id>)]
-    project_id: Option<String>,
+    pub(crate) project_id: Option<String>,
     /// User charged.
     #[schema(value_type = Option<Id>)]
-    user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
 }
 
 impl NewKeyBody {
     /// Checks the fields (that the chain exists is the store's to check).
-    pub(super) fn check(self) -> ApiResult<NewKey> {
+    pub(crate) fn check(self) -> ApiResult<NewKey> {
         check_name("name", &self.name)?;
         check_id("org_id", &self.org_id)?;
         if let Some(p) = &self.project_id {

@@ -19,18 +19,18 @@
 mod alerts;
 mod audit;
 pub mod auth;
-mod budgets;
+pub(crate) mod budgets;
 mod bulk;
 mod cost;
 pub mod error;
 pub mod formats;
-mod keys;
+pub(crate) mod keys;
 pub mod money;
 pub mod openapi;
 mod ops;
 mod prices;
 mod snapshot;
-mod spend;
+pub(crate) mod spend;
 mod tenants;
 mod tokens;
 mod usage;
@@ -282,7 +282,10 @@ pub fn app(state: AppState) -> Router {
         };
         router = router.route(&route.path, mr);
     }
+    // The console's pages (`crate::ui`), on the same listener; labelled, counted and traced
+    // like the API's routes, outside its OpenAPI document (they answer HTML).
     router
+        .merge(crate::ui::router(&state))
         .route_layer(middleware::from_fn(label))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -1,6 +1,6 @@
 //! `GET /v1/spend`: spend from the ledger. Query parameters: `scope` + `scope_id` (both or
 //! neither), `model`, `from` / `to` (Unix seconds, RFC 3339, or a `YYYY-MM-DD` date in UTC;
-//! default: all time), `group_by` (comma-separated `day`, `model`, `org`, `project`, `user`,
+//! default: all time), `group_by` (comma-separated `day`, `hour`, `model`, `org`, `project`, `user`,
 //! `key`, or `scope` for the link named by `scope`), `tz` (the zone days are counted in,
 //! default UTC). JSON by default, CSV with `Accept: text/csv`. A manager or viewer token sees
 //! its organisation's ledger rows only.
@@ -69,6 +69,7 @@ fn query(q: &Params) -> Result<SpendQuery, ApiError> {
         let g = match g {
             "" => continue,
             "day" => GroupBy::Day,
+            "hour" => GroupBy::Hour,
             "model" => GroupBy::Model,
             "org" => GroupBy::Org,
             "project" => GroupBy::Project,
@@ -86,7 +87,9 @@ fn query(q: &Params) -> Result<SpendQuery, ApiError> {
             other => {
                 return Err(ApiError::invalid(
                     "group_by",
-                    format!("{other:?} is not one of day, model, org, project, user, key, scope"),
+                    format!(
+                        "{other:?} is not one of day, hour, model, org, project, user, key, scope"
+                    ),
                 ))
             }
         };
@@ -158,7 +161,7 @@ pub fn to_csv(group_by: &[GroupBy], report: &SpendReport) -> String {
     ("model" = Option<String>, Query, nullable = false, description = "Only this model"),
     ("from" = Option<String>, Query, nullable = false, description = "Start (Unix seconds, RFC 3339 or date)"),
     ("to" = Option<String>, Query, nullable = false, description = "End, exclusive"),
-    ("group_by" = Option<String>, Query, nullable = false, description = "Comma-separated: day, model, org, project, user, key, scope"),
+    ("group_by" = Option<String>, Query, nullable = false, description = "Comma-separated: day, hour, model, org, project, user, key, scope"),
     ("tz" = Option<String>, Query, nullable = false, description = "IANA zone days are counted in; default UTC"),
 ), responses(
     (status = 200, description = "OK", content((SpendReport = "application/json"), (String = "text/csv"))),

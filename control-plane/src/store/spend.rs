@@ -38,6 +38,8 @@ pub struct SpendQuery {
 pub enum GroupBy {
     /// Local calendar day (`YYYY-MM-DD`) in the query's zone.
     Day,
+    /// Local hour (`YYYY-MM-DD HH:00`) in the query's zone (the console's hourly chart).
+    Hour,
     /// Model.
     Model,
     /// Organisation id.
@@ -55,6 +57,7 @@ impl GroupBy {
     pub fn name(self) -> &'static str {
         match self {
             GroupBy::Day => "day",
+            GroupBy::Hour => "hour",
             GroupBy::Model => "model",
             GroupBy::Org => "org",
             GroupBy::Project => "project",
@@ -162,6 +165,7 @@ impl Store {
                     .iter()
                     .map(|g| match g {
                         GroupBy::Day => Some(local_day(&q.zone, r.ts)),
+                        GroupBy::Hour => Some(local_hour(&q.zone, r.ts)),
                         GroupBy::Model => Some(r.model.clone()),
                         GroupBy::Org => Some(r.org_id.clone()),
                         GroupBy::Project => r.project_id.clone(),
@@ -204,5 +208,16 @@ impl Store {
 pub fn local_day(zone: &Zone, ts: i64) -> String {
     chrono::DateTime::from_timestamp(ts, 0)
         .map(|dt| dt.with_timezone(&zone.0).date_naive().to_string())
+        .unwrap_or_default()
+}
+
+/// `YYYY-MM-DD HH:00` of `ts` in `zone` (sorts as text in time order, like [`local_day`]).
+pub fn local_hour(zone: &Zone, ts: i64) -> String {
+    chrono::DateTime::from_timestamp(ts, 0)
+        .map(|dt| {
+            dt.with_timezone(&zone.0)
+                .format("%Y-%m-%d %H:00")
+                .to_string()
+        })
         .unwrap_or_default()
 }

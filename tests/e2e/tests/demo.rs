@@ -114,6 +114,18 @@ fn the_demo_prints_examples_that_work_as_printed_and_ctrl_c_stops_everything() {
         .and_then(|l| l.split_whitespace().next())
         .map(str::to_string)
         .unwrap_or_else(|| panic!("no control plane named:\n{text}"));
+    // The console's address and how to sign in are printed, and it answers there.
+    let console = block(&printed, "web console");
+    assert!(
+        console.contains(&format!("cat {}", state_dir.join("admin-token").display())),
+        "{console}"
+    );
+    assert!(
+        text.contains(&format!("open {cp_url}/ui in a browser")),
+        "{text}"
+    );
+    let login = reqwest::blocking::get(format!("{cp_url}/ui/login")).unwrap();
+    assert_eq!(login.status(), 200);
     // No secret is printed: the examples read them from files.
     assert!(text.contains("$(cat "), "{text}");
     assert!(

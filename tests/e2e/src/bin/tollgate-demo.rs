@@ -277,6 +277,9 @@ EOF
 # spend so far (control-plane admin API)
 curl -sS "{cp}/v1/spend?group_by=model" -H "Authorization: Bearer $(cat {admin})"
 
+# web console: open {cp}/ui in a browser and sign in with the admin token, which
+# `cat {admin}` prints (or with a tgt- API token: POST {cp}/v1/tokens)
+
 tollgate: Ctrl-C stops everything."#,
         cp = stack.cp.url(),
         admin = admin_file.display(),
