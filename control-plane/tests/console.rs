@@ -743,7 +743,7 @@ async fn no_secret_in_any_page_but_a_new_key_once() {
         .into_iter()
         .find(|r| r.get(1) == Some(&a.spare_key))
         .unwrap();
-    assert!(row[7].starts_with("revoked"), "{row:?}");
+    assert!(row[8].starts_with("revoked"), "{row:?}");
 }
 
 #[tokio::test]
