@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::wait::eventually;
@@ -23,31 +22,10 @@ use tollgate_core::budget::{Mode, Period, Scope};
 use tollgate_testkit::sqlite_store;
 use tollgate_testkit::webhook::receiver;
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn deliveries_log_the_host_never_the_path_query_or_secret() {
-    let buf = Buf::default();
-    let writer = buf.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish(),
-    )
-    .unwrap();
+    let (subscriber, buf) = debug_log();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let (store, _db) = sqlite_store().await;
     store.create_org("acme", "Acme", NOW).await.unwrap();
@@ -108,14 +86,14 @@ async fn deliveries_log_the_host_never_the_path_query_or_secret() {
     })
     .await;
     eventually(10, "the refused one failed twice", || async {
-        let log = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+        let log = buf.text();
         log.matches("alert delivery failed").count() >= 3
     })
     .await;
     task.abort();
     server.abort();
 
-    let log = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    let log = buf.text();
     let ours: Vec<&str> = log.lines().filter(|l| l.contains("alert")).collect();
     assert!(log.contains("alert delivered"), "{ours:#?}");
     assert!(log.contains("HTTP 500"), "{ours:#?}");

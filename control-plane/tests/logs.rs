@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::*;
@@ -17,29 +15,10 @@ use tollgate_control_plane::http::app;
 use tollgate_testkit::sqlite_store;
 use tower::ServiceExt;
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A token or key in the query or the `Authorization` header stays out of the log.
 #[tokio::test]
 async fn request_logs_name_the_route_never_the_query_or_a_token() {
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let (subscriber, buf) = debug_log();
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let (store, _db) = sqlite_store().await;
@@ -109,7 +88,7 @@ async fn request_logs_name_the_route_never_the_query_or_a_token() {
     assert_eq!(call("/v1/tokens", &token).await, StatusCode::FORBIDDEN);
     secrets.push(token);
 
-    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let log = buf.text();
     assert!(
         log.contains("request{method=GET route=/v1/usage/events}")
             && log.contains("route=\"/v1/usage/events\" status=200"),

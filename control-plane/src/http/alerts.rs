@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Principal;
-use super::error::{ApiError, ApiJson, ApiPath, Params};
+use super::error::{next_before, ApiError, ApiJson, ApiPath, Params};
 use super::formats::{Id, IdPath, Name};
 use super::{check_id, check_name, Access, AppState};
 use crate::alerts::deliveries::{Delivery, DeliveryQuery};
@@ -243,13 +243,7 @@ pub async fn deliveries(
     q: Params,
 ) -> ApiResult<Json<DeliveryPage>> {
     q.only(&["org_id", "webhook_id", "status", "kind", "before", "limit"])?;
-    let before_id = q
-        .get("before")
-        .map(|v| {
-            v.parse::<i64>()
-                .map_err(|_| ApiError::invalid("before", "must be an integer"))
-        })
-        .transpose()?;
+    let before_id = q.before_id()?;
     if let Some(st) = q.get("status") {
         if !matches!(st, "pending" | "delivered" | "failed") {
             return Err(ApiError::invalid(
@@ -269,12 +263,7 @@ pub async fn deliveries(
         limit,
     };
     let deliveries = s.store.list_deliveries(&query).await?;
-    let full = deliveries.len() == usize::try_from(limit).unwrap_or(usize::MAX);
-    let next_before = if full {
-        deliveries.last().map(|d| d.id)
-    } else {
-        None
-    };
+    let next_before = next_before(&deliveries, limit, |d| d.id);
     Ok(Json(DeliveryPage {
         deliveries,
         next_before,

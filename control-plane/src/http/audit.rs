@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::Principal;
-use super::error::{ApiError, Params};
+use super::error::{next_before, ApiError, Params};
 use super::spend::time_param;
 use super::AppState;
 use crate::store::audit::{AuditEntry, AuditQuery};
@@ -53,13 +53,7 @@ pub async fn list(
         "before",
         "limit",
     ])?;
-    let before_id = q
-        .get("before")
-        .map(|v| {
-            v.parse::<i64>()
-                .map_err(|_| ApiError::invalid("before", "must be an integer"))
-        })
-        .transpose()?;
+    let before_id = q.before_id()?;
     let limit = q.limit("limit", 1_000, 100)?;
     let owned = |name: &str| q.get(name).map(str::to_string);
     let query = AuditQuery {
@@ -73,12 +67,7 @@ pub async fn list(
         limit,
     };
     let entries = s.store.audit_log(&query).await?;
-    let full = entries.len() == usize::try_from(limit).unwrap_or(usize::MAX);
-    let next_before = if full {
-        entries.last().map(|e| e.id)
-    } else {
-        None
-    };
+    let next_before = next_before(&entries, limit, |e| e.id);
     Ok(Json(AuditPage {
         entries,
         next_before,

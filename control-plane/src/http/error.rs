@@ -333,6 +333,16 @@ impl Params {
         }
     }
 
+    /// `before`: page below this row id (the `next_before` of the previous page).
+    pub fn before_id(&self) -> Result<Option<i64>, ApiError> {
+        self.get("before")
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::invalid("before", "must be an integer"))
+            })
+            .transpose()
+    }
+
     /// A count from 1 to `max`, `default` when absent.
     pub fn limit(&self, name: &str, max: u32, default: u32) -> Result<u32, ApiError> {
         match self.get(name) {
@@ -346,6 +356,13 @@ impl Params {
                 }),
         }
     }
+}
+
+/// The `next_before` of a page of `limit` rows, newest first: the last row's id when the page
+/// is full (there may be older rows), else none.
+pub fn next_before<T>(rows: &[T], limit: u32, id: impl Fn(&T) -> i64) -> Option<i64> {
+    let full = rows.len() == usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.last().filter(|_| full).map(id)
 }
 
 /// A path parameter, rejected as a 400 problem document when it cannot be decoded.

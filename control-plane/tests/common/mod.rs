@@ -194,3 +194,37 @@ pub fn venv_tool(name: &str) -> Option<PathBuf> {
         bin.display()
     );
 }
+
+/// What a test's tracing subscriber wrote, kept in memory.
+#[derive(Clone, Default)]
+pub struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuf {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A subscriber logging everything at debug, without colours, into the returned buffer; the
+/// test installs it (globally, or for its thread).
+pub fn debug_log() -> (impl tracing::Subscriber + Send + Sync, LogBuf) {
+    let buf = LogBuf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (subscriber, buf)
+}
