@@ -9,8 +9,6 @@
 //! [`MAX_OPEN`] records are open; refusals beyond that are counted as dropped (the filter's
 //! metric), never queued.
 
-use std::collections::HashMap;
-
 use crate::cost::CostBreakdown;
 use crate::event::{Charge, Denied, UnchargedReason, UsageEvent};
 use crate::identity::Principal;
@@ -23,7 +21,7 @@ pub const MAX_OPEN: usize = 256;
 /// Seconds a record stays open before it is handed over.
 pub const HOLD_S: i64 = 1;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
     budget: String,
     principal: Principal,
@@ -43,7 +41,9 @@ struct Open {
 /// One worker's open denial records.
 #[derive(Debug, Default)]
 pub struct Denials {
-    open: HashMap<Key, Open>,
+    /// Scanned by borrowed fields (a repeated refusal allocates nothing); at most
+    /// [`MAX_OPEN`] long.
+    open: Vec<(Key, Open)>,
     /// When the oldest open record was opened.
     since: Option<i64>,
 }
@@ -71,7 +71,6 @@ impl Denials {
     /// Counts a refusal. `false` when it could not be kept (all [`MAX_OPEN`] records are
     /// open for other keys): the caller counts it as dropped.
     pub fn add(&mut self, r: Refusal<'_>) -> bool {
-        // Borrowed lookup first: a repeated refusal allocates nothing.
         let found = self.open.iter_mut().find(|(k, _)| {
             k.budget == r.budget
                 && k.model == r.model
@@ -86,7 +85,7 @@ impl Denials {
         if self.open.len() >= MAX_OPEN {
             return false;
         }
-        self.open.insert(
+        self.open.push((
             Key {
                 budget: r.budget.to_string(),
                 principal: r.principal.clone(),
@@ -100,7 +99,7 @@ impl Denials {
                 price_version: r.price_version,
                 stream: r.stream,
             },
-        );
+        ));
         self.since.get_or_insert(r.now);
         true
     }
@@ -115,7 +114,7 @@ impl Denials {
     pub fn take(&mut self) -> Vec<UsageEvent> {
         self.since = None;
         self.open
-            .drain()
+            .drain(..)
             .map(|(k, o)| UsageEvent {
                 id: String::new(),
                 reporter: String::new(),

@@ -16,7 +16,7 @@ use crate::snapshot::KeyLookup;
 
 /// The chain a request is charged to. Only `org` is required; a request made with a bare
 /// trusted principal header may name only some links.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Principal {
