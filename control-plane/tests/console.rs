@@ -18,6 +18,7 @@ use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
 use common::*;
 use http_body_util::BodyExt;
+use tollgate_control_plane::alerts::webhooks::NewWebhook;
 use tollgate_control_plane::http::{app, Access, AppState};
 use tollgate_control_plane::store::budgets::NewBudget;
 use tollgate_control_plane::store::keys::NewKey;
@@ -65,6 +66,7 @@ struct Objects {
     key_secret: String,
     spare_key: String,
     budget: String,
+    webhook: String,
 }
 
 async fn console() -> Console {
@@ -215,7 +217,21 @@ impl Console {
             key_secret: k.secret,
             spare_key: spare.key.id,
             budget: budget.id,
+            webhook: self.webhook(org).await,
         }
+    }
+
+    /// A new alert subscription of `org`; its id.
+    async fn webhook(&self, org: &str) -> String {
+        let new = NewWebhook {
+            org_id: Some(org.into()),
+            name: format!("{org}-hook"),
+            url: format!("https://hooks.example/{org}/T0/secret-path"),
+            enabled: true,
+            ..NewWebhook::default()
+        };
+        let created = self.state.store.create_webhook(&new, NOW).await.unwrap();
+        created.webhook.id
     }
 }
 
@@ -262,6 +278,12 @@ fn rows(html: &str, id: &str) -> Vec<Vec<String>> {
                 .collect()
         })
         .collect()
+}
+
+/// The secret a create answer shows once (`<code id="new-secret">`).
+fn new_secret(html: &str) -> String {
+    let at = html.find("<code id=\"new-secret\">").unwrap() + 22;
+    html[at..].split('<').next().unwrap().to_string()
 }
 
 fn strip_tags(s: &str) -> String {
@@ -481,7 +503,7 @@ type Fixture = (String, Vec<(String, String)>, bool);
 
 /// A request for `method path` naming `o`'s objects; `true` when the route names an object
 /// (so a scoped token of another organisation must be refused).
-fn fixture(method: &str, path: &str, o: &Objects, n: usize) -> Option<Fixture> {
+fn fixture(method: &str, path: &str, o: &Objects, n: usize, hook: &str) -> Option<Fixture> {
     let none = Vec::new;
     Some(match (method, path) {
         ("GET", "/ui/login") => ("/ui/login".into(), none(), false),
@@ -514,6 +536,26 @@ fn fixture(method: &str, path: &str, o: &Objects, n: usize) -> Option<Fixture> {
         }
         ("GET", "/ui/prices") => ("/ui/prices?q=gpt".into(), none(), false),
         ("GET", "/ui/prices/{*model}") => ("/ui/prices/gpt-4o".into(), none(), false),
+        ("GET", "/ui/alerts") => ("/ui/alerts?status=pending".into(), none(), false),
+        ("POST", "/ui/alerts") => (
+            "/ui/alerts".into(),
+            vec![
+                ("name".into(), format!("walk-{n}")),
+                ("org_id".into(), o.org.into()),
+                ("url".into(), "https://hooks.example/walk".into()),
+                ("events".into(), "hard_limit".into()),
+                ("events".into(), "threshold".into()),
+                ("thresholds".into(), "50, 90".into()),
+            ],
+            true,
+        ),
+        ("POST", "/ui/alerts/{id}/enabled") => (
+            format!("/ui/alerts/{}/enabled", o.webhook),
+            vec![("enabled".into(), n.is_multiple_of(2).to_string())],
+            true,
+        ),
+        // The walk deletes a subscription made for each call (`hook`).
+        ("POST", "/ui/alerts/{id}/delete") => (format!("/ui/alerts/{hook}/delete"), none(), true),
         _ => return None,
     })
 }
@@ -582,7 +624,12 @@ async fn every_console_route_with_every_role() {
             for o in [&a, &b] {
                 n += 1;
                 let what = format!("{} {} as {who:?} on {}", route.method, route.path, o.org);
-                let (uri, form, named) = fixture(route.method, &route.path, o, n)
+                let hook = if route.path.ends_with("/delete") {
+                    c.webhook(o.org).await
+                } else {
+                    String::new()
+                };
+                let (uri, form, named) = fixture(route.method, &route.path, o, n, &hook)
                     .unwrap_or_else(|| panic!("no fixture for {} {}", route.method, route.path));
                 // Signing out ends the session: the walk signs out a fresh one of each.
                 let fresh;
@@ -686,8 +733,7 @@ async fn no_secret_in_any_page_but_a_new_key_once() {
         .post("/ui/keys", &m, &[("name", "fresh"), ("org_id", "a")])
         .await;
     assert_eq!(created.status, 201, "{}", created.text);
-    let at = created.text.find("<code id=\"new-secret\">").unwrap() + 22;
-    let secret = created.text[at..].split('<').next().unwrap().to_string();
+    let secret = new_secret(&created.text);
     assert!(secret.len() > 20, "{secret}");
     assert_eq!(created.text.matches(&secret).count(), 1);
     assert_eq!(created.headers[header::CACHE_CONTROL], "no-store");
@@ -718,6 +764,7 @@ async fn no_secret_in_any_page_but_a_new_key_once() {
         budget_a.as_str(),
         "/ui/keys",
         "/ui/prices",
+        "/ui/alerts",
         "/ui/login",
     ];
     for who in [&admin, &m, &v] {
@@ -744,6 +791,123 @@ async fn no_secret_in_any_page_but_a_new_key_once() {
         .find(|r| r.get(1) == Some(&a.spare_key))
         .unwrap();
     assert!(row[8].starts_with("revoked"), "{row:?}");
+}
+
+/// The alerts page: a subscription created through it shows its signing secret once and then
+/// never; a viewer sees no form and each URL cut to its host; the delivery log lists what a
+/// crossing recorded, by status; pause and delete act on the store.
+#[tokio::test]
+async fn alerts_page_subscriptions_and_delivery_log() {
+    let c = console().await;
+    let a = c.objects("a", ["1", "2"]).await;
+    let m = c
+        .sign_in(&c.token(TokenRole::Manager, Some("a")).await.0)
+        .await
+        .unwrap();
+    let v = c
+        .sign_in(&c.token(TokenRole::Viewer, Some("a")).await.0)
+        .await
+        .unwrap();
+    let created = c
+        .post(
+            "/ui/alerts",
+            &m,
+            &[
+                ("name", "pager"),
+                ("org_id", "a"),
+                ("url", "https://hooks.example/a/T1/pager-path"),
+                ("format", "slack"),
+                ("events", "hard_limit"),
+                ("events", "threshold"),
+                ("thresholds", "50, 90"),
+                ("budget_ids", &a.budget),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let secret = new_secret(&created.text);
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    assert_eq!(created.text.matches(&secret).count(), 1);
+    let hooks = c.state.store.list_webhooks(Some("a")).await.unwrap();
+    let pager = hooks.iter().find(|w| w.name == "pager").unwrap();
+    assert_eq!(
+        (pager.events.len(), pager.thresholds.len(), pager.format),
+        (2, 2, ui_format("slack"))
+    );
+    assert_eq!(pager.budget_ids, std::slice::from_ref(&a.budget));
+    // A bad field is the API's error, and nothing is created.
+    let bad = c
+        .post("/ui/alerts", &m, &[("url", "ftp://x/y"), ("org_id", "a")])
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    assert_eq!(
+        c.state.store.list_webhooks(Some("a")).await.unwrap().len(),
+        2
+    );
+
+    // $3 spent of $10; $5 more crosses 50 % and the soft limit: deliveries for both
+    // subscriptions, pending (nothing listens at hooks.example).
+    let p = principal("a", None, None, Some(&a.key));
+    let e = event("a-e3", "a", 3, NOW - 30, &p, "5");
+    c.state
+        .store
+        .ingest(&[e], NOW, &c.state.budgets)
+        .await
+        .unwrap();
+    let manager_page = c.get("/ui/alerts", Some(&m)).await.text;
+    let viewer_page = c.get("/ui/alerts", Some(&v)).await.text;
+    for page in [&manager_page, &viewer_page] {
+        assert!(!page.contains(&secret) && !page.contains(&secret[6..]));
+        let log = rows(page, "deliveries");
+        let mut kinds: Vec<&str> = log.iter().map(|r| r[2].as_str()).collect();
+        kinds.sort_unstable();
+        // The page's own subscription: threshold_50 only (it asked for 50 and 90, not the soft
+        // limit); the other: threshold_50, threshold_80 and soft_limit.
+        assert_eq!(
+            kinds,
+            ["soft_limit", "threshold_50", "threshold_50", "threshold_80"],
+            "{log:?}"
+        );
+        assert!(log.iter().all(|r| r[4] == "pending"), "{log:?}");
+    }
+    assert!(manager_page.contains("pager-path") && manager_page.contains("Create subscription"));
+    assert!(!viewer_page.contains("pager-path") && !viewer_page.contains("secret-path"));
+    assert!(viewer_page.contains("https://hooks.example/…"));
+    assert!(!viewer_page.contains("Create subscription") && !viewer_page.contains("Delete"));
+    let delivered = c.get("/ui/alerts?status=delivered", Some(&m)).await.text;
+    assert!(delivered.contains("No deliveries."), "{delivered}");
+    let odd = c.get("/ui/alerts?status=lost", Some(&m)).await;
+    assert_eq!(odd.status, 422);
+
+    // Pause, then delete, through the forms.
+    let paused = c
+        .post(
+            &format!("/ui/alerts/{}/enabled", pager.id),
+            &m,
+            &[("enabled", "false")],
+        )
+        .await;
+    assert_eq!(
+        (paused.status, paused.location()),
+        (StatusCode::SEE_OTHER, "/ui/alerts")
+    );
+    assert!(!c.state.store.get_webhook(&pager.id).await.unwrap().enabled);
+    let row = rows(&c.get("/ui/alerts", Some(&m)).await.text, "webhooks")
+        .into_iter()
+        .find(|r| r[1] == pager.id)
+        .unwrap();
+    assert_eq!(row[8], "paused", "{row:?}");
+    let deleted = c
+        .post(&format!("/ui/alerts/{}/delete", pager.id), &m, &[])
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.text);
+    assert!(c.state.store.get_webhook(&pager.id).await.is_err());
+    let log = rows(&c.get("/ui/alerts", Some(&m)).await.text, "deliveries");
+    assert_eq!(log.len(), 3, "its deliveries went with it: {log:?}");
+}
+
+fn ui_format(name: &str) -> tollgate_control_plane::alerts::Format {
+    serde_json::from_value(serde_json::json!(name)).unwrap()
 }
 
 #[tokio::test]

@@ -25,8 +25,6 @@ use tollgate_control_plane::store::tokens::{NewToken, TokenRole};
 use tollgate_control_plane::store::{Store, StoreError};
 use tollgate_control_plane::timezone::Zone;
 use tollgate_core::budget::{Mode, Period, Scope};
-use tollgate_core::event::{Charge, Denied, UnchargedReason, UsageEvent};
-use tollgate_core::identity::Principal;
 use tollgate_core::pricing::ModelPrice;
 use tollgate_core::snapshot::{KeyLookup, Snapshot, SnapshotIndex};
 use tollgate_testkit::{store_test, with_connection};
@@ -212,29 +210,6 @@ store_test!(budgets_crud_and_unique_per_period, |store| {
         Err(StoreError::NotFound { .. })
     ));
 });
-
-/// A denial record of `budget`: `requests` refusals from `first` to `ts`.
-fn denial(
-    id: &str,
-    seq: u64,
-    ts: i64,
-    p: &Principal,
-    budget: &str,
-    requests: u64,
-    first: i64,
-) -> UsageEvent {
-    let mut e = event(id, "r1", seq, ts, p, "0");
-    e.usage = Default::default();
-    e.charge = Charge::Zero;
-    e.uncharged = Some(UnchargedReason::Denied);
-    e.status = 429;
-    e.denied = Some(Denied {
-        budget: budget.into(),
-        requests,
-        first_ts: first,
-    });
-    e
-}
 
 store_test!(refusals_warnings_and_last_use_are_counted_once, |store| {
     seed_tenants(&store).await;

@@ -14,13 +14,6 @@ fn crossed(before: Decimal, after: Decimal, level: Decimal) -> bool {
     before < level && after >= level
 }
 
-/// The source of the `hard_limit` event: for now, the counted window spend reached the limit
-/// in this batch. The filter's denial reporting will replace it with "the first denial in a
-/// window"; this function is the one place to change.
-pub fn hard_limit_reached(before: Decimal, after: Decimal, limit: Decimal) -> bool {
-    limit > Decimal::ZERO && crossed(before, after, limit)
-}
-
 /// `percent` % of `limit` (exact; `None` only on overflow, far beyond any budget).
 pub fn threshold_level(limit: Decimal, percent: u32) -> Option<Decimal> {
     limit
@@ -29,9 +22,15 @@ pub fn threshold_level(limit: Decimal, percent: u32) -> Option<Decimal> {
 }
 
 /// The events a window whose spend went from `before` to `after` fires: each of `thresholds`
-/// (percent of `limit`) crossed, the soft limit crossed, the hard limit reached. A batch that
-/// jumps over several thresholds fires each of them. A budget with a zero limit has no
-/// thresholds (every cent would cross all of them at once).
+/// (percent of `limit`) crossed and the soft limit crossed. A batch that jumps over several
+/// thresholds fires each of them. A budget with a zero limit has no thresholds (every cent
+/// would cross all of them at once).
+///
+/// Not `hard_limit`: spend reaching the limit is the 100 % threshold; `hard_limit` is the
+/// first request the budget refused in the window, which only the filter's denial records
+/// tell (`ingest::window_stats`), and which a spend figure cannot: admission refuses on the
+/// worst-case reservation before the counted spend reaches the limit, and a zero-limit budget
+/// refuses with no spend at all.
 pub fn crossings(
     before: Decimal,
     after: Decimal,
@@ -52,9 +51,6 @@ pub fn crossings(
     }
     if soft_limit.is_some_and(|s| s > Decimal::ZERO && crossed(before, after, s)) {
         out.push(EventKind::SoftLimit);
-    }
-    if hard_limit_reached(before, after, limit) {
-        out.push(EventKind::HardLimit);
     }
     out
 }
@@ -148,10 +144,10 @@ mod tests {
                 EventKind::Threshold(95)
             ]
         );
-        // The limit: the 100 % threshold and the hard limit.
+        // The limit: the 100 % threshold (the hard limit is the first refusal, not spend).
         assert_eq!(
             crossings(d("99"), d("100"), limit, Some(d("90")), &t),
-            [EventKind::Threshold(100), EventKind::HardLimit]
+            [EventKind::Threshold(100)]
         );
         assert_eq!(
             crossings(d("89"), d("91"), limit, Some(d("90")), &t),
@@ -166,12 +162,5 @@ mod tests {
             [EventKind::Threshold(80)]
         );
         assert!(crossings(d("0.2"), d("0.2399999"), d("0.3"), None, &set(&[80])).is_empty());
-    }
-
-    #[test]
-    fn hard_limit_is_reaching_the_limit() {
-        assert!(hard_limit_reached(d("9.99"), d("10"), d("10")));
-        assert!(!hard_limit_reached(d("10"), d("11"), d("10")));
-        assert!(!hard_limit_reached(d("0"), d("1"), d("0")));
     }
 }

@@ -34,7 +34,8 @@ pub enum EventKind {
     Threshold(u32),
     /// The window's spend reached the soft limit.
     SoftLimit,
-    /// The hard limit was reached (see [`evaluate::hard_limit_reached`]).
+    /// The budget refused its first request in a window (the filter's denial records; see
+    /// [`evaluate::crossings`] for why not spend).
     HardLimit,
     /// A budget's new window began.
     WindowReset,

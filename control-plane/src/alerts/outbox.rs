@@ -7,8 +7,9 @@
 //!
 //! - [`Outbox::record_crossings`]: ingestion's hook (`store/ledger.rs`), right after the
 //!   counters were added to: the spend after the batch is read back, the spend before is that
-//!   minus the batch's delta, and [`evaluate::crossings`] says what fired. Subscriptions are
-//!   read first, so without any the hook costs one small query per batch.
+//!   minus the batch's delta, and [`evaluate::crossings`] says what fired; a window the
+//!   batch's denial records name fires `hard_limit` (once: the key). Subscriptions are read
+//!   first, so without any the hook costs one small query per batch.
 //! - The sweep ([`Store::record_window_resets`], [`Store::record_stale_reporters`],
 //!   [`Store::record_price_book_change`]), which the dispatcher runs on its slow poll for what
 //!   no usage batch causes.
@@ -150,14 +151,21 @@ pub struct WindowSweep {
     pub next_boundary: Option<i64>,
 }
 
+/// A budget window that refused requests in this batch: `(budget id, window start, the
+/// earliest refusal's time)`, from the batch's denial records (`ingest::window_stats`).
+pub(crate) type Refused<'a> = (&'a str, i64, i64);
+
 /// Ingestion's hook, on the ingestion transaction's connection.
 pub(crate) trait Outbox {
     /// Records the events that the counter deltas `(budget id, window start, USD)` just added
-    /// in this transaction fired. Returns whether any delivery was recorded (then wake the
-    /// dispatcher after the commit: [`Store::wake_alerts`]).
+    /// in this transaction fired, and `hard_limit` for each window of `refused` (the first
+    /// batch that reports a refusal in a window records it; later ones find the key taken).
+    /// Returns whether any delivery was recorded (then wake the dispatcher after the commit:
+    /// [`Store::wake_alerts`]).
     async fn record_crossings(
         &mut self,
         deltas: &[(&str, i64, Decimal)],
+        refused: &[Refused<'_>],
         now: i64,
     ) -> Result<bool, StoreError>;
 }
@@ -168,9 +176,10 @@ macro_rules! outbox_impl {
             async fn record_crossings(
                 &mut self,
                 deltas: &[(&str, i64, Decimal)],
+                refused: &[Refused<'_>],
                 now: i64,
             ) -> Result<bool, StoreError> {
-                if deltas.is_empty() {
+                if deltas.is_empty() && refused.is_empty() {
                     return Ok(false);
                 }
                 let subs: Vec<Webhook> = enabled_webhooks!(self)
@@ -181,6 +190,7 @@ macro_rules! outbox_impl {
                     return Ok(false);
                 }
                 let mut ids: Vec<&str> = deltas.iter().map(|d| d.0).collect();
+                ids.extend(refused.iter().map(|r| r.0));
                 ids.sort_unstable();
                 ids.dedup();
                 let mut selected: HashMap<String, (Budget, Option<String>, Vec<&Webhook>)> =
@@ -196,7 +206,12 @@ macro_rules! outbox_impl {
                 }
                 // The spend after the batch (this transaction's own write, under its row
                 // lock on PostgreSQL).
-                let min_start = deltas.iter().map(|d| d.1).min().unwrap_or(i64::MIN);
+                let min_start = deltas
+                    .iter()
+                    .map(|d| d.1)
+                    .chain(refused.iter().map(|r| r.1))
+                    .min()
+                    .unwrap_or(i64::MIN);
                 let sel: Vec<&str> = selected.keys().map(String::as_str).collect();
                 let mut after: HashMap<(String, i64), Decimal> = HashMap::new();
                 for chunk in sel.chunks(500) {
@@ -260,6 +275,38 @@ macro_rules! outbox_impl {
                             wanting
                         );
                     }
+                }
+                // The first refusal of each window (no spend row: a zero-limit budget refuses
+                // with nothing spent).
+                for &(id, start, first_refused) in refused {
+                    let Some((b, org, to)) = selected.get(id) else {
+                        continue;
+                    };
+                    let wanting: Vec<&Webhook> = to
+                        .iter()
+                        .copied()
+                        .filter(|w| w.wants(EventKind::HardLimit))
+                        .collect();
+                    if wanting.is_empty() {
+                        continue;
+                    }
+                    let spent = after
+                        .get(&(id.to_string(), start))
+                        .copied()
+                        .unwrap_or(Decimal::ZERO);
+                    let window = b.window_at(start);
+                    let body =
+                        payload::hard_limit(b, org.as_deref(), &window, spent, first_refused, now);
+                    fired |= record_event!(
+                        self,
+                        id,
+                        start,
+                        EventKind::HardLimit,
+                        org.as_deref(),
+                        body,
+                        now,
+                        wanting
+                    );
                 }
                 Ok(fired)
             }

@@ -17,7 +17,9 @@
 //!  "utilization_percent": "81.25"}
 //! ```
 //!
-//! `window_reset` carries `budget` and the new `window`; `price_book_changed` carries
+//! `hard_limit` (the budget's first refusal in the window) carries `budget`, `window`,
+//! `first_refused_at`, `spent_usd` and `utilization_percent`; `window_reset` carries `budget`
+//! and the new `window`; `price_book_changed` carries
 //! `prices_version`; `fleet_stale` carries `reporter`, `last_seen` and `stale_after_s`.
 
 use rust_decimal::Decimal;
@@ -59,7 +61,7 @@ pub fn utilization(spent: Decimal, limit: Decimal) -> Option<Decimal> {
     )
 }
 
-/// A spend event of budget `b` (a threshold, the soft or the hard limit) in `window`.
+/// A spend event of budget `b` (a threshold or the soft limit) in `window`.
 pub fn spend_event(
     kind: EventKind,
     b: &Budget,
@@ -82,6 +84,27 @@ pub fn spend_event(
         o.insert("threshold_percent".into(), json!(p));
     }
     v
+}
+
+/// Budget `b` refused its first request of `window` at `first_refused` (Unix seconds), with
+/// `spent` counted in the window when the batch that reported it was ingested.
+pub fn hard_limit(
+    b: &Budget,
+    org_id: Option<&str>,
+    window: &Window,
+    spent: Decimal,
+    first_refused: i64,
+    now: i64,
+) -> Value {
+    json!({
+        "event": EventKind::HardLimit.as_str(),
+        "occurred_at": now,
+        "budget": budget_json(b, org_id),
+        "window": window_json(window),
+        "first_refused_at": first_refused,
+        "spent_usd": spent.to_string(),
+        "utilization_percent": utilization(spent, b.limit_usd).map(|u| u.to_string()),
+    })
 }
 
 /// Budget `b`'s new `window` began.
@@ -181,7 +204,7 @@ pub fn slack_text(p: &Value) -> String {
             s(p, &["budget", "soft_limit_usd"])
         ),
         "hard_limit" => format!(
-            ":no_entry: Tollgate: {budget} reached its hard limit: {spent}; requests are refused until the window resets"
+            ":no_entry: Tollgate: {budget} refused its first request at its hard limit: {spent}; requests are refused until the window resets"
         ),
         "window_reset" => format!(":arrows_counterclockwise: Tollgate: {budget} began a new window"),
         "price_book_changed" => format!(

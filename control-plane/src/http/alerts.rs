@@ -34,30 +34,30 @@ pub struct NewWebhookBody {
     /// The organisation whose budgets it watches (a manager's own by default); absent for an
     /// admin: every organisation, and the fleet.
     #[schema(value_type = Option<Id>)]
-    org_id: Option<String>,
+    pub(crate) org_id: Option<String>,
     /// Display name (default `webhook`).
     #[schema(value_type = Option<Name>)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Where to POST (`http` or `https`; no user or password in it).
-    url: String,
+    pub(crate) url: String,
     /// `tollgate` (default) or `slack`.
     #[serde(default)]
-    format: Format,
+    pub(crate) format: Format,
     /// Only these budgets.
     #[serde(default)]
-    budget_ids: Vec<String>,
+    pub(crate) budget_ids: Vec<String>,
     /// Only budgets on these principals (an org id: every budget of that organisation).
     #[serde(default)]
-    scope_ids: Vec<String>,
+    pub(crate) scope_ids: Vec<String>,
     /// Which events (default: all; `fleet_stale` only without `org_id`).
     #[serde(default)]
-    events: BTreeSet<EventClass>,
+    pub(crate) events: BTreeSet<EventClass>,
     /// Utilization thresholds, percent of the hard limit (default 50, 80, 95, 100).
     #[serde(default)]
-    thresholds: BTreeSet<u32>,
+    pub(crate) thresholds: BTreeSet<u32>,
     /// Default true.
     #[serde(default = "yes")]
-    enabled: bool,
+    pub(crate) enabled: bool,
 }
 
 fn yes() -> bool {
@@ -98,26 +98,37 @@ pub async fn create(
     Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson<NewWebhookBody>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
-    let org_id = body.org_id.or_else(|| who.org().map(str::to_string));
-    if let Some(org) = &org_id {
-        check_id("org_id", org)?;
-    }
-    who.require_org(org_id.as_deref())?;
-    let name = body.name.unwrap_or_else(|| "webhook".into());
-    check_name("name", &name)?;
-    let new = NewWebhook {
-        org_id,
-        name,
-        url: body.url,
-        format: body.format,
-        budget_ids: body.budget_ids,
-        scope_ids: body.scope_ids,
-        events: body.events,
-        thresholds: body.thresholds,
-        enabled: body.enabled,
-    };
-    let created = s.store.create_webhook(&new, s.clock.now()).await?;
+    let created = s
+        .store
+        .create_webhook(&body.check(&who)?, s.clock.now())
+        .await?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+impl NewWebhookBody {
+    /// The subscription `who` asks for (its organisation by default), checked as the API and
+    /// the console check it: ids and name well formed, the organisation `who`'s to watch. The
+    /// store checks the rest (URL, events, thresholds).
+    pub(crate) fn check(self, who: &Principal) -> ApiResult<NewWebhook> {
+        let org_id = self.org_id.or_else(|| who.org().map(str::to_string));
+        if let Some(org) = &org_id {
+            check_id("org_id", org)?;
+        }
+        who.require_org(org_id.as_deref())?;
+        let name = self.name.unwrap_or_else(|| "webhook".into());
+        check_name("name", &name)?;
+        Ok(NewWebhook {
+            org_id,
+            name,
+            url: self.url,
+            format: self.format,
+            budget_ids: self.budget_ids,
+            scope_ids: self.scope_ids,
+            events: self.events,
+            thresholds: self.thresholds,
+            enabled: self.enabled,
+        })
+    }
 }
 
 /// List webhook subscriptions (never a secret).
@@ -140,7 +151,7 @@ pub async fn list(
 
 /// A subscription as `who` sees it: whole to those who may change it, with its URL redacted
 /// to a viewer (a hook's path or query may be its credential).
-fn shown(who: &Principal, w: &Webhook) -> Webhook {
+pub(crate) fn shown(who: &Principal, w: &Webhook) -> Webhook {
     if who.allows(Access::OrgWrite) {
         w.clone()
     } else {
@@ -149,7 +160,7 @@ fn shown(who: &Principal, w: &Webhook) -> Webhook {
 }
 
 /// A subscription the caller may see (403 for another organisation's).
-async fn visible(s: &AppState, who: &Principal, id: &str) -> ApiResult<Webhook> {
+pub(crate) async fn visible(s: &AppState, who: &Principal, id: &str) -> ApiResult<Webhook> {
     let w = s.store.get_webhook(id).await?;
     who.require_org(w.org_id.as_deref())?;
     Ok(w)

@@ -16,7 +16,7 @@
 //! The snapshot is marked dirty by the store itself when a write commits (`store::Changes`),
 //! not here.
 
-mod alerts;
+pub(crate) mod alerts;
 mod audit;
 pub mod auth;
 pub(crate) mod budgets;

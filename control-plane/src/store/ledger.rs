@@ -25,6 +25,7 @@ use super::{
     begin_write, from_json_rows, sqlite_json_rows, to_i64, with_pool, Db, Money, Store, StoreError,
     BUDGET_LOCK,
 };
+use crate::alerts::outbox::{Outbox, Refused};
 use crate::ingest::{advance_ack, deltas, window_stats, BudgetCache, BudgetIndex, CostCheck};
 
 /// What one batch did.
@@ -415,16 +416,23 @@ impl Store {
                 let d: Vec<(&str, i64, Decimal)> =
                     d.iter().map(|((id, s), v)| (id.as_str(), *s, *v)).collect();
                 Bulk::add_to_counters(&mut *tx, &d, &mut known).await?;
-                // The alerts this batch fired (thresholds crossed), recorded in this
-                // transaction (`alerts/outbox.rs`).
-                let alerted =
-                    crate::alerts::outbox::Outbox::record_crossings(&mut *tx, &d, now).await?;
-
-                // 2b. Refusals and soft warnings per budget window (only batches that carry
-                // some touch the table), and the keys' last use (see `key_use.rs`).
+                // Refusals and soft warnings per budget window.
                 let stats: Vec<_> = window_stats(&index, new_events.iter().copied())
                     .into_iter()
                     .collect();
+                // The alerts this batch fired (thresholds crossed, a window's first refusal),
+                // recorded in this transaction (`alerts/outbox.rs`).
+                let refused: Vec<Refused<'_>> = stats
+                    .iter()
+                    .filter_map(|((id, start), st)| {
+                        st.denied_span
+                            .map(|(first, _)| (id.as_str(), *start, first))
+                    })
+                    .collect();
+                let alerted = Outbox::record_crossings(&mut *tx, &d, &refused, now).await?;
+
+                // 2b. The window stats (only batches that carry refusals or soft warnings
+                // touch the table), and the keys' last use (see `key_use.rs`).
                 for chunk in stats.chunks(COUNTER_CHUNK) {
                     let mut qb = sqlx::QueryBuilder::new(
                         "INSERT INTO budget_window_stats (budget_id, window_start, denied, \

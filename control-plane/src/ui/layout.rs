@@ -42,14 +42,16 @@ pub enum Nav {
     Keys,
     /// The price book.
     Prices,
+    /// Alert subscriptions and deliveries.
+    Alerts,
 }
 
-const NAV: [(Nav, &str, &str); 4] = [
+const NAV: [(Nav, &str, &str); 5] = [
     (Nav::Overview, "/ui", "Budgets"),
     (Nav::Spend, "/ui/spend", "Spend"),
     (Nav::Keys, "/ui/keys", "Keys"),
     (Nav::Prices, "/ui/prices", "Prices"),
-    // ALERTS: (Nav::Alerts, "/ui/alerts", "Alerts") once the alerts page lands.
+    (Nav::Alerts, "/ui/alerts", "Alerts"),
 ];
 
 /// Who is signed in, in words (never a secret: a token's id and role).

@@ -14,14 +14,14 @@
 //! the session's CSRF token (checked here, before any handler) and a same-origin `Origin`.
 //!
 //! Pages: overview (`overview.rs`), spend (`spend.rs`), a budget (`budget.rs`), keys
-//! (`keys.rs`), prices (`prices.rs`). Where the alerts page and the denial / last-used columns
-//! go is marked `ALERTS:` / `DENIALS:` / `LAST USED:` in those files and in `layout.rs`.
+//! (`keys.rs`), prices (`prices.rs`), alert subscriptions and deliveries (`alerts.rs`).
 //!
 //! Tests: `cargo test -p tollgate-control-plane --test console` (router: sign-in, cookie flags,
 //! CSRF, every route with every role, no secret in any page, CSV equals the shown rows) and
 //! `cargo test -p tollgate-tests --test console` (a real Chromium after real traffic through
 //! Envoy).
 
+mod alerts;
 mod budget;
 mod charts;
 mod keys;
@@ -94,7 +94,20 @@ fn table() -> Vec<UiRoute> {
         route("POST", "/ui/keys/{id}/revoke", OrgWrite, post(keys::revoke)),
         route("GET", "/ui/prices", Read, get(prices::list)),
         route("GET", "/ui/prices/{*model}", Read, get(prices::model)),
-        // ALERTS: the alerts page and its forms go here (OrgRead / OrgWrite).
+        route("GET", "/ui/alerts", OrgRead, get(alerts::page)),
+        route("POST", "/ui/alerts", OrgWrite, post(alerts::create)),
+        route(
+            "POST",
+            "/ui/alerts/{id}/enabled",
+            OrgWrite,
+            post(alerts::set_enabled),
+        ),
+        route(
+            "POST",
+            "/ui/alerts/{id}/delete",
+            OrgWrite,
+            post(alerts::delete),
+        ),
     ]
 }
 

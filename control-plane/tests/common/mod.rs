@@ -19,7 +19,7 @@ use tollgate_control_plane::http::auth::Tokens;
 use tollgate_control_plane::http::AppState;
 use tollgate_control_plane::store::Store;
 use tollgate_core::cost::CostBreakdown;
-use tollgate_core::event::{Charge, UsageEvent};
+use tollgate_core::event::{Charge, Denied, UnchargedReason, UsageEvent};
 use tollgate_core::identity::Principal;
 use tollgate_core::provider::ApiFormat;
 use tollgate_core::usage::Usage;
@@ -227,4 +227,27 @@ pub fn debug_log() -> (impl tracing::Subscriber + Send + Sync, LogBuf) {
         .with_writer(move || writer.clone())
         .finish();
     (subscriber, buf)
+}
+
+/// A denial record of `budget`: `requests` refusals from `first` to `ts`.
+pub fn denial(
+    id: &str,
+    seq: u64,
+    ts: i64,
+    p: &Principal,
+    budget: &str,
+    requests: u64,
+    first: i64,
+) -> UsageEvent {
+    let mut e = event(id, "r1", seq, ts, p, "0");
+    e.usage = Default::default();
+    e.charge = Charge::Zero;
+    e.uncharged = Some(UnchargedReason::Denied);
+    e.status = 429;
+    e.denied = Some(Denied {
+        budget: budget.into(),
+        requests,
+        first_ts: first,
+    });
+    e
 }

@@ -8,10 +8,16 @@ Usage: python console_e2e.py PHASE BASE_URL SPEC_JSON
     spend chart's total and rows (and the CSV export) against the ledger's total, the price
     book; creates a key through the page and writes its secret to the file the spec names
     (mode 0600; never printed).
+    Then subscribes the receiver at spec["webhook_url"] to the budget's threshold
+    spec["threshold"] % through the alerts page and writes the signing secret to
+    spec["webhook_secret_file"] (0600; never printed).
   PHASE "revoke": signs in, revokes that key through its row's button, checks the row, signs
     out.
+  PHASE "alerts": signs in and finds, in the alerts page's delivery log, the delivery of
+    spec["alert_kind"] marked delivered with the receiver's answer.
 SPEC_JSON: {"org", "budget_id", "key_id", "percent", "overview", "ledger_total", "requests", "model",
-            "key_id_to_revoke", "secret_file", "shots"}
+            "key_id_to_revoke", "secret_file", "webhook_url", "threshold", "webhook_secret_file",
+            "alert_kind", "shots"}
 The API token to sign in with is read from the environment (TOLLGATE_CONSOLE_TOKEN).
 Screenshots of each page go to spec["shots"]. Prints one JSON line per check.
 """
@@ -185,6 +191,29 @@ def create(driver, base, spec):
     say(check="key created", key_id=key_id)
     shot(driver, spec, "keys")
 
+    # Alerts: subscribe the test's receiver to one threshold of the budget.
+    driver.get(base + "/ui/alerts")
+    driver.find_element(By.NAME, "name").send_keys("console receiver")
+    driver.find_element(By.NAME, "url").send_keys(spec["webhook_url"])
+    Select(driver.find_element(By.NAME, "org_id")).select_by_value(spec["org"])
+    driver.find_element(By.CSS_SELECTOR, "input[name='events'][value='threshold']").click()
+    driver.find_element(By.NAME, "thresholds").send_keys(str(spec["threshold"]))
+    driver.find_element(By.NAME, "budget_ids").send_keys(spec["budget_id"])
+    driver.find_element(By.ID, "create-webhook").click()
+    made = WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, "new-webhook")))
+    hook_id = made.get_attribute("data-webhook")
+    secret = driver.find_element(By.ID, "new-secret").text
+    assert secret.startswith("whsec_"), "the signing secret is not shown"
+    fd = os.open(spec["webhook_secret_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+    driver.get(base + "/ui/alerts")
+    assert secret not in driver.page_source, "the signing secret is shown again"
+    row = driver.find_element(By.CSS_SELECTOR, f"tr[data-webhook='{hook_id}']")
+    assert row.find_element(By.CSS_SELECTOR, "td.status").text == "on"
+    assert f"{spec['threshold']} %" in row.text, row.text
+    say(check="webhook created", webhook_id=hook_id)
+
 
 def revoke(driver, base, spec):
     sign_in(driver, base)
@@ -207,11 +236,23 @@ def revoke(driver, base, spec):
     say(check="signed out")
 
 
+def alerts(driver, base, spec):
+    sign_in(driver, base)
+    driver.get(base + "/ui/alerts?status=delivered")
+    # Id, recorded, event, subscription, status, attempts, last answer, next attempt.
+    got = [r for r in rows(driver, "deliveries") if r[2] == spec["alert_kind"]]
+    assert len(got) == 1, rows(driver, "deliveries")
+    assert got[0][4] == "delivered" and got[0][6].startswith("HTTP 2"), got[0]
+    say(check="delivery shown", kind=spec["alert_kind"], attempts=got[0][5])
+    driver.get(base + "/ui/alerts")
+    shot(driver, spec, "alerts")
+
+
 def main():
     phase, base, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     driver = browser()
     try:
-        {"create": create, "revoke": revoke}[phase](driver, base, spec)
+        {"create": create, "revoke": revoke, "alerts": alerts}[phase](driver, base, spec)
     finally:
         driver.quit()
 

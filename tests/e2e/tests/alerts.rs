@@ -1,6 +1,7 @@
 //! Alerts through the real stack: traffic through Envoy crosses 50 % of a key's budget and the
 //! webhook receiver (on 127.0.0.1) gets one signed `threshold_50` alert; more traffic past
-//! 50 % sends nothing more.
+//! 50 % sends nothing more. A budget's first `429` sends one `hard_limit` alert however many
+//! refusals follow.
 //!
 //! Run with `cargo test -p tollgate-tests --test alerts -- --nocapture` (prints the time from
 //! the crossing request's answer to the alert, which includes the filter's usage sync).
@@ -10,30 +11,54 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tollgate_control_plane::alerts::signature;
 use tollgate_testkit::webhook::receiver;
 use tollgate_tests::control_plane::Spend;
 use tollgate_tests::eventually;
 
-#[test]
-fn traffic_crossing_half_a_budget_alerts_once() {
-    let Some(stack) = common::stack() else { return };
+/// A local webhook receiver and a subscription of a new chain's org to `events` (and
+/// `thresholds`) on it: the runtime serving it, the chain, the signing secret, what arrived,
+/// the server's task.
+struct Subscribed {
+    _rt: tokio::runtime::Runtime,
+    chain: tollgate_tests::Chain,
+    secret: String,
+    inbox: tollgate_testkit::webhook::Inbox,
+    server: tokio::task::JoinHandle<()>,
+}
+
+fn subscribe(api: &tollgate_tests::Api, prefix: &str, events: Value) -> Subscribed {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
     let (url, inbox, server) = rt.block_on(receiver(0));
+    let chain = api.create_chain(prefix).unwrap();
+    let mut body = json!({"org_id": chain.org, "url": url, "thresholds": [50]});
+    body["events"] = events;
+    let hook = api.post("/v1/alerts/webhooks", &body).unwrap();
+    Subscribed {
+        _rt: rt,
+        chain,
+        secret: hook["secret"].as_str().unwrap().to_string(),
+        inbox,
+        server,
+    }
+}
+
+#[test]
+fn traffic_crossing_half_a_budget_alerts_once() {
+    let Some(stack) = common::stack() else { return };
     let api = stack.api().unwrap();
-    let chain = api.create_chain("alerts").unwrap();
-    let hook = api
-        .post(
-            "/v1/alerts/webhooks",
-            &json!({"org_id": chain.org, "url": url, "events": ["threshold"], "thresholds": [50]}),
-        )
-        .unwrap();
-    let secret = hook["secret"].as_str().unwrap().to_string();
+    let Subscribed {
+        _rt,
+        chain,
+        secret,
+        inbox,
+        server,
+    } = subscribe(&api, "alerts", json!(["threshold"]));
     // Forty requests' worth (admission reserves a worst case well above one request's cost):
     // the twentieth reaches 50 %.
     let text = "alert me";
@@ -96,5 +121,79 @@ fn traffic_crossing_half_a_budget_alerts_once() {
     assert_eq!(log["deliveries"][0]["status"], "delivered", "{log}");
     assert_eq!(log["deliveries"].as_array().unwrap().len(), 1, "{log}");
     assert!(!stack.cp.output().contains(&secret[6..]));
+    server.abort();
+}
+
+#[test]
+fn a_budgets_first_refusal_alerts_hard_limit_once() {
+    let Some(stack) = common::stack() else { return };
+    let api = stack.api().unwrap();
+    let Subscribed {
+        _rt,
+        chain,
+        secret,
+        inbox,
+        server,
+    } = subscribe(&api, "hardlimit", json!(["hard_limit"]));
+    // Ten requests' worth: admission reserves a worst case well above one request's cost, so
+    // the budget refuses before its counted spend reaches the limit (a spend-based alert
+    // would never fire here).
+    let text = "refuse me";
+    let one = json!({"model": "gpt-4o-mini", "max_tokens": 24,
+                     "messages": [{"role": "user", "content": text}]});
+    let limit = common::cost_of(&[one]) * rust_decimal::Decimal::from(10);
+    let budget = api
+        .create_budget("key", &chain.key_id, "total", &limit.to_string())
+        .unwrap();
+    stack.wait_for_sync().unwrap();
+    common::wait_key_known(&stack.url(), &chain.secret);
+
+    let http = common::client();
+    let started = tollgate_control_plane::store::unix_now();
+    let mut admitted = 0;
+    let mut refused = 0;
+    for _ in 0..30 {
+        let (_, status, body) = common::chat(&http, &stack.url(), &chain.secret, text);
+        match status {
+            200 => admitted += 1,
+            429 => refused += 1,
+            _ => panic!("{status}: {body}\n{}", stack.logs()),
+        }
+        if refused == 5 {
+            break;
+        }
+    }
+    assert_eq!(refused, 5, "the budget never refused");
+    assert!((1..10).contains(&admitted), "{admitted} admitted");
+    let got = eventually(Duration::from_secs(15), || {
+        let got = inbox.received();
+        (!got.is_empty()).then_some(got)
+    })
+    .unwrap_or_else(|| panic!("no hard_limit alert within 15 s\n{}", stack.logs()));
+    assert_eq!(got[0].event, "hard_limit");
+    let alert = got[0].json();
+    assert_eq!(alert["budget"]["id"], budget.as_str());
+    let first = alert["first_refused_at"].as_i64().unwrap();
+    assert!(first >= started, "{alert}");
+    assert!(
+        common::dec(alert["spent_usd"].as_str().unwrap()) <= limit,
+        "{alert}"
+    );
+    let now = tollgate_control_plane::store::unix_now();
+    signature::verify(&secret, &got[0].signature, &got[0].body, now, 300).unwrap();
+
+    // More refusals, reported in later records: still one alert.
+    for _ in 0..5 {
+        let (_, status, body) = common::chat(&http, &stack.url(), &chain.secret, text);
+        assert_eq!(status, 429, "{body}");
+    }
+    let all_counted = eventually(Duration::from_secs(20), || {
+        let b = api.get(&format!("/v1/budgets/{budget}")).unwrap();
+        (b["denied"].as_u64() == Some(10)).then_some(())
+    });
+    assert!(all_counted.is_some(), "the ten refusals were never counted");
+    std::thread::sleep(Duration::from_millis(500));
+    let events: Vec<String> = inbox.received().into_iter().map(|r| r.event).collect();
+    assert_eq!(events, ["hard_limit"]);
     server.abort();
 }

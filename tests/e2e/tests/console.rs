@@ -93,6 +93,15 @@ fn a_manager_sees_the_ledger_in_the_console_and_a_key_it_revokes_is_refused() {
 
     let shots = tollgate_testkit::wasm::target_dir().join("console-screenshots");
     let secret_file = stack.dir.join("console-key.secret");
+    let hook_secret_file = stack.dir.join("console-webhook.secret");
+    // A receiver the page subscribes to the budget's 27 % (it is at 25 %: one more request,
+    // 5 % of the limit, crosses it).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (hook_url, inbox, receiver) = rt.block_on(tollgate_testkit::webhook::receiver(0));
     let spec = json!({
         "org": chain.org,
         "budget_id": budget,
@@ -105,6 +114,10 @@ fn a_manager_sees_the_ledger_in_the_console_and_a_key_it_revokes_is_refused() {
         "model": "gpt-4o-mini",
         "key_id_to_revoke": "",
         "secret_file": secret_file,
+        "webhook_url": hook_url,
+        "threshold": 27,
+        "webhook_secret_file": hook_secret_file,
+        "alert_kind": "threshold_27",
         "shots": shots,
     });
     let env = [("TOLLGATE_CONSOLE_TOKEN", token.as_str())];
@@ -127,6 +140,9 @@ fn a_manager_sees_the_ledger_in_the_console_and_a_key_it_revokes_is_refused() {
     let new_secret = std::fs::read_to_string(&secret_file).unwrap();
     stack.secrets.add(&new_secret);
     std::fs::remove_file(&secret_file).unwrap();
+    let hook_secret = std::fs::read_to_string(&hook_secret_file).unwrap();
+    stack.secrets.add(&hook_secret);
+    std::fs::remove_file(&hook_secret_file).unwrap();
     assert!(lines.iter().filter(|l| l["check"] == "screenshot").count() >= 7);
 
     // The key made in the page reaches Envoy and is admitted.
@@ -154,9 +170,32 @@ fn a_manager_sees_the_ledger_in_the_console_and_a_key_it_revokes_is_refused() {
     );
     let key = api.get(&format!("/v1/keys/{new_key}")).unwrap();
     assert!(key["revoked_at"].is_i64(), "{key}");
-    // The first key still works: only the revoked one is refused.
+    // The first key still works: only the revoked one is refused. Its spend crosses the
+    // threshold the page subscribed to: the receiver gets it, signed with the secret the page
+    // showed, and the page's delivery log shows it delivered.
     assert_eq!(
         chat(&http, &stack.url(), &chain.secret, "still fine").1,
         200
     );
+    let got = eventually(Duration::from_secs(15), || {
+        let got = inbox.received();
+        (!got.is_empty()).then_some(got)
+    })
+    .unwrap_or_else(|| panic!("no alert within 15 s\n{}", stack.logs()));
+    assert_eq!(got[0].event, "threshold_27");
+    let now = tollgate_control_plane::store::unix_now();
+    tollgate_control_plane::alerts::signature::verify(
+        &hook_secret,
+        &got[0].signature,
+        &got[0].body,
+        now,
+        300,
+    )
+    .unwrap();
+    let lines = run("alerts", &spec);
+    assert!(
+        lines.iter().any(|l| l["check"] == "delivery shown"),
+        "{lines:?}"
+    );
+    receiver.abort();
 }
