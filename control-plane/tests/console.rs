@@ -503,7 +503,7 @@ type Fixture = (String, Vec<(String, String)>, bool);
 
 /// A request for `method path` naming `o`'s objects; `true` when the route names an object
 /// (so a scoped token of another organisation must be refused).
-fn fixture(method: &str, path: &str, o: &Objects, n: usize, hook: &str) -> Option<Fixture> {
+fn fixture(method: &str, path: &str, o: &Objects, n: usize, fresh: &str) -> Option<Fixture> {
     let none = Vec::new;
     Some(match (method, path) {
         ("GET", "/ui/login") => ("/ui/login".into(), none(), false),
@@ -554,8 +554,19 @@ fn fixture(method: &str, path: &str, o: &Objects, n: usize, hook: &str) -> Optio
             vec![("enabled".into(), n.is_multiple_of(2).to_string())],
             true,
         ),
-        // The walk deletes a subscription made for each call (`hook`).
-        ("POST", "/ui/alerts/{id}/delete") => (format!("/ui/alerts/{hook}/delete"), none(), true),
+        // The walk deletes a subscription and revokes a token made for each call (`fresh`).
+        ("POST", "/ui/alerts/{id}/delete") => (format!("/ui/alerts/{fresh}/delete"), none(), true),
+        ("GET", "/ui/tokens") => ("/ui/tokens".into(), none(), false),
+        ("POST", "/ui/tokens") => (
+            "/ui/tokens".into(),
+            vec![
+                ("name".into(), format!("walk-{n}")),
+                ("role".into(), "viewer".into()),
+                ("org_id".into(), o.org.into()),
+            ],
+            false,
+        ),
+        ("POST", "/ui/tokens/{id}/revoke") => (format!("/ui/tokens/{fresh}/revoke"), none(), false),
         _ => return None,
     })
 }
@@ -624,12 +635,12 @@ async fn every_console_route_with_every_role() {
             for o in [&a, &b] {
                 n += 1;
                 let what = format!("{} {} as {who:?} on {}", route.method, route.path, o.org);
-                let hook = if route.path.ends_with("/delete") {
-                    c.webhook(o.org).await
-                } else {
-                    String::new()
+                let fresh = match route.path.as_str() {
+                    "/ui/alerts/{id}/delete" => c.webhook(o.org).await,
+                    "/ui/tokens/{id}/revoke" => c.token(TokenRole::Viewer, Some(o.org)).await.1,
+                    _ => String::new(),
                 };
-                let (uri, form, named) = fixture(route.method, &route.path, o, n, &hook)
+                let (uri, form, named) = fixture(route.method, &route.path, o, n, &fresh)
                     .unwrap_or_else(|| panic!("no fixture for {} {}", route.method, route.path));
                 // Signing out ends the session: the walk signs out a fresh one of each.
                 let fresh;
@@ -791,6 +802,76 @@ async fn no_secret_in_any_page_but_a_new_key_once() {
         .find(|r| r.get(1) == Some(&a.spare_key))
         .unwrap();
     assert!(row[8].starts_with("revoked"), "{row:?}");
+}
+
+/// The tokens page (an admin's): a token created through it shows its secret once and signs
+/// in; revoked through it, its session ends at the next request. Only an admin's navigation
+/// links to it.
+#[tokio::test]
+async fn tokens_page_creates_and_revokes_and_only_admins_see_it() {
+    let c = console().await;
+    c.objects("a", ["1", "2"]).await;
+    let admin = c.sign_in(ADMIN).await.unwrap();
+    let created = c
+        .post(
+            "/ui/tokens",
+            &admin,
+            &[("name", "ops"), ("role", "manager"), ("org_id", "a")],
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let secret = new_secret(&created.text);
+    assert!(secret.starts_with("tgt-"), "{secret}");
+    assert_eq!(created.text.matches(&secret).count(), 1);
+    let listed = c.get("/ui/tokens", Some(&admin)).await.text;
+    assert!(!listed.contains(&secret) && !listed.contains(&secret[4..]));
+    let row = rows(&listed, "tokens")
+        .into_iter()
+        .find(|r| r[0] == "ops")
+        .unwrap();
+    assert_eq!(
+        (&row[3][..], &row[4][..], &row[7][..]),
+        ("manager", "a", "live")
+    );
+    assert!(secret.starts_with(row[2].trim_end_matches('…')), "{row:?}");
+    // A role that needs an organisation without one, an unknown role: the API's errors.
+    for form in [
+        [("name", "x"), ("role", "viewer"), ("org_id", "")],
+        [("name", "x"), ("role", "owner"), ("org_id", "a")],
+    ] {
+        let bad = c.post("/ui/tokens", &admin, &form).await;
+        assert_eq!(bad.status, 422, "{form:?}: {}", bad.text);
+    }
+
+    // The new token signs in as a manager of a, whose navigation has no Tokens.
+    let ops = c.sign_in(&secret).await.unwrap();
+    let page = c.get("/ui", Some(&ops)).await;
+    assert!(page.status.is_success() && page.text.contains("manager of a"));
+    assert!(!page.text.contains("href=\"/ui/tokens\""));
+    assert!(c
+        .get("/ui", Some(&admin))
+        .await
+        .text
+        .contains("href=\"/ui/tokens\""));
+    assert_eq!(c.get("/ui/tokens", Some(&ops)).await.status, 403);
+
+    let revoked = c
+        .post(&format!("/ui/tokens/{}/revoke", row[1]), &admin, &[])
+        .await;
+    assert_eq!(
+        (revoked.status, revoked.location()),
+        (StatusCode::SEE_OTHER, "/ui/tokens")
+    );
+    let after = c.get("/ui", Some(&ops)).await;
+    assert_eq!(
+        (after.status, after.location()),
+        (StatusCode::SEE_OTHER, "/ui/login")
+    );
+    let row = rows(&c.get("/ui/tokens", Some(&admin)).await.text, "tokens")
+        .into_iter()
+        .find(|r| r[0] == "ops")
+        .unwrap();
+    assert!(row[7].starts_with("revoked"), "{row:?}");
 }
 
 /// The alerts page: a subscription created through it shows its signing secret once and then

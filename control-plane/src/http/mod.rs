@@ -32,7 +32,7 @@ mod prices;
 mod snapshot;
 pub(crate) mod spend;
 mod tenants;
-mod tokens;
+pub(crate) mod tokens;
 mod usage;
 
 use std::ops::Deref;

@@ -22,12 +22,12 @@ type ApiResult<T> = Result<T, ApiError>;
 pub struct NewTokenBody {
     /// Display name.
     #[schema(value_type = Name)]
-    name: String,
+    pub(crate) name: String,
     /// What it may do.
-    role: TokenRole,
+    pub(crate) role: TokenRole,
     /// The organisation a manager or viewer acts on; absent for an admin.
     #[schema(value_type = Option<Id>)]
-    org_id: Option<String>,
+    pub(crate) org_id: Option<String>,
 }
 
 /// Create an API token; the secret is in this answer only.
@@ -38,17 +38,25 @@ pub async fn create(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<NewTokenBody>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-    check_name("name", &body.name)?;
-    if let Some(org) = &body.org_id {
-        check_id("org_id", org)?;
-    }
-    let new = NewToken {
-        name: body.name,
-        role: body.role,
-        org_id: body.org_id,
-    };
-    let created = s.store.create_token(&new, s.clock.now()).await?;
+    let created = s.store.create_token(&body.check()?, s.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+impl NewTokenBody {
+    /// The token asked for, its name and organisation id well formed (the store checks that
+    /// the role and the organisation go together and that the organisation exists). The API
+    /// and the console both create through this.
+    pub(crate) fn check(self) -> ApiResult<NewToken> {
+        check_name("name", &self.name)?;
+        if let Some(org) = &self.org_id {
+            check_id("org_id", org)?;
+        }
+        Ok(NewToken {
+            name: self.name,
+            role: self.role,
+            org_id: self.org_id,
+        })
+    }
 }
 
 /// List API tokens (never the secret).

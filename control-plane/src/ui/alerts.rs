@@ -20,7 +20,7 @@ use axum::{Extension, Form};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{self, csrf_field, enc, time, Nav};
+use super::layout::{self, csrf_field, enc, shown_once, time, Nav};
 use super::sessions::Session;
 use super::{can_write, page as respond, see_other, UiError, UiResult};
 use crate::alerts::deliveries::DeliveryQuery;
@@ -174,10 +174,7 @@ async fn render(
     let defaults: Vec<String> = DEFAULT_THRESHOLDS.iter().map(u32::to_string).collect();
     let body = html! {
         @if let Some(c) = created {
-            div.secret #new-webhook data-webhook=(c.webhook.id) {
-                p { "Subscription " strong { (c.webhook.name) } " (" (c.webhook.id) ") created. Copy its signing secret now: it is shown this once and never again." }
-                code #new-secret { (c.secret) }
-            }
+            (shown_once("webhook", &c.webhook.name, &c.webhook.id, &c.secret))
         }
         @if write {
             h2 { "New subscription" }

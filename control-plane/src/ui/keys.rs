@@ -12,7 +12,7 @@ use axum::{Extension, Form};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{self, csrf_field, enc, time, Nav};
+use super::layout::{self, csrf_field, enc, shown_once, time, Nav};
 use super::sessions::Session;
 use super::{can_write, page as respond, see_other, UiResult};
 use crate::http::keys::NewKeyBody;
@@ -55,10 +55,7 @@ async fn render(s: &AppState, session: &Session, created: Option<&CreatedKey>) -
     let zone = Zone::UTC;
     let body = html! {
         @if let Some(c) = created {
-            div.secret #new-key data-key=(c.key.id) {
-                p { "Key " strong { (c.key.name) } " (" (c.key.id) ") created. Copy its secret now: it is shown this once and never again." }
-                code #new-secret { (c.secret) }
-            }
+            (shown_once("key", &c.key.name, &c.key.id, &c.secret))
         }
         @if write {
             h2 { "New key" }

@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 
 use super::sessions::Session;
 use crate::http::auth::Principal;
+use crate::http::Access;
 use crate::store::tokens::TokenRole;
 use crate::timezone::Zone;
 
@@ -44,14 +45,18 @@ pub enum Nav {
     Prices,
     /// Alert subscriptions and deliveries.
     Alerts,
+    /// API tokens (an admin's).
+    Tokens,
 }
 
-const NAV: [(Nav, &str, &str); 5] = [
-    (Nav::Overview, "/ui", "Budgets"),
-    (Nav::Spend, "/ui/spend", "Spend"),
-    (Nav::Keys, "/ui/keys", "Keys"),
-    (Nav::Prices, "/ui/prices", "Prices"),
-    (Nav::Alerts, "/ui/alerts", "Alerts"),
+/// The navigation: each page with the access level that shows it (as its route requires).
+const NAV: [(Nav, &str, &str, Access); 6] = [
+    (Nav::Overview, "/ui", "Budgets", Access::OrgRead),
+    (Nav::Spend, "/ui/spend", "Spend", Access::OrgRead),
+    (Nav::Keys, "/ui/keys", "Keys", Access::OrgRead),
+    (Nav::Prices, "/ui/prices", "Prices", Access::Read),
+    (Nav::Alerts, "/ui/alerts", "Alerts", Access::OrgRead),
+    (Nav::Tokens, "/ui/tokens", "Tokens", Access::Admin),
 ];
 
 /// Who is signed in, in words (never a secret: a token's id and role).
@@ -85,8 +90,10 @@ pub fn page(title: &str, session: &Session, active: Nav, body: Markup) -> Markup
                 header {
                     span.brand { "Tollgate" }
                     nav {
-                        @for (nav, href, label) in NAV {
-                            a.active[nav == active] href=(href) { (label) }
+                        @for (nav, href, label, access) in NAV {
+                            @if session.principal.allows(access) {
+                                a.active[nav == active] href=(href) { (label) }
+                            }
                         }
                     }
                     span.who #who { (who(&session.principal)) }
@@ -126,6 +133,17 @@ pub fn error_page(status: StatusCode, message: &str) -> Markup {
 /// The hidden CSRF field of a form.
 pub fn csrf_field(session: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(session.csrf); }
+}
+
+/// The answer to a create form: the new object's secret, shown this once (`#new-secret`; the
+/// block is `#new-{what}` with the object's id in `data-id`).
+pub fn shown_once(what: &str, name: &str, id: &str, secret: &str) -> Markup {
+    html! {
+        div.secret id=(format!("new-{what}")) data-id=(id) {
+            p { "Created " (what) " " strong { (name) } " (" (id) "). Copy its secret now: it is shown this once and never again." }
+            code #new-secret { (secret) }
+        }
+    }
 }
 
 /// USD as a person reads it: `$12.50`, `$0.000125` (exact: at least two decimals, then as many

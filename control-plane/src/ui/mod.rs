@@ -14,7 +14,8 @@
 //! the session's CSRF token (checked here, before any handler) and a same-origin `Origin`.
 //!
 //! Pages: overview (`overview.rs`), spend (`spend.rs`), a budget (`budget.rs`), keys
-//! (`keys.rs`), prices (`prices.rs`), alert subscriptions and deliveries (`alerts.rs`).
+//! (`keys.rs`), prices (`prices.rs`), alert subscriptions and deliveries (`alerts.rs`), API
+//! tokens (`tokens.rs`, an admin's; the navigation shows each page only to those who may use it).
 //!
 //! Tests: `cargo test -p tollgate-control-plane --test console` (router: sign-in, cookie flags,
 //! CSRF, every route with every role, no secret in any page, CSV equals the shown rows) and
@@ -31,6 +32,7 @@ mod prices;
 pub mod sessions;
 mod signin;
 mod spend;
+mod tokens;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
@@ -74,7 +76,7 @@ fn route(
 /// The console's routes: every page and form action, with who may use it (the API's levels:
 /// `Public` needs no session; the others a session whose principal `allows` the level).
 fn table() -> Vec<UiRoute> {
-    use Access::{OrgRead, OrgWrite, Public, Read};
+    use Access::{Admin, OrgRead, OrgWrite, Public, Read};
     vec![
         route("GET", "/ui/login", Public, get(signin::form)),
         route("POST", "/ui/login", Public, post(signin::sign_in)),
@@ -107,6 +109,14 @@ fn table() -> Vec<UiRoute> {
             "/ui/alerts/{id}/delete",
             OrgWrite,
             post(alerts::delete),
+        ),
+        route("GET", "/ui/tokens", Admin, get(tokens::page)),
+        route("POST", "/ui/tokens", Admin, post(tokens::create)),
+        route(
+            "POST",
+            "/ui/tokens/{id}/revoke",
+            Admin,
+            post(tokens::revoke),
         ),
     ]
 }

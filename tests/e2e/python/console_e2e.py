@@ -178,7 +178,7 @@ def create(driver, base, spec):
     Select(driver.find_element(By.NAME, "org_id")).select_by_value(spec["org"])
     driver.find_element(By.ID, "create-key").click()
     made = WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, "new-key")))
-    key_id = made.get_attribute("data-key")
+    key_id = made.get_attribute("data-id")
     secret = driver.find_element(By.ID, "new-secret").text
     assert secret.startswith("tg-"), "the new key's secret is not shown"
     fd = os.open(spec["secret_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -201,7 +201,7 @@ def create(driver, base, spec):
     driver.find_element(By.NAME, "budget_ids").send_keys(spec["budget_id"])
     driver.find_element(By.ID, "create-webhook").click()
     made = WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, "new-webhook")))
-    hook_id = made.get_attribute("data-webhook")
+    hook_id = made.get_attribute("data-id")
     secret = driver.find_element(By.ID, "new-secret").text
     assert secret.startswith("whsec_"), "the signing secret is not shown"
     fd = os.open(spec["webhook_secret_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
