@@ -141,6 +141,16 @@ pub struct AlertArgs {
     /// A reporter (an Envoy) that sent no usage for this long fires `fleet_stale`, seconds.
     #[arg(long, env = "TOLLGATE_ALERT_STALE_AFTER_S", default_value_t = 300)]
     pub alert_stale_after_s: u64,
+    /// A non-public address range deliveries may reach (CIDR; repeat, or comma-separate in the
+    /// variable). By default a delivery connects to public addresses only: a subscription's
+    /// URL is a tenant's choice, and must not reach the operator's loopback, private network
+    /// or cloud metadata service.
+    #[arg(
+        long = "alert-allow-target",
+        env = "TOLLGATE_ALERT_ALLOW_TARGETS",
+        value_delimiter = ','
+    )]
+    pub alert_allow_targets: Vec<ipnet::IpNet>,
 }
 
 impl AlertArgs {
@@ -157,6 +167,7 @@ impl AlertArgs {
             lease: timeout.saturating_mul(2).max(Duration::from_secs(30)),
             timeout,
             stale_after: Duration::from_secs(self.alert_stale_after_s.max(1)),
+            allow_targets: self.alert_allow_targets.clone(),
             ..crate::alerts::Config::default()
         }
     }

@@ -68,6 +68,7 @@ async fn deliveries_log_the_host_never_the_path_query_or_secret() {
         poll: Duration::from_millis(100),
         backoff_base: Duration::from_millis(20),
         backoff_max: Duration::from_millis(100),
+        allow_targets: vec!["127.0.0.0/8".parse().unwrap()],
         ..Config::default()
     };
     let task = tokio::spawn(

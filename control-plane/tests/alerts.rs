@@ -37,6 +37,8 @@ fn config() -> Config {
         backoff_max: Duration::from_millis(400),
         timeout: Duration::from_secs(2),
         lease: Duration::from_secs(5),
+        // The receivers listen on loopback (refused by default: see the test below).
+        allow_targets: vec!["127.0.0.0/8".parse().unwrap()],
         ..Config::default()
     }
 }
@@ -655,3 +657,59 @@ store_test!(
         server.abort();
     }
 );
+
+// A subscription aimed at the control plane's own network (a co-located Envoy's admin port,
+// `localhost`, the metadata service) is never sent, by address or by name, unless the
+// operator allowed the range; the delivery log says why.
+store_test!(deliveries_refuse_non_public_targets_by_default, |store| {
+    seed(&store, 0).await;
+    let (url, inbox, server) = receiver(0).await;
+    let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
+    for target in [url.clone(), format!("http://localhost:{port}/hook")] {
+        store
+            .create_webhook(&webhook(Some("acme"), &target), NOW)
+            .await
+            .unwrap();
+    }
+    let cache = BudgetCache::default();
+    spend(&store, &cache, "e0", 1, None, "55").await;
+    let task = dispatcher_with(
+        &store,
+        Config {
+            allow_targets: Vec::new(),
+            ..config()
+        },
+    );
+    eventually(10, "both refused attempts recorded", || async {
+        let d = deliveries(&store, None).await;
+        d.len() == 2 && d.iter().all(|d| d.last_error.is_some())
+    })
+    .await;
+    for d in &deliveries(&store, None).await {
+        assert_eq!(d.status, "pending", "{d:?}");
+        let error = d.last_error.as_deref().unwrap_or("");
+        assert!(
+            error.contains("loopback") && error.contains("--alert-allow-target"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("/hook"),
+            "the URL's path is not in the log: {error}"
+        );
+    }
+    assert_eq!(
+        inbox.calls.load(Ordering::SeqCst),
+        0,
+        "the receiver was called"
+    );
+    task.abort();
+
+    // Allowed: both arrive.
+    let task = dispatcher(&store);
+    eventually(10, "both delivered once allowed", || async {
+        inbox.received().len() == 2
+    })
+    .await;
+    task.abort();
+    server.abort();
+});

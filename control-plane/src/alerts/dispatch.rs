@@ -8,16 +8,20 @@
 //! each outcome: a 2xx delivers; anything else is retried after `base · 2^(attempts-1)`,
 //! capped at `backoff_max`, until `give_up_after` has passed since the event, then `failed`.
 //! The HTTP client has a whole-request timeout and follows a redirect only to the same host
-//! (a subscription cannot be bounced to a host nobody configured). Logs name the subscription
+//! (a subscription cannot be bounced to a host nobody configured), and connects only to the
+//! addresses `targets.rs` permits (public ones and the ranges the operator allows). Logs name the subscription
 //! and the URL's host, never its path or query (a Slack hook's path is its credential) nor the
 //! secret; an error is logged and stored without its URL.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use reqwest::redirect::Policy;
 
 use super::deliveries::{Claimed, Outcome};
 use super::payload::{render, Ids};
+use super::targets::{GuardedResolver, Targets};
 use super::{now_ms, signature, Config};
 use crate::clock::Clock;
 use crate::keys::random_base62;
@@ -34,6 +38,7 @@ pub struct Dispatcher {
     clock: Clock,
     config: Config,
     client: reqwest::Client,
+    targets: Arc<Targets>,
 }
 
 /// Budgets and subscriptions are read again for window resets at least this often even when
@@ -58,7 +63,9 @@ struct Swept {
 impl Dispatcher {
     /// A dispatcher over `store`; `clock` dates events and windows (the app's clock).
     pub fn new(store: Store, clock: Clock, config: Config) -> Result<Dispatcher, reqwest::Error> {
+        let targets = Arc::new(Targets::new(config.allow_targets.clone()));
         let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver(targets.clone())))
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
             .redirect(Policy::custom(|attempt| {
@@ -79,6 +86,7 @@ impl Dispatcher {
             clock,
             config,
             client,
+            targets,
         })
     }
 
@@ -250,6 +258,8 @@ impl Dispatcher {
 
     /// POSTs the delivery: its HTTP status on a 2xx, else the status (if any) and the error.
     async fn send(&self, c: &Claimed) -> Result<u16, (Option<u16>, String)> {
+        let url = reqwest::Url::parse(&c.webhook.url).map_err(|e| (None, format!("url: {e}")))?;
+        self.targets.check_url(&url).map_err(|why| (None, why))?;
         let payload: serde_json::Value =
             serde_json::from_str(&c.payload).map_err(|e| (None, format!("stored payload: {e}")))?;
         let ids = Ids {
@@ -268,7 +278,7 @@ impl Dispatcher {
             .to_string();
         let answer = self
             .client
-            .post(&c.webhook.url)
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(signature::HEADER, signature::sign(&c.secret, t, &body))
             .header("tollgate-event", kind)

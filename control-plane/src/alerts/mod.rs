@@ -8,6 +8,7 @@
 //!   the sweep for what no write causes (a window reset, a stale reporter, a new price book).
 //! - [`deliveries`]: the delivery log: claimed under a lease, retried with backoff.
 //! - [`payload`], [`signature`]: what is sent and how it is signed.
+//! - [`targets`]: where it may be sent (public addresses and the ranges an operator allows).
 //! - [`dispatch`]: the task that sends: woken by ingestion right after a commit that fired an
 //!   alert, and polling (retries, rows written by other replicas, the sweep).
 //!
@@ -20,6 +21,7 @@ pub mod evaluate;
 pub mod outbox;
 pub mod payload;
 pub mod signature;
+pub mod targets;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -178,6 +180,8 @@ pub struct Config {
     pub stale_after: Duration,
     /// Deliveries sent at once by one replica.
     pub concurrency: usize,
+    /// Non-public address ranges deliveries may reach (`targets.rs`); none by default.
+    pub allow_targets: Vec<ipnet::IpNet>,
 }
 
 impl Default for Config {
@@ -191,6 +195,7 @@ impl Default for Config {
             timeout: Duration::from_secs(10),
             stale_after: Duration::from_secs(300),
             concurrency: 8,
+            allow_targets: Vec::new(),
         }
     }
 }

@@ -117,6 +117,10 @@ impl ControlPlane {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--snapshot-min-interval-ms")
             .arg(self.snapshot_min_interval_ms.to_string())
+            // The tests' webhook receivers listen on loopback, which deliveries refuse by
+            // default.
+            .arg("--alert-allow-target")
+            .arg("127.0.0.0/8")
             .env("TOLLGATE_ADMIN_TOKEN", &self.admin_token)
             .env("TOLLGATE_DATAPLANE_TOKEN", &self.dataplane_token)
             .env(
