@@ -589,12 +589,36 @@ store_test!(
             "daily only: the monthly began on the 1st"
         );
         // A reporter last seen at NOW - 60 is stale (N = 30 s) for a sweep from NOW - 60 on.
+        // Another, with no usage since then either, polled its snapshot at NOW - 10: it is
+        // alive (idle, not stale) until 30 s after that poll. A poll naming no reporter
+        // creates none.
         let p = principal("acme", None, None, None);
-        let e = event("e0", "envoy-a", 1, NOW - 60, &p, "1");
+        let a = event("e0", "envoy-a", 1, NOW - 60, &p, "1");
+        let b = event("e1", "envoy-b", 1, NOW - 60, &p, "1");
         store
-            .ingest(&[e], NOW - 60, &BudgetCache::default())
+            .ingest(&[a, b], NOW - 60, &BudgetCache::default())
             .await
             .unwrap();
+        store.note_sync("envoy-b", NOW - 10);
+        store.note_sync("nobody", NOW - 10);
+        let synced = || async {
+            with_connection!(&url, |conn, pg| {
+                sqlx::query_as::<_, (String, Option<i64>)>(
+                    "SELECT reporter, last_synced_at FROM reporters ORDER BY reporter",
+                )
+                .fetch_all(&mut conn)
+                .await
+            })
+            .unwrap()
+        };
+        eventually(5, "the poll recorded", || async {
+            synced().await.contains(&("envoy-b".into(), Some(NOW - 10)))
+        })
+        .await;
+        assert_eq!(
+            synced().await,
+            [("envoy-a".into(), None), ("envoy-b".into(), Some(NOW - 10))]
+        );
         assert!(!store
             .record_stale_reporters(NOW - 60, NOW - 40, 30)
             .await
@@ -607,13 +631,27 @@ store_test!(
             .record_stale_reporters(NOW - 40, NOW, 30)
             .await
             .unwrap());
-        assert_eq!(events(&url, "fleet_stale").await, 1);
+        assert_eq!(events(&url, "fleet_stale").await, 1, "envoy-a only");
+        assert!(store
+            .record_stale_reporters(NOW, NOW + 30, 30)
+            .await
+            .unwrap());
+        assert_eq!(
+            events(&url, "fleet_stale").await,
+            2,
+            "envoy-b, 30 s after its poll"
+        );
         // A price-book version fires once.
         assert!(store.record_price_book_change(7, NOW).await.unwrap());
         assert!(!store.record_price_book_change(7, NOW).await.unwrap());
         assert_eq!(
             kinds(&deliveries(&store, None).await),
-            ["fleet_stale", "price_book_changed", "window_reset"]
+            [
+                "fleet_stale",
+                "fleet_stale",
+                "price_book_changed",
+                "window_reset"
+            ]
         );
     }
 );

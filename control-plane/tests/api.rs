@@ -19,13 +19,13 @@ use tollgate_control_plane::http::openapi::{document, documented, openapi_path};
 use tollgate_control_plane::http::{app, routes, Access, AppState};
 use tollgate_control_plane::store::audit::AuditQuery;
 use tollgate_core::snapshot::Snapshot;
-use tollgate_testkit::{sqlite_store, TempSqlite};
+use tollgate_testkit::{sqlite_store, with_connection, TempSqlite};
 use tower::ServiceExt;
 
 struct Api {
     app: Router,
     state: AppState,
-    _db: TempSqlite,
+    db: TempSqlite,
 }
 
 struct Answer {
@@ -68,7 +68,7 @@ async fn api() -> Api {
     Api {
         app: app(state.clone()),
         state,
-        _db: db,
+        db,
     }
 }
 
@@ -1070,6 +1070,31 @@ async fn usage_snapshot_etag_and_spend() {
     let me = enrolled.json()["reporter"].as_str().unwrap().to_string();
     let secret = enrolled.json()["secret"].as_str().unwrap().to_string();
     assert!(me.starts_with("envoy-a-") && secret.starts_with("tgr-"));
+    // A poll naming the reporter, even one answered 304, is a sync: `fleet_stale` reads it.
+    let req = Request::get("/v1/snapshot")
+        .header(header::AUTHORIZATION, format!("Bearer {DATAPLANE}"))
+        .header(header::IF_NONE_MATCH, &etag)
+        .header("x-tollgate-reporter", &me)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.raw(req).await.status, 304);
+    let mut synced = None;
+    for _ in 0..250 {
+        synced = with_connection!(&api.db.url(), |conn, pg| {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT last_synced_at FROM reporters WHERE reporter = $1",
+            )
+            .bind(&me)
+            .fetch_one(&mut conn)
+            .await
+        })
+        .unwrap();
+        if synced.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(synced, Some(NOW), "the poll was not recorded");
     let batch = json!({"events": [event("e1", &me, 1, NOW, &p, "1.25"), event("e2", &me, 2, NOW, &p, "0.75")]});
     let ack = api
         .call(
@@ -1225,7 +1250,7 @@ async fn usage_snapshot_etag_and_spend() {
         m.contains(r#"tollgate_http_requests_total{route="/v1/usage",status="200"} 2"#),
         "{m}"
     );
-    assert!(m.contains("tollgate_snapshot_not_modified_total 1"), "{m}");
+    assert!(m.contains("tollgate_snapshot_not_modified_total 2"), "{m}");
     assert!(
         m.contains(&format!("tollgate_snapshot_version {}", snap2.version)),
         "{m}"

@@ -387,9 +387,10 @@ impl Store {
         })
     }
 
-    /// Records `fleet_stale` for every reporter last seen after `since - stale_after_s` and at
-    /// or before `now - stale_after_s`: those that went quiet since the last sweep. Once per
-    /// quiet spell (the event is keyed by the reporter's `last_seen`).
+    /// Records `fleet_stale` for every reporter last heard from (a usage batch or a snapshot
+    /// poll, `store/reporters.rs`) after `since - stale_after_s` and at or before
+    /// `now - stale_after_s`: those that went quiet since the last sweep. Once per quiet spell
+    /// (the event is keyed by that last contact).
     pub async fn record_stale_reporters(
         &self,
         since: i64,
@@ -406,9 +407,12 @@ impl Store {
             if subs.is_empty() {
                 return Ok(false);
             }
+            // Its last contact: the later of its last usage batch and its last snapshot poll.
             let quiet: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT reporter, last_seen FROM reporters \
-                 WHERE last_seen > $1 AND last_seen <= $2 ORDER BY reporter",
+                "SELECT reporter, contact FROM (SELECT reporter, CASE \
+                 WHEN last_synced_at > last_seen THEN last_synced_at ELSE last_seen END \
+                 AS contact FROM reporters) r \
+                 WHERE contact > $1 AND contact <= $2 ORDER BY reporter",
             )
             .bind(since.saturating_sub(n))
             .bind(now.saturating_sub(n))

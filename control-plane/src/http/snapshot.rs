@@ -40,6 +40,21 @@ pub async fn get(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
     let matches = inm.is_some_and(|v| if_none_match(v, &built.etag));
+    // The filter names its reporter in a header (the id is no secret: posting needs the
+    // reporter secret); a reporter secret as the bearer names it too.
+    let named = headers
+        .get("x-tollgate-reporter")
+        .and_then(|v| v.to_str().ok());
+    let reporter = match caller.as_ref().map(|c| &c.0) {
+        Some(Caller::Reporter(me)) => Some(me.as_str()),
+        Some(Caller::DataPlane) => named,
+        _ => None,
+    };
+    // A poll is a sync: the reporter is alive even when it has no usage to post
+    // (`fleet_stale` reads this).
+    if let Some(me) = reporter {
+        s.store.note_sync(me, s.clock.now());
+    }
     let delta = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -51,16 +66,6 @@ pub async fn get(
     } else {
         // Each reporter sees its own acknowledgement only; the version (ETag) still names the
         // content, since acknowledgements are read with the spend of that version.
-        // The filter names its reporter in a header (the id is no secret: posting needs the
-        // reporter secret); a reporter secret as the bearer names it too.
-        let named = headers
-            .get("x-tollgate-reporter")
-            .and_then(|v| v.to_str().ok());
-        let reporter = match caller.as_ref().map(|c| &c.0) {
-            Some(Caller::Reporter(me)) => Some(me.as_str()),
-            Some(Caller::DataPlane) => named,
-            _ => None,
-        };
         let (doc, media_type, shape) = if delta {
             let (doc, from) = built.delta(inm.and_then(quoted_version))?;
             let shape = if from.is_some() { "delta" } else { "whole" };

@@ -5,23 +5,75 @@
 //! ever moves the time forward, so replicas and late batches cannot move it back.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use tollgate_core::event::UsageEvent;
 
 /// How stale `last_used_at` may be, seconds.
 pub const RESOLUTION_S: i64 = 60;
 
-/// Keys remembered; past this many the memory starts over (each key is then written once more).
+/// Ids remembered; past this many the memory starts over (each id is then written once more).
 const MAX_REMEMBERED: usize = 100_000;
 
+/// The last time this process wrote for each id (a key's last use, a reporter's last sync):
+/// what is due is an id whose row would move by at least the resolution.
+#[derive(Debug)]
+pub struct Throttle {
+    resolution: i64,
+    written: std::sync::Mutex<HashMap<String, i64>>,
+}
+
+impl Throttle {
+    /// Writes at most once per `resolution` seconds per id.
+    pub fn new(resolution: i64) -> Throttle {
+        Throttle {
+            resolution,
+            written: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The `(id, time)` of `latest` whose row is at least the resolution behind, sorted by id
+    /// (PostgreSQL locks rows in that order).
+    pub fn due<'a>(&self, latest: impl IntoIterator<Item = (&'a str, i64)>) -> Vec<(String, i64)> {
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due: Vec<(String, i64)> = latest
+            .into_iter()
+            .filter(|(id, t)| {
+                written
+                    .get(*id)
+                    .is_none_or(|w| *t >= w.saturating_add(self.resolution))
+            })
+            .map(|(id, t)| (id.to_string(), t))
+            .collect();
+        due.sort_unstable();
+        due
+    }
+
+    /// Remembers what a committed write wrote.
+    pub fn written(&self, ids: Vec<(String, i64)>) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if written.len().saturating_add(ids.len()) > MAX_REMEMBERED {
+            written.clear();
+        }
+        for (id, t) in ids {
+            let w = written.entry(id).or_insert(t);
+            *w = (*w).max(t);
+        }
+    }
+}
+
 /// The last use of each key this process wrote.
-#[derive(Debug, Default)]
-pub struct KeyUse(Mutex<HashMap<String, i64>>);
+#[derive(Debug)]
+pub struct KeyUse(Throttle);
+
+impl Default for KeyUse {
+    fn default() -> Self {
+        KeyUse(Throttle::new(RESOLUTION_S))
+    }
+}
 
 impl KeyUse {
     /// `(key id, last use)` of the keys in `events` whose row is more than [`RESOLUTION_S`]
-    /// behind, sorted by id (PostgreSQL locks the rows in that order).
+    /// behind, sorted by id.
     pub fn due<'a>(&self, events: impl IntoIterator<Item = &'a UsageEvent>) -> Vec<(String, i64)> {
         let mut latest: HashMap<&str, i64> = HashMap::new();
         for e in events {
@@ -30,30 +82,12 @@ impl KeyUse {
                 *t = (*t).max(e.ts);
             }
         }
-        let written = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let mut due: Vec<(String, i64)> = latest
-            .into_iter()
-            .filter(|(k, t)| {
-                written
-                    .get(*k)
-                    .is_none_or(|w| *t >= w.saturating_add(RESOLUTION_S))
-            })
-            .map(|(k, t)| (k.to_string(), t))
-            .collect();
-        due.sort_unstable();
-        due
+        self.0.due(latest)
     }
 
     /// Remembers what a committed batch wrote.
     pub fn written(&self, keys: Vec<(String, i64)>) {
-        let mut written = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if written.len().saturating_add(keys.len()) > MAX_REMEMBERED {
-            written.clear();
-        }
-        for (k, t) in keys {
-            let w = written.entry(k).or_insert(t);
-            *w = (*w).max(t);
-        }
+        self.0.written(keys)
     }
 }
 

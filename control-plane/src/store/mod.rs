@@ -73,6 +73,8 @@ pub struct Store {
     changes: Arc<Changes>,
     /// Keys' last use as this process wrote it (see `key_use.rs`).
     key_use: Arc<key_use::KeyUse>,
+    /// Reporters' last snapshot poll as this process wrote it (see `reporters.rs`).
+    sync_seen: Arc<key_use::Throttle>,
     /// Wakes the alert dispatcher (`crate::alerts::dispatch`) after a commit that recorded an
     /// alert delivery.
     alert_wake: Arc<tokio::sync::Notify>,
@@ -305,6 +307,7 @@ impl Store {
                 db: Db::Postgres(pool),
                 changes: Arc::new(Changes::new()),
                 key_use: Arc::default(),
+                sync_seen: Arc::new(key_use::Throttle::new(reporters::SYNC_RESOLUTION_S)),
                 alert_wake: Arc::default(),
             });
         }
@@ -334,6 +337,7 @@ impl Store {
             },
             changes: Arc::new(Changes::new()),
             key_use: Arc::default(),
+            sync_seen: Arc::new(key_use::Throttle::new(reporters::SYNC_RESOLUTION_S)),
             alert_wake: Arc::default(),
         })
     }

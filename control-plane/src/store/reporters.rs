@@ -4,11 +4,20 @@
 //! no Envoy can pick another's; the secret is returned once and only its SHA-256 is stored, in
 //! the `reporters` row that also keeps the reporter's acknowledged sequence (migration 0006).
 //! Rows persist: a restarted control plane still knows every enrolled Envoy.
+//!
+//! Liveness: `last_seen` moves with each usage batch, `last_synced_at` (migration 0012) with
+//! snapshot polls that name the reporter ([`Store::note_sync`]); the `fleet_stale` alert reads
+//! the later of the two, so an idle Envoy that keeps syncing is not stale.
 
 use serde::Serialize;
 
 use super::{with_pool, Store, StoreError};
 use crate::keys::{random_base62, sha256_hex};
+
+/// How stale `last_synced_at` may be, seconds: a poll writes it at most this often per
+/// reporter and control-plane process (Envoys poll every few seconds; the stale alert waits
+/// minutes).
+pub const SYNC_RESOLUTION_S: i64 = 30;
 
 /// What every reporter secret starts with (so a leaked one is recognisable in a scan).
 pub const REPORTER_SECRET_PREFIX: &str = "tgr-";
@@ -65,6 +74,39 @@ impl Store {
             })?;
             Ok(Enrolled { reporter, secret })
         })
+    }
+
+    /// Records that reporter `reporter` polled its snapshot at `now` (a name no reporter has
+    /// changes nothing: a poll cannot create one). Writes at most once per
+    /// [`SYNC_RESOLUTION_S`] per reporter and process, in a task of its own (the poll never
+    /// waits for the write lock), and never moves the time back.
+    pub fn note_sync(&self, reporter: &str, now: i64) {
+        let due = self.sync_seen.due([(reporter, now)]);
+        if due.is_empty() {
+            return;
+        }
+        let store = self.clone();
+        let reporter = reporter.to_string();
+        tokio::spawn(async move {
+            match store.write_sync(&reporter, now).await {
+                Ok(()) => store.sync_seen.written(due),
+                Err(e) => tracing::warn!(%reporter, error = %e, "could not record a snapshot poll"),
+            }
+        });
+    }
+
+    async fn write_sync(&self, reporter: &str, now: i64) -> Result<(), StoreError> {
+        with_pool!(self, write, |pool, pg| {
+            sqlx::query(
+                "UPDATE reporters SET last_synced_at = $2 WHERE reporter = $1 \
+                 AND (last_synced_at IS NULL OR last_synced_at < $2)",
+            )
+            .bind(reporter)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
     }
 
     /// The reporter whose secret hashes to `sha256` (lowercase hex), if any.
