@@ -20,7 +20,7 @@ use axum::{Extension, Form};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{self, csrf_field, enc, shown_once, time, Nav};
+use super::layout::{self, csrf_field, enc, post_button, shown_once, time, Nav};
 use super::sessions::Session;
 use super::{can_write, page as respond, see_other, UiError, UiResult};
 use crate::alerts::deliveries::DeliveryQuery;
@@ -221,15 +221,14 @@ async fn render(
                             td { (watches(&w.budget_ids, &w.scope_ids)) }
                             td.status { @if w.enabled { "on" } @else { "paused" } }
                             @if write {
-                                td { form.inline method="post" action=(format!("/ui/alerts/{}/enabled", enc(&w.id))) {
-                                    (csrf_field(session))
-                                    input type="hidden" name="enabled" value=(!w.enabled);
-                                    button type="submit" { @if w.enabled { "Pause" } @else { "Resume" } }
-                                } }
-                                td { form.inline method="post" action=(format!("/ui/alerts/{}/delete", enc(&w.id))) {
-                                    (csrf_field(session))
-                                    button.danger type="submit" { "Delete" }
-                                } }
+                                td { (post_button(
+                                    session,
+                                    &format!("/ui/alerts/{}/enabled", enc(&w.id)),
+                                    if w.enabled { "Pause" } else { "Resume" },
+                                    false,
+                                    &[("enabled", if w.enabled { "false" } else { "true" })],
+                                )) }
+                                td { (post_button(session, &format!("/ui/alerts/{}/delete", enc(&w.id)), "Delete", true, &[])) }
                             }
                         }
                     }

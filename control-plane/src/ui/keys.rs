@@ -12,7 +12,7 @@ use axum::{Extension, Form};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{self, csrf_field, enc, shown_once, time, Nav};
+use super::layout::{self, csrf_field, enc, post_button, revocation, shown_once, time, Nav};
 use super::sessions::Session;
 use super::{can_write, page as respond, see_other, UiResult};
 use crate::http::keys::NewKeyBody;
@@ -86,13 +86,10 @@ async fn render(s: &AppState, session: &Session, created: Option<&CreatedKey>) -
                             td { (k.org_id) } td { (k.project_id.as_deref().unwrap_or("—")) } td { (k.user_id.as_deref().unwrap_or("—")) }
                             td { (time(&zone, k.created_at)) }
                             td.last-used { @match k.last_used_at { Some(t) => (time(&zone, t)), None => span.muted { "never" } } }
-                            td.status { @match k.revoked_at { Some(t) => { "revoked " (time(&zone, t)) }, None => "live" } }
+                            (revocation(&zone, k.revoked_at))
                             @if write {
                                 td { @if k.revoked_at.is_none() {
-                                    form.inline method="post" action=(format!("/ui/keys/{}/revoke", enc(&k.id))) {
-                                        (csrf_field(session))
-                                        button.danger type="submit" { "Revoke" }
-                                    }
+                                    (post_button(session, &format!("/ui/keys/{}/revoke", enc(&k.id)), "Revoke", true, &[]))
                                 } }
                             }
                         }

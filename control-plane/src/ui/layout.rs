@@ -135,6 +135,31 @@ pub fn csrf_field(session: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(session.csrf); }
 }
 
+/// A one-button form posting to `action` (revoke, delete, pause) with the session's CSRF
+/// token and `fields` as hidden inputs.
+pub fn post_button(
+    session: &Session,
+    action: &str,
+    label: &str,
+    danger: bool,
+    fields: &[(&str, &str)],
+) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            (csrf_field(session))
+            @for (name, value) in fields { input type="hidden" name=(name) value=(value); }
+            button.danger[danger] type="submit" { (label) }
+        }
+    }
+}
+
+/// A revocable object's state cell: `live`, or `revoked` and when.
+pub fn revocation(zone: &Zone, revoked_at: Option<i64>) -> Markup {
+    html! {
+        td.status { @match revoked_at { Some(at) => { "revoked " (time(zone, at)) }, None => "live" } }
+    }
+}
+
 /// The answer to a create form: the new object's secret, shown this once (`#new-secret`; the
 /// block is `#new-{what}` with the object's id in `data-id`).
 pub fn shown_once(what: &str, name: &str, id: &str, secret: &str) -> Markup {

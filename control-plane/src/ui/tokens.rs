@@ -13,7 +13,7 @@ use axum::{Extension, Form};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{self, csrf_field, enc, shown_once, time, Nav};
+use super::layout::{self, csrf_field, enc, post_button, revocation, shown_once, time, Nav};
 use super::sessions::Session;
 use super::{page as respond, see_other, UiError, UiResult};
 use crate::http::error::ApiError;
@@ -73,12 +73,9 @@ async fn render(
                             td { (t.name) } td { code { (t.id) } } td { code { (t.prefix) "…" } }
                             td { (t.role.as_str()) } td { (t.org_id.as_deref().unwrap_or("all")) }
                             td { code { (t.created_by) } } td { (time(&zone, t.created_at)) }
-                            td.status { @match t.revoked_at { Some(at) => { "revoked " (time(&zone, at)) }, None => "live" } }
+                            (revocation(&zone, t.revoked_at))
                             td { @if t.revoked_at.is_none() {
-                                form.inline method="post" action=(format!("/ui/tokens/{}/revoke", enc(&t.id))) {
-                                    (csrf_field(session))
-                                    button.danger type="submit" { "Revoke" }
-                                }
+                                (post_button(session, &format!("/ui/tokens/{}/revoke", enc(&t.id)), "Revoke", true, &[]))
                             } }
                         }
                     }

@@ -97,6 +97,24 @@ def rows(driver, table_id):
     return out
 
 
+def created_once(driver, what, prefix, secret_file):
+    """Submits the page's create form (`#create-WHAT`) and reads the answer: the new object's
+    id and its secret, shown this once (written to `secret_file`, 0600, never printed); then
+    the page again, which must not show it. The browser stays on the page."""
+    page = driver.current_url
+    driver.find_element(By.ID, f"create-{what}").click()
+    made = WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, f"new-{what}")))
+    made_id = made.get_attribute("data-id")
+    secret = driver.find_element(By.ID, "new-secret").text
+    assert secret.startswith(prefix), f"the new {what}'s secret is not shown"
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+    driver.get(page)
+    assert secret not in driver.page_source, f"the {what}'s secret is shown again"
+    return made_id, secret
+
+
 def create(driver, base, spec):
     who = sign_in(driver, base)
     assert f"manager of {spec['org']}" in who, who
@@ -176,16 +194,7 @@ def create(driver, base, spec):
     driver.get(base + "/ui/keys")
     driver.find_element(By.NAME, "name").send_keys("made in the console")
     Select(driver.find_element(By.NAME, "org_id")).select_by_value(spec["org"])
-    driver.find_element(By.ID, "create-key").click()
-    made = WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, "new-key")))
-    key_id = made.get_attribute("data-id")
-    secret = driver.find_element(By.ID, "new-secret").text
-    assert secret.startswith("tg-"), "the new key's secret is not shown"
-    fd = os.open(spec["secret_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret)
-    driver.get(base + "/ui/keys")
-    assert secret not in driver.page_source, "the secret is shown again"
+    key_id, _ = created_once(driver, "key", "tg-", spec["secret_file"])
     row = driver.find_element(By.CSS_SELECTOR, f"tr[data-key='{key_id}']")
     assert row.find_element(By.CSS_SELECTOR, "td.status").text == "live"
     say(check="key created", key_id=key_id)
@@ -199,16 +208,7 @@ def create(driver, base, spec):
     driver.find_element(By.CSS_SELECTOR, "input[name='events'][value='threshold']").click()
     driver.find_element(By.NAME, "thresholds").send_keys(str(spec["threshold"]))
     driver.find_element(By.NAME, "budget_ids").send_keys(spec["budget_id"])
-    driver.find_element(By.ID, "create-webhook").click()
-    made = WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, "new-webhook")))
-    hook_id = made.get_attribute("data-id")
-    secret = driver.find_element(By.ID, "new-secret").text
-    assert secret.startswith("whsec_"), "the signing secret is not shown"
-    fd = os.open(spec["webhook_secret_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret)
-    driver.get(base + "/ui/alerts")
-    assert secret not in driver.page_source, "the signing secret is shown again"
+    hook_id, _ = created_once(driver, "webhook", "whsec_", spec["webhook_secret_file"])
     row = driver.find_element(By.CSS_SELECTOR, f"tr[data-webhook='{hook_id}']")
     assert row.find_element(By.CSS_SELECTOR, "td.status").text == "on"
     assert f"{spec['threshold']} %" in row.text, row.text

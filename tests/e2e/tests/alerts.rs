@@ -11,24 +11,36 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tollgate_control_plane::alerts::signature;
 use tollgate_testkit::webhook::receiver;
 use tollgate_tests::control_plane::Spend;
 use tollgate_tests::eventually;
 
-/// A local webhook receiver and a subscription of a new chain's org to `events` (and
-/// `thresholds`) on it: the runtime serving it, the chain, the signing secret, what arrived,
-/// the server's task.
+/// A local webhook receiver, a subscription of a new chain's org to `events` (and 50 %) on
+/// it, and a `total` budget of `requests` chat requests' worth of `text` on the chain's key,
+/// known to Envoy.
 struct Subscribed {
     _rt: tokio::runtime::Runtime,
     chain: tollgate_tests::Chain,
     secret: String,
     inbox: tollgate_testkit::webhook::Inbox,
     server: tokio::task::JoinHandle<()>,
+    budget: String,
+    /// One request's cost.
+    cost: Decimal,
+    limit: Decimal,
 }
 
-fn subscribe(api: &tollgate_tests::Api, prefix: &str, events: Value) -> Subscribed {
+fn subscribe(
+    stack: &tollgate_tests::Stack,
+    prefix: &str,
+    events: Value,
+    text: &str,
+    requests: u32,
+) -> Subscribed {
+    let api = stack.api().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -39,12 +51,24 @@ fn subscribe(api: &tollgate_tests::Api, prefix: &str, events: Value) -> Subscrib
     let mut body = json!({"org_id": chain.org, "url": url, "thresholds": [50]});
     body["events"] = events;
     let hook = api.post("/v1/alerts/webhooks", &body).unwrap();
+    let one = json!({"model": "gpt-4o-mini", "max_tokens": 24,
+                     "messages": [{"role": "user", "content": text}]});
+    let cost = common::cost_of(&[one]);
+    let limit = cost * Decimal::from(requests);
+    let budget = api
+        .create_budget("key", &chain.key_id, "total", &limit.to_string())
+        .unwrap();
+    stack.wait_for_sync().unwrap();
+    common::wait_key_known(&stack.url(), &chain.secret);
     Subscribed {
         _rt: rt,
         chain,
         secret: hook["secret"].as_str().unwrap().to_string(),
         inbox,
         server,
+        budget,
+        cost,
+        limit,
     }
 }
 
@@ -52,25 +76,19 @@ fn subscribe(api: &tollgate_tests::Api, prefix: &str, events: Value) -> Subscrib
 fn traffic_crossing_half_a_budget_alerts_once() {
     let Some(stack) = common::stack() else { return };
     let api = stack.api().unwrap();
+    // Forty requests' worth (admission reserves a worst case well above one request's cost):
+    // the twentieth reaches 50 %.
+    let text = "alert me";
     let Subscribed {
         _rt,
         chain,
         secret,
         inbox,
         server,
-    } = subscribe(&api, "alerts", json!(["threshold"]));
-    // Forty requests' worth (admission reserves a worst case well above one request's cost):
-    // the twentieth reaches 50 %.
-    let text = "alert me";
-    let one = json!({"model": "gpt-4o-mini", "max_tokens": 24,
-                     "messages": [{"role": "user", "content": text}]});
-    let cost = common::cost_of(&[one]);
-    let limit = cost * rust_decimal::Decimal::from(40);
-    let budget = api
-        .create_budget("key", &chain.key_id, "total", &limit.to_string())
-        .unwrap();
-    stack.wait_for_sync().unwrap();
-    common::wait_key_known(&stack.url(), &chain.secret);
+        budget,
+        cost,
+        limit,
+    } = subscribe(&stack, "alerts", json!(["threshold"]), text, 40);
 
     let http = common::client();
     for _ in 0..20 {
@@ -78,11 +96,9 @@ fn traffic_crossing_half_a_budget_alerts_once() {
         assert_eq!(status, 200, "{body}\n{}", stack.logs());
     }
     let answered = Instant::now();
-    let got = eventually(Duration::from_secs(15), || {
-        let got = inbox.received();
-        (!got.is_empty()).then_some(got)
-    })
-    .unwrap_or_else(|| panic!("no alert within 15 s\n{}", stack.logs()));
+    let got = inbox
+        .wait_for(1, Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no alert within 15 s\n{}", stack.logs()));
     eprintln!(
         "crossing request answered → alert received: {:?} (sync interval {:?})",
         got[0].at.saturating_duration_since(answered),
@@ -94,7 +110,7 @@ fn traffic_crossing_half_a_budget_alerts_once() {
     assert_eq!(alert["budget"]["org_id"], chain.org.as_str());
     assert_eq!(
         common::dec(alert["spent_usd"].as_str().unwrap()),
-        limit / rust_decimal::Decimal::from(2)
+        limit / Decimal::from(2)
     );
     let now = tollgate_control_plane::store::unix_now();
     signature::verify(&secret, &got[0].signature, &got[0].body, now, 300).unwrap();
@@ -111,7 +127,7 @@ fn traffic_crossing_half_a_budget_alerts_once() {
         &chain.key_id,
         Spend {
             requests: 22,
-            total_usd: cost * rust_decimal::Decimal::from(22),
+            total_usd: cost * Decimal::from(22),
         },
     );
     // Its batch is committed: an alert would be on its way now.
@@ -128,25 +144,20 @@ fn traffic_crossing_half_a_budget_alerts_once() {
 fn a_budgets_first_refusal_alerts_hard_limit_once() {
     let Some(stack) = common::stack() else { return };
     let api = stack.api().unwrap();
+    // Ten requests' worth: admission reserves a worst case well above one request's cost, so
+    // the budget refuses before its counted spend reaches the limit (a spend-based alert
+    // would never fire here).
+    let text = "refuse me";
     let Subscribed {
         _rt,
         chain,
         secret,
         inbox,
         server,
-    } = subscribe(&api, "hardlimit", json!(["hard_limit"]));
-    // Ten requests' worth: admission reserves a worst case well above one request's cost, so
-    // the budget refuses before its counted spend reaches the limit (a spend-based alert
-    // would never fire here).
-    let text = "refuse me";
-    let one = json!({"model": "gpt-4o-mini", "max_tokens": 24,
-                     "messages": [{"role": "user", "content": text}]});
-    let limit = common::cost_of(&[one]) * rust_decimal::Decimal::from(10);
-    let budget = api
-        .create_budget("key", &chain.key_id, "total", &limit.to_string())
-        .unwrap();
-    stack.wait_for_sync().unwrap();
-    common::wait_key_known(&stack.url(), &chain.secret);
+        budget,
+        limit,
+        ..
+    } = subscribe(&stack, "hardlimit", json!(["hard_limit"]), text, 10);
 
     let http = common::client();
     let started = tollgate_control_plane::store::unix_now();
@@ -165,11 +176,9 @@ fn a_budgets_first_refusal_alerts_hard_limit_once() {
     }
     assert_eq!(refused, 5, "the budget never refused");
     assert!((1..10).contains(&admitted), "{admitted} admitted");
-    let got = eventually(Duration::from_secs(15), || {
-        let got = inbox.received();
-        (!got.is_empty()).then_some(got)
-    })
-    .unwrap_or_else(|| panic!("no hard_limit alert within 15 s\n{}", stack.logs()));
+    let got = inbox
+        .wait_for(1, Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no hard_limit alert within 15 s\n{}", stack.logs()));
     assert_eq!(got[0].event, "hard_limit");
     let alert = got[0].json();
     assert_eq!(alert["budget"]["id"], budget.as_str());

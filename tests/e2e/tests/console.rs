@@ -177,11 +177,9 @@ fn a_manager_sees_the_ledger_in_the_console_and_a_key_it_revokes_is_refused() {
         chat(&http, &stack.url(), &chain.secret, "still fine").1,
         200
     );
-    let got = eventually(Duration::from_secs(15), || {
-        let got = inbox.received();
-        (!got.is_empty()).then_some(got)
-    })
-    .unwrap_or_else(|| panic!("no alert within 15 s\n{}", stack.logs()));
+    let got = inbox
+        .wait_for(1, Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no alert within 15 s\n{}", stack.logs()));
     assert_eq!(got[0].event, "threshold_27");
     let now = tollgate_control_plane::store::unix_now();
     tollgate_control_plane::alerts::signature::verify(

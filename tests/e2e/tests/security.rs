@@ -265,11 +265,19 @@ fn a_client_principal_header_is_ignored_without_a_trusted_filter() {
     );
     let victim_spend = api.spend("org", &victim.org).unwrap();
     assert_eq!(victim_spend.requests, 0, "the spoofed chain was charged");
-    let logged: Vec<Value> = stack
-        .access_log()
-        .into_iter()
-        .filter(|l| l["status"] == "200" || l["status"] == 200)
-        .collect();
+    // Envoy writes its access log file on its own flush interval (1 s): wait for the lines.
+    let answered = || -> Vec<Value> {
+        stack
+            .access_log()
+            .into_iter()
+            .filter(|l| l["status"] == "200" || l["status"] == 200)
+            .collect()
+    };
+    let logged = eventually(Duration::from_secs(10), || {
+        let got = answered();
+        (got.len() >= names.len()).then_some(got)
+    })
+    .unwrap_or_else(|| panic!("the access log lacks lines: {:?}", answered()));
     assert_eq!(logged.len(), names.len(), "{logged:?}");
     for l in &logged {
         let p = l["principal"].as_str().unwrap_or_default();

@@ -50,6 +50,15 @@ impl Inbox {
     pub fn received(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
+
+    /// What it got, once that is at least `n` requests, waiting (on this thread: for blocking
+    /// tests) at most `within`.
+    pub fn wait_for(&self, n: usize, within: Duration) -> Option<Vec<Received>> {
+        crate::eventually(within, || {
+            let got = self.received();
+            (got.len() >= n).then_some(got)
+        })
+    }
 }
 
 async fn hook(State(inbox): State<Inbox>, headers: HeaderMap, body: bytes::Bytes) -> StatusCode {
