@@ -413,10 +413,6 @@ impl Store {
                     .count() as u64;
                 let new_events: Vec<&UsageEvent> = new_rows.iter().map(|r| r.e).collect();
 
-                // 1b. The spend rollup, from the rows inserted now (`rollup.rs`).
-                let sums = rollup::batch_sums(new_events.iter().copied())?;
-                Rollup::add_to_rollup(&mut *tx, &sums).await?;
-
                 // 2. Spend counters, in key order (lock order on PostgreSQL).
                 let d = d.map_err(StoreError::Corrupt)?;
                 let d: Vec<(&str, i64, Decimal)> =
@@ -543,6 +539,12 @@ impl Store {
                         qb.build().execute(&mut *tx).await?;
                     }
                 }
+
+                // 3b. The spend rollup, from the rows inserted now (`rollup.rs`). Late, like
+                // the version: on PostgreSQL every replica's batches of the same quarter hour
+                // update the same rows, whose locks are held until commit.
+                let sums = rollup::batch_sums(new_events.iter().copied())?;
+                Rollup::add_to_rollup(&mut *tx, &sums).await?;
 
                 // 4. The version, last: on PostgreSQL its row lock is held only until commit.
                 let version = if new_events.is_empty() {
