@@ -30,7 +30,8 @@
 //! Run: `cargo bench -p tollgate-benches --bench spend_pages` (thin LTO builds faster:
 //! `CARGO_PROFILE_BENCH_LTO=off CARGO_PROFILE_BENCH_CODEGEN_UNITS=16`). Knobs:
 //! `TOLLGATE_SPEND_DB`, `TOLLGATE_SPEND_ITERS` (timed requests per page, 50; 5 untimed
-//! first), `TOLLGATE_SPEND_LEDGER_ITERS` (for the ledger path, 3; one untimed first).
+//! first), `TOLLGATE_SPEND_LEDGER_ITERS` (for the ledger path, 3; one untimed first),
+//! `TOLLGATE_SPEND_ONLY` (only the pages whose name contains it, e.g. `overview`).
 //! Not in `scripts/test.sh`: generating takes minutes.
 #![allow(
     clippy::unwrap_used,
@@ -60,7 +61,7 @@ use tollgate_core::provider::ApiFormat;
 use tollgate_core::usage::Usage;
 use tower::ServiceExt;
 
-/// The bench's "now": 2026-11-30 12:00 UTC (fixed, so a kept database stays in range).
+/// The bench's "now": 2025-11-30 12:00 UTC (fixed, so a kept database stays in range).
 const NOW: i64 = 1_764_504_000;
 const DAY: i64 = 86_400;
 const SPAN: i64 = 30 * DAY;
@@ -466,7 +467,7 @@ fn main() {
             ),
             (
                 "spend, 7 days per hour by model, UTC",
-                "/ui/spend?bucket=hour&from=2026-11-24&to=2026-11-30",
+                "/ui/spend?bucket=hour&from=2025-11-24&to=2025-11-30",
                 &admin,
                 false,
             ),
@@ -481,7 +482,11 @@ fn main() {
         println!(
             "\n| page | requests | p50 ms | p95 ms | p99 ms | body bytes |\n|---|---:|---:|---:|---:|---:|"
         );
+        let only = std::env::var("TOLLGATE_SPEND_ONLY").ok();
         for (name, uri, cookie, ledger) in pages {
+            if only.as_deref().is_some_and(|o| !name.contains(o)) {
+                continue;
+            }
             let (warm, n) = if ledger { (1, ledger_iters) } else { (5, iters) };
             let mut size = 0;
             for _ in 0..warm {

@@ -191,7 +191,7 @@ impl Rollup for SqliteConnection {
                     .push_bind(Money(s.cost));
             });
             qb.push(
-                " ON CONFLICT (bucket, org_id, model) DO UPDATE SET \
+                " ON CONFLICT (bucket, model, org_id) DO UPDATE SET \
                  requests = excluded.requests, input_tokens = excluded.input_tokens, \
                  output_tokens = excluded.output_tokens, cost_usd = excluded.cost_usd",
             );
@@ -215,7 +215,7 @@ impl Rollup for PgConnection {
              output_tokens, cost_usd) \
              SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int8[], \
                $6::int8[], $7::numeric[]) \
-             ON CONFLICT (bucket, org_id, model) DO UPDATE SET \
+             ON CONFLICT (bucket, model, org_id) DO UPDATE SET \
              requests = spend_rollup.requests + excluded.requests, \
              input_tokens = spend_rollup.input_tokens + excluded.input_tokens, \
              output_tokens = spend_rollup.output_tokens + excluded.output_tokens, \
@@ -253,6 +253,10 @@ impl Store {
     /// (after migration 0011 on a database with a ledger); [`Store::migrate`] calls it.
     /// Returns whether it built.
     pub async fn build_spend_rollup_if_needed(&self) -> Result<bool, StoreError> {
+        // Read first: the usual answer needs no write lock.
+        if self.spend_rollup_built().await? {
+            return Ok(false);
+        }
         self.rebuild(false).await
     }
 

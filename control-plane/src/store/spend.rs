@@ -175,7 +175,7 @@ fn bucket_labels(zone: &Zone, bucket: i64) -> Option<(String, String)> {
         })
     };
     let first = offset(bucket)?;
-    if i64::from(first).rem_euclid(BUCKET) != 0 || offset(bucket + BUCKET - 1)? != first {
+    if i64::from(first).rem_euclid(BUCKET) != 0 || offset(bucket.saturating_add(BUCKET - 1))? != first {
         return None;
     }
     Some((local_day(zone, bucket), local_hour(zone, bucket)))
@@ -209,11 +209,12 @@ impl Store {
         if by_time {
             group.push("bucket");
         }
-        if by_org {
-            group.push("org_id");
-        }
+        // In the rollup's key order, which SQLite then reads without sorting.
         if by_model {
             group.push("model");
+        }
+        if by_org {
+            group.push("org_id");
         }
         let mut filter = String::from("bucket >= $1 AND bucket < $2");
         let mut n = 2;
