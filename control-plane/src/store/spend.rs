@@ -175,7 +175,9 @@ fn bucket_labels(zone: &Zone, bucket: i64) -> Option<(String, String)> {
         })
     };
     let first = offset(bucket)?;
-    if i64::from(first).rem_euclid(BUCKET) != 0 || offset(bucket.saturating_add(BUCKET - 1))? != first {
+    if i64::from(first).rem_euclid(BUCKET) != 0
+        || offset(bucket.saturating_add(BUCKET - 1))? != first
+    {
         return None;
     }
     Some((local_day(zone, bucket), local_hour(zone, bucket)))
