@@ -13,7 +13,8 @@
 //! ingestion (a budget's back-fill) take an advisory lock.
 //!
 //! Every store method is tested on both backends by `tests/store.rs`
-//! (`cargo test -p tollgate-control-plane --test store`).
+//! (`cargo test -p tollgate-control-plane --test store`), the spend rollup against the ledger
+//! by `tests/spend_rollup.rs`.
 
 pub mod audit;
 pub mod budgets;
