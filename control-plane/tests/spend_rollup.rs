@@ -291,6 +291,17 @@ store_test!(rollup_is_not_used_across_odd_offsets, |store| {
 // ingestion would have; a second `migrate` adds nothing; batches after it add their rows.
 store_test!(rollup_is_built_once_from_an_older_ledger, |store, url| {
     let first = ingest_random(&store, 11, 0).await;
+    // And times far apart (the build steps from one stored time to the next).
+    let p = principal("acme", None, None, Some("k"));
+    let far = [
+        event("far-1", "r2", 1, 44_582_400, &p, "0.25"),
+        event("far-2", "r2", 2, 44_582_400 + 899, &p, "0.5"),
+        event("far-3", "r2", 3, TODAY + 400 * DAY, &p, "1"),
+    ];
+    store
+        .ingest(&far, NOW, &BudgetCache::default())
+        .await
+        .unwrap();
     let kept = rollup_rows(&url).await;
     assert!(!kept.is_empty());
     // The state migration 0011 leaves on a database with a ledger.
@@ -302,6 +313,7 @@ store_test!(rollup_is_built_once_from_an_older_ledger, |store, url| {
     store.migrate().await.unwrap();
     assert!(store.spend_rollup_built().await.unwrap());
     assert_eq!(rollup_rows(&url).await, kept);
+    assert_eq!(kept.first().map(|r| (r.0, r.3)), Some((44_582_400, 2)));
     store.migrate().await.unwrap();
     assert!(!store.build_spend_rollup_if_needed().await.unwrap());
     assert_eq!(rollup_rows(&url).await, kept);

@@ -314,57 +314,66 @@ impl Store {
                 sqlx::query("DELETE FROM spend_rollup")
                     .execute(&mut *tx)
                     .await?;
-                let (min, max): (Option<i64>, Option<i64>) =
-                    sqlx::query_as("SELECT min(ts), max(ts) FROM usage_events")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if let (Some(min), Some(max)) = (min, max) {
-                    // Ranges aligned to buckets, so each group is in exactly one of them and
-                    // is inserted once, whole.
-                    let mut from = bucket_of(min);
-                    while from <= max {
-                        let to = from.saturating_add(REBUILD_RANGE);
-                        let json: String = sqlx::query_scalar(&sqlite_json_rows(
-                            "b, org_id, model, n, i, o, c",
-                            &format!(
-                                "(SELECT {SQL_BUCKET} AS b, org_id, model, count(*) AS n, \
-                                 sum(input_tokens) AS i, sum(output_tokens) AS o, \
-                                 group_concat(cost_usd) AS c FROM usage_events \
-                                 WHERE ts >= $1 AND ts < $2 AND denied_by IS NULL \
-                                 GROUP BY b, org_id, model)"
-                            ),
-                            None,
-                        ))
-                        .bind(from)
-                        .bind(to)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        let rows = from_json_rows::<(i64, String, String, i64, i64, i64, String)>(
-                            "usage_events",
-                            &json,
-                        )?;
-                        let mut sums = Vec::with_capacity(rows.len());
-                        for (b, org, model, n, i, o, c) in rows {
-                            sums.push((b, org, model, n, i, o, sum_concatenated(&c)?));
-                        }
-                        for chunk in sums.chunks(ROLLUP_CHUNK) {
-                            let mut qb = sqlx::QueryBuilder::new(
-                                "INSERT INTO spend_rollup (bucket, org_id, model, requests, \
-                                 input_tokens, output_tokens, cost_usd) ",
-                            );
-                            qb.push_values(chunk, |mut b, (bucket, org, model, n, i, o, c)| {
-                                b.push_bind(*bucket)
-                                    .push_bind(org.as_str())
-                                    .push_bind(model.as_str())
-                                    .push_bind(*n)
-                                    .push_bind(*i)
-                                    .push_bind(*o)
-                                    .push_bind(Money(*c));
-                            });
-                            qb.build().execute(&mut *tx).await?;
-                        }
-                        from = to;
+                // Ranges aligned to buckets, so each group is in exactly one of them and is
+                // inserted once, whole; each starts at the next stored time (over the time
+                // index), so far-apart times cost no empty ranges in between.
+                const NEXT: &str = "SELECT min(ts) FROM usage_events WHERE ts >= $1";
+                let mut next: Option<i64> = sqlx::query_scalar(NEXT)
+                    .bind(i64::MIN)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                while let Some(first) = next {
+                    let from = bucket_of(first);
+                    let to = from.saturating_add(REBUILD_RANGE);
+                    // Inclusive, so a time of i64::MAX is not left out.
+                    let last = if to == i64::MAX { to } else { to - 1 };
+                    let json: String = sqlx::query_scalar(&sqlite_json_rows(
+                        "b, org_id, model, n, i, o, c",
+                        &format!(
+                            "(SELECT {SQL_BUCKET} AS b, org_id, model, count(*) AS n, \
+                             sum(input_tokens) AS i, sum(output_tokens) AS o, \
+                             group_concat(cost_usd) AS c FROM usage_events \
+                             WHERE ts >= $1 AND ts <= $2 AND denied_by IS NULL \
+                             GROUP BY b, org_id, model)"
+                        ),
+                        None,
+                    ))
+                    .bind(from)
+                    .bind(last)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let rows = from_json_rows::<(i64, String, String, i64, i64, i64, String)>(
+                        "usage_events",
+                        &json,
+                    )?;
+                    let mut sums = Vec::with_capacity(rows.len());
+                    for (b, org, model, n, i, o, c) in rows {
+                        sums.push((b, org, model, n, i, o, sum_concatenated(&c)?));
                     }
+                    for chunk in sums.chunks(ROLLUP_CHUNK) {
+                        let mut qb = sqlx::QueryBuilder::new(
+                            "INSERT INTO spend_rollup (bucket, org_id, model, requests, \
+                             input_tokens, output_tokens, cost_usd) ",
+                        );
+                        qb.push_values(chunk, |mut b, (bucket, org, model, n, i, o, c)| {
+                            b.push_bind(*bucket)
+                                .push_bind(org.as_str())
+                                .push_bind(model.as_str())
+                                .push_bind(*n)
+                                .push_bind(*i)
+                                .push_bind(*o)
+                                .push_bind(Money(*c));
+                        });
+                        qb.build().execute(&mut *tx).await?;
+                    }
+                    next = if to == i64::MAX {
+                        None
+                    } else {
+                        sqlx::query_scalar(NEXT)
+                            .bind(to)
+                            .fetch_one(&mut *tx)
+                            .await?
+                    };
                 }
                 sqlx::query(MARK).execute(&mut *tx).await?;
                 tx.commit().await?;
