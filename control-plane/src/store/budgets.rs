@@ -16,7 +16,7 @@ use tollgate_core::budget::{window, Mode, Period, Scope, Window};
 
 use super::audit::{audit, Change, NONE, ORG_OF_SCOPE};
 use super::tenants::not_found;
-use super::{begin_write, with_pool, Money, Store, StoreError, BUDGET_LOCK};
+use super::{begin_write, with_pool, Db, Money, Store, StoreError, BUDGET_LOCK};
 use crate::keys::generate_id;
 use crate::timezone::Zone;
 
@@ -363,22 +363,37 @@ impl Store {
         scope_id: Option<&str>,
         org: Option<&str>,
     ) -> Result<Vec<Budget>, StoreError> {
-        let rows = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, BudgetRow>(&format!(
-                "SELECT {BUDGET_COLUMNS} FROM budgets WHERE ($1 IS NULL OR scope = $1) \
-                 AND ($2 IS NULL OR scope_id = $2) AND ($3 IS NULL \
-                 OR (scope = 'org' AND scope_id = $3) \
-                 OR (scope = 'project' AND scope_id IN (SELECT id FROM projects WHERE org_id = $3)) \
-                 OR (scope = 'user' AND scope_id IN (SELECT id FROM users WHERE org_id = $3)) \
-                 OR (scope = 'key' AND scope_id IN (SELECT id FROM virtual_keys WHERE org_id = $3))) \
-                 ORDER BY scope, scope_id, period"
-            ))
-            .bind(scope.map(Scope::as_str))
-            .bind(scope_id)
-            .bind(org)
-            .fetch_all(pool)
-            .await?
-        });
+        const FROM: &str = "budgets WHERE ($1 IS NULL OR scope = $1) \
+             AND ($2 IS NULL OR scope_id = $2) AND ($3 IS NULL \
+             OR (scope = 'org' AND scope_id = $3) \
+             OR (scope = 'project' AND scope_id IN (SELECT id FROM projects WHERE org_id = $3)) \
+             OR (scope = 'user' AND scope_id IN (SELECT id FROM users WHERE org_id = $3)) \
+             OR (scope = 'key' AND scope_id IN (SELECT id FROM virtual_keys WHERE org_id = $3)))";
+        const ORDER: &str = "scope, scope_id, period";
+        let rows: Vec<BudgetRow> = match &self.db {
+            // One JSON text rather than rows one at a time (`sqlite_json_rows`): the console's
+            // overview lists every budget (10,000: 46 ms as rows).
+            Db::Sqlite { read, .. } => {
+                let json: String =
+                    sqlx::query_scalar(&super::sqlite_json_rows(BUDGET_COLUMNS, FROM, Some(ORDER)))
+                        .bind(scope.map(Scope::as_str))
+                        .bind(scope_id)
+                        .bind(org)
+                        .fetch_one(read)
+                        .await?;
+                super::from_json_rows("budgets", &json)?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_as::<_, BudgetRow>(&format!(
+                    "SELECT {BUDGET_COLUMNS} FROM {FROM} ORDER BY {ORDER}"
+                ))
+                .bind(scope.map(Scope::as_str))
+                .bind(scope_id)
+                .bind(org)
+                .fetch_all(pool)
+                .await?
+            }
+        };
         budgets_from_rows(rows)
     }
 

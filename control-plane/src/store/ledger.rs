@@ -1,7 +1,8 @@
 //! Usage ingestion, the transactional half: in ONE transaction, append the batch to the
 //! ledger (idempotent by event id), add each new event's cost to the spend counter of every
-//! budget on its chain, advance each reporter's acknowledged sequence, and bump the snapshot
-//! version. Nothing here reads the ledger back: spend lives in the counters.
+//! budget on its chain, add the new metered events to the spend rollup (`rollup.rs`), advance
+//! each reporter's acknowledged sequence, and bump the snapshot version. Nothing here reads the
+//! ledger back: spend lives in the counters and the rollup.
 //!
 //! SQLite sums money in Rust (read the counters, add, write back) under its single writer,
 //! and keeps the values it wrote for the next batch while nothing else wrote (`counters.rs`);
@@ -21,6 +22,7 @@ use tollgate_core::usage::Usage;
 
 use super::budgets::{budgets_from_rows, enum_name, BudgetRow, BUDGET_COLUMNS};
 use super::counters::{Counters, Stamp};
+use super::rollup::{self, Rollup};
 use super::{
     begin_write, from_json_rows, sqlite_json_rows, to_i64, with_pool, Db, Money, Store, StoreError,
     BUDGET_LOCK,
@@ -538,6 +540,12 @@ impl Store {
                     }
                 }
 
+                // 3b. The spend rollup, from the rows inserted now (`rollup.rs`). Late, like
+                // the version: on PostgreSQL every replica's batches of the same quarter hour
+                // update the same rows, whose locks are held until commit.
+                let sums = rollup::batch_sums(new_events.iter().copied())?;
+                Rollup::add_to_rollup(&mut *tx, &sums).await?;
+
                 // 4. The version, last: on PostgreSQL its row lock is held only until commit.
                 let version = if new_events.is_empty() {
                     None
@@ -714,7 +722,7 @@ fn sqlite_ledger_insert<'a>(
 }
 
 /// `v` as the JSON text SQLite's `json_each` reads.
-fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, StoreError> {
+pub(crate) fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 

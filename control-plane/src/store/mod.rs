@@ -13,7 +13,8 @@
 //! ingestion (a budget's back-fill) take an advisory lock.
 //!
 //! Every store method is tested on both backends by `tests/store.rs`
-//! (`cargo test -p tollgate-control-plane --test store`).
+//! (`cargo test -p tollgate-control-plane --test store`), the spend rollup against the ledger
+//! by `tests/spend_rollup.rs`.
 
 pub mod audit;
 pub mod budgets;
@@ -27,6 +28,7 @@ pub mod prices;
 pub mod provision;
 pub mod refusals;
 pub mod reporters;
+pub mod rollup;
 pub mod snapshot;
 pub mod spend;
 pub mod tenants;
@@ -342,12 +344,18 @@ impl Store {
         })
     }
 
-    /// Applies the embedded migrations (`migrations/sqlite` or `migrations/postgres`). Safe to
-    /// run from several replicas at once: sqlx serialises them with a lock.
+    /// Applies the embedded migrations (`migrations/sqlite` or `migrations/postgres`), then
+    /// sums the ledger into the spend rollup if it was not yet (the rows stored before
+    /// migration 0011; see `rollup.rs`). Safe to run from several replicas at once: sqlx
+    /// serialises the migrations with a lock, and the rollup is built under the write lock
+    /// once.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.db {
             Db::Sqlite { write, .. } => SQLITE_MIGRATOR.run(write).await?,
             Db::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+        }
+        if self.build_spend_rollup_if_needed().await? {
+            tracing::info!("spend rollup built from the ledger");
         }
         Ok(())
     }

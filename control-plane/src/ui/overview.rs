@@ -68,8 +68,13 @@ pub fn bar(v: &BudgetView) -> Markup {
     }
 }
 
-fn compare(key: &str, a: &BudgetView, b: &BudgetView) -> Ordering {
-    let util = |v: &BudgetView| utilization(v.spent_usd, v.budget.limit_usd);
+/// Compares two budgets, each with its utilization (computed once per budget: a decimal
+/// division, which per comparison was a visible share of sorting 10,000 budgets).
+fn compare(
+    key: &str,
+    (ua, a): (Decimal, &BudgetView),
+    (ub, b): (Decimal, &BudgetView),
+) -> Ordering {
     match key {
         "spend" => a.spent_usd.cmp(&b.spent_usd),
         "limit" => a.budget.limit_usd.cmp(&b.budget.limit_usd),
@@ -80,26 +85,31 @@ fn compare(key: &str, a: &BudgetView, b: &BudgetView) -> Ordering {
             .cmp(&b.window_end.unwrap_or(i64::MAX)),
         "scope" => (a.budget.scope.as_str(), &a.budget.scope_id)
             .cmp(&(b.budget.scope.as_str(), &b.budget.scope_id)),
-        _ => util(a).cmp(&util(b)),
+        _ => ua.cmp(&ub),
     }
 }
 
 /// Sorts in place: `sort` names the column (utilization by default), `dir` the order
 /// (utilization, spend and limit descending by default: worst first; the others ascending).
-pub fn sort(list: &mut [BudgetView], sort: &str, dir: Option<&str>) {
+pub fn sort(list: &mut Vec<BudgetView>, sort: &str, dir: Option<&str>) {
     let descending = match dir {
         Some("asc") => false,
         Some("desc") => true,
         _ => !matches!(sort, "resets" | "scope"),
     };
-    list.sort_by(|a, b| {
-        let o = compare(sort, a, b).then_with(|| a.budget.id.cmp(&b.budget.id));
+    let mut keyed: Vec<(Decimal, BudgetView)> = list
+        .drain(..)
+        .map(|v| (utilization(v.spent_usd, v.budget.limit_usd), v))
+        .collect();
+    keyed.sort_by(|(ua, a), (ub, b)| {
+        let o = compare(sort, (*ua, a), (*ub, b)).then_with(|| a.budget.id.cmp(&b.budget.id));
         if descending {
             o.reverse()
         } else {
             o
         }
     });
+    list.extend(keyed.into_iter().map(|(_, v)| v));
 }
 
 fn header(label: &str, key: &str, current: &str, dir: &str) -> Markup {

@@ -346,3 +346,41 @@ pub async fn csv(
     }
     Ok(resp)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Every local midnight the page can ask from, in every zone, is a quarter hour: the page's
+    /// queries are answered from the spend rollup (`store/rollup.rs`), never the whole ledger.
+    /// Zones' offsets have been whole quarter hours since 1972 (Monrovia's -0:44:30 was the
+    /// last); days are checked from 2024 to 2026, DST changes at midnight included.
+    #[test]
+    fn local_midnights_are_quarter_hours_in_every_zone() {
+        let first = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        let end = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
+        for tz in chrono_tz::TZ_VARIANTS {
+            let zone = Zone(tz);
+            let mut d = first;
+            while d < end {
+                let t = midnight(&zone, d);
+                assert_eq!(t.rem_euclid(900), 0, "{} {d}", tz.name());
+                d = d.succ_opt().unwrap();
+            }
+        }
+        let form = SpendForm {
+            tz: Some("Asia/Kathmandu".into()),
+            bucket: Some("hour".into()),
+            ..SpendForm::default()
+        };
+        let r = Resolved::from_form(&form, 1_764_504_000).unwrap();
+        assert!(r.query(Some("acme")).rollup_shaped());
+        let by_key = SpendForm {
+            stack: Some("key".into()),
+            ..SpendForm::default()
+        };
+        let r = Resolved::from_form(&by_key, 1_764_504_000).unwrap();
+        assert!(!r.query(None).rollup_shaped());
+    }
+}
