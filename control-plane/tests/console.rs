@@ -1111,6 +1111,56 @@ async fn overview_bars_worst_first() {
     assert_eq!(page.text.matches("data-budget=").count(), 1);
 }
 
+/// The overview shows 200 budgets a page, in the order chosen, with links to the others; a
+/// page that does not exist is refused.
+#[tokio::test]
+async fn overview_pages() {
+    let c = console().await;
+    let s = &c.state.store;
+    s.create_org("p", "P", NOW).await.unwrap();
+    let n = ui::OVERVIEW_PAGE_ROWS + 5;
+    for i in 1..=n {
+        let u = format!("u{i}");
+        s.create_user(&u, "p", "U", None, NOW).await.unwrap();
+        let budget = NewBudget {
+            scope: Scope::User,
+            scope_id: u,
+            period: Period::Monthly,
+            timezone: Zone::UTC,
+            limit_usd: d(&i.to_string()),
+            soft_limit_usd: None,
+            mode: Mode::Enforce,
+        };
+        s.create_budget(&budget, NOW).await.unwrap();
+    }
+    let admin = c.sign_in(ADMIN).await.unwrap();
+    let limits = |text: &str| -> Vec<String> {
+        rows(text, "budgets")
+            .into_iter()
+            .map(|r| r[4].clone())
+            .collect()
+    };
+    let first = c.get("/ui?sort=limit", Some(&admin)).await.text;
+    let shown = limits(&first);
+    assert_eq!(shown.len(), ui::OVERVIEW_PAGE_ROWS);
+    assert_eq!(shown[0], format!("${n}.00"));
+    assert!(first.contains(&format!("Budgets 1–{} of {n}.", ui::OVERVIEW_PAGE_ROWS)));
+    assert!(first.contains("rel=\"next\"") && !first.contains("rel=\"prev\""));
+    let second = c
+        .get("/ui?sort=limit&dir=desc&page=2", Some(&admin))
+        .await
+        .text;
+    assert_eq!(
+        limits(&second),
+        ["$5.00", "$4.00", "$3.00", "$2.00", "$1.00"]
+    );
+    assert!(second.contains("rel=\"prev\"") && !second.contains("rel=\"next\""));
+    for bad in ["0", "3", "two"] {
+        let page = c.get(&format!("/ui?page={bad}"), Some(&admin)).await;
+        assert_eq!(page.status, 422, "page={bad}");
+    }
+}
+
 store_test!(sessions_open_read_close, |store| {
     let id = ui::sessions::new_session_id().unwrap();
     assert!(id.starts_with("tgs-") && id.len() == 44);

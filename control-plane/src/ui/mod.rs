@@ -48,6 +48,9 @@ use crate::http::error::ApiError;
 use crate::http::{Access, AppState, Route};
 use sessions::Session;
 
+/// Budgets the overview shows a page.
+pub const OVERVIEW_PAGE_ROWS: usize = overview::PAGE_ROWS;
+
 /// Largest form body a console POST may send (a key's name and ids, the CSRF token).
 pub const FORM_LIMIT: usize = 64 * 1024;
 
