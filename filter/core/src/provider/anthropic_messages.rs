@@ -30,6 +30,11 @@ impl ProviderApi for AnthropicMessages {
         ApiFormat::AnthropicMessages
     }
 
+    /// The tier that served is `usage.service_tier` (read with the usage object).
+    fn tier_at_top_level(&self) -> bool {
+        false
+    }
+
     fn provider(&self) -> &'static str {
         "anthropic"
     }

@@ -240,6 +240,13 @@ pub trait ProviderApi: Sync {
     /// judged in [`UsageValue::Object`].
     fn read_usage(&self, s: &[u8], i: usize) -> Result<(UsageValue, usize), UsageError>;
 
+    /// Whether an answer names its service tier in a top-level `service_tier` member
+    /// (OpenAI's); not where the tier is inside the usage object (Anthropic's
+    /// `usage.service_tier`), so that a stray top-level one cannot override it.
+    fn tier_at_top_level(&self) -> bool {
+        true
+    }
+
     /// The top-level member of an answer naming the model that served it.
     fn model_key(&self) -> &'static str {
         "model"

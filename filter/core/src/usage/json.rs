@@ -80,7 +80,7 @@ impl Served {
     ) -> Result<(), UsageError> {
         if scan::key_is(key, api.model_key()) {
             self.note_model(Some(value));
-        } else if scan::key_is(key, "service_tier") {
+        } else if scan::key_is(key, "service_tier") && api.tier_at_top_level() {
             self.note_tier(Some(value));
         } else if let Some(n) = api.searches_in(key, value)? {
             self.note_searches(n);
@@ -269,6 +269,23 @@ mod tests {
                 ..Usage::default()
             }
         );
+    }
+
+    /// Found by the fuzzer: Anthropic's tier is `usage.service_tier`; a top-level
+    /// `service_tier` (OpenAI's place for it) in an answer read as Anthropic's changes nothing,
+    /// as the control plane's reader of the usage object sees it.
+    #[test]
+    fn anthropic_tier_is_the_usage_objects_only() {
+        let body = br#"{"service_tier": "flex", "model": "claude-sonnet-4-5",
+            "usage": {"input_tokens": 10, "output_tokens": 5, "service_tier": "priority"}}"#;
+        let u = from_json(ApiFormat::AnthropicMessages, body).unwrap();
+        assert_eq!(u.service_tier, ServiceTier::Priority);
+        let body =
+            br#"{"service_tier": "flex", "usage": {"input_tokens": 10, "output_tokens": 5}}"#;
+        let u = from_json(ApiFormat::AnthropicMessages, body).unwrap();
+        assert_eq!(u.service_tier, ServiceTier::Standard);
+        let u = from_json(ApiFormat::OpenAiChat, CHAT).unwrap();
+        assert_eq!(u.service_tier, ServiceTier::Standard, "OpenAI's default");
     }
 
     #[test]
