@@ -141,6 +141,11 @@ fn selecting<'a>(subs: &'a [Webhook], b: &Budget, org: Option<&str>) -> Vec<&'a 
     subs.iter().filter(|w| w.selects(r)).collect()
 }
 
+/// The subscriptions of `to` that ask for events of `kind`.
+fn wanting<'a>(to: &[&'a Webhook], kind: EventKind) -> Vec<&'a Webhook> {
+    to.iter().copied().filter(|w| w.wants(kind)).collect()
+}
+
 /// What a window-reset sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WindowSweep {
@@ -249,8 +254,7 @@ macro_rules! outbox_impl {
                         b.soft_limit_usd,
                         &thresholds,
                     ) {
-                        let wanting = to.iter().copied().filter(|w| w.wants(kind));
-                        let wanting: Vec<&Webhook> = wanting.collect();
+                        let wanting = wanting(to, kind);
                         if wanting.is_empty() {
                             continue;
                         }
@@ -282,11 +286,7 @@ macro_rules! outbox_impl {
                     let Some((b, org, to)) = selected.get(id) else {
                         continue;
                     };
-                    let wanting: Vec<&Webhook> = to
-                        .iter()
-                        .copied()
-                        .filter(|w| w.wants(EventKind::HardLimit))
-                        .collect();
+                    let wanting = wanting(to, EventKind::HardLimit);
                     if wanting.is_empty() {
                         continue;
                     }

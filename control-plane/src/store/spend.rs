@@ -248,7 +248,17 @@ impl Store {
             col(by_org, "org_id"),
             col(by_model, "model"),
         );
-        // (bucket, org, model, requests, input, output, cost)
+        // (bucket, org, model, requests, input, output, cost): as read, each column NULL when
+        // it is not grouped by or nothing matched; the cost a backend's own type.
+        type Raw<C> = (
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<C>,
+        );
         type Row = (
             Option<i64>,
             Option<String>,
@@ -275,15 +285,7 @@ impl Store {
                     query = query.bind(*b);
                 }
                 let json = query.fetch_one(read).await?;
-                let raw = from_json_rows::<(
-                    Option<i64>,
-                    Option<String>,
-                    Option<String>,
-                    Option<i64>,
-                    Option<i64>,
-                    Option<i64>,
-                    Option<String>,
-                )>("spend_rollup", &json)?;
+                let raw = from_json_rows::<Raw<String>>("spend_rollup", &json)?;
                 let mut rows = Vec::with_capacity(raw.len());
                 for (b, o, m, n, i, t, c) in raw {
                     // No group: one row of NULL sums when nothing matched.
@@ -297,20 +299,9 @@ impl Store {
                 let sql = format!(
                     "SELECT {cols}, sum(cost_usd) AS c FROM spend_rollup WHERE {filter}{group_sql}"
                 );
-                let mut query = sqlx::query_as::<
-                    _,
-                    (
-                        Option<i64>,
-                        Option<String>,
-                        Option<String>,
-                        Option<i64>,
-                        Option<i64>,
-                        Option<i64>,
-                        Option<Money>,
-                    ),
-                >(&sql)
-                .bind(q.from)
-                .bind(q.to);
+                let mut query = sqlx::query_as::<_, Raw<Money>>(&sql)
+                    .bind(q.from)
+                    .bind(q.to);
                 for b in &binds {
                     query = query.bind(*b);
                 }
