@@ -91,11 +91,19 @@ impl Stream {
         }
     }
 
+    /// Filter state for the access log, unless the configuration turned it off (the value is
+    /// then not even made).
+    fn note<V: AsRef<str>>(&self, name: &str, value: impl FnOnce() -> V) {
+        if self.shared.config.filter_state {
+            host::set_filter_state(name, value().as_ref());
+        }
+    }
+
     fn reply(&self, r: &Reply, decision: &str) -> Action {
         if decision != "deny" {
             self.shared.metrics.refused();
         }
-        host::set_filter_state("tollgate.decision", decision);
+        self.note("tollgate.decision", || decision);
         // Bedrock's SDKs read errors the AWS way. Past the header phase Envoy no longer lends
         // the request headers: the route judged then says which API it was.
         let bedrock = match &self.request {
@@ -164,8 +172,8 @@ impl Stream {
             }
         }
         let Some(r) = r else {
-            host::set_filter_state("tollgate.decision", "free");
-            host::set_filter_state("tollgate.principal", &principal_label(&principal));
+            self.note("tollgate.decision", || "free");
+            self.note("tollgate.principal", || principal_label(&principal));
             return Ok(None);
         };
         if r.format.api().needs_include_usage()
@@ -227,14 +235,12 @@ impl Stream {
         }
         match self.admit(&body, host::now_s()) {
             Ok(adm) => {
-                host::set_filter_state(
-                    "tollgate.decision",
-                    if adm.shadow_denied {
-                        "shadow_deny"
-                    } else {
-                        "allow"
-                    },
-                );
+                let decision = if adm.shadow_denied {
+                    "shadow_deny"
+                } else {
+                    "allow"
+                };
+                self.note("tollgate.decision", || decision);
                 self.admitted = Some(adm);
                 Action::Continue
             }
@@ -426,7 +432,7 @@ impl Stream {
                 .and_then(|m| i64::try_from(m.mantissa()).ok())
                 .unwrap_or(0),
         );
-        host::set_filter_state("tollgate.cost", &reply::plain(total));
+        self.note("tollgate.cost", || reply::plain(total));
         let Priced {
             model,
             requested_model,
@@ -468,7 +474,7 @@ impl HttpContext for Stream {
                 Action::Continue
             }
             Ok(Some(req)) => {
-                host::set_filter_state("tollgate.principal", &principal_label(&req.principal));
+                self.note("tollgate.principal", || principal_label(&req.principal));
                 self.request = Some(req);
                 if end_of_stream {
                     // A metered route without a body cannot name a model.

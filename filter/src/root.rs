@@ -18,8 +18,8 @@ use tollgate_core::shared_codec::Writer;
 use tollgate_core::snapshot::sections::{key_bucket, principal_in_bucket, Manifest};
 use tollgate_core::snapshot::{KeyLookup, SnapshotIndex};
 use tollgate_core::sync_protocol::{
-    QueuedUsage, BUDGETS_KEY, FRESH_KEY, KEYS_PREFIX, PRICES_KEY, QUEUE_NAME, SPEND_KEY,
-    VERSION_KEY,
+    QueuedUsage, BUDGETS_KEY, FRESH_KEY, KEYS_PREFIX, PRICES_KEY, PUBLISHED_KEY, QUEUE_NAME,
+    SPEND_KEY, VERSION_KEY,
 };
 
 use crate::host;
@@ -51,6 +51,8 @@ pub struct Shared {
     /// The current snapshot, if any arrived.
     pub snapshot: RefCell<Option<Rc<SnapshotIndex>>>,
     version: Cell<Option<u64>>,
+    /// The CAS of [`PUBLISHED_KEY`] when this worker last read the manifest.
+    published_cas: Cell<Option<u32>>,
     /// Presented virtual key → principal (`None`: not an active key), valid for the keys
     /// stamp held. Keyed by the key itself so a known key costs no SHA-256 (the key is in
     /// this worker's memory while its request is anyway; a cache of at most
@@ -95,9 +97,17 @@ impl Shared {
     /// Loads a newer snapshot from shared data, if the sync service published one (only the
     /// sections whose stamp moved are read); whether it did.
     pub fn load_newer_snapshot(&self) -> bool {
+        // Every admission asks (see `Stream::reserve`): the empty marker's CAS answers "nothing
+        // new" without the manifest's bytes. Read before the manifest, so a publish in between
+        // only makes the next call read the manifest again.
+        let (_, cas) = host::shared(PUBLISHED_KEY);
+        if cas.is_some() && cas == self.published_cas.get() {
+            return false;
+        }
         let Some(manifest) = Shared::published() else {
             return false;
         };
+        self.published_cas.set(cas);
         if Some(manifest.version) == self.version.get() {
             return false;
         }
@@ -238,6 +248,7 @@ impl FilterRoot {
             estimate,
             snapshot: RefCell::new(None),
             version: Cell::new(None),
+            published_cas: Cell::new(None),
             keys: RefCell::new(HashMap::new()),
             fresh_at: Cell::new(None),
             queue: Cell::new(None),

@@ -51,6 +51,12 @@ pub const KEYS_PREFIX: &str = "tollgate.keys.";
 /// Shared-data key of the snapshot's [`Manifest`](crate::snapshot::sections::Manifest) (version, build time, section stamps):
 /// small, so workers poll it instead of the sections. Written after the sections.
 pub const VERSION_KEY: &str = "tollgate.snapshot.version";
+/// Shared-data key the sync service writes, with an empty value, right after each manifest:
+/// its CAS moves with every publish, so a worker learns whether anything was published since
+/// it last looked without being handed any bytes (in Envoy a host call that returns bytes
+/// costs an allocation call back into the VM, ≈ 1 µs; BENCHMARKS.md, issue 17). Workers read
+/// the manifest only when it moved, or when it is absent (a sync service that predates it).
+pub const PUBLISHED_KEY: &str = "tollgate.snapshot.published";
 /// Shared-data key of when the control plane last answered a snapshot poll (200 or 304), Unix
 /// seconds: staleness is measured from here, since a 304 keeps an old `generated_at`.
 pub const FRESH_KEY: &str = "tollgate.snapshot.fresh_at";

@@ -20,8 +20,8 @@ use tollgate_core::config::Config;
 use tollgate_core::local_spend::budget_key;
 use tollgate_core::snapshot::sections::{Changed, Held, DELTA_MEDIA_TYPE};
 use tollgate_core::sync_protocol::{
-    QueuedUsage, SyncCall, SyncState, BUDGETS_KEY, FRESH_KEY, KEYS_PREFIX, PRICES_KEY, QUEUE_NAME,
-    SPEND_KEY, VERSION_KEY,
+    QueuedUsage, SyncCall, SyncState, BUDGETS_KEY, FRESH_KEY, KEYS_PREFIX, PRICES_KEY,
+    PUBLISHED_KEY, QUEUE_NAME, SPEND_KEY, VERSION_KEY,
 };
 
 use crate::gauges::SyncGauges;
@@ -358,6 +358,7 @@ impl SyncService {
             );
         }
         host::set_shared(VERSION_KEY, held.manifest.encode().as_bytes(), None);
+        host::set_shared(PUBLISHED_KEY, b"", None);
         // After publishing: for a moment both the snapshot and the local spend count the same
         // events (an overcount, the safe side), never neither.
         for c in self.state.snapshot_stored(etag, &held.reporters) {

@@ -227,6 +227,7 @@ fn sync_plugin() -> Plugin {
 struct Tollgate {
     host: Host,
     cp: Arc<Mutex<ControlPlane>>,
+    sync: VmId,
     worker: VmId,
 }
 
@@ -247,10 +248,16 @@ impl Tollgate {
             "cp",
             Upstream::script(move |call| c.lock().unwrap().answer(call)),
         );
-        host.add_vm(&sync_plugin().with_configuration(config("sync", extra)))
+        let sync = host
+            .add_vm(&sync_plugin().with_configuration(config("sync", extra)))
             .unwrap();
         let worker = host.add_vm(&plugin).unwrap();
-        let mut t = Tollgate { host, cp, worker };
+        let mut t = Tollgate {
+            host,
+            cp,
+            sync,
+            worker,
+        };
         t.advance(1);
         t
     }
@@ -391,6 +398,41 @@ fn allows_swaps_the_key_and_settles_the_exact_cost() {
     );
 }
 
+#[test]
+fn without_filter_state_a_request_is_judged_and_metered_the_same() {
+    // `"filter_state": false` (no access log prints Tollgate's fields): no filter state is
+    // written, nothing else changes, a denial included.
+    let mut t = Tollgate::start(snapshot("1", "0.25", None), json!({"filter_state": false}));
+    let o = t.send(
+        &chat(100)
+            .response_status(200)
+            .response_body(chat_response(10, 20)),
+    );
+    assert!(o.allowed(), "{o:?}");
+    assert_eq!(
+        o.response_header("x-tollgate-budget-remaining"),
+        Some("0.75")
+    );
+    for name in ["tollgate.decision", "tollgate.principal", "tollgate.cost"] {
+        assert_eq!(o.filter_state(name), None, "{name} written");
+    }
+    assert_eq!(t.local(), format!("r=0;{T0}=0.00005"), "charged exactly");
+    t.advance(1);
+    {
+        let cp = t.cp.lock().unwrap();
+        assert_eq!(cp.events.len(), 1);
+        assert_eq!(cp.events[0]["cost"]["total"], "0.00005");
+    }
+    // Worst case 100,000 output tokens × $2/M = $0.2 fits; 400,000 does not.
+    let o = t.send(
+        &chat(400_000)
+            .response_status(200)
+            .response_body(chat_response(1, 1)),
+    );
+    assert_eq!(o.status(), Some(429));
+    assert_eq!(o.filter_state("tollgate.decision"), None);
+}
+
 /// A Bedrock ConverseStream request: the SigV4 access key id is the virtual key, the answer
 /// an AWS event stream (split mid-message), metered from its `metadata` event at the path's
 /// model.
@@ -497,6 +539,43 @@ fn denies_at_the_limit_with_an_openai_shaped_429() {
             .response_body(chat_response(1, 1)),
     );
     assert!(o.allowed(), "{}", o.body_text());
+}
+
+#[test]
+fn a_snapshot_published_between_worker_ticks_judges_the_next_request() {
+    // Admission checks for a newer snapshot itself (the sync service acknowledges local spend
+    // right after publishing, so deciding with the older one would count that spend nowhere).
+    // It reads the empty marker the sync service writes after every manifest, and the manifest
+    // only when the marker's CAS moved: here it must move, with no worker tick in between.
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    let ok = chat(10)
+        .response_status(200)
+        .response_body(chat_response(1, 1));
+    assert!(t.send(&ok).allowed());
+    let (marker, cas) = t
+        .host
+        .shared_data("tollgate", "tollgate.snapshot.published")
+        .expect("the sync service wrote the publish marker");
+    assert!(marker.is_empty(), "the marker hands workers no bytes");
+    // The control plane now says the budget is spent; only the sync service polls it.
+    {
+        let mut cp = t.cp.lock().unwrap();
+        cp.snapshot = snapshot("1", "1", None);
+        cp.snapshot["version"] = json!(2);
+    }
+    let sync = t.sync;
+    t.host.tick(sync).unwrap();
+    let (_, moved) = t
+        .host
+        .shared_data("tollgate", "tollgate.snapshot.published")
+        .unwrap();
+    assert!(
+        moved > cas,
+        "a publish moves the marker's CAS ({cas} → {moved})"
+    );
+    assert_eq!(t.send(&ok).status(), Some(429), "judged by version 2");
+    // Nothing published since (the marker's CAS unchanged): judged the same.
+    assert_eq!(t.send(&ok).status(), Some(429));
 }
 
 #[test]
