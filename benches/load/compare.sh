@@ -16,5 +16,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-bash benches/load/prepare.sh -p tollgate-noop -p tollgate-floor
+bash benches/load/prepare.sh -p tollgate-noop -p tollgate-floor -p tollgate-hostcalls
 exec .venv/bin/python benches/load/compare.py --command "bash benches/load/compare.sh" "$@"
