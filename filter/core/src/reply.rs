@@ -96,17 +96,31 @@ pub fn remaining_header(remaining: Decimal) -> String {
 pub fn plain(d: Decimal) -> String {
     let d = d.normalize();
     let scale = usize::try_from(d.scale()).unwrap_or(0);
-    let mut m = d.mantissa().unsigned_abs();
-    // A 96-bit mantissa has at most 29 digits; 28 is the largest scale.
+    let m = d.mantissa().unsigned_abs();
+    // A 96-bit mantissa has at most 29 digits; 28 is the largest scale. Digits are made in
+    // u64 (wasm has no 128-bit division: a u128 digit loop is two library calls a digit),
+    // the mantissa split at 10^19 when it does not fit.
     let mut digits = [b'0'; 40];
-    let mut n = 0;
-    while m > 0 || n <= scale {
-        if let Some(slot) = digits.get_mut(n) {
-            *slot = b'0' + (m % 10) as u8;
+    let mut fill = |mut part: u64, at: usize| {
+        let mut end = at;
+        while part > 0 {
+            if let Some(slot) = digits.get_mut(end) {
+                *slot = b'0' + (part % 10) as u8;
+            }
+            part /= 10;
+            end += 1;
         }
-        m /= 10;
-        n += 1;
-    }
+        end
+    };
+    const TEN_19: u128 = 10_000_000_000_000_000_000;
+    let len = match u64::try_from(m) {
+        Ok(m) => fill(m, 0),
+        Err(_) => {
+            fill(u64::try_from(m % TEN_19).unwrap_or(0), 0);
+            fill(u64::try_from(m / TEN_19).unwrap_or(0), 19)
+        }
+    };
+    let n = len.max(scale + 1);
     let mut out = String::with_capacity(n + 2);
     if d.is_sign_negative() && !d.is_zero() {
         out.push('-');

@@ -40,7 +40,24 @@ impl PriceBook {
             }
         }
         let provider = provider_hint?;
-        get(&format!("{provider}/{model}"))
+        // `provider/model` made on the stack: this runs at every settlement whose answer
+        // names a dated model (OpenAI always does), and a heap string there is measurable.
+        let mut buf = [0u8; 128];
+        let joined = [provider.as_bytes(), b"/", model.as_bytes()];
+        let len = joined.iter().map(|p| p.len()).sum::<usize>();
+        match buf.get_mut(..len) {
+            Some(key) => {
+                let mut at = 0;
+                for part in joined {
+                    if let Some(dst) = key.get_mut(at..at + part.len()) {
+                        dst.copy_from_slice(part);
+                    }
+                    at += part.len();
+                }
+                get(std::str::from_utf8(key).ok()?)
+            }
+            None => get(&format!("{provider}/{model}")),
+        }
     }
 }
 
@@ -48,23 +65,30 @@ impl PriceBook {
 /// `None` when there is no date to strip.
 pub fn strip_snapshot_date(name: &str) -> Option<&str> {
     let is_date = |s: &str| {
-        let digits: String = s.chars().filter(|c| *c != '-').collect();
-        let shaped = match s.len() {
-            8 => s.bytes().all(|b| b.is_ascii_digit()),
-            10 => s.bytes().enumerate().all(|(i, b)| {
+        let b = s.as_bytes();
+        let shaped = match b.len() {
+            8 => b.iter().all(u8::is_ascii_digit),
+            10 => b.iter().enumerate().all(|(i, c)| {
                 if i == 4 || i == 7 {
-                    b == b'-'
+                    *c == b'-'
                 } else {
-                    b.is_ascii_digit()
+                    c.is_ascii_digit()
                 }
             }),
             _ => false,
         };
+        // The eight digits, dashes skipped (no allocation: this runs at every settlement
+        // whose answer names a dated model).
+        let mut digits = [0u8; 8];
+        for (slot, c) in digits.iter_mut().zip(b.iter().filter(|c| **c != b'-')) {
+            *slot = *c;
+        }
+        let [c0, c1, _, _, m0, m1, d0, d1] = digits;
         // A plausible calendar date, so `model-12345678` version suffixes are left alone.
         shaped
-            && digits.get(0..2).is_some_and(|c| c == "19" || c == "20")
-            && digits.get(4..6).is_some_and(|m| ("01"..="12").contains(&m))
-            && digits.get(6..8).is_some_and(|d| ("01"..="31").contains(&d))
+            && matches!([c0, c1], [b'1', b'9'] | [b'2', b'0'])
+            && (b"01".as_slice()..=b"12".as_slice()).contains(&[m0, m1].as_slice())
+            && (b"01".as_slice()..=b"31".as_slice()).contains(&[d0, d1].as_slice())
     };
     for sep in ['-', '@'] {
         // Try the 10-char form (YYYY-MM-DD) before the 8-char one.

@@ -78,26 +78,38 @@ fn has_zero_byte(w: u64) -> u64 {
 }
 
 /// Position of the first `a` or `b` in `s`. Reads eight bytes at a time (no `unsafe`, no
-/// `memchr` dependency): string bodies and SSE lines are long runs without either byte.
+/// `memchr` dependency), the last few too (padded), and finds the byte within a word from its
+/// mask: most strings in JSON are keys and short values, where a byte loop was most of the
+/// cost (`has_zero_byte`'s lowest set bit is exact: the borrow only marks bytes above a hit).
 #[inline]
 pub(crate) fn find_either(s: &[u8], a: u8, b: u8) -> Option<usize> {
     let (wa, wb) = (LO.wrapping_mul(u64::from(a)), LO.wrapping_mul(u64::from(b)));
+    let hits = |w: u64| has_zero_byte(w ^ wa) | has_zero_byte(w ^ wb);
+    let first = |mask: u64| (mask.trailing_zeros() / 8) as usize;
     let mut words = s.chunks_exact(8);
-    let mut skipped = 0;
+    let mut at = 0;
     for word in words.by_ref() {
         let Ok(bytes) = <[u8; 8]>::try_from(word) else {
             break;
         };
-        let w = u64::from_le_bytes(bytes);
-        if has_zero_byte(w ^ wa) | has_zero_byte(w ^ wb) != 0 {
-            break;
+        let mask = hits(u64::from_le_bytes(bytes));
+        if mask != 0 {
+            return Some(at + first(mask));
         }
-        skipped += 8;
+        at += 8;
     }
-    s.get(skipped..)?
-        .iter()
-        .position(|&c| c == a || c == b)
-        .map(|p| p + skipped)
+    // The last 0..=7 bytes as one word, shifted in (a copy of a variable length would be a
+    // `memory.copy`, which V8 runs out of line); the padding's marks are cleared.
+    let rest = words.remainder();
+    let mut w = 0u64;
+    for (k, &c) in rest.iter().enumerate() {
+        w |= u64::from(c) << (8 * k);
+    }
+    let real = u64::MAX
+        .checked_shr(64 - 8 * rest.len() as u32)
+        .unwrap_or(0);
+    let mask = hits(w) & real;
+    (mask != 0).then(|| at + first(mask))
 }
 
 /// Position of the first `\n` or `\r` in `s`: where an SSE line ends.
@@ -336,7 +348,14 @@ pub(crate) fn key_is(token: &[u8], want: &str) -> bool {
         .and_then(|t| t.strip_suffix(b"\""))
     {
         Some(inner) if inner == want.as_bytes() => true,
-        Some(inner) if inner.contains(&b'\\') => {
+        // An escape decodes to fewer bytes than it takes, so only a longer token can be an
+        // escaped `want`, and its first byte is `want`'s or starts an escape: most keys are
+        // told apart without a byte search.
+        Some(inner)
+            if inner.len() > want.len()
+                && matches!(inner.first(), Some(&c) if c == b'\\' || Some(&c) == want.as_bytes().first())
+                && inner.contains(&b'\\') =>
+        {
             unquote(token).is_some_and(|k| k.as_ref() == want.as_bytes())
         }
         _ => false,
@@ -474,6 +493,22 @@ mod tests {
             assert_eq!(find_either(s, b'"', b'\\'), naive);
         }
         assert_eq!(find_either(b"", b'"', b'\\'), None);
+    }
+
+    proptest! {
+        /// Any bytes (hits dense, zero and high bytes among them), any length and offset.
+        #[test]
+        fn find_either_is_the_first_hit(
+            s in prop::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), Just(0u8), Just(0x80u8), any::<u8>()],
+                0..40,
+            ),
+            a in prop_oneof![Just(b'"'), Just(0u8), any::<u8>()],
+            b in prop_oneof![Just(b'\\'), Just(0x80u8), any::<u8>()],
+        ) {
+            let naive = s.iter().position(|&c| c == a || c == b);
+            prop_assert_eq!(find_either(&s, a, b), naive);
+        }
     }
 
     /// Arbitrary JSON with plenty of `usage` keys and strings at every depth.
