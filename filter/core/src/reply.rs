@@ -7,7 +7,7 @@
 //! `budget` object naming the budget that binds and when it resets.
 
 use rust_decimal::Decimal;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::budget::{Deny, Scope};
 
@@ -22,13 +22,56 @@ pub struct Reply {
     pub body: String,
 }
 
+/// The body of every local reply: `{"error": {...}}`.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorObject<'a>,
+}
+
+/// OpenAI's error object, plus the budget that binds on a 429. Members are declared in the
+/// order the body has always had them (alphabetical, as a `serde_json::Value` wrote them):
+/// serialized from borrowed fields, a refusal allocates no JSON tree (a client retrying after
+/// 429s makes denials as frequent as requests).
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget: Option<BudgetObject<'a>>,
+    code: &'a str,
+    message: &'a str,
+    param: Option<()>,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+#[derive(Serialize)]
+struct BudgetObject<'a> {
+    id: &'a str,
+    limit_usd: String,
+    resets_at: Option<i64>,
+    scope: &'a str,
+    spent_usd: String,
+}
+
+fn error_json(kind: &str, message: &str, budget: Option<BudgetObject<'_>>) -> String {
+    let body = ErrorBody {
+        error: ErrorObject {
+            budget,
+            code: kind,
+            message,
+            param: None,
+            kind,
+        },
+    };
+    // Strings and numbers only: serializing cannot fail.
+    serde_json::to_string(&body).unwrap_or_default()
+}
+
 /// An OpenAI-shaped error reply.
 pub fn error(status: u32, kind: &str, message: &str) -> Reply {
-    let body = json!({"error": {"message": message, "type": kind, "code": kind, "param": null}});
     Reply {
         status,
         headers: vec![("content-type", "application/json".into())],
-        body: body.to_string(),
+        body: error_json(kind, message, None),
     }
 }
 
@@ -46,29 +89,20 @@ pub fn budget_exceeded(deny: &Deny<'_>, now: i64) -> Reply {
         Some(t) => format!(" It resets at {} (Unix time).", t),
         None => " It does not reset.".to_string(),
     };
+    let (spent, limit) = (plain(b.spent), plain(b.limit));
     let message = format!(
-        "Tollgate: budget {:?} for this {scope} is exhausted: {} of {} USD spent or reserved, \
-         {} USD left, not enough for this request's worst-case cost.{resets}",
+        "Tollgate: budget {:?} for this {scope} is exhausted: {spent} of {limit} USD spent or \
+         reserved, {} USD left, not enough for this request's worst-case cost.{resets}",
         b.id,
-        b.spent.normalize(),
-        b.limit.normalize(),
-        remaining.normalize(),
+        plain(remaining),
     );
-    let body = json!({
-        "error": {
-            "message": message,
-            "type": "budget_exceeded",
-            "code": "budget_exceeded",
-            "param": null,
-            "budget": {
-                "id": b.id,
-                "scope": scope,
-                "limit_usd": plain(b.limit),
-                "spent_usd": plain(b.spent),
-                "resets_at": b.resets_at,
-            }
-        }
-    });
+    let budget = BudgetObject {
+        id: b.id,
+        limit_usd: limit,
+        resets_at: b.resets_at,
+        scope,
+        spent_usd: spent,
+    };
     let mut headers = vec![("content-type", "application/json".to_string())];
     if let Some(t) = b.resets_at {
         headers.push(("retry-after", t.saturating_sub(now).max(1).to_string()));
@@ -80,7 +114,7 @@ pub fn budget_exceeded(deny: &Deny<'_>, now: i64) -> Reply {
     Reply {
         status: 429,
         headers,
-        body: body.to_string(),
+        body: error_json("budget_exceeded", &message, Some(budget)),
     }
 }
 
@@ -243,5 +277,15 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("0.05 USD left"));
+        // Byte for byte the body clients have always had (members in alphabetical order, as
+        // the `serde_json::Value` it was built as wrote them).
+        assert_eq!(
+            r.body,
+            r#"{"error":{"budget":{"id":"b1","limit_usd":"10","resets_at":1000,"scope":"project","spent_usd":"9.95"},"code":"budget_exceeded","message":"Tollgate: budget \"b1\" for this project is exhausted: 9.95 of 10 USD spent or reserved, 0.05 USD left, not enough for this request's worst-case cost. It resets at 1000 (Unix time).","param":null,"type":"budget_exceeded"}}"#
+        );
+        assert_eq!(
+            error(400, "model_not_priced", "no \"x\"").body,
+            r#"{"error":{"code":"model_not_priced","message":"no \"x\"","param":null,"type":"model_not_priced"}}"#
+        );
     }
 }

@@ -235,7 +235,7 @@ fn read_member<T: Fields>(t: &mut T, s: &[u8], key: &[u8], i: usize) -> Result<u
     if let Some(end) = t.read_named(raw, s, i)? {
         return Ok(end);
     }
-    if raw.contains(&b'\\') {
+    if scan::has_escape(raw) {
         if let Some(name) = scan::unquote(key) {
             if let Some(end) = t.read_named(&name, s, i)? {
                 return Ok(end);

@@ -320,10 +320,17 @@ pub(crate) fn for_each_element<E: From<ScanError>>(
     .map(|_| ())
 }
 
+/// Whether string bytes hold an escape (a backslash): keys are short, and `memchr`'s setup
+/// costs more than the word-at-a-time search over them.
+#[inline]
+pub(crate) fn has_escape(s: &[u8]) -> bool {
+    find_either(s, b'\\', b'\\').is_some()
+}
+
 /// The text of a JSON string token (quotes included), unescaped only when it has escapes.
 pub(crate) fn unquote(token: &[u8]) -> Option<Cow<'_, [u8]>> {
     let inner = token.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    if !inner.contains(&b'\\') {
+    if !has_escape(inner) {
         return Some(Cow::Borrowed(inner));
     }
     serde_json::from_slice::<String>(token)
@@ -354,7 +361,7 @@ pub(crate) fn key_is(token: &[u8], want: &str) -> bool {
         Some(inner)
             if inner.len() > want.len()
                 && matches!(inner.first(), Some(&c) if c == b'\\' || Some(&c) == want.as_bytes().first())
-                && inner.contains(&b'\\') =>
+                && has_escape(inner) =>
         {
             unquote(token).is_some_and(|k| k.as_ref() == want.as_bytes())
         }
