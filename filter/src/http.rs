@@ -162,7 +162,7 @@ impl Stream {
         )?;
         let principal = identity::identify(
             cfg.identity.trusted_principal_header.as_deref(),
-            |name| headers.get(name).map(str::to_string),
+            |name| headers.get(name),
             &*self.shared,
         )?;
         // The caller's credentials stay here; each provider cluster injects its own key.

@@ -112,11 +112,14 @@ pub fn key_in<'a>(name: &str, value: &'a str) -> Option<&'a str> {
 }
 
 /// The first virtual key in the [`CREDENTIAL_HEADERS`], reading headers lazily through `get`
-/// (each header read is a host call in the filter).
-pub fn find_virtual_key(mut get: impl FnMut(&'static str) -> Option<String>) -> Option<String> {
+/// (borrowed: the filter reads every request header once, and copying the key on every
+/// request showed in its profile).
+pub fn find_virtual_key<'h>(
+    mut get: impl FnMut(&'static str) -> Option<&'h str>,
+) -> Option<&'h str> {
     CREDENTIAL_HEADERS
         .into_iter()
-        .find_map(|h| get(h).and_then(|v| key_in(h, &v).map(str::to_string)))
+        .find_map(|h| get(h).and_then(|v| key_in(h, v)))
 }
 
 /// The hash a virtual key is stored and looked up by: SHA-256, lowercase hex. The control
@@ -138,13 +141,13 @@ pub fn key_hash(key: &str) -> String {
 /// Who is calling: the principal in the `trusted_header` an earlier filter set (when the
 /// configuration names one and the request has it), else the virtual key's, looked up in the
 /// snapshot's keys. `header` reads a request header (a host call in the filter).
-pub fn identify(
+pub fn identify<'h>(
     trusted_header: Option<&str>,
-    mut header: impl FnMut(&str) -> Option<String>,
+    mut header: impl FnMut(&str) -> Option<&'h str>,
     keys: &impl KeyLookup,
 ) -> Result<Principal, Reply> {
     if let Some(value) = trusted_header.and_then(&mut header) {
-        return Principal::from_header(&value).ok_or_else(|| {
+        return Principal::from_header(value).ok_or_else(|| {
             reply::error(
                 401,
                 "invalid_principal",
@@ -159,7 +162,7 @@ pub fn identify(
             "a Tollgate virtual key (tg-...) is required",
         ));
     };
-    keys.principal_for_virtual_key(&key).ok_or_else(|| {
+    keys.principal_for_virtual_key(key).ok_or_else(|| {
         reply::error(
             401,
             "invalid_api_key",
@@ -203,26 +206,25 @@ mod tests {
         assert_eq!(key_in("x-api-key", "Bearer tg-k"), None);
         assert_eq!(
             find_virtual_key(|h| match h {
-                "authorization" => Some("Bearer sk-real".into()),
-                "x-api-key" => Some("tg-k".into()),
+                "authorization" => Some("Bearer sk-real"),
+                "x-api-key" => Some("tg-k"),
                 _ => None,
-            })
-            .as_deref(),
+            }),
             Some("tg-k")
         );
         assert_eq!(
-            find_virtual_key(|h| (h == "api-key").then(|| "tg-azure".into())).as_deref(),
+            find_virtual_key(|h| (h == "api-key").then_some("tg-azure")),
             Some("tg-azure")
         );
         let mut read = Vec::new();
         let found = find_virtual_key(|h| {
             read.push(h);
-            (h == "authorization").then(|| "Bearer tg-first".to_string())
+            (h == "authorization").then_some("Bearer tg-first")
         });
-        assert_eq!(found.as_deref(), Some("tg-first"));
+        assert_eq!(found, Some("tg-first"));
         assert_eq!(read, ["authorization"], "stops at the first key");
         assert_eq!(
-            find_virtual_key(|h| (h == "x-goog-api-key").then(|| "tg-g".into())).as_deref(),
+            find_virtual_key(|h| (h == "x-goog-api-key").then_some("tg-g")),
             Some("tg-g")
         );
     }
