@@ -11,6 +11,7 @@ use crate::cost::{priced, CostBreakdown};
 use crate::event::{Charge, UnchargedReason};
 use crate::pricing::{strip_snapshot_date, Fallbacks, PriceBook};
 use crate::provider::ApiFormat;
+use crate::usage::scan::contains;
 use crate::usage::{
     readable_encoding, served_json, EventStreamUsage, SseUsage, StreamOutcome, Usage,
 };
@@ -47,9 +48,11 @@ impl Meter {
     ) -> Meter {
         if !readable_encoding(content_encoding) {
             Meter::Encoded
-        } else if content_type.is_some_and(|c| names(c, "text/event-stream")) {
+        } else if content_type.is_some_and(|c| contains(c.as_bytes(), b"text/event-stream")) {
             Meter::Sse(Box::new(SseUsage::new(format, max)))
-        } else if content_type.is_some_and(|c| names(c, "application/vnd.amazon.eventstream")) {
+        } else if content_type
+            .is_some_and(|c| contains(c.as_bytes(), b"application/vnd.amazon.eventstream"))
+        {
             Meter::EventStream(Box::new(EventStreamUsage::new(format, max)))
         } else {
             Meter::Json {
@@ -93,15 +96,6 @@ impl Meter {
             Meter::Encoded => {}
         }
     }
-}
-
-/// Whether a header value holds `media_type` (bytes compared: `str::contains`'s two-way search
-/// costs more to set up than a `content-type` is long, on every answer).
-fn names(value: &str, media_type: &str) -> bool {
-    value
-        .as_bytes()
-        .windows(media_type.len())
-        .any(|w| w == media_type.as_bytes())
 }
 
 /// What the answer reported: its usage and the model it says served the request, or why

@@ -320,6 +320,12 @@ pub(crate) fn for_each_element<E: From<ScanError>>(
     .map(|_| ())
 }
 
+/// Whether `haystack` holds `needle` (a non-empty constant), compared as bytes: for a header
+/// value or a path, `str::contains`'s two-way search costs more to set up than the search.
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// Whether string bytes hold an escape (a backslash): keys are short, and `memchr`'s setup
 /// costs more than the word-at-a-time search over them.
 #[inline]
