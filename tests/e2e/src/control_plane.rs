@@ -154,6 +154,25 @@ impl ControlPlane {
         }
     }
 
+    /// `tollgate prices import FILE` on this control plane's database, as an operator runs it
+    /// on the database directly (here: while the server is down). Returns what it printed.
+    pub fn import_prices(&self, file: &Path) -> Result<String> {
+        let out = Command::new(&self.bin)
+            .args(["prices", "import", "--database-url", &self.database_url])
+            .arg(file)
+            .output()
+            .context("cannot run tollgate prices import")?;
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "tollgate prices import failed ({}): {printed}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(printed)
+    }
+
     /// Whether the process is running; an exit is an error with its output.
     pub fn check_running(&mut self) -> Result<()> {
         match &mut self.proc {

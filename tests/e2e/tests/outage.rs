@@ -72,6 +72,21 @@ fn control_plane_down_10s_envoy_keeps_enforcing_and_the_ledger_gets_every_reques
     thread::sleep(Duration::from_secs(3));
     let failures = stack.envoy.stat("tollgate_sync_failures").unwrap();
     assert!(failures > 0, "the sync service never noticed the outage");
+    // An operator prices a new model on the database while the server is down: the version
+    // moves past whatever Envoy holds. (Without it Envoy may hold the database's current
+    // version, when its last poll came after the last usage batch committed; the restarted
+    // process then answers 304, rightly, and no whole snapshot is needed.)
+    let prices = stack.dir.join("outage-prices.json");
+    std::fs::write(
+        &prices,
+        serde_json::to_vec(&serde_json::json!({"outage-imported-model": {
+            "litellm_provider": "openai", "mode": "chat",
+            "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}))
+        .unwrap(),
+    )
+    .unwrap();
+    let imported = stack.cp.import_prices(&prices).unwrap();
+    assert!(imported.starts_with("imported 1 models"), "{imported}");
     thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
 
     stack.cp.restart().unwrap();
@@ -95,8 +110,9 @@ fn control_plane_down_10s_envoy_keeps_enforcing_and_the_ledger_gets_every_reques
     thread::sleep(stack.sync_interval() * 4);
     let again = api_spend(&stack, &steady.key_id);
     assert_eq!(again.requests, served.len() as u64);
-    // The restarted control plane built none of the versions Envoy held before: Envoy got the
-    // whole snapshot from it once, then deltas, and holds its current version.
+    // The restarted control plane built none of the versions Envoy held before (the import
+    // moved the database past them): Envoy got the whole snapshot from it once, then deltas,
+    // and holds its current version.
     stack.wait_for_sync().unwrap();
     let (deltas, whole, _) = snapshot_polls(&stack.cp.url());
     assert!(
