@@ -4,7 +4,7 @@
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
+use proxy_wasm::types::{BufferType, LogLevel, Status};
 use tollgate_core::config::{Config, Role};
 use tollgate_core::local_spend::{budget_key, LocalBudget};
 
@@ -60,40 +60,6 @@ pub fn configuration(role: Role) -> Option<Config> {
         );
     }
     None
-}
-
-/// Every header of a request or response, read in one host call (each host call crosses the
-/// VM boundary and each returned value costs a guest allocation callback, so one read beats
-/// several lookups).
-pub struct Headers(Vec<(String, Vec<u8>)>);
-
-impl Headers {
-    /// The request headers (empty if the host refuses).
-    pub fn request() -> Headers {
-        Headers::read(MapType::HttpRequestHeaders)
-    }
-
-    /// The response headers (empty if the host refuses).
-    pub fn response() -> Headers {
-        Headers::read(MapType::HttpResponseHeaders)
-    }
-
-    fn read(map: MapType) -> Headers {
-        Headers(hostcalls::get_map_bytes(map).unwrap_or_default())
-    }
-
-    /// A header as text (`None` when absent or not UTF-8); names compare case-insensitively.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-    }
-
-    /// Whether the header is present.
-    pub fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
-    }
 }
 
 /// Reads shared data (value, cas).

@@ -27,7 +27,8 @@ use tollgate_core::settlement::{self, Meter};
 use tollgate_core::snapshot::{BudgetRef, SnapshotIndex};
 use tollgate_core::sync_protocol::QueuedUsage;
 
-use crate::host::{self, BudgetSlot, Headers};
+use crate::headers::Headers;
+use crate::host::{self, BudgetSlot};
 use crate::root::Shared;
 
 /// Most passes of decide-and-reserve when other workers keep changing the same budgets.

@@ -1,0 +1,184 @@
+//! The request's or the response's headers as the host hands them over, looked into in place.
+//!
+//! `proxy_get_header_map_pairs` (proxy-wasm ABI 0.2.1) returns one buffer, allocated in the
+//! module through `proxy_on_memory_allocate`: a little-endian u32 count, then a u32 name
+//! length and a u32 value length per pair, then each name and each value followed by a NUL.
+//! The SDK's `get_map_bytes` turns it into a `String` and a `Vec` per header (two allocations
+//! and two frees each, plus a UTF-8 check of every name): on every metered request that was
+//! most of the request-header phase's guest work. Here the buffer is kept and searched.
+//!
+//! The filter's one `unsafe` is the host call and taking ownership of its buffer, the
+//! same two steps the SDK takes; reading the buffer is safe, bounds-checked code that treats a
+//! malformed buffer as ending where it stops making sense.
+#![allow(unsafe_code)]
+
+use std::ptr::null_mut;
+
+use proxy_wasm::types::MapType;
+
+#[cfg(target_family = "wasm")]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    // Declared with plain integers: a status the host invents must not be a Rust enum's
+    // invalid value.
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+}
+
+/// Native builds (clippy, docs) have no host: every map reads as empty.
+#[cfg(not(target_family = "wasm"))]
+#[allow(clippy::missing_safety_doc)]
+unsafe fn proxy_get_header_map_pairs(_: u32, _: *mut *mut u8, _: *mut usize) -> u32 {
+    1
+}
+
+/// Every header of a request or response, read in one host call (each host call crosses the
+/// VM boundary and each returned value costs a guest allocation callback, so one read beats
+/// several lookups) and kept as the host serialized it.
+pub struct Headers(Vec<u8>);
+
+impl Headers {
+    /// The request headers (empty if the host refuses).
+    pub fn request() -> Headers {
+        Headers::read(MapType::HttpRequestHeaders)
+    }
+
+    /// The response headers (empty if the host refuses).
+    pub fn response() -> Headers {
+        Headers::read(MapType::HttpResponseHeaders)
+    }
+
+    /// A header as text (`None` when absent or not UTF-8); names compare case-insensitively.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        find(&self.0, name.as_bytes()).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Whether the header is present.
+    pub fn has(&self, name: &str) -> bool {
+        find(&self.0, name.as_bytes()).is_some()
+    }
+
+    /// Reads `map` in one host call (empty when the host refuses or has none).
+    fn read(map: MapType) -> Headers {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: both out-pointers point at live locals of the right types.
+        let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+        if status != 0 || data.is_null() {
+            return Headers(Vec::new());
+        }
+        // SAFETY: on success the host wrote `size` bytes into a buffer it obtained from this
+        // module's `proxy_on_memory_allocate(size)` (the SDK's: a boxed `[u8]` of exactly
+        // `size` bytes from the global allocator), and hands its ownership to the caller. A
+        // `Vec` with length and capacity `size` has that same layout.
+        Headers(unsafe { Vec::from_raw_parts(data, size, size) })
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let word = bytes.get(at..at.checked_add(4)?)?;
+    let word = <[u8; 4]>::try_from(word).ok()?;
+    usize::try_from(u32::from_le_bytes(word)).ok()
+}
+
+/// The value of the first pair named `name` in a serialized map; `None` when absent or when
+/// the buffer ends or lies before it is found.
+fn find<'a>(bytes: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let count = u32_at(bytes, 0)?;
+    // Each pair's lengths take 8 bytes: a count the buffer cannot hold is a lie.
+    let data_start = count.checked_mul(8)?.checked_add(4)?;
+    if data_start > bytes.len() {
+        return None;
+    }
+    let mut at = data_start;
+    for i in 0..count {
+        let name_len = u32_at(bytes, 4 + i * 8)?;
+        let value_len = u32_at(bytes, 8 + i * 8)?;
+        let value_at = at.checked_add(name_len)?.checked_add(1)?;
+        let next = value_at.checked_add(value_len)?.checked_add(1)?;
+        if next > bytes.len() {
+            return None;
+        }
+        if name_len == name.len() {
+            let key = bytes.get(at..at + name_len)?;
+            if key.eq_ignore_ascii_case(name) {
+                return bytes.get(value_at..value_at + value_len);
+            }
+        }
+        at = next;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::find;
+
+    /// The ABI's serialization, written out independently of the reader.
+    fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in pairs {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v);
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn finds_each_header_by_name_case_insensitively() {
+        let map = serialize(&[
+            (":method", b"POST"),
+            (":path", b"/v1/chat/completions"),
+            ("authorization", b"Bearer tg-123"),
+            ("x-empty", b""),
+            ("content-type", b"application/json"),
+        ]);
+        assert_eq!(find(&map, b":method"), Some(&b"POST"[..]));
+        assert_eq!(find(&map, b":path"), Some(&b"/v1/chat/completions"[..]));
+        assert_eq!(find(&map, b"Authorization"), Some(&b"Bearer tg-123"[..]));
+        assert_eq!(find(&map, b"x-empty"), Some(&b""[..]));
+        assert_eq!(find(&map, b"content-type"), Some(&b"application/json"[..]));
+        assert_eq!(find(&map, b"content-length"), None);
+        // A prefix of a name is not the name.
+        assert_eq!(find(&map, b":pat"), None);
+    }
+
+    #[test]
+    fn the_first_of_repeated_headers_is_found() {
+        let map = serialize(&[("x-a", b"1"), ("x-a", b"2")]);
+        assert_eq!(find(&map, b"x-a"), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn empty_and_malformed_buffers_find_nothing_and_never_panic() {
+        assert_eq!(find(&[], b":path"), None);
+        assert_eq!(find(&serialize(&[]), b":path"), None);
+        let map = serialize(&[(":method", b"GET"), (":path", b"/v1/models")]);
+        // Every truncation: what lies wholly inside what is left is still found, nothing else.
+        for cut in 0..map.len() {
+            let found = find(&map[..cut], b":path");
+            assert!(
+                found.is_none() || cut == map.len(),
+                "cut at {cut}: {found:?}"
+            );
+        }
+        // A count larger than the buffer can hold.
+        let mut lying = map.clone();
+        lying[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(find(&lying, b":method"), None);
+        // A length running past the end.
+        let mut long = map;
+        long[4..8].copy_from_slice(&1000u32.to_le_bytes());
+        assert_eq!(find(&long, b":method"), None);
+    }
+}
