@@ -12,16 +12,44 @@
 # scripts/setup.sh installs binaryen. TOLLGATE_WASM_OPT=0 links without it (a bigger module).
 set -euo pipefail
 
-# rustc calls its linker with the arguments for rust-lld (`-flavor wasm ...`) and puts the
-# toolchain's rust-lld on PATH.
-rust-lld "$@"
-
 out=""
 prev=""
 for arg in "$@"; do
     if [[ "$prev" == "-o" ]]; then out="$arg"; fi
     prev="$arg"
 done
+
+# The proxy-wasm SDK exports every callback of the ABI. The filter module (an HTTP filter that
+# makes no HTTP, gRPC or foreign-function calls and reads no shared queue: the sync service
+# does) is linked without the ones Envoy would never call on it, so their dispatch code goes
+# too (-12 KB). Envoy treats an absent callback export as "not implemented". The harness test
+# `the_filter_exports_only_the_callbacks_it_uses` pins the list.
+args=("$@")
+case "$out" in
+    */tollgate_filter.wasm)
+        unused=" proxy_on_grpc_receive proxy_on_grpc_close proxy_on_grpc_receive_initial_metadata \
+proxy_on_grpc_receive_trailing_metadata proxy_on_http_call_response proxy_on_foreign_function \
+proxy_on_queue_ready proxy_on_new_connection proxy_on_downstream_data proxy_on_upstream_data \
+proxy_on_downstream_connection_close proxy_on_upstream_connection_close "
+        args=()
+        skip=0
+        for arg in "$@"; do
+            if [[ $skip == 1 ]]; then
+                skip=0
+                if [[ "$unused" == *" $arg "* ]]; then
+                    unset 'args[${#args[@]}-1]'
+                    continue
+                fi
+            fi
+            [[ "$arg" == "--export" ]] && skip=1
+            args+=("$arg")
+        done
+        ;;
+esac
+
+# rustc calls its linker with the arguments for rust-lld (`-flavor wasm ...`) and puts the
+# toolchain's rust-lld on PATH.
+rust-lld "${args[@]}"
 case "$out" in
     */release/deps/*.wasm) ;;
     *) exit 0 ;;

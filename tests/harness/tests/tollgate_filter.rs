@@ -1190,3 +1190,42 @@ fn an_answer_the_filter_cannot_read_is_charged_by_policy_as_encoded_answer() {
 
 /// The secret the mock control plane mints at enrollment.
 const MOCK_REPORTER_SECRET: &str = "tgr-harness-secret";
+
+/// `scripts/wasm-link.sh` links the filter without the callbacks it never implements (gRPC,
+/// HTTP-call answers, foreign functions, queues, network filters): their dispatch code is
+/// 17 KB of the module. Envoy calls a callback only when the module exports it, so a feature
+/// that starts using one of them must take it off that list; this test is where that shows.
+#[test]
+fn the_filter_exports_only_the_callbacks_it_uses() {
+    let engine = wasmtime::Engine::default();
+    let module = wasmtime::Module::new(&engine, common::tollgate_wasm()).unwrap();
+    let mut exports: Vec<&str> = module.exports().map(|e| e.name()).collect();
+    exports.sort_unstable();
+    assert_eq!(
+        exports,
+        [
+            "_initialize",
+            "memory",
+            "proxy_abi_version_0_2_1",
+            "proxy_on_configure",
+            "proxy_on_context_create",
+            "proxy_on_delete",
+            "proxy_on_done",
+            "proxy_on_log",
+            "proxy_on_memory_allocate",
+            "proxy_on_request_body",
+            "proxy_on_request_headers",
+            "proxy_on_request_trailers",
+            "proxy_on_response_body",
+            "proxy_on_response_headers",
+            "proxy_on_response_trailers",
+            "proxy_on_tick",
+            "proxy_on_vm_start",
+        ]
+    );
+    // The sync service keeps the SDK's whole set: it makes HTTP calls and reads the queue.
+    let sync = wasmtime::Module::new(&engine, common::sync_wasm()).unwrap();
+    for used in ["proxy_on_http_call_response", "proxy_on_queue_ready"] {
+        assert!(sync.exports().any(|e| e.name() == used), "{used}");
+    }
+}
