@@ -153,6 +153,29 @@ mod tests {
         assert_eq!(find(&map, b":pat"), None);
     }
 
+    proptest::proptest! {
+        /// Any map the host can serialize: every name is found with its first value, by any
+        /// case of its name.
+        #[test]
+        fn every_serialized_header_is_found(
+            pairs in proptest::collection::vec(("[a-z:-]{1,12}", proptest::collection::vec(proptest::num::u8::ANY, 0..40)), 0..12)
+        ) {
+            let refs: Vec<(&str, &[u8])> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            let map = serialize(&refs);
+            for (k, _) in &pairs {
+                let first = pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_slice());
+                proptest::prop_assert_eq!(find(&map, k.as_bytes()), first);
+                proptest::prop_assert_eq!(find(&map, k.to_ascii_uppercase().as_bytes()), first);
+            }
+        }
+
+        /// Arbitrary bytes never panic, and what is found lies inside the buffer.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200), name in "[a-z:]{0,6}") {
+            let _ = find(&bytes, name.as_bytes());
+        }
+    }
+
     #[test]
     fn the_first_of_repeated_headers_is_found() {
         let map = serialize(&[("x-a", b"1"), ("x-a", b"2")]);
