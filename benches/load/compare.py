@@ -478,6 +478,22 @@ def write_hostcalls(results, args, command):
     print("\n".join(lines), flush=True)
 
 
+def paired_difference(rows_a, rows_b):
+    """The CPU per request of `a` minus `b`, round by round (each round runs both, so a machine
+    that slows down for a while moves both): mean, two standard errors of it, and how many
+    rounds went each way. On a shared machine a single round scatters by tens of µs; a
+    difference is real only when the mean stands clear of its two standard errors."""
+    diffs = [ra["cpu_us"] - rb["cpu_us"] for ra, rb in zip(rows_a, rows_b)]
+    if len(diffs) < 2:
+        return None
+    mean = statistics.fmean(diffs)
+    two_se = 2 * statistics.stdev(diffs) / len(diffs) ** 0.5
+    lower = sum(d < 0 for d in diffs)
+    verdict = "a difference" if abs(mean) > two_se else "no difference this run resolves"
+    return (f"paired by round: {mean:+.1f} ± {two_se:.1f} µs (mean ± two standard errors), "
+            f"lower in {lower} of {len(diffs)} rounds: {verdict}")
+
+
 def write_table(results, args, command, pairs):
     """Prints (writes no file) the medians, each pair's throughput ratio and CPU difference, and
     every round: the --compression and --ablate reports."""
@@ -493,6 +509,9 @@ def write_table(results, args, command, pairs):
     for a, b, what in pairs:
         lines.append(f"- {what}: {med[a]['rps'] / med[b]['rps']:.2f}× the throughput, "
                      f"{med[a]['cpu_us'] - med[b]['cpu_us']:+.1f} µs Envoy CPU per request")
+        paired = paired_difference(results[a], results[b])
+        if paired:
+            lines.append(f"  - {paired}")
     lines += ["", "Every round:", "", "| round | variant | req/s | CPU µs / request |", "|---:|---|---:|---:|"]
     for r in range(args.rounds):
         for v in results:
