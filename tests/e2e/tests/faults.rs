@@ -199,8 +199,10 @@ fn envoy_kill_loses_at_most_one_sync_interval_and_a_drained_stop_loses_nothing()
     assert!(
         flushed.is_some(),
         "the usage queue never emptied: last tollgate_queue_depth {last:?}, \
-         tollgate_sync_failures {:?}",
-        stack.envoy.stat("tollgate_sync_failures").ok()
+         tollgate_sync_failures {:?}, tollgate_sync_enrolled {:?}\n{}",
+        stack.envoy.stat("tollgate_sync_failures").ok(),
+        stack.envoy.stat("tollgate_sync_enrolled").ok(),
+        stack.logs()
     );
     http.post(format!("{admin}/quitquitquit"))
         .send()
