@@ -154,14 +154,14 @@ impl Floor {
                         rows.iter().map(|$r| $e).collect::<Vec<_>>()
                     };
                 }
-                sqlx::query(&format!(
+                sqlx::query(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO usage_events ({LEDGER_COLUMNS}) \
                      SELECT u.*, $23 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], \
                        $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
                        $11::text[], $12::text[], $13::int4[], $14::bool[], $15::int8[], $16::int8[], \
                        $17::int8[], $18::numeric[], $19::text[], $20::text[], $21::text[], \
                        $22::text[]) AS u"
-                ))
+                )))
                 .bind(col!(|r| r.e.id.as_str()))
                 .bind(col!(|r| r.e.reporter.as_str()))
                 .bind(col!(|r| i64::try_from(r.e.seq).unwrap()))

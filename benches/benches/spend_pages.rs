@@ -107,7 +107,7 @@ fn chain(k: i64) -> (i64, i64, i64) {
 }
 
 async fn exec(conn: &mut sqlx::SqliteConnection, sql: &str) {
-    sqlx::query(sql)
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .execute(&mut *conn)
         .await
         .unwrap_or_else(|e| panic!("{e}: {sql}"));

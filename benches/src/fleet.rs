@@ -117,7 +117,9 @@ pub async fn seed_fleet(
         sqlx::query("DELETE FROM key_buckets")
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&refresh_all_sql(pg)).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(refresh_all_sql(pg)))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         if pg {
             // Planner statistics, as autovacuum gathers within a minute of a bulk load on a

@@ -17,6 +17,15 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+/// A statement whose text is built at run time, for sqlx 0.9's injection guard. Only our own
+/// constants (column lists, table names, placeholders) are formatted in: every value a caller
+/// gives is bound as a parameter. Defined before the modules so that all of them see it.
+macro_rules! sql {
+    ($($fmt:tt)*) => {
+        ::sqlx::AssertSqlSafe(::std::format!($($fmt)*))
+    };
+}
+
 pub mod alerts;
 pub mod budget_metrics;
 pub mod cli;

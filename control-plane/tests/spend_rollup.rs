@@ -187,7 +187,10 @@ async fn assert_same(store: &Store, qs: &[SpendQuery]) {
 /// Runs `sql` behind the store's back.
 async fn execute(url: &str, sql: &str) {
     with_connection!(url, |conn, pg| {
-        sqlx::query(sql).execute(&mut conn).await.map(|_| ())
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .map(|_| ())
     })
     .unwrap();
 }

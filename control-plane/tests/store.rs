@@ -840,9 +840,11 @@ async fn refill_key_buckets(url: &str) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM key_buckets")
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&tollgate_control_plane::store::key_buckets::refresh_all_sql(pg))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(
+            tollgate_control_plane::store::key_buckets::refresh_all_sql(pg),
+        ))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await
     })
 }
@@ -1123,11 +1125,12 @@ async fn keys_are_only_hashes_in_a_postgres_dump() {
     );
     let mut dump = String::new();
     for t in &tables {
-        let rows: Option<String> =
-            sqlx::query_scalar(&format!("SELECT string_agg(t::text, E'\\n') FROM {t} t"))
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
+        let rows: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT string_agg(t::text, E'\\n') FROM {t} t"
+        )))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
         dump.push_str(&format!("-- {t}\n{}\n", rows.unwrap_or_default()));
     }
     assert_only_hashes_at_rest(dump.as_bytes(), &secrets, "the PostgreSQL dump");
@@ -1702,3 +1705,49 @@ fn key_id(log: &[AuditEntry]) -> String {
         .object_id
         .clone()
 }
+
+// A request whose client hangs up is dropped wherever it is waiting, a transaction's `BEGIN`
+// included. sqlx 0.8 then handed the connection back to its pool still inside that
+// transaction: on SQLite a reader kept answering from the moment of the `BEGIN` (e2e `faults`
+// saw every reporter enrolled after an Envoy restart refused, the usage queue held back), and
+// the writer would have kept every later write uncommitted. Each round drops a snapshot build
+// (a read transaction) and a write transaction part way, then every reader must see what the
+// writer committed after them.
+store_test!(
+    a_transaction_dropped_part_way_leaves_no_connection_inside_it,
+    |store| {
+        use std::time::Duration;
+        let (state, _clock) = state(store.clone()).await;
+        let mut made_orgs = Vec::new();
+        for round in 0..300u64 {
+            let wait = Duration::from_micros(round % 30 * 20);
+            let _ = tokio::time::timeout(wait, state.snapshots.rebuild()).await;
+            let org = format!("org{round}");
+            if let Ok(made) = tokio::time::timeout(wait, store.create_org(&org, "Org", NOW)).await {
+                made.unwrap();
+                made_orgs.push(org);
+            }
+            let enrolled = store.enroll_reporter(Some("n"), NOW).await.unwrap();
+            let sha = tollgate_control_plane::keys::sha256_hex(enrolled.secret.as_bytes());
+            // More lookups at once than the read pool has connections, so each reader answers.
+            let found =
+                futures_util::future::join_all((0..6).map(|_| store.reporter_by_secret(&sha)))
+                    .await;
+            for f in found {
+                assert_eq!(
+                    f.unwrap().as_deref(),
+                    Some(enrolled.reporter.as_str()),
+                    "round {round}: a reader does not see a reporter committed after it"
+                );
+            }
+        }
+        // The writer still commits: every org whose creation finished is there for a reader, and
+        // a new one can be made.
+        assert!(!made_orgs.is_empty(), "no write finished inside its time");
+        for org in made_orgs {
+            assert_eq!(store.get_org(&org).await.unwrap().name, "Org", "{org}");
+        }
+        store.create_org("after", "After", NOW).await.unwrap();
+        assert_eq!(store.get_org("after").await.unwrap().name, "After");
+    }
+);

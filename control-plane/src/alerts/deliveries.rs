@@ -106,7 +106,7 @@ impl Store {
     /// Deliveries of `q`, newest first.
     pub async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
         with_pool!(self, read, |pool, pg| {
-            Ok(sqlx::query_as::<_, Delivery>(&format!(
+            Ok(sqlx::query_as::<_, Delivery>(sql!(
                 "SELECT {DELIVERY_COLUMNS} FROM alert_deliveries \
                  WHERE ($1 IS NULL OR org_id = $1) AND ($2 IS NULL OR webhook_id = $2) \
                  AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR kind = $4) \
@@ -136,7 +136,7 @@ impl Store {
         let claimable = "status = 'pending' AND next_attempt_ms <= $3 \
              AND (lease_until_ms IS NULL OR lease_until_ms < $3)";
         let rows: Vec<ClaimedRow> = with_pool!(self, write, |pool, pg| {
-            let n = sqlx::query(&format!(
+            let n = sqlx::query(sql!(
                 "UPDATE alert_deliveries SET lease_until_ms = $1, lease_token = $2, \
                  attempts = attempts + 1, updated_ms = $3 \
                  WHERE id IN (SELECT id FROM alert_deliveries WHERE {claimable} \
@@ -157,7 +157,7 @@ impl Store {
                 .map(|c| format!("w.{c}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            sqlx::query_as(&format!(
+            sqlx::query_as(sql!(
                 "SELECT d.id AS d_id, d.event_id AS d_event_id, d.attempts AS d_attempts, \
                  d.created_ms AS d_created_ms, e.payload AS e_payload, {cols} \
                  FROM alert_deliveries d JOIN alert_events e ON e.id = d.event_id \

@@ -45,7 +45,7 @@ const ORG_OF_BUDGET: &str = "CASE b.scope WHEN 'org' THEN b.scope_id \
 /// The enabled subscriptions, read on `$conn`.
 macro_rules! enabled_webhooks {
     ($conn:expr) => {{
-        let rows: Vec<WebhookRow> = sqlx::query_as(&format!(
+        let rows: Vec<WebhookRow> = sqlx::query_as(sql!(
             "SELECT {WEBHOOK_COLUMNS} FROM alert_webhooks WHERE enabled = $1 ORDER BY id"
         ))
         .bind(true)
@@ -64,7 +64,11 @@ macro_rules! budgets_with_org {
         let base = format!("SELECT {BUDGET_COLUMNS}, {ORG_OF_BUDGET} FROM budgets b");
         let mut rows: Vec<BudgetOrgRow> = Vec::new();
         match ids {
-            None => rows = sqlx::query_as(&base).fetch_all(&mut *$conn).await?,
+            None => {
+                rows = sqlx::query_as(sqlx::AssertSqlSafe(base.as_str()))
+                    .fetch_all(&mut *$conn)
+                    .await?
+            }
             Some(ids) => {
                 for chunk in ids.chunks(500) {
                     let mut qb = sqlx::QueryBuilder::new(format!("{base} WHERE b.id IN ("));

@@ -290,7 +290,7 @@ impl Store {
         let secret = format!("{SECRET_PREFIX}{}", random_base62(40).map_err(random)?);
         with_pool!(self, write, |pool, pg| {
             let mut tx = pool.begin_with(begin_write(pg)).await?;
-            sqlx::query(&format!(
+            sqlx::query(sql!(
                 "INSERT INTO alert_webhooks ({WEBHOOK_COLUMNS}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
             ))
@@ -333,7 +333,7 @@ impl Store {
     /// One subscription's row, with its secret.
     pub(crate) async fn webhook_row(&self, id: &str) -> Result<WebhookRow, StoreError> {
         let row: Option<WebhookRow> = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as(&format!(
+            sqlx::query_as(sql!(
                 "SELECT {WEBHOOK_COLUMNS} FROM alert_webhooks WHERE id = $1"
             ))
             .bind(id)
@@ -347,7 +347,7 @@ impl Store {
     /// by id.
     pub async fn list_webhooks(&self, org_id: Option<&str>) -> Result<Vec<Webhook>, StoreError> {
         let rows: Vec<WebhookRow> = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as(&format!(
+            sqlx::query_as(sql!(
                 "SELECT {WEBHOOK_COLUMNS} FROM alert_webhooks \
                  WHERE ($1 IS NULL OR org_id = $1) ORDER BY id"
             ))

@@ -239,7 +239,7 @@ macro_rules! backfill {
         } else {
             format!("SELECT cost_usd FROM usage_events WHERE {col} = $1 AND ts >= $2 AND ts < $3")
         };
-        let rows: Vec<Money> = sqlx::query_scalar(&sql)
+        let rows: Vec<Money> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(&b.scope_id)
             .bind(from)
             .bind(to)
@@ -304,7 +304,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            sqlx::query(&format!(
+            sqlx::query(sql!(
                 "INSERT INTO budgets ({BUDGET_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             ))
             .bind(&b.id)
@@ -336,7 +336,7 @@ impl Store {
     /// One budget.
     pub async fn get_budget(&self, id: &str) -> Result<Budget, StoreError> {
         let row = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, BudgetRow>(&format!(
+            sqlx::query_as::<_, BudgetRow>(sql!(
                 "SELECT {BUDGET_COLUMNS} FROM budgets WHERE id = $1"
             ))
             .bind(id)
@@ -374,17 +374,18 @@ impl Store {
             // One JSON text rather than rows one at a time (`sqlite_json_rows`): the console's
             // overview lists every budget (10,000: 46 ms as rows).
             Db::Sqlite { read, .. } => {
-                let json: String =
-                    sqlx::query_scalar(&super::sqlite_json_rows(BUDGET_COLUMNS, FROM, Some(ORDER)))
-                        .bind(scope.map(Scope::as_str))
-                        .bind(scope_id)
-                        .bind(org)
-                        .fetch_one(read)
-                        .await?;
+                let json: String = sqlx::query_scalar(sqlx::AssertSqlSafe(
+                    super::sqlite_json_rows(BUDGET_COLUMNS, FROM, Some(ORDER)),
+                ))
+                .bind(scope.map(Scope::as_str))
+                .bind(scope_id)
+                .bind(org)
+                .fetch_one(read)
+                .await?;
                 super::from_json_rows("budgets", &json)?
             }
             Db::Postgres(pool) => {
-                sqlx::query_as::<_, BudgetRow>(&format!(
+                sqlx::query_as::<_, BudgetRow>(sql!(
                     "SELECT {BUDGET_COLUMNS} FROM {FROM} ORDER BY {ORDER}"
                 ))
                 .bind(scope.map(Scope::as_str))
@@ -413,7 +414,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            let row = sqlx::query_as::<_, BudgetRow>(&format!(
+            let row = sqlx::query_as::<_, BudgetRow>(sql!(
                 "SELECT {BUDGET_COLUMNS} FROM budgets WHERE id = $1"
             ))
             .bind(id)
@@ -479,7 +480,7 @@ impl Store {
     pub async fn delete_budget(&self, id: &str) -> Result<(), StoreError> {
         let n = with_pool!(self, write, |pool, pg| {
             let mut tx = pool.begin_with(begin_write(pg)).await?;
-            let Some(row) = sqlx::query_as::<_, BudgetRow>(&format!(
+            let Some(row) = sqlx::query_as::<_, BudgetRow>(sql!(
                 "SELECT {BUDGET_COLUMNS} FROM budgets WHERE id = $1"
             ))
             .bind(id)

@@ -134,7 +134,7 @@ impl Store {
             )
             .execute(&mut *tx)
             .await?;
-            sqlx::query(&key_buckets::refresh_sql(pg))
+            sqlx::query(sqlx::AssertSqlSafe(key_buckets::refresh_sql(pg)))
                 .bind(key_buckets::bucket_of(&sha))
                 .execute(&mut *tx)
                 .await?;
@@ -151,7 +151,7 @@ impl Store {
     /// One key.
     pub async fn get_key(&self, id: &str) -> Result<VirtualKey, StoreError> {
         let row = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, VirtualKey>(&format!(
+            sqlx::query_as::<_, VirtualKey>(sql!(
                 "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE id = $1"
             ))
             .bind(id)
@@ -168,11 +168,14 @@ impl Store {
         include_revoked: bool,
     ) -> Result<Vec<VirtualKey>, StoreError> {
         Ok(with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, VirtualKey>(&revocable_listing(KEY_COLUMNS, "virtual_keys"))
-                .bind(org_id)
-                .bind(include_revoked)
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as::<_, VirtualKey>(sqlx::AssertSqlSafe(revocable_listing(
+                KEY_COLUMNS,
+                "virtual_keys",
+            )))
+            .bind(org_id)
+            .bind(include_revoked)
+            .fetch_all(pool)
+            .await?
         }))
     }
 
@@ -196,7 +199,7 @@ impl Store {
                 )
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(&key_buckets::refresh_sql(pg))
+                sqlx::query(sqlx::AssertSqlSafe(key_buckets::refresh_sql(pg)))
                     .bind(key_buckets::bucket_of(sha))
                     .execute(&mut *tx)
                     .await?;

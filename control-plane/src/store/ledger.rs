@@ -232,7 +232,7 @@ impl Store {
         }
         sql.push_str(" ORDER BY ts DESC, reporter, seq DESC LIMIT $3");
         with_pool!(self, read, |pool, pg| {
-            let mut query = sqlx::query_as::<_, LedgerEvent>(&sql)
+            let mut query = sqlx::query_as::<_, LedgerEvent>(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(q.from)
                 .bind(q.to)
                 .bind(i64::from(q.limit));
@@ -348,7 +348,7 @@ impl Store {
                     Some(index) => index,
                     None => {
                         let rows: Vec<BudgetRow> =
-                            sqlx::query_as(&format!("SELECT {BUDGET_COLUMNS} FROM budgets"))
+                            sqlx::query_as(sql!("SELECT {BUDGET_COLUMNS} FROM budgets"))
                                 .fetch_all(&mut *tx)
                                 .await?;
                         let index = std::sync::Arc::new(BudgetIndex::new(
@@ -688,7 +688,7 @@ impl StoredHashes for PgConnection {
 fn sqlite_ledger_insert<'a>(
     chunk: &'a [EventRow<'a>],
     now: i64,
-) -> sqlx::QueryBuilder<'a, sqlx::Sqlite> {
+) -> sqlx::QueryBuilder<sqlx::Sqlite> {
     let mut qb = sqlx::QueryBuilder::new(format!("INSERT INTO usage_events ({LEDGER_COLUMNS}) "));
     qb.push_values(chunk, |mut b, r| {
         let p = &r.e.principal;
@@ -787,12 +787,12 @@ impl Bulk for SqliteConnection {
             // would hand over one at a time.
             let mut ids: Vec<&str> = unknown.iter().map(|d| d.0).collect();
             ids.dedup();
-            let json: String = sqlx::query_scalar(&sqlite_json_rows(
+            let json: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sqlite_json_rows(
                 "budget_id, window_start, spent_usd",
                 "budget_spend WHERE budget_id IN (SELECT value FROM json_each($1)) \
                  AND window_start >= $2",
                 None,
-            ))
+            )))
             .bind(json_text(&ids)?)
             .bind(min_start)
             .fetch_one(&mut *self)
@@ -887,14 +887,16 @@ impl Bulk for PgConnection {
                $22::text[], $23::text[]) AS u"
         );
         if !skip_stored {
-            sqlx::query_with(&insert, args).execute(&mut *self).await?;
+            sqlx::query_with(sqlx::AssertSqlSafe(insert.as_str()), args)
+                .execute(&mut *self)
+                .await?;
             return Ok(None);
         }
         // The new ids come back only when some were stored before (they would be a thousand
         // rows for the driver to hand over, for nothing).
         add!(i64::try_from(rows.len()).unwrap_or(i64::MAX));
         let (count, ids): (i64, Option<Vec<String>>) = sqlx::query_as_with(
-            &format!(
+            sql!(
                 "WITH new AS ({insert} ON CONFLICT (id) DO NOTHING RETURNING id) \
                  SELECT count(*), CASE WHEN count(*) < $25 THEN array_agg(id) END FROM new"
             ),

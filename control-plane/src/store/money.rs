@@ -42,7 +42,7 @@ impl Type<Sqlite> for Money {
 impl<'q> Encode<'q, Sqlite> for Money {
     fn encode_by_ref(
         &self,
-        buf: &mut <Sqlite as Database>::ArgumentBuffer<'q>,
+        buf: &mut <Sqlite as Database>::ArgumentBuffer,
     ) -> Result<IsNull, BoxDynError> {
         <String as Encode<'q, Sqlite>>::encode(self.0.to_string(), buf)
     }
@@ -68,7 +68,7 @@ impl Type<Postgres> for Money {
 impl<'q> Encode<'q, Postgres> for Money {
     fn encode_by_ref(
         &self,
-        buf: &mut <Postgres as Database>::ArgumentBuffer<'q>,
+        buf: &mut <Postgres as Database>::ArgumentBuffer,
     ) -> Result<IsNull, BoxDynError> {
         <Decimal as Encode<'q, Postgres>>::encode_by_ref(&self.0, buf)
     }

@@ -228,7 +228,7 @@ impl Store {
     /// Every revision of `model`, oldest first (empty when it was never priced).
     pub async fn price_history(&self, model: &str) -> Result<Vec<PriceRevision>, StoreError> {
         let rows = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, RevisionRow>(&format!(
+            sqlx::query_as::<_, RevisionRow>(sql!(
                 "SELECT {REVISION_COLUMNS} FROM price_revisions WHERE model = $1 \
                  ORDER BY effective_from, id"
             ))
@@ -246,7 +246,7 @@ impl Store {
         at: i64,
     ) -> Result<Option<PriceRevision>, StoreError> {
         let row = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, RevisionRow>(&format!(
+            sqlx::query_as::<_, RevisionRow>(sql!(
                 "SELECT {REVISION_COLUMNS} FROM price_revisions WHERE model = $1 \
                  AND effective_from <= $2 ORDER BY effective_from DESC, id DESC LIMIT 1"
             ))

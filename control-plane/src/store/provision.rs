@@ -633,7 +633,7 @@ impl Store {
             // 5. The snapshot's key buckets, each touched one re-encoded once.
             let refresh = key_buckets::refresh_sql(pg);
             for bucket in &buckets {
-                sqlx::query(&refresh)
+                sqlx::query(sqlx::AssertSqlSafe(refresh.as_str()))
                     .bind(bucket.as_str())
                     .execute(&mut *tx)
                     .await?;

@@ -111,12 +111,7 @@ impl Store {
 
     /// The reporter whose secret hashes to `sha256` (lowercase hex), if any.
     pub async fn reporter_by_secret(&self, sha256: &str) -> Result<Option<String>, StoreError> {
-        // On the writer's connection, which committed every enrollment itself: a reader was
-        // seen (e2e `faults`, SQLite, after an Envoy restart) not to find reporters enrolled
-        // after some moment, so each fresh secret was refused and the sync service re-enrolled
-        // every tick with its usage held back. Only a cache miss comes here (once per reporter
-        // and process), so the writer's queue is not lengthened by it.
-        with_pool!(self, write, |pool, pg| {
+        with_pool!(self, read, |pool, pg| {
             Ok(
                 sqlx::query_scalar("SELECT reporter FROM reporters WHERE secret_sha256 = $1")
                     .bind(sha256)

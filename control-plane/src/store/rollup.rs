@@ -133,7 +133,7 @@ impl Rollup for SqliteConnection {
         let mut totals: Vec<(GroupKey<'_>, Sums)> = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(ROLLUP_CHUNK) {
             // The groups' current sums, as one JSON text (see `sqlite_json_rows`).
-            let json: String = sqlx::query_scalar(&sqlite_json_rows(
+            let json: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sqlite_json_rows(
                 "r.bucket, r.org_id, r.model, r.requests, r.input_tokens, r.output_tokens, \
                  r.cost_usd",
                 "json_each($1) AS k JOIN spend_rollup AS r \
@@ -141,7 +141,7 @@ impl Rollup for SqliteConnection {
                  AND r.org_id = json_extract(k.value, '$[1]') \
                  AND r.model = json_extract(k.value, '$[2]')",
                 None,
-            ))
+            )))
             .bind(super::ledger::json_text(chunk)?)
             .fetch_one(&mut *self)
             .await?;
@@ -290,7 +290,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 // NUMERIC sums are exact.
-                sqlx::query(&format!(
+                sqlx::query(sql!(
                     "INSERT INTO spend_rollup (bucket, org_id, model, requests, input_tokens, \
                      output_tokens, cost_usd) \
                      SELECT {SQL_BUCKET}, org_id, model, count(*), sum(input_tokens), \
@@ -327,7 +327,7 @@ impl Store {
                     let to = from.saturating_add(REBUILD_RANGE);
                     // Inclusive, so a time of i64::MAX is not left out.
                     let last = if to == i64::MAX { to } else { to - 1 };
-                    let json: String = sqlx::query_scalar(&sqlite_json_rows(
+                    let json: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sqlite_json_rows(
                         "b, org_id, model, n, i, o, c",
                         &format!(
                             "(SELECT {SQL_BUCKET} AS b, org_id, model, count(*) AS n, \
@@ -337,7 +337,7 @@ impl Store {
                              GROUP BY b, org_id, model)"
                         ),
                         None,
-                    ))
+                    )))
                     .bind(from)
                     .bind(last)
                     .fetch_one(&mut *tx)

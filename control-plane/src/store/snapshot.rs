@@ -163,20 +163,19 @@ impl Store {
                 })
             });
             if held.budgets_version != Some(meta.budgets_version) || budgets.is_none() {
-                let rows: Vec<BudgetRow> = if pg {
-                    sqlx::query_as(&format!("SELECT {BUDGET_COLUMNS} FROM budgets ORDER BY id"))
-                        .fetch_all(&mut *tx)
-                        .await?
-                } else {
-                    let json: String = sqlx::query_scalar(&sqlite_json_rows(
-                        BUDGET_COLUMNS,
-                        "budgets",
-                        Some("id"),
-                    ))
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    from_json_rows("budgets", &json)?
-                };
+                let rows: Vec<BudgetRow> =
+                    if pg {
+                        sqlx::query_as(sql!("SELECT {BUDGET_COLUMNS} FROM budgets ORDER BY id"))
+                            .fetch_all(&mut *tx)
+                            .await?
+                    } else {
+                        let json: String = sqlx::query_scalar(sqlx::AssertSqlSafe(
+                            sqlite_json_rows(BUDGET_COLUMNS, "budgets", Some("id")),
+                        ))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        from_json_rows("budgets", &json)?
+                    };
                 out.budgets = Some(budgets_from_rows(rows)?);
             }
             let prices_current = held

@@ -278,7 +278,7 @@ impl Store {
                     ),
                     None,
                 );
-                let mut query = sqlx::query_scalar::<_, String>(&sql)
+                let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.as_str()))
                     .bind(q.from)
                     .bind(q.to);
                 for b in &binds {
@@ -299,7 +299,7 @@ impl Store {
                 let sql = format!(
                     "SELECT {cols}, sum(cost_usd) AS c FROM spend_rollup WHERE {filter}{group_sql}"
                 );
-                let mut query = sqlx::query_as::<_, Raw<Money>>(&sql)
+                let mut query = sqlx::query_as::<_, Raw<Money>>(sqlx::AssertSqlSafe(sql.as_str()))
                     .bind(q.from)
                     .bind(q.to);
                 for b in &binds {
@@ -382,7 +382,9 @@ impl Store {
         let mut groups = Groups::new();
         let overflow = || StoreError::Corrupt("spend total overflows".into());
         with_pool!(self, read, |pool, pg| {
-            let mut query = sqlx::query_as::<_, LedgerRow>(&sql).bind(q.from).bind(q.to);
+            let mut query = sqlx::query_as::<_, LedgerRow>(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(q.from)
+                .bind(q.to);
             if let Some((_, id)) = &q.scope {
                 query = query.bind(id.as_str());
             }

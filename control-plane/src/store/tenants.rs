@@ -58,7 +58,7 @@ macro_rules! delete_audited {
         let id: &str = $id;
         with_pool!($store, write, |pool, pg| {
             let mut tx = pool.begin_with(begin_write(pg)).await?;
-            let before = sqlx::query_as::<_, $row>(&format!("{} WHERE id = $1", $select))
+            let before = sqlx::query_as::<_, $row>(sql!("{} WHERE id = $1", $select))
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -104,7 +104,7 @@ impl Store {
     /// One organisation.
     pub async fn get_org(&self, id: &str) -> Result<Org, StoreError> {
         let row = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, Org>(&format!("{SELECT_ORG} WHERE id = $1"))
+            sqlx::query_as::<_, Org>(sql!("{SELECT_ORG} WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(pool)
                 .await?
@@ -115,7 +115,7 @@ impl Store {
     /// Every organisation, by id.
     pub async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
         Ok(with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, Org>(&format!("{SELECT_ORG} ORDER BY id"))
+            sqlx::query_as::<_, Org>(sql!("{SELECT_ORG} ORDER BY id"))
                 .fetch_all(pool)
                 .await?
         }))
@@ -125,7 +125,7 @@ impl Store {
     pub async fn rename_org(&self, id: &str, name: &str) -> Result<Org, StoreError> {
         with_pool!(self, write, |pool, pg| {
             let mut tx = pool.begin_with(begin_write(pg)).await?;
-            let before = sqlx::query_as::<_, Org>(&format!("{SELECT_ORG} WHERE id = $1"))
+            let before = sqlx::query_as::<_, Org>(sql!("{SELECT_ORG} WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -203,7 +203,7 @@ impl Store {
     /// One project.
     pub async fn get_project(&self, id: &str) -> Result<Project, StoreError> {
         let row = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, Project>(&format!("{SELECT_PROJECT} WHERE id = $1"))
+            sqlx::query_as::<_, Project>(sql!("{SELECT_PROJECT} WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(pool)
                 .await?
@@ -279,7 +279,7 @@ impl Store {
     /// One user.
     pub async fn get_user(&self, id: &str) -> Result<User, StoreError> {
         let row = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as::<_, User>(&format!("{SELECT_USER} WHERE id = $1"))
+            sqlx::query_as::<_, User>(sql!("{SELECT_USER} WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(pool)
                 .await?
@@ -355,7 +355,7 @@ impl Store {
         };
         with_pool!(self, read, |pool, pg| {
             let found: Option<i32> =
-                sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE id = $1"))
+                sqlx::query_scalar(sql!("SELECT 1 FROM {table} WHERE id = $1"))
                     .bind(id)
                     .fetch_optional(pool)
                     .await?;

@@ -170,7 +170,7 @@ impl Store {
         let digest = sha256_hex(secret.as_bytes());
         with_pool!(self, write, |pool, pg| {
             let mut tx = pool.begin_with(begin_write(pg)).await?;
-            sqlx::query(&format!(
+            sqlx::query(sql!(
                 "INSERT INTO api_tokens ({TOKEN_COLUMNS}, secret_sha256) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ))
@@ -206,12 +206,10 @@ impl Store {
     /// One token.
     pub async fn get_token(&self, id: &str) -> Result<ApiToken, StoreError> {
         let row: Option<TokenRow> = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as(&format!(
-                "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"
-            ))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?
+            sqlx::query_as(sql!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
         });
         from_row(row.ok_or_else(|| not_found("token", id))?)
     }
@@ -223,11 +221,14 @@ impl Store {
         include_revoked: bool,
     ) -> Result<Vec<ApiToken>, StoreError> {
         let rows: Vec<TokenRow> = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as(&revocable_listing(TOKEN_COLUMNS, "api_tokens"))
-                .bind(org_id)
-                .bind(include_revoked)
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as(sqlx::AssertSqlSafe(revocable_listing(
+                TOKEN_COLUMNS,
+                "api_tokens",
+            )))
+            .bind(org_id)
+            .bind(include_revoked)
+            .fetch_all(pool)
+            .await?
         });
         rows.into_iter().map(from_row).collect()
     }
@@ -273,7 +274,7 @@ impl Store {
         sha256: &str,
     ) -> Result<Option<(ApiToken, String)>, StoreError> {
         let row: Option<SecretRow> = with_pool!(self, read, |pool, pg| {
-            sqlx::query_as(&format!(
+            sqlx::query_as(sql!(
                 "SELECT {TOKEN_COLUMNS}, secret_sha256 FROM api_tokens \
                  WHERE secret_sha256 = $1 AND revoked_at IS NULL"
             ))

@@ -423,6 +423,9 @@ pub struct SyncState {
     enroll_in_flight: bool,
     enroll_retry_at_ms: u64,
     enroll_failures: u32,
+    /// Secrets refused since a batch was last stored: the second and later wait before
+    /// enrolling again (a control plane that refuses every fresh secret is not asked each tick).
+    refused_in_a_row: u32,
     next_seq: u64,
     max_pending: usize,
     batch_max: usize,
@@ -451,6 +454,7 @@ impl SyncState {
             enroll_in_flight: false,
             enroll_retry_at_ms: 0,
             enroll_failures: 0,
+            refused_in_a_row: 0,
             next_seq: 1,
             max_pending: max_pending.max(1),
             batch_max: batch_max.max(1),
@@ -522,13 +526,20 @@ impl SyncState {
     /// A call made with the reporter secret of `generation` was answered 401 or 403: the
     /// control plane does not know this reporter (any more). Forget it, enroll again, and
     /// renumber every pending event under the new id (none of them was stored; see the
-    /// module doc). An answer to a call made with an older secret changes nothing.
-    pub fn credential_refused(&mut self, generation: u32) {
+    /// module doc). An answer to a call made with an older secret changes nothing. The first
+    /// refusal since a batch was stored enrolls again at once (a replaced database); each
+    /// further one waits the retry backoff first.
+    pub fn credential_refused(&mut self, generation: u32, now_ms: u64) {
         if self.identity.is_none() || generation != self.generation {
             return;
         }
         self.identity = None;
         self.stats.reenrolled = self.stats.reenrolled.saturating_add(1);
+        self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
+        if self.refused_in_a_row > 1 {
+            self.enroll_retry_at_ms =
+                now_ms.saturating_add(backoff_ms(self.refused_in_a_row.saturating_sub(1)));
+        }
         self.posting = None;
         self.next_seq = 1;
         for e in &mut self.pending {
@@ -690,6 +701,7 @@ impl SyncState {
                 .collect();
             self.consecutive_failures = 0;
             if stored {
+                self.refused_in_a_row = 0;
                 let max_seq = events.iter().map(|e| e.seq).max().unwrap_or(0);
                 self.posted.push(Posted {
                     max_seq,
@@ -878,7 +890,7 @@ mod tests {
         assert_eq!(batch.events[0].id, "r-3");
         // The control plane no longer knows `r` (a replaced database).
         s.usage_answered(403, 3);
-        s.credential_refused(old_generation);
+        s.credential_refused(old_generation, 3);
         assert_eq!(s.reporter(), None);
         assert_eq!(s.stats().reenrolled, 1);
         assert_eq!(s.stats().pending, 1, "nothing lost");
@@ -888,7 +900,7 @@ mod tests {
         s.enroll_answered(201, br#"{"reporter": "q", "secret": "tgr-t"}"#, 5)
             .unwrap();
         // A late refusal of a call made with the old secret changes nothing.
-        s.credential_refused(old_generation);
+        s.credential_refused(old_generation, 5);
         assert_eq!(s.reporter(), Some("q"));
         s.push(item(4));
         s.snapshot_unchanged();
@@ -904,6 +916,66 @@ mod tests {
             acked.is_empty(),
             "kept locally: an overcount, the safe side"
         );
+    }
+
+    #[test]
+    fn fresh_secrets_refused_in_a_row_back_off_before_enrolling_again() {
+        let mut s = enrolled(100, 10);
+        s.push(item(1));
+        let mut now = 0;
+        let mut enrollments = Vec::new();
+        // Every fresh secret refused (a control plane that cannot find what it just
+        // enrolled): over a minute of 250 ms ticks, enrollment is asked a few times, not 240.
+        while now <= 60_000 {
+            let calls = s.on_tick(now);
+            if enroll_call(&calls).is_some() {
+                enrollments.push(now);
+                s.enroll_answered(201, br#"{"reporter": "r", "secret": "tgr-s"}"#, now)
+                    .unwrap();
+            } else if post_events(&calls).is_some() {
+                let (_, generation) = s.credential();
+                s.usage_answered(403, now);
+                s.credential_refused(generation, now);
+            }
+            now += 250;
+        }
+        assert!(
+            (4..=12).contains(&enrollments.len()),
+            "enrolled at {enrollments:?}"
+        );
+        let waits: Vec<u64> = enrollments.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            waits.windows(2).all(|w| w[0] <= w[1]),
+            "waits grow: {waits:?}"
+        );
+        assert!(
+            waits.iter().all(|w| *w <= MAX_BACKOFF_MS + 1_000),
+            "{waits:?}"
+        );
+        assert_eq!(s.stats().pending, 1, "nothing lost");
+        // Once a batch is stored, the next refusal enrolls again at once.
+        let calls = s.on_tick(now + 60_000);
+        let calls = if enroll_call(&calls).is_some() {
+            s.enroll_answered(
+                201,
+                br#"{"reporter": "r", "secret": "tgr-s"}"#,
+                now + 60_000,
+            )
+            .unwrap();
+            s.on_tick(now + 60_250)
+        } else {
+            calls
+        };
+        assert_eq!(post_events(&calls), Some(1));
+        s.usage_answered(200, now + 60_300);
+        s.push(item(2));
+        s.snapshot_unchanged();
+        let calls = s.on_tick(now + 60_500);
+        assert_eq!(post_events(&calls), Some(1));
+        let (_, generation) = s.credential();
+        s.usage_answered(403, now + 60_600);
+        s.credential_refused(generation, now + 60_600);
+        assert!(enroll_call(&s.on_tick(now + 60_750)).is_some());
     }
 
     fn post_events(calls: &[SyncCall]) -> Option<usize> {

@@ -255,7 +255,7 @@ impl SyncService {
                         LogLevel::Warn,
                         "tollgate: sync: the control plane refused the reporter secret; enrolling again",
                     );
-                    self.state.credential_refused(g);
+                    self.state.credential_refused(g, now_ms);
                 }
             }
         }

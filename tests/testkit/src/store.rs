@@ -82,7 +82,7 @@ pub async fn postgres_url() -> Result<String, String> {
         .map_err(|e| format!("connect {}: {e}", server.admin_url))?;
     if template.is_none() {
         let name = unique("tollgate_template");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
             .map_err(|e| format!("create template: {e}"))?;
@@ -100,10 +100,12 @@ pub async fn postgres_url() -> Result<String, String> {
     let Some(template_name) = template.as_deref() else {
         return Err("no template".into());
     };
-    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template_name}"))
-        .execute(&mut admin)
-        .await
-        .map_err(|e| format!("create database: {e}"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE {template_name}"
+    )))
+    .execute(&mut admin)
+    .await
+    .map_err(|e| format!("create database: {e}"))?;
     let _ = admin.close().await;
     Ok(server.url(&name))
 }

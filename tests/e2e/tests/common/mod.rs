@@ -275,7 +275,7 @@ where
         let pool = sqlx::SqlitePool::connect(stack.cp.database())
             .await
             .unwrap();
-        let rows = sqlx::query_as(sql)
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(key_id)
             .fetch_all(&pool)
             .await
