@@ -773,7 +773,7 @@ store_test!(snapshot_carries_windows_spend_keys_and_versions, |store| {
     assert_eq!(who, Some(p.clone()), "the key resolves to its whole chain");
     let on_chain: Vec<_> = idx
         .budgets_for(&p)
-        .map(|b| (b.id.clone(), b.spent_usd))
+        .map(|(b, _)| (b.id.clone(), b.spent_usd))
         .collect();
     assert_eq!(on_chain.len(), 2);
     assert!(on_chain.iter().all(|(_, s)| *s == d("1.25")));

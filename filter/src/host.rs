@@ -1,12 +1,13 @@
 //! Host calls wrapped for the phases they are used in, returning values rather than
 //! panicking where Envoy can refuse (the SDK's trait methods unwrap every status).
 
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, Status};
 use tollgate_core::config::{Config, Role};
-use tollgate_core::local_spend::{budget_key, LocalBudget};
+use tollgate_core::local_spend::LocalBudget;
 
 /// Logs, ignoring a refused log call (there is nowhere to report it).
 pub fn log(level: LogLevel, message: &str) {
@@ -78,19 +79,20 @@ const CAS_ATTEMPTS: usize = 32;
 
 /// One budget's local state in shared data: its key, made once per request and budget (every
 /// read and write of the budget in that request uses it).
-pub struct BudgetSlot(String);
+pub struct BudgetSlot(Arc<str>);
 
 impl BudgetSlot {
-    /// The slot of budget `budget_id`.
-    pub fn of(budget_id: &str) -> BudgetSlot {
-        BudgetSlot(budget_key(budget_id))
+    /// The slot at `key`: [`tollgate_core::local_spend::budget_key`] of the budget's id,
+    /// which a worker's snapshot makes once per budget (`snapshot::BudgetNames::local_key`).
+    pub fn at(key: Arc<str>) -> BudgetSlot {
+        BudgetSlot(key)
     }
 
     /// The state with its CAS. Corrupt state reads as zero (and is logged): refusing every
     /// request over a bad value would be worse than a lost local delta.
     pub fn read(&self) -> (LocalBudget, Option<u32>) {
         let (bytes, cas) = shared(&self.0);
-        let state = match bytes.as_deref().map(LocalBudget::decode) {
+        let state = match bytes.map(LocalBudget::decode) {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 log(LogLevel::Error, &format!("tollgate: {}: {e}", self.0));
@@ -103,7 +105,7 @@ impl BudgetSlot {
 
     /// Writes the state if nobody wrote since `cas`.
     pub fn write(&self, state: &LocalBudget, cas: Option<u32>) -> bool {
-        set_shared(&self.0, &state.encode(), cas)
+        set_shared(&self.0, state.encoded(), cas)
     }
 
     /// Applies `change` to the state atomically (get-modify-set on the CAS).

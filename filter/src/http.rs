@@ -9,6 +9,7 @@
 //! end — or in `on_log` when the stream ended early, charged by policy and counted.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -24,7 +25,7 @@ use tollgate_core::local_spend::{BudgetCharge, ALL_TIME};
 use tollgate_core::provider::{ApiFormat, Route};
 use tollgate_core::reply::{self, Reply};
 use tollgate_core::settlement::{self, Meter};
-use tollgate_core::snapshot::{BudgetRef, SnapshotIndex};
+use tollgate_core::snapshot::{BudgetNames, BudgetRef, SnapshotIndex};
 use tollgate_core::sync_protocol::QueuedUsage;
 
 use crate::headers::Headers;
@@ -55,7 +56,7 @@ impl Identified {
 
 /// One budget reserved on, and the window its spend goes to.
 struct Reserved {
-    id: String,
+    id: Arc<str>,
     slot: BudgetSlot,
     window: i64,
 }
@@ -293,10 +294,11 @@ impl Stream {
                 .borrow()
                 .clone()
                 .unwrap_or_else(|| Rc::clone(&req.snapshot));
-            let budgets: Vec<BudgetRef<'_>> = snapshot.budgets_for(&req.principal).collect();
+            let budgets: Vec<(BudgetRef<'_>, &BudgetNames)> =
+                snapshot.budgets_for(&req.principal).collect();
             let mut reads = Vec::with_capacity(budgets.len());
             let mut states = Vec::with_capacity(budgets.len());
-            for b in &budgets {
+            for (b, names) in &budgets {
                 let (spent, resets_at, window) = match b.window_spend(now) {
                     Some(w) => (w.spent, w.resets_at, w.local_key),
                     None if cfg.stale_policy == tollgate_core::config::StalePolicy::Deny => {
@@ -316,11 +318,11 @@ impl Stream {
                         b.window.valid_until().unwrap_or(ALL_TIME),
                     ),
                 };
-                let slot = BudgetSlot::of(&b.id);
+                let slot = BudgetSlot::at(Arc::clone(&names.local_key));
                 let (local, cas) = slot.read();
                 states.push(BudgetState {
                     unsynced: local.unsynced_in(window),
-                    reserved: local.reserved,
+                    reserved: local.reserved(),
                     ..BudgetState::of(b, spent, resets_at)
                 });
                 reads.push((slot, local, cas, window));
@@ -365,8 +367,8 @@ impl Stream {
                 reserved: budgets
                     .iter()
                     .zip(reads)
-                    .map(|(b, (slot, _, _, window))| Reserved {
-                        id: b.id.clone(),
+                    .map(|((_, names), (slot, _, _, window))| Reserved {
+                        id: Arc::clone(&names.id),
                         slot,
                         window,
                     })

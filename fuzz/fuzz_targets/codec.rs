@@ -54,31 +54,34 @@ fn queue_item(bytes: &[u8]) {
 }
 
 fn local_budget(bytes: &[u8]) {
-    let Ok(mut state) = LocalBudget::decode(bytes) else {
+    let Ok(mut state) = LocalBudget::decode(bytes.to_vec()) else {
         return;
     };
-    let encoded = state.encode();
-    let back = LocalBudget::decode(&encoded).expect("encoded state decodes");
-    assert_eq!(back, state, "local state changes on the round trip");
+    assert_eq!(
+        state.encoded(),
+        bytes,
+        "a state is held as the bytes it was read from"
+    );
     // What one request does to the state it read: decide with the unsynced spend of each
     // window, reserve, release, settle, and what the sync service does on an ack.
-    let windows: Vec<i64> = state.unsynced.iter().map(|(w, _)| *w).collect();
+    let windows: Vec<i64> = state.unsynced().map(|(w, _)| w).collect();
     for &w in &windows {
         let _ = state.unsynced_in(w);
     }
     for amount in [Decimal::ZERO, Decimal::new(1, 6), Decimal::MAX] {
-        let before = state.reserved;
+        let before = state.reserved();
         if state.reserve(amount).is_some() {
             state.release(amount);
             // Never above what it was, but for rounding: a value with 28 or 29 significant
             // digits cannot hold `before + amount` exactly, and the sum is rounded to one
             // unit in the last place it keeps. Real reservations have far fewer digits.
-            let ulp = Decimal::new(1, before.scale().min(state.reserved.scale()));
-            let drift = state.reserved.checked_sub(before.max(Decimal::ZERO));
+            let after = state.reserved();
+            let ulp = Decimal::new(1, before.scale().min(after.scale()));
+            let drift = after.checked_sub(before.max(Decimal::ZERO));
             assert!(
                 drift.is_some_and(|d| d <= ulp),
                 "reserve then release drifted: {before} -> {}",
-                state.reserved
+                after
             );
         }
         for &w in windows.iter().chain([&i64::MIN, &0]) {
@@ -87,8 +90,12 @@ fn local_budget(bytes: &[u8]) {
             state.ack(w, amount);
         }
     }
-    let encoded = state.encode();
-    assert_eq!(LocalBudget::decode(&encoded).as_ref(), Ok(&state));
+    let encoded = state.encoded().to_vec();
+    assert_eq!(
+        LocalBudget::decode(encoded).as_ref(),
+        Ok(&state),
+        "an edited state reads back"
+    );
 }
 
 fn usage_batch(bytes: &[u8]) {

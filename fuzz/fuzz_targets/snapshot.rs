@@ -84,13 +84,15 @@ fuzz_target!(|data: &[u8]| {
             .expect("a key of the snapshot is found by its hash");
         let chain: Vec<_> = principal.chain().collect();
         let budgets: Vec<_> = index.budgets_for(principal).collect();
-        for b in &budgets {
+        for (b, names) in &budgets {
             assert!(
                 chain.contains(&(b.scope, b.scope_id.as_str())),
                 "budget {} is not on the chain",
                 b.id
             );
+            assert_eq!(*names.id, *b.id, "a budget's names are another budget's");
         }
+        let budgets: Vec<_> = budgets.into_iter().map(|(b, _)| b).collect();
         for &now in &instants {
             let states: Vec<BudgetState<'_>> = budgets
                 .iter()

@@ -210,19 +210,40 @@ pub struct SnapshotIndex {
     stamps: sections::Stamps,
 }
 
-/// Budget positions by scope (`Scope::chain_rank`), then scope id.
-type BudgetIndex = [HashMap<String, Vec<usize>>; 4];
+/// Budget positions by the chain link they apply to, and each budget's names.
+#[derive(Debug, Default)]
+struct BudgetIndex {
+    /// Positions by scope (indexed by `Scope::chain_rank`), then scope id.
+    by_link: [HashMap<String, Vec<usize>>; 4],
+    /// Each budget's names, in `snapshot.budgets`' order.
+    names: Vec<BudgetNames>,
+}
+
+/// What a request holds of a budget from admission to settlement, made once per definition
+/// (not per request: a request then copies no string): its id, for the usage record, and the
+/// shared-data key of its local spend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetNames {
+    /// The budget id.
+    pub id: Arc<str>,
+    /// [`crate::local_spend::budget_key`] of the id.
+    pub local_key: Arc<str>,
+}
 
 /// Indexes budgets by the chain link they apply to, refusing negative money.
 fn index_budgets(budgets: &[SnapshotBudget]) -> Result<BudgetIndex, SnapshotError> {
     if let Some(i) = budgets.iter().position(negative_money) {
         return Err(SnapshotError::NegativeMoney(i));
     }
-    let mut index: BudgetIndex = Default::default();
+    let mut index = BudgetIndex::default();
     for (i, b) in budgets.iter().enumerate() {
-        if let Some(by_id) = index.get_mut(usize::from(b.scope.chain_rank())) {
+        if let Some(by_id) = index.by_link.get_mut(usize::from(b.scope.chain_rank())) {
             by_id.entry(b.scope_id.clone()).or_default().push(i);
         }
+        index.names.push(BudgetNames {
+            id: Arc::from(b.id.as_str()),
+            local_key: Arc::from(crate::local_spend::budget_key(&b.id)),
+        });
     }
     Ok(index)
 }
@@ -261,13 +282,15 @@ impl SnapshotIndex {
         })
     }
 
-    /// Every budget on `principal`'s chain with its spend, most specific scope first.
+    /// Every budget on `principal`'s chain with its spend and its names, most specific scope
+    /// first.
     pub fn budgets_for<'a>(
         &'a self,
         principal: &'a Principal,
-    ) -> impl Iterator<Item = BudgetRef<'a>> + 'a {
+    ) -> impl Iterator<Item = (BudgetRef<'a>, &'a BudgetNames)> + 'a {
         principal.chain().flat_map(move |(scope, id)| {
             self.budgets
+                .by_link
                 .get(usize::from(scope.chain_rank()))
                 .and_then(|by_id| by_id.get(id))
                 .into_iter()
@@ -278,7 +301,7 @@ impl SnapshotIndex {
                         Some(spend) => *spend.get(i)?,
                         None => (budget.spent_window_start, budget.spent_usd),
                     };
-                    Some(BudgetRef { budget, spent })
+                    Some((BudgetRef { budget, spent }, self.budgets.names.get(i)?))
                 })
         })
     }
@@ -324,8 +347,22 @@ mod tests {
         let p = idx.principal_for_key("ab12").unwrap();
         assert_eq!(p.user.as_deref(), Some("u1"));
         assert!(idx.principal_for_key("ffff").is_none());
-        let ids: Vec<&str> = idx.budgets_for(&p).map(|b| b.budget.id.as_str()).collect();
+        let ids: Vec<&str> = idx
+            .budgets_for(&p)
+            .map(|b| b.0.budget.id.as_str())
+            .collect();
         assert_eq!(ids, ["b-key", "b-org"], "most specific first");
+        let names: Vec<(&str, &str)> = idx
+            .budgets_for(&p)
+            .map(|(_, n)| (&*n.id, &*n.local_key))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("b-key", "tollgate.budget.b-key"),
+                ("b-org", "tollgate.budget.b-org")
+            ]
+        );
         assert_eq!(idx.snapshot.reporters["r1"], 41);
         assert_eq!(idx.snapshot.budgets[0].window.period(), Period::Monthly);
     }
@@ -334,7 +371,7 @@ mod tests {
     fn spend_resets_when_a_boundary_passes() {
         let idx = SnapshotIndex::decode(doc().to_string().as_bytes()).unwrap();
         let p = idx.principal_for_key("ab12").unwrap();
-        let chain: Vec<BudgetRef<'_>> = idx.budgets_for(&p).collect();
+        let chain: Vec<BudgetRef<'_>> = idx.budgets_for(&p).map(|b| b.0).collect();
         let org = &chain[1];
         let d = |s: &str| s.parse::<Decimal>().unwrap();
         assert_eq!(org.spent_at(1999), Some((d("12.5"), Some(2000))));

@@ -24,6 +24,7 @@
 //! their local spend: an overcount, the safe side.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -170,16 +171,23 @@ macro_rules! wire_value {
 wire_value!(i64, |v, w| w.i64(*v), |r| r.i64());
 wire_value!(u64, |v, w| w.u64(*v), |r| r.u64());
 wire_value!(Decimal, |v, w| w.dec(*v), |r| r.dec());
-impl Wire for String {
-    /// Its length.
-    const MIN_BYTES: usize = 4;
-    fn put(&self, w: &mut Writer) {
-        w.str(self);
-    }
-    fn take(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        Ok(r.str()?.to_string())
-    }
+/// [`Wire`] for an owned string type: a length-prefixed string.
+macro_rules! wire_string {
+    ($($ty:ty),*) => {$(
+        impl Wire for $ty {
+            /// Its length.
+            const MIN_BYTES: usize = 4;
+            fn put(&self, w: &mut Writer) {
+                w.str(self);
+            }
+            fn take(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+                Ok(<$ty>::from(r.str()?))
+            }
+        }
+    )*};
 }
+// A charge's budget id is shared with the worker's snapshot (`snapshot::BudgetNames`).
+wire_string!(String, Arc<str>);
 wire_value!(Option<String>, |v, w| w.opt_str(v.as_deref()), |r| Ok(r
     .opt_str()?
     .map(str::to_string)));
@@ -727,7 +735,7 @@ fn backoff_ms(failures: u32) -> u64 {
 
 /// Sums charges per (budget, window).
 fn sum_charges(charges: impl IntoIterator<Item = BudgetCharge>) -> Vec<BudgetCharge> {
-    let mut sums: BTreeMap<(String, i64), Decimal> = BTreeMap::new();
+    let mut sums: BTreeMap<(Arc<str>, i64), Decimal> = BTreeMap::new();
     for c in charges {
         let e = sums.entry((c.budget, c.window)).or_default();
         *e = e.checked_add(c.amount).unwrap_or(Decimal::MAX);

@@ -362,7 +362,8 @@ impl SyncService {
         // After publishing: for a moment both the snapshot and the local spend count the same
         // events (an overcount, the safe side), never neither.
         for c in self.state.snapshot_stored(etag, &held.reporters) {
-            host::BudgetSlot::of(&c.budget).update(|s| s.ack(c.window, c.amount));
+            host::BudgetSlot::at(budget_key(&c.budget).into())
+                .update(|s| s.ack(c.window, c.amount));
         }
         self.mark_fresh();
     }

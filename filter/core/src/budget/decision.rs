@@ -162,9 +162,15 @@ impl<'a> Allow<'a> {
     /// the decision itself allocates nothing.
     pub fn soft_warnings(&self) -> impl Iterator<Item = &'a BudgetState<'a>> + 'a {
         let estimate = self.estimate;
-        self.budgets
-            .iter()
-            .filter(move |b| b.mode == Mode::Enforce && assess(b, estimate).soft_crossed)
+        // Every admitted request asks; most cross no soft limit.
+        let budgets = if self.soft_count == 0 {
+            &[]
+        } else {
+            self.budgets
+        };
+        budgets.iter().filter(move |b| {
+            b.mode == Mode::Enforce && b.soft_limit.is_some() && assess(b, estimate).soft_crossed
+        })
     }
 
     /// Every budget that would deny, in chain order (see [`Allow::would_deny`]).

@@ -52,7 +52,10 @@ fn a_whole_document_is_held_by_sections_and_read_back_the_same() {
     let p = principal_in_bucket(held.bucket("ab1").as_bytes(), "ab12").unwrap();
     assert_eq!(Some(p.clone()), whole.principal_for_key("ab12"));
     assert!(principal_in_bucket(held.bucket("ab1").as_bytes(), "ab13").is_none());
-    let ids: Vec<&str> = w.budgets_for(&p).map(|b| b.budget.id.as_str()).collect();
+    let ids: Vec<&str> = w
+        .budgets_for(&p)
+        .map(|(b, _)| b.budget.id.as_str())
+        .collect();
     assert_eq!(ids, ["b-key", "b-org"]);
     assert_eq!(held.reporters["r1"], 41);
 }
@@ -104,7 +107,7 @@ fn a_delta_changes_only_what_it_names() {
     let p = principal_in_bucket(held.bucket("ab1").as_bytes(), "ab12").unwrap();
     let spent: Vec<_> = next
         .budgets_for(&p)
-        .map(|b| (b.budget.id.clone(), b.spent))
+        .map(|(b, _)| (b.budget.id.clone(), b.spent))
         .collect();
     assert_eq!(
         spent,
