@@ -125,14 +125,14 @@ pub fn chat_completion_request_with(request_body: String) -> Request {
         .body(request_body)
 }
 
-/// Runs one request and fails the bench if the VM broke.
-fn one(host: &mut Host, request: &Request) -> Result<Duration> {
+/// Runs one request and fails the bench unless it was answered `status`.
+fn one(host: &mut Host, request: &Request, status: u16) -> Result<Duration> {
     let start = Instant::now();
     let outcome: Outcome = host.send(request)?;
     let elapsed = start.elapsed();
     // A module that answers anything else (e.g. a 503 before its snapshot arrived) is not
     // doing the work the bench claims to measure.
-    served(host, &outcome, 200)?;
+    served(host, &outcome, status)?;
     Ok(elapsed)
 }
 
@@ -175,39 +175,22 @@ pub fn run_with(
     requests: usize,
     mut setup: impl FnMut(&mut Host, bool) -> Result<()>,
 ) -> Result<Report> {
-    let mut hosts = vec![filter.start()?, baseline.start()?];
-    if let Some(floor) = floor {
-        hosts.push(floor.start()?);
+    let mut subjects = Vec::new();
+    for (i, plugin) in [Some(filter), Some(baseline), floor]
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let mut host = plugin.start()?;
+        setup(&mut host, i == 0)?;
+        subjects.push(Subject {
+            host,
+            request: request.clone(),
+            status: 200,
+        });
     }
-    for (i, host) in hosts.iter_mut().enumerate() {
-        setup(host, i == 0)?;
-    }
-    let warmup = (requests / 10).clamp(10, 1_000);
-    for _ in 0..warmup {
-        for host in &mut hosts {
-            one(host, request)?;
-        }
-    }
-    let rounds = (requests / 500).clamp(1, 50);
-    let per_round = requests.div_ceil(rounds);
-    let mut times: Vec<Vec<Duration>> =
-        hosts.iter().map(|_| Vec::with_capacity(requests)).collect();
-    let n = hosts.len();
-    for round in 0..rounds {
-        let take = per_round.min(requests - times.first().map_or(0, Vec::len));
-        // Each round starts with the next module, so drift hits every module alike.
-        for k in 0..n {
-            let m = (round + k) % n;
-            let (Some(host), Some(t)) = (hosts.get_mut(m), times.get_mut(m)) else {
-                continue;
-            };
-            for _ in 0..take {
-                t.push(one(host, request)?);
-            }
-            host.take_logs();
-        }
-    }
-    let mut stats = times.iter_mut().map(|t| Stats::from_durations(t));
+    let (stats, rounds) = interleaved(&mut subjects, requests)?;
+    let mut stats = stats.into_iter();
     let (Some(filter), Some(baseline)) = (stats.next(), stats.next()) else {
         bail!("no modules measured");
     };
@@ -217,6 +200,51 @@ pub fn run_with(
         floor: stats.next(),
         rounds,
     })
+}
+
+/// One thing timed by [`interleaved`]: a started host, the request it serves and the status
+/// every answer must have.
+pub struct Subject {
+    /// The host, its VMs started (and settled).
+    pub host: Host,
+    /// The request sent to it.
+    pub request: Request,
+    /// The status each answer must have.
+    pub status: u16,
+}
+
+/// Times `requests` requests per subject after a warm-up, in interleaved rounds (each round
+/// starts with the next subject, so drift hits every subject alike): the statistics in the
+/// subjects' order, and the number of rounds.
+pub fn interleaved(subjects: &mut [Subject], requests: usize) -> Result<(Vec<Stats>, usize)> {
+    let warmup = (requests / 10).clamp(10, 1_000);
+    for _ in 0..warmup {
+        for s in subjects.iter_mut() {
+            one(&mut s.host, &s.request, s.status)?;
+        }
+    }
+    let rounds = (requests / 500).clamp(1, 50);
+    let per_round = requests.div_ceil(rounds);
+    let n = subjects.len();
+    let mut times: Vec<Vec<Duration>> = (0..n).map(|_| Vec::with_capacity(requests)).collect();
+    for round in 0..rounds {
+        let take = per_round.min(requests - times.first().map_or(0, Vec::len));
+        for k in 0..n {
+            let m = (round + k) % n;
+            let (Some(s), Some(t)) = (subjects.get_mut(m), times.get_mut(m)) else {
+                continue;
+            };
+            for _ in 0..take {
+                t.push(one(&mut s.host, &s.request, s.status)?);
+            }
+            s.host.take_logs();
+        }
+    }
+    let stats = times
+        .iter_mut()
+        .map(|t| Stats::from_durations(t))
+        .collect();
+    Ok((stats, rounds))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::{bench, HttpResponse, Plugin, Request, Upstream, VmId};
+use crate::{bench, Host, HttpResponse, Plugin, Request, Upstream, VmId};
 
 /// The bench's plugin configurations and snapshot (`tests/harness/bench/`).
 const FILTER_CONFIG: &str = include_str!("../bench/filter.json");
@@ -184,20 +184,8 @@ fn per_request(
     request: &Request,
     status: u16,
 ) -> Result<Measured> {
-    let mut host = plugin.start()?;
+    let mut host = started(plugin, services)?;
     let worker = VmId(0);
-    if let Some((sync, snapshot)) = services {
-        let body = serde_json::to_vec(snapshot)?;
-        host.upstream(
-            "tollgate_control_plane",
-            Upstream::by_path(vec![(
-                "/v1/snapshot".to_owned(),
-                HttpResponse::json(200, body),
-            )]),
-        );
-        host.add_vm(sync)?;
-        host.advance(bench::SETTLE)?;
-    }
     let (mut start, mut start_by, mut start_calls) = (0, BTreeMap::new(), 0);
     for i in 0..WARMUP + COUNTED {
         if i == WARMUP {
@@ -226,16 +214,38 @@ fn per_request(
     })
 }
 
+/// `plugin`'s host, with `services` (and the snapshot upstream they pull) started and settled
+/// beside it.
+fn started(plugin: &Plugin, services: Option<(&Plugin, &Value)>) -> Result<Host> {
+    let mut host = plugin.start()?;
+    if let Some((sync, snapshot)) = services {
+        let body = serde_json::to_vec(snapshot)?;
+        host.upstream(
+            "tollgate_control_plane",
+            Upstream::by_path(vec![(
+                "/v1/snapshot".to_owned(),
+                HttpResponse::json(200, body),
+            )]),
+        );
+        host.add_vm(sync)?;
+        host.advance(bench::SETTLE)?;
+    }
+    Ok(host)
+}
+
+/// A module as the gate runs it (vm_id `tollgate`), counting fuel or not.
+fn build(wasm: &[u8], config: &str, count_fuel: bool) -> Result<Plugin> {
+    Plugin::builder(wasm.to_vec())
+        .vm_id("tollgate")
+        .configuration(config.as_bytes().to_vec())
+        .count_fuel(count_fuel)
+        .build()
+}
+
 /// Fuel per request for every case (`tollgate/<case>`) and for the no-op and floor modules on
 /// the JSON request (`noop/json`, `floor/json`).
 pub fn measure(modules: &Modules) -> Result<BTreeMap<String, Measured>> {
-    let build = |wasm: &[u8], config: &str| {
-        Plugin::builder(wasm.to_vec())
-            .vm_id("tollgate")
-            .configuration(config.as_bytes().to_vec())
-            .count_fuel(true)
-            .build()
-    };
+    let build = |wasm: &[u8], config: &str| build(wasm, config, true);
     let filter = build(&modules.filter, FILTER_CONFIG)?;
     let sync = build(&modules.sync, SYNC_CONFIG)?;
     let mut fuel = BTreeMap::new();
@@ -257,6 +267,35 @@ pub fn measure(modules: &Modules) -> Result<BTreeMap<String, Measured>> {
         fuel.insert(format!("{name}/json"), used);
     }
     Ok(fuel)
+}
+
+/// The time per request of every case and of the no-op and floor modules (named as in
+/// [`measure`]), `requests` of each in interleaved rounds (fuel not counted): what the fuel
+/// figures are in time on this machine, all from one run, so the differences between cases
+/// (each budget on the chain, a denial, streaming) are measured against the same drift.
+pub fn time(modules: &Modules, requests: usize) -> Result<BTreeMap<String, bench::Stats>> {
+    let filter = build(&modules.filter, FILTER_CONFIG, false)?;
+    let sync = build(&modules.sync, SYNC_CONFIG, false)?;
+    let mut names = Vec::new();
+    let mut subjects = Vec::new();
+    for case in cases()? {
+        subjects.push(bench::Subject {
+            host: started(&filter, Some((&sync, &case.snapshot)))?,
+            request: case.request,
+            status: case.status,
+        });
+        names.push(format!("tollgate/{}", case.name));
+    }
+    for (name, wasm) in [("noop", &modules.noop), ("floor", &modules.floor)] {
+        subjects.push(bench::Subject {
+            host: started(&build(wasm, "", false)?, None)?,
+            request: bench::chat_completion_request(),
+            status: 200,
+        });
+        names.push(format!("{name}/json"));
+    }
+    let (stats, _) = bench::interleaved(&mut subjects, requests)?;
+    Ok(names.into_iter().zip(stats).collect())
 }
 
 /// The committed figures (`tests/harness/bench/fuel.json`).

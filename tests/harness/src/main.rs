@@ -102,6 +102,10 @@ enum Command {
         /// Also print each case's fuel per request by callback.
         #[arg(long)]
         phases: bool,
+        /// Also time this many requests of every case and module, in interleaved rounds,
+        /// and print what each budget on the chain costs (JSON, 4 budgets against 1).
+        #[arg(long)]
+        time: Option<usize>,
     },
     /// Replays a JSON scenario and checks the expected decisions.
     Run {
@@ -293,6 +297,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             write,
             reason,
             phases,
+            time,
         } => {
             let modules = fuel::Modules {
                 filter: read(&wasm)?,
@@ -321,6 +326,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         println!("  {callback:<32} {used:>10}");
                     }
                 }
+            }
+            if let Some(requests) = time {
+                print_times(&fuel::time(&modules, requests)?, requests);
             }
             let mut code = ExitCode::SUCCESS;
             if let Some(path) = &check {
@@ -377,4 +385,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
     }
+}
+
+/// `fuel --time`: each case's time beside the floor's, and the cost of each budget on the chain.
+fn print_times(times: &std::collections::BTreeMap<String, bench::Stats>, requests: usize) {
+    let p50 = |name: &str| times.get(name).map_or(f64::NAN, |s| s.p50_us);
+    let floor = p50("floor/json");
+    println!("time per request, {requests} of each, interleaved:");
+    println!(
+        "{:<26} {:>10} {:>10} {:>10}",
+        "module/case", "p50 µs", "p99 µs", "/ floor"
+    );
+    for (name, s) in times {
+        println!(
+            "{name:<26} {:>10.2} {:>10.2} {:>10.2}",
+            s.p50_us,
+            s.p99_us,
+            s.p50_us / floor
+        );
+    }
+    let per_budget = (p50("tollgate/json-4-budgets") - p50("tollgate/json-1-budget")) / 3.0;
+    println!(
+        "per budget on the chain (json-4 - json-1) / 3: {per_budget:.2} µs p50 ({:.2} x the floor's request)",
+        per_budget / floor
+    );
 }
