@@ -202,6 +202,11 @@ pub fn run_with(
     })
 }
 
+/// Requests each subject serves before [`interleaved`] times `requests` of them.
+pub fn warmup(requests: usize) -> usize {
+    (requests / 10).clamp(10, 1_000)
+}
+
 /// One thing timed by [`interleaved`]: a started host, the request it serves and the status
 /// every answer must have.
 pub struct Subject {
@@ -217,7 +222,7 @@ pub struct Subject {
 /// starts with the next subject, so drift hits every subject alike): the statistics in the
 /// subjects' order, and the number of rounds.
 pub fn interleaved(subjects: &mut [Subject], requests: usize) -> Result<(Vec<Stats>, usize)> {
-    let warmup = (requests / 10).clamp(10, 1_000);
+    let warmup = warmup(requests);
     for _ in 0..warmup {
         for s in subjects.iter_mut() {
             one(&mut s.host, &s.request, s.status)?;
@@ -240,10 +245,7 @@ pub fn interleaved(subjects: &mut [Subject], requests: usize) -> Result<(Vec<Sta
             s.host.take_logs();
         }
     }
-    let stats = times
-        .iter_mut()
-        .map(|t| Stats::from_durations(t))
-        .collect();
+    let stats = times.iter_mut().map(|t| Stats::from_durations(t)).collect();
     Ok((stats, rounds))
 }
 

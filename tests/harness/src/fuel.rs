@@ -233,12 +233,13 @@ fn started(plugin: &Plugin, services: Option<(&Plugin, &Value)>) -> Result<Host>
     Ok(host)
 }
 
-/// A module as the gate runs it (vm_id `tollgate`), counting fuel or not.
+/// A module as the gate runs it (vm_id `tollgate`): counting fuel, or timing its host calls.
 fn build(wasm: &[u8], config: &str, count_fuel: bool) -> Result<Plugin> {
     Plugin::builder(wasm.to_vec())
         .vm_id("tollgate")
         .configuration(config.as_bytes().to_vec())
         .count_fuel(count_fuel)
+        .time_host_calls(!count_fuel)
         .build()
 }
 
@@ -273,7 +274,7 @@ pub fn measure(modules: &Modules) -> Result<BTreeMap<String, Measured>> {
 /// [`measure`]), `requests` of each in interleaved rounds (fuel not counted): what the fuel
 /// figures are in time on this machine, all from one run, so the differences between cases
 /// (each budget on the chain, a denial, streaming) are measured against the same drift.
-pub fn time(modules: &Modules, requests: usize) -> Result<BTreeMap<String, bench::Stats>> {
+pub fn time(modules: &Modules, requests: usize) -> Result<BTreeMap<String, Timed>> {
     let filter = build(&modules.filter, FILTER_CONFIG, false)?;
     let sync = build(&modules.sync, SYNC_CONFIG, false)?;
     let mut names = Vec::new();
@@ -295,7 +296,27 @@ pub fn time(modules: &Modules, requests: usize) -> Result<BTreeMap<String, bench
         names.push(format!("{name}/json"));
     }
     let (stats, _) = bench::interleaved(&mut subjects, requests)?;
-    Ok(names.into_iter().zip(stats).collect())
+    let served = (bench::warmup(requests) + requests) as f64;
+    Ok(names
+        .into_iter()
+        .zip(stats)
+        .zip(&subjects)
+        .map(|((name, stats), s)| {
+            let host_us = s.host.host_time(VmId(0)).as_secs_f64() * 1e6 / served;
+            (name, Timed { stats, host_us })
+        })
+        .collect())
+}
+
+/// One case's time per request.
+#[derive(Clone, Copy, Debug)]
+pub struct Timed {
+    /// End to end through the harness.
+    pub stats: bench::Stats,
+    /// Of it, the mean time inside the worker VM's host calls: the harness standing in for
+    /// Envoy (shared data, buffers, headers), clock reads included. The rest is the guest's
+    /// own work and the harness driving the callbacks.
+    pub host_us: f64,
 }
 
 /// The committed figures (`tests/harness/bench/fuel.json`).

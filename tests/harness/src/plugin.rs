@@ -78,6 +78,9 @@ pub(crate) struct Settings {
     /// Every VM counts wasmtime fuel (the wasm operators it runs): deterministic work units
     /// for the fuel gate ([`crate::fuel`]), at some cost in speed.
     pub count_fuel: bool,
+    /// Every VM times its host calls ([`crate::Host::host_time`]), at the cost of two clock
+    /// reads per call.
+    pub time_host_calls: bool,
 }
 
 impl Settings {
@@ -96,6 +99,7 @@ impl Settings {
             log_level: LogLevel::Trace,
             call_timeout: Duration::from_secs(1),
             count_fuel: false,
+            time_host_calls: false,
         }
     }
 }
@@ -302,6 +306,12 @@ impl PluginBuilder {
     /// Counts the fuel (wasm operators run) of every VM, read with [`crate::Host::fuel_used`].
     pub fn count_fuel(mut self, count: bool) -> Self {
         self.settings.count_fuel = count;
+        self
+    }
+
+    /// Times every VM's host calls, read with [`crate::Host::host_time`].
+    pub fn time_host_calls(mut self, time: bool) -> Self {
+        self.settings.time_host_calls = time;
         self
     }
 

@@ -197,6 +197,14 @@ impl Host {
         self.vms.get(vm.0).map_or(0, |v| v.store.data().host_calls)
     }
 
+    /// Time `vm` spent inside host calls since it started; zero unless its plugin times them
+    /// ([`crate::PluginBuilder::time_host_calls`]).
+    pub fn host_time(&self, vm: VmId) -> std::time::Duration {
+        self.vms
+            .get(vm.0)
+            .map_or(std::time::Duration::ZERO, |v| v.store.data().host_time)
+    }
+
     /// The VMs, in the order they were added.
     pub fn vms(&self) -> impl Iterator<Item = VmId> {
         (0..self.vms.len()).map(VmId)

@@ -86,13 +86,29 @@ impl Vm {
         let state = HostState::new(process, vm, settings);
         let mut store = Store::new(&plugin.compiled.engine, state);
         store.epoch_deadline_trap();
-        if settings.count_fuel {
-            store.call_hook(|mut store, hook| {
-                if matches!(hook, wasmtime::CallHook::CallingHost) {
-                    store.data_mut().host_calls += 1;
+        if settings.count_fuel || settings.time_host_calls {
+            // One hook per store: it counts host calls and, when asked, times them.
+            let timed = settings.time_host_calls;
+            store.call_hook(move |mut store, hook| {
+                let state = store.data_mut();
+                match hook {
+                    wasmtime::CallHook::CallingHost => {
+                        state.host_calls += 1;
+                        if timed {
+                            state.host_since = Some(std::time::Instant::now());
+                        }
+                    }
+                    wasmtime::CallHook::ReturningFromHost => {
+                        if let Some(since) = state.host_since.take() {
+                            state.host_time += since.elapsed();
+                        }
+                    }
+                    _ => {}
                 }
                 Ok(())
             });
+        }
+        if settings.count_fuel {
             store
                 .set_fuel(u64::MAX)
                 .map_err(anyhow::Error::from)

@@ -141,6 +141,11 @@ pub(crate) struct HostState {
     /// Host calls the guest made (counted only when the plugin counts fuel): each crosses the
     /// VM boundary, which costs in Envoy and which fuel does not see.
     pub host_calls: u64,
+    /// Time spent inside host calls (measured only when the plugin times them): what the
+    /// harness's own stand-in for Envoy costs a request, as against the guest's work.
+    pub host_time: std::time::Duration,
+    /// When the host call under way began.
+    pub host_since: Option<std::time::Instant>,
 }
 
 /// What one VM did since the journal was last taken: the raw material of an `Outcome`.
@@ -446,6 +451,8 @@ impl HostState {
             rng: 0x5EED_0000_0000_0000 ^ vm.0 as u64,
             journal: Journal::default(),
             host_calls: 0,
+            host_time: std::time::Duration::ZERO,
+            host_since: None,
         }
     }
 
