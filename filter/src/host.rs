@@ -77,8 +77,8 @@ pub fn set_shared(key: &str, value: &[u8], cas: Option<u32>) -> bool {
 /// wrote in between; a handful suffices even under heavy contention).
 const CAS_ATTEMPTS: usize = 32;
 
-/// One budget's local state in shared data: its key, made once per request and budget (every
-/// read and write of the budget in that request uses it).
+/// One budget's local state in shared data: its key, shared with the worker's snapshot (made
+/// once per budget definition; every read and write of the budget in a request uses it).
 pub struct BudgetSlot(Arc<str>);
 
 impl BudgetSlot {

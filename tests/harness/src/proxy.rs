@@ -192,7 +192,7 @@ impl Host {
     }
 
     /// Host calls `vm` made since it started (proxy-wasm and WASI imports alike); 0 unless its
-    /// plugin counts fuel.
+    /// plugin counts fuel or times its host calls.
     pub fn host_calls(&self, vm: VmId) -> u64 {
         self.vms.get(vm.0).map_or(0, |v| v.store.data().host_calls)
     }

@@ -138,8 +138,8 @@ pub(crate) struct HostState {
     pub rng: u64,
     /// What happened since the journal was last taken.
     pub journal: Journal,
-    /// Host calls the guest made (counted only when the plugin counts fuel): each crosses the
-    /// VM boundary, which costs in Envoy and which fuel does not see.
+    /// Host calls the guest made (counted only when the plugin counts fuel or times its host
+    /// calls): each crosses the VM boundary, which costs in Envoy and which fuel does not see.
     pub host_calls: u64,
     /// Time spent inside host calls (measured only when the plugin times them): what the
     /// harness's own stand-in for Envoy costs a request, as against the guest's work.
