@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 # Crates that build for wasm32-wasip1 and are linted for it too.
-wasm_crates=(-p tollgate-core -p tollgate-filter -p tollgate-sync -p tollgate-noop -p tollgate-floor -p tollgate-hostcalls)
+wasm_crates=(-p tollgate-core -p tollgate-load -p tollgate-filter -p tollgate-sync -p tollgate-noop -p tollgate-floor -p tollgate-hostcalls)
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

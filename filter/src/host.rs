@@ -37,7 +37,7 @@ pub fn configuration(role: Role) -> Option<Config> {
     // The data-plane token comes from Envoy's environment (`host_env_keys`), read through
     // WASI `environ_get`; the config only names the variable.
     let env = |name: &str| std::env::var(name).ok();
-    let problems = match Config::parse_with_env(&bytes, &env) {
+    let problems = match tollgate_load::configuration(&bytes, &env) {
         Ok(config) if config.role == role => return Some(config),
         Ok(_) => {
             let (asked, module) = match role {

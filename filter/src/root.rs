@@ -72,7 +72,7 @@ impl Shared {
     pub fn published() -> Option<Manifest> {
         host::shared(VERSION_KEY)
             .0
-            .and_then(|b| Manifest::decode(&b))
+            .and_then(|b| tollgate_load::manifest(&b))
     }
 
     /// When the control plane last confirmed the snapshot (falls back to its build time).
@@ -118,7 +118,7 @@ impl Shared {
         if previous.as_ref().map(|p| p.stamps().keys) != Some(manifest.stamps.keys) {
             self.keys.borrow_mut().clear();
         }
-        let decoded = SnapshotIndex::from_sections(manifest, previous.as_deref(), |section| {
+        let decoded = tollgate_load::snapshot(manifest, previous.as_deref(), &mut |section| {
             let key = match section {
                 "prices" => PRICES_KEY,
                 "budgets" => BUDGETS_KEY,

@@ -32,6 +32,10 @@
 //!  "missing_usage": "charge_estimate", "provider_errors": "charge_zero", "shadow": false,
 //!  "inject_include_usage": true, "filter_state": true}
 //! ```
+//!
+//! The parsing functions are `#[inline]`: their code, serde's with it, is then generated in
+//! the crate that calls them, `tollgate-load`, built for size, not here (core is built for the
+//! request path's speed). The filter module's size budget depends on it (issue 17).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -227,6 +231,7 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    #[inline]
     fn field_path(&self, key: &str) -> String {
         // An empty key (`{"": 1}`) would otherwise name no field at all (found by
         // `fuzz/fuzz_targets/config.rs`).
@@ -238,6 +243,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    #[inline]
     fn problem(&mut self, key: &str, problem: impl Into<String>) {
         let field = self.field_path(key);
         self.problems.push(ConfigProblem {
@@ -272,6 +278,7 @@ impl<'a> Fields<'a> {
 
     /// A required secret string. Unlike [`Fields::opt`], a problem never quotes the value:
     /// serde's messages do (`invalid type: string "sk-…"`), and Envoy logs them.
+    #[inline]
     fn secret(&mut self, key: &'static str) -> Secret {
         self.used.push(key);
         match self.map.get(key) {
@@ -288,6 +295,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A number in `[min, max]`, else a problem naming the bounds.
+    #[inline]
     fn ranged(&mut self, key: &'static str, default: u64, min: u64, max: u64) -> u64 {
         let v = self.or(key, default);
         if !(min..=max).contains(&v) {
@@ -296,6 +304,7 @@ impl<'a> Fields<'a> {
         v
     }
 
+    #[inline]
     fn object(&mut self, key: &'static str) -> Map<String, Value> {
         self.used.push(key);
         match self.map.get(key) {
@@ -308,6 +317,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    #[inline]
     fn finish(self) {
         let unknown: Vec<String> = self
             .map
@@ -325,12 +335,14 @@ impl<'a> Fields<'a> {
     }
 }
 
+#[inline]
 fn non_empty(f: &mut Fields<'_>, key: &'static str, v: &str) {
     if v.trim().is_empty() {
         f.problem(key, "must not be empty");
     }
 }
 
+#[inline]
 fn path(f: &mut Fields<'_>, key: &'static str, default: &str) -> String {
     let p: String = f.or(key, default.to_string());
     if !p.starts_with('/') {
@@ -345,6 +357,7 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// The data-plane token: inline `token`, the environment variable `token_env` names, or
 /// none when `token_injected` says the control-plane cluster adds it (exactly one of the
 /// three). Problems never quote a value.
+#[inline]
 fn token(f: &mut Fields<'_>, env: Env<'_>, role: Role) -> Secret {
     let inline = f.map.contains_key("token");
     let named = f.map.contains_key("token_env");
@@ -403,6 +416,7 @@ fn token(f: &mut Fields<'_>, env: Env<'_>, role: Role) -> Secret {
     }
 }
 
+#[inline]
 fn control_plane(
     map: &Map<String, Value>,
     env: Env<'_>,
@@ -439,6 +453,7 @@ fn control_plane(
     cp
 }
 
+#[inline]
 fn identity(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> Identity {
     let mut f = Fields {
         path: "identity",
@@ -554,6 +569,7 @@ struct RawDefaultPrice {
     output_per_million: Decimal,
 }
 
+#[inline]
 fn unknown_model(f: &mut Fields<'_>) -> UnknownModel {
     f.used.push("unknown_model");
     match f.map.get("unknown_model") {
@@ -589,6 +605,7 @@ fn unknown_model(f: &mut Fields<'_>) -> UnknownModel {
     }
 }
 
+#[inline]
 fn limits(map: &Map<String, Value>, problems: &mut Vec<ConfigProblem>) -> Limits {
     let mut f = Fields {
         path: "limits",
@@ -617,6 +634,7 @@ impl Config {
 
     /// Parses and validates the plugin configuration bytes; `env` looks up the variable
     /// `control_plane.token_env` names.
+    #[inline]
     pub fn parse_with_env(bytes: &[u8], env: Env<'_>) -> Result<Config, ConfigError> {
         let problem = |field: &str, problem: String| {
             ConfigError(vec![ConfigProblem {

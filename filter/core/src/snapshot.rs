@@ -231,6 +231,7 @@ pub struct BudgetNames {
 }
 
 /// Indexes budgets by the chain link they apply to, refusing negative money.
+#[inline]
 fn index_budgets(budgets: &[SnapshotBudget]) -> Result<BudgetIndex, SnapshotError> {
     if let Some(i) = budgets.iter().position(negative_money) {
         return Err(SnapshotError::NegativeMoney(i));

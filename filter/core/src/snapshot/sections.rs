@@ -15,6 +15,10 @@
 //!   moves, the spend (a compact binary section, 24 bytes a budget) with every version
 //!   ([`SnapshotIndex::from_sections`]); keys are never held whole: a request's key is looked up
 //!   in its bucket's shared-data entry ([`principal_in_bucket`]), one Envoy-wide copy.
+//!
+//! The workers' decoders ([`SnapshotIndex::from_sections`], [`Manifest::decode`] and what they
+//! call) are `#[inline]` or generic, so their code is generated in `tollgate-load`, the crate
+//! built for size that calls them, not in the crates built for the request path's speed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -134,6 +138,7 @@ impl Manifest {
     }
 
     /// The manifest [`Manifest::encode`] wrote; `None` for anything else.
+    #[inline]
     pub fn decode(bytes: &[u8]) -> Option<Manifest> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut it = text.split(' ');
@@ -395,6 +400,7 @@ pub fn redefined(a: &SnapshotBudget, b: &SnapshotBudget) -> bool {
 }
 
 /// Decodes a spend section for `count` budgets defined at stamp `defined`.
+#[inline]
 fn decode_spend(bytes: &[u8], defined: u64, count: usize) -> Result<Vec<Spent>, SnapshotError> {
     let bad = || SnapshotError::Spend("spend section".into());
     let mut r = Reader::new(bytes);
@@ -416,6 +422,7 @@ fn decode_spend(bytes: &[u8], defined: u64, count: usize) -> Result<Vec<Spent>, 
 }
 
 /// Decodes a price book section, refusing negative rates (they would bill negative money).
+#[inline]
 pub fn decode_prices(bytes: &[u8]) -> Result<Arc<PriceBook>, SnapshotError> {
     if bytes.is_empty() {
         return Ok(Arc::new(PriceBook::default()));
