@@ -85,17 +85,30 @@ pub fn budget_exceeded(deny: &Deny<'_>, now: i64) -> Reply {
         .checked_sub(b.spent)
         .unwrap_or(Decimal::ZERO)
         .max(Decimal::ZERO);
-    let resets = match b.resets_at {
-        Some(t) => format!(" It resets at {} (Unix time).", t),
-        None => " It does not reset.".to_string(),
+    let resets_at = b.resets_at.map(|t| t.to_string());
+    let (resets, at, unix) = match &resets_at {
+        Some(t) => (" It resets at ", t.as_str(), " (Unix time)."),
+        None => (" It does not reset.", "", ""),
     };
     let (spent, limit) = (plain(b.spent), plain(b.limit));
-    let message = format!(
-        "Tollgate: budget {:?} for this {scope} is exhausted: {spent} of {limit} USD spent or \
-         reserved, {} USD left, not enough for this request's worst-case cost.{resets}",
-        b.id,
-        plain(remaining),
-    );
+    // Concatenated, not formatted: `format!` with the id's `{:?}` was most of a refusal's work.
+    let message = [
+        "Tollgate: budget ",
+        &debug_quoted(b.id),
+        " for this ",
+        scope,
+        " is exhausted: ",
+        &spent,
+        " of ",
+        &limit,
+        " USD spent or reserved, ",
+        &plain(remaining),
+        " USD left, not enough for this request's worst-case cost.",
+        resets,
+        at,
+        unix,
+    ]
+    .concat();
     let budget = BudgetObject {
         id: b.id,
         limit_usd: limit,
@@ -107,7 +120,7 @@ pub fn budget_exceeded(deny: &Deny<'_>, now: i64) -> Reply {
     if let Some(t) = b.resets_at {
         headers.push(("retry-after", t.saturating_sub(now).max(1).to_string()));
     }
-    headers.push(("x-tollgate-budget", format!("{scope}:{}", b.id)));
+    headers.push(("x-tollgate-budget", budget_header(b.scope, b.id)));
     // A budget refusal does not clear on retry; the OpenAI and Anthropic SDKs honour this and
     // raise at once instead of retrying twice with backoff.
     headers.push(("x-should-retry", "false".to_string()));
@@ -115,6 +128,20 @@ pub fn budget_exceeded(deny: &Deny<'_>, now: i64) -> Reply {
         status: 429,
         headers,
         body: error_json("budget_exceeded", &message, Some(budget)),
+    }
+}
+
+/// `s` as `format!("{s:?}")` writes it, quoted and escaped. Budget ids are plain ASCII,
+/// written as they are; anything else goes through `Debug`, whose per-character escape and
+/// printability tables cost more than the rest of a refusal did (issue 17).
+fn debug_quoted(s: &str) -> String {
+    let plain_ascii = s
+        .bytes()
+        .all(|c| (c.is_ascii_graphic() || c == b' ') && c != b'"' && c != b'\\');
+    if plain_ascii {
+        ["\"", s, "\""].concat()
+    } else {
+        format!("{s:?}")
     }
 }
 
@@ -211,6 +238,13 @@ mod tests {
         ) {
             let d = Decimal::from_parts(lo, mid, hi, negative, scale);
             prop_assert_eq!(plain(d), d.normalize().to_string());
+        }
+
+        /// The 429's message quotes the budget id as `{:?}` always did, for any id: plain
+        /// ASCII ids, and ids with quotes, backslashes, control or non-ASCII characters.
+        #[test]
+        fn debug_quoted_is_debug(id in "[ -~]{0,24}|\\PC{0,12}|[a-z\"\\\\\t\n\u{7f}\u{301}é]{0,8}") {
+            prop_assert_eq!(debug_quoted(&id), format!("{id:?}"));
         }
     }
 
