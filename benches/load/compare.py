@@ -5,6 +5,7 @@ Run it through compare.sh (which installs wrk and builds what this needs):
     bash benches/load/compare.sh [--rounds 5] [--duration 10] [--connections 32] [--breakdown]
                                  [--also NAME=WASM]... [--out BENCHMARKS.md]
     bash benches/load/compare.sh --ablate | --hostcalls 32 | --compression  [--rounds N] [--duration S]
+    bash benches/load/compare.sh --also before=OLD.wasm --only before,tollgate [--restart] [--rounds 10]
 
 What it does:
 - starts the mock LLM provider (tollgate-upstream, 1 thread) and the control plane (tollgate
@@ -293,6 +294,8 @@ def start_envoy(stack, name, yaml_bytes, base_id):
     with open(os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
         f.write(yaml_bytes)
     addr_file = os.path.join(stack.dir, f"{name}.admin")
+    if os.path.exists(addr_file):  # a restarted variant's previous Envoy wrote it
+        os.remove(addr_file)
     cmd = stack.pinned(0, [envoy_binary(), "-c", config, "--admin-address-path", addr_file,
                            "--disable-hot-restart", "--base-id", str(base_id), "--concurrency", "1",
                            "--log-level", "warning"])
@@ -318,6 +321,21 @@ def start_envoy(stack, name, yaml_bytes, base_id):
     if listener is None:
         raise Fail(f"envoy {name} never became ready")
     return p, admin, listener
+
+
+def restart_envoy(stack, name, old, yaml_bytes, base_id, key):
+    """Stops a variant's Envoy and starts it again from the same configuration; a metered one
+    gets its first snapshot (the sync interval is 1 s) and answers a first chat before it is
+    measured, as at start. The old one first gets 2 s to post its last usage (the worker's tick,
+    then the sync service's 1 s interval), so that the ledger check still holds."""
+    time.sleep(2)
+    old.kill()
+    old.wait(timeout=30)
+    envoy = start_envoy(stack, name, yaml_bytes, base_id)
+    if key is not None:
+        time.sleep(3)
+        first_chat(envoy[2], key, f"Tollgate ({name}) restarted")
+    return envoy
 
 
 def stat_seconds(path):
@@ -874,6 +892,11 @@ def main():
     ap.add_argument("--only", metavar="A,B,...",
                     help="measure only these variants, rounds alternating (two variants: A B B A ...), and "
                          "print each against the first (writes no file): the check for a small difference")
+    ap.add_argument("--restart", action="store_true",
+                    help="with --only: a fresh Envoy for each variant in every round, so that the paired "
+                         "rounds also sample what stays fixed for one Envoy's life (where V8 placed the "
+                         "module's compiled code, memory layout): two long-lived Envoys of the same work "
+                         "can differ by ~10 µs per request for a whole run, in either direction")
     ap.add_argument("--perf", metavar="DIR",
                     help="record each Envoy with `perf record -e cpu-clock` during its first round (warm-up "
                          "included) into DIR and print its CPU per request by thread and by code: the wasm "
@@ -894,6 +917,8 @@ def main():
     args = ap.parse_args()
     if args.rounds < 1 or args.duration < 1 or args.connections < 1:
         raise Fail("--rounds, --duration and --connections must be positive")
+    if args.restart and (not args.only or args.compression or args.breakdown):
+        raise Fail("--restart goes with --only (each variant its own Envoy), not --compression or --breakdown")
 
     cores = os.cpu_count() or 1
     pin = cores >= 2 and shutil.which("taskset") is not None
@@ -968,8 +993,14 @@ def main():
             probe = tollgate_yaml(common, cp, wasm, secrets_dir, os.path.join(wasm, "tollgate_hostcalls.wasm"))
             configs = {f: with_probe(probe, f, 0 if f == "nothing" else args.hostcalls) for f in HOSTCALL_FAMILIES}
         ensure_inotify(len(configs) + len(also) + len(fconf))
+        specs = {}  # variant -> (yaml, base id): what --restart starts again
+
+        def launch(v, yaml, base_id):
+            specs[v] = (yaml, base_id)
+            return start_envoy(stack, v, yaml, base_id)
+
         for i, v in enumerate(configs):
-            envoys[v] = start_envoy(stack, v, configs[v], os.getpid() % 50000 * 10 + i)
+            envoys[v] = launch(v, configs[v], os.getpid() % 50000 * 10 + i)
         for v, (envoy, _) in COMPRESSION.items():
             if args.compression:
                 envoys[v] = envoys[envoy]
@@ -977,10 +1008,10 @@ def main():
             envoys[v] = envoys.get("tollgate")
         for i, (v, path) in enumerate(also.items()):
             yaml = tollgate_yaml(common, cp, wasm, secrets_dir, os.path.abspath(path))
-            envoys[v] = start_envoy(stack, v, yaml, os.getpid() % 50000 * 10 + len(configs) + i)
+            envoys[v] = launch(v, yaml, os.getpid() % 50000 * 10 + len(configs) + i)
         for i, (v, fields) in enumerate(fconf.items()):
             yaml = with_filter_config(tollgate_yaml(common, cp, wasm, secrets_dir), fields)
-            envoys[v] = start_envoy(stack, v, yaml, os.getpid() % 50000 * 10 + len(configs) + len(also) + i)
+            envoys[v] = launch(v, yaml, os.getpid() % 50000 * 10 + len(configs) + len(also) + i)
         time.sleep(3)  # Tollgate's first snapshot (sync interval 1 s), then the workers' tick
         served = {}
         for v in variants:
@@ -996,6 +1027,11 @@ def main():
             shift = r % len(variants)
             order = variants[shift:] + variants[:shift]
             for v in order:
+                if args.restart and r > 0:
+                    envoys[v] = restart_envoy(stack, v, envoys[v][0], *specs[v],
+                                              keys[v]["secret"] if v in served else None)
+                    if v in served:
+                        served[v] += 1
                 p, _, listener = envoys[v]
                 url = f"http://{listener}"
                 client = COMPRESSION[v][1] if args.compression else {}
@@ -1027,6 +1063,7 @@ def main():
             write_table(results, args, args.command + " " + " ".join(
                 [f"--also {a}" for a in args.also] + [f"--filter-config {a}" for a in args.filter_config]
                 + [f"--only {args.only}", f"--rounds {args.rounds}", f"--duration {args.duration}"]
+                + (["--restart"] if args.restart else [])
                 + ([f"--perf {args.perf}"] if args.perf else [])),
                 [(v, variants[0], f"{v} against {variants[0]}") for v in variants[1:]])
             return
