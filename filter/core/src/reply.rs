@@ -91,7 +91,8 @@ pub fn budget_exceeded(deny: &Deny<'_>, now: i64) -> Reply {
         None => (" It does not reset.", "", ""),
     };
     let (spent, limit) = (plain(b.spent), plain(b.limit));
-    // Concatenated, not formatted: `format!` with the id's `{:?}` was most of a refusal's work.
+    // Concatenated, not formatted: 1.7k fuel less per refusal (the body's serialization, 9.3k,
+    // is the larger part of what a refusal costs; BENCHMARKS.md, issue 17).
     let message = [
         "Tollgate: budget ",
         &debug_quoted(b.id),
@@ -132,8 +133,8 @@ pub fn budget_exceeded(deny: &Deny<'_>, now: i64) -> Reply {
 }
 
 /// `s` as `format!("{s:?}")` writes it, quoted and escaped. Budget ids are plain ASCII,
-/// written as they are; anything else goes through `Debug`, whose per-character escape and
-/// printability tables cost more than the rest of a refusal did (issue 17).
+/// written as they are; anything else goes through `Debug` (its per-character escape and
+/// printability checks are the slow path).
 fn debug_quoted(s: &str) -> String {
     let plain_ascii = s
         .bytes()
