@@ -88,6 +88,11 @@ impl BudgetSlot {
         BudgetSlot(key)
     }
 
+    /// Its shared-data key.
+    pub fn key(&self) -> &Arc<str> {
+        &self.0
+    }
+
     /// The state with its CAS. Corrupt state reads as zero (and is logged): refusing every
     /// request over a bad value would be worse than a lost local delta.
     pub fn read(&self) -> (LocalBudget, Option<u32>) {

@@ -319,7 +319,8 @@ impl Stream {
                     ),
                 };
                 let slot = BudgetSlot::at(Arc::clone(&names.local_key));
-                let (local, cas) = slot.read();
+                let (mut local, cas) = slot.read();
+                self.shared.with_owed(&names.local_key, &mut local);
                 states.push(BudgetState {
                     unsynced: local.unsynced_in(window),
                     reserved: local.reserved(),
@@ -351,6 +352,7 @@ impl Stream {
                 if local.reserve(estimate).is_none() || !slot.write(local, *cas) {
                     break;
                 }
+                self.shared.owed_written(slot.key());
                 done += 1;
             }
             if done < budgets.len() {
@@ -391,8 +393,8 @@ impl Stream {
         ))
     }
 
-    /// The request is over: price what it used (or charge by policy), settle the
-    /// reservations, queue the usage event.
+    /// The request is over: price what it used (or charge by policy), owe the budgets the
+    /// settled reservations (written later, `Shared::owe`), collect the usage event.
     fn settle(&mut self, ended: bool) {
         if self.settled {
             return;
@@ -417,10 +419,9 @@ impl Stream {
         let total = settled.cost.total;
         let mut charges = Vec::with_capacity(adm.reserved.len());
         for r in adm.reserved {
-            r.slot.update(|s| {
-                s.release(adm.priced.estimate);
-                s.add_unsynced(r.window, total);
-            });
+            // Written with the next admission on the budget or on the tick (`Shared::owe`).
+            self.shared
+                .owe(r.slot.key(), adm.priced.estimate, r.window, total);
             charges.push(BudgetCharge {
                 budget: r.id,
                 window: r.window,

@@ -6,14 +6,17 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
+use rust_decimal::Decimal;
 use tollgate_core::config::Config;
 use tollgate_core::denials::{Denials, Refusal};
 use tollgate_core::estimate::EstimateConfig;
 use tollgate_core::identity::{key_hash, Principal};
+use tollgate_core::local_spend::{LocalBudget, Owed};
 use tollgate_core::shared_codec::Writer;
 use tollgate_core::snapshot::sections::{key_bucket, principal_in_bucket, Manifest};
 use tollgate_core::snapshot::{KeyLookup, SnapshotIndex};
@@ -22,7 +25,7 @@ use tollgate_core::sync_protocol::{
     SPEND_KEY, VERSION_KEY,
 };
 
-use crate::host;
+use crate::host::{self, BudgetSlot};
 use crate::metrics::Metrics;
 
 /// Usage records a worker collects before putting them on the queue as one item. Every
@@ -30,6 +33,10 @@ use crate::metrics::Metrics;
 /// service's callback), which under load cost more than metering the request itself. The
 /// worker tick flushes a partial batch, so an event waits at most one tick.
 const OUTBOX_MAX_EVENTS: usize = 64;
+
+/// Budgets a worker owes settlements to before it writes them all: bounds the search an
+/// admission and a settlement make (a worker serving many budgets writes every this many).
+const OWED_MAX_BUDGETS: usize = 32;
 
 /// Keys a worker remembers (found or not) until the key buckets change; past this many it
 /// starts over, so a caller spraying random keys cannot grow it.
@@ -61,6 +68,13 @@ pub struct Shared {
     fresh_at: Cell<Option<i64>>,
     queue: Cell<Option<u32>>,
     outbox: RefCell<Outbox>,
+    /// What this worker's settled requests owe budgets' local state, by the snapshot's
+    /// shared-data key of the budget, written with the next admission on the budget or on the
+    /// tick ([`Owed`]). Found by the key's allocation, not its text (a pointer comparison, no
+    /// hashing): the entry holds the key, so its address names that budget while the entry
+    /// lives. A budget redefined since (a new snapshot's key) misses its older entry and
+    /// decides with the reservation still held, stricter until the tick writes it.
+    owed: RefCell<Vec<(Arc<str>, Owed)>>,
     /// Refusals not yet reported (one record per budget, principal and model per second).
     denials: RefCell<Denials>,
     /// Metric ids.
@@ -136,6 +150,51 @@ impl Shared {
         true
     }
 
+    /// A settled request's reservation of `estimate` on the budget at `key` ends and `amount`
+    /// was spent in `window`: owed to the budget's local state, not yet written.
+    pub fn owe(&self, key: &Arc<str>, estimate: Decimal, window: i64, amount: Decimal) {
+        let full = {
+            let mut owed = self.owed.borrow_mut();
+            match owed.iter_mut().find(|(k, _)| Arc::ptr_eq(k, key)) {
+                Some((_, o)) => o.settle(estimate, window, amount),
+                None => {
+                    let mut o = Owed::default();
+                    o.settle(estimate, window, amount);
+                    owed.push((Arc::clone(key), o));
+                }
+            }
+            owed.len() >= OWED_MAX_BUDGETS
+        };
+        if full {
+            self.write_owed();
+        }
+    }
+
+    /// The budget's local state `state` (just read at `key`) with what this worker owes it
+    /// applied, as an admission decides with it and writes it.
+    pub fn with_owed(&self, key: &Arc<str>, state: &mut LocalBudget) {
+        if let Some((_, o)) = self.owed.borrow().iter().find(|(k, _)| Arc::ptr_eq(k, key)) {
+            o.apply_to(state);
+        }
+    }
+
+    /// The state holding what this worker owed the budget at `key` was written.
+    pub fn owed_written(&self, key: &Arc<str>) {
+        let mut owed = self.owed.borrow_mut();
+        if let Some(i) = owed.iter().position(|(k, _)| Arc::ptr_eq(k, key)) {
+            owed.swap_remove(i);
+        }
+    }
+
+    /// Writes everything owed (one compare-and-set per budget), before the usage it comes
+    /// from is queued.
+    fn write_owed(&self) {
+        let owed = std::mem::take(&mut *self.owed.borrow_mut());
+        for (key, o) in owed {
+            BudgetSlot::at(key).update(|state| o.apply_to(state));
+        }
+    }
+
     /// Collects one request's usage for the sync service (queued with the next batch).
     pub fn send_usage(&self, item: &QueuedUsage) {
         let full = {
@@ -175,6 +234,9 @@ impl Shared {
 
     /// Puts the collected usage on the shared queue as one item.
     pub fn flush_usage(&self) {
+        // Its charges reach the budgets' local state first: the sync service removes them
+        // from there once the control plane acknowledges the batch.
+        self.write_owed();
         let Outbox { records, events } = std::mem::take(&mut *self.outbox.borrow_mut());
         if events == 0 {
             return;
@@ -253,6 +315,7 @@ impl FilterRoot {
             fresh_at: Cell::new(None),
             queue: Cell::new(None),
             outbox: RefCell::new(Outbox::default()),
+            owed: RefCell::new(Vec::new()),
             denials: RefCell::new(Denials::default()),
             metrics: Metrics::define(),
         });

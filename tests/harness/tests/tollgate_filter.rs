@@ -266,6 +266,12 @@ impl Tollgate {
         self.host.advance(Duration::from_secs(seconds)).unwrap();
     }
 
+    /// One worker tick (100 ms with the tests' 1 s sync interval), too short for the sync
+    /// service to post and have acknowledged what the worker queues on it.
+    fn tick(&mut self) {
+        self.host.advance(Duration::from_millis(100)).unwrap();
+    }
+
     fn send(&mut self, r: &Request) -> Outcome {
         let o = self.host.send_to(self.worker, r).unwrap();
         assert!(o.trap.is_none(), "filter trapped: {:?}", o.trap);
@@ -368,6 +374,11 @@ fn allows_swaps_the_key_and_settles_the_exact_cost() {
         "10 × $1/M + 20 × $2/M"
     );
     assert_eq!(o.filter_state("tollgate.decision"), Some(&b"allow"[..]));
+    // Settling needs no write of its own: the worker holds what it owes the budget until its
+    // next admission on it or its tick, the reservation (the 100-token worst case) counted
+    // until then.
+    assert_eq!(t.local(), "r=0.000211");
+    t.tick();
     // Reservation released, actual cost kept locally until acknowledged.
     assert_eq!(t.local(), format!("r=0;{T0}=0.00005"));
 
@@ -416,6 +427,7 @@ fn without_filter_state_a_request_is_judged_and_metered_the_same() {
     for name in ["tollgate.decision", "tollgate.principal", "tollgate.cost"] {
         assert_eq!(o.filter_state(name), None, "{name} written");
     }
+    t.tick();
     assert_eq!(t.local(), format!("r=0;{T0}=0.00005"), "charged exactly");
     t.advance(1);
     {
@@ -621,11 +633,46 @@ fn reservations_of_requests_in_flight_count_against_the_budget() {
             .response_body(chat_response(100, 200)),
     );
     assert!(o.allowed());
+    t.tick();
     assert_eq!(
         t.local(),
         format!("r=0.5;{T0}=0.0005"),
         "own reservation released, cost kept"
     );
+}
+
+#[test]
+fn a_settled_request_is_written_with_the_next_admission_on_its_budget() {
+    // Limit $1. A worst case of 400,000 output tokens reserves $0.8 (+ the prompt's); each
+    // answer costs $0.000003. A second such request fits only if the first one's settlement
+    // counts, not its reservation: the admission decides with what the worker owes the
+    // budget applied, and writes it in the same compare-and-set.
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    let big = || {
+        chat(400_000)
+            .response_status(200)
+            .response_body(chat_response(1, 1))
+    };
+    assert!(t.send(&big()).allowed());
+    let held = t.local();
+    assert!(held.starts_with("r=0.8") && !held.contains(';'), "{held}");
+    let o = t.send(&big());
+    assert!(o.allowed(), "{o:?}");
+    assert_eq!(
+        o.response_header("x-tollgate-budget-remaining"),
+        Some("0.999997"),
+        "the first request's cost, not its reservation"
+    );
+    assert_eq!(
+        t.local(),
+        format!("{held};{T0}=0.000003"),
+        "first settled in the second's admission; the second's reservation held"
+    );
+    // The tick writes the rest before it queues the usage: when the batch reaches the
+    // control plane, both charges are in the local state.
+    t.advance(1);
+    assert_eq!(t.cp.lock().unwrap().events.len(), 2);
+    assert_eq!(t.local(), format!("r=0;{T0}=0.000006"));
 }
 
 /// The counters every admitted request moves are added up in the worker and reach Envoy on
@@ -1048,6 +1095,7 @@ fn a_complete_provider_error_is_charged_zero_under_its_status_class() {
         assert_eq!(o.status(), Some(status));
         assert_eq!(o.filter_state("tollgate.cost"), Some(&b"0"[..]), "{status}");
     }
+    t.tick();
     assert_eq!(
         t.local(),
         format!("r=0;{T0}=0"),
