@@ -94,3 +94,72 @@ fn sixty_four_concurrent_streams_never_push_spend_past_the_limit() {
         spend.total_usd
     );
 }
+
+/// A settled request writes nothing to shared data itself: its worker owes the budget the
+/// release of its reservation and its cost, and writes them with its next admission on the
+/// budget or on its tick. Whichever worker takes the next request must count the cost, not the
+/// reservation, once a tick has passed. Each request on a fresh connection (Envoy spreads
+/// connections over its two workers); the worst case reserved (4,000 output tokens ≈ $0.0024)
+/// is over a hundred times what an answer costs (≤ 24 output tokens), so one reservation still
+/// held anywhere shows in the next request's remaining budget.
+#[test]
+fn every_worker_counts_a_settled_cost_not_its_reservation() {
+    let Some(stack) = common::stack_with(StackOptions {
+        sync_interval_ms: common::SYNC_INTERVAL_MS,
+        envoy_concurrency: 2,
+        ..StackOptions::default()
+    }) else {
+        return;
+    };
+    let chain = common::funded(&stack, "owed", "1");
+    let workers = || {
+        let stats = stack.envoy.stats("downstream_cx_total").unwrap();
+        (0..2)
+            .map(|w| {
+                let name = format!(".worker_{w}.downstream_cx_total");
+                stats
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("listener.") && k.ends_with(&name))
+                    .map(|(_, v)| *v)
+                    .sum::<u64>()
+            })
+            .collect::<Vec<u64>>()
+    };
+    let before = workers();
+    let url = stack.url();
+    let mut served = 0;
+    // Until both workers served two requests each (bounded: 40 requests).
+    for i in 0..40 {
+        let http = common::client();
+        let resp = http
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(&chain.secret)
+            .json(&json!({"model": "gpt-4o-mini", "max_tokens": 4000,
+                          "messages": [{"role": "user", "content": format!("request {i}")}]}))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let remaining: Decimal = resp.headers()["x-tollgate-budget-remaining"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        resp.text().unwrap();
+        served += 1;
+        assert!(
+            remaining > "0.999".parse().unwrap(),
+            "request {i}: {remaining} remaining: a settled request's reservation still counted"
+        );
+        let now = workers();
+        if now.iter().zip(&before).all(|(n, b)| n - b >= 2) {
+            break;
+        }
+        // Past the workers' tick (100 ms with this sync interval), with room for a busy machine.
+        thread::sleep(Duration::from_millis(400));
+    }
+    let after = workers();
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| a - b >= 2),
+        "both workers served: {before:?} -> {after:?} connections in {served} requests"
+    );
+}
