@@ -158,8 +158,11 @@ struct Modalities {
 }
 
 impl Modalities {
-    /// Reads the value at `s[i]`; returns the index just past it.
+    /// Reads the value at `s[i]`; returns the index just past it. A repeated key overwrites,
+    /// as in serde_json's `Value`: the counts start again (found by `fuzz/fuzz_targets/
+    /// usage_json.rs`: a second `promptTokensDetails` added its counts to the first's).
     fn read(&mut self, s: &[u8], i: usize) -> Result<usize, UsageError> {
+        *self = Modalities::default();
         if s.get(i) != Some(&b'[') {
             return skip(s, i);
         }

@@ -289,6 +289,23 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_gemini_details_list_overwrites_the_first() {
+        // As serde_json's `Value` reads it (the last one wins): the fuzzer's reproducer, cut
+        // down. The first list's 1,560 audio tokens must not stay once a second list replaces it.
+        let body = br#"{"usageMetadata":{"promptTokenCount":1580,
+            "promptTokensDetails":[{"modality":"TEXT","tokenCount":20},{"modality":"AUDIO","tokenCount":1560}],
+            "promptTokensDetails":[{"modality":"TEXT","tokenCount":1580}]}}"#;
+        let u = from_json(ApiFormat::GeminiGenerateContent, body).unwrap();
+        assert_eq!((u.input_uncached, u.input_audio), (1580, 0));
+        let doc: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let canonical = serde_json::to_vec(&doc).unwrap();
+        assert_eq!(
+            from_json(ApiFormat::GeminiGenerateContent, &canonical),
+            Ok(u)
+        );
+    }
+
+    #[test]
     fn gemini_array_body_takes_the_last_chunk() {
         let body = br#"[{"candidates":[],"usageMetadata":{"promptTokenCount":9,"totalTokenCount":9}},
                         {"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":20,"thoughtsTokenCount":7}}]"#;
