@@ -18,13 +18,18 @@ use tollgate_tests::{eventually, StackOptions};
 
 const CLIENTS: usize = 64;
 
-#[test]
-fn sixty_four_concurrent_streams_never_push_spend_past_the_limit() {
-    let Some(stack) = common::stack_with(StackOptions {
+/// The stack with an Envoy of two workers (`None`: its binaries are missing, as `common` says).
+fn two_workers() -> Option<tollgate_tests::Stack> {
+    common::stack_with(StackOptions {
         sync_interval_ms: common::SYNC_INTERVAL_MS,
         envoy_concurrency: 2,
         ..StackOptions::default()
-    }) else {
+    })
+}
+
+#[test]
+fn sixty_four_concurrent_streams_never_push_spend_past_the_limit() {
+    let Some(stack) = two_workers() else {
         return;
     };
     let api = stack.api().unwrap();
@@ -104,11 +109,7 @@ fn sixty_four_concurrent_streams_never_push_spend_past_the_limit() {
 /// held anywhere shows in the next request's remaining budget.
 #[test]
 fn every_worker_counts_a_settled_cost_not_its_reservation() {
-    let Some(stack) = common::stack_with(StackOptions {
-        sync_interval_ms: common::SYNC_INTERVAL_MS,
-        envoy_concurrency: 2,
-        ..StackOptions::default()
-    }) else {
+    let Some(stack) = two_workers() else {
         return;
     };
     let chain = common::funded(&stack, "owed", "1");
