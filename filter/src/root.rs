@@ -38,6 +38,12 @@ const OUTBOX_MAX_EVENTS: usize = 64;
 /// admission and a settlement make (a worker serving many budgets writes every this many).
 const OWED_MAX_BUDGETS: usize = 32;
 
+/// Where the entry of the budget at `key` is in a worker's owed settlements: found by the
+/// key's allocation, not its text ([`Shared`]'s `owed` says why that is sound).
+fn owed_at(owed: &[(Arc<str>, Owed)], key: &Arc<str>) -> Option<usize> {
+    owed.iter().position(|(k, _)| Arc::ptr_eq(k, key))
+}
+
 /// Keys a worker remembers (found or not) until the key buckets change; past this many it
 /// starts over, so a caller spraying random keys cannot grow it.
 const KEY_CACHE_MAX: usize = 4096;
@@ -155,7 +161,7 @@ impl Shared {
     pub fn owe(&self, key: &Arc<str>, estimate: Decimal, window: i64, amount: Decimal) {
         let full = {
             let mut owed = self.owed.borrow_mut();
-            match owed.iter_mut().find(|(k, _)| Arc::ptr_eq(k, key)) {
+            match owed_at(&owed, key).and_then(|i| owed.get_mut(i)) {
                 Some((_, o)) => o.settle(estimate, window, amount),
                 None => {
                     let mut o = Owed::default();
@@ -173,7 +179,8 @@ impl Shared {
     /// The budget's local state `state` (just read at `key`) with what this worker owes it
     /// applied, as an admission decides with it and writes it.
     pub fn with_owed(&self, key: &Arc<str>, state: &mut LocalBudget) {
-        if let Some((_, o)) = self.owed.borrow().iter().find(|(k, _)| Arc::ptr_eq(k, key)) {
+        let owed = self.owed.borrow();
+        if let Some((_, o)) = owed_at(&owed, key).and_then(|i| owed.get(i)) {
             o.apply_to(state);
         }
     }
@@ -181,7 +188,7 @@ impl Shared {
     /// The state holding what this worker owed the budget at `key` was written.
     pub fn owed_written(&self, key: &Arc<str>) {
         let mut owed = self.owed.borrow_mut();
-        if let Some(i) = owed.iter().position(|(k, _)| Arc::ptr_eq(k, key)) {
+        if let Some(i) = owed_at(&owed, key) {
             owed.swap_remove(i);
         }
     }
