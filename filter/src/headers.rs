@@ -7,33 +7,12 @@
 //! and two frees each, plus a UTF-8 check of every name): on every metered request that was
 //! most of the request-header phase's guest work. Here the buffer is kept and searched.
 //!
-//! The filter's one `unsafe` is the host call and taking ownership of its buffer, the
-//! same two steps the SDK takes; reading the buffer is safe, bounds-checked code that treats a
-//! malformed buffer as ending where it stops making sense.
-#![allow(unsafe_code)]
-
-use std::ptr::null_mut;
+//! The host call is [`crate::abi::header_map_pairs`]; reading the buffer is safe,
+//! bounds-checked code that treats a malformed buffer as ending where it stops making sense.
 
 use proxy_wasm::types::MapType;
 
-#[cfg(target_family = "wasm")]
-#[link(wasm_import_module = "env")]
-extern "C" {
-    // Declared with plain integers: a status the host invents must not be a Rust enum's
-    // invalid value.
-    fn proxy_get_header_map_pairs(
-        map_type: u32,
-        return_map_data: *mut *mut u8,
-        return_map_size: *mut usize,
-    ) -> u32;
-}
-
-/// Native builds (clippy, docs) have no host: every map reads as empty.
-#[cfg(not(target_family = "wasm"))]
-#[allow(clippy::missing_safety_doc)]
-unsafe fn proxy_get_header_map_pairs(_: u32, _: *mut *mut u8, _: *mut usize) -> u32 {
-    1
-}
+use crate::abi;
 
 /// Every header of a request or response, read in one host call (each host call crosses the
 /// VM boundary and each returned value costs a guest allocation callback, so one read beats
@@ -63,18 +42,7 @@ impl Headers {
 
     /// Reads `map` in one host call (empty when the host refuses or has none).
     fn read(map: MapType) -> Headers {
-        let mut data: *mut u8 = null_mut();
-        let mut size: usize = 0;
-        // SAFETY: both out-pointers point at live locals of the right types.
-        let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
-        if status != 0 || data.is_null() {
-            return Headers(Vec::new());
-        }
-        // SAFETY: on success the host wrote `size` bytes into a buffer it obtained from this
-        // module's `proxy_on_memory_allocate(size)` (the SDK's: a boxed `[u8]` of exactly
-        // `size` bytes from the global allocator), and hands its ownership to the caller. A
-        // `Vec` with length and capacity `size` has that same layout.
-        Headers(unsafe { Vec::from_raw_parts(data, size, size) })
+        Headers(abi::header_map_pairs(map).unwrap_or_default())
     }
 }
 

@@ -134,14 +134,3 @@ impl BudgetSlot {
 pub fn enqueue(queue: u32, item: &[u8]) -> Result<(), Status> {
     hostcalls::enqueue_shared_queue(queue, Some(item))
 }
-
-/// A property of the stream (`["xds", "cluster_name"]`), `None` when the host has none or
-/// refuses. Request-header phase and later.
-pub fn property(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok().flatten()
-}
-
-/// Sets a filter-state property for the access log (`%FILTER_STATE(wasm.NAME)%` in Envoy).
-pub fn set_filter_state(name: &str, value: &str) {
-    let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
-}

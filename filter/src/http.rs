@@ -28,6 +28,7 @@ use tollgate_core::settlement::{self, Meter};
 use tollgate_core::snapshot::{BudgetNames, BudgetRef, SnapshotIndex};
 use tollgate_core::sync_protocol::QueuedUsage;
 
+use crate::abi;
 use crate::headers::Headers;
 use crate::host::{self, BudgetSlot};
 use crate::root::Shared;
@@ -97,7 +98,7 @@ impl Stream {
     /// then not even made).
     fn note<V: AsRef<str>>(&self, name: &str, value: impl FnOnce() -> V) {
         if self.shared.config.filter_state {
-            host::set_filter_state(name, value().as_ref());
+            abi::set_filter_state(name, value().as_ref());
         }
     }
 
@@ -154,7 +155,7 @@ impl Stream {
         };
         let cfg = &self.shared.config;
         if let Some(r) = &r {
-            let cluster = host::property(&["xds", "cluster_name"]);
+            let cluster = abi::cluster_name();
             admission::check_cluster(r, &cfg.identity.providers, cluster.as_deref(), method, path)?;
         }
         let snapshot = admission::usable_snapshot(

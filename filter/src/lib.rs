@@ -15,6 +15,7 @@
 //! → `target/wasm32-wasip1/release/tollgate_filter.wasm`, already through binaryen's
 //! `wasm-opt` (the linker wrapper `scripts/wasm-link.sh`, set in `.cargo/config.toml`).
 
+mod abi;
 mod headers;
 mod host;
 mod http;

@@ -445,6 +445,38 @@ fn without_filter_state_a_request_is_judged_and_metered_the_same() {
     assert_eq!(o.filter_state("tollgate.decision"), None);
 }
 
+/// Envoy refuses `proxy_set_property` where it has no stream info or where another filter
+/// holds the name read-only (`NOT_FOUND`, `BAD_ARGUMENT`); the SDK's call panics on either,
+/// which would trap the VM on a value only the access log reads. Every write refused: the
+/// request is judged, answered and charged the same, and the VM lives on.
+#[test]
+fn a_refused_filter_state_write_loses_nothing() {
+    let mut t = Tollgate::start(snapshot("1", "0.25", None), json!({}));
+    t.host
+        .inject_fault("proxy_set_property", Status::BadArgument, 1_000);
+    let o = t.send(
+        &chat(100)
+            .response_status(200)
+            .response_body(chat_response(10, 20)),
+    );
+    assert!(o.trap.is_none() && !o.vm_reloaded, "{o:?}");
+    assert!(o.allowed(), "{o:?}");
+    assert_eq!(o.filter_state("tollgate.cost"), None, "the host refused it");
+    assert_eq!(
+        o.response_header("x-tollgate-budget-remaining"),
+        Some("0.75")
+    );
+    t.tick();
+    assert_eq!(t.local(), format!("r=0;{T0}=0.00005"), "charged exactly");
+    let o = t.send(
+        &chat(400_000)
+            .response_status(200)
+            .response_body(chat_response(1, 1)),
+    );
+    assert!(o.trap.is_none(), "{o:?}");
+    assert_eq!(o.status(), Some(429), "a denial is answered too");
+}
+
 /// A Bedrock ConverseStream request: the SigV4 access key id is the virtual key, the answer
 /// an AWS event stream (split mid-message), metered from its `metadata` event at the path's
 /// model.

@@ -57,6 +57,9 @@ fn set(
     value_data: u32,
     value_size: u32,
 ) -> Result<(), HostError> {
+    if let Some(fault) = super::take_fault(caller.data(), "proxy_set_property") {
+        return Err(fault.into());
+    }
     let path = memory::read_string(caller, path_data, path_size)?;
     let value = memory::read(caller, value_data, value_size)?;
     let stream = caller.data_mut().stream_mut().ok_or(Status::NotFound)?;
