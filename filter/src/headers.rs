@@ -32,12 +32,19 @@ impl Headers {
 
     /// A header as text (`None` when absent or not UTF-8); names compare case-insensitively.
     pub fn get(&self, name: &str) -> Option<&str> {
-        find(&self.0, name.as_bytes()).and_then(|v| std::str::from_utf8(v).ok())
+        Headers::text(find(&self.0, name.as_bytes()))
     }
 
-    /// Whether the header is present.
-    pub fn has(&self, name: &str) -> bool {
-        find(&self.0, name.as_bytes()).is_some()
+    /// The values of the headers named in `names`, in one walk over the pairs (a phase that
+    /// reads several walked them once per name, most of them absent). Each is the first pair
+    /// so named, as [`Headers::get`] finds it, as bytes: present is present, UTF-8 or not.
+    pub fn pick<const N: usize>(&self, names: [&str; N]) -> [Option<&[u8]>; N] {
+        pick(&self.0, names.map(str::as_bytes))
+    }
+
+    /// A picked value as text (`None` when absent or not UTF-8, as [`Headers::get`]).
+    pub fn text(value: Option<&[u8]>) -> Option<&str> {
+        value.and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// Reads `map` in one host call (empty when the host refuses or has none).
@@ -55,6 +62,37 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
 /// The value of the first pair named `name` in a serialized map; `None` when absent or when
 /// the buffer ends or lies before it is found.
 fn find<'a>(bytes: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let [value] = pick(bytes, [name]);
+    value
+}
+
+/// [`find`] for each of `names`, in one walk that stops once all are found.
+fn pick<'a, const N: usize>(bytes: &'a [u8], names: [&[u8]; N]) -> [Option<&'a [u8]>; N] {
+    let mut found = [None; N];
+    pick_into(bytes, &names, &mut found);
+    found
+}
+
+/// [`pick`]'s walk, one copy for every `N` (the module's size is budgeted).
+fn pick_into<'a>(bytes: &'a [u8], names: &[&[u8]], found: &mut [Option<&'a [u8]>]) {
+    let _ = walk(bytes, |name, value| {
+        let mut missing = false;
+        for (want, slot) in names.iter().zip(found.iter_mut()) {
+            if slot.is_none() {
+                if want.len() == name.len() && name.eq_ignore_ascii_case(want) {
+                    *slot = Some(value);
+                } else {
+                    missing = true;
+                }
+            }
+        }
+        missing
+    });
+}
+
+/// Calls `f(name, value)` for each pair in order while it returns true; `None` where the
+/// buffer ends or lies (the pairs before that were seen).
+fn walk<'a>(bytes: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8]) -> bool) -> Option<()> {
     let count = u32_at(bytes, 0)?;
     // Each pair's lengths take 8 bytes: a count the buffer cannot hold is a lie.
     let data_start = count.checked_mul(8)?.checked_add(4)?;
@@ -70,21 +108,20 @@ fn find<'a>(bytes: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
         if next > bytes.len() {
             return None;
         }
-        if name_len == name.len() {
-            let key = bytes.get(at..at + name_len)?;
-            if key.eq_ignore_ascii_case(name) {
-                return bytes.get(value_at..value_at + value_len);
-            }
+        let name = bytes.get(at..at + name_len)?;
+        let value = bytes.get(value_at..value_at + value_len)?;
+        if !f(name, value) {
+            break;
         }
         at = next;
     }
-    None
+    Some(())
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-    use super::find;
+    use super::{find, pick};
 
     /// The ABI's serialization, written out independently of the reader.
     fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
@@ -134,6 +171,31 @@ mod tests {
                 let first = pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_slice());
                 proptest::prop_assert_eq!(find(&map, k.as_bytes()), first);
                 proptest::prop_assert_eq!(find(&map, k.to_ascii_uppercase().as_bytes()), first);
+            }
+        }
+
+        /// Picking several names at once finds the first pair of each name, and in a buffer cut
+        /// short what finding each name alone finds.
+        #[test]
+        fn picking_agrees_with_finding_each(
+            pairs in proptest::collection::vec(("[a-c:-]{1,3}", proptest::collection::vec(proptest::num::u8::ANY, 0..8)), 0..12),
+            names in proptest::collection::vec("[a-cA-C:-]{1,3}", 0..6)
+        ) {
+            let refs: Vec<(&str, &[u8])> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            let map = serialize(&refs);
+            let mut want = [&b""[..]; 6];
+            for (slot, n) in want.iter_mut().zip(&names) {
+                *slot = n.as_bytes();
+            }
+            let picked = pick(&map, want);
+            for (n, got) in want.iter().zip(picked) {
+                let first = pairs.iter().find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(n));
+                proptest::prop_assert_eq!(got, first.map(|(_, v)| v.as_slice()));
+            }
+            // And a cut-off buffer: the pairs before the cut are still found alike.
+            let cut = &map[..map.len() / 2];
+            for (n, got) in want.iter().zip(pick(cut, want)) {
+                proptest::prop_assert_eq!(got, find(cut, n));
             }
         }
 

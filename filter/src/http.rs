@@ -36,6 +36,20 @@ use crate::root::Shared;
 /// Most passes of decide-and-reserve when other workers keep changing the same budgets.
 const RESERVE_ATTEMPTS: usize = 8;
 
+/// The request headers the header phase reads, picked in one walk: these four, then the
+/// [`CREDENTIAL_HEADERS`] in their order (a unit test holds the two lists together).
+const REQUEST_HEADERS: [&str; 9] = [
+    ":method",
+    ":path",
+    "x-envoy-original-path",
+    "content-length",
+    "authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    "x-amz-security-token",
+];
+
 /// A metered request after its headers.
 struct Identified {
     format: ApiFormat,
@@ -135,13 +149,15 @@ impl Stream {
     /// clusters inject the provider key upstream, so nothing may pass unjudged.
     fn identify(&mut self, now: i64) -> Result<Option<Identified>, Reply> {
         let headers = Headers::request();
+        let [method, path, original_path, content_length, credentials @ ..] =
+            headers.pick(REQUEST_HEADERS);
         // A client's `x-envoy-original-path` would show in logs as a path nobody judged.
-        if headers.has("x-envoy-original-path") {
+        if original_path.is_some() {
             let _ =
                 hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-envoy-original-path");
         }
-        let method = headers.get(":method").unwrap_or("");
-        let path = headers.get(":path").unwrap_or("");
+        let method = Headers::text(method).unwrap_or("");
+        let path = Headers::text(path).unwrap_or("");
         let r = match classify(method, path) {
             Endpoint::Refused(why) => {
                 return Err(reply::error(
@@ -165,12 +181,15 @@ impl Stream {
         )?;
         let principal = identity::identify(
             cfg.identity.trusted_principal_header.as_deref(),
-            |name| headers.get(name),
+            |name| match CREDENTIAL_HEADERS.iter().position(|h| *h == name) {
+                Some(i) => Headers::text(credentials.get(i).copied().flatten()),
+                None => headers.get(name),
+            },
             &*self.shared,
         )?;
         // The caller's credentials stay here; each provider cluster injects its own key.
-        for h in CREDENTIAL_HEADERS {
-            if headers.has(h) {
+        for (h, value) in CREDENTIAL_HEADERS.iter().zip(credentials) {
+            if value.is_some() {
                 let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, h);
             }
         }
@@ -181,7 +200,7 @@ impl Stream {
         };
         if r.format.api().needs_include_usage()
             && cfg.inject_include_usage
-            && headers.has("content-length")
+            && content_length.is_some()
         {
             // The body may grow when usage is requested; Envoy recomputes the framing.
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length");
@@ -526,7 +545,9 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         let headers = Headers::response();
-        self.status = headers.get(":status").and_then(|s| s.parse().ok());
+        let [status, content_type, content_encoding] =
+            headers.pick([":status", "content-type", "content-encoding"]);
+        self.status = Headers::text(status).and_then(|s| s.parse().ok());
         // Response headers may be changed only here, before they go downstream.
         if let Some((scope, id, remaining)) = &adm.remaining {
             let _ = hostcalls::add_map_value(
@@ -551,8 +572,8 @@ impl HttpContext for Stream {
         self.meter = format.map(|f| {
             Meter::start(
                 f,
-                headers.get("content-type"),
-                headers.get("content-encoding"),
+                Headers::text(content_type),
+                Headers::text(content_encoding),
                 self.shared.config.limits.max_response_event_bytes,
             )
         });
@@ -609,4 +630,12 @@ fn principal_label(p: &Principal) -> String {
         part(&p.key),
     ]
     .concat()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_picked_request_headers_end_with_every_credential_header() {
+        assert_eq!(super::REQUEST_HEADERS[4..], super::CREDENTIAL_HEADERS);
+    }
 }
