@@ -233,7 +233,7 @@ impl Stream {
         let judged = admission::judge(
             body,
             &req.route(),
-            &req.snapshot.snapshot.prices,
+            &self.shared.prices.over(&req.snapshot.snapshot.prices),
             &self.shared.config,
             &self.shared.estimate,
         )
@@ -428,7 +428,7 @@ impl Stream {
             req.format,
             &mut adm.priced,
             measured,
-            &req.snapshot.snapshot.prices,
+            &self.shared.prices.over(&req.snapshot.snapshot.prices),
             &self.shared.config,
         );
         let metrics = &self.shared.metrics;

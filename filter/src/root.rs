@@ -17,6 +17,7 @@ use tollgate_core::denials::{Denials, Refusal};
 use tollgate_core::estimate::EstimateConfig;
 use tollgate_core::identity::{key_hash, Principal};
 use tollgate_core::local_spend::{LocalBudget, Owed};
+use tollgate_core::pricing::PriceMemo;
 use tollgate_core::shared_codec::Writer;
 use tollgate_core::snapshot::sections::{key_bucket, principal_in_bucket, Manifest};
 use tollgate_core::snapshot::{KeyLookup, SnapshotIndex};
@@ -81,6 +82,8 @@ pub struct Shared {
     /// lives. A budget redefined since (a new snapshot's key) misses its older entry and
     /// decides with the reservation still held, stricter until the tick writes it.
     owed: RefCell<Vec<(Arc<str>, Owed)>>,
+    /// The worker's last price lookups in the snapshot's book.
+    pub prices: PriceMemo,
     /// Refusals not yet reported (one record per budget, principal and model per second).
     denials: RefCell<Denials>,
     /// Metric ids.
@@ -323,6 +326,7 @@ impl FilterRoot {
             queue: Cell::new(None),
             outbox: RefCell::new(Outbox::default()),
             owed: RefCell::new(Vec::new()),
+            prices: PriceMemo::default(),
             denials: RefCell::new(Denials::default()),
             metrics: Metrics::define(),
         });

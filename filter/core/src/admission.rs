@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 
 use crate::config::{Config, ProviderRoute, StalePolicy, UnknownModel};
 use crate::estimate::{summarize, worst_case, EstimateConfig, EstimateError};
-use crate::pricing::{ModelPrice, PriceBook, SearchContext};
+use crate::pricing::{ModelPrice, Prices, SearchContext};
 use crate::provider::Route;
 use crate::reply::{self, Reply};
 
@@ -106,7 +106,7 @@ pub struct Judged {
 pub fn judge(
     body: &[u8],
     route: &Route<'_>,
-    book: &PriceBook,
+    book: &impl Prices,
     cfg: &Config,
     estimate: &EstimateConfig,
 ) -> Result<Judged, Reply> {
@@ -138,9 +138,9 @@ pub fn judge(
     } else {
         &summary.model
     };
-    let found = book.lookup(asked, Some(provider));
+    let found = book.find(asked, Some(provider), |key, p| (key.to_owned(), p.clone()));
     let (model, price) = match (found, &cfg.unknown_model) {
-        (Some((key, p)), _) => (key.to_string(), Some(p.clone())),
+        (Some((key, p)), _) => (key, Some(p)),
         (None, UnknownModel::Deny) => {
             return Err(reply::error(
                 400,
@@ -165,7 +165,7 @@ pub fn judge(
             model,
             requested_model: None,
             price,
-            price_version: book.version,
+            price_version: book.version(),
             estimate,
             stream: summary.stream || route.path_stream,
             search_context: summary.web_search.map(|w| w.context).unwrap_or_default(),
@@ -177,6 +177,7 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pricing::PriceBook;
     use crate::provider::ApiFormat;
     use crate::test_support::{config, d};
 

@@ -9,7 +9,7 @@ use crate::admission::Priced;
 use crate::config::{Config, MissingUsage};
 use crate::cost::{priced, CostBreakdown};
 use crate::event::{Charge, UnchargedReason};
-use crate::pricing::{strip_snapshot_date, Fallbacks, PriceBook};
+use crate::pricing::{strip_snapshot_date, Fallbacks, ModelPrice, Prices};
 use crate::provider::ApiFormat;
 use crate::usage::scan::contains;
 use crate::usage::{
@@ -161,7 +161,7 @@ pub fn settle(
     format: ApiFormat,
     priced_as: &mut Priced,
     measured: Result<(Usage, Option<String>), UnchargedReason>,
-    book: &PriceBook,
+    book: &impl Prices,
     cfg: &Config,
 ) -> Settled {
     let usage = measured.map(|(usage, served)| {
@@ -227,28 +227,29 @@ pub fn settle(
 /// cannot (a regional or data-zone rate): the answer's model only checks it, and an answer naming
 /// another model altogether (a deployment moved to a new model, a stale map) is priced as that
 /// model at the provider's rate.
-fn price_served(format: ApiFormat, priced_as: &mut Priced, book: &PriceBook, served: &str) {
+fn price_served(format: ApiFormat, priced_as: &mut Priced, book: &impl Prices, served: &str) {
     if served == priced_as.model {
         return;
     }
     let provider = format.provider();
+    // The price is copied only when it names another key than the one priced at admission.
+    let other = |key: &str, price: &ModelPrice| {
+        (key != priced_as.model).then(|| (key.to_owned(), price.clone()))
+    };
     let found = if format.api().model_is_deployment() {
         if same_model(&priced_as.model, served) {
             return;
         }
-        book.lookup(&format!("{provider}/{served}"), None)
-            .or_else(|| book.lookup(served, Some(provider)))
+        book.find(&format!("{provider}/{served}"), None, other)
+            .or_else(|| book.find(served, Some(provider), other))
     } else {
-        book.lookup(served, Some(provider))
+        book.find(served, Some(provider), other)
     };
-    let Some((key, price)) = found else {
+    let Some(Some((key, price))) = found else {
         return;
     };
-    if key == priced_as.model {
-        return;
-    }
-    priced_as.requested_model = Some(std::mem::replace(&mut priced_as.model, key.to_string()));
-    priced_as.price = Some(price.clone());
+    priced_as.requested_model = Some(std::mem::replace(&mut priced_as.model, key));
+    priced_as.price = Some(price);
 }
 
 /// Whether the price-book key `mapped` (`azure/eu/gpt-4o`) and the model an answer names
@@ -265,7 +266,7 @@ fn same_model(mapped: &str, served: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pricing::ModelPrice;
+    use crate::pricing::PriceBook;
     use crate::test_support::{config, d};
     use rust_decimal::Decimal;
 

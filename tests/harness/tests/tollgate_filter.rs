@@ -622,6 +622,44 @@ fn a_snapshot_published_between_worker_ticks_judges_the_next_request() {
     assert_eq!(t.send(&ok).status(), Some(429));
 }
 
+/// Each worker remembers its last price lookups (`PriceMemo`); once the worker holds a
+/// snapshot with a new price book, the next request is priced at the new rates, at admission
+/// (the worst case) and at settlement, a model the answer names (a dated `m`) included.
+#[test]
+fn a_new_price_book_prices_the_next_request() {
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    let answered = |max_tokens| {
+        chat(max_tokens).response_status(200).response_body(
+            chat_response(10, 20).replace(r#""model":"m""#, r#""model":"m-2024-08-06""#),
+        )
+    };
+    // 300,000 output tokens at $2/M fit the $1 budget; at $4/M they would not.
+    let o = t.send(&answered(300_000));
+    assert!(o.allowed(), "{o:?}");
+    assert_eq!(o.filter_state("tollgate.cost"), Some(&b"0.00005"[..]));
+    // The control plane doubles the rates: a new book, version 4.
+    {
+        let mut cp = t.cp.lock().unwrap();
+        cp.snapshot["version"] = json!(2);
+        cp.snapshot["prices"] = json!({"version": 4, "models": {"m": {"rates": {"input": "0.000002", "output": "0.000004"}}}});
+    }
+    let sync = t.sync;
+    t.host.tick(sync).unwrap();
+    t.tick();
+    let o = t.send(&answered(100));
+    assert!(o.allowed(), "{o:?}");
+    assert_eq!(
+        o.filter_state("tollgate.cost"),
+        Some(&b"0.0001"[..]),
+        "settled at the new rates"
+    );
+    assert_eq!(
+        t.send(&answered(300_000)).status(),
+        Some(429),
+        "the worst case at the new rates"
+    );
+}
+
 #[test]
 fn soft_limit_warns_but_allows() {
     let mut t = Tollgate::start(snapshot("1", "0.5", Some("0.4")), json!({}));

@@ -1,7 +1,129 @@
 //! Model name lookup: exact key, then without (or with) a provider prefix, then a dated
 //! snapshot name reduced to its base model — the last only when no exact entry exists.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use super::{ModelPrice, PriceBook};
+
+/// Where a request is priced from: a price book as it is, or through a worker's
+/// [`PriceMemo`].
+pub trait Prices {
+    /// The book's version, recorded with what is priced from it.
+    fn version(&self) -> u64;
+    /// [`PriceBook::lookup`], handing `f` the key that matched and its price (the caller
+    /// copies what it keeps).
+    fn find<R>(
+        &self,
+        model: &str,
+        provider_hint: Option<&'static str>,
+        f: impl FnOnce(&str, &ModelPrice) -> R,
+    ) -> Option<R>;
+}
+
+impl Prices for PriceBook {
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn find<R>(
+        &self,
+        model: &str,
+        provider_hint: Option<&'static str>,
+        f: impl FnOnce(&str, &ModelPrice) -> R,
+    ) -> Option<R> {
+        self.lookup(model, provider_hint)
+            .map(|(key, price)| f(key, price))
+    }
+}
+
+/// Most lookups a [`PriceMemo`] keeps (a worker serves a handful of models; a caller naming
+/// ever new ones empties it, costing each lookup what it costs without it).
+const MEMO_MAX: usize = 16;
+
+/// A worker's last lookups in its price book. A book holds every model LiteLLM prices
+/// (3,190 in its map of 2026-12), and a lookup walks the ordered map comparing names, two or
+/// three times for a dated name (`gpt-4o-mini-2024-07-18`, which OpenAI answers with): per
+/// request, at admission and again at settlement. The memo answers a name it has seen in one
+/// scan of a few entries. It holds the book it answers for and starts over when handed
+/// another, so an answer never outlives the book it came from.
+#[derive(Debug, Default)]
+pub struct PriceMemo {
+    book: RefCell<Option<Arc<PriceBook>>>,
+    seen: RefCell<Vec<Looked>>,
+}
+
+/// One lookup and what it found.
+#[derive(Debug)]
+struct Looked {
+    model: String,
+    hint: Option<&'static str>,
+    found: Option<(String, ModelPrice)>,
+}
+
+impl PriceMemo {
+    /// `book`, looked up through this memo.
+    pub fn over<'a>(&'a self, book: &'a Arc<PriceBook>) -> Memoized<'a> {
+        Memoized { memo: self, book }
+    }
+}
+
+/// A price book looked up through a [`PriceMemo`].
+#[derive(Debug)]
+pub struct Memoized<'a> {
+    memo: &'a PriceMemo,
+    book: &'a Arc<PriceBook>,
+}
+
+impl Memoized<'_> {
+    /// Where in the memo the lookup of `model` under `provider_hint` is, made now when it was
+    /// not seen yet (one copy, whatever the callers do with the answer).
+    #[inline(never)]
+    fn looked(&self, model: &str, provider_hint: Option<&'static str>) -> usize {
+        let mut held = self.memo.book.borrow_mut();
+        let mut seen = self.memo.seen.borrow_mut();
+        if !held.as_ref().is_some_and(|b| Arc::ptr_eq(b, self.book)) {
+            *held = Some(Arc::clone(self.book));
+            seen.clear();
+        }
+        if let Some(at) = seen
+            .iter()
+            .position(|l| l.model == model && l.hint == provider_hint)
+        {
+            return at;
+        }
+        if seen.len() >= MEMO_MAX {
+            seen.clear();
+        }
+        seen.push(Looked {
+            model: model.to_owned(),
+            hint: provider_hint,
+            found: self
+                .book
+                .lookup(model, provider_hint)
+                .map(|(key, price)| (key.to_owned(), price.clone())),
+        });
+        seen.len() - 1
+    }
+}
+
+impl Prices for Memoized<'_> {
+    fn version(&self) -> u64 {
+        self.book.version
+    }
+
+    fn find<R>(
+        &self,
+        model: &str,
+        provider_hint: Option<&'static str>,
+        f: impl FnOnce(&str, &ModelPrice) -> R,
+    ) -> Option<R> {
+        let at = self.looked(model, provider_hint);
+        let seen = self.memo.seen.borrow();
+        let (key, price) = seen.get(at)?.found.as_ref()?;
+        Some(f(key, price))
+    }
+}
 
 impl PriceBook {
     /// Finds the price of `model`, returning the key that matched.
@@ -121,6 +243,50 @@ mod tests {
             );
         }
         b
+    }
+
+    proptest::proptest! {
+        /// Through the memo, any sequence of lookups in any of three books answers what the
+        /// book itself answers, however often the book changes or the memo fills.
+        #[test]
+        fn the_memo_answers_what_the_book_answers(
+            steps in proptest::collection::vec((0usize..3, "(openai/)?(gpt-4o|gpt-5|m[0-9]{1,2})(-2024-08-06)?", proptest::option::of(proptest::sample::select(vec!["openai", "gemini"]))), 1..80)
+        ) {
+            let books = [
+                Arc::new(book(&["gpt-4o", "gpt-4o-2024-08-06"])),
+                Arc::new(book(&["gpt-5", "openai/gpt-4o", "m1", "m2"])),
+                Arc::new(book(&["gpt-4o", "m1", "m3", "m5"])),
+            ];
+            let memo = PriceMemo::default();
+            for (b, model, hint) in steps {
+                let book = &books[b];
+                let owned = |k: &str, p: &ModelPrice| (k.to_owned(), p.clone());
+                proptest::prop_assert_eq!(
+                    memo.over(book).find(&model, hint, owned),
+                    book.find(&model, hint, owned)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_book_is_looked_up_afresh() {
+        // The same model, priced differently in the next book (a price change).
+        let memo = PriceMemo::default();
+        let first = Arc::new(book(&["gpt-4o"]));
+        let mut changed = book(&["gpt-4o"]);
+        changed.models.insert(
+            "gpt-4o".into(),
+            ModelPrice::flat(Decimal::TEN, Decimal::ONE),
+        );
+        let second = Arc::new(changed);
+        let price = |b: &Arc<PriceBook>| memo.over(b).find("gpt-4o", None, |_, p| p.clone());
+        assert_eq!(price(&first), first.find("gpt-4o", None, |_, p| p.clone()));
+        assert_eq!(
+            price(&second),
+            second.find("gpt-4o", None, |_, p| p.clone())
+        );
+        assert_ne!(price(&first), price(&second));
     }
 
     #[test]

@@ -23,7 +23,7 @@
 pub mod litellm;
 mod lookup;
 
-pub use lookup::strip_snapshot_date;
+pub use lookup::{strip_snapshot_date, Memoized, PriceMemo, Prices};
 
 use std::collections::BTreeMap;
 
