@@ -7,6 +7,7 @@
 //! reaches a provider.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
@@ -78,8 +79,9 @@ pub struct Priced {
     pub model: String,
     /// The model the request named, when the provider said another one served it.
     pub requested_model: Option<String>,
-    /// Its price; `None` when unpriced by policy.
-    pub price: Option<ModelPrice>,
+    /// Its price; `None` when unpriced by policy. Shared with the worker's [`crate::pricing::PriceMemo`]:
+    /// a price with tiers and tools is a dozen allocations to copy, twice per request.
+    pub price: Option<Arc<ModelPrice>>,
     /// The price book version it was priced with.
     pub price_version: u64,
     /// The worst-case cost reserved on every budget of the chain.
@@ -138,7 +140,9 @@ pub fn judge(
     } else {
         &summary.model
     };
-    let found = book.find(asked, Some(provider), |key, p| (key.to_owned(), p.clone()));
+    let found = book.find(asked, Some(provider), |key, p| {
+        (key.to_owned(), Arc::clone(p))
+    });
     let (model, price) = match (found, &cfg.unknown_model) {
         (Some((key, p)), _) => (key, Some(p)),
         (None, UnknownModel::Deny) => {
@@ -149,7 +153,7 @@ pub fn judge(
             ))
         }
         (None, UnknownModel::AllowUnpriced) => (asked.to_string(), None),
-        (None, UnknownModel::DefaultPrice(p)) => (asked.to_string(), Some((**p).clone())),
+        (None, UnknownModel::DefaultPrice(p)) => (asked.to_string(), Some(Arc::clone(p))),
     };
     let estimate = match &price {
         Some(p) => worst_case(&summary, p, estimate).map_err(invalid)?.cost,

@@ -39,6 +39,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
@@ -78,7 +79,7 @@ pub enum UnknownModel {
     /// Serve it, charge nothing, count it as unpriced.
     AllowUnpriced,
     /// Price it at this default.
-    DefaultPrice(Box<ModelPrice>),
+    DefaultPrice(Arc<ModelPrice>),
 }
 
 /// What to charge when a response carries no usage: `missing_usage` for a success cut short
@@ -583,7 +584,7 @@ fn unknown_model(f: &mut Fields<'_>) -> UnknownModel {
                     per_million("input_per_million", p.input_per_million),
                     per_million("output_per_million", p.output_per_million),
                 ) {
-                    (Ok(i), Ok(o)) => UnknownModel::DefaultPrice(Box::new(ModelPrice::flat(i, o))),
+                    (Ok(i), Ok(o)) => UnknownModel::DefaultPrice(Arc::new(ModelPrice::flat(i, o))),
                     (Err(e), _) | (_, Err(e)) => {
                         f.problem("unknown_model", format!("default_price.{e}"));
                         UnknownModel::Deny

@@ -5,6 +5,8 @@
 //! case). The filter then moves the reservation to spend on every budget of the chain and
 //! queues the usage event.
 
+use std::sync::Arc;
+
 use crate::admission::Priced;
 use crate::config::{Config, MissingUsage};
 use crate::cost::{priced, CostBreakdown};
@@ -233,8 +235,8 @@ fn price_served(format: ApiFormat, priced_as: &mut Priced, book: &impl Prices, s
     }
     let provider = format.provider();
     // The price is copied only when it names another key than the one priced at admission.
-    let other = |key: &str, price: &ModelPrice| {
-        (key != priced_as.model).then(|| (key.to_owned(), price.clone()))
+    let other = |key: &str, price: &Arc<ModelPrice>| {
+        (key != priced_as.model).then(|| (key.to_owned(), Arc::clone(price)))
     };
     let found = if format.api().model_is_deployment() {
         if same_model(&priced_as.model, served) {
@@ -287,7 +289,7 @@ mod tests {
         Priced {
             model: "gpt-4o".into(),
             requested_model: None,
-            price: Some(ModelPrice::flat(d("0.000002"), d("0.000008"))),
+            price: Some(Arc::new(ModelPrice::flat(d("0.000002"), d("0.000008")))),
             price_version: 1,
             estimate: d("0.5"),
             stream: false,

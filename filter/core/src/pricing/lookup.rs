@@ -17,7 +17,7 @@ pub trait Prices {
         &self,
         model: &str,
         provider_hint: Option<&'static str>,
-        f: impl FnOnce(&str, &ModelPrice) -> R,
+        f: impl FnOnce(&str, &Arc<ModelPrice>) -> R,
     ) -> Option<R>;
 }
 
@@ -30,10 +30,10 @@ impl Prices for PriceBook {
         &self,
         model: &str,
         provider_hint: Option<&'static str>,
-        f: impl FnOnce(&str, &ModelPrice) -> R,
+        f: impl FnOnce(&str, &Arc<ModelPrice>) -> R,
     ) -> Option<R> {
         self.lookup(model, provider_hint)
-            .map(|(key, price)| f(key, price))
+            .map(|(key, price)| f(key, &Arc::new(price.clone())))
     }
 }
 
@@ -58,7 +58,7 @@ pub struct PriceMemo {
 struct Looked {
     model: String,
     hint: Option<&'static str>,
-    found: Option<(String, ModelPrice)>,
+    found: Option<(String, Arc<ModelPrice>)>,
 }
 
 impl PriceMemo {
@@ -101,7 +101,7 @@ impl Memoized<'_> {
             found: self
                 .book
                 .lookup(model, provider_hint)
-                .map(|(key, price)| (key.to_owned(), price.clone())),
+                .map(|(key, price)| (key.to_owned(), Arc::new(price.clone()))),
         });
         seen.len() - 1
     }
@@ -116,7 +116,7 @@ impl Prices for Memoized<'_> {
         &self,
         model: &str,
         provider_hint: Option<&'static str>,
-        f: impl FnOnce(&str, &ModelPrice) -> R,
+        f: impl FnOnce(&str, &Arc<ModelPrice>) -> R,
     ) -> Option<R> {
         let at = self.looked(model, provider_hint);
         let seen = self.memo.seen.borrow();
@@ -260,7 +260,7 @@ mod tests {
             let memo = PriceMemo::default();
             for (b, model, hint) in steps {
                 let book = &books[b];
-                let owned = |k: &str, p: &ModelPrice| (k.to_owned(), p.clone());
+                let owned = |k: &str, p: &Arc<ModelPrice>| (k.to_owned(), ModelPrice::clone(p));
                 proptest::prop_assert_eq!(
                     memo.over(book).find(&model, hint, owned),
                     book.find(&model, hint, owned)
