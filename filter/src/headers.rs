@@ -75,18 +75,16 @@ fn pick<'a, const N: usize>(bytes: &'a [u8], names: [&[u8]; N]) -> [Option<&'a [
 
 /// [`pick`]'s walk, one copy for every `N` (the module's size is budgeted).
 fn pick_into<'a>(bytes: &'a [u8], names: &[&[u8]], found: &mut [Option<&'a [u8]>]) {
+    let mut missing = names.len();
     let _ = walk(bytes, |name, value| {
-        let mut missing = false;
+        // Most names differ in length from every wanted one: that test comes first.
         for (want, slot) in names.iter().zip(found.iter_mut()) {
-            if slot.is_none() {
-                if want.len() == name.len() && name.eq_ignore_ascii_case(want) {
-                    *slot = Some(value);
-                } else {
-                    missing = true;
-                }
+            if want.len() == name.len() && slot.is_none() && name.eq_ignore_ascii_case(want) {
+                *slot = Some(value);
+                missing -= 1;
             }
         }
-        missing
+        missing > 0
     });
 }
 
