@@ -96,23 +96,33 @@ pub enum Endpoint<'a> {
 
 /// Classifies a request by method and path (query string ignored).
 pub fn classify<'a>(method: &str, path: &'a str) -> Endpoint<'a> {
-    let (bare, query) = path.split_once('?').unwrap_or((path, ""));
-    if bare.contains('%') && !crate::provider::bedrock::escapes_allowed(bare) {
+    // Byte searches, not `str` patterns: this runs on every request, and the pattern
+    // machinery costs more than the searches on a short path.
+    let (bare, query) = match path.as_bytes().iter().position(|&b| b == b'?') {
+        Some(at) => (
+            path.get(..at).unwrap_or(""),
+            path.get(at + 1..).unwrap_or(""),
+        ),
+        None => (path, ""),
+    };
+    if bare.as_bytes().contains(&b'%') && !crate::provider::bedrock::escapes_allowed(bare) {
         return Endpoint::Refused(Refusal::Escaped);
     }
     // A parameter name with an escape could decode to `key` at the provider.
-    let names = query
-        .split('&')
-        .map(|p| p.split_once('=').map_or(p, |(n, _)| n));
-    if names.clone().any(|n| n == "key") || names.into_iter().any(|n| n.contains('%')) {
+    let mut names = query
+        .as_bytes()
+        .split(|&b| b == b'&')
+        .map(|p| p.split(|&b| b == b'=').next().unwrap_or(p));
+    if names.any(|n| n == b"key" || n.contains(&b'%')) {
         return Endpoint::Refused(Refusal::KeyInQuery);
     }
     let not_normal = !bare.starts_with('/')
         || bare
+            .as_bytes()
             .get(1..)
-            .unwrap_or("")
-            .split('/')
-            .any(|s| s == "." || s == "..")
+            .unwrap_or_default()
+            .split(|&b| b == b'/')
+            .any(|s| s == b"." || s == b"..")
         || crate::usage::scan::contains(bare.as_bytes(), b"//");
     if not_normal {
         return Endpoint::Refused(Refusal::NotNormal);
@@ -247,6 +257,8 @@ mod tests {
             ("//v1/chat/completions", NotNormal),
             ("/v1/./chat/completions", NotNormal),
             ("/v1/x/../chat/completions", NotNormal),
+            ("/v1/chat/completions/..", NotNormal),
+            ("/v1/chat/completions/.", NotNormal),
             ("/v1/files", NotAnEndpoint),
             ("/v1/batches", NotAnEndpoint),
             ("/v1/audio/speech", NotAnEndpoint),
@@ -271,6 +283,8 @@ mod tests {
             "/v1beta/models?pageSize=5&key=AIza",
             "/v1/chat/completions?key",
             "/v1/chat/completions?%6Bey=tg-abc",
+            "/v1/chat/completions?a=1&key=tg-abc",
+            "/v1/chat/completions?a=1&key=x=y",
         ] {
             let method = if p.contains("pageSize") {
                 "GET"
@@ -279,13 +293,14 @@ mod tests {
             };
             assert_eq!(classify(method, p), Endpoint::Refused(KeyInQuery), "{p}");
         }
-        assert!(matches!(
-            classify(
-                "POST",
-                "/v1beta/models/g:streamGenerateContent?alt=sse&monkey=1"
-            ),
-            Endpoint::Metered(_)
-        ));
+        for p in [
+            "/v1beta/models/g:streamGenerateContent?alt=sse&monkey=1",
+            "/v1/chat/completions?x=key",
+            "/v1/chat/completions?=key&",
+            "/v1/chat/completions?a=%20",
+        ] {
+            assert!(matches!(classify("POST", p), Endpoint::Metered(_)), "{p}");
+        }
         let msg = NotAnEndpoint.message("POST", &"é".repeat(300));
         assert!(msg.len() < 500 && msg.contains("POST"));
         assert_eq!(Escaped.status(), 400);
