@@ -980,6 +980,15 @@ fn a_metered_request_on_another_providers_cluster_is_refused() {
             o.body_text()
         );
     }
+    // Envoy refusing the property read (a status the SDK's call would abort the VM on):
+    // the cluster is unknown, so the request is refused, and the VM lives on.
+    t.host
+        .inject_fault("proxy_get_property", Status::BadArgument, 1);
+    let o = t.send(&ok(chat(100).property("xds.cluster_name", "openai")));
+    assert!(o.trap.is_none() && !o.vm_reloaded, "{o:?}");
+    assert_eq!(o.status(), Some(404), "{o:?}");
+    let o = t.send(&ok(chat(100).property("xds.cluster_name", "openai")));
+    assert!(o.allowed(), "the next read answers: {o:?}");
     // A provider the config does not list (Gemini here) is refused whatever the cluster.
     let gemini = Request::post("/v1beta/models/gemini-2.5-flash:generateContent")
         .header("x-goog-api-key", KEY)

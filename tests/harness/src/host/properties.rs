@@ -43,6 +43,9 @@ fn get(
     return_data: u32,
     return_size: u32,
 ) -> Result<(), HostError> {
+    if let Some(fault) = super::take_fault(caller.data(), "proxy_get_property") {
+        return Err(fault.into());
+    }
     let path = memory::read_string(caller, path_data, path_size)?;
     let segments: Vec<&str> = path.split('\0').collect();
     let value = lookup(caller.data(), &segments).ok_or(Status::NotFound)?;
