@@ -32,6 +32,7 @@ from decimal import Decimal
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -215,13 +216,35 @@ def create(driver, base, spec):
     say(check="webhook created", webhook_id=hook_id)
 
 
+def gone(element):
+    """A wait condition: `element` has left the page (a form's post navigated away).
+
+    Selenium's `staleness_of` knows only the stale-reference error; Chrome sometimes reports a
+    node detached mid-navigation as an inspector error ("Node with given id does not belong
+    to the document", seen on chrome 156), which means the same and is not a failure.
+    """
+
+    def check(_driver):
+        try:
+            element.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            if "does not belong to the document" in str(e):
+                return True
+            raise
+
+    return check
+
+
 def revoke(driver, base, spec):
     sign_in(driver, base)
     driver.get(base + "/ui/keys")
     key_id = spec["key_id_to_revoke"]
     row = driver.find_element(By.CSS_SELECTOR, f"tr[data-key='{key_id}']")
     row.find_element(By.XPATH, ".//button[text()='Revoke']").click()
-    WebDriverWait(driver, 10).until(EC.staleness_of(row))
+    WebDriverWait(driver, 10).until(gone(row))
     arrives(driver, "/ui/keys")
     row = driver.find_element(By.CSS_SELECTOR, f"tr[data-key='{key_id}']")
     status = row.find_element(By.CSS_SELECTOR, "td.status").text
