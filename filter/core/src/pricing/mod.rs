@@ -576,16 +576,13 @@ impl ModelPrice {
             let r = self.max_rates_at(tier);
             r.input.saturating_add(r.output)
         };
+        // Every admission with the tier left to the provider asks: each tier costed once.
+        let standard = (ServiceTier::Standard, cost(ServiceTier::Standard));
         self.service_tiers
             .keys()
-            .copied()
-            .fold(ServiceTier::Standard, |best, t| {
-                if cost(t) > cost(best) {
-                    t
-                } else {
-                    best
-                }
-            })
+            .map(|&t| (t, cost(t)))
+            .fold(standard, |best, t| if t.1 > best.1 { t } else { best })
+            .0
     }
 
     fn range_for(&self, prompt_tokens: u64) -> Option<&RangeTier> {
@@ -649,6 +646,11 @@ impl ModelPrice {
 
     /// [`ModelPrice::max_rates`] as `tier` bills it.
     pub fn max_rates_at(&self, tier: ServiceTier) -> EffectiveRates {
+        // Most models have one row of rates: it is the highest of each kind (no fold against
+        // zero: rates are never negative, `has_negative_rate`).
+        if self.tiers.is_empty() && self.ranges.is_empty() {
+            return self.rates_at(0, tier);
+        }
         let tiered = self
             .tiers
             .iter()
