@@ -9,6 +9,8 @@
 pub mod sections;
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
@@ -214,7 +216,7 @@ pub struct SnapshotIndex {
 #[derive(Debug, Default)]
 struct BudgetIndex {
     /// Positions by scope (indexed by `Scope::chain_rank`), then scope id.
-    by_link: [HashMap<String, Vec<usize>>; 4],
+    by_link: [FxHashMap<String, Vec<usize>>; 4],
     /// Each budget's names, in `snapshot.budgets`' order.
     names: Vec<BudgetNames>,
 }
