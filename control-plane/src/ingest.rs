@@ -378,12 +378,12 @@ pub(crate) mod tests {
             reporter: "r1".into(),
             seq,
             ts,
-            principal: Principal {
+            principal: Arc::new(Principal {
                 key: Some("k1".into()),
                 user: None,
                 project: Some("web".into()),
                 org: "acme".into(),
-            },
+            }),
             model: "gpt-4o".into(),
             api: ApiFormat::OpenAiChat,
             usage: Usage::default(),
@@ -507,7 +507,7 @@ pub(crate) mod tests {
         b.events[0].id.clear();
         assert_eq!(validate(&b, now).unwrap_err().field, "events[0].id");
         let mut b = ok;
-        b.events[0].principal.user = Some(String::new());
+        Arc::make_mut(&mut b.events[0].principal).user = Some(String::new());
         assert_eq!(
             validate(&b, now).unwrap_err().field,
             "events[0].principal.user"

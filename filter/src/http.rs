@@ -55,7 +55,7 @@ struct Identified {
     format: ApiFormat,
     path_model: Option<String>,
     path_stream: bool,
-    principal: Principal,
+    principal: Arc<Principal>,
     snapshot: Rc<SnapshotIndex>,
 }
 

@@ -71,7 +71,7 @@ pub struct Shared {
     /// stamp held. Keyed by the key itself so a known key costs no SHA-256 (the key is in
     /// this worker's memory while its request is anyway; a cache of at most
     /// [`KEY_CACHE_MAX`] keys, emptied whenever any key changes).
-    keys: RefCell<HashMap<String, Option<Principal>>>,
+    keys: RefCell<HashMap<String, Option<Arc<Principal>>>>,
     fresh_at: Cell<Option<i64>>,
     queue: Cell<Option<u32>>,
     outbox: RefCell<Outbox>,
@@ -284,11 +284,11 @@ impl KeyLookup for Shared {
         bucket.and_then(|b| principal_in_bucket(&b, sha256_hex))
     }
 
-    fn principal_for_virtual_key(&self, key: &str) -> Option<Principal> {
+    fn principal_for_virtual_key(&self, key: &str) -> Option<Arc<Principal>> {
         if let Some(known) = self.keys.borrow().get(key) {
             return known.clone();
         }
-        let found = self.principal_for_key(&key_hash(key));
+        let found = self.principal_for_key(&key_hash(key)).map(Arc::new);
         let mut keys = self.keys.borrow_mut();
         if keys.len() >= KEY_CACHE_MAX {
             keys.clear();

@@ -94,15 +94,16 @@ impl KeyUse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use tollgate_core::identity::Principal;
 
     fn used(key: &str, ts: i64) -> UsageEvent {
         let mut e = crate::ingest::tests::event("e", 1, ts, 1);
-        e.principal = Principal {
+        e.principal = Arc::new(Principal {
             key: Some(key.into()),
             org: "o".into(),
             ..Principal::default()
-        };
+        });
         e
     }
 

@@ -69,7 +69,7 @@ pub fn event(id: &str, reporter: &str, seq: u64, ts: i64, p: &Principal, usd: &s
         reporter: reporter.into(),
         seq,
         ts,
-        principal: p.clone(),
+        principal: p.clone().into(),
         model: "gpt-4o".into(),
         api: ApiFormat::OpenAiChat,
         usage: Usage {

@@ -9,6 +9,8 @@
 //! [`MAX_OPEN`] records are open; refusals beyond that are counted as dropped (the filter's
 //! metric), never queued.
 
+use std::sync::Arc;
+
 use crate::cost::CostBreakdown;
 use crate::event::{Charge, Denied, UnchargedReason, UsageEvent};
 use crate::identity::Principal;
@@ -24,7 +26,7 @@ pub const HOLD_S: i64 = 1;
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
     budget: String,
-    principal: Principal,
+    principal: Arc<Principal>,
     model: String,
     api: ApiFormat,
 }
@@ -54,7 +56,7 @@ pub struct Refusal<'a> {
     /// The budget the `429` named.
     pub budget: &'a str,
     /// Who was refused.
-    pub principal: &'a Principal,
+    pub principal: &'a Arc<Principal>,
     /// The model as priced.
     pub model: &'a str,
     /// The API spoken.
@@ -88,7 +90,7 @@ impl Denials {
         self.open.push((
             Key {
                 budget: r.budget.to_string(),
-                principal: r.principal.clone(),
+                principal: Arc::clone(r.principal),
                 model: r.model.to_string(),
                 api: r.api,
             },
@@ -151,15 +153,15 @@ impl Denials {
 mod tests {
     use super::*;
 
-    fn principal(key: &str) -> Principal {
-        Principal {
+    fn principal(key: &str) -> Arc<Principal> {
+        Arc::new(Principal {
             key: Some(key.into()),
             org: "acme".into(),
             ..Principal::default()
-        }
+        })
     }
 
-    fn refusal<'a>(budget: &'a str, p: &'a Principal, now: i64) -> Refusal<'a> {
+    fn refusal<'a>(budget: &'a str, p: &'a Arc<Principal>, now: i64) -> Refusal<'a> {
         Refusal {
             budget,
             principal: p,
@@ -204,7 +206,8 @@ mod tests {
         assert!(d.add(refusal("b2", &p1, 5)));
         assert!(d.add(refusal("b1", &p2, 5)));
         assert_eq!(d.take().len(), 3);
-        let keys: Vec<Principal> = (0..MAX_OPEN).map(|i| principal(&format!("k{i}"))).collect();
+        let keys: Vec<Arc<Principal>> =
+            (0..MAX_OPEN).map(|i| principal(&format!("k{i}"))).collect();
         for p in &keys {
             assert!(d.add(refusal("b1", p, 9)));
         }

@@ -6,6 +6,8 @@
 //! events its spend already includes (see [`crate::snapshot`]), so the filter stops counting
 //! them locally at exactly the right moment.
 
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -140,8 +142,8 @@ pub struct UsageEvent {
     pub seq: u64,
     /// When the response finished, Unix seconds.
     pub ts: i64,
-    /// Who is charged.
-    pub principal: Principal,
+    /// Who is charged (shared with the request that made it).
+    pub principal: Arc<Principal>,
     /// Model as priced (the price book key that matched), or as requested when unpriced.
     pub model: String,
     /// API the request spoke.
@@ -386,12 +388,12 @@ mod tests {
             reporter: "r1".into(),
             seq: 7,
             ts: 1_700_000_000,
-            principal: Principal {
+            principal: Arc::new(Principal {
                 key: Some("k1".into()),
                 user: None,
                 project: Some("p".into()),
                 org: "acme".into(),
-            },
+            }),
             model: "gpt-4o".into(),
             api: ApiFormat::OpenAiChat,
             usage: Usage {

@@ -6,6 +6,8 @@
 //! the chain. The caller's credentials never go upstream: every header in
 //! [`CREDENTIAL_HEADERS`] is removed, and each provider's cluster injects its own key.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use sha2::{Digest, Sha256};
@@ -145,9 +147,9 @@ pub fn identify<'h>(
     trusted_header: Option<&str>,
     mut header: impl FnMut(&str) -> Option<&'h str>,
     keys: &impl KeyLookup,
-) -> Result<Principal, Reply> {
+) -> Result<Arc<Principal>, Reply> {
     if let Some(value) = trusted_header.and_then(&mut header) {
-        return Principal::from_header(value).ok_or_else(|| {
+        return Principal::from_header(value).map(Arc::new).ok_or_else(|| {
             reply::error(
                 401,
                 "invalid_principal",

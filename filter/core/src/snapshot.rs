@@ -9,11 +9,10 @@
 pub mod sections;
 
 use std::collections::{BTreeMap, HashMap};
-
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{window_at, Mode, Scope, WindowBounds};
@@ -190,9 +189,11 @@ pub trait KeyLookup {
     fn principal_for_key(&self, sha256_hex: &str) -> Option<Principal>;
 
     /// The principal of a presented virtual key (hashed here; a lookup may cache by the key
-    /// itself and hash only on a miss).
-    fn principal_for_virtual_key(&self, key: &str) -> Option<Principal> {
+    /// itself and hash only on a miss). Shared: a request holds it from its headers to its
+    /// usage event, and a cache hands it out without copying its four names.
+    fn principal_for_virtual_key(&self, key: &str) -> Option<Arc<Principal>> {
         self.principal_for_key(&crate::identity::key_hash(key))
+            .map(Arc::new)
     }
 }
 

@@ -236,6 +236,17 @@ impl<T: Wire> Wire for Vec<T> {
     }
 }
 
+/// A shared value (an event's principal, shared with its request): the value itself.
+impl<T: Wire> Wire for Arc<T> {
+    const MIN_BYTES: usize = T::MIN_BYTES;
+    fn put(&self, w: &mut Writer) {
+        T::put(self, w);
+    }
+    fn take(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        T::take(r).map(Arc::new)
+    }
+}
+
 /// [`Wire`] for a struct from the list of its fields in wire order (the fields after `rest`
 /// are not carried and take the given value when read). A field added to the struct and not
 /// listed does not compile.
@@ -787,10 +798,10 @@ mod tests {
                 reporter: String::new(),
                 seq: 0,
                 ts: 1,
-                principal: Principal {
+                principal: Arc::new(Principal {
                     org: "o".into(),
                     ..Principal::default()
-                },
+                }),
                 model: "m".into(),
                 api: ApiFormat::OpenAiChat,
                 usage: Usage::default(),
@@ -1008,7 +1019,7 @@ mod tests {
     #[test]
     fn queue_items_round_trip_and_refuse_corruption() {
         let mut q = item(7);
-        q.event.principal.user = Some("ü".into());
+        Arc::make_mut(&mut q.event.principal).user = Some("ü".into());
         q.event.uncharged = Some(UnchargedReason::TooLarge);
         q.event.usage.reasoning = 3;
         q.event.requested_model = Some("gemini-2.0-flash-lite".into());
@@ -1039,12 +1050,12 @@ mod tests {
     #[test]
     fn queue_records_keep_every_field_and_decimal_scale_exactly() {
         let mut q = item(7);
-        q.event.principal = Principal {
+        q.event.principal = Arc::new(Principal {
             key: Some("k".into()),
             user: Some("u".into()),
             project: Some("p".into()),
             org: "o".into(),
-        };
+        });
         q.event.api = ApiFormat::AzureOpenAiResponses;
         // Every count and bucket distinct, set by name (the JSON shape), so a swapped slot shows.
         let mut usage = serde_json::Map::new();

@@ -64,7 +64,7 @@ fn forged(reporter: &str, seq: u64, p: &Principal, total: &str) -> UsageEvent {
         reporter: reporter.into(),
         seq,
         ts: test_start(),
-        principal: p.clone(),
+        principal: p.clone().into(),
         model: "gpt-4o-mini".into(),
         api: ApiFormat::OpenAiChat,
         usage: Usage::default(),
