@@ -116,6 +116,12 @@ impl LocalBudget {
 
     /// Unacknowledged actual spend by window start, oldest first.
     pub fn unsynced(&self) -> impl Iterator<Item = (i64, Decimal)> + '_ {
+        self.entries().map(|(window, e)| (window, dec_at(e, 8)))
+    }
+
+    /// Each window's start and its encoded entry (its amount decoded only where wanted: a
+    /// request touches one window of the few kept).
+    fn entries(&self) -> impl Iterator<Item = (i64, &[u8])> + '_ {
         self.bytes
             .get(HEAD..)
             .unwrap_or_default()
@@ -125,7 +131,7 @@ impl LocalBudget {
                     .get(..8)
                     .and_then(|b| <[u8; 8]>::try_from(b).ok())
                     .map_or(0, i64::from_le_bytes);
-                (window, dec_at(e, 8))
+                (window, e)
             })
     }
 
@@ -134,9 +140,9 @@ impl LocalBudget {
     /// decoded state may repeat one, and `Decimal`'s `+` panics on overflow (found by
     /// `fuzz/fuzz_targets/codec.rs`).
     pub fn unsynced_in(&self, window_start: i64) -> Decimal {
-        self.unsynced()
+        self.entries()
             .filter(|(w, _)| *w == window_start)
-            .try_fold(Decimal::ZERO, |sum, (_, a)| sum.checked_add(a))
+            .try_fold(Decimal::ZERO, |sum, (_, e)| sum.checked_add(dec_at(e, 8)))
             .unwrap_or(Decimal::MAX)
     }
 
@@ -159,23 +165,22 @@ impl LocalBudget {
 
     /// Releases a reservation (never below zero).
     pub fn release(&mut self, amount: Decimal) {
+        // Below zero is zero: a sign test, not a comparison of decimals.
         let reserved = self
             .reserved()
             .checked_sub(amount)
-            .unwrap_or(Decimal::ZERO)
-            .max(Decimal::ZERO);
+            .filter(|r| !r.is_sign_negative())
+            .unwrap_or(Decimal::ZERO);
         self.put_dec(0, reserved);
     }
 
     /// Records settled spend in a window, dropping the oldest windows beyond a few.
     pub fn add_unsynced(&mut self, window_start: i64, amount: Decimal) {
         // The common case, a window already kept: its amount changes in place.
-        let kept = self
-            .unsynced()
-            .enumerate()
-            .find(|(_, (w, _))| *w == window_start);
-        if let Some((i, (_, a))) = kept {
-            self.put_dec(HEAD + i * ENTRY + 8, saturating_add(a, amount));
+        let kept = self.entries().position(|(w, _)| w == window_start);
+        if let Some(i) = kept {
+            let at = HEAD + i * ENTRY + 8;
+            self.put_dec(at, saturating_add(dec_at(&self.bytes, at), amount));
             return;
         }
         let mut unsynced: Vec<(i64, Decimal)> = self.unsynced().collect();
