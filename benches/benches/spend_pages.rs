@@ -301,12 +301,12 @@ async fn ingest_recent(store: &Store) {
                     reporter: "bench-live".into(),
                     seq: u64::try_from(i + 1).unwrap(),
                     ts,
-                    principal: Principal {
+                    principal: std::sync::Arc::new(Principal {
                         key: Some(format!("key-{k}")),
                         user: Some(format!("usr-{u}")),
                         project: Some(format!("prj-{p}")),
                         org: format!("org-{o}"),
-                    },
+                    }),
                     model: MODELS[m].0.into(),
                     api: ApiFormat::OpenAiChat,
                     usage: if denied {

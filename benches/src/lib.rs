@@ -9,6 +9,8 @@ pub mod fleet;
 
 pub use fleet::seed_fleet;
 
+use std::sync::Arc;
+
 use tollgate_control_plane::clock::Clock;
 use tollgate_control_plane::http::auth::Tokens;
 use tollgate_control_plane::http::AppState;
@@ -144,12 +146,12 @@ pub fn batch(reporter: &str, n: u64, size: u64, keys: u64, orgs: u64, ts: i64) -
                 reporter: reporter.to_string(),
                 seq,
                 ts,
-                principal: Principal {
+                principal: Arc::new(Principal {
                     key: Some(format!("key-{k}")),
                     user: Some(format!("usr-{g}")),
                     project: Some(format!("prj-{g}")),
                     org: format!("org-{}", g % orgs.max(1)),
-                },
+                }),
                 model: "gpt-4o".into(),
                 api: ApiFormat::OpenAiChat,
                 usage: Usage {
