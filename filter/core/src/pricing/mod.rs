@@ -757,3 +757,183 @@ pub fn to_per_million(per_token: Decimal) -> Decimal {
         .unwrap_or(Decimal::MAX)
         .normalize()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TIERS: [ServiceTier; 3] = [
+        ServiceTier::Standard,
+        ServiceTier::Priority,
+        ServiceTier::Flex,
+    ];
+
+    fn rate() -> impl Strategy<Value = Decimal> {
+        (0i64..5_000).prop_map(|m| Decimal::new(m, 8))
+    }
+
+    fn some_rate() -> impl Strategy<Value = Option<Decimal>> {
+        proptest::option::of(rate())
+    }
+
+    fn overlay() -> impl Strategy<Value = TierOverride> {
+        (some_rate(), some_rate(), some_rate(), some_rate()).prop_map(
+            |(input, output, cache_read, cache_write_5m)| TierOverride {
+                input,
+                output,
+                cache_read,
+                cache_write_5m,
+            },
+        )
+    }
+
+    /// Any price with non-negative rates (a snapshot refuses others): base rates, up to three
+    /// thresholds, a range table or none, and service tiers overlaying base and threshold rates.
+    fn price() -> impl Strategy<Value = ModelPrice> {
+        let rates = (
+            rate(),
+            rate(),
+            some_rate(),
+            some_rate(),
+            some_rate(),
+            some_rate(),
+        )
+            .prop_map(
+                |(input, output, cache_read, cache_write_5m, cache_write_1h, reasoning)| Rates {
+                    input,
+                    output,
+                    cache_read,
+                    cache_write_5m,
+                    cache_write_1h,
+                    reasoning,
+                },
+            );
+        let threshold = (
+            any::<bool>(),
+            rate(),
+            some_rate(),
+            some_rate(),
+            some_rate(),
+            some_rate(),
+        );
+        // Thresholds and the sizes service tiers override at share a few values, so overrides
+        // meet their thresholds.
+        let size = || (1u64..6).prop_map(|k| k * 50_000);
+        let thresholds = proptest::collection::btree_map(size(), threshold, 0..3);
+        let row = (rate(), rate(), rate(), rate(), rate(), rate()).prop_map(|r| EffectiveRates {
+            input: r.0,
+            output: r.1,
+            cache_read: r.2,
+            cache_write_5m: r.3,
+            cache_write_1h: r.4,
+            reasoning: r.5,
+        });
+        let ranges = proptest::collection::vec(row, 0..3);
+        let service = (
+            overlay(),
+            some_rate(),
+            proptest::collection::btree_map(size(), overlay(), 0..2),
+        )
+            .prop_map(|(base, input_audio, above)| TierRates {
+                base,
+                input_audio,
+                above,
+            });
+        let services = proptest::collection::btree_map(
+            prop_oneof![Just(ServiceTier::Priority), Just(ServiceTier::Flex)],
+            service,
+            0..3,
+        );
+        (rates, thresholds, ranges, services).prop_map(
+            |(rates, thresholds, rows, service_tiers)| {
+                ModelPrice {
+                    rates,
+                    tiers: thresholds
+                        .into_iter()
+                        .map(|(above, (inclusive, input, output, cache_read, w5, w1))| {
+                            ThresholdTier {
+                                above_prompt_tokens: above,
+                                inclusive,
+                                input,
+                                output,
+                                cache_read,
+                                cache_write_5m: w5,
+                                cache_write_1h: w1,
+                            }
+                        })
+                        .collect(),
+                    // Consecutive rows of 100,000 tokens each, as range tables are.
+                    ranges: (0u64..)
+                        .zip(rows)
+                        .map(|(i, rates)| RangeTier {
+                            from: i * 100_000,
+                            to: (i + 1) * 100_000,
+                            rates,
+                        })
+                        .collect(),
+                    service_tiers,
+                    ..ModelPrice::default()
+                }
+            },
+        )
+    }
+
+    /// Every prompt size where the rates can change, and either side of it.
+    fn sizes(p: &ModelPrice) -> Vec<u64> {
+        let edges = p
+            .tiers
+            .iter()
+            .map(|t| t.above_prompt_tokens)
+            .chain(p.ranges.iter().flat_map(|r| [r.from, r.to]))
+            .chain(
+                p.service_tiers
+                    .values()
+                    .flat_map(|t| t.above.keys().copied()),
+            );
+        [0, 1, u64::MAX]
+            .into_iter()
+            .chain(edges.flat_map(|e| [e.saturating_sub(1), e, e.saturating_add(1)]))
+            .collect()
+    }
+
+    proptest! {
+        /// The highest rates of a tier are, kind by kind, at least the rates at any prompt size,
+        /// and each is the rate at some size (or of some range row): what a one-row model's
+        /// shortcut and the fold over rows must both give.
+        #[test]
+        fn the_highest_rates_are_the_highest_reachable(p in price()) {
+            for tier in TIERS {
+                let max = p.max_rates_at(tier).all();
+                let reachable: Vec<[Decimal; 6]> = sizes(&p)
+                    .into_iter()
+                    .map(|n| p.rates_at(n, tier).all())
+                    .chain(p.ranges.iter().map(|r| r.rates.all()))
+                    .collect();
+                for (kind, highest) in max.iter().enumerate() {
+                    let at = |r: &[Decimal; 6]| r.get(kind).copied();
+                    prop_assert!(reachable.iter().all(|r| at(r) <= Some(*highest)), "{tier:?} kind {kind}");
+                    prop_assert!(reachable.iter().any(|r| at(r) == Some(*highest)), "{tier:?} kind {kind}");
+                }
+            }
+        }
+
+        /// The dearest tier costs the most (input plus output at its highest rates), and no
+        /// tier before it (standard first, then in the book's order) costs as much.
+        #[test]
+        fn the_dearest_tier_is_the_first_that_costs_the_most(p in price()) {
+            let cost = |t: ServiceTier| {
+                let r = p.max_rates_at(t);
+                r.input + r.output
+            };
+            let order: Vec<ServiceTier> = std::iter::once(ServiceTier::Standard)
+                .chain(p.service_tiers.keys().copied())
+                .collect();
+            let most = order.iter().map(|t| cost(*t)).max().unwrap_or_default();
+            let dearest = p.dearest_service_tier();
+            prop_assert_eq!(cost(dearest), most);
+            let first = order.iter().position(|t| cost(*t) == most);
+            prop_assert_eq!(first, order.iter().position(|t| *t == dearest));
+        }
+    }
+}
