@@ -7,7 +7,9 @@
 //!   are looked for in every line, and the logs must be non-empty for that to mean anything;
 //! - a principal header sent by the client is ignored when no trusted filter sets it (the
 //!   shipped config): a virtual key's own chain is charged and judged, whatever the header
-//!   says, and the header alone is no identity.
+//!   says, and the header alone is no identity;
+//! - with a trusted principal header configured, its chain is judged and charged, a malformed
+//!   one refused, and every credential the client sent still stripped, text or not.
 //!
 //! Run with `cargo test -p tollgate-tests --test security`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -283,4 +285,91 @@ fn a_client_principal_header_is_ignored_without_a_trusted_filter() {
         let p = l["principal"].as_str().unwrap_or_default();
         assert!(p.contains(&caller.org) && !p.contains(&victim.org), "{l}");
     }
+}
+
+/// With `trusted_principal_header` set (the operator's earlier filter, `jwt_authn` or
+/// `ext_authz`, writes it), the chain the header names is judged and charged, a malformed one
+/// is refused, and every credential the client sent is still stripped before the cluster
+/// injects the provider's key: a virtual key in another provider's header, and a value that
+/// is not text (which the filter cannot read, and must remove all the same). The mock refuses
+/// a virtual key in any header and any credential header that is not text, so each 200 shows
+/// the header never reached it.
+#[test]
+fn a_trusted_principal_header_is_judged_and_every_credential_still_stripped() {
+    const HEADER: &str = "x-tollgate-principal";
+    let Some(stack) = common::stack_with(StackOptions {
+        filter_config: Some(json!({"identity": {"trusted_principal_header": HEADER}})),
+        ..StackOptions::default()
+    }) else {
+        return;
+    };
+    let api = stack.api().unwrap();
+    let trusted = api.create_chain("trusted").unwrap();
+    let broke = api.create_chain("trusted-broke").unwrap();
+    api.create_budget("project", &broke.project, "total", "0")
+        .unwrap();
+    stack.wait_for_sync().unwrap();
+    let principal = |c: &Chain| {
+        format!(
+            "org={};project={};user={};key={}",
+            c.org, c.project, c.user, c.key_id
+        )
+    };
+    let request = json!({"model": "gpt-4o-mini", "max_tokens": 16,
+                         "messages": [{"role": "user", "content": "security"}]});
+    let send = |chain: &str, extra: Option<(&str, &[u8])>| -> (u16, Value) {
+        let mut req = client_with(TIMEOUT)
+            .post(format!("{}/v1/chat/completions", stack.url()))
+            .header(HEADER, chain)
+            .json(&request);
+        if let Some((name, value)) = extra {
+            req = req.header(
+                name,
+                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        let resp = req.send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    };
+
+    let credentials: [(&str, &[u8]); 3] = [
+        ("x-goog-api-key", trusted.secret.as_bytes()),
+        ("api-key", b"sk-client-\xff\xfe-own"),
+        ("x-api-key", b"tg-\xff-not-text"),
+    ];
+    for (name, value) in credentials {
+        let (status, body) = send(&principal(&trusted), Some((name, value)));
+        assert_eq!(status, 200, "{name}: {body}");
+    }
+    // A malformed header is no identity; a spent budget on the named chain denies.
+    let (status, body) = send("org=", None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_principal")),
+        "{body}"
+    );
+    let (status, body) = send(&principal(&broke), None);
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["budget"]["scope"], "project", "{body}");
+
+    let book = tollgate_tests::pricing::litellm_book().unwrap();
+    let (_, one) = tollgate_tests::pricing::expected(
+        book,
+        tollgate_upstream::Api::OpenAiChat,
+        &request,
+        &tollgate_upstream::Controls::default(),
+    )
+    .unwrap();
+    let n = credentials.len() as u64;
+    ledger_reaches(
+        &stack,
+        "key",
+        &trusted.key_id,
+        Spend {
+            requests: n,
+            total_usd: one * rust_decimal::Decimal::from(n),
+        },
+    );
+    assert_eq!(api.spend("org", &broke.org).unwrap().requests, 0);
 }

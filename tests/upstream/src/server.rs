@@ -491,10 +491,17 @@ fn check_key(
 ) -> Result<(), Box<Response>> {
     let presented = presented_key(headers, query_key);
     let refuse = |msg: &str| Err(Box::new(error(api, StatusCode::UNAUTHORIZED, msg)));
-    if (options.expect_key.is_some() || !options.provider_keys.is_empty())
-        && presented.iter().any(|k| k.starts_with("tg-"))
-    {
+    let checked = options.expect_key.is_some() || !options.provider_keys.is_empty();
+    if checked && presented.iter().any(|k| k.starts_with("tg-")) {
         return refuse("the mock upstream received a Tollgate virtual key");
+    }
+    // A provider refuses a credential it cannot read; and a client's that is not text must
+    // not reach here at all (the filter strips every credential header, text or not).
+    let unreadable = CREDENTIAL_HEADERS
+        .iter()
+        .any(|h| headers.get(*h).is_some_and(|v| v.to_str().is_err()));
+    if checked && unreadable {
+        return refuse("the mock upstream received a credential header that is not text");
     }
     if let Some(expected) = &options.expect_key {
         if !presented.iter().any(|k| k == expected) {
@@ -533,6 +540,15 @@ fn check_key(
 }
 
 /// The key the client presented, in whichever header its provider uses.
+/// The headers clients and providers carry credentials in.
+const CREDENTIAL_HEADERS: [&str; 5] = [
+    "authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    "x-amz-security-token",
+];
+
 fn presented_key(headers: &HeaderMap, query_key: Option<&str>) -> Vec<String> {
     let mut keys = Vec::new();
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
