@@ -1,5 +1,6 @@
 //! Changes made through the control plane's API reach Envoy within two sync intervals:
-//! a revoked key is refused, a new budget denies, a raised limit allows again. Each test
+//! a revoked key is refused, a new budget denies, a raised limit allows again, a new price
+//! is judged and charged. Each test
 //! polls through real Envoy every 20 ms from the moment the API call returns and measures
 //! when the decision flips.
 //!
@@ -11,6 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tollgate_tests::control_plane::Spend;
 use tollgate_tests::{eventually, Chain, Stack};
 
 use common::two_intervals;
@@ -101,5 +103,87 @@ fn a_new_budget_takes_effect_within_two_sync_intervals_and_so_does_raising_it() 
     assert!(
         took <= two_intervals(&stack),
         "the raised limit took {took:?} to apply, more than two sync intervals"
+    );
+}
+
+/// A price change reaches the admission decision and the charge within two sync intervals: a
+/// model priced so dear that a request's worst case is over its project's budget is refused;
+/// re-priced cheap, it is let through and charged at the cheap rates. A worker that kept the
+/// old book would go on refusing (its worst case judged at the old rates) or charge the old
+/// ones.
+#[test]
+fn a_new_price_reaches_the_decision_and_the_charge_within_two_sync_intervals() {
+    const MODEL: &str = "propagation-priced-model";
+    let Some(stack) = common::stack() else { return };
+    let api = stack.api().unwrap();
+    let chain = api.create_chain("price").unwrap();
+    let map = |input: f64, output: f64| {
+        serde_json::to_vec(
+            &json!({MODEL: {"litellm_provider": "openai", "mode": "chat",
+            "input_cost_per_token": input, "output_cost_per_token": output}}),
+        )
+        .unwrap()
+    };
+    let (dear, cheap) = (map(1e-3, 1e-3), map(1e-6, 2e-6));
+    api.import_litellm(dear).unwrap();
+    // About 14 prompt tokens and 16 output tokens: $0.03 at the dear rates, $0.00005 cheap.
+    api.create_budget("project", &chain.project, "daily", "0.01")
+        .unwrap();
+    stack.wait_for_sync().unwrap();
+    let request = json!({"model": MODEL, "max_tokens": 16,
+                         "messages": [{"role": "user", "content": "propagation"}]});
+    let http = common::client();
+    let send = || {
+        let resp = http
+            .post(format!("{}/v1/chat/completions", stack.url()))
+            .bearer_auth(&chain.secret)
+            .json(&request)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    };
+    // Every worker holds the dear price and the budget within a tick of the sync.
+    let refused = eventually(Duration::from_secs(5), || {
+        let (status, body) = send();
+        (status == 429).then_some(body)
+    });
+    let refused =
+        refused.unwrap_or_else(|| panic!("never refused at the dear price: {:?}", send()));
+    assert_eq!(refused["error"]["budget"]["scope"], "project", "{refused}");
+
+    api.import_litellm(cheap.clone()).unwrap();
+    let repriced = Instant::now();
+    let took = eventually(Duration::from_secs(15), || {
+        (send().0 == 200).then(|| repriced.elapsed())
+    })
+    .unwrap_or_else(|| panic!("never allowed at the cheap price\n{}", stack.logs()));
+    eprintln!("new price applied after {took:?}");
+    assert!(
+        took <= two_intervals(&stack),
+        "the new price took {took:?} to apply, more than two sync intervals"
+    );
+    for _ in 0..2 {
+        assert_eq!(send().0, 200);
+    }
+    // Charged at the cheap rates, each one of the three.
+    let book = tollgate_core::pricing::litellm::import(&cheap)
+        .unwrap()
+        .book;
+    let (_, one) = tollgate_tests::pricing::expected(
+        &book,
+        tollgate_upstream::Api::OpenAiChat,
+        &request,
+        &tollgate_upstream::Controls::default(),
+    )
+    .unwrap();
+    common::ledger_reaches(
+        &stack,
+        "key",
+        &chain.key_id,
+        Spend {
+            requests: 3,
+            total_usd: one * rust_decimal::Decimal::from(3),
+        },
     );
 }
