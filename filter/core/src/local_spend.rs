@@ -235,8 +235,8 @@ impl Owed {
     /// window starting at `window`.
     pub fn settle(&mut self, estimate: Decimal, window: i64, amount: Decimal) {
         self.release = saturating_add(self.release, estimate);
-        let kept = self.first.iter_mut().chain(self.more.iter_mut());
-        if let Some((_, a)) = kept.into_iter().find(|(w, _)| *w == window) {
+        let mut kept = self.first.iter_mut().chain(self.more.iter_mut());
+        if let Some((_, a)) = kept.find(|(w, _)| *w == window) {
             *a = saturating_add(*a, amount);
         } else if self.first.is_none() {
             self.first = Some((window, amount));

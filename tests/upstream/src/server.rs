@@ -540,7 +540,9 @@ fn check_key(
 }
 
 /// The key the client presented, in whichever header its provider uses.
-/// The headers clients and providers carry credentials in.
+/// The headers clients and providers carry credentials in: the provider's side of the list,
+/// kept apart from the filter's `identity::CREDENTIAL_HEADERS` (the mock does not build on the
+/// code whose stripping it checks).
 const CREDENTIAL_HEADERS: [&str; 5] = [
     "authorization",
     "x-api-key",
