@@ -91,8 +91,8 @@ impl ProviderApi for Gemini {
         "modelVersion"
     }
 
-    fn searches_in(&self, key: &[u8], value: &[u8]) -> Result<Option<u64>, UsageError> {
-        if scan::key_is(key, "candidates") {
+    fn searches_in(&self, key: scan::Key<'_>, value: &[u8]) -> Result<Option<u64>, UsageError> {
+        if key.is("candidates") {
             return grounding_queries(value).map(Some);
         }
         Ok(None)
@@ -174,9 +174,9 @@ impl Modalities {
             let end = scan::walk_object(s, j, |key, v| {
                 let end = skip(s, v)?;
                 let token = s.get(v..end).unwrap_or_default();
-                if scan::key_is(key, "modality") {
+                if key.is("modality") {
                     modality = scan::unquote(token).map(|m| m.into_owned());
-                } else if scan::key_is(key, "tokenCount") {
+                } else if key.is("tokenCount") {
                     count = Count::from_token(token)?;
                 }
                 Ok::<_, UsageError>(end)

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::estimate::TierAsk;
 use crate::pricing::ServiceTier;
+use crate::usage::scan::Key;
 use crate::usage::{StreamRead, Usage, UsageError, UsageValue};
 
 pub mod anthropic_messages;
@@ -261,7 +262,7 @@ pub trait ProviderApi: Sync {
 
     /// The provider-run searches a top-level member `key` (value token `value`) of an answer
     /// reports, if it is the member that reports them.
-    fn searches_in(&self, _key: &[u8], _value: &[u8]) -> Result<Option<u64>, UsageError> {
+    fn searches_in(&self, _key: Key<'_>, _value: &[u8]) -> Result<Option<u64>, UsageError> {
         Ok(None)
     }
 

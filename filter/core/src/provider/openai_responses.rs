@@ -62,8 +62,8 @@ impl ProviderApi for OpenAiResponses {
         UsageValue::read(s, i, ResponsesUsage::meaning)
     }
 
-    fn searches_in(&self, key: &[u8], value: &[u8]) -> Result<Option<u64>, UsageError> {
-        if scan::key_is(key, "output") {
+    fn searches_in(&self, key: scan::Key<'_>, value: &[u8]) -> Result<Option<u64>, UsageError> {
+        if key.is("output") {
             return web_search_calls(value).map(Some);
         }
         Ok(None)

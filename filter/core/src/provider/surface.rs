@@ -5,6 +5,7 @@
 
 use super::{ApiFormat, ProviderApi, RequestField, Route};
 use crate::estimate::TierAsk;
+use crate::usage::scan::Key;
 use crate::usage::{StreamRead, Usage, UsageError, UsageValue};
 
 /// One API on another provider's surface.
@@ -78,7 +79,7 @@ impl ProviderApi for Surface {
         self.inner.prices_answer_model()
     }
 
-    fn searches_in(&self, key: &[u8], value: &[u8]) -> Result<Option<u64>, UsageError> {
+    fn searches_in(&self, key: Key<'_>, value: &[u8]) -> Result<Option<u64>, UsageError> {
         self.inner.searches_in(key, value)
     }
 

@@ -206,6 +206,28 @@ impl<T: Copy> Nested<T> {
 
 /// Reads the count at `s[i]` into `slot`; returns the index just past it.
 pub(crate) fn read_count(s: &[u8], i: usize, slot: &mut Count) -> Result<usize, UsageError> {
+    // What providers send: a plain integer. Read in the pass that finds its end; anything
+    // else (a sign, a fraction, an exponent, a leading zero, 16 digits or more, a non-number)
+    // goes the strict way below.
+    let mut v: u64 = 0;
+    let mut j = i;
+    while let Some(&d @ b'0'..=b'9') = s.get(j) {
+        v = v * 10 + u64::from(d - b'0');
+        j += 1;
+        if j - i == 15 {
+            break;
+        }
+    }
+    let plain = j > i
+        && (j == i + 1 || s.get(i) != Some(&b'0'))
+        && !matches!(
+            s.get(j),
+            Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'-' | b'+')
+        );
+    if plain {
+        *slot = count_of(v);
+        return Ok(j);
+    }
     let end = scan::skip_value(s, i)?;
     *slot = Count::from_token(s.get(i..end).unwrap_or_default())?;
     Ok(end)
@@ -227,19 +249,17 @@ pub(crate) fn skip(s: &[u8], i: usize) -> Result<usize, UsageError> {
     Ok(scan::skip_value(s, i)?)
 }
 
-/// Reads the member `key` (a key token, quotes included; value at `s[i]`) into `t`. Names
-/// are matched as sent first; a key with escapes (valid JSON, though no provider sends one) is
-/// decoded and matched again.
-fn read_member<T: Fields>(t: &mut T, s: &[u8], key: &[u8], i: usize) -> Result<usize, UsageError> {
-    let raw = key.get(1..key.len().saturating_sub(1)).unwrap_or_default();
-    if let Some(end) = t.read_named(raw, s, i)? {
-        return Ok(end);
-    }
-    if scan::has_escape(raw) {
-        if let Some(name) = scan::unquote(key) {
-            if let Some(end) = t.read_named(&name, s, i)? {
-                return Ok(end);
-            }
+/// Reads the member `key` (value at `s[i]`) into `t`; a key with escapes (valid JSON, though
+/// no provider sends one) is matched decoded.
+fn read_member<T: Fields>(
+    t: &mut T,
+    s: &[u8],
+    key: scan::Key<'_>,
+    i: usize,
+) -> Result<usize, UsageError> {
+    if let Some(name) = key.text() {
+        if let Some(end) = t.read_named(&name, s, i)? {
+            return Ok(end);
         }
     }
     skip(s, i)

@@ -75,12 +75,12 @@ impl Served {
     pub(crate) fn note_member(
         &mut self,
         api: &dyn ProviderApi,
-        key: &[u8],
+        key: scan::Key<'_>,
         value: &[u8],
     ) -> Result<(), UsageError> {
-        if scan::key_is(key, api.model_key()) {
+        if key.is(api.model_key()) {
             self.note_model(Some(value));
-        } else if scan::key_is(key, "service_tier") && api.tier_at_top_level() {
+        } else if key.is("service_tier") && api.tier_at_top_level() {
             self.note_tier(Some(value));
         } else if let Some(n) = api.searches_in(key, value)? {
             self.note_searches(n);
@@ -138,12 +138,12 @@ pub(crate) fn walk_answer<T>(
     key: &str,
     through_array: bool,
     mut read: impl FnMut(&[u8], usize) -> Result<(T, usize), UsageError>,
-    mut other: impl FnMut(&[u8], &[u8]) -> Result<(), UsageError>,
+    mut other: impl FnMut(scan::Key<'_>, &[u8]) -> Result<(), UsageError>,
 ) -> Result<Option<T>, UsageError> {
     let mut found = None;
     let mut object = |open: usize| -> Result<usize, UsageError> {
         scan::walk_object(doc, open, |k, i| {
-            if scan::key_is(k, key) {
+            if k.is(key) {
                 let (value, end) = read(doc, i)?;
                 found = Some(value);
                 Ok(end)

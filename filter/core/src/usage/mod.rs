@@ -38,6 +38,7 @@ pub use eventstream::EventStreamUsage;
 pub use fields::UsageValue;
 pub(crate) use json::{find_member, usage_in, usage_of};
 pub use json::{from_json, from_usage_object, served_json, Served};
+pub use scan::Key;
 pub use sse::SseUsage;
 pub use stream::{StreamOutcome, StreamRead};
 

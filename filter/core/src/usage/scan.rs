@@ -140,7 +140,15 @@ pub(crate) fn find_line_end(s: &[u8]) -> Option<usize> {
 /// `s[i]` is an opening quote; returns the index just past the closing quote.
 #[inline]
 fn skip_string(s: &[u8], i: usize) -> Result<usize, ScanError> {
+    string_end(s, i).map(|(end, _)| end)
+}
+
+/// [`skip_string`], and whether the string holds an escape: found in the same search, so a
+/// key is not searched again for one.
+#[inline]
+fn string_end(s: &[u8], i: usize) -> Result<(usize, bool), ScanError> {
     let mut j = i + 1;
+    let mut escaped = false;
     loop {
         let Some(rest) = s.get(j..) else {
             return err(i, "unterminated string");
@@ -150,11 +158,42 @@ fn skip_string(s: &[u8], i: usize) -> Result<usize, ScanError> {
             Some(k) => {
                 let at = j + k;
                 if rest.get(k) == Some(&b'"') {
-                    return Ok(at + 1);
+                    return Ok((at + 1, escaped));
                 }
                 // A backslash: whatever follows is escaped (`\"`, `\\`, `\u…`); step over it.
+                escaped = true;
                 j = at + 2;
             }
+        }
+    }
+}
+
+/// An object key as the walk found it: the bytes between its quotes, and whether they hold
+/// an escape. Providers never escape their keys, so a key is compared as sent and decoded
+/// only when it has an escape (valid JSON all the same: `"us\u0061ge"` is `usage`).
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    raw: &'a [u8],
+    escaped: bool,
+}
+
+impl<'a> Key<'a> {
+    /// Whether the key names `want`.
+    #[inline]
+    pub(crate) fn is(self, want: &str) -> bool {
+        if self.escaped {
+            self.text().is_some_and(|k| k.as_ref() == want.as_bytes())
+        } else {
+            self.raw == want.as_bytes()
+        }
+    }
+
+    /// The key's text, decoded when it has escapes (`None`: an escape that is not valid).
+    pub(crate) fn text(self) -> Option<Cow<'a, [u8]>> {
+        if self.escaped {
+            unquote_inner(self.raw).map(Cow::Owned)
+        } else {
+            Some(Cow::Borrowed(self.raw))
         }
     }
 }
@@ -235,13 +274,12 @@ fn skip_literal(s: &[u8], i: usize, lit: &[u8]) -> Result<usize, ScanError> {
 }
 
 /// Walks the members of the object opening at `s[open]`: for each, calls
-/// `f(key_token, value_start)` (the key *with* its quotes), which reads or skips the value and
-/// returns the index just past it. Stops at the first error. Returns the index just past the
+/// `f(key, value_start)`, which reads or skips the value and returns the index just past it. Stops at the first error. Returns the index just past the
 /// closing brace. Readers that understand a value consume it in the same pass.
 pub(crate) fn walk_object<'a, E: From<ScanError>>(
     s: &'a [u8],
     open: usize,
-    mut f: impl FnMut(&'a [u8], usize) -> Result<usize, E>,
+    mut f: impl FnMut(Key<'a>, usize) -> Result<usize, E>,
 ) -> Result<usize, E> {
     let mut i = skip_ws(s, open + 1);
     if s.get(i) == Some(&b'}') {
@@ -251,8 +289,11 @@ pub(crate) fn walk_object<'a, E: From<ScanError>>(
         if s.get(i) != Some(&b'"') {
             return fail_at(s, i, "expected object key");
         }
-        let key_end = skip_string(s, i)?;
-        let key = s.get(i..key_end).unwrap_or_default();
+        let (key_end, escaped) = string_end(s, i)?;
+        let key = Key {
+            raw: s.get(i + 1..key_end - 1).unwrap_or_default(),
+            escaped,
+        };
         i = skip_ws(s, key_end);
         if s.get(i) != Some(&b':') {
             return fail_at(s, i, "expected ':'");
@@ -272,7 +313,7 @@ pub(crate) fn walk_object<'a, E: From<ScanError>>(
 fn members<'a>(
     s: &'a [u8],
     open: usize,
-    mut f: impl FnMut(&'a [u8], &'a [u8]),
+    mut f: impl FnMut(Key<'a>, &'a [u8]),
 ) -> Result<usize, ScanError> {
     walk_object(s, open, |key, i| {
         let end = skip_value(s, i)?;
@@ -339,9 +380,18 @@ pub(crate) fn unquote(token: &[u8]) -> Option<Cow<'_, [u8]>> {
     if !has_escape(inner) {
         return Some(Cow::Borrowed(inner));
     }
-    serde_json::from_slice::<String>(token)
+    unquote_inner(inner).map(Cow::Owned)
+}
+
+/// The decoded text of the bytes between a JSON string's quotes, escapes and all.
+fn unquote_inner(inner: &[u8]) -> Option<Vec<u8>> {
+    let mut token = Vec::with_capacity(inner.len() + 2);
+    token.push(b'"');
+    token.extend_from_slice(inner);
+    token.push(b'"');
+    serde_json::from_slice::<String>(&token)
         .ok()
-        .map(|s| Cow::Owned(s.into_bytes()))
+        .map(String::into_bytes)
 }
 
 /// [`unquote`] as UTF-8 text.
@@ -349,29 +399,6 @@ pub(crate) fn unquote_str(token: &[u8]) -> Option<Cow<'_, str>> {
     match unquote(token)? {
         Cow::Borrowed(b) => std::str::from_utf8(b).ok().map(Cow::Borrowed),
         Cow::Owned(v) => String::from_utf8(v).ok().map(Cow::Owned),
-    }
-}
-
-/// Whether a key token (quotes included) names `want`; providers never escape their keys, so
-/// the decode is a rare slow path kept for correctness.
-#[inline]
-pub(crate) fn key_is(token: &[u8], want: &str) -> bool {
-    match token
-        .strip_prefix(b"\"")
-        .and_then(|t| t.strip_suffix(b"\""))
-    {
-        Some(inner) if inner == want.as_bytes() => true,
-        // An escape decodes to fewer bytes than it takes, so only a longer token can be an
-        // escaped `want`, and its first byte is `want`'s or starts an escape: most keys are
-        // told apart without a byte search.
-        Some(inner)
-            if inner.len() > want.len()
-                && matches!(inner.first(), Some(&c) if c == b'\\' || Some(&c) == want.as_bytes().first())
-                && has_escape(inner) =>
-        {
-            unquote(token).is_some_and(|k| k.as_ref() == want.as_bytes())
-        }
-        _ => false,
     }
 }
 
@@ -387,7 +414,7 @@ pub(crate) fn find_members<'a, const N: usize>(
     let end = if doc.get(start) == Some(&b'{') {
         members(doc, start, |key, value| {
             for (want, slot) in keys.iter().zip(found.iter_mut()) {
-                if key_is(key, want) {
+                if key.is(want) {
                     *slot = Some(value);
                 }
             }
@@ -410,7 +437,7 @@ pub(crate) fn any_has_string_member(array: &[u8], key: &str) -> Result<bool, Sca
         if !hit && array.get(i) == Some(&b'{') {
             return walk_object(array, i, |k, j| {
                 let end = skip_value(array, j)?;
-                if array.get(j) == Some(&b'"') && key_is(k, key) {
+                if array.get(j) == Some(&b'"') && k.is(key) {
                     hit = true;
                 }
                 Ok::<usize, ScanError>(end)
