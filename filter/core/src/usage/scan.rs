@@ -77,64 +77,89 @@ fn has_zero_byte(w: u64) -> u64 {
     w.wrapping_sub(LO) & !w & HI
 }
 
-/// Position of the first `a` or `b` in `s`. Reads eight bytes at a time (no `unsafe`, no
-/// `memchr` dependency), the last few too (padded), and finds the byte within a word from its
-/// mask: most strings in JSON are keys and short values, where a byte loop was most of the
-/// cost (`has_zero_byte`'s lowest set bit is exact: the borrow only marks bytes above a hit).
+/// Position of the first `a` or `b` in `s`, sixteen bytes at a time ([`first_in_block`]),
+/// the last 0..=15 eight at a time and then as one word, shifted in (a copy of a variable
+/// length would be a `memory.copy`, which V8 runs out of line; the padding's marks are
+/// cleared). Most strings in JSON are keys and short values, where a byte loop was most of
+/// the cost; no `unsafe`, no `memchr` dependency.
 #[inline]
 pub(crate) fn find_either(s: &[u8], a: u8, b: u8) -> Option<usize> {
-    let (wa, wb) = (LO.wrapping_mul(u64::from(a)), LO.wrapping_mul(u64::from(b)));
-    let hits = |w: u64| has_zero_byte(w ^ wa) | has_zero_byte(w ^ wb);
-    let first = |mask: u64| (mask.trailing_zeros() / 8) as usize;
-    let mut words = s.chunks_exact(8);
+    let mut blocks = s.chunks_exact(16);
     let mut at = 0;
+    for block in blocks.by_ref() {
+        let Ok(block) = <&[u8; 16]>::try_from(block) else {
+            break;
+        };
+        if let Some(k) = first_in_block(block, a, b) {
+            return Some(at + k);
+        }
+        at += 16;
+    }
+    let mut words = blocks.remainder().chunks_exact(8);
     for word in words.by_ref() {
         let Ok(bytes) = <[u8; 8]>::try_from(word) else {
             break;
         };
-        let mask = hits(u64::from_le_bytes(bytes));
-        if mask != 0 {
-            return Some(at + first(mask));
+        if let Some(k) = first_in_word(u64::from_le_bytes(bytes), a, b) {
+            return Some(at + k);
         }
         at += 8;
     }
-    // The last 0..=7 bytes as one word, shifted in (a copy of a variable length would be a
-    // `memory.copy`, which V8 runs out of line); the padding's marks are cleared.
     let rest = words.remainder();
     let mut w = 0u64;
     for (k, &c) in rest.iter().enumerate() {
         w |= u64::from(c) << (8 * k);
     }
-    let real = u64::MAX
-        .checked_shr(64 - 8 * rest.len() as u32)
-        .unwrap_or(0);
-    let mask = hits(w) & real;
-    (mask != 0).then(|| at + first(mask))
+    let k = first_in_word(w, a, b)?;
+    (k < rest.len()).then_some(at + k)
+}
+
+/// Index of the first byte of `w` (little-endian) that is `a` or `b`: `has_zero_byte`'s
+/// lowest set bit is exact (the borrow only marks bytes above a hit).
+#[inline]
+fn first_in_word(w: u64, a: u8, b: u8) -> Option<usize> {
+    let (wa, wb) = (LO.wrapping_mul(u64::from(a)), LO.wrapping_mul(u64::from(b)));
+    let mask = has_zero_byte(w ^ wa) | has_zero_byte(w ^ wb);
+    (mask != 0).then(|| (mask.trailing_zeros() / 8) as usize)
+}
+
+/// The two little-endian words of a block.
+#[inline]
+fn halves(block: &[u8; 16]) -> (u64, u64) {
+    let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7] = *block;
+    (
+        u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+        u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+    )
+}
+
+/// Index of the first byte of `block` that is `a` or `b`. In the module, one wasm SIMD
+/// comparison per byte value (the two words make one `v128.load`: a vector built byte by byte
+/// would be sixteen lane loads); elsewhere (the native tests and tools) two words.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline]
+fn first_in_block(block: &[u8; 16], a: u8, b: u8) -> Option<usize> {
+    use core::arch::wasm32::{u64x2, u8x16_bitmask, u8x16_eq, u8x16_splat, v128_or};
+    let (lo, hi) = halves(block);
+    let v = u64x2(lo, hi);
+    let hits = u8x16_bitmask(v128_or(
+        u8x16_eq(v, u8x16_splat(a)),
+        u8x16_eq(v, u8x16_splat(b)),
+    ));
+    (hits != 0).then(|| hits.trailing_zeros() as usize)
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline]
+fn first_in_block(block: &[u8; 16], a: u8, b: u8) -> Option<usize> {
+    let (lo, hi) = halves(block);
+    first_in_word(lo, a, b).or_else(|| first_in_word(hi, a, b).map(|k| k + 8))
 }
 
 /// Position of the first `\n` or `\r` in `s`: where an SSE line ends.
-///
-/// `\n` (0x0A) and `\r` (0x0D) differ only in their low three bits, so OR-ing those bits in
-/// maps both to 0x0F and one zero-byte test per word finds them. The test also fires on the
-/// other bytes 0x08..=0x0F (control bytes JSON data carries only escaped, bar a rare tab), so a
-/// word that fires is checked byte by byte before answering.
 #[inline]
 pub(crate) fn find_line_end(s: &[u8]) -> Option<usize> {
-    let is_eol = |c: &u8| *c == b'\n' || *c == b'\r';
-    let mut start = 0;
-    for word in s.chunks_exact(8) {
-        let Ok(bytes) = <[u8; 8]>::try_from(word) else {
-            break;
-        };
-        let w = u64::from_le_bytes(bytes);
-        if has_zero_byte((w | LO.wrapping_mul(0x07)) ^ LO.wrapping_mul(0x0F)) != 0 {
-            if let Some(p) = word.iter().position(is_eol) {
-                return Some(start + p);
-            }
-        }
-        start += 8;
-    }
-    s.get(start..)?.iter().position(is_eol).map(|p| p + start)
+    find_either(s, b'\n', b'\r')
 }
 
 /// `s[i]` is an opening quote; returns the index just past the closing quote.
