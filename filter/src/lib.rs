@@ -19,6 +19,7 @@ mod abi;
 mod headers;
 mod host;
 mod http;
+mod memcmp;
 mod metrics;
 mod root;
 
