@@ -155,43 +155,66 @@ pub fn remaining_header(remaining: Decimal) -> String {
 /// `d` normalized, as plain text: the same text as `d.normalize().to_string()`, written
 /// digit by digit (per request, for headers and the access log: `Display` goes through the
 /// formatting machinery, several times the work).
+///
+/// The digits come from the 96-bit mantissa as three 32-bit limbs, nine at a time by long
+/// division in `u64` (wasm has no 128-bit division: a `u128` digit loop or `normalize`'s
+/// divisions are library calls), and the fraction's trailing zeros are dropped from the text
+/// rather than divided out of the value.
 pub fn plain(d: Decimal) -> String {
-    let d = d.normalize();
-    let scale = usize::try_from(d.scale()).unwrap_or(0);
+    const NINE_DIGITS: u64 = 1_000_000_000;
     let m = d.mantissa().unsigned_abs();
-    // A 96-bit mantissa has at most 29 digits; 28 is the largest scale. Digits are made in
-    // u64 (wasm has no 128-bit division: a u128 digit loop is two library calls a digit),
-    // the mantissa split at 10^19 when it does not fit.
-    let mut digits = [b'0'; 40];
-    let mut fill = |mut part: u64, at: usize| {
-        let mut end = at;
-        while part > 0 {
-            if let Some(slot) = digits.get_mut(end) {
-                *slot = b'0' + (part % 10) as u8;
+    if m == 0 {
+        return "0".to_string();
+    }
+    let mut limbs = [(m >> 64) as u32, (m >> 32) as u32, m as u32];
+    // At most 29 digits, least significant last.
+    let mut digits = [b'0'; 36];
+    let mut start = digits.len();
+    loop {
+        let mut rem = 0u64;
+        for limb in &mut limbs {
+            let cur = (rem << 32) | u64::from(*limb);
+            *limb = (cur / NINE_DIGITS) as u32;
+            rem = cur % NINE_DIGITS;
+        }
+        let last = limbs == [0; 3];
+        for _ in 0..9 {
+            start -= 1;
+            if let Some(slot) = digits.get_mut(start) {
+                *slot = b'0' + (rem % 10) as u8;
             }
-            part /= 10;
-            end += 1;
+            rem /= 10;
+            if last && rem == 0 {
+                break;
+            }
         }
-        end
-    };
-    const TEN_19: u128 = 10_000_000_000_000_000_000;
-    let len = match u64::try_from(m) {
-        Ok(m) => fill(m, 0),
-        Err(_) => {
-            fill(u64::try_from(m % TEN_19).unwrap_or(0), 0);
-            fill(u64::try_from(m / TEN_19).unwrap_or(0), 19)
+        if last {
+            break;
         }
-    };
-    let n = len.max(scale + 1);
-    let mut out = String::with_capacity(n + 2);
+    }
+    let digits = digits.get(start..).unwrap_or_default();
+    // Normalized: the fraction without its trailing zeros.
+    let zeros = digits.iter().rev().take_while(|&&c| c == b'0').count();
+    let scale = (d.scale() as usize).saturating_sub(zeros.min(d.scale() as usize));
+    let digits = digits
+        .get(..digits.len() - (d.scale() as usize - scale))
+        .unwrap_or_default();
+    let text = std::str::from_utf8(digits).unwrap_or_default();
+    let mut out = String::with_capacity(text.len() + scale + 3);
     if d.is_sign_negative() && !d.is_zero() {
         out.push('-');
     }
-    for i in (0..n).rev() {
-        if i + 1 == scale {
-            out.push('.');
-        }
-        out.push(char::from(digits.get(i).copied().unwrap_or(b'0')));
+    if scale == 0 {
+        out.push_str(text);
+    } else if text.len() > scale {
+        let (int, frac) = text.split_at(text.len() - scale);
+        out.push_str(int);
+        out.push('.');
+        out.push_str(frac);
+    } else {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', scale - text.len()));
+        out.push_str(text);
     }
     out
 }
@@ -238,6 +261,18 @@ mod tests {
             negative in any::<bool>(), scale in 0u32..=28,
         ) {
             let d = Decimal::from_parts(lo, mid, hi, negative, scale);
+            prop_assert_eq!(plain(d), d.normalize().to_string());
+        }
+
+        /// The same with trailing zeros in the mantissa (what sums of prices have), on either
+        /// side of the point.
+        #[test]
+        fn plain_drops_only_the_fractions_trailing_zeros(
+            m in 0u64..1_000_000_000_000, zeros in 0u32..12, negative in any::<bool>(),
+            scale in 0u32..=28,
+        ) {
+            let m = i128::from(m) * 10i128.pow(zeros) * if negative { -1 } else { 1 };
+            let d = Decimal::from_i128_with_scale(m, scale);
             prop_assert_eq!(plain(d), d.normalize().to_string());
         }
 
