@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 
 use crate::config::{Config, ProviderRoute, StalePolicy, UnknownModel};
-use crate::estimate::{summarize, worst_case, EstimateConfig, EstimateError};
+use crate::estimate::{summarize, worst_case_from, EstimateConfig, EstimateError};
 use crate::pricing::{ModelPrice, Prices, SearchContext};
 use crate::provider::Route;
 use crate::reply::{self, Reply};
@@ -156,7 +156,11 @@ pub fn judge(
         (None, UnknownModel::DefaultPrice(p)) => (asked.to_string(), Some(Arc::clone(p))),
     };
     let estimate = match &price {
-        Some(p) => worst_case(&summary, p, estimate).map_err(invalid)?.cost,
+        Some(p) => {
+            worst_case_from(&summary, p, estimate, || book.dearest(p))
+                .map_err(invalid)?
+                .cost
+        }
         None => Decimal::ZERO,
     };
     let new_body = if cfg.inject_include_usage {

@@ -242,16 +242,6 @@ pub enum TierAsk {
     Only(ServiceTier),
 }
 
-impl TierAsk {
-    /// The tier `price` is reserved at.
-    pub fn reserved(self, price: &ModelPrice) -> ServiceTier {
-        match self {
-            TierAsk::Auto => price.dearest_service_tier(),
-            TierAsk::Only(tier) => tier,
-        }
-    }
-}
-
 /// A provider-run web search a request enables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WebSearchAsk {
@@ -361,9 +351,30 @@ pub fn worst_case(
     price: &ModelPrice,
     cfg: &EstimateConfig,
 ) -> Result<Estimate, EstimateError> {
-    let tier = req.service_tier.reserved(price);
+    worst_case_from(req, price, cfg, || {
+        let tier = price.dearest_service_tier();
+        (tier, price.max_rates_at(tier))
+    })
+}
+
+/// [`worst_case`], with `dearest` saying the dearest tier of `price` and that tier's highest
+/// rates (what [`crate::pricing::Prices::dearest`] keeps per price), asked only when the
+/// request lets the provider choose its tier.
+pub fn worst_case_from(
+    req: &RequestSummary<'_>,
+    price: &ModelPrice,
+    cfg: &EstimateConfig,
+    dearest: impl FnOnce() -> (ServiceTier, EffectiveRates),
+) -> Result<Estimate, EstimateError> {
+    let (tier, highest) = match req.service_tier {
+        TierAsk::Auto => {
+            let (tier, rates) = dearest();
+            (tier, Some(rates))
+        }
+        TierAsk::Only(tier) => (tier, None),
+    };
     let rates: EffectiveRates = match cfg.tier_policy {
-        TierPolicy::Highest => price.max_rates_at(tier),
+        TierPolicy::Highest => highest.unwrap_or_else(|| price.max_rates_at(tier)),
         TierPolicy::AtEstimate => price.rates_at(req.prompt_tokens, tier),
     };
     // The prompt may be written to the cache, which bills above the input rate.

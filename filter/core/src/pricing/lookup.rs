@@ -1,10 +1,10 @@
 //! Model name lookup: exact key, then without (or with) a provider prefix, then a dated
 //! snapshot name reduced to its base model — the last only when no exact entry exists.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use super::{ModelPrice, PriceBook};
+use super::{EffectiveRates, ModelPrice, PriceBook, ServiceTier};
 
 /// Where a request is priced from: a price book as it is, or through a worker's
 /// [`PriceMemo`].
@@ -19,6 +19,19 @@ pub trait Prices {
         provider_hint: Option<&'static str>,
         f: impl FnOnce(&str, &Arc<ModelPrice>) -> R,
     ) -> Option<R>;
+
+    /// The dearest tier `price` (found through this book) may be served at and that tier's
+    /// highest rates: what a request that lets the provider choose reserves at. Worked out
+    /// once per price by a [`Memoized`] book, on every call by a plain one.
+    fn dearest(&self, price: &Arc<ModelPrice>) -> (ServiceTier, EffectiveRates) {
+        dearest_of(price)
+    }
+}
+
+/// [`ModelPrice::dearest_service_tier`] and its [`ModelPrice::max_rates_at`].
+fn dearest_of(price: &ModelPrice) -> (ServiceTier, EffectiveRates) {
+    let tier = price.dearest_service_tier();
+    (tier, price.max_rates_at(tier))
 }
 
 impl Prices for PriceBook {
@@ -59,6 +72,8 @@ struct Looked {
     model: String,
     hint: Option<&'static str>,
     found: Option<(String, Arc<ModelPrice>)>,
+    /// [`Prices::dearest`] of the price found, once asked.
+    dearest: Cell<Option<(ServiceTier, EffectiveRates)>>,
 }
 
 impl PriceMemo {
@@ -102,6 +117,7 @@ impl Memoized<'_> {
                 .book
                 .lookup(model, provider_hint)
                 .map(|(key, price)| (key.to_owned(), Arc::new(price.clone()))),
+            dearest: Cell::new(None),
         });
         seen.len() - 1
     }
@@ -122,6 +138,25 @@ impl Prices for Memoized<'_> {
         let seen = self.memo.seen.borrow();
         let (key, price) = seen.get(at)?.found.as_ref()?;
         Some(f(key, price))
+    }
+
+    /// Kept with the lookup that found `price` (the memo holds that `Arc`, so no other price
+    /// can be at its address); worked out afresh for a price from elsewhere (a configured
+    /// default price).
+    fn dearest(&self, price: &Arc<ModelPrice>) -> (ServiceTier, EffectiveRates) {
+        let seen = self.memo.seen.borrow();
+        let Some(looked) = seen
+            .iter()
+            .find(|l| l.found.as_ref().is_some_and(|(_, p)| Arc::ptr_eq(p, price)))
+        else {
+            return dearest_of(price);
+        };
+        if let Some(known) = looked.dearest.get() {
+            return known;
+        }
+        let worked = dearest_of(price);
+        looked.dearest.set(Some(worked));
+        worked
     }
 }
 
@@ -234,13 +269,26 @@ mod tests {
     use super::*;
     use rust_decimal::Decimal;
 
+    /// Models priced by their place in the book; every other one with a priority tier that
+    /// is dearer or cheaper than standard by turns, so the dearest tier differs by model.
     fn book(names: &[&str]) -> PriceBook {
         let mut b = PriceBook::default();
         for (i, n) in names.iter().enumerate() {
-            b.models.insert(
-                (*n).to_string(),
-                ModelPrice::flat(Decimal::from(i as u32 + 1), Decimal::ONE),
-            );
+            let mut price = ModelPrice::flat(Decimal::from(i as u32 + 1), Decimal::ONE);
+            if i % 2 == 1 {
+                let input = Decimal::from(if i % 4 == 1 { 100 } else { 0 });
+                price.service_tiers.insert(
+                    super::ServiceTier::Priority,
+                    super::super::TierRates {
+                        base: super::super::TierOverride {
+                            input: Some(input),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                );
+            }
+            b.models.insert((*n).to_string(), price);
         }
         b
     }
@@ -264,6 +312,12 @@ mod tests {
                 proptest::prop_assert_eq!(
                     memo.over(book).find(&model, hint, owned),
                     book.find(&model, hint, owned)
+                );
+                // The dearest tier the memo keeps with a price is the price's own.
+                let memoized = memo.over(book);
+                proptest::prop_assert_eq!(
+                    memoized.find(&model, hint, |_, p| memoized.dearest(p)),
+                    book.find(&model, hint, |_, p| dearest_of(p))
                 );
             }
         }
