@@ -772,6 +772,65 @@ fn admitted_requests_reach_the_counters_on_the_tick() {
     );
 }
 
+/// The module's scanner searches sixteen bytes per wasm SIMD instruction, then eight, then
+/// the last few (`usage/scan.rs`); natively the tests run a two-word stand-in. Here the real
+/// module reads answers whose escapes (`\"`, `\\`) and line ends fall at every offset of that
+/// search, the last bytes of the body among them. Message text that *mentions* usage must not
+/// be read as it, and every answer is charged exactly 10 and 20 tokens.
+#[test]
+fn escapes_and_line_ends_at_every_offset_of_the_block_search_are_read_right() {
+    let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));
+    for pad in 0..34 {
+        let text = format!(
+            "{}\"usage\":{{\"prompt_tokens\":999}} \\{}\\\"",
+            "x".repeat(pad),
+            "y".repeat(pad % 7)
+        );
+        let answer = json!({"id": "c1", "object": "chat.completion", "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
+            "system_fingerprint": format!("fp_{}\\\"", "z".repeat(pad % 16))});
+        let o = t.send(
+            &chat(100)
+                .response_status(200)
+                .response_header("content-type", "application/json")
+                .response_body(answer.to_string()),
+        );
+        assert_eq!(
+            o.filter_state("tollgate.cost"),
+            Some(&b"0.00005"[..]),
+            "JSON answer, pad {pad}: 10 × $1/M + 20 × $2/M"
+        );
+    }
+    for pad in 0..34 {
+        let delta = json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
+            "choices": [{"index": 0, "delta": {"content": format!("{}\\\"\n", "x".repeat(pad))}}],
+            "usage": null});
+        let usage = json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
+            "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}});
+        let req = Request::post("/v1/chat/completions")
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(
+                json!({"model": "m", "stream": true, "max_tokens": 50,
+                "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+            )
+            .response_status(200)
+            .response_header("content-type", "text/event-stream")
+            // The line ends at every offset; the second event's `\r\n` split across chunks.
+            .response_chunk(format!("data: {delta}\n\ndata: {usage}\r"))
+            .response_chunk("\n\r\ndata: [DONE]\n\n")
+            .response_chunk("");
+        let o = t.send(&req);
+        assert_eq!(
+            o.filter_state("tollgate.cost"),
+            Some(&b"0.00005"[..]),
+            "SSE answer, pad {pad}"
+        );
+    }
+}
+
 #[test]
 fn streaming_gets_usage_injected_and_metered_as_it_passes() {
     let mut t = Tollgate::start(snapshot("1", "0", None), json!({}));

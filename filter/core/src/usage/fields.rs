@@ -367,6 +367,25 @@ mod tests {
         assert_eq!(Count::from_token(b"true"), Ok(Count::NotNumber));
     }
 
+    proptest! {
+        /// A count read in the pass that finds its end reads what the strict way reads (the
+        /// number's end by the scanner, then its grammar): the same count or error, the same
+        /// end, for any number-like text and whatever follows it.
+        #[test]
+        fn a_count_reads_as_the_strict_way_reads(
+            text in "-?[0-9]{0,22}(\\.[0-9]{0,3})?([eE][+-]?[0-9]{0,3})?",
+            after in prop::sample::select(vec!["", ",", "}", " ", "x", "0", ".", "e", "-"]),
+        ) {
+            let s = format!("{text}{after}");
+            let mut fast = Count::Absent;
+            let got = read_count(s.as_bytes(), 0, &mut fast).map(|end| (end, fast));
+            let strict = scan::skip_value(s.as_bytes(), 0)
+                .map_err(UsageError::from)
+                .and_then(|end| Ok((end, Count::from_token(s.as_bytes().get(..end).unwrap_or_default())?)));
+            prop_assert_eq!(got, strict);
+        }
+    }
+
     /// Every field name some reader knows, plus noise.
     const KEYS: &[&str] = &[
         "prompt_tokens",
