@@ -108,6 +108,21 @@ impl Stream {
         }
     }
 
+    /// The label of `p` for the access log: the worker's last one when `p` is the principal it
+    /// names (the key cache hands the same `Arc` to every request with that key), so a
+    /// caller's requests after its first make none.
+    fn principal_label(&self, p: &Arc<Principal>) -> Rc<str> {
+        let mut last = self.shared.last_label.borrow_mut();
+        if let Some((held, label)) = last.as_ref() {
+            if Arc::ptr_eq(held, p) {
+                return Rc::clone(label);
+            }
+        }
+        let label: Rc<str> = Rc::from(label_of(p));
+        *last = Some((Arc::clone(p), Rc::clone(&label)));
+        label
+    }
+
     /// Filter state for the access log, unless the configuration turned it off (the value is
     /// then not even made).
     fn note<V: AsRef<str>>(&self, name: &str, value: impl FnOnce() -> V) {
@@ -195,7 +210,7 @@ impl Stream {
         }
         let Some(r) = r else {
             self.note("tollgate.decision", || "free");
-            self.note("tollgate.principal", || principal_label(&principal));
+            self.note("tollgate.principal", || self.principal_label(&principal));
             return Ok(None);
         };
         if r.format.api().needs_include_usage()
@@ -498,7 +513,9 @@ impl HttpContext for Stream {
                 Action::Continue
             }
             Ok(Some(req)) => {
-                self.note("tollgate.principal", || principal_label(&req.principal));
+                self.note("tollgate.principal", || {
+                    self.principal_label(&req.principal)
+                });
                 self.request = Some(req);
                 if end_of_stream {
                     // A metered route without a body cannot name a model.
@@ -615,8 +632,8 @@ impl HttpContext for Stream {
     }
 }
 
-/// `org/project/user/key`, `-` for a missing part (per request: concatenated, not formatted).
-fn principal_label(p: &Principal) -> String {
+/// `org/project/user/key`, `-` for a missing part (concatenated, not formatted).
+fn label_of(p: &Principal) -> String {
     fn part(o: &Option<String>) -> &str {
         o.as_deref().unwrap_or("-")
     }

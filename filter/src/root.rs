@@ -84,6 +84,9 @@ pub struct Shared {
     owed: RefCell<Vec<(Arc<str>, Owed)>>,
     /// The worker's last price lookups in the snapshot's book.
     pub prices: PriceMemo,
+    /// The last principal's access-log label (`org/project/user/key`), kept with the
+    /// principal it names (`Stream::principal_label`).
+    pub last_label: RefCell<Option<(Arc<Principal>, Rc<str>)>>,
     /// Refusals not yet reported (one record per budget, principal and model per second).
     denials: RefCell<Denials>,
     /// Metric ids.
@@ -327,6 +330,7 @@ impl FilterRoot {
             outbox: RefCell::new(Outbox::default()),
             owed: RefCell::new(Vec::new()),
             prices: PriceMemo::default(),
+            last_label: RefCell::new(None),
             denials: RefCell::new(Denials::default()),
             metrics: Metrics::define(),
         });

@@ -449,6 +449,60 @@ fn without_filter_state_a_request_is_judged_and_metered_the_same() {
 /// holds the name read-only (`NOT_FOUND`, `BAD_ARGUMENT`); the SDK's call panics on either,
 /// which would trap the VM on a value only the access log reads. Every write refused: the
 /// request is judged, answered and charged the same, and the VM lives on.
+/// The access log's principal label is kept with the last principal a worker saw: callers
+/// taking turns each get their own, a caller whose key is revoked and reissued to another
+/// principal gets the new one.
+#[test]
+fn each_caller_is_labelled_as_itself_whoever_came_before() {
+    let second = "tg-test-key-2";
+    let with_keys = |principal_of_second: Value| {
+        let mut snap = snapshot("1", "0", None);
+        snap["keys"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"sha256": sha(second), "principal": principal_of_second}));
+        snap
+    };
+    let mut t = Tollgate::start(
+        with_keys(json!({"key": "k2", "user": "u2", "project": "p1", "org": "o1"})),
+        json!({}),
+    );
+    let as_key = |key: &str| {
+        Request::post("/v1/chat/completions")
+            .header("authorization", format!("Bearer {key}"))
+            .body(json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+            .response_status(200)
+            .response_body(chat_response(1, 1))
+    };
+    for (key, label) in [
+        (KEY, "o1/p1/u1/k1"),
+        (second, "o1/p1/u2/k2"),
+        (second, "o1/p1/u2/k2"),
+        (KEY, "o1/p1/u1/k1"),
+    ] {
+        let o = t.send(&as_key(key));
+        assert_eq!(
+            o.filter_state("tollgate.principal"),
+            Some(label.as_bytes()),
+            "{key}"
+        );
+    }
+    // The second key now names another principal (no user, another project).
+    {
+        let mut cp = t.cp.lock().unwrap();
+        cp.snapshot = with_keys(json!({"key": "k2", "project": "p2", "org": "o1"}));
+        cp.snapshot["version"] = json!(2);
+    }
+    let sync = t.sync;
+    t.host.tick(sync).unwrap();
+    t.tick(); // the worker takes the new keys on its tick
+    let o = t.send(&as_key(second));
+    assert_eq!(
+        o.filter_state("tollgate.principal"),
+        Some(&b"o1/p2/-/k2"[..])
+    );
+}
+
 #[test]
 fn a_refused_filter_state_write_loses_nothing() {
     let mut t = Tollgate::start(snapshot("1", "0.25", None), json!({}));
