@@ -3,10 +3,11 @@
 //! A chat completion is mostly message text; the usage object is a few hundred bytes at the
 //! end. Parsing the whole body into a `serde_json::Value` costs microseconds per request, so
 //! this module walks the *structure* of the document instead: it steps over strings
-//! (honouring `\"` and `\\` escapes, eight bytes at a time), matches brackets with a bit stack,
-//! and reads the keys of the object it is asked about. For each member the caller either takes
-//! the value's bytes ([`find_members`]) or reads the value itself in the same pass
-//! ([`walk_object`], how `provider.rs` reads a usage object field by field).
+//! (honouring `\"` and `\\` escapes, sixteen bytes at a time, with wasm SIMD in the module),
+//! matches brackets with a bit stack, and reads the keys of the object it is asked about. For
+//! each member the caller either takes the value's bytes ([`find_members`]) or reads the value
+//! itself in the same pass ([`walk_object`], how `provider.rs` reads a usage object field by
+//! field).
 //!
 //! Why this cannot be fooled by a message that *mentions* usage: a key is only recognised
 //! where the walk expects a key of the top-level object, so `"usage"` inside a string (where
