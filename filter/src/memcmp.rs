@@ -18,7 +18,11 @@
 #[no_mangle]
 #[inline(never)]
 pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-    // SAFETY: the caller's contract (C's `memcmp`).
+    // C lets a caller pass null pointers with `n == 0`; a Rust slice may not have one.
+    if n == 0 {
+        return 0;
+    }
+    // SAFETY: the caller's contract (C's `memcmp`), `n` bytes at each non-null pointer.
     let (a, b) = unsafe {
         (
             core::slice::from_raw_parts(a, n),
