@@ -351,15 +351,12 @@ pub fn worst_case(
     price: &ModelPrice,
     cfg: &EstimateConfig,
 ) -> Result<Estimate, EstimateError> {
-    worst_case_from(req, price, cfg, || {
-        let tier = price.dearest_service_tier();
-        (tier, price.max_rates_at(tier))
-    })
+    worst_case_from(req, price, cfg, || price.dearest_rates())
 }
 
-/// [`worst_case`], with `dearest` saying the dearest tier of `price` and that tier's highest
-/// rates (what [`crate::pricing::Prices::dearest`] keeps per price), asked only when the
-/// request lets the provider choose its tier.
+/// [`worst_case`], with `dearest` giving [`ModelPrice::dearest_rates`] (which
+/// [`crate::pricing::Prices::dearest`] keeps per price), asked only when the request lets the
+/// provider choose its tier.
 pub fn worst_case_from(
     req: &RequestSummary<'_>,
     price: &ModelPrice,

@@ -24,14 +24,8 @@ pub trait Prices {
     /// highest rates: what a request that lets the provider choose reserves at. Worked out
     /// once per price by a [`Memoized`] book, on every call by a plain one.
     fn dearest(&self, price: &Arc<ModelPrice>) -> (ServiceTier, EffectiveRates) {
-        dearest_of(price)
+        price.dearest_rates()
     }
-}
-
-/// [`ModelPrice::dearest_service_tier`] and its [`ModelPrice::max_rates_at`].
-fn dearest_of(price: &ModelPrice) -> (ServiceTier, EffectiveRates) {
-    let tier = price.dearest_service_tier();
-    (tier, price.max_rates_at(tier))
 }
 
 impl Prices for PriceBook {
@@ -149,12 +143,12 @@ impl Prices for Memoized<'_> {
             .iter()
             .find(|l| l.found.as_ref().is_some_and(|(_, p)| Arc::ptr_eq(p, price)))
         else {
-            return dearest_of(price);
+            return price.dearest_rates();
         };
         if let Some(known) = looked.dearest.get() {
             return known;
         }
-        let worked = dearest_of(price);
+        let worked = price.dearest_rates();
         looked.dearest.set(Some(worked));
         worked
     }
@@ -317,7 +311,7 @@ mod tests {
                 let memoized = memo.over(book);
                 proptest::prop_assert_eq!(
                     memoized.find(&model, hint, |_, p| memoized.dearest(p)),
-                    book.find(&model, hint, |_, p| dearest_of(p))
+                    book.find(&model, hint, |_, p| p.dearest_rates())
                 );
             }
         }

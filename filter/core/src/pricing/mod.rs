@@ -585,6 +585,13 @@ impl ModelPrice {
             .0
     }
 
+    /// [`Self::dearest_service_tier`] and that tier's [`Self::max_rates_at`]: what a request
+    /// that lets the provider choose its tier reserves at.
+    pub fn dearest_rates(&self) -> (ServiceTier, EffectiveRates) {
+        let tier = self.dearest_service_tier();
+        (tier, self.max_rates_at(tier))
+    }
+
     fn range_for(&self, prompt_tokens: u64) -> Option<&RangeTier> {
         if prompt_tokens == 0 {
             return None;
