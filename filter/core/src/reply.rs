@@ -193,12 +193,11 @@ pub fn plain(d: Decimal) -> String {
         }
     }
     let digits = digits.get(start..).unwrap_or_default();
-    // Normalized: the fraction without its trailing zeros.
+    // Normalized: the fraction without its trailing zeros (never every digit: `m` is not 0).
     let zeros = digits.iter().rev().take_while(|&&c| c == b'0').count();
-    let scale = (d.scale() as usize).saturating_sub(zeros.min(d.scale() as usize));
-    let digits = digits
-        .get(..digits.len() - (d.scale() as usize - scale))
-        .unwrap_or_default();
+    let dropped = zeros.min(d.scale() as usize);
+    let scale = d.scale() as usize - dropped;
+    let digits = digits.get(..digits.len() - dropped).unwrap_or_default();
     let text = std::str::from_utf8(digits).unwrap_or_default();
     let mut out = String::with_capacity(text.len() + scale + 3);
     if d.is_sign_negative() && !d.is_zero() {

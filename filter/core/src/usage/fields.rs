@@ -381,7 +381,10 @@ mod tests {
             let got = read_count(s.as_bytes(), 0, &mut fast).map(|end| (end, fast));
             let strict = scan::skip_value(s.as_bytes(), 0)
                 .map_err(UsageError::from)
-                .and_then(|end| Ok((end, Count::from_token(s.as_bytes().get(..end).unwrap_or_default())?)));
+                .and_then(|end| {
+                    let token = s.as_bytes().get(..end).unwrap_or_default();
+                    Ok((end, Count::from_token(token)?))
+                });
             prop_assert_eq!(got, strict);
         }
     }

@@ -300,8 +300,9 @@ fn skip_literal(s: &[u8], i: usize, lit: &[u8]) -> Result<usize, ScanError> {
 }
 
 /// Walks the members of the object opening at `s[open]`: for each, calls
-/// `f(key, value_start)`, which reads or skips the value and returns the index just past it. Stops at the first error. Returns the index just past the
-/// closing brace. Readers that understand a value consume it in the same pass.
+/// `f(key, value_start)`, which reads or skips the value and returns the index just past it.
+/// Stops at the first error. Returns the index just past the closing brace. Readers that
+/// understand a value consume it in the same pass.
 pub(crate) fn walk_object<'a, E: From<ScanError>>(
     s: &'a [u8],
     open: usize,
