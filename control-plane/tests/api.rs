@@ -2306,6 +2306,58 @@ async fn every_route_with_every_role_and_scope() {
     }
 }
 
+/// Deleting an organisation takes its API tokens and alert webhooks with it (`ON DELETE
+/// CASCADE`): the tokens are gone and refused at once, the webhooks gone. (Why schemathesis's
+/// `ensure_resource_availability` is off for these two resources: control-plane/tests/
+/// schemathesis.toml.)
+#[tokio::test]
+async fn a_deleted_org_takes_its_tokens_and_webhooks_with_it() {
+    let api = api().await;
+    let made = api
+        .admin(
+            "POST",
+            "/v1/orgs",
+            Some(json!({"id": "gone", "name": "Gone"})),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let token = api
+        .admin(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "ops", "role": "manager", "org_id": "gone"})),
+        )
+        .await
+        .json();
+    let (token_id, secret) = (
+        token["id"].as_str().unwrap(),
+        token["secret"].as_str().unwrap(),
+    );
+    let hook = api
+        .admin(
+            "POST",
+            "/v1/alerts/webhooks",
+            Some(json!({"org_id": "gone", "url": "http://127.0.0.1:9/hook"})),
+        )
+        .await;
+    assert_eq!(hook.status, 201, "{}", hook.text);
+    let hook_id = hook.json()["id"].as_str().unwrap().to_string();
+    let orgs = api.call("GET", "/v1/orgs", Some(secret), None).await;
+    assert_eq!(orgs.status, 200, "{}", orgs.text);
+
+    assert_eq!(api.admin("DELETE", "/v1/orgs/gone", None).await.status, 204);
+    api.admin("GET", &format!("/v1/tokens/{token_id}"), None)
+        .await
+        .problem(404, None);
+    api.admin("GET", &format!("/v1/alerts/webhooks/{hook_id}"), None)
+        .await
+        .problem(404, None);
+    // Refused as any unknown token is.
+    api.call("GET", "/v1/orgs", Some(secret), None)
+        .await
+        .problem(403, None);
+}
+
 /// A manager sees and changes its organisation only, lists are confined to it, the audit log
 /// names who changed what (never a secret), and a revoked token is refused at once.
 #[tokio::test]
