@@ -335,10 +335,22 @@ fn local_reserved(mantissa: u64, scale: u32) -> Vec<u8> {
 }
 
 fn chat(max_tokens: u32) -> Request {
+    chat_as(KEY, max_tokens)
+}
+
+/// [`chat`] with the virtual key `key`.
+fn chat_as(key: &str, max_tokens: u32) -> Request {
     Request::post("/v1/chat/completions")
-        .header("authorization", format!("Bearer {KEY}"))
+        .header("authorization", format!("Bearer {key}"))
         .header("content-type", "application/json")
         .body(json!({"model": "m", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+}
+
+/// A streaming chat request (50 tokens at most) with the virtual key.
+fn chat_stream() -> Request {
+    Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(json!({"model": "m", "stream": true, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}).to_string())
 }
 
 fn chat_response(prompt: u64, completion: u64) -> String {
@@ -445,10 +457,6 @@ fn without_filter_state_a_request_is_judged_and_metered_the_same() {
     assert_eq!(o.filter_state("tollgate.decision"), None);
 }
 
-/// Envoy refuses `proxy_set_property` where it has no stream info or where another filter
-/// holds the name read-only (`NOT_FOUND`, `BAD_ARGUMENT`); the SDK's call panics on either,
-/// which would trap the VM on a value only the access log reads. Every write refused: the
-/// request is judged, answered and charged the same, and the VM lives on.
 /// The access log's principal label is kept with the last principal a worker saw: callers
 /// taking turns each get their own, a caller whose key is revoked and reissued to another
 /// principal gets the new one.
@@ -468,9 +476,7 @@ fn each_caller_is_labelled_as_itself_whoever_came_before() {
         json!({}),
     );
     let as_key = |key: &str| {
-        Request::post("/v1/chat/completions")
-            .header("authorization", format!("Bearer {key}"))
-            .body(json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        chat_as(key, 10)
             .response_status(200)
             .response_body(chat_response(1, 1))
     };
@@ -503,6 +509,10 @@ fn each_caller_is_labelled_as_itself_whoever_came_before() {
     );
 }
 
+/// Envoy refuses `proxy_set_property` where it has no stream info or where another filter
+/// holds the name read-only (`NOT_FOUND`, `BAD_ARGUMENT`); the SDK's call panics on either,
+/// which would trap the VM on a value only the access log reads. Every write refused: the
+/// request is judged, answered and charged the same, and the VM lives on.
 #[test]
 fn a_refused_filter_state_write_loses_nothing() {
     let mut t = Tollgate::start(snapshot("1", "0.25", None), json!({}));
@@ -863,13 +873,7 @@ fn escapes_and_line_ends_at_every_offset_of_the_block_search_are_read_right() {
             "usage": null});
         let usage = json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
             "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}});
-        let req = Request::post("/v1/chat/completions")
-            .header("authorization", format!("Bearer {KEY}"))
-            .body(
-                json!({"model": "m", "stream": true, "max_tokens": 50,
-                "messages": [{"role": "user", "content": "hi"}]})
-                .to_string(),
-            )
+        let req = chat_stream()
             .response_status(200)
             .response_header("content-type", "text/event-stream")
             // The line ends at every offset; the second event's `\r\n` split across chunks.
@@ -897,9 +901,7 @@ fn streaming_gets_usage_injected_and_metered_as_it_passes() {
     };
     let usage = json!({"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [],
         "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}});
-    let req = Request::post("/v1/chat/completions")
-        .header("authorization", format!("Bearer {KEY}"))
-        .body(json!({"model": "m", "stream": true, "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+    let req = chat_stream()
         .response_status(200)
         .response_header("content-type", "text/event-stream")
         .response_chunk(chunk("a"))
